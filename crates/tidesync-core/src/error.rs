@@ -1,0 +1,296 @@
+//! The one error type of tidesync, with a kind and a retryable classification.
+//!
+//! Every error names what it is about where that is known: the table, the record key and the
+//! field. Secrets never go into an error: transports put response excerpts here, never request
+//! headers.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::record::Record;
+
+/// What went wrong, coarsely; drives what the engine does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller passed something invalid (bad record, wrong key type, unknown table …).
+    InvalidInput,
+    /// A configuration or route specification is invalid.
+    Config,
+    /// The record or item does not exist.
+    NotFound,
+    /// An insert met an existing record.
+    AlreadyExists,
+    /// The storage backend failed (IO, corruption, lock).
+    Storage,
+    /// The network failed before a response arrived (connect, reset, DNS).
+    Network,
+    /// A request or operation took longer than its timeout.
+    Timeout,
+    /// The server asked us to slow down (429).
+    RateLimited,
+    /// The server failed (5xx, 408, 425).
+    Server,
+    /// The server refused our credentials (401, 403).
+    Auth,
+    /// The server reported a version conflict (409, 412).
+    Conflict,
+    /// The server rejected the request for good (other 4xx).
+    Permanent,
+    /// A response could not be decoded (bad JSON, missing key, wrong type).
+    Decode,
+    /// The engine or an actor is stopped.
+    Closed,
+    /// A bug or an invariant violation inside tidesync.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether an operation that failed with this kind may succeed when tried again later.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Network | ErrorKind::Timeout | ErrorKind::RateLimited | ErrorKind::Server
+        )
+    }
+
+    /// A stable lowercase name, used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Config => "config",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Storage => "storage",
+            ErrorKind::Network => "network",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Decode => "decode",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tidesync error.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    table: Option<String>,
+    key: Option<String>,
+    field: Option<String>,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    remote: Option<Box<Record>>,
+    excerpt: Option<String>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    /// A new error of `kind` with a human-readable message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            table: None,
+            key: None,
+            field: None,
+            status: None,
+            retry_after: None,
+            remote: None,
+            excerpt: None,
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`ErrorKind::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Config`].
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Storage`] wrapping a backend error.
+    pub fn storage(
+        backend: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(ErrorKind::Storage, format!("{backend} store: {source}")).with_source(source)
+    }
+
+    /// Shorthand for [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// Names the table the error is about.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
+    }
+
+    /// Names the record key the error is about.
+    pub fn key(mut self, key: impl fmt::Display) -> Self {
+        self.key = Some(key.to_string());
+        self
+    }
+
+    /// Names the field the error is about.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Records the HTTP status that caused the error.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Records how long the server asked us to wait.
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// Attaches the server's current record (for conflicts).
+    pub fn remote(mut self, record: Record) -> Self {
+        self.remote = Some(Box::new(record));
+        self
+    }
+
+    /// Attaches an excerpt of the response body (never request headers).
+    pub fn excerpt(mut self, excerpt: impl Into<String>) -> Self {
+        self.excerpt = Some(excerpt.into());
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn retryable(&self) -> bool {
+        self.kind.retryable()
+    }
+
+    /// The message, without context.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The table named by the error, if any.
+    pub fn table_name(&self) -> Option<&str> {
+        self.table.as_deref()
+    }
+
+    /// The record key named by the error, if any.
+    pub fn record_key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The field named by the error, if any.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The HTTP status, if the error came from a response.
+    pub fn http_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The server's requested delay before retrying, if any.
+    pub fn retry_after_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The server's current record carried by a conflict, if any.
+    pub fn remote_record(&self) -> Option<&Record> {
+        self.remote.as_deref()
+    }
+
+    /// Takes the server's current record out of a conflict error.
+    pub fn take_remote_record(&mut self) -> Option<Record> {
+        self.remote.take().map(|b| *b)
+    }
+
+    /// The response excerpt, if any.
+    pub fn response_excerpt(&self) -> Option<&str> {
+        self.excerpt.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        let mut context = Vec::new();
+        if let Some(table) = &self.table {
+            context.push(format!("table `{table}`"));
+        }
+        if let Some(key) = &self.key {
+            context.push(format!("key `{key}`"));
+        }
+        if let Some(field) = &self.field {
+            context.push(format!("field `{field}`"));
+        }
+        if let Some(status) = self.status {
+            context.push(format!("HTTP {status}"));
+        }
+        if !context.is_empty() {
+            write!(f, " ({})", context.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// `Result` with the tidesync [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_table_key_and_field() {
+        let err = Error::invalid("expected a string")
+            .table("posts")
+            .key("p1")
+            .field("title");
+        assert_eq!(
+            err.to_string(),
+            "invalid_input: expected a string (table `posts`, key `p1`, field `title`)"
+        );
+    }
+
+    #[test]
+    fn only_transient_kinds_are_retryable() {
+        assert!(ErrorKind::Server.retryable());
+        assert!(ErrorKind::RateLimited.retryable());
+        assert!(!ErrorKind::Auth.retryable());
+        assert!(!ErrorKind::Permanent.retryable());
+        assert!(!ErrorKind::Conflict.retryable());
+    }
+}

@@ -1,0 +1,9 @@
+//! # tidesync-testkit
+//!
+//! What tidesync's own tests use, shipped so that plugin authors can use it too:
+//! - [`store_suite`]: the conformance suite every [`tidesync_core::Store`] backend must pass;
+//! - [`server`]: a real HTTP reference REST server (axum, 127.0.0.1, ephemeral port) with
+//!   seeded, deterministic fault injection.
+
+pub mod server;
+pub mod store_suite;

@@ -1,0 +1,1 @@
+//! The reference REST server (being written).
