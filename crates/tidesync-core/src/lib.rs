@@ -8,10 +8,20 @@
 //! Architecture rule: this crate does no IO of its own and starts no runtime. It describes and
 //! decides; plugins and actors act.
 
+pub mod conflict;
 pub mod error;
+pub mod hlc;
+pub mod outbox;
 pub mod record;
+pub mod spec;
 pub mod store;
+pub mod transport;
 
+pub use conflict::{Conflict, ConflictStrategy, DetectedBy, Resolution, ServerWins};
 pub use error::{Error, ErrorKind, Result};
+pub use hlc::{HybridClock, Stamp};
+pub use outbox::{Op, OutboxEntry};
 pub use record::{Key, Record};
+pub use spec::{KeyKind, Reference, TableSpec};
 pub use store::{KeyValue, ReadTxn, Store, WriteTxn};
+pub use transport::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};

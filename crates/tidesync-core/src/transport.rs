@@ -1,0 +1,126 @@
+//! The transport plugin contract: how outbox entries reach the server and changes come back.
+//!
+//! A transport is one layer with no hidden retries: it makes one attempt per call, with a
+//! timeout, and classifies every failure through [`crate::ErrorKind`]:
+//! - `Network`, `Timeout`, `RateLimited`, `Server` → retryable (with `retry_after` when the
+//!   server sent `Retry-After`);
+//! - `Auth` → the engine asks the app for new credentials; nothing is dead-lettered;
+//! - `Conflict` → the conflict resolver (with the server's current record when known);
+//! - `Permanent`, `Decode` → the dead-letter queue, with the response excerpt.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::outbox::Op;
+use crate::record::{Key, Record};
+
+/// One outbox entry, as the transport sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// The table (collection) name.
+    pub table: String,
+    /// The record's key.
+    pub key: Key,
+    /// What to do on the server.
+    pub op: Op,
+    /// Create/update: the full local record. Delete: the last known record (so URL templates
+    /// such as `/posts/{serverId}` still work), if any.
+    pub record: Option<Record>,
+    /// Update: the top-level fields changed since the last synced version (what a PATCH sends).
+    pub changed: Vec<String>,
+    /// Stable idempotency key, fixed when the entry was enqueued, the same on every retry.
+    pub idempotency_key: String,
+    /// The version token (version field or ETag) of the base the change was made against.
+    pub base_version: Option<String>,
+    /// The leader's fencing epoch, sent so a server can refuse a deposed leader.
+    pub epoch: Option<u64>,
+}
+
+/// What the server answered to a successful push.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushOutcome {
+    /// The server's version of the record after the write, if the response carried it.
+    pub record: Option<Record>,
+    /// The version token after the write (from the version field or the ETag).
+    pub version: Option<String>,
+    /// The key the server assigned, when it differs from the local key (temp id → server id).
+    pub server_key: Option<Key>,
+    /// The server's clock at response time (HTTP `Date`), in epoch milliseconds.
+    pub server_time_ms: Option<i64>,
+}
+
+/// A request for the next page of remote changes of one table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The table (collection) name.
+    pub table: String,
+    /// The checkpoint after the last applied page, as the transport defined it; `None` for a
+    /// first (initial) sync.
+    pub cursor: Option<Value>,
+    /// How many records to ask for.
+    pub page_size: usize,
+}
+
+/// One page of remote changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PullPage {
+    /// Records created or changed on the server.
+    pub records: Vec<Record>,
+    /// Keys deleted on the server (from tombstones or a deleted-ids feed).
+    pub deleted: Vec<Key>,
+    /// The checkpoint to store, in the same transaction that applies this page.
+    pub cursor: Option<Value>,
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// The server's clock (HTTP `Date`), in epoch milliseconds.
+    pub server_time_ms: Option<i64>,
+    /// Total number of changes the server reported, when it does (for progress).
+    pub total: Option<u64>,
+}
+
+/// A record fetched by key, for conflict follow-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetched {
+    /// The server's current record.
+    pub record: Record,
+    /// Its version token.
+    pub version: Option<String>,
+}
+
+/// A transport plugin. Implementations must be cheap to share (`Arc<dyn Transport>`).
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// A short name for logs and metrics (`"rest"`).
+    fn name(&self) -> &str;
+
+    /// Pushes one entry. One attempt, with a timeout; failures classified.
+    async fn push(&self, request: PushRequest) -> Result<PushOutcome>;
+
+    /// Whether `table` has a bulk endpoint.
+    fn supports_batch(&self, _table: &str) -> bool {
+        false
+    }
+
+    /// Pushes several entries of one table in one request where the API allows it. The outer
+    /// error means the whole request failed; the inner results are per entry, in order.
+    async fn push_batch(&self, requests: Vec<PushRequest>) -> Result<Vec<Result<PushOutcome>>> {
+        let mut results = Vec::with_capacity(requests.len());
+        for request in requests {
+            results.push(self.push(request).await);
+        }
+        Ok(results)
+    }
+
+    /// Pulls one page of changes after `request.cursor`.
+    async fn pull(&self, request: PullRequest) -> Result<PullPage>;
+
+    /// Fetches the server's current version of one record; `Ok(None)` if it does not exist.
+    async fn fetch(&self, table: &str, key: &Key) -> Result<Option<Fetched>>;
+
+    /// The version token carried by a record of `table` (e.g. its `version` field), if any.
+    fn version_of(&self, _table: &str, _record: &Record) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! tidesync-transport-rest (being written)
