@@ -83,9 +83,14 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The tidesync error.
-#[derive(Debug, thiserror::Error)]
+/// The tidesync error. Boxed inside, so `Result<T, Error>` stays one pointer wide.
+#[derive(Debug)]
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     table: Option<String>,
@@ -95,24 +100,34 @@ pub struct Error {
     retry_after: Option<Duration>,
     remote: Option<Box<Record>>,
     excerpt: Option<String>,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
     /// A new error of `kind` with a human-readable message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            message: message.into(),
-            table: None,
-            key: None,
-            field: None,
-            status: None,
-            retry_after: None,
-            remote: None,
-            excerpt: None,
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                table: None,
+                key: None,
+                field: None,
+                status: None,
+                retry_after: None,
+                remote: None,
+                excerpt: None,
+                source: None,
+            }),
         }
     }
 
@@ -127,10 +142,7 @@ impl Error {
     }
 
     /// Shorthand for [`ErrorKind::Storage`] wrapping a backend error.
-    pub fn storage(
-        backend: &str,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn storage(backend: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::new(ErrorKind::Storage, format!("{backend} store: {source}")).with_source(source)
     }
 
@@ -141,122 +153,122 @@ impl Error {
 
     /// Names the table the error is about.
     pub fn table(mut self, table: impl Into<String>) -> Self {
-        self.table = Some(table.into());
+        self.inner.table = Some(table.into());
         self
     }
 
     /// Names the record key the error is about.
     pub fn key(mut self, key: impl fmt::Display) -> Self {
-        self.key = Some(key.to_string());
+        self.inner.key = Some(key.to_string());
         self
     }
 
     /// Names the field the error is about.
     pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.inner.field = Some(field.into());
         self
     }
 
     /// Records the HTTP status that caused the error.
     pub fn status(mut self, status: u16) -> Self {
-        self.status = Some(status);
+        self.inner.status = Some(status);
         self
     }
 
     /// Records how long the server asked us to wait.
     pub fn retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after = Some(delay);
+        self.inner.retry_after = Some(delay);
         self
     }
 
     /// Attaches the server's current record (for conflicts).
     pub fn remote(mut self, record: Record) -> Self {
-        self.remote = Some(Box::new(record));
+        self.inner.remote = Some(Box::new(record));
         self
     }
 
     /// Attaches an excerpt of the response body (never request headers).
     pub fn excerpt(mut self, excerpt: impl Into<String>) -> Self {
-        self.excerpt = Some(excerpt.into());
+        self.inner.excerpt = Some(excerpt.into());
         self
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.inner.source = Some(Box::new(source));
         self
     }
 
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Whether trying again later may succeed.
     pub fn retryable(&self) -> bool {
-        self.kind.retryable()
+        self.inner.kind.retryable()
     }
 
     /// The message, without context.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The table named by the error, if any.
     pub fn table_name(&self) -> Option<&str> {
-        self.table.as_deref()
+        self.inner.table.as_deref()
     }
 
     /// The record key named by the error, if any.
     pub fn record_key(&self) -> Option<&str> {
-        self.key.as_deref()
+        self.inner.key.as_deref()
     }
 
     /// The field named by the error, if any.
     pub fn field_name(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.inner.field.as_deref()
     }
 
     /// The HTTP status, if the error came from a response.
     pub fn http_status(&self) -> Option<u16> {
-        self.status
+        self.inner.status
     }
 
     /// The server's requested delay before retrying, if any.
     pub fn retry_after_delay(&self) -> Option<Duration> {
-        self.retry_after
+        self.inner.retry_after
     }
 
     /// The server's current record carried by a conflict, if any.
     pub fn remote_record(&self) -> Option<&Record> {
-        self.remote.as_deref()
+        self.inner.remote.as_deref()
     }
 
     /// Takes the server's current record out of a conflict error.
     pub fn take_remote_record(&mut self) -> Option<Record> {
-        self.remote.take().map(|b| *b)
+        self.inner.remote.take().map(|b| *b)
     }
 
     /// The response excerpt, if any.
     pub fn response_excerpt(&self) -> Option<&str> {
-        self.excerpt.as_deref()
+        self.inner.excerpt.as_deref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)?;
         let mut context = Vec::new();
-        if let Some(table) = &self.table {
+        if let Some(table) = &self.inner.table {
             context.push(format!("table `{table}`"));
         }
-        if let Some(key) = &self.key {
+        if let Some(key) = &self.inner.key {
             context.push(format!("key `{key}`"));
         }
-        if let Some(field) = &self.field {
+        if let Some(field) = &self.inner.field {
             context.push(format!("field `{field}`"));
         }
-        if let Some(status) = self.status {
+        if let Some(status) = self.inner.status {
             context.push(format!("HTTP {status}"));
         }
         if !context.is_empty() {

@@ -67,14 +67,20 @@ impl HybridClock {
     /// A new stamp, greater than every stamp this clock issued or observed.
     pub fn now(&self) -> Stamp {
         let physical = Stamp::from_millis((self.wall)()).0;
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *last = physical.max(*last + 1);
         Stamp(*last)
     }
 
     /// Moves the clock past a stamp seen elsewhere (e.g. restored from the store at start-up).
     pub fn observe(&self, seen: Stamp) {
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *last = (*last).max(seen.0);
     }
 }

@@ -11,6 +11,7 @@
 pub mod conflict;
 pub mod error;
 pub mod hlc;
+pub mod local;
 pub mod outbox;
 pub mod record;
 pub mod spec;

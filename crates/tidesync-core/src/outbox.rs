@@ -115,7 +115,7 @@ pub enum Coalesced {
     /// Queue a new entry after the existing ones.
     Append,
     /// Rewrite the (unsent) tail entry in place, keeping its position and idempotency key.
-    Replace(OutboxEntry),
+    Replace(Box<OutboxEntry>),
     /// Remove the (unsent) tail entry; nothing is queued.
     RemoveTail,
 }
@@ -131,7 +131,7 @@ pub fn coalesce(tail: Option<&OutboxEntry>, change: &LocalChange, hlc: u64) -> C
         entry.record = change.record.clone();
         entry.changed = changed;
         entry.hlc = hlc;
-        Coalesced::Replace(entry)
+        Coalesced::Replace(Box::new(entry))
     };
     match (tail.op, change.op) {
         (Op::Create, Op::Update) => rewrite(Op::Create, Vec::new()),
@@ -165,7 +165,11 @@ mod tests {
             key: Key::from("p1"),
             op,
             record: record(json!({"id": "p1", "title": "a"})),
-            changed: if op == Op::Update { vec!["title".into()] } else { vec![] },
+            changed: if op == Op::Update {
+                vec!["title".into()]
+            } else {
+                vec![]
+            },
             idempotency_key: "k1".into(),
             hlc: 1,
             created_at_ms: 0,
@@ -198,23 +202,37 @@ mod tests {
             response_excerpt: None,
             at_ms: 0,
         });
-        vec![("in flight", in_flight), ("attempted", attempted), ("dead", dead)]
+        vec![
+            ("in flight", in_flight),
+            ("attempted", attempted),
+            ("dead", dead),
+        ]
     }
 
     #[test]
     fn first_change_appends() {
-        assert_eq!(coalesce(None, &change(Op::Create, &[]), 2), Coalesced::Append);
+        assert_eq!(
+            coalesce(None, &change(Op::Create, &[]), 2),
+            Coalesced::Append
+        );
     }
 
     #[test]
     fn create_then_update_is_one_create_with_the_latest_record() {
-        let Coalesced::Replace(e) = coalesce(Some(&entry(Op::Create)), &change(Op::Update, &["title"]), 2)
+        let Coalesced::Replace(e) =
+            coalesce(Some(&entry(Op::Create)), &change(Op::Update, &["title"]), 2)
         else {
             panic!("expected a rewrite");
         };
         assert_eq!(e.op, Op::Create);
-        assert_eq!(e.record, record(json!({"id": "p1", "title": "b", "body": "x"})));
-        assert_eq!(e.idempotency_key, "k1", "idempotency key is fixed at enqueue");
+        assert_eq!(
+            e.record,
+            record(json!({"id": "p1", "title": "b", "body": "x"}))
+        );
+        assert_eq!(
+            e.idempotency_key, "k1",
+            "idempotency key is fixed at enqueue"
+        );
         assert_eq!(e.seq, 1, "keeps its place in the order");
         assert_eq!(e.hlc, 2);
     }
@@ -228,7 +246,10 @@ mod tests {
         };
         assert_eq!(e.op, Op::Update);
         assert_eq!(e.changed, vec!["body".to_string(), "title".to_string()]);
-        assert_eq!(e.record, record(json!({"id": "p1", "title": "b", "body": "x"})));
+        assert_eq!(
+            e.record,
+            record(json!({"id": "p1", "title": "b", "body": "x"}))
+        );
     }
 
     #[test]

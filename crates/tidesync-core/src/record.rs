@@ -200,11 +200,7 @@ pub fn changed_fields(old: &Record, new: &Record) -> Vec<String> {
         .iter()
         .filter(|(k, v)| new.get(*k) != Some(*v))
         .map(|(k, _)| k.clone())
-        .chain(
-            new.keys()
-                .filter(|k| !old.contains_key(*k))
-                .cloned(),
-        )
+        .chain(new.keys().filter(|k| !old.contains_key(*k)).cloned())
         .collect();
     fields.sort();
     fields.dedup();

@@ -152,9 +152,10 @@ impl TableSpec {
             }
             (KeyKind::String, Value::String(s)) => Ok(Key::Str(s.clone())),
             (KeyKind::String, _) => Err(bad("key must be a string")),
-            (KeyKind::Integer, Value::Number(n)) => {
-                n.as_i64().map(Key::Int).ok_or_else(|| bad("key must be a 64-bit integer"))
-            }
+            (KeyKind::Integer, Value::Number(n)) => n
+                .as_i64()
+                .map(Key::Int)
+                .ok_or_else(|| bad("key must be a 64-bit integer")),
             (KeyKind::Integer, _) => Err(bad("key must be an integer")),
         }
     }
@@ -209,7 +210,13 @@ mod tests {
     #[test]
     fn spec_validation_rejects_duplicates_and_empty_names() {
         assert!(TableSpec::new("").validate().is_err());
-        assert!(TableSpec::new("t").index("a").index("a").validate().is_err());
+        assert!(
+            TableSpec::new("t")
+                .index("a")
+                .index("a")
+                .validate()
+                .is_err()
+        );
         assert!(TableSpec::new("t").index("id").validate().is_err());
         assert!(TableSpec::new("t").index("a").validate().is_ok());
     }

@@ -66,7 +66,13 @@ pub trait ReadTxn: Send {
                 limit,
                 false,
             ),
-            None => self.range(keyspace, Bound::Included(prefix), Bound::Unbounded, limit, false),
+            None => self.range(
+                keyspace,
+                Bound::Included(prefix),
+                Bound::Unbounded,
+                limit,
+                false,
+            ),
         }
     }
 }

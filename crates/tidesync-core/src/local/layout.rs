@@ -1,0 +1,159 @@
+//! Where everything lives in the store: keyspace names and key encodings.
+//!
+//! | keyspace            | key                              | value               |
+//! |---------------------|----------------------------------|---------------------|
+//! | `r/<table>`         | key                              | record JSON         |
+//! | `i/<table>/<field>` | index value ‖ key                | empty               |
+//! | `b/<table>`         | key                              | [`Base`] JSON       |
+//! | `o/entries`         | seq (u64 BE)                     | outbox entry JSON   |
+//! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
+//! | `o/by_table`        | table ‖ seq                      | empty               |
+//! | `o/dead`            | seq                              | empty               |
+//! | `m`                 | meta name                        | meta value          |
+//! | `c`                 | table                            | pull cursor JSON    |
+//!
+//! `‖` is concatenation of self-delimiting encodings, so prefix scans are exact.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::record::{Key, escape_into};
+use crate::spec::describe;
+
+/// Keyspace of the records of `table`.
+pub fn records(table: &str) -> String {
+    format!("r/{table}")
+}
+
+/// Keyspace of the secondary index on `field` of `table`.
+pub fn index(table: &str, field: &str) -> String {
+    format!("i/{table}/{field}")
+}
+
+/// Keyspace of the bases (last agreed versions) of `table`.
+pub fn bases(table: &str) -> String {
+    format!("b/{table}")
+}
+
+/// Outbox entries by sequence number.
+pub const OUTBOX: &str = "o/entries";
+/// Per-record queues: table ‖ key ‖ seq.
+pub const OUTBOX_BY_RECORD: &str = "o/by_record";
+/// Per-table order: table ‖ seq.
+pub const OUTBOX_BY_TABLE: &str = "o/by_table";
+/// Dead-lettered entries by sequence number.
+pub const DEAD: &str = "o/dead";
+/// Engine metadata (sequence counter, clock, queue depths, epoch).
+pub const META: &str = "m";
+/// Pull checkpoints by table.
+pub const CHECKPOINTS: &str = "c";
+
+/// Meta key of the next outbox sequence number.
+pub const META_NEXT_SEQ: &[u8] = b"next_seq";
+/// Meta key of the last issued HLC stamp.
+pub const META_HLC: &[u8] = b"hlc";
+
+/// Meta key of the queue depth of `table`.
+pub fn meta_depth(table: &str) -> Vec<u8> {
+    format!("depth/{table}").into_bytes()
+}
+
+/// `table ‖ key`: the prefix of one record's queue in [`OUTBOX_BY_RECORD`].
+pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
+    let mut out = table_prefix(table);
+    key.encode_into(&mut out);
+    out
+}
+
+/// `table`: the prefix of one table in [`OUTBOX_BY_TABLE`] and [`OUTBOX_BY_RECORD`].
+pub fn table_prefix(table: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(table.len() + 2);
+    escape_into(table.as_bytes(), &mut out);
+    out
+}
+
+/// Encodes a sequence number so byte order is numeric order.
+pub fn seq_bytes(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// Reads a sequence number from the last 8 bytes of `bytes`.
+pub fn seq_from_suffix(bytes: &[u8]) -> Result<u64> {
+    let start = bytes
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| Error::internal("corrupt outbox index key"))?;
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&bytes[start..]);
+    Ok(u64::from_be_bytes(buf))
+}
+
+const IDX_NULL: u8 = 0x01;
+const IDX_FALSE: u8 = 0x02;
+const IDX_TRUE: u8 = 0x03;
+const IDX_NUMBER: u8 = 0x04;
+const IDX_STRING: u8 = 0x05;
+
+/// Order-preserving, self-delimiting encoding of an indexable value (null < false < true <
+/// numbers < strings). Objects and arrays cannot be indexed.
+pub fn index_value(value: &Value) -> std::result::Result<Vec<u8>, &'static str> {
+    let mut out = Vec::new();
+    match value {
+        Value::Null => out.push(IDX_NULL),
+        Value::Bool(false) => out.push(IDX_FALSE),
+        Value::Bool(true) => out.push(IDX_TRUE),
+        Value::Number(n) => {
+            let f = n.as_f64().ok_or("a number that does not fit in f64")?;
+            out.push(IDX_NUMBER);
+            out.extend_from_slice(&ordered_f64(f));
+        }
+        Value::String(s) => {
+            out.push(IDX_STRING);
+            escape_into(s.as_bytes(), &mut out);
+        }
+        other => return Err(describe(other)),
+    }
+    Ok(out)
+}
+
+/// Big-endian bytes of `f` whose byte order matches numeric order.
+fn ordered_f64(f: f64) -> [u8; 8] {
+    let f = if f == 0.0 { 0.0 } else { f }; // -0.0 and 0.0 index alike
+    let bits = f.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    ordered.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn index_encoding_orders_types_and_numbers() {
+        let values = [
+            json!(null),
+            json!(false),
+            json!(true),
+            json!(-1e9),
+            json!(-2),
+            json!(0),
+            json!(0.5),
+            json!(3),
+            json!(1e12),
+            json!(""),
+            json!("a"),
+            json!("b"),
+        ];
+        let encoded: Vec<_> = values.iter().map(|v| index_value(v).unwrap()).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+        assert!(index_value(&json!({"a": 1})).is_err());
+        assert!(index_value(&json!([1])).is_err());
+    }
+}
