@@ -131,10 +131,12 @@ impl TableSpec {
         Ok(())
     }
 
-    /// Reads and checks the key of `record`; `Ok(None)` if the record has no key yet.
+    /// Reads and checks the key of `record`; `Ok(None)` if the record has no key yet (the
+    /// field is missing, null, or an empty string as left by `Default`).
     pub fn key_of(&self, record: &Record) -> Result<Option<Key>> {
         match record.get(&self.key) {
             None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() && self.key_kind == KeyKind::String => Ok(None),
             Some(value) => self.check_key_value(value).map(Some),
         }
     }

@@ -9,6 +9,7 @@
 pub mod layout;
 mod outbox_ops;
 mod staged;
+mod sync_ops;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -26,6 +27,7 @@ use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use outbox_ops::OutboxStats;
 pub use staged::Staged;
+pub use sync_ops::{Acked, AppliedPage, ParkedConflict};
 
 /// Largest accepted record, serialized.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;

@@ -203,7 +203,8 @@ impl LocalDb {
     }
 
     /// The entries that may be sent now: for each record, its head entry, if that head is not
-    /// in flight, not dead, due at `now_ms`, its table not in `paused_tables`, and every
+    /// in flight, not dead, due at `now_ms`, its table not in `paused_tables`, the record has
+    /// no parked conflict, and every
     /// record it references has no pending create. At most `limit`, in enqueue order;
     /// records in `busy` (already being pushed) are skipped.
     pub fn ready_heads(
@@ -242,6 +243,7 @@ impl LocalDb {
                     || entry.next_attempt_at_ms > now_ms
                     || busy.contains(&id)
                     || paused_tables.contains(&entry.table)
+                    || self.is_parked(txn, &entry.table, &entry.key)?
                     || self.waits_for_reference(txn, &entry)?
                 {
                     continue;

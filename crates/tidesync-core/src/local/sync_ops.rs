@@ -1,0 +1,518 @@
+//! What sync does to the local database, each in the caller's transaction: acknowledge a push,
+//! apply a pulled page, apply a conflict's resolution, park and settle conflicts, remap ids.
+//! None of these create outbox entries except where a resolution must push the outcome
+//! (DESIGN invariant 2: no echo).
+
+use serde::{Deserialize, Serialize};
+
+use crate::conflict::{Conflict, DetectedBy, Resolution};
+use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::{Op, OutboxEntry};
+use crate::record::{Key, Record, changed_fields};
+use crate::store::{ReadTxn, WriteTxn};
+use crate::transport::{PullPage, PushOutcome};
+
+use super::layout;
+use super::{Base, Change, LocalDb, Origin, now_ms};
+
+/// Keyspace of parked conflicts: table ‖ key → [`ParkedConflict`] JSON.
+const PARKED: &str = "x/conflicts";
+
+/// A conflict left for the application to settle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedConflict {
+    /// The conflict as the strategy saw it (the remote side is refreshed by later pulls).
+    pub conflict: Conflict,
+    /// The remote version token.
+    pub remote_version: Option<String>,
+    /// When it was parked (wall-clock ms).
+    pub parked_at_ms: u64,
+}
+
+/// What acknowledging a push did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    /// The acknowledged entry.
+    pub entry: OutboxEntry,
+    /// The local record changed (server-owned fields merged, or key remapped).
+    pub changes: Vec<Change>,
+    /// `Some((old, new))` when the server assigned a new key.
+    pub remapped: Option<(Key, Key)>,
+}
+
+/// What applying a pulled page did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppliedPage {
+    /// Changes written to local records.
+    pub changes: Vec<Change>,
+    /// Remote versions that met pending local changes: to be resolved.
+    pub conflicts: Vec<(Conflict, Option<String>)>,
+    /// Remote records equal to their base while a local change is pending (no conflict).
+    pub unchanged: usize,
+}
+
+fn parked_key(table: &str, key: &Key) -> Vec<u8> {
+    layout::record_prefix(table, key)
+}
+
+impl LocalDb {
+    /// Acknowledges a successful push of entry `seq`: drops it, records the server's version
+    /// as the base, merges the server's fields into the local record wherever the record was
+    /// not edited since the entry was sent, and remaps the key when the server assigned a new
+    /// one. One transaction, no outbox entries created.
+    pub fn ack_push(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        outcome: &PushOutcome,
+    ) -> Result<Acked> {
+        let entry = self.remove(txn, seq)?;
+        let spec = self.schema.table(&entry.table)?.clone();
+        let mut changes = Vec::new();
+        if entry.op == Op::Delete {
+            self.set_base(txn, &entry.table, &entry.key, None)?;
+            return Ok(Acked {
+                entry,
+                changes,
+                remapped: None,
+            });
+        }
+        let sent = entry.record.clone().unwrap_or_default();
+        let server = outcome.record.clone();
+        let base_record = server.clone().unwrap_or_else(|| sent.clone());
+        let base = Base {
+            record: base_record,
+            version: outcome.version.clone(),
+        };
+        self.set_base(txn, &entry.table, &entry.key, Some(&base))?;
+
+        if let Some(server) = &server
+            && let Some(local) = self.get(&*txn, &entry.table, &entry.key)?
+        {
+            {
+                let mut merged = local.clone();
+                for (field, value) in server {
+                    if field == &spec.key {
+                        continue; // keys change only through a remap
+                    }
+                    // A field edited locally since the send keeps the local edit.
+                    if local.get(field) == sent.get(field) {
+                        merged.insert(field.clone(), value.clone());
+                    }
+                }
+                if merged != local {
+                    self.write_record(txn, &spec, &entry.key, Some(&local), Some(&merged))?;
+                    changes.push(Change {
+                        table: entry.table.clone(),
+                        key: entry.key.clone(),
+                        op: Op::Update,
+                        record: Some(merged),
+                        origin: Origin::PushAck,
+                    });
+                }
+            }
+        }
+
+        let mut remapped = None;
+        if let Some(new_key) = outcome.server_key.clone().filter(|k| k != &entry.key) {
+            spec.check_key(&new_key).map_err(|e| e.key(&entry.key))?;
+            changes.extend(self.remap_key(txn, &entry.table, &entry.key, &new_key)?);
+            remapped = Some((entry.key.clone(), new_key));
+        }
+        Ok(Acked {
+            entry,
+            changes,
+            remapped,
+        })
+    }
+
+    /// Moves a record from `old` to `new` key (server-assigned id): the record, its base, its
+    /// pending entries and every declared reference to it in other records and their pending
+    /// entries. No outbox entries are created for the rewrite itself.
+    pub fn remap_key(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        old: &Key,
+        new: &Key,
+    ) -> Result<Vec<Change>> {
+        let spec = self.schema.table(table)?.clone();
+        if self.get(&*txn, table, new)?.is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("cannot remap to key `{new}`: taken"),
+            )
+            .table(table)
+            .key(old));
+        }
+        let mut changes = Vec::new();
+        let key_json = new.to_json();
+        if let Some(mut record) = self.get(&*txn, table, old)? {
+            let before = record.clone();
+            record.insert(spec.key.clone(), key_json.clone());
+            self.write_record(txn, &spec, old, Some(&before), None)?;
+            self.write_record(txn, &spec, new, None, Some(&record))?;
+            changes.push(Change {
+                table: table.into(),
+                key: old.clone(),
+                op: Op::Delete,
+                record: None,
+                origin: Origin::PushAck,
+            });
+            changes.push(Change {
+                table: table.into(),
+                key: new.clone(),
+                op: Op::Create,
+                record: Some(record),
+                origin: Origin::PushAck,
+            });
+        }
+        if let Some(mut base) = self.base(&*txn, table, old)? {
+            base.record.insert(spec.key.clone(), key_json.clone());
+            self.set_base(txn, table, old, None)?;
+            self.set_base(txn, table, new, Some(&base))?;
+        }
+        for mut entry in self.pending(&*txn, table, old)? {
+            self.unindex_entry(txn, &entry)?;
+            entry.key = new.clone();
+            if let Some(record) = entry.record.as_mut() {
+                record.insert(spec.key.clone(), key_json.clone());
+            }
+            self.index_entry(txn, &entry)?;
+            self.rewrite(txn, &entry)?;
+        }
+        // Declared references from other tables.
+        let referencing: Vec<(crate::TableSpec, String)> = self
+            .schema
+            .tables()
+            .flat_map(|s| {
+                s.references
+                    .iter()
+                    .filter(|r| r.table == table)
+                    .map(|r| (s.clone(), r.field.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let old_json = old.to_json();
+        for (other, field) in referencing {
+            let mut after: Option<Key> = None;
+            loop {
+                let page = self.scan(&*txn, &other.name, after.as_ref(), 512)?;
+                let Some(last) = page.last() else { break };
+                after = other.key_of(last)?;
+                for record in page {
+                    if record.get(&field) != Some(&old_json) {
+                        continue;
+                    }
+                    let Some(key) = other.key_of(&record)? else {
+                        continue;
+                    };
+                    let mut updated = record.clone();
+                    updated.insert(field.clone(), key_json.clone());
+                    self.write_record(txn, &other, &key, Some(&record), Some(&updated))?;
+                    changes.push(Change {
+                        table: other.name.clone(),
+                        key: key.clone(),
+                        op: Op::Update,
+                        record: Some(updated),
+                        origin: Origin::PushAck,
+                    });
+                }
+                if after.is_none() {
+                    break;
+                }
+            }
+            // Pending entries of that table that carry the old reference.
+            for mut entry in self.outbox(&*txn, Some(&other.name), usize::MAX)? {
+                if let Some(record) = entry.record.as_mut()
+                    && record.get(&field) == Some(&old_json)
+                {
+                    record.insert(field.clone(), key_json.clone());
+                    self.rewrite(txn, &entry)?;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Applies one pulled page and stores its cursor, in the caller's transaction. Remote
+    /// records that meet a pending local change (or a parked conflict) are not applied but
+    /// returned as conflicts; a remote record equal to its base is no conflict.
+    pub fn apply_pull_page(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        page: &PullPage,
+        version_of: &dyn Fn(&Record) -> Option<String>,
+    ) -> Result<AppliedPage> {
+        let spec = self.schema.table(table)?.clone();
+        let mut applied = AppliedPage::default();
+        for remote in &page.records {
+            let key = match spec.key_of(remote) {
+                Ok(Some(key)) => key,
+                Ok(None) => {
+                    return Err(Error::new(ErrorKind::Decode, "pulled record has no key")
+                        .table(table)
+                        .field(spec.key.clone()));
+                }
+                Err(err) => {
+                    return Err(Error::new(ErrorKind::Decode, err.message().to_owned())
+                        .table(table)
+                        .field(spec.key.clone()));
+                }
+            };
+            let version = version_of(remote);
+            self.apply_remote(
+                txn,
+                &spec,
+                &key,
+                Some(remote),
+                version,
+                page.server_time_ms,
+                &mut applied,
+            )?;
+        }
+        for key in &page.deleted {
+            spec.check_key(key).map_err(|e| {
+                Error::new(ErrorKind::Decode, e.message().to_owned())
+                    .table(table)
+                    .key(key)
+            })?;
+            self.apply_remote(
+                txn,
+                &spec,
+                key,
+                None,
+                None,
+                page.server_time_ms,
+                &mut applied,
+            )?;
+        }
+        self.set_checkpoint(txn, table, page.cursor.as_ref())?;
+        Ok(applied)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_remote(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &crate::TableSpec,
+        key: &Key,
+        remote: Option<&Record>,
+        version: Option<String>,
+        server_time_ms: Option<i64>,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let table = spec.name.as_str();
+        let local = self.get(&*txn, table, key)?;
+        let base = self.base(&*txn, table, key)?;
+        let pending = self.pending(&*txn, table, key)?;
+        let parked = txn.get(PARKED, &parked_key(table, key))?;
+        if pending.is_empty() && parked.is_none() {
+            // Nothing local in the way: the remote version becomes the local one and the base.
+            if local.as_ref() != remote {
+                self.write_record(txn, spec, key, local.as_ref(), remote)?;
+                applied.changes.push(Change {
+                    table: table.into(),
+                    key: key.clone(),
+                    op: match (&local, remote) {
+                        (None, _) => Op::Create,
+                        (Some(_), Some(_)) => Op::Update,
+                        (Some(_), None) => Op::Delete,
+                    },
+                    record: remote.cloned(),
+                    origin: Origin::Pull,
+                });
+            }
+            let base = remote.map(|r| Base {
+                record: r.clone(),
+                version,
+            });
+            self.set_base(txn, table, key, base.as_ref())?;
+            return Ok(());
+        }
+        if base.as_ref().map(|b| &b.record) == remote {
+            applied.unchanged += 1; // the server still has what we based our edit on
+            return Ok(());
+        }
+        if remote.is_none() && base.is_none() {
+            return Ok(()); // deleted remotely, never known here: our pending create decides
+        }
+        let local_hlc = pending.last().map(|e| e.hlc).unwrap_or(0);
+        let detected_by = if remote.is_none() {
+            DetectedBy::RemoteDelete
+        } else if local.is_none() {
+            DetectedBy::LocalDelete
+        } else {
+            DetectedBy::Pull
+        };
+        let conflict = Conflict {
+            table: table.into(),
+            key: key.clone(),
+            base: base.map(|b| b.record),
+            local,
+            remote: remote.cloned(),
+            detected_by,
+            local_hlc,
+            remote_time_ms: server_time_ms,
+        };
+        if parked.is_some() {
+            // Keep the parked conflict current; the application settles it later.
+            self.park(txn, &conflict, version)?;
+            return Ok(());
+        }
+        applied.conflicts.push((conflict, version));
+        Ok(())
+    }
+
+    /// Applies a conflict's resolution in one transaction: rewrites the local record, the
+    /// base and the pending entries. Take-remote drops pending entries; keep-local and merged
+    /// replace them with one entry pushing the outcome against the remote version.
+    pub fn apply_resolution(
+        &self,
+        txn: &mut dyn WriteTxn,
+        conflict: &Conflict,
+        remote_version: Option<String>,
+        resolution: &Resolution,
+    ) -> Result<Vec<Change>> {
+        let spec = self.schema.table(&conflict.table)?.clone();
+        let (table, key) = (conflict.table.as_str(), &conflict.key);
+        if let Resolution::Park = resolution {
+            self.park(txn, conflict, remote_version)?;
+            return Ok(Vec::new());
+        }
+        txn.delete(PARKED, &parked_key(table, key))?;
+        let current = self.get(&*txn, table, key)?;
+        let outcome: Option<Record> = match resolution {
+            Resolution::TakeRemote => conflict.remote.clone(),
+            Resolution::KeepLocal => current.clone(),
+            Resolution::Merged(record) => {
+                let mut record = record.clone();
+                record.insert(spec.key.clone(), key.to_json());
+                Some(record)
+            }
+            Resolution::Park => None, // handled above
+        };
+        for entry in self.pending(&*txn, table, key)? {
+            self.remove(txn, entry.seq)?;
+        }
+        let base = conflict.remote.clone().map(|record| Base {
+            record,
+            version: remote_version,
+        });
+        self.set_base(txn, table, key, base.as_ref())?;
+        let mut changes = Vec::new();
+        if current != outcome {
+            self.write_record(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
+            changes.push(Change {
+                table: table.into(),
+                key: key.clone(),
+                op: match (&current, &outcome) {
+                    (None, _) => Op::Create,
+                    (_, None) => Op::Delete,
+                    _ => Op::Update,
+                },
+                record: outcome.clone(),
+                origin: Origin::Resolution,
+            });
+        }
+        if !matches!(resolution, Resolution::TakeRemote) && spec.push {
+            // Push the outcome against the remote version.
+            let change = match (&conflict.remote, &outcome) {
+                (Some(remote), Some(out)) if remote != out => Some(crate::outbox::LocalChange {
+                    op: Op::Update,
+                    record: Some(out.clone()),
+                    changed: changed_fields(remote, out),
+                }),
+                (None, Some(out)) => Some(crate::outbox::LocalChange {
+                    op: Op::Create,
+                    record: Some(out.clone()),
+                    changed: Vec::new(),
+                }),
+                (Some(remote), None) => Some(crate::outbox::LocalChange {
+                    op: Op::Delete,
+                    record: Some(remote.clone()),
+                    changed: Vec::new(),
+                }),
+                _ => None,
+            };
+            if let Some(change) = change {
+                let stamp = self.clock.now();
+                self.enqueue(txn, &spec, key, &change, stamp.0)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    fn park(
+        &self,
+        txn: &mut dyn WriteTxn,
+        conflict: &Conflict,
+        remote_version: Option<String>,
+    ) -> Result<()> {
+        let parked = ParkedConflict {
+            conflict: conflict.clone(),
+            remote_version,
+            parked_at_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&parked)
+            .map_err(|e| Error::internal(format!("cannot encode conflict: {e}")))?;
+        txn.put(PARKED, &parked_key(&conflict.table, &conflict.key), &bytes)
+    }
+
+    /// Conflicts parked for the application, optionally of one table.
+    pub fn parked_conflicts(
+        &self,
+        txn: &dyn ReadTxn,
+        table: Option<&str>,
+    ) -> Result<Vec<ParkedConflict>> {
+        let rows = match table {
+            Some(table) => txn.scan_prefix(PARKED, &layout::table_prefix(table), None)?,
+            None => txn.range(
+                PARKED,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                None,
+                false,
+            )?,
+        };
+        rows.iter()
+            .map(|(_, v)| {
+                serde_json::from_slice(v)
+                    .map_err(|e| Error::internal(format!("corrupt parked conflict: {e}")))
+            })
+            .collect()
+    }
+
+    /// The parked conflict of one record, if any.
+    pub fn parked_conflict(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<Option<ParkedConflict>> {
+        txn.get(PARKED, &parked_key(table, key))?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::internal(format!("corrupt parked conflict: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Whether the record has a parked conflict (its pending entries then wait).
+    pub fn is_parked(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<bool> {
+        Ok(txn.get(PARKED, &parked_key(table, key))?.is_some())
+    }
+
+    fn unindex_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
+        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
+        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
+        txn.delete(layout::OUTBOX_BY_RECORD, &by_record).map(|_| ())
+    }
+
+    fn index_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
+        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
+        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
+        txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
+    }
+}
