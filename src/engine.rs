@@ -1,26 +1,47 @@
 //! The engine handle and its builder.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use actix::Addr;
+use actix::{Actor, Addr, AsyncContext, Context};
 use tokio::sync::broadcast;
 
-use tidesync_actors::{ActorSystem, LocalWrite, OutboxActor};
-use tidesync_core::local::{Change, LocalDb, OutboxStats, Schema, WriteOp};
-use tidesync_core::{Error, ErrorKind, HybridClock, OutboxEntry, Result, Store, TableSpec};
+use tidesync_actors::{
+    ActorSystem, ConflictResolverActor, Control, EngineState, EventBus, LeaderActor, LocalWrite,
+    MetricsActor, OutboxActor, PullerActor, PusherActor, SchedulerActor, Scope, SyncNow,
+    SyncReport, SyncSettings, SyncShared, Write,
+};
+use tidesync_core::hlc::wall_millis;
+use tidesync_core::local::{Change, LocalDb, OutboxStats, ParkedConflict, Schema, WriteOp};
+use tidesync_core::{
+    ConflictStrategy, Error, ErrorKind, HybridClock, InProcessLeader, Key, LeaderElector,
+    OutboxEntry, Record, Resolution, Result, Store, TableSpec, Transport,
+};
 
 use crate::batch::Batch;
+use crate::status::{Health, HealthCheck, HealthStatus, Status};
 use crate::table::Table;
-use crate::watch::Watch;
+use crate::watch::{Events, Watch};
 
 /// How many committed changes a slow watcher may fall behind before it is told it lagged.
 const WATCH_CAPACITY: usize = 4096;
+/// How many events a slow event subscriber may fall behind.
+const EVENT_CAPACITY: usize = 4096;
 
 /// Configures and starts an [`Engine`].
 #[derive(Default)]
 pub struct EngineBuilder {
     store: Option<Arc<dyn Store>>,
     tables: Vec<TableSpec>,
+    transport: Option<Arc<dyn Transport>>,
+    strategies: HashMap<String, Arc<dyn ConflictStrategy>>,
+    default_strategy: Option<Arc<dyn ConflictStrategy>>,
+    settings: SyncSettings,
+    leader: Option<Arc<dyn LeaderElector>>,
+    leader_every: Option<Duration>,
+    metrics_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -28,7 +49,12 @@ impl std::fmt::Debug for EngineBuilder {
         f.debug_struct("EngineBuilder")
             .field("store", &self.store.as_ref().map(|s| s.backend()))
             .field("tables", &self.tables)
-            .finish()
+            .field(
+                "transport",
+                &self.transport.as_ref().map(|t| t.name().to_owned()),
+            )
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,13 +77,75 @@ impl EngineBuilder {
         self
     }
 
+    /// The transport (e.g. the REST transport). Without one the engine is local-only.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// A transport already shared elsewhere.
+    pub fn shared_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The conflict strategy of one table (default: server wins).
+    pub fn conflicts(mut self, table: &str, strategy: impl ConflictStrategy) -> Self {
+        self.strategies.insert(table.to_owned(), Arc::new(strategy));
+        self
+    }
+
+    /// A shared conflict strategy for one table.
+    pub fn shared_conflicts(mut self, table: &str, strategy: Arc<dyn ConflictStrategy>) -> Self {
+        self.strategies.insert(table.to_owned(), strategy);
+        self
+    }
+
+    /// The strategy for tables without their own (default: server wins).
+    pub fn default_conflicts(mut self, strategy: impl ConflictStrategy) -> Self {
+        self.default_strategy = Some(Arc::new(strategy));
+        self
+    }
+
+    /// All sync settings at once.
+    pub fn settings(mut self, settings: SyncSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The periodic sync interval (`None` disables it).
+    pub fn interval(mut self, interval: Option<Duration>) -> Self {
+        self.settings.interval = interval;
+        self
+    }
+
+    /// The leader election backend (default: in-process, always leader) and how often to
+    /// campaign.
+    pub fn leader(mut self, elector: impl LeaderElector, campaign_every: Duration) -> Self {
+        self.leader = Some(Arc::new(elector));
+        self.leader_every = Some(campaign_every);
+        self
+    }
+
+    /// How often store-derived gauges (outbox depth, oldest age …) are refreshed (default 5 s).
+    pub fn metrics_refresh(mut self, every: Duration) -> Self {
+        self.metrics_every = Some(every);
+        self
+    }
+
     /// Validates the configuration, recovers from any previous crash (entries that were in
     /// flight go back in the queue) and starts the actors on a dedicated thread.
     pub fn start(self) -> Result<Engine> {
         let store = self.store.ok_or_else(|| {
             Error::config("no store configured: call .store(RedbStore::open(path)?) first")
         })?;
+        self.settings.validate()?;
         let schema = Schema::new(self.tables)?;
+        for table in self.strategies.keys() {
+            schema.table(table).map_err(|_| {
+                Error::config("conflict strategy for an undeclared table").table(table)
+            })?;
+        }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
         db.restore_clock(&*store.read()?)?;
         let mut txn = store.write()?;
@@ -71,27 +159,132 @@ impl EngineBuilder {
         }
 
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
-        let (actor_store, actor_db, actor_changes) = (store.clone(), db.clone(), changes.clone());
-        let (system, outbox) = ActorSystem::start("engine", move || {
-            actix::Actor::start(OutboxActor::new(actor_store, actor_db, actor_changes))
-        })?;
+        let events = EventBus::new(EVENT_CAPACITY);
+        let state = Arc::new(EngineState::new());
+        let wiring = Wiring {
+            store: store.clone(),
+            db: db.clone(),
+            changes: changes.clone(),
+            events: events.clone(),
+            state: state.clone(),
+            transport: self.transport,
+            strategies: self.strategies,
+            default_strategy: self.default_strategy,
+            settings: Arc::new(self.settings),
+            leader: self.leader.unwrap_or_else(|| Arc::new(InProcessLeader)),
+            leader_every: self.leader_every.unwrap_or(Duration::from_secs(2)),
+            metrics_every: self.metrics_every.unwrap_or(Duration::from_secs(5)),
+        };
+        let (system, actors) = ActorSystem::start("engine", move || wiring.start())?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
                 db,
-                outbox,
+                actors,
                 changes,
+                events,
+                state,
                 system: Mutex::new(system),
             }),
         })
     }
 }
 
+/// Everything needed to start the actors inside the engine's System.
+struct Wiring {
+    store: Arc<dyn Store>,
+    db: LocalDb,
+    changes: broadcast::Sender<Change>,
+    events: EventBus,
+    state: Arc<EngineState>,
+    transport: Option<Arc<dyn Transport>>,
+    strategies: HashMap<String, Arc<dyn ConflictStrategy>>,
+    default_strategy: Option<Arc<dyn ConflictStrategy>>,
+    settings: Arc<SyncSettings>,
+    leader: Arc<dyn LeaderElector>,
+    leader_every: Duration,
+    metrics_every: Duration,
+}
+
+/// Addresses of the running actors.
+#[derive(Clone)]
+pub(crate) struct Actors {
+    outbox: Addr<OutboxActor>,
+    sync: Option<SyncActors>,
+}
+
+#[derive(Clone)]
+struct SyncActors {
+    scheduler: Addr<SchedulerActor>,
+    pusher: Addr<PusherActor>,
+    puller: Addr<PullerActor>,
+    resolver: Addr<ConflictResolverActor>,
+    leader: Addr<LeaderActor>,
+    metrics: Addr<MetricsActor>,
+}
+
+impl Wiring {
+    /// Runs inside the System: creates and wires the actors.
+    fn start(self) -> Actors {
+        let Some(transport) = self.transport else {
+            let outbox = OutboxActor::new(self.store, self.db, self.changes).start();
+            return Actors { outbox, sync: None };
+        };
+        // The scheduler's address is needed before it exists (the outbox notifies it).
+        let scheduler_ctx: Context<SchedulerActor> = Context::new();
+        let scheduler_addr = scheduler_ctx.address();
+        let outbox = OutboxActor::new(self.store.clone(), self.db.clone(), self.changes)
+            .notify_local_changes(scheduler_addr.clone().recipient())
+            .start();
+        let shared = SyncShared {
+            store: self.store,
+            db: self.db,
+            transport,
+            settings: self.settings,
+            events: self.events.clone(),
+            state: self.state,
+        };
+        let mut resolver = ConflictResolverActor::new(self.strategies, self.events);
+        if let Some(default) = self.default_strategy {
+            resolver = resolver.with_default(default);
+        }
+        let resolver = resolver.start();
+        let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
+        let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
+        let scheduler = scheduler_ctx.run(SchedulerActor::new(
+            shared.clone(),
+            pusher.clone(),
+            puller.clone(),
+        ));
+        scheduler.do_send(Control::Start);
+        let leader = LeaderActor::new(
+            self.leader,
+            scheduler.clone().recipient(),
+            self.leader_every,
+        )
+        .start();
+        let metrics = MetricsActor::new(shared, self.metrics_every).start();
+        Actors {
+            outbox,
+            sync: Some(SyncActors {
+                scheduler,
+                pusher,
+                puller,
+                resolver,
+                leader,
+                metrics,
+            }),
+        }
+    }
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     db: LocalDb,
-    outbox: Addr<OutboxActor>,
+    actors: Actors,
     changes: broadcast::Sender<Change>,
+    events: EventBus,
+    state: Arc<EngineState>,
     system: Mutex<ActorSystem>,
 }
 
@@ -109,11 +302,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the engine is stopped")
+}
+
 impl Engine {
     /// A builder.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
+
+    // ----- local data --------------------------------------------------------------------
 
     /// A typed handle on `table`; `T` is any serde type whose JSON form is an object.
     /// Use `serde_json::Value` for untyped JSON access.
@@ -141,6 +340,111 @@ impl Engine {
         ))
     }
 
+    // ----- sync --------------------------------------------------------------------------
+
+    fn sync_actors(&self) -> Result<&SyncActors> {
+        self.inner
+            .actors
+            .sync
+            .as_ref()
+            .ok_or_else(|| Error::config("no transport configured: this engine is local-only"))
+    }
+
+    async fn run(&self, scope: Scope) -> Result<SyncReport> {
+        self.sync_actors()?
+            .scheduler
+            .send(SyncNow { scope })
+            .await
+            .map_err(|_| closed())?
+    }
+
+    /// Pushes, then pulls every table; joins a running cycle instead of racing it.
+    pub async fn sync(&self) -> Result<SyncReport> {
+        self.run(Scope::all()).await
+    }
+
+    /// Pushes the outbox only.
+    pub async fn push(&self) -> Result<SyncReport> {
+        self.run(Scope::push_only()).await
+    }
+
+    /// Pulls every table (or one) only.
+    pub async fn pull(&self, table: Option<&str>) -> Result<SyncReport> {
+        let mut scope = Scope::pull_only();
+        if let Some(table) = table {
+            self.inner.db.schema().table(table)?;
+            scope.tables = Some([table.to_owned()].into());
+        }
+        self.run(scope).await
+    }
+
+    /// Pushes and pulls one table.
+    pub async fn sync_table(&self, table: &str) -> Result<SyncReport> {
+        self.inner.db.schema().table(table)?;
+        self.run(Scope::table(table)).await
+    }
+
+    fn control(&self, control: Control) -> Result<()> {
+        self.sync_actors()?.scheduler.do_send(control);
+        Ok(())
+    }
+
+    /// Starts syncing again after [`Engine::stop`] (idempotent). Writes made while stopped
+    /// were queued and are pushed now.
+    pub fn start(&self) -> Result<()> {
+        self.control(Control::Start)
+    }
+
+    /// Stops syncing (idempotent). Local reads and writes keep working and writes keep being
+    /// queued: nothing is lost, it is pushed after [`Engine::start`].
+    pub fn stop(&self) -> Result<()> {
+        self.control(Control::Stop)
+    }
+
+    /// Pauses syncing (idempotent); manual calls fail while paused.
+    pub fn pause(&self) -> Result<()> {
+        self.control(Control::Pause)
+    }
+
+    /// Resumes syncing and syncs now (idempotent).
+    pub fn resume(&self) -> Result<()> {
+        self.control(Control::Resume)
+    }
+
+    /// Pauses one table: its entries wait and it is not pulled.
+    pub fn pause_table(&self, table: &str) -> Result<()> {
+        self.inner.db.schema().table(table)?;
+        self.control(Control::PauseTable(table.to_owned()))
+    }
+
+    /// Resumes one table.
+    pub fn resume_table(&self, table: &str) -> Result<()> {
+        self.inner.db.schema().table(table)?;
+        self.control(Control::ResumeTable(table.to_owned()))
+    }
+
+    /// Tells the engine the network is (un)available (e.g. from the OS).
+    pub fn set_online(&self, online: bool) -> Result<()> {
+        self.control(Control::SetOnline(online))
+    }
+
+    /// The host app came to the foreground: sync now.
+    pub fn foreground(&self) -> Result<()> {
+        self.control(Control::Foreground)
+    }
+
+    /// New credentials are available (after an `AuthRequired` event): resume pushing.
+    pub fn credentials_updated(&self) -> Result<()> {
+        self.control(Control::CredentialsUpdated)
+    }
+
+    /// Engine events (sync started/completed/failed, conflicts, dead letters, …).
+    pub fn events(&self) -> Events {
+        Events::new(self.inner.events.subscribe())
+    }
+
+    // ----- inspection ----------------------------------------------------------------------
+
     /// Outbox entries in push order (optionally of one table), at most `limit`.
     pub fn outbox(&self, table: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.inner
@@ -155,6 +459,168 @@ impl Engine {
             .outbox_stats(&*self.inner.store.read()?, table)
     }
 
+    /// The entries the pusher may send now (per-record heads that are due and whose
+    /// references have been created), at most `limit`, in push order.
+    pub fn ready_for_push(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.inner.db.ready_heads(
+            &*self.inner.store.read()?,
+            wall_millis(),
+            limit,
+            &Default::default(),
+            &self.inner.state.paused_tables(),
+        )
+    }
+
+    /// A snapshot of the engine's state; queue figures are read live from the store.
+    pub fn status(&self) -> Result<Status> {
+        let state = &self.inner.state;
+        let read = self.inner.store.read()?;
+        let (mut depth, mut oldest) = (0u64, None::<u64>);
+        for spec in self.inner.db.schema().tables() {
+            let stats = self.inner.db.outbox_stats(&*read, &spec.name)?;
+            depth += stats.depth;
+            oldest = match (oldest, stats.oldest_created_at_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let mut paused_tables: Vec<String> = state.paused_tables().into_iter().collect();
+        paused_tables.sort();
+        let last = state.last_success_ms.load(Ordering::SeqCst);
+        Ok(Status {
+            running: state.running.load(Ordering::SeqCst),
+            paused: state.paused.load(Ordering::SeqCst),
+            online: state.online.load(Ordering::SeqCst),
+            leader: state.leader.load(Ordering::SeqCst),
+            epoch: state.epoch(),
+            syncing: state.syncing.load(Ordering::SeqCst),
+            auth_required: state.auth_required.load(Ordering::SeqCst),
+            last_successful_sync_ms: (last > 0).then_some(last),
+            last_error: state.last_error(),
+            queue_depth: depth,
+            oldest_pending_age_ms: oldest.map(|t| wall_millis().saturating_sub(t)),
+            dead_letters: self.inner.db.dead_letter_count(&*read)?,
+            parked_conflicts: self.inner.db.parked_conflicts(&*read, None)?.len() as u64,
+            paused_tables,
+        })
+    }
+
+    /// Health: actor liveness, store readability, staleness (never before the first sync),
+    /// the error rate as a true ratio, credentials, dead letters.
+    pub async fn health(&self, stale_after: Duration) -> Health {
+        let mut checks = Vec::new();
+        let mut critical = false;
+        let mut check = |name: &str, ok: bool, detail: String, is_critical: bool| {
+            critical |= !ok && is_critical;
+            checks.push(HealthCheck {
+                name: name.to_owned(),
+                ok,
+                detail,
+            });
+        };
+        let mut alive = vec![("outbox", self.inner.actors.outbox.connected())];
+        if let Some(sync) = &self.inner.actors.sync {
+            alive.extend([
+                ("scheduler", sync.scheduler.connected()),
+                ("pusher", sync.pusher.connected()),
+                ("puller", sync.puller.connected()),
+                ("resolver", sync.resolver.connected()),
+                ("leader", sync.leader.connected()),
+                ("metrics", sync.metrics.connected()),
+            ]);
+        }
+        let dead: Vec<&str> = alive
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| *n)
+            .collect();
+        check(
+            "actors",
+            dead.is_empty(),
+            if dead.is_empty() {
+                "all running".into()
+            } else {
+                format!("stopped: {}", dead.join(", "))
+            },
+            true,
+        );
+        match self.status() {
+            Err(err) => check("store", false, err.to_string(), true),
+            Ok(status) => {
+                check("store", true, "readable".into(), true);
+                let stale = status
+                    .last_successful_sync_ms
+                    .map(|t| wall_millis().saturating_sub(t) > stale_after.as_millis() as u64);
+                check(
+                    "freshness",
+                    stale != Some(true),
+                    match status.last_successful_sync_ms {
+                        None => "no sync yet".into(),
+                        Some(t) => format!(
+                            "last successful sync {} ms ago",
+                            wall_millis().saturating_sub(t)
+                        ),
+                    },
+                    false,
+                );
+                check(
+                    "credentials",
+                    !status.auth_required,
+                    if status.auth_required {
+                        "auth required".into()
+                    } else {
+                        "ok".into()
+                    },
+                    false,
+                );
+                check(
+                    "online",
+                    status.online,
+                    if status.online {
+                        "reachable".into()
+                    } else {
+                        "offline".into()
+                    },
+                    false,
+                );
+                check(
+                    "dead_letters",
+                    status.dead_letters == 0,
+                    format!("{} waiting", status.dead_letters),
+                    false,
+                );
+            }
+        }
+        let state = &self.inner.state;
+        let requests = state.requests.load(Ordering::Relaxed);
+        let failures = state.request_failures.load(Ordering::Relaxed);
+        let error_rate = if requests == 0 {
+            0.0
+        } else {
+            failures as f64 / requests as f64
+        };
+        check(
+            "error_rate",
+            error_rate <= 0.5,
+            format!("{failures} of {requests} requests failed"),
+            false,
+        );
+        let status = if critical {
+            HealthStatus::Unhealthy
+        } else if checks.iter().any(|c| !c.ok) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        Health {
+            status,
+            error_rate,
+            checks,
+        }
+    }
+
+    // ----- dead letters and parked conflicts ----------------------------------------------
+
     /// Dead-lettered entries, optionally of one table.
     pub fn dead_letters(&self, table: Option<&str>) -> Result<Vec<OutboxEntry>> {
         self.inner
@@ -162,27 +628,111 @@ impl Engine {
             .dead_letters(&*self.inner.store.read()?, table)
     }
 
-    /// The entries the pusher may send now (per-record heads that are due and whose
-    /// references have been created), at most `limit`, in push order.
-    pub fn ready_for_push(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        self.inner.db.ready_heads(
-            &*self.inner.store.read()?,
-            tidesync_core::hlc::wall_millis(),
-            limit,
-            &Default::default(),
-            &Default::default(),
-        )
+    async fn write_job<T: Send + 'static>(&self, job: Write<T>) -> Result<T> {
+        self.inner
+            .actors
+            .outbox
+            .send(job)
+            .await
+            .map_err(|_| closed())?
     }
 
-    /// The store writer (the Outbox actor), for hosts that compose actors themselves and for
-    /// custom write jobs ([`tidesync_actors::Write`]).
+    /// Puts a dead letter back at its place in its record's order (optionally with an edited
+    /// record) and pushes soon.
+    pub async fn retry_dead_letter(&self, seq: u64, edited: Option<Record>) -> Result<OutboxEntry> {
+        let entry = self
+            .write_job(Write::new(move |db, txn| {
+                Ok((db.retry_dead_letter(txn, seq, edited)?, Vec::new()))
+            }))
+            .await?;
+        if let Ok(sync) = self.sync_actors() {
+            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
+        }
+        Ok(entry)
+    }
+
+    /// Discards a dead letter for good; the record's later entries proceed.
+    pub async fn discard_dead_letter(&self, seq: u64) -> Result<OutboxEntry> {
+        let entry = self
+            .write_job(Write::new(move |db, txn| {
+                Ok((db.discard_dead_letter(txn, seq)?, Vec::new()))
+            }))
+            .await?;
+        if let Ok(sync) = self.sync_actors() {
+            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
+        }
+        Ok(entry)
+    }
+
+    /// Conflicts parked for the application.
+    pub fn parked_conflicts(&self, table: Option<&str>) -> Result<Vec<ParkedConflict>> {
+        self.inner
+            .db
+            .parked_conflicts(&*self.inner.store.read()?, table)
+    }
+
+    /// Settles a parked conflict with the application's decision (it must not be `Park`).
+    pub async fn settle_conflict(
+        &self,
+        table: &str,
+        key: impl Into<Key>,
+        resolution: Resolution,
+    ) -> Result<()> {
+        let key = key.into();
+        if resolution == Resolution::Park {
+            return Err(
+                Error::invalid("settle a conflict with take_remote, keep_local or merged")
+                    .table(table)
+                    .key(&key),
+            );
+        }
+        let table = table.to_owned();
+        self.write_job(Write::new(move |db, txn| {
+            let parked = db.parked_conflict(&*txn, &table, &key)?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "no parked conflict for this record")
+                    .table(table.clone())
+                    .key(&key)
+            })?;
+            let changes =
+                db.apply_resolution(txn, &parked.conflict, parked.remote_version, &resolution)?;
+            Ok(((), changes))
+        }))
+        .await?;
+        if let Ok(sync) = self.sync_actors() {
+            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
+        }
+        Ok(())
+    }
+
+    // ----- lifecycle ---------------------------------------------------------------------
+
+    /// The store writer (the Outbox actor), for custom write jobs ([`tidesync_actors::Write`]).
     pub fn writer(&self) -> Addr<OutboxActor> {
-        self.inner.outbox.clone()
+        self.inner.actors.outbox.clone()
     }
 
-    /// Stops the actors. Later writes fail with [`ErrorKind::Closed`]; reads keep working.
-    /// Idempotent.
+    /// Stops the actors and the engine thread (resigning leadership first). Later writes fail
+    /// with [`ErrorKind::Closed`]; reads keep working. Idempotent.
     pub fn shutdown(&self) {
+        if let Some(sync) = &self.inner.actors.sync {
+            sync.scheduler.do_send(Control::Stop);
+            let resign = sync.leader.send(tidesync_actors::Resign);
+            // Give the elector a moment to release its lease; never hang shutdown on it.
+            let _ = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_time()
+                            .build()
+                            .map(|rt| {
+                                rt.block_on(async {
+                                    tokio::time::timeout(Duration::from_secs(2), resign).await
+                                })
+                            })
+                    })
+                    .join()
+            });
+        }
         match self.inner.system.lock() {
             Ok(mut system) => system.stop(),
             Err(poisoned) => poisoned.into_inner().stop(),
@@ -199,9 +749,10 @@ impl Engine {
 
     pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
         self.inner
+            .actors
             .outbox
             .send(LocalWrite(ops))
             .await
-            .map_err(|_| Error::new(ErrorKind::Closed, "the engine is stopped"))?
+            .map_err(|_| closed())?
     }
 }

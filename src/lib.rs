@@ -27,17 +27,24 @@
 
 mod batch;
 mod engine;
+mod status;
 mod table;
 mod watch;
 
 pub use batch::Batch;
 pub use engine::{Engine, EngineBuilder};
+pub use status::{Health, HealthCheck, HealthStatus, Status};
 pub use table::Table;
-pub use watch::{Watch, WatchEvent};
+pub use watch::{EventItem, Events, Watch, WatchEvent};
 
+pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
+
+pub use tidesync_core::local::ParkedConflict;
 pub use tidesync_core::local::{Change, IndexRange, Origin, OutboxStats};
 pub use tidesync_core::{
-    Error, ErrorKind, Key, KeyKind, Op, OutboxEntry, Record, Reference, Result, Store, TableSpec,
+    Conflict, ConflictStrategy, DetectedBy, Error, ErrorKind, InProcessLeader, Key, KeyKind,
+    LeaderElector, Op, OutboxEntry, Record, Reference, Resolution, Result, ServerWins, Store,
+    TableSpec, Transport,
 };
 pub use tidesync_store_memory::MemoryStore;
 #[cfg(feature = "store-redb")]

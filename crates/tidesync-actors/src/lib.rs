@@ -2,11 +2,42 @@
 //!
 //! The actix actors of tidesync and their typed messages. This is the only crate that depends
 //! on actix. A host application that runs actix itself can start and wire these actors in its
-//! own `System`; everyone else uses the `tidesync` facade, which runs them on a dedicated
-//! thread.
+//! own `System` (see `examples/compose_actors.rs`); everyone else uses the `tidesync` facade,
+//! which runs them on a dedicated thread.
+//!
+//! | actor | owns | receives |
+//! |---|---|---|
+//! | [`OutboxActor`] | every store write, group commit | [`LocalWrite`], [`Write`] |
+//! | [`PusherActor`] | in-flight pushes, per-record order | [`PushNow`] |
+//! | [`PullerActor`] | the paging loop per table | [`PullNow`] |
+//! | [`ConflictResolverActor`] | per-table strategies | [`Resolve`] |
+//! | [`SchedulerActor`] | triggers, one cycle at a time, lifecycle | [`SyncNow`], [`Control`], [`OutboxChanged`], [`LeadershipChanged`] |
+//! | [`LeaderActor`] | the election backend, the epoch | [`Campaign`], [`Resign`] |
+//! | [`MetricsActor`] | store-derived gauges | [`Refresh`] |
 
+pub mod backoff;
+pub mod events;
+pub mod leader;
+pub mod metrics;
 pub mod outbox;
+pub mod puller;
+pub mod pusher;
+pub mod rate_limit;
+pub mod resolver;
 pub mod runtime;
+pub mod scheduler;
+pub mod settings;
+pub mod shared;
+pub mod telemetry;
 
+pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
+pub use leader::{Campaign, LeaderActor, Resign};
+pub use metrics::{MetricsActor, Refresh};
 pub use outbox::{LocalWrite, OutboxActor, OutboxChanged, Write, WriteJob};
+pub use puller::{PullNow, PullReport, PullerActor};
+pub use pusher::{PushNow, PushReport, PusherActor};
+pub use resolver::{ConflictResolverActor, Resolve};
 pub use runtime::ActorSystem;
+pub use scheduler::{Control, LeadershipChanged, SchedulerActor, Scope, SyncNow};
+pub use settings::{RateLimit, RetryDelayFn, SyncSettings};
+pub use shared::{EngineState, SyncShared};

@@ -199,6 +199,20 @@ impl Error {
         self
     }
 
+    /// A copy of this error with everything but its source (errors are not `Clone` because
+    /// sources are not); used when one failure answers several requests.
+    pub fn duplicate(&self) -> Error {
+        let mut copy = Error::new(self.inner.kind, self.inner.message.clone());
+        copy.inner.table = self.inner.table.clone();
+        copy.inner.key = self.inner.key.clone();
+        copy.inner.field = self.inner.field.clone();
+        copy.inner.status = self.inner.status;
+        copy.inner.retry_after = self.inner.retry_after;
+        copy.inner.remote = self.inner.remote.clone();
+        copy.inner.excerpt = self.inner.excerpt.clone();
+        copy
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

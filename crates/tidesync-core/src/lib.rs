@@ -11,6 +11,7 @@
 pub mod conflict;
 pub mod error;
 pub mod hlc;
+pub mod leader;
 pub mod local;
 pub mod outbox;
 pub mod record;
@@ -21,6 +22,7 @@ pub mod transport;
 pub use conflict::{Conflict, ConflictStrategy, DetectedBy, Resolution, ServerWins};
 pub use error::{Error, ErrorKind, Result};
 pub use hlc::{HybridClock, Stamp};
+pub use leader::{InProcessLeader, LeaderElector};
 pub use outbox::{Op, OutboxEntry};
 pub use record::{Key, Record};
 pub use spec::{KeyKind, Reference, TableSpec};

@@ -48,6 +48,9 @@ pub struct TableSpec {
     /// Whether local writes are queued for push (false for pull-only or local-only tables).
     #[serde(default = "default_true")]
     pub push: bool,
+    /// Whether remote changes are pulled (false for push-only or local-only tables).
+    #[serde(default = "default_true")]
+    pub pull: bool,
 }
 
 fn default_key_field() -> String {
@@ -68,6 +71,7 @@ impl TableSpec {
             indexes: Vec::new(),
             references: Vec::new(),
             push: true,
+            pull: true,
         }
     }
 
@@ -98,9 +102,24 @@ impl TableSpec {
         self
     }
 
-    /// Local writes are not queued for push (a pull-only or local-only table).
+    /// Neither pushed nor pulled: a table that lives only on this device.
     pub fn local_only(mut self) -> Self {
         self.push = false;
+        self.pull = false;
+        self
+    }
+
+    /// Pulled but never pushed: local writes are allowed and stay local (never queued).
+    pub fn pull_only(mut self) -> Self {
+        self.push = false;
+        self.pull = true;
+        self
+    }
+
+    /// Pushed but never pulled.
+    pub fn push_only(mut self) -> Self {
+        self.push = true;
+        self.pull = false;
         self
     }
 

@@ -1,0 +1,614 @@
+//! The Scheduler actor: decides when to sync, runs one cycle (push, then pull) at a time, and
+//! keeps the engine's lifecycle: start/stop, pause/resume, online/offline, leadership.
+//!
+//! Manual calls (`sync`, `push`, `pull`, `sync_table`) obey the same guards as automatic
+//! triggers and *join* a running cycle that covers them instead of racing it; what the running
+//! cycle does not cover runs right after it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use tidesync_core::{Error, ErrorKind, Result};
+
+use crate::backoff::exponential_ceiling;
+use crate::events::{SyncEvent, SyncReport, Trigger};
+use crate::outbox::OutboxChanged;
+use crate::puller::{PullNow, PullerActor};
+use crate::pusher::{PushNow, PusherActor, next_due_in};
+use crate::shared::SyncShared;
+use crate::telemetry;
+
+/// What a cycle covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Push the outbox.
+    pub push: bool,
+    /// Pull remote changes.
+    pub pull: bool,
+    /// Only these tables (`None`: all).
+    pub tables: Option<BTreeSet<String>>,
+}
+
+impl Scope {
+    /// Push and pull everything.
+    pub fn all() -> Self {
+        Scope {
+            push: true,
+            pull: true,
+            tables: None,
+        }
+    }
+
+    /// Push only.
+    pub fn push_only() -> Self {
+        Scope {
+            push: true,
+            pull: false,
+            tables: None,
+        }
+    }
+
+    /// Pull only.
+    pub fn pull_only() -> Self {
+        Scope {
+            push: false,
+            pull: true,
+            tables: None,
+        }
+    }
+
+    /// Push and pull one table.
+    pub fn table(table: &str) -> Self {
+        Scope {
+            push: true,
+            pull: true,
+            tables: Some(BTreeSet::from([table.to_owned()])),
+        }
+    }
+
+    fn covers(&self, other: &Scope) -> bool {
+        (!other.push || self.push)
+            && (!other.pull || self.pull)
+            && match (&self.tables, &other.tables) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(mine), Some(theirs)) => theirs.is_subset(mine),
+            }
+    }
+
+    fn union(&self, other: &Scope) -> Scope {
+        Scope {
+            push: self.push || other.push,
+            pull: self.pull || other.pull,
+            tables: match (&self.tables, &other.tables) {
+                (Some(a), Some(b)) => Some(a.union(b).cloned().collect()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Run a cycle now (a manual call); resolves when a cycle covering `scope` finished.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<SyncReport>")]
+pub struct SyncNow {
+    /// What to sync.
+    pub scope: Scope,
+}
+
+/// Lifecycle and trigger messages.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum Control {
+    /// Start scheduling (idempotent).
+    Start,
+    /// Stop scheduling; a running cycle finishes (idempotent).
+    Stop,
+    /// Pause all syncing (idempotent).
+    Pause,
+    /// Resume syncing and sync now (idempotent).
+    Resume,
+    /// Pause one table.
+    PauseTable(String),
+    /// Resume one table.
+    ResumeTable(String),
+    /// The host says the network is (un)available.
+    SetOnline(bool),
+    /// The host app came to the foreground.
+    Foreground,
+    /// New credentials are available: resume pushing.
+    CredentialsUpdated,
+}
+
+/// Leadership changed (from the Leader actor).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct LeadershipChanged {
+    /// Whether this instance leads now.
+    pub leader: bool,
+    /// The fencing epoch when leading.
+    pub epoch: Option<u64>,
+}
+
+struct Waiter {
+    scope: Scope,
+    reply: oneshot::Sender<Result<SyncReport>>,
+}
+
+/// The Scheduler actor. See the module docs.
+pub struct SchedulerActor {
+    shared: SyncShared,
+    pusher: Addr<PusherActor>,
+    puller: Addr<PullerActor>,
+    started: bool,
+    cycle_running: bool,
+    waiters: Vec<Waiter>,
+    queued_auto: Option<(Scope, Trigger)>,
+    interval: Option<SpawnHandle>,
+    debounce: Option<SpawnHandle>,
+    retry_timer: Option<SpawnHandle>,
+    probe: Option<SpawnHandle>,
+    probe_attempt: u32,
+}
+
+impl SchedulerActor {
+    /// A scheduler driving `pusher` and `puller`.
+    pub fn new(shared: SyncShared, pusher: Addr<PusherActor>, puller: Addr<PullerActor>) -> Self {
+        SchedulerActor {
+            shared,
+            pusher,
+            puller,
+            started: false,
+            cycle_running: false,
+            waiters: Vec::new(),
+            queued_auto: None,
+            interval: None,
+            debounce: None,
+            retry_timer: None,
+            probe: None,
+            probe_attempt: 0,
+        }
+    }
+
+    fn guard(&self) -> Result<()> {
+        let state = &self.shared.state;
+        if !self.started {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "sync is stopped: call start() first",
+            ));
+        }
+        if !state.leader.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "this instance is not the sync leader",
+            ));
+        }
+        if state.paused.load(Ordering::SeqCst) {
+            return Err(Error::invalid("sync is paused: call resume() first"));
+        }
+        Ok(())
+    }
+
+    /// An automatic trigger: runs if the guards pass and (unless it is a probe) we are online.
+    fn trigger(&mut self, trigger: Trigger, scope: Scope, ctx: &mut Context<Self>) {
+        if self.guard().is_err() {
+            return;
+        }
+        let online = self.shared.state.online.load(Ordering::SeqCst);
+        if !online && !matches!(trigger, Trigger::Probe | Trigger::Online) {
+            return; // offline: the probe decides when to try again
+        }
+        if self.cycle_running {
+            self.queued_auto = Some(match self.queued_auto.take() {
+                Some((queued, t)) => (queued.union(&scope), t),
+                None => (scope, trigger),
+            });
+            return;
+        }
+        self.run_cycle(scope, trigger, ctx);
+    }
+
+    fn run_cycle(&mut self, scope: Scope, trigger: Trigger, ctx: &mut Context<Self>) {
+        self.cycle_running = true;
+        self.shared.state.syncing.store(true, Ordering::SeqCst);
+        let fut = cycle(
+            self.shared.clone(),
+            self.pusher.clone(),
+            self.puller.clone(),
+            scope.clone(),
+            trigger,
+        );
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(fut).map(
+            move |(result, network_down), act, ctx| {
+                act.cycle_done(scope, result, network_down, ctx);
+            },
+        ));
+    }
+
+    fn cycle_done(
+        &mut self,
+        scope: Scope,
+        result: Result<SyncReport>,
+        network_down: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.cycle_running = false;
+        let state = &self.shared.state;
+        state.syncing.store(false, Ordering::SeqCst);
+        let now = tidesync_core::hlc::wall_millis();
+        match &result {
+            Ok(_) => {
+                state.last_success_ms.store(now, Ordering::SeqCst);
+                state.set_last_error(None);
+            }
+            Err(err) => {
+                state.last_failure_ms.store(now, Ordering::SeqCst);
+                state.set_last_error(Some(err.to_string()));
+            }
+        }
+        if network_down {
+            self.go_offline(ctx);
+        } else if result.is_ok() {
+            self.go_online(ctx, false);
+        }
+
+        // Answer every caller this cycle covered; the others get a cycle of their own.
+        let mut uncovered: Option<Scope> = None;
+        let mut still_waiting = Vec::new();
+        for waiter in self.waiters.drain(..) {
+            if scope.covers(&waiter.scope) {
+                let answer = match &result {
+                    Ok(report) => Ok(report.clone()),
+                    Err(err) => Err(err.duplicate()),
+                };
+                let _ = waiter.reply.send(answer);
+            } else {
+                uncovered = Some(match uncovered {
+                    Some(u) => u.union(&waiter.scope),
+                    None => waiter.scope.clone(),
+                });
+                still_waiting.push(waiter);
+            }
+        }
+        self.waiters = still_waiting;
+        if let Some(next) = uncovered {
+            let next = match self.queued_auto.take() {
+                Some((auto, _)) => next.union(&auto),
+                None => next,
+            };
+            self.run_cycle(next, Trigger::Manual, ctx);
+        } else if let Some((auto, trigger)) = self.queued_auto.take() {
+            self.trigger(trigger, auto, ctx);
+        }
+        self.arm_retry_timer(ctx);
+    }
+
+    /// Wakes up when the earliest entry in backoff becomes due.
+    fn arm_retry_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.retry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        match next_due_in(&self.shared) {
+            Ok(Some(delay)) => {
+                let delay = delay + Duration::from_millis(5);
+                self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+                    act.retry_timer = None;
+                    act.trigger(Trigger::Retry, Scope::push_only(), ctx);
+                }));
+            }
+            Ok(None) => {}
+            Err(err) => tracing::error!(error = %err, "cannot read the outbox to schedule retries"),
+        }
+    }
+
+    fn go_offline(&mut self, ctx: &mut Context<Self>) {
+        let state = &self.shared.state;
+        if state.online.swap(false, Ordering::SeqCst) {
+            tracing::warn!("server unreachable: sync goes offline and probes with backoff");
+            metrics::gauge!(telemetry::ONLINE).set(0.0);
+            self.shared.events.emit(SyncEvent::Offline);
+        }
+        self.schedule_probe(ctx);
+    }
+
+    fn schedule_probe(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.probe.take() {
+            ctx.cancel_future(handle);
+        }
+        self.probe_attempt = self.probe_attempt.saturating_add(1);
+        let settings = &self.shared.settings;
+        let delay =
+            exponential_ceiling(settings.probe_base, settings.probe_cap, self.probe_attempt);
+        self.probe = Some(ctx.run_later(delay, |act, ctx| {
+            act.probe = None;
+            act.trigger(Trigger::Probe, Scope::all(), ctx);
+        }));
+    }
+
+    fn go_online(&mut self, ctx: &mut Context<Self>, sync_now: bool) {
+        if let Some(handle) = self.probe.take() {
+            ctx.cancel_future(handle);
+        }
+        self.probe_attempt = 0;
+        if !self.shared.state.online.swap(true, Ordering::SeqCst) {
+            tracing::info!("server reachable again");
+            metrics::gauge!(telemetry::ONLINE).set(1.0);
+            self.shared.events.emit(SyncEvent::Online);
+            if sync_now {
+                self.trigger(Trigger::Online, Scope::all(), ctx);
+            }
+        }
+    }
+
+    fn start(&mut self, ctx: &mut Context<Self>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.shared.state.running.store(true, Ordering::SeqCst);
+        if let Some(interval) = self.shared.settings.interval {
+            self.interval = Some(ctx.run_interval(interval, |act, ctx| {
+                act.trigger(Trigger::Interval, Scope::all(), ctx);
+            }));
+        }
+        if self.shared.settings.sync_on_start {
+            self.trigger(Trigger::Start, Scope::all(), ctx);
+        } else {
+            self.arm_retry_timer(ctx);
+        }
+    }
+
+    fn stop(&mut self, ctx: &mut Context<Self>) {
+        if !self.started {
+            return;
+        }
+        self.started = false;
+        self.shared.state.running.store(false, Ordering::SeqCst);
+        for handle in [
+            self.interval.take(),
+            self.debounce.take(),
+            self.retry_timer.take(),
+            self.probe.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ctx.cancel_future(handle);
+        }
+        self.queued_auto = None;
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SyncNow> for SchedulerActor {
+    type Result = ResponseFuture<Result<SyncReport>>;
+
+    fn handle(&mut self, msg: SyncNow, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = self.guard() {
+            return Box::pin(async move { Err(err) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(Waiter {
+            scope: msg.scope.clone(),
+            reply: tx,
+        });
+        if !self.cycle_running {
+            self.run_cycle(msg.scope, Trigger::Manual, ctx);
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the scheduler stopped")))
+        })
+    }
+}
+
+impl Handler<OutboxChanged> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: OutboxChanged, ctx: &mut Context<Self>) {
+        if self.debounce.is_some() || !self.started {
+            return; // a debounced push is already on its way
+        }
+        self.debounce = Some(ctx.run_later(self.shared.settings.debounce, |act, ctx| {
+            act.debounce = None;
+            act.trigger(Trigger::LocalChange, Scope::push_only(), ctx);
+        }));
+    }
+}
+
+impl Handler<Control> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
+        let state = self.shared.state.clone();
+        match msg {
+            Control::Start => self.start(ctx),
+            Control::Stop => self.stop(ctx),
+            Control::Pause => state.paused.store(true, Ordering::SeqCst),
+            Control::Resume => {
+                if state.paused.swap(false, Ordering::SeqCst) {
+                    self.trigger(Trigger::Manual, Scope::all(), ctx);
+                }
+            }
+            Control::PauseTable(table) => {
+                state.set_table_paused(&table, true);
+            }
+            Control::ResumeTable(table) => {
+                if state.set_table_paused(&table, false) {
+                    self.trigger(Trigger::Manual, Scope::table(&table), ctx);
+                }
+            }
+            Control::SetOnline(true) => self.go_online(ctx, true),
+            Control::SetOnline(false) => self.go_offline(ctx),
+            Control::Foreground => self.trigger(Trigger::Foreground, Scope::all(), ctx),
+            Control::CredentialsUpdated => {
+                if state.auth_required.swap(false, Ordering::SeqCst) {
+                    self.trigger(Trigger::Manual, Scope::all(), ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<LeadershipChanged> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        let state = &self.shared.state;
+        let was = state.leader.swap(msg.leader, Ordering::SeqCst);
+        state.epoch.store(msg.epoch.unwrap_or(0), Ordering::SeqCst);
+        metrics::gauge!(telemetry::LEADER).set(if msg.leader { 1.0 } else { 0.0 });
+        metrics::gauge!(telemetry::LEADER_EPOCH).set(msg.epoch.unwrap_or(0) as f64);
+        if was != msg.leader {
+            self.shared.events.emit(SyncEvent::LeadershipChanged {
+                leader: msg.leader,
+                epoch: msg.epoch,
+            });
+            if msg.leader {
+                self.trigger(Trigger::Leadership, Scope::all(), ctx);
+            }
+        }
+    }
+}
+
+/// One cycle: push, then pull each table. Returns the outcome and whether the server looked
+/// unreachable (for offline detection).
+async fn cycle(
+    sh: SyncShared,
+    pusher: Addr<PusherActor>,
+    puller: Addr<PullerActor>,
+    scope: Scope,
+    trigger: Trigger,
+) -> (Result<SyncReport>, bool) {
+    let started = Instant::now();
+    sh.events.emit(SyncEvent::SyncStarted { trigger });
+    let mut report = SyncReport::default();
+    let mut failure: Option<Error> = None;
+    let mut network_down = false;
+    let tables: Option<Vec<String>> = scope.tables.as_ref().map(|t| t.iter().cloned().collect());
+
+    if scope.push {
+        sh.events.emit(SyncEvent::PushStarted);
+        match pusher
+            .send(PushNow {
+                tables: tables.clone(),
+            })
+            .await
+        {
+            Ok(Ok(push)) => {
+                report.pushed += push.pushed;
+                report.retried += push.retried;
+                report.dead_lettered += push.dead_lettered;
+                report.conflicts += push.conflicts;
+                sh.events.emit(SyncEvent::PushCompleted {
+                    pushed: push.pushed,
+                    retried: push.retried,
+                });
+                network_down = push.network_failures > 0 && push.pushed == 0;
+                if let Some((kind, message)) = push.first_error {
+                    failure = Some(Error::new(kind, format!("push: {message}")));
+                }
+            }
+            Ok(Err(err)) => failure = Some(err),
+            Err(_) => failure = Some(Error::new(ErrorKind::Closed, "the pusher stopped")),
+        }
+    }
+
+    if scope.pull && !network_down {
+        let paused = sh.state.paused_tables();
+        let pull_tables: Vec<String> = sh
+            .db
+            .schema()
+            .tables()
+            .filter(|s| s.pull && !paused.contains(&s.name))
+            .filter(|s| tables.as_ref().is_none_or(|only| only.contains(&s.name)))
+            .map(|s| s.name.clone())
+            .collect();
+        for table in pull_tables {
+            sh.events.emit(SyncEvent::PullStarted {
+                table: table.clone(),
+            });
+            match puller
+                .send(PullNow {
+                    table: table.clone(),
+                })
+                .await
+            {
+                Ok(Ok(pull)) => {
+                    report.pages += pull.pages;
+                    report.applied += pull.applied;
+                    report.conflicts += pull.conflicts;
+                    report.tables_pulled.push(table.clone());
+                    sh.events.emit(SyncEvent::PullCompleted {
+                        table,
+                        pages: pull.pages,
+                        applied: pull.applied,
+                    });
+                }
+                Ok(Err(err)) => {
+                    sh.events.emit(SyncEvent::PullFailed {
+                        table: table.clone(),
+                        error: err.to_string(),
+                    });
+                    let unreachable = matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout);
+                    failure.get_or_insert(err);
+                    if unreachable {
+                        network_down = report.pushed == 0 && report.pages == 0;
+                        break; // the other tables would only wait for the same timeout
+                    }
+                }
+                Err(_) => {
+                    failure.get_or_insert(Error::new(ErrorKind::Closed, "the puller stopped"));
+                    break;
+                }
+            }
+        }
+    }
+
+    let elapsed = started.elapsed();
+    telemetry::cycle(failure.is_none(), elapsed);
+    match failure {
+        None => {
+            sh.events.emit(SyncEvent::SyncCompleted {
+                report: report.clone(),
+                duration_ms: elapsed.as_millis() as u64,
+            });
+            (Ok(report), network_down)
+        }
+        Some(err) => {
+            tracing::warn!(error = %err, "sync cycle failed");
+            sh.events.emit(SyncEvent::SyncFailed {
+                error: err.to_string(),
+                kind: err.kind().as_str().to_owned(),
+                report,
+            });
+            (Err(err), network_down)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_cover_and_unite() {
+        let all = Scope::all();
+        assert!(all.covers(&Scope::push_only()));
+        assert!(all.covers(&Scope::table("posts")));
+        assert!(!Scope::push_only().covers(&Scope::all()));
+        assert!(!Scope::table("a").covers(&Scope::table("b")));
+        let ab = Scope::table("a").union(&Scope::table("b"));
+        assert!(ab.covers(&Scope::table("a")) && ab.covers(&Scope::table("b")));
+        assert!(!ab.covers(&Scope::all()));
+        assert_eq!(Scope::push_only().union(&Scope::pull_only()), Scope::all());
+    }
+}

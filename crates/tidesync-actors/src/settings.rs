@@ -1,0 +1,263 @@
+//! Sync settings, with defaults that suit a client application.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use tidesync_core::{Error, Result};
+
+/// A user-supplied retry delay: given the attempt number (1 = first retry) and the error's
+/// `Retry-After`, returns how long to wait. Replaces the built-in backoff.
+pub type RetryDelayFn = Arc<dyn Fn(u32, Option<Duration>) -> Duration + Send + Sync>;
+
+/// A request budget: at most `max_requests` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub max_requests: u32,
+    /// The window.
+    #[serde(with = "humantime_ms")]
+    pub window: Duration,
+}
+
+/// How the engine syncs. Every field has a default (see [`SyncSettings::default`]).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Periodic sync interval; `None` disables the timer.
+    #[serde(with = "opt_humantime_ms")]
+    pub interval: Option<Duration>,
+    /// Quiet time after a local write before a sync starts.
+    #[serde(with = "humantime_ms")]
+    pub debounce: Duration,
+    /// Sync when the engine starts.
+    pub sync_on_start: bool,
+    /// Records pushed concurrently.
+    pub concurrency: usize,
+    /// Entries per bulk request, where the route has a bulk endpoint.
+    pub batch_size: usize,
+    /// First retry delay (full jitter: the actual delay is uniform in `0..=min(cap, base·2ⁿ)`).
+    #[serde(with = "humantime_ms")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_ms")]
+    pub backoff_cap: Duration,
+    /// Attempts before a retryable failure is dead-lettered.
+    pub max_attempts: u32,
+    /// Records per pulled page.
+    pub page_size: usize,
+    /// Pages per table per cycle (the rest follows in the next cycle).
+    pub max_pages: usize,
+    /// Request budget per table.
+    pub rate_limits: HashMap<String, RateLimit>,
+    /// Request budget for all tables together.
+    pub global_rate_limit: Option<RateLimit>,
+    /// First delay between offline probes (doubles up to `probe_cap`).
+    #[serde(with = "humantime_ms")]
+    pub probe_base: Duration,
+    /// Longest delay between offline probes.
+    #[serde(with = "humantime_ms")]
+    pub probe_cap: Duration,
+    /// `health()` reports degraded when the last successful sync is older than this.
+    #[serde(with = "humantime_ms")]
+    pub stale_after: Duration,
+    /// Replaces the built-in backoff.
+    #[serde(skip)]
+    pub retry_delay: Option<RetryDelayFn>,
+}
+
+impl std::fmt::Debug for SyncSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSettings")
+            .field("interval", &self.interval)
+            .field("debounce", &self.debounce)
+            .field("concurrency", &self.concurrency)
+            .field("batch_size", &self.batch_size)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("max_attempts", &self.max_attempts)
+            .field("page_size", &self.page_size)
+            .field("max_pages", &self.max_pages)
+            .field("custom_retry_delay", &self.retry_delay.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            interval: Some(Duration::from_secs(30)),
+            debounce: Duration::from_millis(250),
+            sync_on_start: true,
+            concurrency: 4,
+            batch_size: 50,
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(300),
+            max_attempts: 25,
+            page_size: 200,
+            max_pages: 1000,
+            rate_limits: HashMap::new(),
+            global_rate_limit: None,
+            probe_base: Duration::from_secs(1),
+            probe_cap: Duration::from_secs(60),
+            stale_after: Duration::from_secs(600),
+            retry_delay: None,
+        }
+    }
+}
+
+impl SyncSettings {
+    /// Checks the settings for values that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::config(why.to_owned()).field(field));
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.page_size == 0 {
+            return bad("page_size", "must be at least 1");
+        }
+        if self.max_pages == 0 {
+            return bad("max_pages", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if self.backoff_base.is_zero() || self.backoff_cap < self.backoff_base {
+            return bad(
+                "backoff_cap",
+                "backoff_base must be > 0 and backoff_cap >= backoff_base",
+            );
+        }
+        if self.probe_base.is_zero() || self.probe_cap < self.probe_base {
+            return bad(
+                "probe_cap",
+                "probe_base must be > 0 and probe_cap >= probe_base",
+            );
+        }
+        if self.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            return bad("interval", "must be at least 10 ms");
+        }
+        for (table, limit) in self
+            .rate_limits
+            .iter()
+            .map(|(t, l)| (t.as_str(), l))
+            .chain(self.global_rate_limit.as_ref().map(|l| ("*", l)))
+        {
+            if limit.max_requests == 0 || limit.window.is_zero() {
+                return Err(
+                    Error::config("a rate limit needs max_requests > 0 and a window > 0")
+                        .table(table)
+                        .field("rate_limits"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations in config files as milliseconds (`250`) or strings with a unit (`"250ms"`,
+/// `"30s"`, `"5m"`, `"1h"`).
+mod humantime_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 30s, 5m"))?;
+        let ms = match unit.trim() {
+            "" | "ms" => n,
+            "s" => n.saturating_mul(1000),
+            "m" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            other => {
+                return Err(format!(
+                    "invalid duration unit {other:?} in {text:?}: use ms, s, m or h"
+                ));
+            }
+        };
+        Ok(Duration::from_millis(ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod opt_humantime_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Millis(0)) => Ok(None),
+            Some(Raw::Millis(ms)) => Ok(Some(Duration::from_millis(ms))),
+            Some(Raw::Text(text)) if text == "off" || text == "never" => Ok(None),
+            Some(Raw::Text(text)) => super::humantime_ms::parse(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        let s: SyncSettings = serde_json::from_value(serde_json::json!({
+            "interval": "5m", "debounce": 100, "backoff_cap": "2s", "backoff_base": "250ms"
+        }))
+        .unwrap();
+        assert_eq!(s.interval, Some(Duration::from_secs(300)));
+        assert_eq!(s.debounce, Duration::from_millis(100));
+        assert_eq!(s.backoff_cap, Duration::from_secs(2));
+        assert!(s.validate().is_ok());
+        let err =
+            serde_json::from_value::<SyncSettings>(serde_json::json!({"debounce": "5 parsecs"}))
+                .err()
+                .unwrap();
+        assert!(err.to_string().contains("invalid duration unit"), "{err}");
+        assert!(serde_json::from_value::<SyncSettings>(serde_json::json!({"bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_with_the_field() {
+        let s = SyncSettings {
+            concurrency: 0,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field_name(), Some("concurrency"));
+    }
+}

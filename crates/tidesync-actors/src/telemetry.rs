@@ -1,0 +1,168 @@
+//! Metric names and helpers, in one place so names stay consistent (Prometheus conventions:
+//! `tidesync_` prefix, base units, `_total` for counters, `_seconds` for durations).
+//!
+//! Everything goes through the `metrics` facade: without an installed recorder these calls
+//! cost next to nothing; `tidesync-metrics-prometheus` installs one.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+use tidesync_core::ErrorKind;
+use tidesync_core::hlc::wall_millis;
+
+use crate::shared::EngineState;
+
+/// Pushed entries by table and outcome (`acked`, `retry`, `auth`, `conflict`, `dead_letter`).
+pub const PUSH_TOTAL: &str = "tidesync_push_total";
+/// Request latency by table and kind (`push`, `pull`).
+pub const REQUEST_SECONDS: &str = "tidesync_request_duration_seconds";
+/// Retries scheduled, by error class.
+pub const RETRIES_TOTAL: &str = "tidesync_retries_total";
+/// Entries dead-lettered, by table.
+pub const DEAD_LETTERS_TOTAL: &str = "tidesync_dead_letters_total";
+/// Dead letters currently waiting.
+pub const DEAD_LETTERS: &str = "tidesync_dead_letters";
+/// Conflicts by table, strategy, detection path and outcome.
+pub const CONFLICTS_TOTAL: &str = "tidesync_conflicts_total";
+/// Pulled pages, by table.
+pub const PULL_PAGES_TOTAL: &str = "tidesync_pull_pages_total";
+/// Pull requests by table and outcome (`ok`, `error`).
+pub const PULLS_TOTAL: &str = "tidesync_pull_total";
+/// Remote records and deletes applied locally, by table.
+pub const RECORDS_APPLIED_TOTAL: &str = "tidesync_records_applied_total";
+/// Outbox entries waiting, by table.
+pub const OUTBOX_DEPTH: &str = "tidesync_outbox_depth";
+/// Age of the oldest waiting entry, by table.
+pub const OUTBOX_OLDEST_AGE: &str = "tidesync_outbox_oldest_age_seconds";
+/// Time since the last successful pull of a table.
+pub const CHECKPOINT_LAG: &str = "tidesync_checkpoint_lag_seconds";
+/// Server clock minus local clock.
+pub const CLOCK_SKEW: &str = "tidesync_clock_skew_seconds";
+/// 1 when this instance leads.
+pub const LEADER: &str = "tidesync_leader";
+/// The fencing epoch.
+pub const LEADER_EPOCH: &str = "tidesync_leader_epoch";
+/// Sync cycle duration by outcome (`completed`, `failed`).
+pub const CYCLE_SECONDS: &str = "tidesync_sync_cycle_duration_seconds";
+/// 1 while online.
+pub const ONLINE: &str = "tidesync_online";
+
+/// Registers descriptions and units of every metric (call once, after installing a recorder).
+pub fn describe_all() {
+    describe_counter!(PUSH_TOTAL, "Outbox entries pushed, by table and outcome");
+    describe_histogram!(
+        REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency, by table and kind"
+    );
+    describe_counter!(RETRIES_TOTAL, "Retries scheduled, by error class");
+    describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Entries moved to the dead-letter queue, by table"
+    );
+    describe_gauge!(DEAD_LETTERS, "Dead letters currently waiting");
+    describe_counter!(
+        CONFLICTS_TOTAL,
+        "Conflicts, by table, strategy, detection path and outcome"
+    );
+    describe_counter!(PULL_PAGES_TOTAL, "Pages pulled, by table");
+    describe_counter!(PULLS_TOTAL, "Pull requests, by table and outcome");
+    describe_counter!(
+        RECORDS_APPLIED_TOTAL,
+        "Remote records and deletes applied locally, by table"
+    );
+    describe_gauge!(
+        OUTBOX_DEPTH,
+        "Outbox entries waiting to be pushed, by table"
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest waiting outbox entry, by table"
+    );
+    describe_gauge!(
+        CHECKPOINT_LAG,
+        Unit::Seconds,
+        "Time since the last successful pull, by table"
+    );
+    describe_gauge!(
+        CLOCK_SKEW,
+        Unit::Seconds,
+        "Server clock minus local clock (from HTTP Date)"
+    );
+    describe_gauge!(LEADER, "1 when this instance is the sync leader");
+    describe_gauge!(LEADER_EPOCH, "Fencing epoch of the current leadership");
+    describe_histogram!(
+        CYCLE_SECONDS,
+        Unit::Seconds,
+        "Sync cycle duration, by outcome"
+    );
+    describe_gauge!(ONLINE, "1 while the server is reachable");
+}
+
+/// Counts one push outcome.
+pub fn push_outcome(table: &str, outcome: &'static str) {
+    counter!(PUSH_TOTAL, "table" => table.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// Records a request's latency.
+pub fn request_latency(table: &str, kind: &'static str, elapsed: Duration) {
+    histogram!(REQUEST_SECONDS, "table" => table.to_owned(), "kind" => kind)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Counts a scheduled retry.
+pub fn retry(kind: ErrorKind) {
+    counter!(RETRIES_TOTAL, "class" => kind.as_str()).increment(1);
+}
+
+/// Counts a dead letter.
+pub fn dead_lettered(table: &str) {
+    counter!(DEAD_LETTERS_TOTAL, "table" => table.to_owned()).increment(1);
+}
+
+/// Counts a conflict.
+pub fn conflict(table: &str, strategy: &str, path: &'static str, outcome: &'static str) {
+    counter!(
+        CONFLICTS_TOTAL,
+        "table" => table.to_owned(),
+        "strategy" => strategy.to_owned(),
+        "path" => path,
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// Counts a pulled page and its applied records.
+pub fn pulled_page(table: &str, applied: u64) {
+    counter!(PULL_PAGES_TOTAL, "table" => table.to_owned()).increment(1);
+    counter!(RECORDS_APPLIED_TOTAL, "table" => table.to_owned()).increment(applied);
+}
+
+/// Counts a pull request.
+pub fn pull_request(table: &str, ok: bool) {
+    counter!(PULLS_TOTAL, "table" => table.to_owned(), "outcome" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// Records a finished cycle.
+pub fn cycle(ok: bool, elapsed: Duration) {
+    histogram!(CYCLE_SECONDS, "outcome" => if ok { "completed" } else { "failed" })
+        .record(elapsed.as_secs_f64());
+}
+
+/// Updates the clock offset from a server `Date` (ms); warns past 5 minutes of skew.
+pub fn observe_server_clock(state: &EngineState, server_ms: i64) {
+    let offset = server_ms - wall_millis() as i64;
+    let previous = state.clock_offset_ms.swap(offset, Ordering::Relaxed);
+    gauge!(CLOCK_SKEW).set(offset as f64 / 1000.0);
+    if offset.abs() > 300_000 && previous.abs() <= 300_000 {
+        tracing::warn!(
+            offset_ms = offset,
+            "server clock differs from the local clock by more than 5 minutes"
+        );
+    }
+}
