@@ -155,6 +155,15 @@ pub enum SyncEvent {
         /// Why.
         error: String,
     },
+    /// A pulled item could not be applied and was quarantined (the rest of the page was).
+    Quarantined {
+        /// The table.
+        table: String,
+        /// The record key, when readable.
+        key: Option<String>,
+        /// Why (names table, key and field).
+        error: String,
+    },
     /// The server assigned a new key to a record created here.
     IdRemapped {
         /// The table.

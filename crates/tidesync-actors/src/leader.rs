@@ -26,6 +26,7 @@ pub struct LeaderActor {
     notify: Recipient<LeadershipChanged>,
     every: Duration,
     current: Option<u64>,
+    announced: bool,
     campaigning: bool,
 }
 
@@ -41,6 +42,7 @@ impl LeaderActor {
             notify,
             every,
             current: None,
+            announced: false,
             campaigning: false,
         }
     }
@@ -61,7 +63,9 @@ impl LeaderActor {
                         None
                     }
                 };
-                if epoch != act.current {
+                // The first result is always announced: the scheduler waits for it.
+                if epoch != act.current || !act.announced {
+                    act.announced = true;
                     act.current = epoch;
                     act.notify.do_send(LeadershipChanged { leader: epoch.is_some(), epoch });
                 }

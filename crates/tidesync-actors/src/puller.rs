@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use tidesync_core::local::RemoteMeta;
 use tidesync_core::{Error, ErrorKind, PullRequest, Result};
 
 use crate::events::SyncEvent;
@@ -122,18 +123,34 @@ async fn pull_table(
         let (has_more, total) = (page.has_more, page.total);
         let transport = sh.transport.clone();
         let page_table = table.clone();
+        // Server timestamps are turned into local-clock time for last-write-wins.
+        let offset_ms = sh
+            .state
+            .clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
         let applied = write(
             &outbox,
             Write::new(move |db, txn| {
-                let applied = db.apply_pull_page(txn, &page_table, &page, &|r| {
-                    transport.version_of(&page_table, r)
-                })?;
+                let meta = |record: &tidesync_core::Record| RemoteMeta {
+                    version: transport.version_of(&page_table, record),
+                    modified_ms: transport
+                        .modified_at_ms(&page_table, record)
+                        .map(|ms| ms - offset_ms),
+                };
+                let applied = db.apply_pull_page(txn, &page_table, &page, &meta)?;
                 let changes = applied.changes.clone();
                 Ok((applied, changes))
             }),
         )
         .await?;
         report.pages += 1;
+        for item in &applied.quarantined {
+            sh.events.emit(SyncEvent::Quarantined {
+                table: table.clone(),
+                key: item.key.clone(),
+                error: item.error.clone(),
+            });
+        }
         report.applied += applied.changes.len() as u64;
         telemetry::pulled_page(&table, applied.changes.len() as u64);
         for (conflict, version) in applied.conflicts {

@@ -441,6 +441,11 @@ impl PushCycle {
                 sh.db.base(&*read, &table, &key)?,
             )
         };
+        let offset_ms = sh.state.clock_offset_ms.load(Ordering::Relaxed);
+        let remote_time_ms = remote
+            .as_ref()
+            .and_then(|r| sh.transport.modified_at_ms(&table, r))
+            .map(|ms| ms - offset_ms);
         let conflict = Conflict {
             table,
             key,
@@ -449,7 +454,7 @@ impl PushCycle {
             remote,
             detected_by: DetectedBy::PushRejected,
             local_hlc: entry.hlc,
-            remote_time_ms: None,
+            remote_time_ms,
         };
         let resolution = self
             .resolver

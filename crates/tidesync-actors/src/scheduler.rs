@@ -145,6 +145,7 @@ pub struct SchedulerActor {
     pusher: Addr<PusherActor>,
     puller: Addr<PullerActor>,
     started: bool,
+    leadership_known: bool,
     cycle_running: bool,
     waiters: Vec<Waiter>,
     queued_auto: Option<(Scope, Trigger)>,
@@ -163,6 +164,7 @@ impl SchedulerActor {
             pusher,
             puller,
             started: false,
+            leadership_known: false,
             cycle_running: false,
             waiters: Vec::new(),
             queued_auto: None,
@@ -392,7 +394,8 @@ impl Handler<SyncNow> for SchedulerActor {
     type Result = ResponseFuture<Result<SyncReport>>;
 
     fn handle(&mut self, msg: SyncNow, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(err) = self.guard() {
+        let undecided = self.started && !self.leadership_known;
+        if !undecided && let Err(err) = self.guard() {
             return Box::pin(async move { Err(err) });
         }
         let (tx, rx) = oneshot::channel();
@@ -400,7 +403,8 @@ impl Handler<SyncNow> for SchedulerActor {
             scope: msg.scope.clone(),
             reply: tx,
         });
-        if !self.cycle_running {
+        // Right after start the first election may still run: wait for it, then sync.
+        if !undecided && !self.cycle_running {
             self.run_cycle(msg.scope, Trigger::Manual, ctx);
         }
         Box::pin(async move {
@@ -467,14 +471,38 @@ impl Handler<LeadershipChanged> for SchedulerActor {
         state.epoch.store(msg.epoch.unwrap_or(0), Ordering::SeqCst);
         metrics::gauge!(telemetry::LEADER).set(if msg.leader { 1.0 } else { 0.0 });
         metrics::gauge!(telemetry::LEADER_EPOCH).set(msg.epoch.unwrap_or(0) as f64);
+        let first = !self.leadership_known;
+        self.leadership_known = true;
         if was != msg.leader {
             self.shared.events.emit(SyncEvent::LeadershipChanged {
                 leader: msg.leader,
                 epoch: msg.epoch,
             });
-            if msg.leader {
-                self.trigger(Trigger::Leadership, Scope::all(), ctx);
+        }
+        if first && !self.waiters.is_empty() {
+            // Manual calls made before the first election result: serve or refuse them now.
+            match self.guard() {
+                Ok(()) if !self.cycle_running => {
+                    let scope = self
+                        .waiters
+                        .iter()
+                        .map(|w| w.scope.clone())
+                        .reduce(|a, b| a.union(&b));
+                    if let Some(scope) = scope {
+                        self.run_cycle(scope, Trigger::Manual, ctx);
+                    }
+                    return;
+                }
+                Ok(()) => {}
+                Err(err) => {
+                    for waiter in self.waiters.drain(..) {
+                        let _ = waiter.reply.send(Err(err.duplicate()));
+                    }
+                }
             }
+        }
+        if was != msg.leader && msg.leader {
+            self.trigger(Trigger::Leadership, Scope::all(), ctx);
         }
     }
 }

@@ -123,4 +123,10 @@ pub trait Transport: Send + Sync + 'static {
     fn version_of(&self, _table: &str, _record: &Record) -> Option<String> {
         None
     }
+
+    /// When the server last modified a record of `table` (e.g. its `updatedAt` field), in the
+    /// server's epoch milliseconds, if known. Used by last-write-wins strategies.
+    fn modified_at_ms(&self, _table: &str, _record: &Record) -> Option<i64> {
+        None
+    }
 }

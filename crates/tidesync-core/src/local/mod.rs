@@ -27,7 +27,7 @@ use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use outbox_ops::OutboxStats;
 pub use staged::Staged;
-pub use sync_ops::{Acked, AppliedPage, ParkedConflict};
+pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
 /// Largest accepted record, serialized.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;

@@ -13,10 +13,29 @@ use crate::store::{ReadTxn, WriteTxn};
 use crate::transport::{PullPage, PushOutcome};
 
 use super::layout;
-use super::{Base, Change, LocalDb, Origin, now_ms};
+use super::{Base, Change, LocalDb, Origin, Staged, now_ms};
 
 /// Keyspace of parked conflicts: table ‖ key → [`ParkedConflict`] JSON.
 const PARKED: &str = "x/conflicts";
+/// Keyspace of quarantined pulled items: seq → [`Quarantined`] JSON.
+const QUARANTINE: &str = "q";
+/// Meta key of the last quarantine sequence number.
+const QUARANTINE_SEQ: &[u8] = b"quarantine_seq";
+
+/// A pulled item that could not be applied (bad key, wrong type …), kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The table.
+    pub table: String,
+    /// The record key, when it could be read.
+    pub key: Option<String>,
+    /// Why it was refused (names table, key and field).
+    pub error: String,
+    /// The start of the item's JSON.
+    pub excerpt: String,
+    /// When (wall-clock ms).
+    pub at_ms: u64,
+}
 
 /// A conflict left for the application to settle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +59,16 @@ pub struct Acked {
     pub remapped: Option<(Key, Key)>,
 }
 
+/// What the transport knows about a pulled record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteMeta {
+    /// Its version token.
+    pub version: Option<String>,
+    /// When the server last modified it, in *local* clock milliseconds (the server's
+    /// timestamp corrected by the measured clock offset), when known.
+    pub modified_ms: Option<i64>,
+}
+
 /// What applying a pulled page did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppliedPage {
@@ -49,6 +78,8 @@ pub struct AppliedPage {
     pub conflicts: Vec<(Conflict, Option<String>)>,
     /// Remote records equal to their base while a local change is pending (no conflict).
     pub unchanged: usize,
+    /// Items that could not be applied and were quarantined.
+    pub quarantined: Vec<Quarantined>,
 }
 
 fn parked_key(table: &str, key: &Key) -> Vec<u8> {
@@ -243,7 +274,7 @@ impl LocalDb {
         txn: &mut dyn WriteTxn,
         table: &str,
         page: &PullPage,
-        version_of: &dyn Fn(&Record) -> Option<String>,
+        remote_meta: &dyn Fn(&Record) -> RemoteMeta,
     ) -> Result<AppliedPage> {
         let spec = self.schema.table(table)?.clone();
         let mut applied = AppliedPage::default();
@@ -251,45 +282,134 @@ impl LocalDb {
             let key = match spec.key_of(remote) {
                 Ok(Some(key)) => key,
                 Ok(None) => {
-                    return Err(Error::new(ErrorKind::Decode, "pulled record has no key")
+                    let err = Error::new(ErrorKind::Decode, "pulled record has no key")
                         .table(table)
-                        .field(spec.key.clone()));
+                        .field(spec.key.clone());
+                    self.quarantine(txn, table, None, Some(remote), &err, &mut applied)?;
+                    continue;
                 }
                 Err(err) => {
-                    return Err(Error::new(ErrorKind::Decode, err.message().to_owned())
+                    let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                         .table(table)
-                        .field(spec.key.clone()));
+                        .field(spec.key.clone());
+                    self.quarantine(txn, table, None, Some(remote), &err, &mut applied)?;
+                    continue;
                 }
             };
-            let version = version_of(remote);
-            self.apply_remote(
+            let meta = remote_meta(remote);
+            self.apply_remote_isolated(
                 txn,
                 &spec,
                 &key,
                 Some(remote),
-                version,
-                page.server_time_ms,
+                meta.version,
+                meta.modified_ms,
                 &mut applied,
             )?;
         }
         for key in &page.deleted {
-            spec.check_key(key).map_err(|e| {
-                Error::new(ErrorKind::Decode, e.message().to_owned())
+            if let Err(err) = spec.check_key(key) {
+                let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                     .table(table)
-                    .key(key)
-            })?;
-            self.apply_remote(
-                txn,
-                &spec,
-                key,
-                None,
-                None,
-                page.server_time_ms,
-                &mut applied,
-            )?;
+                    .key(key);
+                self.quarantine(txn, table, Some(key), None, &err, &mut applied)?;
+                continue;
+            }
+            self.apply_remote_isolated(txn, &spec, key, None, None, None, &mut applied)?;
         }
         self.set_checkpoint(txn, table, page.cursor.as_ref())?;
         Ok(applied)
+    }
+
+    /// Applies one remote version in a sub-transaction: a record that cannot be stored (e.g. a
+    /// non-scalar value in an indexed field) is quarantined alone; the page goes on.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_remote_isolated(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &crate::TableSpec,
+        key: &Key,
+        remote: Option<&Record>,
+        version: Option<String>,
+        remote_time_ms: Option<i64>,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let mut staged = Staged::new(txn);
+        let mut scratch = AppliedPage::default();
+        match self.apply_remote(
+            &mut staged,
+            spec,
+            key,
+            remote,
+            version,
+            remote_time_ms,
+            &mut scratch,
+        ) {
+            Ok(()) => {
+                staged.apply()?;
+                applied.changes.extend(scratch.changes);
+                applied.conflicts.extend(scratch.conflicts);
+                applied.unchanged += scratch.unchanged;
+                Ok(())
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
+                drop(staged);
+                self.quarantine(txn, &spec.name, Some(key), remote, &err, applied)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn quarantine(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: Option<&Key>,
+        remote: Option<&Record>,
+        err: &Error,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let excerpt = remote
+            .map(|r| {
+                let text = serde_json::to_string(r).unwrap_or_default();
+                text.chars().take(512).collect::<String>()
+            })
+            .unwrap_or_default();
+        let item = Quarantined {
+            table: table.to_owned(),
+            key: key.map(|k| k.to_string()),
+            error: err.to_string(),
+            excerpt,
+            at_ms: now_ms(),
+        };
+        tracing::warn!(table, key = ?item.key, error = %item.error, "pulled record quarantined");
+        let seq = match txn.get(layout::META, QUARANTINE_SEQ)? {
+            Some(bytes) => super::read_u64(&bytes)? + 1,
+            None => 1,
+        };
+        txn.put(layout::META, QUARANTINE_SEQ, &seq.to_be_bytes())?;
+        let bytes = serde_json::to_vec(&item)
+            .map_err(|e| Error::internal(format!("cannot encode quarantined item: {e}")))?;
+        txn.put(QUARANTINE, &seq.to_be_bytes(), &bytes)?;
+        applied.quarantined.push(item);
+        Ok(())
+    }
+
+    /// Pulled items that could not be applied (newest last), at most `limit`.
+    pub fn quarantined(&self, txn: &dyn ReadTxn, limit: usize) -> Result<Vec<Quarantined>> {
+        txn.range(
+            QUARANTINE,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            Some(limit),
+            false,
+        )?
+        .iter()
+        .map(|(_, v)| {
+            serde_json::from_slice(v)
+                .map_err(|e| Error::internal(format!("corrupt quarantined item: {e}")))
+        })
+        .collect()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -300,7 +420,7 @@ impl LocalDb {
         key: &Key,
         remote: Option<&Record>,
         version: Option<String>,
-        server_time_ms: Option<i64>,
+        remote_time_ms: Option<i64>,
         applied: &mut AppliedPage,
     ) -> Result<()> {
         let table = spec.name.as_str();
@@ -335,6 +455,19 @@ impl LocalDb {
             applied.unchanged += 1; // the server still has what we based our edit on
             return Ok(());
         }
+        if parked.is_none() && local.as_ref() == remote {
+            // Both sides already agree: no conflict, nothing left to push.
+            for entry in &pending {
+                self.remove(txn, entry.seq)?;
+            }
+            let base = remote.map(|r| Base {
+                record: r.clone(),
+                version,
+            });
+            self.set_base(txn, table, key, base.as_ref())?;
+            applied.unchanged += 1;
+            return Ok(());
+        }
         if remote.is_none() && base.is_none() {
             return Ok(()); // deleted remotely, never known here: our pending create decides
         }
@@ -354,7 +487,7 @@ impl LocalDb {
             remote: remote.cloned(),
             detected_by,
             local_hlc,
-            remote_time_ms: server_time_ms,
+            remote_time_ms,
         };
         if parked.is_some() {
             // Keep the parked conflict current; the application settles it later.
