@@ -30,6 +30,9 @@ pub trait Store: Send + Sync + 'static {
     /// Opens a snapshot read transaction.
     fn read(&self) -> Result<Box<dyn ReadTxn>, Error>;
     /// Opens the (single) write transaction, waiting for a running one to finish.
+    ///
+    /// Calling it again on a thread that already holds a write transaction of the same store
+    /// waits forever: the engine has exactly one writer (the Outbox actor) for this reason.
     fn write(&self) -> Result<Box<dyn WriteTxn>, Error>;
 }
 
@@ -39,6 +42,7 @@ pub trait ReadTxn: Send {
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
 
     /// Pairs with keys within the bounds in key order (descending if `reverse`), at most `limit`.
+    /// Empty or inverted bounds return an empty result (never a panic).
     fn range(
         &self,
         keyspace: &str,
