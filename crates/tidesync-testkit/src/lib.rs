@@ -7,3 +7,4 @@
 
 pub mod server;
 pub mod store_suite;
+pub mod transport_suite;

@@ -1,0 +1,467 @@
+//! One collection: its options ([`CollectionConfig`]), its records (live and tombstones) and
+//! the write operations with their optimistic-concurrency checks. Pure data: no locking, no
+//! HTTP; the caller passes the current time.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::http::header::{ETAG, LOCATION};
+use serde_json::{Map, Value, json};
+
+use super::ids::{cmp_keys, id_json_from_key, key_from_json};
+use super::query::encode;
+use super::reply::Reply;
+use super::time::format_rfc3339;
+
+/// How a collection renders its server-owned timestamps (`updatedAt`, `deletedAt`), and so
+/// which unit its numeric filter values are read in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// Integer milliseconds since the Unix epoch (the default).
+    #[default]
+    EpochMillis,
+    /// Integer seconds since the Unix epoch. Ordering, filters and keyset cursors use the
+    /// rendered seconds, so many records share a timestamp.
+    EpochSeconds,
+    /// An RFC 3339 string in UTC with millisecond precision (`2024-05-01T12:00:00.123Z`).
+    /// Numeric filter values are then read as milliseconds.
+    Rfc3339,
+}
+
+/// Per-collection options. Collections that were not configured use the server default
+/// ([`super::ReferenceServerBuilder::default_collection`]).
+#[derive(Clone, Debug)]
+pub struct CollectionConfig {
+    /// The server assigns ids (integers from a per-collection counter, starting at 1) on
+    /// create, replacing any id the client sent. PUT to an unknown id is then a 404.
+    pub server_ids: bool,
+    /// How `updatedAt` is rendered.
+    pub timestamps: TimestampFormat,
+    /// Page size of a pull that names none (default 100).
+    pub default_limit: usize,
+    /// Largest page size honoured; larger `limit`/`per_page` values are clamped (default 1000).
+    pub max_limit: usize,
+    /// Render `Link` headers as origin-relative paths (`/api/...`) instead of absolute URLs.
+    pub relative_links: bool,
+}
+
+impl Default for CollectionConfig {
+    fn default() -> Self {
+        Self {
+            server_ids: false,
+            timestamps: TimestampFormat::EpochMillis,
+            default_limit: 100,
+            max_limit: 1000,
+            relative_links: false,
+        }
+    }
+}
+
+impl CollectionConfig {
+    /// Sets [`CollectionConfig::server_ids`].
+    #[must_use]
+    pub fn server_ids(mut self, on: bool) -> Self {
+        self.server_ids = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::timestamps`].
+    #[must_use]
+    pub fn timestamps(mut self, format: TimestampFormat) -> Self {
+        self.timestamps = format;
+        self
+    }
+
+    /// Sets [`CollectionConfig::default_limit`] (at least 1).
+    #[must_use]
+    pub fn default_limit(mut self, limit: usize) -> Self {
+        self.default_limit = limit.max(1);
+        self
+    }
+
+    /// Sets [`CollectionConfig::max_limit`] (at least 1).
+    #[must_use]
+    pub fn max_limit(mut self, limit: usize) -> Self {
+        self.max_limit = limit.max(1);
+        self
+    }
+
+    /// Sets [`CollectionConfig::relative_links`].
+    #[must_use]
+    pub fn relative_links(mut self, on: bool) -> Self {
+        self.relative_links = on;
+        self
+    }
+}
+
+/// A stored record. `fields` never contains the server-owned keys.
+#[derive(Clone, Debug)]
+pub(crate) struct Record {
+    pub(crate) id: Value,
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) updated_ms: i64,
+    pub(crate) version: u64,
+    pub(crate) deleted: bool,
+}
+
+/// Preconditions of a write.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Pre {
+    /// The raw `If-Match` header.
+    pub(crate) if_match: Option<String>,
+    /// The `version` the client based its write on.
+    pub(crate) version: Option<u64>,
+}
+
+/// A client body split into its parts: user fields, the id and the base version.
+#[derive(Debug, Default)]
+pub(crate) struct Body {
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) id: Option<Value>,
+    pub(crate) version: Option<u64>,
+}
+
+impl Body {
+    /// Splits a JSON object; the server-owned `updatedAt` and `deleted` are dropped.
+    pub(crate) fn split(mut fields: Map<String, Value>) -> Result<Self, String> {
+        let id = fields.remove("id");
+        if let Some(id) = &id {
+            key_from_json(id)?;
+        }
+        let version = match fields.remove("version") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) => Some(v),
+                None => return Err("`version` must be a non-negative integer".into()),
+            },
+            Some(_) => return Err("`version` must be a non-negative integer".into()),
+        };
+        fields.remove("updatedAt");
+        fields.remove("deleted");
+        Ok(Self {
+            fields,
+            id,
+            version,
+        })
+    }
+
+    /// Parses a request body that must be a JSON object.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(m)) => Self::split(m),
+            Ok(_) => Err("request body must be a JSON object".into()),
+            Err(e) => Err(format!("request body is not valid JSON: {e}")),
+        }
+    }
+}
+
+/// Whether an `If-Match` header value matches a record.
+fn etag_matches(header: &str, rec: &Record) -> bool {
+    header.split(',').map(str::trim).any(|tag| {
+        if tag == "*" {
+            return !rec.deleted;
+        }
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        let tag = tag.trim_matches('"');
+        tag.parse::<u64>().is_ok_and(|v| v == rec.version)
+    })
+}
+
+/// A body `id`, if any, must name the record of the path.
+fn check_body_id(body: &Body, key: &str) -> Result<(), Reply> {
+    match &body.id {
+        Some(id) if key_from_json(id).ok().as_deref() != Some(key) => Err(Reply::bad_request(
+            "`id` in the body does not match the id in the path",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `ETag` of a version.
+pub(crate) fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// One collection.
+#[derive(Debug)]
+pub(crate) struct Collection {
+    name: String,
+    pub(crate) config: CollectionConfig,
+    records: HashMap<String, Record>,
+    next_server_id: i64,
+    creates: HashMap<String, usize>,
+}
+
+impl Collection {
+    pub(crate) fn new(name: &str, config: CollectionConfig) -> Self {
+        Self {
+            name: name.to_owned(),
+            config,
+            records: HashMap::new(),
+            next_server_id: 1,
+            creates: HashMap::new(),
+        }
+    }
+
+    /// A timestamp in the collection's comparison unit (seconds or milliseconds).
+    pub(crate) fn unit(&self, ms: i64) -> i64 {
+        match self.config.timestamps {
+            TimestampFormat::EpochSeconds => ms.div_euclid(1000),
+            _ => ms,
+        }
+    }
+
+    /// A timestamp as the collection renders it.
+    pub(crate) fn render_ts(&self, ms: i64) -> Value {
+        match self.config.timestamps {
+            TimestampFormat::EpochMillis => Value::from(ms),
+            TimestampFormat::EpochSeconds => Value::from(ms.div_euclid(1000)),
+            TimestampFormat::Rfc3339 => Value::from(format_rfc3339(ms)),
+        }
+    }
+
+    /// A unit timestamp as a query parameter value (for keyset `Link`s).
+    pub(crate) fn unit_param(&self, unit: i64) -> String {
+        match self.config.timestamps {
+            TimestampFormat::Rfc3339 => format_rfc3339(unit),
+            _ => unit.to_string(),
+        }
+    }
+
+    /// The JSON form of a record.
+    pub(crate) fn render(&self, r: &Record) -> Value {
+        let mut m = Map::with_capacity(r.fields.len() + 4);
+        m.insert("id".into(), r.id.clone());
+        for (k, v) in &r.fields {
+            m.insert(k.clone(), v.clone());
+        }
+        m.insert("updatedAt".into(), self.render_ts(r.updated_ms));
+        m.insert("version".into(), Value::from(r.version));
+        if r.deleted {
+            m.insert("deleted".into(), Value::Bool(true));
+        }
+        Value::Object(m)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Record> {
+        self.records.get(key)
+    }
+
+    /// Records (live or tombstones) sorted by id.
+    pub(crate) fn sorted(&self, deleted: bool) -> Vec<Value> {
+        let mut v: Vec<(&String, &Record)> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.deleted == deleted)
+            .collect();
+        v.sort_by(|a, b| cmp_keys(a.0, b.0));
+        v.into_iter().map(|(_, r)| self.render(r)).collect()
+    }
+
+    /// Every record as `(unit timestamp, key, record)`, sorted by `(updatedAt, id)`.
+    pub(crate) fn rows(&self) -> Vec<(i64, &str, &Record)> {
+        let mut v: Vec<(i64, &str, &Record)> = self
+            .records
+            .iter()
+            .map(|(k, r)| (self.unit(r.updated_ms), k.as_str(), r))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_keys(a.1, b.1)));
+        v
+    }
+
+    pub(crate) fn create_count(&self, key: &str) -> usize {
+        self.creates.get(key).copied().unwrap_or(0)
+    }
+
+    fn next_server_id(&mut self) -> (String, Value) {
+        loop {
+            let n = self.next_server_id;
+            self.next_server_id = self.next_server_id.saturating_add(1);
+            let key = n.to_string();
+            if !self.records.contains_key(&key) {
+                return (key, Value::from(n));
+            }
+        }
+    }
+
+    /// Chooses the key and JSON id of a new record.
+    fn new_id(&mut self, client_id: Option<Value>) -> Result<(String, Value), String> {
+        if self.config.server_ids {
+            return Ok(self.next_server_id());
+        }
+        match client_id {
+            Some(id) => Ok((key_from_json(&id)?, id)),
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                Ok((id.clone(), Value::String(id)))
+            }
+        }
+    }
+
+    fn record_reply(&self, status: StatusCode, r: &Record) -> Reply {
+        Reply::json(status, self.render(r)).header(ETAG, &etag(r.version))
+    }
+
+    fn missing(&self, key: &str) -> Reply {
+        match self.records.get(key) {
+            Some(r) if r.deleted => Reply::json(
+                StatusCode::NOT_FOUND,
+                json!({ "error": "not found", "deleted": true }),
+            ),
+            _ => Reply::not_found(),
+        }
+    }
+
+    fn check(&self, rec: Option<&Record>, pre: &Pre) -> Result<(), Reply> {
+        if let Some(im) = &pre.if_match
+            && !rec.is_some_and(|r| etag_matches(im, r))
+        {
+            return Err(Reply::conflict(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition failed",
+                rec.map(|r| self.render(r)),
+            ));
+        }
+        if let Some(v) = pre.version
+            && rec.map_or(0, |r| r.version) != v
+        {
+            return Err(Reply::conflict(
+                StatusCode::CONFLICT,
+                "version conflict",
+                rec.map(|r| self.render(r)),
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert_new(
+        &mut self,
+        key: String,
+        id: Value,
+        fields: Map<String, Value>,
+        now: i64,
+    ) -> Reply {
+        let rec = Record {
+            id,
+            fields,
+            updated_ms: now,
+            version: 1,
+            deleted: false,
+        };
+        let reply = self.record_reply(StatusCode::CREATED, &rec).header(
+            LOCATION,
+            &format!("/api/{}/{}", encode(&self.name), encode(&key)),
+        );
+        *self.creates.entry(key.clone()).or_insert(0) += 1;
+        self.records.insert(key, rec);
+        reply
+    }
+
+    /// POST: creates; 409 `exists` if the id is taken (also by a tombstone).
+    pub(crate) fn create(&mut self, body: Body, now: i64) -> Reply {
+        let (key, id) = match self.new_id(body.id) {
+            Ok(v) => v,
+            Err(e) => return Reply::bad_request(e),
+        };
+        if let Some(cur) = self.records.get(&key) {
+            return Reply::conflict(StatusCode::CONFLICT, "exists", Some(self.render(cur)));
+        }
+        self.insert_new(key, id, body.fields, now)
+    }
+
+    /// PUT: full replace of a record (reviving a tombstone), or create (upsert).
+    pub(crate) fn replace(&mut self, key: &str, body: Body, pre: &Pre, now: i64) -> Reply {
+        if let Err(r) = check_body_id(&body, key) {
+            return r;
+        }
+        if let Err(r) = self.check(self.records.get(key), pre) {
+            return r;
+        }
+        match self.records.get_mut(key) {
+            Some(rec) => {
+                rec.fields = body.fields;
+                rec.version += 1;
+                rec.updated_ms = now;
+                rec.deleted = false;
+                let rec = rec.clone();
+                self.record_reply(StatusCode::OK, &rec)
+            }
+            None if self.config.server_ids => Reply::not_found(),
+            None => {
+                let id = body.id.unwrap_or_else(|| id_json_from_key(key));
+                self.insert_new(key.to_owned(), id, body.fields, now)
+            }
+        }
+    }
+
+    /// PATCH: shallow merge of top-level fields into a live record.
+    pub(crate) fn patch(&mut self, key: &str, body: Body, pre: &Pre, now: i64) -> Reply {
+        if let Err(r) = check_body_id(&body, key) {
+            return r;
+        }
+        let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
+            return self.missing(key);
+        };
+        if let Err(r) = self.check(Some(rec), pre) {
+            return r;
+        }
+        let Some(rec) = self.records.get_mut(key) else {
+            return Reply::not_found();
+        };
+        for (k, v) in body.fields {
+            rec.fields.insert(k, v);
+        }
+        rec.version += 1;
+        rec.updated_ms = now;
+        let rec = rec.clone();
+        self.record_reply(StatusCode::OK, &rec)
+    }
+
+    /// DELETE: soft delete (tombstone) of a live record.
+    pub(crate) fn delete(&mut self, key: &str, pre: &Pre, now: i64) -> Reply {
+        let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
+            return self.missing(key);
+        };
+        if let Err(r) = self.check(Some(rec), pre) {
+            return r;
+        }
+        if let Some(rec) = self.records.get_mut(key) {
+            rec.deleted = true;
+            rec.version += 1;
+            rec.updated_ms = now;
+        }
+        Reply::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// Inspection-API upsert: creates or replaces, no preconditions. Returns the record.
+    pub(crate) fn upsert_direct(&mut self, body: Body, now: i64) -> Result<Value, String> {
+        let key = match &body.id {
+            Some(id) => key_from_json(id)?,
+            None => {
+                let (key, id) = self.new_id(None)?;
+                self.insert_new(key.clone(), id, body.fields, now);
+                return self.live_json(&key);
+            }
+        };
+        if self.records.contains_key(&key) {
+            self.replace(&key, body, &Pre::default(), now);
+        } else {
+            let id = body.id.unwrap_or_else(|| id_json_from_key(&key));
+            self.insert_new(key.clone(), id, body.fields, now);
+        }
+        self.live_json(&key)
+    }
+
+    /// The rendered live record.
+    pub(crate) fn live_json(&self, key: &str) -> Result<Value, String> {
+        match self.records.get(key) {
+            Some(r) if !r.deleted => Ok(self.render(r)),
+            _ => Err(format!("no live record `{key}`")),
+        }
+    }
+
+    /// The rendered record, live or tombstone.
+    pub(crate) fn any_json(&self, key: &str) -> Option<Value> {
+        self.records.get(key).map(|r| self.render(r))
+    }
+}
