@@ -131,6 +131,14 @@ impl PushCycle {
                 }
             }
         }
+        if sh.state.retry_waiting_now.swap(false, Ordering::SeqCst) {
+            // Back online: entries that failed while the network was down need not wait.
+            write(
+                &self.outbox,
+                Write::new(|db, txn| Ok((db.make_due(txn, wall_millis())?, Vec::new()))),
+            )
+            .await?;
+        }
         let mut report = PushReport::default();
         let mut busy: HashSet<(String, Key)> = HashSet::new();
         let mut tasks: JoinSet<Vec<Answered>> = JoinSet::new();

@@ -6,7 +6,8 @@
 //! cycle does not cover runs right after it.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -137,6 +138,8 @@ pub struct LeadershipChanged {
 struct Waiter {
     scope: Scope,
     reply: oneshot::Sender<Result<SyncReport>>,
+    /// The caller arrived after the running cycle began: it needs the next cycle.
+    needs_next: bool,
 }
 
 /// The Scheduler actor. See the module docs.
@@ -147,6 +150,8 @@ pub struct SchedulerActor {
     started: bool,
     leadership_known: bool,
     cycle_running: bool,
+    /// Set by the running cycle once its push phase began: later callers need a new cycle.
+    cycle_began: Arc<AtomicBool>,
     waiters: Vec<Waiter>,
     queued_auto: Option<(Scope, Trigger)>,
     interval: Option<SpawnHandle>,
@@ -166,6 +171,7 @@ impl SchedulerActor {
             started: false,
             leadership_known: false,
             cycle_running: false,
+            cycle_began: Arc::new(AtomicBool::new(false)),
             waiters: Vec::new(),
             queued_auto: None,
             interval: None,
@@ -218,7 +224,9 @@ impl SchedulerActor {
     fn run_cycle(&mut self, scope: Scope, trigger: Trigger, ctx: &mut Context<Self>) {
         self.cycle_running = true;
         self.shared.state.syncing.store(true, Ordering::SeqCst);
+        self.cycle_began = Arc::new(AtomicBool::new(false));
         let fut = cycle(
+            self.cycle_began.clone(),
             self.shared.clone(),
             self.pusher.clone(),
             self.puller.clone(),
@@ -253,17 +261,12 @@ impl SchedulerActor {
                 state.set_last_error(Some(err.to_string()));
             }
         }
-        if network_down {
-            self.go_offline(ctx);
-        } else if result.is_ok() {
-            self.go_online(ctx, false);
-        }
 
         // Answer every caller this cycle covered; the others get a cycle of their own.
         let mut uncovered: Option<Scope> = None;
         let mut still_waiting = Vec::new();
         for waiter in self.waiters.drain(..) {
-            if scope.covers(&waiter.scope) {
+            if !waiter.needs_next && scope.covers(&waiter.scope) {
                 let answer = match &result {
                     Ok(report) => Ok(report.clone()),
                     Err(err) => Err(err.duplicate()),
@@ -274,7 +277,10 @@ impl SchedulerActor {
                     Some(u) => u.union(&waiter.scope),
                     None => waiter.scope.clone(),
                 });
-                still_waiting.push(waiter);
+                still_waiting.push(Waiter {
+                    needs_next: false,
+                    ..waiter
+                });
             }
         }
         self.waiters = still_waiting;
@@ -286,6 +292,13 @@ impl SchedulerActor {
             self.run_cycle(next, Trigger::Manual, ctx);
         } else if let Some((auto, trigger)) = self.queued_auto.take() {
             self.trigger(trigger, auto, ctx);
+        }
+        if network_down {
+            self.go_offline(ctx);
+        } else if result.is_ok() {
+            // Coming back online pushes what waited (entries in backoff are made due); if a
+            // cycle is already running, the trigger queues behind it.
+            self.go_online(ctx, true);
         }
         self.arm_retry_timer(ctx);
     }
@@ -339,6 +352,10 @@ impl SchedulerActor {
         self.probe_attempt = 0;
         if !self.shared.state.online.swap(true, Ordering::SeqCst) {
             tracing::info!("server reachable again");
+            self.shared
+                .state
+                .retry_waiting_now
+                .store(true, Ordering::SeqCst);
             metrics::gauge!(telemetry::ONLINE).set(1.0);
             self.shared.events.emit(SyncEvent::Online);
             if sync_now {
@@ -399,9 +416,11 @@ impl Handler<SyncNow> for SchedulerActor {
             return Box::pin(async move { Err(err) });
         }
         let (tx, rx) = oneshot::channel();
+        let needs_next = self.cycle_running && self.cycle_began.load(Ordering::SeqCst);
         self.waiters.push(Waiter {
             scope: msg.scope.clone(),
             reply: tx,
+            needs_next,
         });
         // Right after start the first election may still run: wait for it, then sync.
         if !undecided && !self.cycle_running {
@@ -501,7 +520,8 @@ impl Handler<LeadershipChanged> for SchedulerActor {
                 }
             }
         }
-        if was != msg.leader && msg.leader {
+        // Gaining leadership syncs, except at start-up when the settings say not to.
+        if was != msg.leader && msg.leader && (!first || self.shared.settings.sync_on_start) {
             self.trigger(Trigger::Leadership, Scope::all(), ctx);
         }
     }
@@ -510,6 +530,7 @@ impl Handler<LeadershipChanged> for SchedulerActor {
 /// One cycle: push, then pull each table. Returns the outcome and whether the server looked
 /// unreachable (for offline detection).
 async fn cycle(
+    began: Arc<AtomicBool>,
     sh: SyncShared,
     pusher: Addr<PusherActor>,
     puller: Addr<PullerActor>,
@@ -517,6 +538,8 @@ async fn cycle(
     trigger: Trigger,
 ) -> (Result<SyncReport>, bool) {
     let started = Instant::now();
+    // From here on, writes made by a caller may be missed by this cycle's push.
+    began.store(true, Ordering::SeqCst);
     sh.events.emit(SyncEvent::SyncStarted { trigger });
     let mut report = SyncReport::default();
     let mut failure: Option<Error> = None;

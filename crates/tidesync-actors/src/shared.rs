@@ -54,6 +54,8 @@ pub struct EngineState {
     pub syncing: AtomicBool,
     /// Pushing waits for new credentials.
     pub auth_required: AtomicBool,
+    /// The next push should first make entries in backoff due (the network came back).
+    pub retry_waiting_now: AtomicBool,
     /// Wall-clock ms of the last successful cycle (0 = never).
     pub last_success_ms: AtomicU64,
     /// Wall-clock ms of the last failed cycle (0 = never).

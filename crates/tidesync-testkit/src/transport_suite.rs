@@ -9,7 +9,7 @@
 //! use std::sync::Arc;
 //! use tidesync_core::Transport;
 //! use tidesync_testkit::transport_suite;
-//! # fn my_transport(base_url: &str, table: &str) -> Arc<dyn Transport> { unimplemented!() }
+//! # fn my_transport(_base_url: &str, _table: &str) -> Arc<dyn Transport> { panic!("doc") }
 //! # async fn demo() {
 //! transport_suite::run_all(&|base_url: &str, table: &str| my_transport(base_url, table)).await;
 //! # }
@@ -140,7 +140,12 @@ pub async fn create_update_fetch_delete(factory: &dyn TransportFactory) {
     let t = factory.transport(server.url(), TABLE);
 
     let created = t
-        .push(request(Op::Create, "c1", Some(json!({"id": "c1", "title": "one"})), "k-c1-1"))
+        .push(request(
+            Op::Create,
+            "c1",
+            Some(json!({"id": "c1", "title": "one"})),
+            "k-c1-1",
+        ))
         .await
         .unwrap_or_else(|e| panic!("[{CHECK}] create failed: {e}"));
     let stored = server
@@ -148,7 +153,11 @@ pub async fn create_update_fetch_delete(factory: &dyn TransportFactory) {
         .unwrap_or_else(|| panic!("[{CHECK}] the server has no record after create"));
     assert_eq!(stored["title"], json!("one"), "[{CHECK}] created record");
     if let Some(rec) = &created.record {
-        assert_eq!(rec.get("id"), Some(&json!("c1")), "[{CHECK}] create outcome record");
+        assert_eq!(
+            rec.get("id"),
+            Some(&json!("c1")),
+            "[{CHECK}] create outcome record"
+        );
     }
     assert_eq!(
         created.version.as_deref(),
@@ -185,7 +194,11 @@ pub async fn create_update_fetch_delete(factory: &dyn TransportFactory) {
         .unwrap_or_else(|e| panic!("[{CHECK}] fetch failed: {e}"))
         .unwrap_or_else(|| panic!("[{CHECK}] fetch found nothing"));
     assert_eq!(fetched.record.get("title"), Some(&json!("two")));
-    assert_eq!(fetched.version.as_deref(), Some("2"), "[{CHECK}] fetch version");
+    assert_eq!(
+        fetched.version.as_deref(),
+        Some("2"),
+        "[{CHECK}] fetch version"
+    );
     assert_eq!(
         t.version_of(TABLE, &fetched.record).as_deref(),
         Some("2"),
@@ -262,7 +275,12 @@ pub async fn idempotent_retry(factory: &dyn TransportFactory) {
     const CHECK: &str = "idempotent_retry";
     let server = start().await;
     let t = factory.transport(server.url(), TABLE);
-    let req = request(Op::Create, "i1", Some(json!({"id": "i1", "n": 1})), "idem-i1");
+    let req = request(
+        Op::Create,
+        "i1",
+        Some(json!({"id": "i1", "n": 1})),
+        "idem-i1",
+    );
     server.fail_next(1, FaultKind::CommitThenDrop);
     let err = t
         .push(req.clone())
@@ -320,19 +338,44 @@ pub async fn conflicts_are_classified(factory: &dyn TransportFactory) {
         .await
         .err()
         .unwrap_or_else(|| panic!("[{CHECK}] a stale update was accepted"));
-    assert_eq!(err.kind(), ErrorKind::Conflict, "[{CHECK}] stale update: {err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Conflict,
+        "[{CHECK}] stale update: {err}"
+    );
     if let Some(remote) = err.remote_record() {
-        assert_eq!(remote.get("version"), Some(&json!(2)), "[{CHECK}] remote record");
+        assert_eq!(
+            remote.get("version"),
+            Some(&json!(2)),
+            "[{CHECK}] remote record"
+        );
     }
-    assert_eq!(err.table_name(), Some(TABLE), "[{CHECK}] error names the table");
-    assert_eq!(err.record_key(), Some("x1"), "[{CHECK}] error names the key");
+    assert_eq!(
+        err.table_name(),
+        Some(TABLE),
+        "[{CHECK}] error names the table"
+    );
+    assert_eq!(
+        err.record_key(),
+        Some("x1"),
+        "[{CHECK}] error names the key"
+    );
 
     let err = t
-        .push(request(Op::Create, "x1", Some(json!({"id": "x1"})), "k-x1-c"))
+        .push(request(
+            Op::Create,
+            "x1",
+            Some(json!({"id": "x1"})),
+            "k-x1-c",
+        ))
         .await
         .err()
         .unwrap_or_else(|| panic!("[{CHECK}] creating an existing id succeeded"));
-    assert_eq!(err.kind(), ErrorKind::Conflict, "[{CHECK}] duplicate create: {err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Conflict,
+        "[{CHECK}] duplicate create: {err}"
+    );
     assert_eq!(
         server.record(TABLE, "x1").map(|r| r["title"].clone()),
         Some(json!("server again")),
@@ -348,7 +391,12 @@ pub async fn gap_free_paging_with_ties(factory: &dyn TransportFactory) {
     let t = factory.transport(server.url(), TABLE);
     let t0 = server.now_ms();
     let mut want = BTreeSet::new();
-    for (at, ids) in [(t0, 0..2), (t0 + 1, 2..12), (t0 + 2, 12..13), (t0 + 3, 13..17)] {
+    for (at, ids) in [
+        (t0, 0..2),
+        (t0 + 1, 2..12),
+        (t0 + 2, 12..13),
+        (t0 + 3, 13..17),
+    ] {
         server.freeze_clock(Some(at));
         for i in ids {
             let id = format!("t{i:02}");
@@ -376,7 +424,10 @@ pub async fn gap_free_paging_with_ties(factory: &dyn TransportFactory) {
         let (changed, _, _) = drain(CHECK, t.as_ref(), cursor, page_size).await;
         let got: BTreeSet<String> = changed.iter().map(ToString::to_string).collect();
         for id in &fresh {
-            assert!(got.contains(id), "[{CHECK}] page size {page_size}: {id} missed");
+            assert!(
+                got.contains(id),
+                "[{CHECK}] page size {page_size}: {id} missed"
+            );
         }
     }
 }
@@ -387,14 +438,7 @@ pub async fn failures_are_classified(factory: &dyn TransportFactory) {
     const CHECK: &str = "failures_are_classified";
     let server = start().await;
     let t = factory.transport(server.url(), TABLE);
-    let push = |id: &str| {
-        request(
-            Op::Create,
-            id,
-            Some(json!({"id": id})),
-            &format!("k-{id}"),
-        )
-    };
+    let push = |id: &str| request(Op::Create, id, Some(json!({"id": id})), &format!("k-{id}"));
 
     server.fail_next(1, FaultKind::status(503));
     let err = t.push(push("f1")).await.err();

@@ -1,1 +1,28 @@
-//! tidesync-transport-rest (being written)
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod classify;
+mod client;
+pub mod config;
+pub mod cursor;
+pub mod feed;
+pub mod pagination;
+pub mod pointer;
+mod pull;
+mod push;
+pub mod routes;
+pub mod template;
+pub mod time;
+mod transport;
+
+pub use auth::{AuthHeaders, AuthProvider, Secret, StaticAuth};
+pub use client::RestTransport;
+pub use config::{RestConfig, RestTransportBuilder};
+pub use feed::{Feed, Filter, PageStyle, Pagination, Tombstone};
+pub use pointer::Pointer;
+pub use pull::link_next;
+pub use routes::{
+    BodyMode, BulkRoute, FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
+};
+pub use template::Template;
+pub use time::TimeFormat;

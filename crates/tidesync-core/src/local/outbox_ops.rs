@@ -412,6 +412,22 @@ impl LocalDb {
         Ok(entry)
     }
 
+    /// Makes every waiting entry due now (e.g. when the network comes back, entries in backoff
+    /// need not wait out their delay). Returns how many changed.
+    pub fn make_due(&self, txn: &mut dyn WriteTxn, now_ms: u64) -> Result<usize> {
+        let mut changed = 0;
+        let all = self.outbox(&*txn, None, usize::MAX)?;
+        for mut entry in all
+            .into_iter()
+            .filter(|e| e.dead.is_none() && !e.in_flight && e.next_attempt_at_ms > now_ms)
+        {
+            entry.next_attempt_at_ms = 0;
+            self.save_entry(txn, &entry)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// After a restart, entries that were in flight when the process died are put back in the
     /// queue (still sealed: they may have reached the server, so they keep their idempotency
     /// key and are never coalesced). Returns how many were reset.

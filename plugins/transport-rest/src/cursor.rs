@@ -1,0 +1,216 @@
+//! The checkpoint stored in `PullPage.cursor`: opaque JSON to the engine, defined here.
+//!
+//! ```json
+//! {
+//!   "v": 1,
+//!   "phase": "changes",            // or "deleted": which feed the next pull reads
+//!   "changes": {                   // the change feed
+//!     "since": {                   // the committed checkpoint (absent before the first one)
+//!       "ts": 1700000000123,       // cursor_field value as the server wrote it
+//!       "key": "p9",               // keyset filter: the last key at `ts`
+//!       "seen": ["p7", "p9"]       // inclusive filter: keys already applied at `ts`
+//!     },
+//!     "pass": {                    // only while walking offset/page/token/link pages
+//!       "offset": 200, "page": 3,  // the next page to ask for
+//!       "token": "abc",            // token style: the server's next-page token, as-is
+//!       "next": "https://…",       // link style: the next page's URL
+//!       "limit": 100,              // page size fixed for the pass
+//!       "read": 200,               // items read so far (for `total`)
+//!       "high": { "ts": …, "seen": […] },   // highest checkpoint seen in this pass
+//!       "fp": 1234567              // fingerprint of the last page (repeat guard)
+//!     },
+//!     "boost": 2,                  // limit multiplier after a timestamp tie filled a page
+//!     "token": "…"                 // `since_token`: the server's opaque checkpoint, as-is
+//!   },
+//!   "deleted": { … }               // the deleted-ids feed, same shape
+//! }
+//! ```
+//!
+//! Because the next page to ask for is in the cursor and the cursor is committed with the
+//! page, a crash at any point resumes at the first page not yet applied, for every pagination
+//! style. The filter value of a pass (`since`) only moves when the pass is complete.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tidesync_core::{Error, Key, Result};
+
+/// Current cursor format version.
+pub const VERSION: u32 = 1;
+
+/// Which feed the next pull reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The deleted-ids feed (read first in each cycle).
+    Deleted,
+    /// The change feed.
+    #[default]
+    Changes,
+}
+
+/// The whole checkpoint of one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableCursor {
+    /// Format version ([`VERSION`]).
+    pub v: u32,
+    /// The feed the next pull reads.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The change feed.
+    #[serde(default, skip_serializing_if = "FeedCursor::is_empty")]
+    pub changes: FeedCursor,
+    /// The deleted-ids feed.
+    #[serde(default, skip_serializing_if = "FeedCursor::is_empty")]
+    pub deleted: FeedCursor,
+}
+
+/// The checkpoint of one feed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedCursor {
+    /// The committed checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Mark>,
+    /// The page walk in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<Pass>,
+    /// Limit multiplier (1 = none) after a group of equal timestamps filled a page.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub boost: u32,
+    /// The server's opaque checkpoint token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n <= 1
+}
+
+impl FeedCursor {
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_none() && self.pass.is_none() && self.boost <= 1 && self.token.is_none()
+    }
+}
+
+/// A position in a change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mark {
+    /// The timestamp, as the server wrote it.
+    pub ts: Value,
+    /// The last key at `ts` (keyset filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key>,
+    /// Keys already applied at `ts` (inclusive filter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Key>,
+}
+
+/// A page walk in progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pass {
+    /// The next offset.
+    #[serde(default)]
+    pub offset: u64,
+    /// The next page number.
+    #[serde(default)]
+    pub page: u64,
+    /// The next-page token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Value>,
+    /// The next page's URL (link style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The page size of this pass.
+    #[serde(default)]
+    pub limit: u64,
+    /// Items read so far in this pass.
+    #[serde(default)]
+    pub read: u64,
+    /// The highest position seen in this pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<Mark>,
+    /// Fingerprint of the last page read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp: Option<u64>,
+}
+
+impl TableCursor {
+    /// Reads a stored cursor; `None` means a first sync.
+    pub fn load(table: &str, value: Option<&Value>) -> Result<TableCursor> {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return Ok(TableCursor {
+                v: VERSION,
+                ..TableCursor::default()
+            });
+        };
+        let cursor: TableCursor = serde_json::from_value(value.clone()).map_err(|e| {
+            Error::invalid(format!(
+                "stored pull cursor is not a REST transport cursor ({e}); reset the table's \
+                 checkpoint"
+            ))
+            .table(table)
+        })?;
+        if cursor.v != VERSION {
+            return Err(Error::invalid(format!(
+                "stored pull cursor has version {}, this transport writes {VERSION}",
+                cursor.v
+            ))
+            .table(table));
+        }
+        Ok(cursor)
+    }
+
+    /// The cursor as JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_and_rejects_foreign_cursors() {
+        let cursor = TableCursor {
+            v: VERSION,
+            phase: Phase::Deleted,
+            changes: FeedCursor {
+                since: Some(Mark {
+                    ts: json!(5),
+                    key: Some(Key::from("a")),
+                    seen: vec![Key::from("a"), Key::Int(3)],
+                }),
+                pass: Some(Pass {
+                    offset: 10,
+                    token: Some(json!("t")),
+                    ..Pass::default()
+                }),
+                boost: 1,
+                token: None,
+            },
+            deleted: FeedCursor::default(),
+        };
+        let value = cursor.to_value();
+        assert_eq!(value["changes"]["since"]["seen"], json!(["a", 3]));
+        assert!(value.get("deleted").is_none());
+        assert_eq!(TableCursor::load("t", Some(&value)).unwrap(), cursor);
+        assert_eq!(
+            TableCursor::load("t", None).unwrap().v,
+            VERSION,
+            "no cursor = first sync"
+        );
+        let err = TableCursor::load("t", Some(&json!({"offset": 3}))).unwrap_err();
+        assert_eq!(err.kind(), tidesync_core::ErrorKind::InvalidInput);
+        let err = TableCursor::load("t", Some(&json!({"v": 9}))).unwrap_err();
+        assert!(err.to_string().contains("version 9"));
+    }
+}

@@ -1,0 +1,924 @@
+//! Page walking and gap-free checkpoints, as pure functions: [`plan`] turns a feed's cursor into
+//! request parameters, [`advance`] turns a response into the records to apply and the next
+//! cursor. No IO here, so every decision is unit-tested.
+//!
+//! Two walking modes:
+//! - **Re-filtering** (`pagination.style = "none"`): every request starts from the committed
+//!   checkpoint. Ties are handled per filter: `exclusive` cuts a full page before its last
+//!   timestamp group (fetched whole next time); `inclusive` skips keys already seen at the
+//!   checkpoint timestamp and raises the limit by their number; `keyset` is exact. When one
+//!   timestamp group fills a whole page, the limit doubles (`boost`, up to ×64, then an error).
+//! - **Passes** (offset/page/token/link): the filter value stays fixed while the pages of one
+//!   pass are walked; the next page to ask for is part of the cursor; the checkpoint moves to the
+//!   highest position seen when the pass ends. A server that returns the same page again (or
+//!   the same next token or link) is an error, never a loop.
+
+use serde_json::Value;
+use tidesync_core::{Error, ErrorKind, Key, Record, Result};
+
+use crate::cursor::{FeedCursor, Mark, Pass};
+use crate::feed::{Feed, Filter, PageStyle};
+
+/// The largest limit multiplier before a timestamp tie is reported as an error.
+pub const MAX_BOOST: u32 = 64;
+
+/// The values for one page request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    /// `{cursor}`.
+    pub cursor: Option<String>,
+    /// `{after_key}`.
+    pub after_key: Option<String>,
+    /// `{limit}`.
+    pub limit: u64,
+    /// `{offset}`.
+    pub offset: u64,
+    /// `{page}`.
+    pub page: u64,
+    /// `{token}`.
+    pub token: Option<String>,
+    /// `{since_token}`.
+    pub since_token: Option<String>,
+    /// Link style: the URL to fetch instead of the template.
+    pub next_url: Option<String>,
+}
+
+impl Params {
+    /// The value of a feed placeholder (`None`: absent).
+    pub fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "cursor" => self.cursor.clone(),
+            "after_key" => self.after_key.clone(),
+            "limit" => Some(self.limit.to_string()),
+            "offset" => Some(self.offset.to_string()),
+            "page" => Some(self.page.to_string()),
+            "token" => self.token.clone(),
+            "since_token" => self.since_token.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// What one response said, decoded from the body and headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawPage {
+    /// The items.
+    pub items: Vec<Value>,
+    /// The "more pages" field, if configured and present.
+    pub has_more: Option<bool>,
+    /// The total count, if configured and present.
+    pub total: Option<u64>,
+    /// Token style: the next-page token (null and empty strings are `None`).
+    pub next_token: Option<Value>,
+    /// Link style: the next page's URL.
+    pub next_link: Option<String>,
+    /// The opaque checkpoint token, if configured and present.
+    pub since_token: Option<Value>,
+}
+
+/// The outcome of one page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// Records to apply.
+    pub records: Vec<Record>,
+    /// Keys deleted on the server.
+    pub deleted: Vec<Key>,
+    /// The feed's next cursor.
+    pub state: FeedCursor,
+    /// Whether this feed has more to read now.
+    pub more: bool,
+    /// The total the server reported.
+    pub total: Option<u64>,
+}
+
+/// What [`advance`] needs to know about the feed.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedCtx<'a> {
+    /// The feed spec.
+    pub feed: &'a Feed,
+    /// The table name (for errors and logs).
+    pub table: &'a str,
+    /// The key field of items.
+    pub key_field: &'a str,
+    /// Whether this is a deleted-ids feed (every item is a delete).
+    pub deletes_only: bool,
+}
+
+/// A token value as request text.
+pub fn token_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_ts(ctx: &FeedCtx<'_>, mark: &Mark) -> Result<i128> {
+    ctx.feed.timestamp.parse(&mark.ts).ok_or_else(|| {
+        Error::invalid(format!(
+            "stored checkpoint timestamp {} does not parse as {:?}; was the route changed? \
+             reset the table's checkpoint",
+            mark.ts, ctx.feed.timestamp
+        ))
+        .table(ctx.table)
+    })
+}
+
+/// The request parameters for the next page of a feed.
+pub fn plan(ctx: &FeedCtx<'_>, state: &FeedCursor, page_size: usize) -> Result<Params> {
+    let feed = ctx.feed;
+    let page_size = u64::try_from(page_size.max(1)).unwrap_or(u64::MAX);
+    let mut params = Params {
+        limit: page_size,
+        page: feed.pagination.first_page,
+        since_token: state.token.as_ref().map(token_text),
+        ..Params::default()
+    };
+    if let Some(since) = &state.since {
+        let ns = parse_ts(ctx, since)?;
+        params.cursor = Some(feed.cursor_format_or_default().format(ns));
+        if feed.filter == Filter::Keyset {
+            params.after_key = since.key.as_ref().map(ToString::to_string);
+        }
+    }
+    if feed.pagination.style == PageStyle::None {
+        let boost = u64::from(state.boost.max(1));
+        params.limit = page_size.saturating_mul(boost);
+        if feed.filter == Filter::Inclusive {
+            let seen = state.since.as_ref().map_or(0, |s| s.seen.len());
+            params.limit = params.limit.saturating_add(seen as u64);
+        }
+    } else if let Some(pass) = &state.pass {
+        params.limit = pass.limit.max(1);
+        params.offset = pass.offset;
+        params.page = pass.page;
+        params.token = pass.token.as_ref().map(token_text);
+        params.next_url = pass.next.clone();
+    }
+    Ok(params)
+}
+
+/// One decoded item.
+struct Entry {
+    key: Key,
+    /// The timestamp (parsed, raw).
+    ts: Option<(i128, Value)>,
+    record: Option<Record>,
+    delete: bool,
+}
+
+fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
+    let feed = ctx.feed;
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let (key_value, ts_value, record) = match item {
+            Value::Object(map) => (
+                map.get(ctx.key_field),
+                feed.cursor_field.as_ref().and_then(|f| map.get(f)),
+                Some(map),
+            ),
+            scalar if ctx.deletes_only => (Some(scalar), None, None),
+            _ => {
+                tracing::warn!(
+                    table = ctx.table,
+                    index,
+                    "pulled item is not an object; skipped"
+                );
+                continue;
+            }
+        };
+        let Some(key) = key_value.and_then(Key::from_json) else {
+            tracing::warn!(
+                table = ctx.table,
+                index,
+                field = ctx.key_field,
+                "pulled item has no usable key; skipped"
+            );
+            continue;
+        };
+        let ts = match (feed.cursor_field.as_deref(), ts_value) {
+            (None, _) => None,
+            (Some(field), value) => {
+                let parsed = value.and_then(|v| feed.timestamp.parse(v).map(|ns| (ns, v.clone())));
+                if parsed.is_none() && (feed.filter != Filter::None || value.is_some()) {
+                    tracing::warn!(
+                        table = ctx.table,
+                        key = %key,
+                        field,
+                        "pulled item has no valid {:?} timestamp; applied, not checkpointed",
+                        feed.timestamp
+                    );
+                }
+                parsed
+            }
+        };
+        let delete = ctx.deletes_only
+            || feed
+                .tombstone
+                .as_ref()
+                .is_some_and(|t| record.and_then(|r| r.get(&t.field)) == Some(&t.value));
+        out.push(Entry {
+            key,
+            ts,
+            record: if ctx.deletes_only {
+                None
+            } else {
+                record.cloned()
+            },
+            delete,
+        });
+    }
+    out
+}
+
+/// FNV-1a over the items' JSON: stable across Rust versions (it is stored in cursors).
+fn fingerprint(items: &[Value]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for item in items {
+        for b in item.to_string().bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The highest position among `entries`, merged with `prev`: for the inclusive filter, the
+/// keys at the highest timestamp are collected.
+fn high_mark(prev: Option<&Mark>, prev_ns: Option<i128>, entries: &[&Entry]) -> Option<Mark> {
+    let mut best: Option<(i128, Mark)> = prev.cloned().and_then(|m| prev_ns.map(|ns| (ns, m)));
+    for entry in entries {
+        let Some((ns, raw)) = &entry.ts else { continue };
+        match &mut best {
+            Some((best_ns, mark)) if *ns == *best_ns => {
+                if !mark.seen.contains(&entry.key) {
+                    mark.seen.push(entry.key.clone());
+                }
+                mark.key = Some(entry.key.clone());
+            }
+            Some((best_ns, _)) if *ns < *best_ns => {}
+            _ => {
+                best = Some((
+                    *ns,
+                    Mark {
+                        ts: raw.clone(),
+                        key: Some(entry.key.clone()),
+                        seen: vec![entry.key.clone()],
+                    },
+                ));
+            }
+        }
+    }
+    best.map(|(_, mark)| mark)
+}
+
+/// Keeps only what each filter needs in a stored mark.
+fn trim_mark(filter: Filter, mut mark: Mark) -> Mark {
+    if filter != Filter::Inclusive {
+        mark.seen.clear();
+    }
+    if filter != Filter::Keyset {
+        mark.key = None;
+    }
+    mark
+}
+
+fn ordered(entries: &[&Entry]) -> bool {
+    let mut last: Option<i128> = None;
+    for ns in entries
+        .iter()
+        .filter_map(|e| e.ts.as_ref().map(|(ns, _)| *ns))
+    {
+        if last.is_some_and(|l| ns < l) {
+            return false;
+        }
+        last = Some(ns);
+    }
+    true
+}
+
+fn repeat_error(ctx: &FeedCtx<'_>, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Permanent,
+        format!(
+            "the server {what}; is the pagination parameter ignored? stopping instead of \
+             looping"
+        ),
+    )
+    .table(ctx.table)
+}
+
+/// Applies one response to a feed's cursor.
+pub fn advance(
+    ctx: &FeedCtx<'_>,
+    state: &FeedCursor,
+    params: &Params,
+    page: RawPage,
+) -> Result<Step> {
+    let feed = ctx.feed;
+    let filter = feed.filter;
+    let entries = decode_entries(ctx, &page.items);
+    let count = page.items.len() as u64;
+    let since_ns = state.since.as_ref().map(|m| parse_ts(ctx, m)).transpose()?;
+
+    // Drop what an earlier page already delivered.
+    let fresh: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| {
+            let (Some(since), Some(since_ns), Some((ns, raw))) = (&state.since, since_ns, &e.ts)
+            else {
+                return true;
+            };
+            match filter {
+                Filter::None => true,
+                Filter::Keyset => !(raw == &since.ts && since.key.as_ref() == Some(&e.key)),
+                Filter::Inclusive => {
+                    *ns > since_ns || (*ns == since_ns && !since.seen.contains(&e.key))
+                }
+                Filter::Exclusive => *ns > since_ns,
+            }
+        })
+        .collect();
+
+    let style = feed.pagination.style;
+    let more = if page.items.is_empty() {
+        false
+    } else {
+        match style {
+            PageStyle::Token => page.next_token.is_some() && page.has_more != Some(false),
+            PageStyle::Link => page.next_link.is_some() && page.has_more != Some(false),
+            _ => match (page.has_more, page.total) {
+                (Some(more), _) => more,
+                (None, Some(total)) if style != PageStyle::None => {
+                    let read = state.pass.as_ref().map_or(0, |p| p.read);
+                    read.saturating_add(count) < total
+                }
+                _ => feed.sends_limit() && count >= params.limit,
+            },
+        }
+    };
+
+    let mut next = state.clone();
+    if let Some(token) = page.since_token.filter(|t| !t.is_null()) {
+        next.token = Some(token);
+    }
+    let mut emit: Vec<&Entry> = fresh.clone();
+    let more = if style == PageStyle::None {
+        match filter {
+            Filter::None => {
+                if more {
+                    tracing::warn!(
+                        table = ctx.table,
+                        "the server has more items but the feed has neither a filter nor \
+                         pagination; only the first page is read"
+                    );
+                }
+                false
+            }
+            Filter::Keyset => {
+                let last = fresh.iter().rev().find_map(|e| {
+                    e.ts.as_ref().map(|(_, raw)| Mark {
+                        ts: raw.clone(),
+                        key: Some(e.key.clone()),
+                        seen: Vec::new(),
+                    })
+                });
+                if let Some(last) = last {
+                    next.since = Some(last);
+                }
+                if more && next.since == state.since {
+                    return Err(repeat_error(
+                        ctx,
+                        "returned no record past the keyset cursor",
+                    ));
+                }
+                more
+            }
+            Filter::Inclusive | Filter::Exclusive => {
+                if more && !ordered(&fresh) {
+                    return Err(Error::new(
+                        ErrorKind::Decode,
+                        format!(
+                            "pulled items are not ordered by `{}`; add the API's sort \
+                             parameter (ascending) to the pull query",
+                            feed.cursor_field.as_deref().unwrap_or_default()
+                        ),
+                    )
+                    .table(ctx.table));
+                }
+                if more && filter == Filter::Exclusive {
+                    // Hold back the last timestamp group: the next `> ts` request gets it whole.
+                    let top = fresh
+                        .iter()
+                        .filter_map(|e| e.ts.as_ref().map(|t| t.0))
+                        .max();
+                    if let Some(top) = top {
+                        emit.retain(|e| e.ts.as_ref().is_none_or(|(ns, _)| *ns < top));
+                    }
+                }
+                let progressed = emit.iter().any(|e| e.ts.is_some());
+                if more && !progressed {
+                    next.boost = state.boost.max(1).saturating_mul(2);
+                    if next.boost > MAX_BOOST {
+                        return Err(Error::new(
+                            ErrorKind::Permanent,
+                            format!(
+                                "more than {} records share one `{}` value and the filter \
+                                 cannot step inside it; use a keyset or offset pagination",
+                                params.limit,
+                                feed.cursor_field.as_deref().unwrap_or_default()
+                            ),
+                        )
+                        .table(ctx.table));
+                    }
+                } else {
+                    next.boost = 1;
+                    if let Some(high) = high_mark(state.since.as_ref(), since_ns, &emit) {
+                        next.since = Some(trim_mark(filter, high));
+                    }
+                }
+                more
+            }
+        }
+    } else {
+        let mut pass = state.pass.clone().unwrap_or_else(|| Pass {
+            offset: 0,
+            page: feed.pagination.first_page,
+            limit: params.limit,
+            ..Pass::default()
+        });
+        let fp = fingerprint(&page.items);
+        if more && pass.fp == Some(fp) {
+            return Err(repeat_error(ctx, "returned the same page twice"));
+        }
+        let next_token = page.next_token.filter(|t| !t.is_null());
+        if more && style == PageStyle::Token && next_token.is_some() && next_token == pass.token {
+            return Err(repeat_error(ctx, "returned the same next-page token twice"));
+        }
+        if more && style == PageStyle::Link && page.next_link == pass.next {
+            return Err(repeat_error(ctx, "returned the same next link twice"));
+        }
+        let pass_high_ns = pass.high.as_ref().and_then(|m| feed.timestamp.parse(&m.ts));
+        let high = if filter == Filter::None {
+            None
+        } else {
+            high_mark(pass.high.as_ref(), pass_high_ns, &fresh)
+        };
+        if more {
+            pass.offset = pass.offset.saturating_add(count);
+            pass.page = pass.page.saturating_add(1);
+            pass.read = pass.read.saturating_add(count);
+            pass.token = next_token;
+            pass.next = page.next_link;
+            pass.high = high;
+            pass.fp = Some(fp);
+            next.pass = Some(pass);
+        } else {
+            next.pass = None;
+            if let Some(high) = high {
+                let high_ns = feed.timestamp.parse(&high.ts);
+                let merged = match (since_ns, high_ns, &state.since) {
+                    (Some(s), Some(h), Some(since)) if h == s => {
+                        let mut merged = since.clone();
+                        for key in high.seen {
+                            if !merged.seen.contains(&key) {
+                                merged.seen.push(key);
+                            }
+                        }
+                        merged
+                    }
+                    (Some(s), Some(h), Some(since)) if h < s => since.clone(),
+                    _ => high,
+                };
+                next.since = Some(trim_mark(filter, merged));
+            }
+        }
+        more
+    };
+
+    let mut step = Step {
+        state: next,
+        more,
+        total: page.total,
+        ..Step::default()
+    };
+    for entry in emit {
+        if entry.delete {
+            step.deleted.push(entry.key.clone());
+        } else if let Some(record) = &entry.record {
+            step.records.push(record.clone());
+        }
+    }
+    Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::Pagination;
+    use crate::time::TimeFormat;
+    use serde_json::json;
+
+    fn items(pairs: &[(&str, i64)]) -> Vec<Value> {
+        pairs
+            .iter()
+            .map(|(id, ts)| json!({"id": id, "updatedAt": ts}))
+            .collect()
+    }
+
+    fn ids(step: &Step) -> Vec<String> {
+        step.records
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn feed(filter: Filter, pagination: Pagination) -> Feed {
+        let mut feed = Feed::get("/api/posts")
+            .cursor_field("updatedAt", TimeFormat::EpochMs)
+            .filter(filter)
+            .pagination(pagination)
+            .query("limit", "{limit}");
+        if filter != Filter::None {
+            feed = feed.query("since", "{cursor}");
+        }
+        feed
+    }
+
+    fn ctx(feed: &Feed) -> FeedCtx<'_> {
+        FeedCtx {
+            feed,
+            table: "posts",
+            key_field: "id",
+            deletes_only: false,
+        }
+    }
+
+    /// Serves `data` (sorted by (ts, id)) the way a server with `filter` would.
+    fn serve(data: &[(&str, i64)], filter: Filter, p: &Params) -> Vec<Value> {
+        let mut sorted = data.to_vec();
+        sorted.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        let since: Option<i64> = p.cursor.as_ref().and_then(|c| c.parse().ok());
+        let rows: Vec<(&str, i64)> = sorted
+            .into_iter()
+            .filter(|(id, ts)| match (filter, since) {
+                (_, None) => true,
+                (Filter::Exclusive, Some(s)) => *ts > s,
+                (Filter::Inclusive, Some(s)) => *ts >= s,
+                (Filter::Keyset, Some(s)) => {
+                    (*ts, *id) > (s, p.after_key.as_deref().unwrap_or_default())
+                }
+                (Filter::None, _) => true,
+            })
+            .skip(p.offset as usize)
+            .take(p.limit as usize)
+            .collect();
+        items(&rows)
+    }
+
+    fn drain(feed: &Feed, data: &[(&str, i64)], page_size: usize) -> (Vec<String>, FeedCursor) {
+        let ctx = ctx(feed);
+        let mut state = FeedCursor::default();
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let p = plan(&ctx, &state, page_size).unwrap();
+            let page = RawPage {
+                items: serve(data, feed.filter, &p),
+                ..RawPage::default()
+            };
+            let step = advance(&ctx, &state, &p, page).unwrap();
+            seen.extend(ids(&step));
+            state = step.state;
+            if !step.more {
+                return (seen, state);
+            }
+        }
+        panic!("did not finish");
+    }
+
+    const TIES: &[(&str, i64)] = &[
+        ("a", 1),
+        ("b", 2),
+        ("c", 2),
+        ("d", 2),
+        ("e", 2),
+        ("f", 3),
+        ("g", 4),
+        ("h", 4),
+    ];
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn every_filter_walks_ties_without_gaps() {
+        for filter in [Filter::Exclusive, Filter::Inclusive, Filter::Keyset] {
+            let mut f = feed(filter, Pagination::none());
+            if filter == Filter::Keyset {
+                f = f.query("after_id", "{after_key}");
+            }
+            for page_size in [1, 2, 3, 5, 100] {
+                let (seen, state) = drain(&f, TIES, page_size);
+                assert_eq!(
+                    sorted(seen.clone()),
+                    ["a", "b", "c", "d", "e", "f", "g", "h"],
+                    "{filter:?} page {page_size}"
+                );
+                assert_eq!(state.since.as_ref().map(|m| m.ts.clone()), Some(json!(4)));
+                // A later pull sees only new records.
+                let mut more = TIES.to_vec();
+                more.push(("i", 4));
+                more.push(("j", 5));
+                let ctx = ctx(&f);
+                let p = plan(&ctx, &state, page_size.max(3)).unwrap();
+                let page = RawPage {
+                    items: serve(&more, filter, &p),
+                    ..RawPage::default()
+                };
+                let step = advance(&ctx, &state, &p, page).unwrap();
+                let fresh = ids(&step);
+                assert!(
+                    fresh.iter().all(|id| id == "i" || id == "j"),
+                    "{filter:?} {page_size}: {fresh:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exclusive_holds_back_the_trailing_tie() {
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 3).unwrap();
+        let page = RawPage {
+            items: items(&[("a", 1), ("b", 2), ("c", 2)]),
+            ..RawPage::default()
+        };
+        let step = advance(&ctx, &state, &p, page).unwrap();
+        assert_eq!(ids(&step), ["a"]);
+        assert!(step.more);
+        assert_eq!(step.state.since.unwrap().ts, json!(1));
+    }
+
+    #[test]
+    fn exclusive_boosts_the_limit_when_one_tie_fills_a_page_then_gives_up() {
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let mut state = FeedCursor::default();
+        let mut limits = Vec::new();
+        let err = loop {
+            let p = plan(&ctx, &state, 2).unwrap();
+            limits.push(p.limit);
+            let page = RawPage {
+                items: (0..p.limit)
+                    .map(|i| json!({"id": format!("k{i}"), "updatedAt": 7}))
+                    .collect(),
+                ..RawPage::default()
+            };
+            match advance(&ctx, &state, &p, page) {
+                Ok(step) => {
+                    assert!(step.records.is_empty() && step.more);
+                    state = step.state;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(limits, [2, 4, 8, 16, 32, 64, 128]);
+        assert_eq!(err.kind(), ErrorKind::Permanent);
+        assert!(err.to_string().contains("share one `updatedAt`"), "{err}");
+    }
+
+    #[test]
+    fn inclusive_raises_the_limit_by_the_seen_keys() {
+        let f = feed(Filter::Inclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor {
+            since: Some(Mark {
+                ts: json!(2),
+                key: None,
+                seen: vec![Key::from("b"), Key::from("c")],
+            }),
+            ..FeedCursor::default()
+        };
+        let p = plan(&ctx, &state, 3).unwrap();
+        assert_eq!(p.limit, 5);
+        assert_eq!(p.cursor.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn unordered_items_are_an_error_when_more_follow() {
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 2).unwrap();
+        let page = RawPage {
+            items: items(&[("a", 5), ("b", 1)]),
+            ..RawPage::default()
+        };
+        let err = advance(&ctx, &state, &p, page).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+    }
+
+    #[test]
+    fn offset_pass_keeps_the_filter_and_resumes() {
+        let f = feed(Filter::Exclusive, Pagination::offset()).query("offset", "{offset}");
+        let (seen, state) = drain(&f, TIES, 3);
+        assert_eq!(seen, ["a", "b", "c", "d", "e", "f", "g", "h"]);
+        assert_eq!(state.pass, None);
+        assert_eq!(state.since.unwrap().ts, json!(4));
+
+        // Mid-pass the cursor says where to go on.
+        let ctx = ctx(&f);
+        let s0 = FeedCursor::default();
+        let p0 = plan(&ctx, &s0, 3).unwrap();
+        let page = RawPage {
+            items: serve(TIES, Filter::Exclusive, &p0),
+            ..RawPage::default()
+        };
+        let s1 = advance(&ctx, &s0, &p0, page).unwrap().state;
+        let resumed: FeedCursor =
+            serde_json::from_value(serde_json::to_value(&s1).unwrap()).unwrap();
+        let p1 = plan(&ctx, &resumed, 50).unwrap();
+        assert_eq!((p1.offset, p1.limit, p1.cursor.clone()), (3, 3, None));
+    }
+
+    #[test]
+    fn repeated_page_is_an_error() {
+        let f = feed(Filter::None, Pagination::page(1)).query("page", "{page}");
+        let ctx = ctx(&f);
+        let s0 = FeedCursor::default();
+        let p0 = plan(&ctx, &s0, 2).unwrap();
+        assert_eq!(p0.page, 1);
+        let same = items(&[("a", 1), ("b", 2)]);
+        let page = RawPage {
+            items: same.clone(),
+            ..RawPage::default()
+        };
+        let s1 = advance(&ctx, &s0, &p0, page).unwrap().state;
+        let p1 = plan(&ctx, &s1, 2).unwrap();
+        assert_eq!(p1.page, 2);
+        let page = RawPage {
+            items: same,
+            ..RawPage::default()
+        };
+        let err = advance(&ctx, &s1, &p1, page).unwrap_err();
+        assert!(err.to_string().contains("same page twice"), "{err}");
+    }
+
+    #[test]
+    fn token_and_link_end_and_repeat_signals() {
+        let f = Feed::get("/x")
+            .query("cursor", "{token}")
+            .pagination(Pagination::token("/nextCursor"));
+        let ctx = ctx(&f);
+        let s0 = FeedCursor::default();
+        let p0 = plan(&ctx, &s0, 2).unwrap();
+        assert_eq!(p0.token, None);
+        let step = advance(
+            &ctx,
+            &s0,
+            &p0,
+            RawPage {
+                items: items(&[("a", 1)]),
+                next_token: Some(json!("t1")),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(step.more, "a short page with a next token is not the end");
+        let p1 = plan(&ctx, &step.state, 2).unwrap();
+        assert_eq!(p1.token.as_deref(), Some("t1"));
+        let err = advance(
+            &ctx,
+            &step.state,
+            &p1,
+            RawPage {
+                items: items(&[("b", 1)]),
+                next_token: Some(json!("t1")),
+                ..RawPage::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("token twice"), "{err}");
+        let end = advance(
+            &ctx,
+            &step.state,
+            &p1,
+            RawPage {
+                items: items(&[("b", 1), ("c", 1)]),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(!end.more && end.state.pass.is_none());
+    }
+
+    #[test]
+    fn has_more_and_total_end_signals() {
+        let f = feed(Filter::None, Pagination::offset().has_more("/hasMore"))
+            .query("offset", "{offset}");
+        let ctx = ctx(&f);
+        let s0 = FeedCursor::default();
+        let p0 = plan(&ctx, &s0, 2).unwrap();
+        let full = items(&[("a", 1), ("b", 2)]);
+        let step = advance(
+            &ctx,
+            &s0,
+            &p0,
+            RawPage {
+                items: full.clone(),
+                has_more: Some(false),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(!step.more, "hasMore=false wins over a full page");
+        let step = advance(
+            &ctx,
+            &s0,
+            &p0,
+            RawPage {
+                items: full,
+                total: Some(2),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(!step.more, "total reached");
+        assert_eq!(step.total, Some(2));
+    }
+
+    #[test]
+    fn tombstones_and_deleted_feed_items_become_deletes() {
+        let f = Feed::get("/x").tombstone("deleted");
+        let ctx1 = ctx(&f);
+        let s = FeedCursor::default();
+        let p = plan(&ctx1, &s, 10).unwrap();
+        let step = advance(
+            &ctx1,
+            &s,
+            &p,
+            RawPage {
+                items: vec![
+                    json!({"id": "a", "deleted": true}),
+                    json!({"id": "b", "deleted": false}),
+                    json!({"title": "no key"}),
+                    json!(7),
+                ],
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(step.deleted, [Key::from("a")]);
+        assert_eq!(ids(&step), ["b"]);
+
+        let d = Feed::get("/x/deleted");
+        let ctx2 = FeedCtx {
+            deletes_only: true,
+            ..ctx(&d)
+        };
+        let step = advance(
+            &ctx2,
+            &s,
+            &p,
+            RawPage {
+                items: vec![json!({"id": "a"}), json!("b"), json!(3), json!(null)],
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(step.deleted, [Key::from("a"), Key::from("b"), Key::Int(3)]);
+        assert!(step.records.is_empty());
+    }
+
+    #[test]
+    fn cursor_is_rendered_in_the_cursor_format() {
+        let f = feed(Filter::Exclusive, Pagination::none()).cursor_format(TimeFormat::Rfc3339);
+        let ctx = ctx(&f);
+        let state = FeedCursor {
+            since: Some(Mark {
+                ts: json!(1_700_000_000_123i64),
+                key: None,
+                seen: vec![],
+            }),
+            ..FeedCursor::default()
+        };
+        let p = plan(&ctx, &state, 1).unwrap();
+        assert_eq!(p.cursor.as_deref(), Some("2023-11-14T22:13:20.123Z"));
+        let bad = FeedCursor {
+            since: Some(Mark {
+                ts: json!("nope"),
+                key: None,
+                seen: vec![],
+            }),
+            ..FeedCursor::default()
+        };
+        assert_eq!(
+            plan(&ctx, &bad, 1).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+}

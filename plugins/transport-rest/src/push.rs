@@ -1,0 +1,639 @@
+//! Pushing outbox entries: URL and body of a write, decoding what the server answered, and the
+//! bulk endpoint.
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use tidesync_core::{Error, ErrorKind, Key, Op, PushOutcome, PushRequest, Record, Result};
+
+use crate::client::{Incoming, Outgoing, RestTransport, unwrap_single};
+use crate::routes::{BodyMode, TableRoutes, WriteRoute};
+use crate::template::Value as Slot;
+
+fn permanent(req: &PushRequest, message: String) -> Error {
+    Error::new(ErrorKind::Permanent, message)
+        .table(req.table.clone())
+        .key(&req.key)
+}
+
+/// A record field as URL text (scalars only).
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A version token as it goes into a body: a number when it looks like one (and the record
+/// does not already hold it as a string).
+fn version_value(token: &str, existing: Option<&Value>) -> Value {
+    match (existing, token.parse::<i64>()) {
+        (Some(Value::String(_)), _) | (_, Err(_)) => Value::String(token.to_owned()),
+        (_, Ok(n)) => Value::from(n),
+    }
+}
+
+impl RestTransport {
+    /// Renders a write route's URL for `req`.
+    pub(crate) fn write_url(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+    ) -> Result<reqwest::Url> {
+        let rendered = route.url.render(true, |name| -> Result<Slot> {
+            if name == "key" {
+                return Ok(Slot::Text(req.key.to_string()));
+            }
+            if name == "version" {
+                return req.base_version.clone().map(Slot::Text).ok_or_else(|| {
+                    permanent(
+                        req,
+                        "the URL uses `{version}` but the entry has no base version".into(),
+                    )
+                    .field("version")
+                });
+            }
+            match req.record.as_ref().and_then(|r| r.get(name)) {
+                Some(value) => scalar_text(value).map(Slot::Text).ok_or_else(|| {
+                    permanent(
+                        req,
+                        format!("field `{name}` used in the URL is not a string, number or bool"),
+                    )
+                    .field(name.to_owned())
+                }),
+                None if name == routes.key => Ok(Slot::Text(req.key.to_string())),
+                None => Err(permanent(
+                    req,
+                    format!("the record has no field `{name}`, which the URL template needs"),
+                )
+                .field(name.to_owned())),
+            }
+        })?;
+        // No lookup returns Absent, so there is always a string.
+        let path = rendered.unwrap_or_default();
+        self.url(&path, &[])
+            .map_err(|e| e.table(req.table.clone()).key(&req.key))
+    }
+
+    /// The JSON body of a write (before the envelope), or `None`.
+    pub(crate) fn write_body(
+        &self,
+        routes: &TableRoutes,
+        mode: BodyMode,
+        req: &PushRequest,
+    ) -> Result<Option<Value>> {
+        let record = match (mode, &req.record) {
+            (BodyMode::None, _) => return Ok(None),
+            (_, Some(record)) => record,
+            (_, None) if req.op == Op::Delete => return Ok(None),
+            (_, None) => {
+                return Err(Error::invalid("the push request carries no record to send")
+                    .table(req.table.clone())
+                    .key(&req.key));
+            }
+        };
+        let mut body: Record = if mode == BodyMode::Changed && !req.changed.is_empty() {
+            // Changed fields only; a field removed locally is sent as null (merge-patch).
+            let mut subset = Map::new();
+            for field in &req.changed {
+                subset.insert(
+                    field.clone(),
+                    record.get(field).cloned().unwrap_or(Value::Null),
+                );
+            }
+            if let Some(vf) = &routes.version.field
+                && let Some(v) = record.get(vf)
+            {
+                subset.insert(vf.clone(), v.clone());
+            }
+            subset
+        } else {
+            record.clone()
+        };
+        if let (Some(vf), Some(base)) = (&routes.version.field, &req.base_version)
+            && req.op != Op::Create
+        {
+            let value = version_value(base, body.get(vf));
+            body.insert(vf.clone(), value);
+        }
+        Ok(Some(Value::Object(body)))
+    }
+
+    /// Headers of a write: global, route, idempotency, epoch, If-Match.
+    pub(crate) fn write_headers(
+        &self,
+        routes: &TableRoutes,
+        route_headers: &crate::routes::Headers,
+        req: &PushRequest,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = self.headers(route_headers);
+        let mut add = |name: &str, value: &str| {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.retain(|(existing, _)| existing != n);
+                headers.push((n, v));
+            }
+        };
+        if let Some(name) = &self.config.idempotency_header {
+            add(name, &req.idempotency_key);
+        }
+        if let Some(epoch) = req.epoch {
+            add(&self.config.epoch_header, &epoch.to_string());
+        }
+        if routes.version.etag
+            && req.op != Op::Create
+            && let Some(base) = &req.base_version
+        {
+            let tag = if base.starts_with('"') || base.starts_with("W/") {
+                base.clone()
+            } else {
+                format!("\"{base}\"")
+            };
+            add("If-Match", &tag);
+        }
+        headers
+    }
+
+    /// One push.
+    pub(crate) async fn push_one(&self, req: &PushRequest) -> Result<PushOutcome> {
+        let routes = self.routes(&req.table)?;
+        let route = routes.route(req.op).ok_or_else(|| {
+            Error::config(format!("no `{}` route configured", req.op.as_str()))
+                .table(req.table.clone())
+                .key(&req.key)
+        })?;
+        let url = self.write_url(routes, route, req)?;
+        let body = self
+            .write_body(routes, route.body_mode(req.op), req)?
+            .map(|b| match &route.envelope {
+                Some(name) => {
+                    let mut wrapper = Map::new();
+                    wrapper.insert(name.clone(), b);
+                    Value::Object(wrapper)
+                }
+                None => b,
+            });
+        let out = Outgoing {
+            method: route.method.to_reqwest(),
+            url,
+            headers: self.write_headers(routes, &route.headers, req),
+            body: body.map(|b| b.to_string().into_bytes()),
+        };
+        let resp = self
+            .execute(&req.table, &out)
+            .await
+            .map_err(|e| e.key(&req.key))?;
+        if resp.success() {
+            return self.write_outcome(routes, route, req, &resp);
+        }
+        if resp.status == 404 && req.op == Op::Delete && routes.delete_not_found_ok {
+            tracing::debug!(table = %req.table, key = %req.key, "delete: already gone (404)");
+            return Ok(PushOutcome {
+                server_time_ms: resp.server_time_ms(),
+                ..PushOutcome::default()
+            });
+        }
+        Err(self.status_error(&req.table, Some(&req.key), Some(routes), &resp))
+    }
+
+    /// Decodes a 2xx answer to a write.
+    fn write_outcome(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+        resp: &Incoming,
+    ) -> Result<PushOutcome> {
+        let mut outcome = PushOutcome {
+            server_time_ms: resp.server_time_ms(),
+            version: if routes.version.etag {
+                resp.etag()
+            } else {
+                None
+            },
+            ..PushOutcome::default()
+        };
+        // Deletes rarely answer with the record; their body is never an error.
+        if route.ignore_response || req.op == Op::Delete {
+            return Ok(outcome);
+        }
+        if resp.overflow {
+            // Not read past the limit; `json_body` reports it.
+            self.json_body(&req.table, Some(&req.key), resp)?;
+        }
+        if resp.body_is_empty() {
+            return Ok(outcome);
+        }
+        let body = self.json_body(&req.table, Some(&req.key), resp)?;
+        let pointer = route.response.clone().unwrap_or_default();
+        let record = pointer
+            .get(&body)
+            .and_then(unwrap_single)
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                self.decode_error(
+                    &req.table,
+                    Some(&req.key),
+                    resp,
+                    format!("no record object at `{pointer}` in the response"),
+                )
+            })?;
+        self.check_record(routes, req.op, &req.key, record, &mut outcome)
+            .map_err(|msg| {
+                self.decode_error(&req.table, Some(&req.key), resp, msg)
+                    .field(routes.key.clone())
+            })?;
+        outcome.record = Some(record.clone());
+        Ok(outcome)
+    }
+
+    /// Checks the key of a returned record, fills `server_key` and `version`.
+    pub(crate) fn check_record(
+        &self,
+        routes: &TableRoutes,
+        op: Op,
+        local: &Key,
+        record: &Record,
+        outcome: &mut PushOutcome,
+    ) -> std::result::Result<(), String> {
+        let key = record
+            .get(&routes.key)
+            .and_then(Key::from_json)
+            .ok_or_else(|| format!("the returned record has no key field `{}`", routes.key))?;
+        if &key != local && key.to_string() != local.to_string() {
+            if routes.server_ids && op == Op::Create {
+                outcome.server_key = Some(key);
+            } else {
+                return Err(format!(
+                    "the returned record has key `{key}`, not `{local}` (set `server_ids` if \
+                     the server assigns ids)"
+                ));
+            }
+        }
+        if let Some(field) = &routes.version.field
+            && let Some(v) = record.get(field).and_then(scalar_text)
+        {
+            outcome.version = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Several pushes through the bulk endpoint.
+    pub(crate) async fn push_bulk(
+        &self,
+        requests: &[PushRequest],
+    ) -> Result<Vec<Result<PushOutcome>>> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        let table = first.table.as_str();
+        if let Some(other) = requests.iter().find(|r| r.table != table) {
+            return Err(Error::invalid(format!(
+                "a batch mixes tables `{table}` and `{}`",
+                other.table
+            )));
+        }
+        let routes = self.routes(table)?;
+        let Some(bulk) = &routes.bulk else {
+            return Err(Error::config("no bulk route configured").table(table));
+        };
+        let mut ops = Vec::with_capacity(requests.len());
+        for req in requests {
+            let mode = match req.op {
+                Op::Delete => BodyMode::None,
+                Op::Update => routes
+                    .update
+                    .as_ref()
+                    .map_or(BodyMode::Full, |r| r.body_mode(Op::Update)),
+                Op::Create => BodyMode::Full,
+            };
+            let mut op = Map::new();
+            op.insert("op".into(), Value::from(req.op.as_str()));
+            op.insert(routes.key.clone(), req.key.to_json());
+            if routes.key != "id" {
+                op.insert("id".into(), req.key.to_json());
+            }
+            if let Some(body) = self.write_body(routes, mode, req)? {
+                op.insert("record".into(), body);
+            }
+            op.insert(
+                "idempotencyKey".into(),
+                Value::from(req.idempotency_key.as_str()),
+            );
+            if let Some(base) = &req.base_version {
+                op.insert("baseVersion".into(), Value::from(base.as_str()));
+            }
+            ops.push(Value::Object(op));
+        }
+        let mut envelope = Map::new();
+        envelope.insert(bulk.ops_field.clone(), Value::Array(ops));
+        let path = bulk
+            .url
+            .render::<Error>(true, |_| Ok(Slot::Absent))?
+            .unwrap_or_default();
+        let mut headers = self.headers(&bulk.headers);
+        if let Some(epoch) = requests.iter().find_map(|r| r.epoch)
+            && let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(self.config.epoch_header.as_bytes()),
+                HeaderValue::from_str(&epoch.to_string()),
+            )
+        {
+            headers.push((n, v));
+        }
+        let out = Outgoing {
+            method: bulk.method.to_reqwest(),
+            url: self.url(&path, &[]).map_err(|e| e.table(table))?,
+            headers,
+            body: Some(Value::Object(envelope).to_string().into_bytes()),
+        };
+        let resp = self.execute(table, &out).await?;
+        if !resp.success() {
+            return Err(self.status_error(table, None, Some(routes), &resp));
+        }
+        let body = self.json_body(table, None, &resp)?;
+        let results = bulk
+            .results
+            .get(&body)
+            .and_then(Value::as_array)
+            .filter(|r| r.len() == requests.len())
+            .ok_or_else(|| {
+                self.decode_error(
+                    table,
+                    None,
+                    &resp,
+                    format!(
+                        "expected an array of {} results at `{}`",
+                        requests.len(),
+                        bulk.results
+                    ),
+                )
+            })?;
+        let server_time_ms = resp.server_time_ms();
+        let mut out = Vec::with_capacity(requests.len());
+        for (req, result) in requests.iter().zip(results) {
+            out.push(self.bulk_result(routes, req, result, server_time_ms));
+        }
+        Ok(out)
+    }
+
+    fn bulk_result(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+        result: &Value,
+        server_time_ms: Option<i64>,
+    ) -> Result<PushOutcome> {
+        let Some(bulk) = &routes.bulk else {
+            return Err(Error::internal("bulk route vanished"));
+        };
+        let excerpt =
+            || crate::classify::excerpt(result.to_string().as_bytes(), self.config.excerpt_bytes);
+        let status = result
+            .get(&bulk.status_field)
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("bulk result has no numeric `{}`", bulk.status_field),
+                )
+                .table(req.table.clone())
+                .key(&req.key)
+                .excerpt(excerpt())
+            })?;
+        let mut outcome = PushOutcome {
+            server_time_ms,
+            ..PushOutcome::default()
+        };
+        if (200..300).contains(&status) {
+            if req.op == Op::Delete {
+                return Ok(outcome);
+            }
+            if let Some(record) = bulk.record.get(result).and_then(Value::as_object) {
+                self.check_record(routes, req.op, &req.key, record, &mut outcome)
+                    .map_err(|msg| {
+                        Error::new(ErrorKind::Decode, msg)
+                            .table(req.table.clone())
+                            .key(&req.key)
+                            .excerpt(excerpt())
+                    })?;
+                outcome.record = Some(record.clone());
+            }
+            return Ok(outcome);
+        }
+        if status == 404 && req.op == Op::Delete && routes.delete_not_found_ok {
+            return Ok(outcome);
+        }
+        let kind = crate::classify::kind_for_status(status);
+        let mut err = Error::new(kind, format!("bulk operation answered {status}"))
+            .status(status)
+            .table(req.table.clone())
+            .key(&req.key)
+            .excerpt(excerpt());
+        if kind == ErrorKind::Conflict
+            && let Some(current) = crate::client::conflict_record(routes, result)
+        {
+            err = err.remote(current);
+        }
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::WriteRoute;
+    use serde_json::json;
+
+    fn transport(routes: TableRoutes) -> RestTransport {
+        RestTransport::builder("http://127.0.0.1:9/base/")
+            .table("posts", routes)
+            .build()
+            .unwrap()
+    }
+
+    fn req(op: Op, record: Value) -> PushRequest {
+        PushRequest {
+            table: "posts".into(),
+            key: Key::from("p 1/x"),
+            op,
+            record: record.as_object().cloned(),
+            changed: vec!["title".into()],
+            idempotency_key: "idem-1".into(),
+            base_version: Some("3".into()),
+            epoch: Some(7),
+        }
+    }
+
+    #[test]
+    fn urls_take_fields_from_the_record_encoded() {
+        let routes = TableRoutes::new()
+            .field("slug")
+            .update(WriteRoute::patch("/api/posts?id=eq.{id}&s={slug}"))
+            .delete(WriteRoute::delete("/api/posts/{key}"));
+        let t = transport(routes.clone());
+        let r = req(Op::Update, json!({"id": "p 1/x", "slug": "a&b"}));
+        let url = t
+            .write_url(&routes, routes.update.as_ref().unwrap(), &r)
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/base/api/posts?id=eq.p%201%2Fx&s=a%26b"
+        );
+        // A delete without a record still renders the key field from the key.
+        let mut d = req(Op::Delete, Value::Null);
+        d.record = None;
+        let url = t
+            .write_url(&routes, routes.delete.as_ref().unwrap(), &d)
+            .unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/base/api/posts/p%201%2Fx");
+    }
+
+    #[test]
+    fn missing_template_field_is_permanent_and_named() {
+        let routes = TableRoutes::new()
+            .field("slug")
+            .update(WriteRoute::put("/api/{slug}"));
+        let t = transport(routes.clone());
+        let r = req(Op::Update, json!({"id": "p1"}));
+        let err = t
+            .write_url(&routes, routes.update.as_ref().unwrap(), &r)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Permanent);
+        assert_eq!(err.table_name(), Some("posts"));
+        assert_eq!(err.record_key(), Some("p 1/x"));
+        assert_eq!(err.field_name(), Some("slug"));
+    }
+
+    #[test]
+    fn patch_bodies_carry_changed_fields_and_the_base_version() {
+        let routes = TableRoutes::new().version_field("version");
+        let t = transport(routes.clone());
+        let r = req(
+            Op::Update,
+            json!({"id": "p1", "title": "new", "body": "same", "version": 2}),
+        );
+        let body = t.write_body(&routes, BodyMode::Changed, &r).unwrap();
+        assert_eq!(body, Some(json!({"title": "new", "version": 3})));
+        let full = t.write_body(&routes, BodyMode::Full, &r).unwrap().unwrap();
+        assert_eq!(full["body"], json!("same"));
+        assert_eq!(t.write_body(&routes, BodyMode::None, &r).unwrap(), None);
+    }
+
+    #[test]
+    fn write_headers_include_idempotency_epoch_and_if_match() {
+        let routes = TableRoutes::new().etag();
+        let t = transport(routes.clone());
+        let r = req(Op::Update, json!({"id": "p1"}));
+        let headers = t.write_headers(&routes, &Default::default(), &r);
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| name.as_str().eq_ignore_ascii_case(n))
+                .and_then(|(_, v)| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(get("idempotency-key").as_deref(), Some("idem-1"));
+        assert_eq!(get("x-tidesync-epoch").as_deref(), Some("7"));
+        assert_eq!(get("if-match").as_deref(), Some("\"3\""));
+    }
+
+    #[test]
+    fn returned_keys_are_checked() {
+        let t = transport(TableRoutes::new());
+        let routes = TableRoutes::new().version_field("version");
+        let mut outcome = PushOutcome::default();
+        let rec = json!({"id": "srv-9", "version": 4});
+        let rec = rec.as_object().unwrap();
+        let err = t
+            .check_record(&routes, Op::Create, &Key::from("tmp"), rec, &mut outcome)
+            .unwrap_err();
+        assert!(err.contains("server_ids"), "{err}");
+        let routes = routes.server_ids();
+        t.check_record(&routes, Op::Create, &Key::from("tmp"), rec, &mut outcome)
+            .unwrap();
+        assert_eq!(outcome.server_key, Some(Key::from("srv-9")));
+        assert_eq!(outcome.version.as_deref(), Some("4"));
+        let no_key = json!({"title": "x"});
+        assert!(
+            t.check_record(
+                &routes,
+                Op::Update,
+                &Key::from("a"),
+                no_key.as_object().unwrap(),
+                &mut outcome
+            )
+            .is_err()
+        );
+        // 5 and "5" are the same key.
+        let int_key = json!({"id": 5});
+        t.check_record(
+            &routes,
+            Op::Update,
+            &Key::from("5"),
+            int_key.as_object().unwrap(),
+            &mut outcome,
+        )
+        .unwrap();
+    }
+
+    fn incoming(status: u16, body: &str) -> Incoming {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("etag", reqwest::header::HeaderValue::from_static("W/\"9\""));
+        Incoming {
+            status,
+            headers,
+            body: body.as_bytes().to_vec(),
+            overflow: false,
+        }
+    }
+
+    #[test]
+    fn responses_are_found_by_pointer_in_envelopes_and_arrays() {
+        let routes = TableRoutes::new().etag();
+        let t = transport(routes.clone());
+        let r = req(Op::Update, json!({"id": "p 1/x"}));
+        for (route, body) in [
+            (WriteRoute::put("/p"), r#"{"id": "p 1/x", "a": 1}"#),
+            (WriteRoute::put("/p"), r#"[{"id": "p 1/x", "a": 1}]"#),
+            (
+                WriteRoute::put("/p").response("/data"),
+                r#"{"data": {"id": "p 1/x", "a": 1}}"#,
+            ),
+            (
+                WriteRoute::put("/p").response("/data"),
+                r#"{"data": [{"id": "p 1/x", "a": 1}]}"#,
+            ),
+        ] {
+            let out = t
+                .write_outcome(&routes, &route, &r, &incoming(200, body))
+                .unwrap();
+            assert_eq!(out.record.unwrap()["a"], json!(1), "{body}");
+            assert_eq!(out.version.as_deref(), Some("9"), "weak ETag unquoted");
+        }
+        let empty = t
+            .write_outcome(&routes, &WriteRoute::put("/p"), &r, &incoming(204, ""))
+            .unwrap();
+        assert!(empty.record.is_none());
+        for (route, body) in [
+            (WriteRoute::put("/p"), "{not json"),
+            (WriteRoute::put("/p"), r#"{"a": 1}"#),
+            (WriteRoute::put("/p"), "[]"),
+            (
+                WriteRoute::put("/p").response("/data"),
+                r#"{"id": "p 1/x"}"#,
+            ),
+        ] {
+            let err = t
+                .write_outcome(&routes, &route, &r, &incoming(200, body))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{body}");
+            assert_eq!(err.record_key(), Some("p 1/x"));
+            assert!(err.response_excerpt().is_some());
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Route specifications: how one table maps onto an API. Built in Rust with builder methods or
+//! deserialized from TOML/JSON (every struct rejects unknown fields).
+//!
+//! Validation happens when the transport is built ([`crate::RestTransportBuilder::build`]):
+//! every template placeholder is checked against the names allowed where it is used, every
+//! header name and value, every JSON pointer. See the crate docs for the placeholder rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tidesync_core::{Error, Op, Result};
+
+use crate::feed::Feed;
+use crate::pointer::{self, Pointer};
+use crate::template::Template;
+
+/// HTTP method of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET
+    #[serde(alias = "get")]
+    Get,
+    /// POST
+    #[serde(alias = "post")]
+    Post,
+    /// PUT
+    #[serde(alias = "put")]
+    Put,
+    /// PATCH
+    #[serde(alias = "patch")]
+    Patch,
+    /// DELETE
+    #[serde(alias = "delete")]
+    Delete,
+}
+
+impl Method {
+    pub(crate) fn to_reqwest(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// Extra request headers. Values may be secrets, so `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl Headers {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    pub(crate) fn validate(&self, table: &str, at: &str) -> Result<()> {
+        for (name, value) in &self.0 {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(Error::config(format!("{at}: invalid header name `{name}`"))
+                    .table(table)
+                    .field(name.clone()));
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(Error::config(format!(
+                    "{at}: invalid value for header `{name}` (control characters?)"
+                ))
+                .table(table)
+                .field(name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// What body a write sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyMode {
+    /// The full record (POST/PUT).
+    Full,
+    /// Only the fields changed since the last synced version (`PushRequest.changed`), plus the
+    /// version field when versions travel in the body (PATCH).
+    Changed,
+    /// No body (typical for DELETE).
+    None,
+}
+
+/// A create, update or delete route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRoute {
+    /// HTTP method.
+    pub method: Method,
+    /// URL template, relative to the base URL (or absolute). Placeholders: `{key}`,
+    /// `{version}`, the table's key field, and the fields declared in the table's `fields`.
+    pub url: Template,
+    /// The body to send; default: `full` for create/update, `none` for delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyMode>,
+    /// Wraps the body in an object under this name: `"data"` sends `{"data": <record>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    /// Extra headers for this route.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    /// Where the written record is in the response: `""` (default) is the whole body, `/data`
+    /// an envelope. A one-element array there is unwrapped. An empty body is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Pointer>,
+    /// Ignore the response body entirely (for APIs that answer `{"ok": true}`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ignore_response: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl WriteRoute {
+    /// A route with `method` and `url` (a template; errors surface at build time).
+    pub fn new(method: Method, url: &str) -> Self {
+        WriteRoute {
+            method,
+            url: template_lenient(url),
+            body: None,
+            envelope: None,
+            headers: Headers::default(),
+            response: None,
+            ignore_response: false,
+        }
+    }
+
+    /// `POST url` with the full record.
+    pub fn post(url: &str) -> Self {
+        WriteRoute::new(Method::Post, url)
+    }
+
+    /// `PUT url` with the full record.
+    pub fn put(url: &str) -> Self {
+        WriteRoute::new(Method::Put, url)
+    }
+
+    /// `PATCH url` with the changed fields only.
+    pub fn patch(url: &str) -> Self {
+        WriteRoute::new(Method::Patch, url).body(BodyMode::Changed)
+    }
+
+    /// `DELETE url` without a body.
+    pub fn delete(url: &str) -> Self {
+        WriteRoute::new(Method::Delete, url)
+    }
+
+    /// Sets the body mode.
+    pub fn body(mut self, body: BodyMode) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Sends only the changed fields.
+    pub fn changed_only(self) -> Self {
+        self.body(BodyMode::Changed)
+    }
+
+    /// Wraps the body: `{"<name>": <body>}`.
+    pub fn envelope(mut self, name: impl Into<String>) -> Self {
+        self.envelope = Some(name.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Where the record is in the response (a JSON pointer such as `/data`).
+    pub fn response(mut self, pointer: &str) -> Self {
+        self.response = Some(pointer::lenient(pointer));
+        self
+    }
+
+    /// Ignores the response body.
+    pub fn ignore_response(mut self) -> Self {
+        self.ignore_response = true;
+        self
+    }
+
+    pub(crate) fn body_mode(&self, op: Op) -> BodyMode {
+        self.body.unwrap_or(match op {
+            Op::Delete => BodyMode::None,
+            _ => BodyMode::Full,
+        })
+    }
+}
+
+/// The route that reads one record (conflict follow-up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRoute {
+    /// URL template (GET). Placeholders: `{key}` and the table's key field (both the key).
+    pub url: Template,
+    /// Where the record is in the response (default: the whole body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Pointer>,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+}
+
+impl FetchRoute {
+    /// `GET url`.
+    pub fn get(url: &str) -> Self {
+        FetchRoute {
+            url: template_lenient(url),
+            response: None,
+            headers: Headers::default(),
+        }
+    }
+
+    /// Where the record is in the response.
+    pub fn response(mut self, pointer: &str) -> Self {
+        self.response = Some(pointer::lenient(pointer));
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+/// A bulk endpoint taking several operations in one request.
+///
+/// Request: `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>, "record": {..},
+/// "idempotencyKey": ".."}, ..]}`. Response: an array at `results` with one item per operation,
+/// in order: `{"status": <http status>, "record": {..}}` on success, `{"status": 409, "current":
+/// {..}}` on conflict. Field names are configurable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRoute {
+    /// URL template (no placeholders).
+    pub url: Template,
+    /// HTTP method (default POST).
+    #[serde(default = "default_post")]
+    pub method: Method,
+    /// Name of the operations array in the request (default `ops`).
+    #[serde(default = "default_ops")]
+    pub ops_field: String,
+    /// Where the results array is in the response (default `/results`).
+    #[serde(default = "default_results")]
+    pub results: Pointer,
+    /// Name of each result's status field (default `status`).
+    #[serde(default = "default_status")]
+    pub status_field: String,
+    /// Pointer, inside a result, to the written record (default `/record`).
+    #[serde(default = "default_result_record")]
+    pub record: Pointer,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+}
+
+fn default_post() -> Method {
+    Method::Post
+}
+fn default_ops() -> String {
+    "ops".to_owned()
+}
+fn default_results() -> Pointer {
+    pointer::lenient("/results")
+}
+fn default_status() -> String {
+    "status".to_owned()
+}
+fn default_result_record() -> Pointer {
+    pointer::lenient("/record")
+}
+
+impl BulkRoute {
+    /// `POST url` with the default field names.
+    pub fn post(url: &str) -> Self {
+        BulkRoute {
+            url: template_lenient(url),
+            method: Method::Post,
+            ops_field: default_ops(),
+            results: default_results(),
+            status_field: default_status(),
+            record: default_result_record(),
+            headers: Headers::default(),
+        }
+    }
+
+    /// Name of the operations array in the request.
+    pub fn ops_field(mut self, name: impl Into<String>) -> Self {
+        self.ops_field = name.into();
+        self
+    }
+
+    /// Where the results array is in the response.
+    pub fn results(mut self, pointer: &str) -> Self {
+        self.results = pointer::lenient(pointer);
+        self
+    }
+}
+
+/// How version tokens for optimistic concurrency travel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Versioning {
+    /// A version field in the record (e.g. `version`): sent in the body of updates (set to
+    /// `PushRequest.base_version` when given) and read back from responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// ETags: `If-Match: "<base_version>"` on updates and deletes; the response `ETag` is the
+    /// new version.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub etag: bool,
+}
+
+/// All routes of one table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRoutes {
+    /// The key field of records (default `id`).
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Record fields that write templates may use besides the key field (`{slug}` …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// The server assigns ids: a create's response key may differ from the local key and is
+    /// reported as `PushOutcome.server_key`. Without it a different key is a `Decode` error.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub server_ids: bool,
+    /// Create route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<WriteRoute>,
+    /// Update route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<WriteRoute>,
+    /// Delete route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<WriteRoute>,
+    /// A 404 answer to a delete counts as success (already gone). Default true.
+    #[serde(default = "default_true")]
+    pub delete_not_found_ok: bool,
+    /// Fetch-one route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchRoute>,
+    /// Bulk route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkRoute>,
+    /// Pull (change feed) route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<Feed>,
+    /// Version tokens.
+    #[serde(default)]
+    pub version: Versioning,
+    /// Where a 409/412 response carries the server's current record, tried in order; each
+    /// candidate must be an object with the key field. Default `["/current", "/data", ""]`.
+    #[serde(default = "default_conflict_record")]
+    pub conflict_record: Vec<Pointer>,
+}
+
+fn default_key() -> String {
+    "id".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_conflict_record() -> Vec<Pointer> {
+    ["/current", "/data", ""]
+        .iter()
+        .map(|p| pointer::lenient(p))
+        .collect()
+}
+
+impl Default for TableRoutes {
+    fn default() -> Self {
+        TableRoutes {
+            key: default_key(),
+            fields: Vec::new(),
+            server_ids: false,
+            create: None,
+            update: None,
+            delete: None,
+            delete_not_found_ok: true,
+            fetch: None,
+            bulk: None,
+            pull: None,
+            version: Versioning::default(),
+            conflict_record: default_conflict_record(),
+        }
+    }
+}
+
+impl TableRoutes {
+    /// No routes yet, key field `id`.
+    pub fn new() -> Self {
+        TableRoutes::default()
+    }
+
+    /// The conventional REST shape for a collection at `base` (e.g. `/api/posts`):
+    /// `POST base`, `PUT base/{key}`, `DELETE base/{key}`, `GET base/{key}`, and a pull of
+    /// `GET base` (no filter, whole list) to be refined with [`TableRoutes::pull`].
+    pub fn rest(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        let item = format!("{base}/{{key}}");
+        TableRoutes::new()
+            .create(WriteRoute::post(base))
+            .update(WriteRoute::put(&item))
+            .delete(WriteRoute::delete(&item))
+            .fetch(FetchRoute::get(&item))
+            .pull(Feed::get(base))
+    }
+
+    /// Sets the key field.
+    pub fn key(mut self, field: impl Into<String>) -> Self {
+        self.key = field.into();
+        self
+    }
+
+    /// Declares a record field that write templates may use.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.fields.push(field.into());
+        self
+    }
+
+    /// The server assigns ids (see [`TableRoutes::server_ids`](#structfield.server_ids)).
+    pub fn server_ids(mut self) -> Self {
+        self.server_ids = true;
+        self
+    }
+
+    /// Sets the create route.
+    pub fn create(mut self, route: WriteRoute) -> Self {
+        self.create = Some(route);
+        self
+    }
+
+    /// Sets the update route.
+    pub fn update(mut self, route: WriteRoute) -> Self {
+        self.update = Some(route);
+        self
+    }
+
+    /// Sets the delete route.
+    pub fn delete(mut self, route: WriteRoute) -> Self {
+        self.delete = Some(route);
+        self
+    }
+
+    /// A 404 answer to a delete is an error (default: success).
+    pub fn delete_not_found_is_error(mut self) -> Self {
+        self.delete_not_found_ok = false;
+        self
+    }
+
+    /// Sets the fetch route.
+    pub fn fetch(mut self, route: FetchRoute) -> Self {
+        self.fetch = Some(route);
+        self
+    }
+
+    /// Sets the bulk route.
+    pub fn bulk(mut self, route: BulkRoute) -> Self {
+        self.bulk = Some(route);
+        self
+    }
+
+    /// Sets the pull feed.
+    pub fn pull(mut self, feed: Feed) -> Self {
+        self.pull = Some(feed);
+        self
+    }
+
+    /// Version tokens travel in this record field.
+    pub fn version_field(mut self, field: impl Into<String>) -> Self {
+        self.version.field = Some(field.into());
+        self
+    }
+
+    /// Version tokens travel as ETag / If-Match.
+    pub fn etag(mut self) -> Self {
+        self.version.etag = true;
+        self
+    }
+
+    /// Where conflicts carry the server's record (replaces the default list).
+    pub fn conflict_record(mut self, pointers: &[&str]) -> Self {
+        self.conflict_record = pointers.iter().map(|p| pointer::lenient(p)).collect();
+        self
+    }
+
+    pub(crate) fn route(&self, op: Op) -> Option<&WriteRoute> {
+        match op {
+            Op::Create => self.create.as_ref(),
+            Op::Update => self.update.as_ref(),
+            Op::Delete => self.delete.as_ref(),
+        }
+    }
+
+    /// Checks the routes of table `table` (templates, headers, pointers, pagination).
+    pub fn validate(&self, table: &str) -> Result<()> {
+        let cfg = |msg: String| Error::config(msg).table(table);
+        if self.key.is_empty() {
+            return Err(cfg("the key field name is empty".into()));
+        }
+        let mut record_fields: BTreeSet<&str> = self.fields.iter().map(String::as_str).collect();
+        record_fields.insert(self.key.as_str());
+        for (op, route) in [
+            (Op::Create, &self.create),
+            (Op::Update, &self.update),
+            (Op::Delete, &self.delete),
+        ] {
+            let Some(route) = route else { continue };
+            let at = format!("{} route", op.as_str());
+            check_template(table, &at, "url", &route.url, |name| {
+                name == "key" || name == "version" || record_fields.contains(name)
+            })
+            .map_err(|e| {
+                e.excerpt(format!(
+                    "{}.url: record fields usable here: {record_fields:?} (declare more in \
+                     `fields`); built-ins: key, version",
+                    op.as_str()
+                ))
+            })?;
+            route.headers.validate(table, &at)?;
+            if let Some(p) = &route.response {
+                pointer::check(p).map_err(|e| cfg(format!("{at}: response: {e}")))?;
+            }
+            if route.envelope.as_deref() == Some("") {
+                return Err(cfg(format!("{at}: envelope name is empty")));
+            }
+            if route.body_mode(op) == BodyMode::Changed && op != Op::Update {
+                tracing::debug!(
+                    table,
+                    op = op.as_str(),
+                    "`changed` body on a non-update route sends the full record"
+                );
+            }
+        }
+        if let Some(fetch) = &self.fetch {
+            check_template(table, "fetch route", "url", &fetch.url, |name| {
+                name == "key" || name == self.key
+            })?;
+            fetch.headers.validate(table, "fetch route")?;
+            if let Some(p) = &fetch.response {
+                pointer::check(p).map_err(|e| cfg(format!("fetch route: response: {e}")))?;
+            }
+        }
+        if let Some(bulk) = &self.bulk {
+            check_template(table, "bulk route", "url", &bulk.url, |_| false)?;
+            bulk.headers.validate(table, "bulk route")?;
+            pointer::check(&bulk.results).map_err(|e| cfg(format!("bulk route: results: {e}")))?;
+            pointer::check(&bulk.record).map_err(|e| cfg(format!("bulk route: record: {e}")))?;
+            if bulk.ops_field.is_empty() || bulk.status_field.is_empty() {
+                return Err(cfg("bulk route: empty field name".into()));
+            }
+        }
+        if let Some(feed) = &self.pull {
+            feed.validate(table, "pull", true)?;
+        }
+        for p in &self.conflict_record {
+            pointer::check(p).map_err(|e| cfg(format!("conflict_record: {e}")))?;
+        }
+        if self.version.field.as_deref() == Some("") {
+            return Err(cfg("version.field is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that every placeholder of `template` is allowed; names the offending one.
+pub(crate) fn check_template(
+    table: &str,
+    at: &str,
+    what: &str,
+    template: &Template,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<()> {
+    // A template that failed to parse in a builder is kept with its error text.
+    if let Some(reason) = template.error() {
+        return Err(
+            Error::config(format!("{at}: {what}: bad template `{template}`: {reason}"))
+                .table(table),
+        );
+    }
+    for name in template.placeholders() {
+        if !allowed(name) {
+            return Err(Error::config(format!(
+                "{at}: {what} `{template}` uses unknown placeholder `{{{name}}}`"
+            ))
+            .table(table)
+            .field(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn template_lenient(text: &str) -> Template {
+    Template::lenient(text)
+}

@@ -1,0 +1,65 @@
+//! The [`Transport`] implementation.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tidesync_core::{
+    Fetched, Key, PullPage, PullRequest, PushOutcome, PushRequest, Record, Result, Transport,
+};
+
+use crate::client::RestTransport;
+
+#[async_trait]
+impl Transport for RestTransport {
+    fn name(&self) -> &str {
+        "rest"
+    }
+
+    async fn push(&self, request: PushRequest) -> Result<PushOutcome> {
+        self.push_one(&request).await
+    }
+
+    fn supports_batch(&self, table: &str) -> bool {
+        self.config
+            .tables
+            .get(table)
+            .is_some_and(|routes| routes.bulk.is_some())
+    }
+
+    async fn push_batch(&self, requests: Vec<PushRequest>) -> Result<Vec<Result<PushOutcome>>> {
+        let bulk = requests
+            .first()
+            .is_some_and(|first| self.supports_batch(&first.table));
+        if bulk {
+            return self.push_bulk(&requests).await;
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for request in &requests {
+            results.push(self.push_one(request).await);
+        }
+        Ok(results)
+    }
+
+    async fn pull(&self, request: PullRequest) -> Result<PullPage> {
+        self.pull_page(&request).await
+    }
+
+    async fn fetch(&self, table: &str, key: &Key) -> Result<Option<Fetched>> {
+        self.fetch_one(table, key).await
+    }
+
+    fn modified_at_ms(&self, table: &str, record: &Record) -> Option<i64> {
+        let feed = self.config.tables.get(table)?.pull.as_ref()?;
+        let field = feed.cursor_field.as_ref()?;
+        let ns = feed.timestamp.parse(record.get(field)?)?;
+        i64::try_from(ns / 1_000_000).ok()
+    }
+
+    fn version_of(&self, table: &str, record: &Record) -> Option<String> {
+        let field = self.config.tables.get(table)?.version.field.as_ref()?;
+        match record.get(field)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}

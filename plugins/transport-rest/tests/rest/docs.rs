@@ -1,0 +1,283 @@
+//! Keeps `docs/rest-routes.md` true: its TOML blocks parse, equal the Rust forms shown next to
+//! them (copied here verbatim), and work against the reference server.
+
+use serde_json::json;
+use tidesync_core::{Key, Op, Transport};
+use tidesync_testkit::server::{CollectionConfig, ReferenceServer, TimestampFormat};
+use tidesync_transport_rest::{RestConfig, RestTransport};
+
+use crate::support::{drain, push};
+
+const DOC: &str = include_str!("../../../../docs/rest-routes.md");
+
+/// The ```toml blocks of the doc, in order.
+fn toml_blocks() -> Vec<&'static str> {
+    DOC.split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .collect()
+}
+
+fn parse(block: &str) -> RestConfig {
+    toml::from_str(block).unwrap_or_else(|e| panic!("doc TOML does not parse: {e}\n{block}"))
+}
+
+/// The Rust forms of the doc, verbatim.
+mod rust_forms {
+    pub fn posts() -> anyhow::Result<tidesync_transport_rest::RestTransport> {
+        use tidesync_transport_rest::*;
+
+        let posts = TableRoutes::new()
+            .key("id")
+            .version_field("version")
+            .create(WriteRoute::post("/api/posts"))
+            .update(WriteRoute::put("/api/posts/{id}"))
+            .delete(WriteRoute::delete("/api/posts/{id}"))
+            .fetch(FetchRoute::get("/api/posts/{id}"))
+            .pull(
+                Feed::get("/api/posts")
+                    .query("updatedAt_gte", "{cursor}")
+                    .query("page", "{page}")
+                    .query("per_page", "{limit}")
+                    .query("envelope", "none")
+                    .cursor_field("updatedAt", TimeFormat::EpochMs)
+                    .filter(Filter::Inclusive)
+                    .pagination(Pagination::page(1))
+                    .tombstone("deleted"),
+            );
+        let transport = RestTransport::builder("https://api.example.com")
+            .table("posts", posts)
+            .build()?;
+        Ok(transport)
+    }
+
+    pub fn todos() -> anyhow::Result<tidesync_transport_rest::RestTransport> {
+        use tidesync_transport_rest::*;
+
+        let todos = TableRoutes::new()
+            .etag()
+            .create(WriteRoute::post("/api/todos").header("Prefer", "return=representation"))
+            .update(WriteRoute::patch("/api/todos?id=eq.{id}"))
+            .delete(WriteRoute::delete("/api/todos?id=eq.{id}"))
+            .fetch(FetchRoute::get("/api/todos?id=eq.{id}&envelope=none"))
+            .pull(
+                Feed::get("/api/todos")
+                    .query("updated_at", "gt.{cursor}")
+                    .query("limit", "{limit}")
+                    .query("offset", "{offset}")
+                    .query("envelope", "none")
+                    .query("tombstones", "exclude")
+                    .cursor_field("updatedAt", TimeFormat::EpochMs)
+                    .filter(Filter::Exclusive)
+                    .pagination(Pagination::offset())
+                    .deleted_feed(
+                        Feed::get("/api/todos/deleted")
+                            .query("since", "{cursor}")
+                            .query("limit", "{limit}")
+                            .items("/data")
+                            .cursor_field("deletedAt", TimeFormat::EpochMs)
+                            .filter(Filter::Exclusive)
+                            .pagination(Pagination::none().has_more("/hasMore")),
+                    ),
+            );
+        let transport = RestTransport::builder("https://api.example.com")
+            .table("todos", todos)
+            .build()?;
+        Ok(transport)
+    }
+
+    pub fn notes() -> anyhow::Result<tidesync_transport_rest::RestTransport> {
+        use std::time::Duration;
+        use tidesync_transport_rest::*;
+
+        let notes = TableRoutes::new()
+            .server_ids()
+            .version_field("version")
+            .create(WriteRoute::post("/api/notes"))
+            .update(WriteRoute::patch("/api/notes/{id}"))
+            .delete(WriteRoute::delete("/api/notes/{id}"))
+            .fetch(FetchRoute::get("/api/notes/{id}"))
+            .bulk(BulkRoute::post("/api/notes/bulk"))
+            .pull(
+                Feed::get("/api/notes")
+                    .query("filter", "(updated > '{cursor}')")
+                    .query("cursor", "{token}")
+                    .query("limit", "{limit}")
+                    .items("/data")
+                    .cursor_field("updatedAt", TimeFormat::Rfc3339)
+                    .filter(Filter::Exclusive)
+                    .pagination(
+                        Pagination::token("/nextCursor")
+                            .has_more("/hasMore")
+                            .total("/total"),
+                    )
+                    .tombstone("deleted"),
+            );
+        let transport = RestTransport::builder("https://api.example.com")
+            .idempotency_header(Some("Idempotency-Key"))
+            .request_timeout(Duration::from_secs(15))
+            .table("notes", notes)
+            .build()?;
+        Ok(transport)
+    }
+}
+
+/// The doc's config, pointed at `server`.
+fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<RestTransport> {
+    let mut config = config.clone();
+    config.base_url = server.url().to_owned();
+    Ok(RestTransport::from_config(config).build()?)
+}
+
+#[test]
+fn the_doc_has_three_toml_blocks_equal_to_their_rust_forms() -> anyhow::Result<()> {
+    let blocks = toml_blocks();
+    assert_eq!(blocks.len(), 3);
+    let forms = [
+        rust_forms::posts()?,
+        rust_forms::todos()?,
+        rust_forms::notes()?,
+    ];
+    for (block, rust) in blocks.iter().zip(&forms) {
+        let parsed = parse(block);
+        parsed.validate()?;
+        assert_eq!(
+            &parsed,
+            rust.config(),
+            "TOML and Rust forms differ:\n{block}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn toml_errors_name_the_problem() {
+    let bad = toml_blocks()[0].replace("filter = \"inclusive\"", "filter = \"sometimes\"");
+    let err = toml::from_str::<RestConfig>(&bad).expect_err("bad enum");
+    assert!(err.to_string().contains("sometimes"), "{err}");
+    let bad = toml_blocks()[0].replace("cursor_field", "cursor_feild");
+    let err = toml::from_str::<RestConfig>(&bad).expect_err("typo");
+    assert!(
+        err.to_string().contains("unknown field `cursor_feild`"),
+        "{err}"
+    );
+    let bad = toml_blocks()[0].replace(
+        "/api/posts/{id}\" }\ndelete",
+        "/api/posts/{slug}\" }\ndelete",
+    );
+    let err = RestTransport::from_config(toml::from_str(&bad).expect("parses"))
+        .build()
+        .expect_err("unknown placeholder");
+    assert!(err.to_string().contains("{slug}"), "{err}");
+}
+
+#[tokio::test]
+async fn json_server_like_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder().without_auth().start().await;
+    let t = against(&parse(toml_blocks()[0]), &server)?;
+    t.push(push(
+        "posts",
+        Op::Create,
+        "p1",
+        Some(json!({"id": "p1", "title": "hi"})),
+    ))
+    .await?;
+    let mut update = push(
+        "posts",
+        Op::Update,
+        "p1",
+        Some(json!({"id": "p1", "title": "ho"})),
+    );
+    update.base_version = Some("1".into());
+    assert_eq!(t.push(update).await?.version.as_deref(), Some("2"));
+    let first = drain(&t, "posts", None, 2).await?;
+    assert_eq!(first.changed, ["p1"]);
+    t.push(push("posts", Op::Delete, "p1", None)).await?;
+    let next = drain(&t, "posts", first.cursor, 2).await?;
+    assert_eq!(next.deleted, ["p1"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgrest_like_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder().without_auth().start().await;
+    let t = against(&parse(toml_blocks()[1]), &server)?;
+    let created = t
+        .push(push(
+            "todos",
+            Op::Create,
+            "t1",
+            Some(json!({"id": "t1", "done": false})),
+        ))
+        .await?;
+    assert_eq!(created.version.as_deref(), Some("1"), "from the ETag");
+    let mut update = push(
+        "todos",
+        Op::Update,
+        "t1",
+        Some(json!({"id": "t1", "done": true})),
+    );
+    update.changed = vec!["done".into()];
+    update.base_version = created.version;
+    t.push(update).await?;
+    let fetched = t.fetch("todos", &Key::from("t1")).await?.expect("found");
+    assert_eq!(fetched.record.get("done"), Some(&json!(true)));
+    assert!(t.fetch("todos", &Key::from("t9")).await?.is_none());
+    let first = drain(&t, "todos", None, 2).await?;
+    assert_eq!(first.changed, ["t1"]);
+    t.push(push("todos", Op::Delete, "t1", None)).await?;
+    let next = drain(&t, "todos", first.cursor, 2).await?;
+    assert_eq!(
+        (next.changed.len(), next.deleted.clone()),
+        (0, vec!["t1".to_owned()])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn envelope_cursor_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "notes",
+            CollectionConfig::default()
+                .server_ids(true)
+                .timestamps(TimestampFormat::Rfc3339),
+        )
+        .start()
+        .await;
+    let t = against(&parse(toml_blocks()[2]), &server)?;
+    let created = t
+        .push(push(
+            "notes",
+            Op::Create,
+            "tmp-a",
+            Some(json!({"id": "tmp-a", "text": "a"})),
+        ))
+        .await?;
+    assert_eq!(created.server_key, Some(Key::Int(1)));
+    let results = t
+        .push_batch(vec![
+            push("notes", Op::Create, "tmp-b", Some(json!({"text": "b"}))),
+            {
+                let mut u = push(
+                    "notes",
+                    Op::Update,
+                    1i64,
+                    Some(json!({"id": 1, "text": "a2"})),
+                );
+                u.changed = vec!["text".into()];
+                u.base_version = Some("1".into());
+                u
+            },
+        ])
+        .await?;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let first = drain(&t, "notes", None, 1).await?;
+    assert_eq!(first.changed_set().len(), 2);
+    assert_eq!(first.pages.first().and_then(|p| p.total), Some(2));
+    t.push(push("notes", Op::Delete, 1i64, None)).await?;
+    let next = drain(&t, "notes", first.cursor, 1).await?;
+    assert_eq!(next.deleted, ["1"]);
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! End-to-end sync against the testkit's reference server over real HTTP (loopback), with the
+//! REST transport and a redb or in-memory store. Scenario numbers refer to the seed SDK's
+//! upstream tests and probes (reference/seed-inventory.md §4), restated with the behaviour
+//! tidesync guarantees.
+
+mod conflicts;
+mod failures;
+mod lifecycle;
+mod push_pull;
+mod support;

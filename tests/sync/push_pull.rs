@@ -1,0 +1,233 @@
+//! The happy paths: local writes reach the server, remote changes come back, nothing echoes.
+
+use serde_json::{Value, json};
+use tidesync::Op;
+
+use crate::support::engine;
+use tidesync_testkit::server::ReferenceServer;
+
+#[tokio::test]
+async fn create_update_delete_reach_the_server_with_the_client_id() {
+    // Upstream scenario 22 (client UUIDs kept everywhere) and 25 (delete after sync).
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    let posts = engine.table::<Value>("posts").unwrap();
+    let key = posts.put(&json!({"title": "hello"})).await.unwrap();
+    let report = engine.sync().await.unwrap();
+    assert_eq!(report.pushed, 1);
+    let on_server = server
+        .record("posts", key.to_string())
+        .expect("created on the server");
+    assert_eq!(on_server["title"], "hello");
+    assert_eq!(on_server["id"], key.to_string());
+
+    posts
+        .update(key.clone(), json!({"title": "edited"}))
+        .await
+        .unwrap();
+    engine.sync().await.unwrap();
+    assert_eq!(
+        server.record("posts", key.to_string()).unwrap()["title"],
+        "edited"
+    );
+
+    posts.delete(key.clone()).await.unwrap();
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 1);
+    engine.sync().await.unwrap();
+    assert!(
+        server.record("posts", key.to_string()).is_none(),
+        "deleted on the server"
+    );
+    let methods: Vec<String> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.path.starts_with("/api/posts/") || (r.path == "/api/posts" && r.method == "POST")
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "POST /api/posts".to_string(),
+            format!("PUT /api/posts/{key}"),
+            format!("DELETE /api/posts/{key}")
+        ]
+    );
+    assert_eq!(engine.outbox(None, 10).unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn server_fields_are_merged_into_the_local_record() {
+    // Upstream scenario 16: the server's response (updatedAt, version) lands locally; the
+    // local id and fields are kept.
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    let posts = engine.table::<Value>("posts").unwrap();
+    let key = posts
+        .put(&json!({"id": "p1", "title": "v1"}))
+        .await
+        .unwrap();
+    engine.sync().await.unwrap();
+    let local = posts.get(key).await.unwrap().unwrap();
+    assert_eq!(local["title"], "v1");
+    assert_eq!(local["id"], "p1");
+    assert_eq!(local["version"], 1);
+    assert!(
+        local["updatedAt"].is_i64(),
+        "server-stamped updatedAt merged: {local}"
+    );
+}
+
+#[tokio::test]
+async fn pulled_records_never_echo_into_the_outbox() {
+    // Probe P1: after a pull the outbox is empty.
+    let server = ReferenceServer::start().await;
+    for i in 0..120 {
+        server
+            .insert_direct(
+                "posts",
+                json!({"id": format!("s{i:03}"), "title": "from server"}),
+            )
+            .unwrap();
+    }
+    let engine = engine(&server);
+    let report = engine.sync().await.unwrap();
+    assert_eq!(report.applied, 120);
+    assert!(report.pages >= 3, "paged with page_size 50: {report:?}");
+    let posts = engine.table::<Value>("posts").unwrap();
+    assert_eq!(posts.count().await.unwrap(), 120);
+    assert!(engine.outbox(None, 10).unwrap().is_empty(), "no echo");
+    // A second sync finds nothing new and pushes nothing.
+    let again = engine.sync().await.unwrap();
+    assert_eq!((again.pushed, again.applied), (0, 0));
+}
+
+#[tokio::test]
+async fn records_sharing_a_timestamp_across_page_boundaries_are_all_pulled() {
+    let server = ReferenceServer::start().await;
+    server.freeze_clock(Some(1_700_000_000_000));
+    for i in 0..137 {
+        server
+            .insert_direct("posts", json!({"id": format!("t{i:03}")}))
+            .unwrap();
+    }
+    server.freeze_clock(None);
+    let engine = engine(&server);
+    engine.sync().await.unwrap();
+    assert_eq!(
+        engine
+            .table::<Value>("posts")
+            .unwrap()
+            .count()
+            .await
+            .unwrap(),
+        137
+    );
+}
+
+#[tokio::test]
+async fn server_deletes_reach_the_local_store() {
+    let server = ReferenceServer::start().await;
+    server.insert_direct("posts", json!({"id": "a"})).unwrap();
+    server.insert_direct("posts", json!({"id": "b"})).unwrap();
+    let engine = engine(&server);
+    engine.sync().await.unwrap();
+    server.delete_direct("posts", "a").unwrap();
+    let mut watch = engine.watch(Some("posts")).unwrap();
+    engine.sync().await.unwrap();
+    let posts = engine.table::<Value>("posts").unwrap();
+    assert_eq!(posts.get("a").await.unwrap(), None);
+    assert!(posts.get("b").await.unwrap().is_some());
+    let Some(tidesync::WatchEvent::Change(change)) = watch.next().await else {
+        panic!("change")
+    };
+    assert_eq!(
+        (change.op, change.origin),
+        (Op::Delete, tidesync::Origin::Pull)
+    );
+    assert!(engine.outbox(None, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_then_delete_offline_sends_nothing() {
+    // Upstream scenario 24.
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    let posts = engine.table::<Value>("posts").unwrap();
+    let key = posts.put(&json!({"title": "tmp"})).await.unwrap();
+    posts.delete(key).await.unwrap();
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 0);
+    let report = engine.push().await.unwrap();
+    assert_eq!(report.pushed, 0);
+    assert!(server.request_log().iter().all(|r| r.method == "GET"));
+}
+
+#[tokio::test]
+async fn a_hundred_offline_edits_cost_one_request() {
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    let posts = engine.table::<Value>("posts").unwrap();
+    posts.put(&json!({"id": "p1", "n": 0})).await.unwrap();
+    for n in 1..=100 {
+        posts.update("p1", json!({"n": n})).await.unwrap();
+    }
+    engine.push().await.unwrap();
+    let writes: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert_eq!(writes.len(), 1, "one coalesced create");
+    assert_eq!(server.record("posts", "p1").unwrap()["n"], 100);
+}
+
+#[tokio::test]
+async fn references_wait_for_the_referenced_create() {
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    engine
+        .batch()
+        .put(
+            "comments",
+            &json!({"id": "c1", "postId": "p1", "text": "first!"}),
+        )
+        .put("posts", &json!({"id": "p1", "title": "post"}))
+        .commit()
+        .await
+        .unwrap();
+    engine.push().await.unwrap();
+    let creates: Vec<String> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        creates,
+        ["/api/posts", "/api/comments"],
+        "the post is created before its comment"
+    );
+}
+
+#[tokio::test]
+async fn local_writes_trigger_a_debounced_push_without_a_manual_call() {
+    let server = ReferenceServer::start().await;
+    let settings = tidesync::SyncSettings {
+        debounce: std::time::Duration::from_millis(20),
+        ..crate::support::settings()
+    };
+    let engine = crate::support::engine_with(&server, settings, |b| b);
+    let mut events = engine.events();
+    engine
+        .table::<Value>("posts")
+        .unwrap()
+        .put(&json!({"id": "auto"}))
+        .await
+        .unwrap();
+    crate::support::expect_event(&mut events, 5, "push completed", |e| {
+        matches!(e, tidesync::SyncEvent::PushCompleted { pushed: 1, .. })
+    })
+    .await;
+    assert!(server.record("posts", "auto").is_some());
+}
