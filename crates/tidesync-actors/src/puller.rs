@@ -123,6 +123,7 @@ async fn pull_table(
         let (has_more, total) = (page.has_more, page.total);
         let transport = sh.transport.clone();
         let page_table = table.clone();
+        let epoch = sh.state.epoch();
         // Server timestamps are turned into local-clock time for last-write-wins.
         let offset_ms = sh
             .state
@@ -137,6 +138,7 @@ async fn pull_table(
                         .modified_at_ms(&page_table, record)
                         .map(|ms| ms - offset_ms),
                 };
+                db.check_epoch(&*txn, epoch)?;
                 let applied = db.apply_pull_page(txn, &page_table, &page, &meta)?;
                 let changes = applied.changes.clone();
                 Ok((applied, changes))
@@ -161,6 +163,7 @@ async fn pull_table(
             write(
                 &outbox,
                 Write::new(move |db, txn| {
+                    db.check_epoch(&*txn, epoch)?;
                     let changes = db.apply_resolution(txn, &conflict, version, &resolution)?;
                     Ok(((), changes))
                 }),

@@ -207,6 +207,7 @@ impl PushCycle {
             &self.outbox,
             Write::new(move |db, txn| {
                 let mut out = Vec::with_capacity(seqs.len());
+                db.check_epoch(&*txn, epoch)?;
                 for seq in seqs {
                     let entry = db.mark_in_flight(txn, seq)?;
                     let base_version = db
@@ -292,9 +293,11 @@ impl PushCycle {
                     telemetry::observe_server_clock(&sh.state, server_ms);
                 }
                 let seq = entry.seq;
+                let epoch = sh.state.epoch();
                 let acked = write(
                     &self.outbox,
                     Write::new(move |db, txn| {
+                        db.check_epoch(&*txn, epoch)?;
                         let acked = db.ack_push(txn, seq, &outcome)?;
                         let changes = acked.changes.clone();
                         Ok((acked, changes))
@@ -470,6 +473,7 @@ impl PushCycle {
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the conflict resolver stopped"))??;
         let seq = entry.seq;
+        let epoch = sh.state.epoch();
         write(
             &self.outbox,
             Write::new(move |db, txn| {
@@ -477,6 +481,7 @@ impl PushCycle {
                     // The entry waits (parked) until the application settles the conflict.
                     db.retry_later(txn, seq, 0, "conflict parked for the application")?;
                 }
+                db.check_epoch(&*txn, epoch)?;
                 let changes = db.apply_resolution(txn, &conflict, version, &resolution)?;
                 Ok(((), changes))
             }),

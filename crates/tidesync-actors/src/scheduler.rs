@@ -17,7 +17,7 @@ use tidesync_core::{Error, ErrorKind, Result};
 
 use crate::backoff::exponential_ceiling;
 use crate::events::{SyncEvent, SyncReport, Trigger};
-use crate::outbox::OutboxChanged;
+use crate::outbox::{OutboxActor, OutboxChanged, Write};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
 use crate::shared::SyncShared;
@@ -147,6 +147,7 @@ pub struct SchedulerActor {
     shared: SyncShared,
     pusher: Addr<PusherActor>,
     puller: Addr<PullerActor>,
+    writer: Option<Addr<OutboxActor>>,
     started: bool,
     leadership_known: bool,
     cycle_running: bool,
@@ -168,6 +169,7 @@ impl SchedulerActor {
             shared,
             pusher,
             puller,
+            writer: None,
             started: false,
             leadership_known: false,
             cycle_running: false,
@@ -180,6 +182,12 @@ impl SchedulerActor {
             probe: None,
             probe_attempt: 0,
         }
+    }
+
+    /// The store writer, used to claim the database for a new leadership epoch (fencing).
+    pub fn with_writer(mut self, writer: Addr<OutboxActor>) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     fn guard(&self) -> Result<()> {
@@ -292,6 +300,18 @@ impl SchedulerActor {
             self.run_cycle(next, Trigger::Manual, ctx);
         } else if let Some((auto, trigger)) = self.queued_auto.take() {
             self.trigger(trigger, auto, ctx);
+        }
+        if let Err(err) = &result
+            && err.kind() == ErrorKind::Fenced
+        {
+            tracing::warn!(error = %err, "deposed by a newer leader: sync stops here");
+            self.apply_leadership(
+                LeadershipChanged {
+                    leader: false,
+                    epoch: None,
+                },
+                ctx,
+            );
         }
         if network_down {
             self.go_offline(ctx);
@@ -485,6 +505,32 @@ impl Handler<LeadershipChanged> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        let (Some(epoch), true, Some(writer)) = (msg.epoch, msg.leader, self.writer.clone()) else {
+            self.apply_leadership(msg, ctx);
+            return;
+        };
+        // Claim the database for this epoch first: if a newer leader already did, this
+        // instance is deposed and must not sync.
+        let claim = async move {
+            writer
+                .send(Write::new(move |db, txn| {
+                    Ok((db.claim_epoch(txn, epoch)?, Vec::new()))
+                }))
+                .await
+                .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
+        };
+        ctx.wait(actix::fut::wrap_future::<_, Self>(claim).map(move |result, act, ctx| match result {
+            Ok(()) => act.apply_leadership(msg, ctx),
+            Err(err) => {
+                tracing::warn!(error = %err, epoch, "leadership claim refused; acting as follower");
+                act.apply_leadership(LeadershipChanged { leader: false, epoch: None }, ctx);
+            }
+        }));
+    }
+}
+
+impl SchedulerActor {
+    fn apply_leadership(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
         let state = &self.shared.state;
         let was = state.leader.swap(msg.leader, Ordering::SeqCst);
         state.epoch.store(msg.epoch.unwrap_or(0), Ordering::SeqCst);

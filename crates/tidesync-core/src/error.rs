@@ -42,6 +42,8 @@ pub enum ErrorKind {
     Decode,
     /// The engine or an actor is stopped.
     Closed,
+    /// A newer leader took over: this instance's sync writes are refused (fencing).
+    Fenced,
     /// A bug or an invariant violation inside tidesync.
     Internal,
 }
@@ -72,6 +74,7 @@ impl ErrorKind {
             ErrorKind::Permanent => "permanent",
             ErrorKind::Decode => "decode",
             ErrorKind::Closed => "closed",
+            ErrorKind::Fenced => "fenced",
             ErrorKind::Internal => "internal",
         }
     }

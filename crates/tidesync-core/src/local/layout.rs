@@ -52,6 +52,8 @@ pub const CHECKPOINTS: &str = "c";
 pub const META_NEXT_SEQ: &[u8] = b"next_seq";
 /// Meta key of the last issued HLC stamp.
 pub const META_HLC: &[u8] = b"hlc";
+/// Meta key of the highest leadership epoch that claimed this database.
+pub const META_EPOCH: &[u8] = b"leader_epoch";
 
 /// Meta key of the queue depth of `table`.
 pub fn meta_depth(table: &str) -> Vec<u8> {

@@ -197,6 +197,32 @@ impl LocalDb {
         Ok(())
     }
 
+    // ----- fencing ------------------------------------------------------------------------
+
+    /// Records that leadership `epoch` now owns this database (never lowers the stored epoch).
+    /// Fails with [`ErrorKind::Fenced`] if a newer leader already claimed it.
+    pub fn claim_epoch(&self, txn: &mut dyn WriteTxn, epoch: u64) -> Result<()> {
+        self.check_epoch(&*txn, Some(epoch))?;
+        txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())
+    }
+
+    /// Refuses a sync write made under `epoch` when a newer leader has claimed the database
+    /// (DESIGN invariant 9: a deposed leader's commits are refused). `None` (no election in
+    /// use) always passes.
+    pub fn check_epoch(&self, txn: &dyn ReadTxn, epoch: Option<u64>) -> Result<()> {
+        let Some(epoch) = epoch else { return Ok(()) };
+        if let Some(bytes) = txn.get(layout::META, layout::META_EPOCH)? {
+            let current = read_u64(&bytes)?;
+            if current > epoch {
+                return Err(Error::new(
+                    ErrorKind::Fenced,
+                    format!("leadership epoch {epoch} was superseded by epoch {current}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     // ----- local writes -------------------------------------------------------------------
 
     /// Applies the application's writes, all or nothing, each with its outbox entry.
