@@ -14,7 +14,9 @@ use tidesync_actors::{
     SyncReport, SyncSettings, SyncShared, Write,
 };
 use tidesync_core::hlc::wall_millis;
-use tidesync_core::local::{Change, LocalDb, OutboxStats, ParkedConflict, Schema, WriteOp};
+use tidesync_core::local::{
+    Change, LocalDb, OutboxStats, ParkedConflict, Quarantined, Schema, WriteOp,
+};
 use tidesync_core::{
     ConflictStrategy, Error, ErrorKind, HybridClock, InProcessLeader, Key, LeaderElector,
     OutboxEntry, Record, Resolution, Result, Store, TableSpec, Transport,
@@ -662,6 +664,11 @@ impl Engine {
             sync.scheduler.do_send(tidesync_actors::OutboxChanged);
         }
         Ok(entry)
+    }
+
+    /// Pulled items that could not be applied (bad key, wrong type …), oldest first.
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>> {
+        self.inner.db.quarantined(&*self.inner.store.read()?, limit)
     }
 
     /// Conflicts parked for the application.

@@ -39,8 +39,8 @@ pub use watch::{EventItem, Events, Watch, WatchEvent};
 
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
-pub use tidesync_core::local::ParkedConflict;
 pub use tidesync_core::local::{Change, IndexRange, Origin, OutboxStats};
+pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{
     Conflict, ConflictStrategy, DetectedBy, Error, ErrorKind, InProcessLeader, Key, KeyKind,
     LeaderElector, Op, OutboxEntry, Record, Reference, Resolution, Result, ServerWins, Store,

@@ -231,3 +231,85 @@ async fn local_writes_trigger_a_debounced_push_without_a_manual_call() {
     .await;
     assert!(server.record("posts", "auto").is_some());
 }
+
+#[tokio::test]
+async fn server_assigned_ids_remap_the_local_key_its_entries_and_references() {
+    use tidesync_testkit::server::CollectionConfig;
+    let server = ReferenceServer::builder()
+        .collection("tasks", CollectionConfig::default().server_ids(true))
+        .start()
+        .await;
+    let transport = tidesync_transport_rest::RestTransport::builder(server.url())
+        .table("tasks", crate::support::routes("tasks").server_ids())
+        .table("notes", crate::support::routes("notes"))
+        .build()
+        .unwrap();
+    let engine = tidesync::Engine::builder()
+        .store(tidesync::MemoryStore::new())
+        .table(tidesync::TableSpec::new("tasks"))
+        .table(tidesync::TableSpec::new("notes").references("taskId", "tasks"))
+        .transport(transport)
+        .settings(crate::support::settings())
+        .start()
+        .unwrap();
+    let tasks = engine.table::<Value>("tasks").unwrap();
+    let notes = engine.table::<Value>("notes").unwrap();
+    let temp = tasks.put(&json!({"title": "write docs"})).await.unwrap();
+    notes
+        .put(&json!({"id": "n1", "taskId": temp.to_string(), "text": "see README"}))
+        .await
+        .unwrap();
+    // An edit queued behind the create, still under the temporary id.
+    let mut events = engine.events();
+    engine.push().await.unwrap();
+
+    let server_tasks = server.records("tasks");
+    assert_eq!(server_tasks.len(), 1);
+    let server_id = server_tasks[0]["id"]
+        .as_i64()
+        .expect("the server assigned an integer id");
+    assert_eq!(
+        tasks.get(temp.clone()).await.unwrap(),
+        None,
+        "the temporary key is gone"
+    );
+    let moved = tasks
+        .get(server_id.to_string())
+        .await
+        .unwrap()
+        .expect("record under the server id");
+    assert_eq!(moved["title"], "write docs");
+    let note = notes.get("n1").await.unwrap().unwrap();
+    assert_eq!(
+        note["taskId"],
+        server_id.to_string(),
+        "the reference follows the remap"
+    );
+    assert_eq!(
+        server.record("notes", "n1").unwrap()["taskId"],
+        server_id.to_string(),
+        "the note was pushed after the remap, with the server's id"
+    );
+    let remapped = crate::support::drain(&mut events)
+        .await
+        .into_iter()
+        .any(|e| matches!(e, tidesync::SyncEvent::IdRemapped { ref from, .. } if from == &temp));
+    assert!(remapped, "an IdRemapped event was emitted");
+
+    // Later edits go to the server id.
+    tasks
+        .update(server_id.to_string(), json!({"title": "write better docs"}))
+        .await
+        .unwrap();
+    engine.sync().await.unwrap();
+    assert_eq!(
+        server.record("tasks", server_id).unwrap()["title"],
+        "write better docs"
+    );
+    assert_eq!(server.records("tasks").len(), 1, "no duplicate task");
+    assert_eq!(
+        tasks.count().await.unwrap(),
+        1,
+        "the pull did not bring a second copy"
+    );
+}

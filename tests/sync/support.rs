@@ -64,7 +64,7 @@ pub fn engine_with(
 ) -> Engine {
     let builder = Engine::builder()
         .store(MemoryStore::new())
-        .table(TableSpec::new("posts").index("updatedAt"))
+        .table(TableSpec::new("posts").index("updatedAt").index("author"))
         .table(TableSpec::new("comments").references("postId", "posts"))
         .transport(transport(server, &["posts", "comments"], 2_000))
         .settings(settings);

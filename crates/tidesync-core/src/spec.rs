@@ -160,6 +160,29 @@ impl TableSpec {
         }
     }
 
+    /// Reads the key of a record that came from the server. Unlike [`TableSpec::key_of`], a
+    /// string-key table accepts integer ids and reads them as strings ("5"), because APIs
+    /// that assign ids mix server integers with client-generated string ids.
+    pub fn remote_key_of(&self, record: &Record) -> Result<Option<Key>> {
+        match record.get(&self.key) {
+            Some(Value::Number(n)) if self.key_kind == KeyKind::String && n.is_i64() => {
+                Ok(n.as_i64().map(|i| Key::Str(i.to_string())))
+            }
+            _ => self.key_of(record),
+        }
+    }
+
+    /// A key assigned by the server, in this table's key kind (integers become strings in a
+    /// string-key table, as in [`TableSpec::remote_key_of`]).
+    pub fn normalize_remote_key(&self, key: Key) -> Result<Key> {
+        let key = match (self.key_kind, key) {
+            (KeyKind::String, Key::Int(i)) => Key::Str(i.to_string()),
+            (_, key) => key,
+        };
+        self.check_key(&key)?;
+        Ok(key)
+    }
+
     /// Checks that `value` is a valid key for this table.
     pub fn check_key_value(&self, value: &Value) -> Result<Key> {
         let bad = |what: &str| {

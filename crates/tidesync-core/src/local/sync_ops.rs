@@ -146,7 +146,16 @@ impl LocalDb {
 
         let mut remapped = None;
         if let Some(new_key) = outcome.server_key.clone().filter(|k| k != &entry.key) {
-            spec.check_key(&new_key).map_err(|e| e.key(&entry.key))?;
+            let new_key = spec
+                .normalize_remote_key(new_key)
+                .map_err(|e| e.key(&entry.key))?;
+            if new_key == entry.key {
+                return Ok(Acked {
+                    entry,
+                    changes,
+                    remapped: None,
+                });
+            }
             changes.extend(self.remap_key(txn, &entry.table, &entry.key, &new_key)?);
             remapped = Some((entry.key.clone(), new_key));
         }
@@ -279,7 +288,7 @@ impl LocalDb {
         let spec = self.schema.table(table)?.clone();
         let mut applied = AppliedPage::default();
         for remote in &page.records {
-            let key = match spec.key_of(remote) {
+            let key = match spec.remote_key_of(remote) {
                 Ok(Some(key)) => key,
                 Ok(None) => {
                     let err = Error::new(ErrorKind::Decode, "pulled record has no key")
