@@ -65,6 +65,8 @@ impl MetricsActor {
         if let Ok(count) = sh.db.dead_letter_count(&*read) {
             gauge!(telemetry::DEAD_LETTERS).set(count as f64);
         }
+        let auth = sh.state.auth_required.load(Ordering::SeqCst);
+        gauge!(telemetry::AUTH_REQUIRED).set(if auth { 1.0 } else { 0.0 });
         gauge!(telemetry::ONLINE).set(if sh.state.online.load(Ordering::SeqCst) {
             1.0
         } else {

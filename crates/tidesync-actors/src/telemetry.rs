@@ -25,7 +25,7 @@ pub const RETRIES_TOTAL: &str = "tidesync_retries_total";
 /// Entries dead-lettered, by table.
 pub const DEAD_LETTERS_TOTAL: &str = "tidesync_dead_letters_total";
 /// Dead letters currently waiting.
-pub const DEAD_LETTERS: &str = "tidesync_dead_letters";
+pub const DEAD_LETTERS: &str = "tidesync_dead_letters_waiting";
 /// Conflicts by table, strategy, detection path and outcome.
 pub const CONFLICTS_TOTAL: &str = "tidesync_conflicts_total";
 /// Pulled pages, by table.
@@ -50,6 +50,8 @@ pub const LEADER_EPOCH: &str = "tidesync_leader_epoch";
 pub const CYCLE_SECONDS: &str = "tidesync_sync_cycle_duration_seconds";
 /// 1 while online.
 pub const ONLINE: &str = "tidesync_online";
+/// 1 while pushing waits for new credentials.
+pub const AUTH_REQUIRED: &str = "tidesync_auth_required";
 
 /// Registers descriptions and units of every metric (call once, after installing a recorder).
 pub fn describe_all() {
@@ -102,6 +104,7 @@ pub fn describe_all() {
         "Sync cycle duration, by outcome"
     );
     describe_gauge!(ONLINE, "1 while the server is reachable");
+    describe_gauge!(AUTH_REQUIRED, "1 while pushing waits for new credentials");
 }
 
 /// Counts one push outcome.

@@ -300,8 +300,8 @@ fn alert_rules_name_only_defined_metrics() {
         .expect("the alerting rules");
     for needle in [
         "tidesync_outbox_oldest_age_seconds",
-        "tidesync_dead_letters)",
-        "tidesync_push_total{outcome=\"auth\"}",
+        "tidesync_dead_letters_waiting)",
+        "tidesync_auth_required",
         "tidesync_online",
         "tidesync_sync_cycle_duration_seconds_count{outcome=\"failed\"}",
         "tidesync_clock_skew_seconds",

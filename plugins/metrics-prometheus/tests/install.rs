@@ -50,7 +50,7 @@ fn install_serves_the_engine_metrics_over_http() {
         "tidesync_pull_total{table=\"notes\",outcome=\"error\"} 1\n",
         "tidesync_outbox_depth{table=\"todos\"} 3\n",
         "tidesync_outbox_oldest_age_seconds{table=\"todos\"} 42.5\n",
-        "tidesync_dead_letters 1\n",
+        "tidesync_dead_letters_waiting 1\n",
         "tidesync_leader_epoch 4\n",
         "tidesync_request_duration_seconds_bucket{table=\"notes\",kind=\"push\",le=\"1\"} 0\n",
         "tidesync_request_duration_seconds_bucket{table=\"notes\",kind=\"push\",le=\"2.5\"} 1\n",

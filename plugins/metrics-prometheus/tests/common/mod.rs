@@ -203,6 +203,7 @@ pub fn record_every_metric() {
     metrics::gauge!(telemetry::CHECKPOINT_LAG, "table" => "todos".to_owned()).set(7.0);
     metrics::gauge!(telemetry::DEAD_LETTERS).set(1.0);
     metrics::gauge!(telemetry::ONLINE).set(1.0);
+    metrics::gauge!(telemetry::AUTH_REQUIRED).set(0.0);
     metrics::gauge!(telemetry::LEADER).set(1.0);
     metrics::gauge!(telemetry::LEADER_EPOCH).set(4.0);
 }
