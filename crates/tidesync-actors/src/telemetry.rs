@@ -157,9 +157,14 @@ pub fn cycle(ok: bool, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-/// Updates the clock offset from a server `Date` (ms); warns past 5 minutes of skew.
+/// Updates the clock offset from a server `Date` (ms, second resolution); warns past 5
+/// minutes of skew.
 pub fn observe_server_clock(state: &EngineState, server_ms: i64) {
-    let offset = server_ms - wall_millis() as i64;
+    // HTTP `Date` has one-second resolution (it is truncated), so the true offset lies in
+    // `[date - now, date - now + 1000)`: take the middle, and treat anything within that
+    // resolution as no skew at all rather than inventing up to a second of it.
+    let raw = server_ms + 500 - wall_millis() as i64;
+    let offset = if raw.abs() <= 1_000 { 0 } else { raw };
     let previous = state.clock_offset_ms.swap(offset, Ordering::Relaxed);
     gauge!(CLOCK_SKEW).set(offset as f64 / 1000.0);
     if offset.abs() > 300_000 && previous.abs() <= 300_000 {
