@@ -188,11 +188,19 @@ async fn field_merge_combines_disjoint_edits_on_the_pull_path() {
         b.conflicts("posts", tidesync_conflict_merge::FieldMerge::new())
     });
     let posts = synced_post(&server, &engine).await;
-    posts.update("p1", json!({"title": "local title"})).await.unwrap();
-    server.update_direct("posts", "p1", json!({"body": "remote body"})).unwrap();
+    posts
+        .update("p1", json!({"title": "local title"}))
+        .await
+        .unwrap();
+    server
+        .update_direct("posts", "p1", json!({"body": "remote body"}))
+        .unwrap();
     engine.pull(None).await.unwrap();
     let local = posts.get("p1").await.unwrap().unwrap();
-    assert_eq!((local["title"].as_str(), local["body"].as_str()), (Some("local title"), Some("remote body")));
+    assert_eq!(
+        (local["title"].as_str(), local["body"].as_str()),
+        (Some("local title"), Some("remote body"))
+    );
     engine.push().await.unwrap();
     let on_server = server.record("posts", "p1").unwrap();
     assert_eq!(on_server["title"], "local title");
@@ -207,15 +215,23 @@ async fn field_merge_combines_disjoint_edits_on_the_push_path() {
         b.conflicts("posts", tidesync_conflict_merge::FieldMerge::new())
     });
     let posts = synced_post(&server, &engine).await;
-    server.update_direct("posts", "p1", json!({"body": "remote body"})).unwrap();
-    posts.update("p1", json!({"title": "local title"})).await.unwrap();
+    server
+        .update_direct("posts", "p1", json!({"body": "remote body"}))
+        .unwrap();
+    posts
+        .update("p1", json!({"title": "local title"}))
+        .await
+        .unwrap();
     let report = engine.push().await.unwrap(); // PUT v1 → 409 → merge → re-queued against v2
     assert_eq!(report.conflicts, 1);
     engine.push().await.unwrap();
     let on_server = server.record("posts", "p1").unwrap();
     assert_eq!(on_server["title"], "local title");
     assert_eq!(on_server["body"], "remote body");
-    assert_eq!(posts.get("p1").await.unwrap().unwrap()["body"], "remote body");
+    assert_eq!(
+        posts.get("p1").await.unwrap().unwrap()["body"],
+        "remote body"
+    );
 }
 
 #[tokio::test]
@@ -223,27 +239,47 @@ async fn last_write_wins_follows_the_later_write_on_both_paths() {
     use std::time::Duration;
     use tidesync_conflict_policies::LastWriteWins;
     let server = ReferenceServer::start().await;
-    let engine = engine_with(&server, settings(), |b| b.conflicts("posts", LastWriteWins::new()));
+    let engine = engine_with(&server, settings(), |b| {
+        b.conflicts("posts", LastWriteWins::new())
+    });
     let posts = synced_post(&server, &engine).await;
 
     // Pull path, remote later: the server's edit wins.
-    posts.update("p1", json!({"title": "local, earlier"})).await.unwrap();
+    posts
+        .update("p1", json!({"title": "local, earlier"}))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    server.update_direct("posts", "p1", json!({"title": "remote, later"})).unwrap();
+    server
+        .update_direct("posts", "p1", json!({"title": "remote, later"}))
+        .unwrap();
     engine.pull(None).await.unwrap();
-    assert_eq!(posts.get("p1").await.unwrap().unwrap()["title"], "remote, later");
+    assert_eq!(
+        posts.get("p1").await.unwrap().unwrap()["title"],
+        "remote, later"
+    );
     assert!(engine.outbox(None, 10).unwrap().is_empty());
 
     // Pull path, local later: the local edit wins and is pushed over the remote one.
-    server.update_direct("posts", "p1", json!({"title": "remote, earlier"})).unwrap();
+    server
+        .update_direct("posts", "p1", json!({"title": "remote, earlier"}))
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    posts.update("p1", json!({"title": "local, later"})).await.unwrap();
+    posts
+        .update("p1", json!({"title": "local, later"}))
+        .await
+        .unwrap();
     engine.sync().await.unwrap();
     engine.sync().await.unwrap();
-    assert_eq!(server.record("posts", "p1").unwrap()["title"], "local, later");
+    assert_eq!(
+        server.record("posts", "p1").unwrap()["title"],
+        "local, later"
+    );
 
     // Push path (409), local later: the local edit wins.
-    server.update_direct("posts", "p1", json!({"body": "remote"})).unwrap();
+    server
+        .update_direct("posts", "p1", json!({"body": "remote"}))
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     posts.update("p1", json!({"body": "local"})).await.unwrap();
     let report = engine.push().await.unwrap();

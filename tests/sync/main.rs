@@ -7,4 +7,5 @@ mod conflicts;
 mod failures;
 mod lifecycle;
 mod push_pull;
+mod seed_scenarios;
 mod support;
