@@ -253,11 +253,10 @@ impl Wiring {
         let resolver = resolver.start();
         let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
         let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-        let scheduler = scheduler_ctx.run(SchedulerActor::new(
-            shared.clone(),
-            pusher.clone(),
-            puller.clone(),
-        ));
+        let scheduler = scheduler_ctx.run(
+            SchedulerActor::new(shared.clone(), pusher.clone(), puller.clone())
+                .with_writer(outbox.clone()),
+        );
         scheduler.do_send(Control::Start);
         let leader = LeaderActor::new(
             self.leader,

@@ -57,7 +57,7 @@ fn from_plain_main_without_any_runtime() {
     assert_send_sync::<Engine>();
     assert_send_sync::<tidesync::Table<Value>>();
     let server = ReferenceServer::start_background();
-    let engine = engine(&server.url());
+    let engine = engine(server.url());
     let posts = engine.table::<Value>("posts").unwrap();
     block_on(posts.put(&json!({"id": "plain"}))).unwrap();
     let report = block_on(engine.push()).unwrap();
@@ -69,7 +69,7 @@ fn from_plain_main_without_any_runtime() {
 #[tokio::test(flavor = "current_thread")]
 async fn from_a_current_thread_tokio_runtime() {
     let server = ReferenceServer::start().await;
-    let engine = engine(&server.url());
+    let engine = engine(server.url());
     engine
         .table::<Value>("posts")
         .unwrap()
@@ -83,7 +83,7 @@ async fn from_a_current_thread_tokio_runtime() {
 #[actix_rt::test]
 async fn from_inside_an_actix_system() {
     let server = ReferenceServer::start_background();
-    let engine = engine(&server.url());
+    let engine = engine(server.url());
     engine
         .table::<Value>("posts")
         .unwrap()
@@ -98,7 +98,7 @@ async fn from_inside_an_actix_system() {
 #[test]
 fn shutdown_is_idempotent_and_later_writes_fail_cleanly() {
     let server = ReferenceServer::start_background();
-    let engine = engine(&server.url());
+    let engine = engine(server.url());
     engine.shutdown();
     engine.shutdown();
     let err = block_on(

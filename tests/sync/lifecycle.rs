@@ -149,10 +149,12 @@ async fn status_and_health_tell_the_truth() {
         .put(&json!({"id": "s"}))
         .await
         .unwrap();
+    // Leadership is claimed asynchronously right after start.
+    crate::support::eventually(5, "leadership", || engine.status().unwrap().leader).await;
     let status = engine.status().unwrap();
     assert_eq!(
-        (status.queue_depth, status.leader, status.running),
-        (1, true, true)
+        (status.queue_depth, status.running, status.epoch),
+        (1, true, Some(1))
     );
     assert!(status.last_successful_sync_ms.is_none());
 

@@ -284,7 +284,12 @@ impl PushCycle {
         report: &mut PushReport,
     ) -> Result<()> {
         let sh = &self.shared;
-        sh.state.record_request(result.is_ok());
+        // A conflict is a normal answer (the resolver handles it), not a failed request.
+        let answered = match &result {
+            Ok(_) => true,
+            Err(err) => err.kind() == ErrorKind::Conflict,
+        };
+        sh.state.record_request(answered);
         let table = entry.table.clone();
         match result {
             Ok(outcome) => {
