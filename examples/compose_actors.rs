@@ -178,7 +178,8 @@ async fn main() -> anyhow::Result<()> {
         "local copy of the server's post: {}",
         serde_json::Value::Object(pulled)
     );
-    ensure!(report.pushed == 2, "{report:?}");
+    // The writes may already have gone out with the debounced push their commit triggered;
+    // either way, SyncNow answers only after a cycle that started after the call.
     ensure!(server.record("posts", "p1").is_some() && server.record("posts", "p2").is_some());
     ensure!(db.outbox(&*read, None, 10)?.is_empty(), "outbox drained");
 
