@@ -244,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
         status.dead_letters,
         status.last_error
     );
-    let health = engine.health(Duration::from_secs(60)).await;
+    let health = engine.health().await;
     println!("   health: {:?}", health.status);
     for check in &health.checks {
         let mark = if check.ok { "ok " } else { "!! " };

@@ -160,6 +160,7 @@ impl EngineBuilder {
             );
         }
 
+        let stale_after = self.settings.stale_after;
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
         let events = EventBus::new(EVENT_CAPACITY);
         let state = Arc::new(EngineState::new());
@@ -186,6 +187,7 @@ impl EngineBuilder {
                 changes,
                 events,
                 state,
+                stale_after,
                 system: Mutex::new(system),
             }),
         })
@@ -286,6 +288,7 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     events: EventBus,
     state: Arc<EngineState>,
+    stale_after: Duration,
     system: Mutex<ActorSystem>,
 }
 
@@ -506,9 +509,10 @@ impl Engine {
         })
     }
 
-    /// Health: actor liveness, store readability, staleness (never before the first sync),
-    /// the error rate as a true ratio, credentials, dead letters.
-    pub async fn health(&self, stale_after: Duration) -> Health {
+    /// Health: actor liveness, store readability, staleness (never before the first sync;
+    /// `SyncSettings::stale_after`), the error rate as a true ratio, credentials, dead letters.
+    pub async fn health(&self) -> Health {
+        let stale_after = self.inner.stale_after;
         let mut checks = Vec::new();
         let mut critical = false;
         let mut check = |name: &str, ok: bool, detail: String, is_critical: bool| {

@@ -140,7 +140,7 @@ async fn status_and_health_tell_the_truth() {
         ..settings()
     };
     let engine = engine_with(&server, quiet, |b| b);
-    let health = engine.health(Duration::from_secs(60)).await;
+    let health = engine.health().await;
     assert_eq!(health.status, HealthStatus::Healthy, "{health:?}");
     assert_eq!(health.error_rate, 0.0);
     engine
@@ -172,7 +172,7 @@ async fn status_and_health_tell_the_truth() {
             .iter()
             .any(|e| matches!(e, SyncEvent::SyncCompleted { .. }))
     );
-    let health = engine.health(Duration::from_secs(60)).await;
+    let health = engine.health().await;
     assert!(health.error_rate > 0.0 && health.error_rate <= 1.0);
     assert!(engine.status().unwrap().last_error.is_some());
 }
