@@ -1,0 +1,265 @@
+//! From a loaded config to the library's objects: the store (with "locked by a running daemon"
+//! detection), the REST transport with credentials from the environment, conflict strategies,
+//! the metrics endpoint, and the [`Engine`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tidesync::{ConflictStrategy, Engine, Error, ErrorKind, RedbStore, SyncSettings};
+use tidesync_metrics_prometheus::PrometheusMetrics;
+use tidesync_transport_rest::{RestTransport, StaticAuth};
+
+use crate::config::{AuthConfig, ConflictConfig, LoadedConfig, MetricsConfig};
+use crate::pidfile;
+
+/// Every conflict strategy name the config accepts: `tidesync-conflict-policies`' names, then
+/// `tidesync-conflict-merge`'s.
+pub fn strategy_names() -> Vec<&'static str> {
+    tidesync_conflict_policies::STRATEGY_NAMES
+        .iter()
+        .chain(tidesync_conflict_merge::STRATEGY_NAMES)
+        .copied()
+        .collect()
+}
+
+/// Whether `name` is a known conflict strategy.
+pub fn is_strategy_name(name: &str) -> bool {
+    strategy_names().contains(&name)
+}
+
+/// Builds a table's conflict strategy, dispatching on its name to the plugin that owns it.
+/// An unknown name is one `Config` error listing every valid name.
+pub fn strategy(config: &ConflictConfig) -> Result<Arc<dyn ConflictStrategy>, Error> {
+    let name = config.strategy.as_str();
+    let options = serde_json::Value::Object(config.options.clone());
+    if tidesync_conflict_policies::STRATEGY_NAMES.contains(&name) {
+        tidesync_conflict_policies::by_name(name, &options)
+    } else if tidesync_conflict_merge::STRATEGY_NAMES.contains(&name) {
+        tidesync_conflict_merge::by_name(name, &options)
+    } else {
+        Err(Error::config(format!(
+            "unknown conflict strategy `{name}`; valid names: {}",
+            strategy_names().join(", ")
+        ))
+        .field("strategy"))
+    }
+}
+
+/// Reads an environment variable (`None` when unset or not UTF-8).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The credentials of `[auth]`, read from the environment through `env`. A variable that is
+/// unset or empty is a `Config` error naming it.
+pub fn auth(
+    config: &AuthConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<StaticAuth>, Error> {
+    if config.is_empty() {
+        return Ok(None);
+    }
+    let read = |var: &str, setting: &str| {
+        env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+            Error::config(format!(
+                "environment variable `{var}` (named by auth.{setting}) is not set or empty: \
+                 export it before starting tidesync"
+            ))
+            .field(setting.to_owned())
+        })
+    };
+    let mut auth = StaticAuth::new();
+    if let Some(var) = &config.bearer_env {
+        auth = auth.header(
+            "Authorization",
+            format!("Bearer {}", read(var, "bearer_env")?),
+        );
+    }
+    for (header, var) in &config.headers_env {
+        auth = auth.header(header.clone(), read(var, "headers_env")?);
+    }
+    Ok(Some(auth))
+}
+
+/// The REST transport of `[server]`, with the credentials of `[auth]`.
+pub fn transport(
+    loaded: &LoadedConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RestTransport, Error> {
+    let server = loaded.config.server.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{} has no [server] section, so there is nothing to sync with",
+            loaded.path.display()
+        ))
+    })?;
+    let mut builder = RestTransport::from_config(server.clone());
+    if let Some(auth) = auth(&loaded.config.auth, env)? {
+        builder = builder.auth(auth);
+    }
+    builder.build()
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (normally `tidesync run`) has the file open.
+    #[error("{}", locked_message(path, *pid, pid_file))]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+        /// The pid from the pid file, when there is one.
+        pid: Option<u32>,
+        /// The pid file that was read.
+        pid_file: PathBuf,
+    },
+    /// Any other failure.
+    #[error("cannot open the store {}: {source}", path.display())]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Error,
+    },
+}
+
+fn locked_message(path: &Path, pid: Option<u32>, pid_file: &Path) -> String {
+    match pid {
+        Some(pid) => format!(
+            "the store {} is locked by process {pid} (a running `tidesync run`, see {})",
+            path.display(),
+            pid_file.display()
+        ),
+        None => format!(
+            "the store {} is locked by another process (no pid file at {})",
+            path.display(),
+            pid_file.display()
+        ),
+    }
+}
+
+/// Whether a store error is redb's "database already open" (the file is locked by another
+/// process or handle).
+pub fn is_already_open(err: &Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(redb::DatabaseError::DatabaseAlreadyOpen) =
+            cause.downcast_ref::<redb::DatabaseError>()
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    err.kind() == ErrorKind::Storage && err.message().contains("already open")
+}
+
+/// Opens the store of `[store]` (creating the file, and its directory, if missing).
+pub fn open_store(loaded: &LoadedConfig) -> Result<RedbStore, StoreError> {
+    let path = loaded.store_path();
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: Error::new(
+                ErrorKind::Storage,
+                format!("cannot create the directory {}: {e}", dir.display()),
+            ),
+        })?;
+    }
+    RedbStore::open(&path).map_err(|source| {
+        if is_already_open(&source) {
+            let pid_file = pidfile::pid_path(&path);
+            StoreError::Locked {
+                pid: pidfile::read_pid(&pid_file),
+                path,
+                pid_file,
+            }
+        } else {
+            StoreError::Open { path, source }
+        }
+    })
+}
+
+/// Starts an engine on `store` with the config's tables: local-only without a transport (no
+/// sync actors: inspection and local writes), syncing with one (plus the conflict strategies).
+pub fn engine(
+    loaded: &LoadedConfig,
+    store: RedbStore,
+    transport: Option<RestTransport>,
+    settings: SyncSettings,
+) -> Result<Engine, Error> {
+    let config = &loaded.config;
+    let mut builder = Engine::builder().store(store).settings(settings);
+    for spec in &config.tables {
+        builder = builder.table(spec.clone());
+    }
+    if let Some(transport) = transport {
+        builder = builder.transport(transport);
+        for (table, conflict) in &config.conflicts {
+            let strategy = strategy(conflict).map_err(|e| e.table(table.clone()))?;
+            builder = builder.shared_conflicts(table, strategy);
+        }
+    }
+    builder.start()
+}
+
+/// Installs the Prometheus recorder (describing every tidesync metric) and starts `/metrics`.
+pub fn metrics(
+    config: &MetricsConfig,
+) -> Result<PrometheusMetrics, tidesync_metrics_prometheus::Error> {
+    let mut builder = PrometheusMetrics::builder()
+        .listen(config.listen)
+        .allow_non_loopback(config.allow_non_loopback)
+        .describe_with(tidesync::actors::telemetry::describe_all);
+    for (key, value) in &config.labels {
+        builder = builder.global_label(key.clone(), value.clone());
+    }
+    builder.install()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn strategies_dispatch_to_both_plugins() {
+        let conflict = |name: &str| ConflictConfig {
+            strategy: name.to_owned(),
+            options: serde_json::Map::new(),
+        };
+        for name in strategy_names() {
+            let built = strategy(&conflict(name)).map(|s| s.name().to_owned());
+            assert_eq!(built.ok().as_deref(), Some(name));
+        }
+        let err = strategy(&conflict("lww")).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains(
+                "valid names: server_wins, client_wins, last_write_wins, park, field_merge"
+            )),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn auth_reads_the_environment_and_names_missing_variables() {
+        let config = AuthConfig {
+            bearer_env: Some("TOKEN".into()),
+            headers_env: BTreeMap::from([("X-Api-Key".to_owned(), "KEY".to_owned())]),
+        };
+        let env = |name: &str| (name == "TOKEN").then(|| "t0k3n".to_owned());
+        let err = auth(&config, &env).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("`KEY`")),
+            "{err:?}"
+        );
+        let env = |_: &str| Some("v".to_owned());
+        let built = auth(&config, &env).ok().flatten();
+        let shown = format!("{built:?}");
+        assert!(shown.contains("Authorization") && shown.contains("X-Api-Key"));
+        assert!(!shown.contains("Bearer v"), "{shown}");
+        assert!(auth(&AuthConfig::default(), &env).ok().flatten().is_none());
+    }
+}

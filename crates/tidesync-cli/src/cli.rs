@@ -1,0 +1,280 @@
+//! The command line (clap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::DEFAULT_CONFIG_FILE;
+use crate::error::EXIT_CODES_HELP;
+
+/// tidesync: sync a local redb store with your REST API, and inspect it offline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidesync",
+    version,
+    about = "Sync a local tidesync store with your REST API, and inspect it offline.",
+    long_about = "Sync a local tidesync store with your REST API, and inspect it offline.\n\n\
+        Everything is driven by one TOML config file (see `tidesync init`). `run` is the sync \
+        daemon; the inspection commands (status, outbox, dead-letters, conflicts, get, put, \
+        delete, scan) open the store directly and work offline, but not while a daemon holds \
+        the store.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "TIDESYNC_CONFIG",
+        default_value = DEFAULT_CONFIG_FILE,
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// Print machine-readable JSON instead of text (errors too, on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log format (logs go to stderr; the level comes from RUST_LOG, default `info` for `run`
+    /// and `error` otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented sample config (works against the testkit reference server).
+    Init {
+        /// Where to write it (default: the -c path, `tidesync.toml`).
+        path: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the config: every problem with its line and column.
+    Check,
+    /// The sync daemon: syncs on an interval and on demand, serves /metrics when configured,
+    /// stops cleanly on SIGINT/SIGTERM.
+    Run {
+        /// How long to let an in-flight sync cycle finish at shutdown (e.g. `10s`, `500ms`).
+        #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+        shutdown_timeout: Duration,
+    },
+    /// Run one sync cycle (push, then pull) with progress; exits 1 if it failed.
+    Sync {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+    },
+    /// Queue depth, dead letters, parked conflicts and per-table figures.
+    Status,
+    /// List outbox entries in push order.
+    Outbox {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+    },
+    /// Entries the server refused for good: list, retry, edit and retry, discard.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+    /// Conflicts parked for a decision: list, settle.
+    #[command(subcommand)]
+    Conflicts(ConflictCommand),
+    /// Print a record as JSON.
+    Get {
+        /// The table.
+        table: String,
+        /// The record key.
+        key: String,
+    },
+    /// Insert or replace a record (queued for push); JSON object as argument or `-` for stdin.
+    Put {
+        /// The table.
+        table: String,
+        /// The record as a JSON object, or `-` to read it from stdin.
+        #[arg(value_name = "JSON")]
+        record: String,
+    },
+    /// Delete a record (queued for push).
+    Delete {
+        /// The table.
+        table: String,
+        /// The record key.
+        key: String,
+    },
+    /// Print records in key order, one JSON object per line (a JSON array with --json).
+    Scan {
+        /// The table.
+        table: String,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: usize,
+        /// Start after this key (exclusive), to page.
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
+    },
+}
+
+/// `tidesync dead-letters …`
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters with the server's answer.
+    List {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+    },
+    /// Put a dead letter back in the queue, at its place in its record's order.
+    Retry {
+        /// The entry's sequence number (from `list`).
+        seq: u64,
+    },
+    /// Replace a dead letter's record, then retry it.
+    Edit {
+        /// The entry's sequence number (from `list`).
+        seq: u64,
+        /// The corrected record as a JSON object, or `-` for stdin.
+        #[arg(long, value_name = "JSON")]
+        record: String,
+    },
+    /// Drop a dead letter for good; the record's later entries proceed.
+    Discard {
+        /// The entry's sequence number (from `list`).
+        seq: u64,
+    },
+}
+
+/// `tidesync conflicts …`
+#[derive(Debug, Subcommand)]
+pub enum ConflictCommand {
+    /// List parked conflicts (base, local and remote versions).
+    List {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+    },
+    /// Settle a parked conflict.
+    Settle(SettleArgs),
+}
+
+/// `tidesync conflicts settle TABLE KEY --take-remote|--keep-local|--merged JSON`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("decision").required(true).multiple(false)))]
+pub struct SettleArgs {
+    /// The table.
+    pub table: String,
+    /// The record key.
+    pub key: String,
+    /// Take the server's version.
+    #[arg(long, group = "decision")]
+    pub take_remote: bool,
+    /// Keep the local version (it is pushed again).
+    #[arg(long, group = "decision")]
+    pub keep_local: bool,
+    /// Use this merged record (JSON object, or `-` for stdin); it is pushed.
+    #[arg(long, group = "decision", value_name = "JSON")]
+    pub merged: Option<String>,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or plain milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`: expected e.g. 500ms, 10s, 2m"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "invalid duration unit `{other}`: use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_parses() {
+        let lines: &[&[&str]] = &[
+            &["init"],
+            &["init", "x.toml", "--force"],
+            &["check", "-c", "x.toml", "--json"],
+            &["run", "--shutdown-timeout", "5s", "--log-format", "json"],
+            &["sync", "--table", "posts"],
+            &["status", "--json"],
+            &["outbox", "--table", "posts", "--limit", "5"],
+            &["dead-letters", "list", "--table", "posts"],
+            &["dead-letters", "retry", "3"],
+            &["dead-letters", "edit", "3", "--record", "{}"],
+            &["dead-letters", "discard", "3"],
+            &["conflicts", "list"],
+            &["conflicts", "settle", "posts", "p1", "--take-remote"],
+            &["conflicts", "settle", "posts", "p1", "--merged", "{}"],
+            &["get", "posts", "p1", "--json"],
+            &["put", "posts", "{}", "--json"],
+            &["put", "posts", "-"],
+            &["delete", "posts", "p1"],
+            &["scan", "posts", "--limit", "3", "--after", "p1"],
+        ];
+        for line in lines {
+            let args = std::iter::once("tidesync").chain(line.iter().copied());
+            let parsed = Cli::try_parse_from(args);
+            assert!(parsed.is_ok(), "{line:?}: {:?}", parsed.err());
+        }
+        let both = [
+            "tidesync",
+            "conflicts",
+            "settle",
+            "t",
+            "k",
+            "--take-remote",
+            "--keep-local",
+        ];
+        assert!(Cli::try_parse_from(both).is_err());
+        assert!(Cli::try_parse_from(["tidesync", "conflicts", "settle", "t", "k"]).is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

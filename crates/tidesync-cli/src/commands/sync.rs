@@ -1,0 +1,335 @@
+//! `tidesync sync [--table T]`: one sync cycle (push, then pull) with a progress display fed by
+//! the engine's events: a spinner (a bar while an initial sync reports a total) on a terminal,
+//! plain lines otherwise. Exit 1 when the cycle failed.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tidesync::{Engine, EventItem, Key, SyncEvent, SyncReport};
+
+use crate::build;
+use crate::commands::{Ctx, unknown_table};
+use crate::error::{CliError, Exit};
+use crate::output::{Output, stderr_is_terminal};
+
+/// A dead letter made during the cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterNote {
+    /// The table.
+    pub table: String,
+    /// The record key.
+    pub key: Key,
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// Turns engine events into progress output.
+struct Progress {
+    bar: Option<ProgressBar>,
+    out: Output,
+    quiet: bool,
+    failed_report: Option<SyncReport>,
+    dead: Vec<DeadLetterNote>,
+}
+
+impl Progress {
+    fn new(out: Output) -> Self {
+        let quiet = out.json;
+        let bar = (!quiet && stderr_is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(spinner_style());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar.set_message("starting…");
+            bar
+        });
+        Progress {
+            bar,
+            out,
+            quiet,
+            failed_report: None,
+            dead: Vec::new(),
+        }
+    }
+
+    fn say(&self, line: String) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => self.out.note(line),
+        }
+    }
+
+    fn status(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+
+    fn event(&mut self, event: &SyncEvent) {
+        match event {
+            SyncEvent::SyncStarted { .. } => self.status("syncing…".into()),
+            SyncEvent::PushStarted => self.status("pushing…".into()),
+            SyncEvent::PushCompleted { pushed, retried } => {
+                let retry = if *retried > 0 {
+                    format!(", {retried} to retry later")
+                } else {
+                    String::new()
+                };
+                self.say(format!("push: {pushed} pushed{retry}"));
+            }
+            SyncEvent::PullStarted { table } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_style(spinner_style());
+                    bar.set_length(0);
+                    bar.set_position(0);
+                }
+                self.status(format!("pulling {table}…"));
+            }
+            SyncEvent::InitialSyncProgress {
+                table,
+                pages,
+                records,
+                total,
+            } => match &self.bar {
+                Some(bar) => {
+                    if let Some(total) = total {
+                        bar.set_style(bar_style());
+                        bar.set_length(*total);
+                        bar.set_position(*records);
+                    }
+                    bar.set_message(format!("initial sync of {table}"));
+                }
+                None => {
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    self.say(format!(
+                        "initial sync of {table}: {records}{of} records ({pages} page{})",
+                        if *pages == 1 { "" } else { "s" }
+                    ));
+                }
+            },
+            SyncEvent::PullCompleted {
+                table,
+                pages,
+                applied,
+            } => self.say(format!(
+                "pull {table}: {applied} applied ({pages} page{})",
+                if *pages == 1 { "" } else { "s" }
+            )),
+            SyncEvent::PullFailed { table, error } => {
+                self.say(format!("pull {table} failed: {error}"));
+            }
+            SyncEvent::Conflict {
+                table,
+                key,
+                strategy,
+                outcome,
+                ..
+            } => self.say(format!("conflict {table}/{key}: {outcome} ({strategy})")),
+            SyncEvent::DeadLettered {
+                table,
+                key,
+                seq,
+                error,
+            } => {
+                self.say(format!("dead-lettered {table}/{key} (seq {seq}): {error}"));
+                self.dead.push(DeadLetterNote {
+                    table: table.clone(),
+                    key: key.clone(),
+                    seq: *seq,
+                    error: error.clone(),
+                });
+            }
+            SyncEvent::Quarantined { table, key, error } => self.say(format!(
+                "quarantined a pulled {table} item{}: {error}",
+                key.as_deref()
+                    .map(|k| format!(" `{k}`"))
+                    .unwrap_or_default()
+            )),
+            SyncEvent::IdRemapped { table, from, to } => {
+                self.say(format!("{table}/{from} is now {table}/{to} (server id)"));
+            }
+            SyncEvent::AuthRequired { table } => self.say(format!(
+                "the server refused the credentials (table {table}); pushing is paused"
+            )),
+            SyncEvent::Offline => self.say("the server is unreachable".into()),
+            SyncEvent::SyncFailed { report, .. } => self.failed_report = Some(report.clone()),
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({eta} left)")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// Shuts the engine down when dropped (on every path out of the command).
+struct Shutdown(Engine);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+#[derive(Serialize)]
+struct Outcome<'a> {
+    ok: bool,
+    table: Option<&'a str>,
+    report: &'a SyncReport,
+    error: Option<String>,
+    kind: Option<&'a str>,
+    dead_lettered: &'a [DeadLetterNote],
+}
+
+fn describe(report: &SyncReport) -> String {
+    let mut parts = vec![format!("pushed {}", report.pushed)];
+    if report.retried > 0 {
+        parts.push(format!("{} to retry", report.retried));
+    }
+    if report.dead_lettered > 0 {
+        parts.push(format!("{} dead-lettered", report.dead_lettered));
+    }
+    parts.push(format!(
+        "pulled {} page{} ({} applied)",
+        report.pages,
+        if report.pages == 1 { "" } else { "s" },
+        report.applied
+    ));
+    if report.conflicts > 0 {
+        parts.push(format!("{} conflicts", report.conflicts));
+    }
+    parts.join(", ")
+}
+
+/// Runs one cycle.
+pub async fn run(ctx: &Ctx, table: Option<&str>) -> Result<(), CliError> {
+    let loaded = ctx.load()?;
+    if let Some(name) = table {
+        let spec = loaded
+            .table(name)
+            .ok_or_else(|| unknown_table(&loaded, name))?;
+        if !spec.push && !spec.pull {
+            return Err(CliError::usage(format!(
+                "table `{name}` is local only (push = false, pull = false): nothing to sync"
+            )));
+        }
+    }
+    let transport = build::transport(&loaded, &build::process_env)?;
+    let store = build::open_store(&loaded)?;
+    let mut settings = loaded.config.sync.clone();
+    settings.interval = None;
+    settings.sync_on_start = false;
+    let engine = build::engine(&loaded, store, Some(transport), settings)?;
+    let guard = Shutdown(engine.clone());
+
+    let mut events = engine.events();
+    let mut progress = Progress::new(ctx.out);
+    let cycle = async {
+        match table {
+            Some(name) => engine.sync_table(name).await,
+            None => engine.sync().await,
+        }
+    };
+    tokio::pin!(cycle);
+    let mut open = true;
+    let result = loop {
+        tokio::select! {
+            result = &mut cycle => break result,
+            item = events.next(), if open => match item {
+                Some(EventItem::Event(event)) => progress.event(&event),
+                Some(EventItem::Lagged(_)) => {}
+                None => open = false,
+            },
+        }
+    };
+    // Events published just before the answer may still be queued.
+    if open {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(20), events.next()).await {
+                Ok(Some(EventItem::Event(event))) => progress.event(&event),
+                Ok(Some(EventItem::Lagged(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    progress.finish();
+    drop(guard);
+
+    // A cycle that dead-lettered entries completed, but the server refused data for good:
+    // for a command that is a failure too.
+    let (report, failure) = match result {
+        Ok(report) if report.dead_lettered > 0 => {
+            let n = report.dead_lettered;
+            let message = format!(
+                "the server refused {n} entr{} for good; {} dead-lettered",
+                if n == 1 { "y" } else { "ies" },
+                if n == 1 { "it was" } else { "they were" }
+            );
+            let failure = CliError::msg(Exit::Failed, message);
+            (report, Some((failure, "dead_lettered")))
+        }
+        Ok(report) => (report, None),
+        Err(err) => {
+            let report = progress.failed_report.clone().unwrap_or_default();
+            let kind = err.kind().as_str();
+            let mut failure = CliError::engine(err);
+            if failure.exit != Exit::Usage {
+                failure.exit = Exit::Failed;
+            }
+            (report, Some((failure, kind)))
+        }
+    };
+    let Some((mut failure, kind)) = failure else {
+        if ctx.out.json {
+            return ctx.out.json(&Outcome {
+                ok: true,
+                table,
+                report: &report,
+                error: None,
+                kind: None,
+                dead_lettered: &progress.dead,
+            });
+        }
+        ctx.out.line(format!("sync ok: {}", describe(&report)));
+        return Ok(());
+    };
+    if ctx.out.json {
+        ctx.out.json(&Outcome {
+            ok: false,
+            table,
+            report: &report,
+            error: Some(failure.error.to_string()),
+            kind: Some(kind),
+            dead_lettered: &progress.dead,
+        })?;
+        failure.reported = true;
+        return Err(failure);
+    }
+    ctx.out.line(format!("sync failed: {}", describe(&report)));
+    if !progress.dead.is_empty() {
+        let n = progress.dead.len();
+        failure = failure.hint(format!(
+            "{n} entr{} dead-lettered: inspect with `tidesync dead-letters list`, then `retry`, \
+             `edit` or `discard`",
+            if n == 1 { "y was" } else { "ies were" }
+        ));
+    }
+    Err(failure)
+}

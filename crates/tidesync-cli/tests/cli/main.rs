@@ -1,0 +1,9 @@
+//! End-to-end tests of the built `tidesync` binary against the testkit's reference server and
+//! temp redb stores.
+
+mod config;
+mod conflicts;
+mod daemon;
+mod records;
+mod support;
+mod sync;
