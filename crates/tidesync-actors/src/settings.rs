@@ -160,6 +160,12 @@ impl SyncSettings {
     }
 }
 
+/// Parses a duration as written in config files and on command lines: plain milliseconds
+/// (`250`) or a number with a unit (`250ms`, `30s`, `5m`, `1h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime_ms::parse(text)
+}
+
 /// Durations in config files as milliseconds (`250`) or strings with a unit (`"250ms"`,
 /// `"30s"`, `"5m"`, `"1h"`).
 mod humantime_ms {
@@ -174,7 +180,7 @@ mod humantime_ms {
         Text(String),
     }
 
-    pub fn parse(text: &str) -> Result<Duration, String> {
+    pub(super) fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())

@@ -195,29 +195,8 @@ pub struct SettleArgs {
     pub merged: Option<String>,
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` or plain milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration `{text}`: expected e.g. 500ms, 10s, 2m"))?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n.saturating_mul(1000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "invalid duration unit `{other}`: use ms, s, m or h"
-            ));
-        }
-    };
-    Ok(Duration::from_millis(ms))
-}
+/// Parses `250ms`, `10s`, `5m`, `1h` or plain milliseconds (the config file's syntax).
+pub use tidesync::actors::settings::parse_duration;
 
 #[cfg(test)]
 mod tests {
