@@ -150,15 +150,8 @@ impl EngineBuilder {
         }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
         db.restore_clock(&*store.read()?)?;
-        let mut txn = store.write()?;
-        let reset = db.reset_in_flight(&mut *txn)?;
-        txn.commit()?;
-        if reset > 0 {
-            tracing::info!(
-                entries = reset,
-                "re-queued entries that were in flight at the last stop"
-            );
-        }
+        // Entries left in flight by a crash are re-queued when this instance claims
+        // leadership (not here: in a multi-process setup they may belong to a live leader).
 
         let stale_after = self.settings.stale_after;
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);

@@ -91,6 +91,13 @@ async fn pull_table(
     table: String,
 ) -> Result<PullReport> {
     sh.db.schema().table(&table)?;
+    // Every page is applied under the epoch this pull started with (fencing).
+    let Some(epoch) = sh.state.epoch().map(Some) else {
+        return Err(Error::new(
+            ErrorKind::Fenced,
+            "not the sync leader: nothing is pulled",
+        ));
+    };
     let mut report = PullReport::default();
     let initial = sh.db.checkpoint(&*sh.store.read()?, &table)?.is_none();
     let mut records_so_far = 0u64;
@@ -123,7 +130,6 @@ async fn pull_table(
         let (has_more, total) = (page.has_more, page.total);
         let transport = sh.transport.clone();
         let page_table = table.clone();
-        let epoch = sh.state.epoch();
         // Server timestamps are turned into local-clock time for last-write-wins.
         let offset_ms = sh
             .state

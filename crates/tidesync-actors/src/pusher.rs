@@ -92,7 +92,12 @@ impl Handler<PushNow> for PusherActor {
     type Result = AtomicResponse<Self, Result<PushReport>>;
 
     fn handle(&mut self, msg: PushNow, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(epoch) = self.shared.state.epoch() else {
+            let refused = Error::new(ErrorKind::Fenced, "not the sync leader: nothing is pushed");
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(refused))));
+        };
         let cycle = PushCycle {
+            epoch,
             shared: self.shared.clone(),
             outbox: self.outbox.clone(),
             resolver: self.resolver.clone(),
@@ -106,6 +111,8 @@ impl Handler<PushNow> for PusherActor {
 type Answered = (OutboxEntry, Result<PushOutcome>);
 
 struct PushCycle {
+    /// The leadership epoch this cycle runs under; every write it makes is fenced by it.
+    epoch: u64,
     shared: SyncShared,
     outbox: Addr<OutboxActor>,
     resolver: Addr<ConflictResolverActor>,
@@ -144,7 +151,8 @@ impl PushCycle {
         let mut tasks: JoinSet<Vec<Answered>> = JoinSet::new();
         loop {
             let free = settings.concurrency.saturating_sub(tasks.len());
-            if free > 0 && !sh.state.auth_required.load(Ordering::SeqCst) {
+            let still_leading = sh.state.leader.load(Ordering::SeqCst);
+            if free > 0 && still_leading && !sh.state.auth_required.load(Ordering::SeqCst) {
                 let heads = {
                     let read = sh.store.read()?;
                     sh.db.ready_heads(
@@ -201,7 +209,7 @@ impl PushCycle {
         &self,
         group: Vec<OutboxEntry>,
     ) -> Result<Vec<(OutboxEntry, PushRequest)>> {
-        let epoch = self.shared.state.epoch();
+        let epoch = Some(self.epoch);
         let seqs: Vec<u64> = group.iter().map(|e| e.seq).collect();
         write(
             &self.outbox,
@@ -298,7 +306,7 @@ impl PushCycle {
                     telemetry::observe_server_clock(&sh.state, server_ms);
                 }
                 let seq = entry.seq;
-                let epoch = sh.state.epoch();
+                let epoch = Some(self.epoch);
                 let acked = write(
                     &self.outbox,
                     Write::new(move |db, txn| {
@@ -373,9 +381,11 @@ impl PushCycle {
 
     async fn retry_at(&self, seq: u64, next_ms: u64, message: &str) -> Result<()> {
         let message = message.to_owned();
+        let epoch = Some(self.epoch);
         write(
             &self.outbox,
             Write::new(move |db, txn| {
+                db.check_epoch(&*txn, epoch)?;
                 Ok((db.retry_later(txn, seq, next_ms, &message)?, Vec::new()))
             }),
         )
@@ -398,9 +408,13 @@ impl PushCycle {
             at_ms: wall_millis(),
         };
         let seq = entry.seq;
+        let epoch = Some(self.epoch);
         write(
             &self.outbox,
-            Write::new(move |db, txn| Ok((db.dead_letter(txn, seq, info)?, Vec::new()))),
+            Write::new(move |db, txn| {
+                db.check_epoch(&*txn, epoch)?;
+                Ok((db.dead_letter(txn, seq, info)?, Vec::new()))
+            }),
         )
         .await?;
         tracing::warn!(table = %entry.table, key = %entry.key, seq, error = %message, "entry dead-lettered");
@@ -478,7 +492,7 @@ impl PushCycle {
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the conflict resolver stopped"))??;
         let seq = entry.seq;
-        let epoch = sh.state.epoch();
+        let epoch = Some(self.epoch);
         write(
             &self.outbox,
             Write::new(move |db, txn| {

@@ -510,20 +510,32 @@ impl Handler<LeadershipChanged> for SchedulerActor {
             return;
         };
         // Claim the database for this epoch first: if a newer leader already did, this
-        // instance is deposed and must not sync.
+        // instance is deposed and must not sync. In the same transaction, entries a previous
+        // leader left in flight go back in the queue (still sealed, same idempotency keys).
         let claim = async move {
             writer
                 .send(Write::new(move |db, txn| {
-                    Ok((db.claim_epoch(txn, epoch)?, Vec::new()))
+                    db.claim_epoch(txn, epoch)?;
+                    Ok((db.reset_in_flight(txn)?, Vec::new()))
                 }))
                 .await
                 .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
         };
-        ctx.wait(actix::fut::wrap_future::<_, Self>(claim).map(move |result, act, ctx| match result {
-            Ok(()) => act.apply_leadership(msg, ctx),
+        let claimed = actix::fut::wrap_future::<_, Self>(claim);
+        ctx.wait(claimed.map(move |result, act, ctx| match result {
+            Ok(reset) => {
+                if reset > 0 {
+                    tracing::info!(entries = reset, epoch, "re-queued entries left in flight");
+                }
+                act.apply_leadership(msg, ctx);
+            }
             Err(err) => {
                 tracing::warn!(error = %err, epoch, "leadership claim refused; acting as follower");
-                act.apply_leadership(LeadershipChanged { leader: false, epoch: None }, ctx);
+                let follower = LeadershipChanged {
+                    leader: false,
+                    epoch: None,
+                };
+                act.apply_leadership(follower, ctx);
             }
         }));
     }

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{
-    CommitError, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, StorageError, TableDefinition, TableError,
-    TransactionError, WriteTransaction,
+    CommitError, ConcurrencyMode, Database, DatabaseError, Durability, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition,
+    TableError, TransactionError, WriteTransaction,
 };
 use tidesync_core::error::ErrorKind;
 use tidesync_core::{Error, KeyValue, ReadTxn, Result, Store, WriteTxn};
@@ -29,14 +29,35 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
 }
 
 /// Maps an open failure, spelling out the common "already open" case.
-fn open_error(path: &Path, e: DatabaseError) -> Error {
+fn open_error(path: &Path, multi_process: bool, e: DatabaseError) -> Error {
     match e {
+        DatabaseError::DatabaseAlreadyOpen if multi_process => Error::new(
+            ErrorKind::Storage,
+            format!(
+                "redb store: the database file {} is open in another process that did not open \
+                 it for multi-process use; every process sharing the file must open it with \
+                 RedbOptions::multi_process(true)",
+                path.display()
+            ),
+        )
+        .with_source(e),
+        DatabaseError::LockProtocolMismatch => Error::new(
+            ErrorKind::Storage,
+            format!(
+                "redb store: the database file {} is open in another process that uses another \
+                 version of redb's multi-process locking; all processes must use the same redb \
+                 version",
+                path.display()
+            ),
+        )
+        .with_source(e),
         DatabaseError::DatabaseAlreadyOpen => Error::new(
             ErrorKind::Storage,
             format!(
                 "redb store: the database file {} is already open, by another process or by \
                  another handle in this process; share one RedbStore instead of opening the \
-                 file twice",
+                 file twice (or, for several processes, open it with \
+                 RedbOptions::multi_process(true) in each)",
                 path.display()
             ),
         )
@@ -54,6 +75,7 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
 pub struct RedbOptions {
     cache_size: usize,
     durability: Durability,
+    multi_process: bool,
 }
 
 impl Default for RedbOptions {
@@ -61,12 +83,14 @@ impl Default for RedbOptions {
         RedbOptions {
             cache_size: DEFAULT_CACHE_SIZE,
             durability: Durability::Immediate,
+            multi_process: false,
         }
     }
 }
 
 impl RedbOptions {
-    /// The defaults: a [`DEFAULT_CACHE_SIZE`] cache and [`Durability::Immediate`].
+    /// The defaults: a [`DEFAULT_CACHE_SIZE`] cache, [`Durability::Immediate`], and the file
+    /// open in this process only.
     pub fn new() -> Self {
         Self::default()
     }
@@ -84,16 +108,44 @@ impl RedbOptions {
         self
     }
 
+    /// Lets several processes (and several handles in this process) open the file for reading
+    /// and writing at once: redb's [`ConcurrencyMode::MultiWriter`]. Write transactions are
+    /// serialised across processes (`write()` waits for another process's transaction) and each
+    /// one sees the others' commits. Every process must open the file this way; commits are
+    /// two-phase and always durable, so [`Durability::None`] is refused.
+    ///
+    /// For several processes of one app: pair it with a leader election (only one of them
+    /// syncs; see `tidesync-leader-lockfile`). Same host, local file systems only.
+    pub fn multi_process(mut self, enabled: bool) -> Self {
+        self.multi_process = enabled;
+        self
+    }
+
     /// Opens the database file at `path`, creating it if it is missing.
     ///
     /// Fails with [`ErrorKind::Storage`] if the file is already open (in another process, or by
-    /// another live handle in this one), unreadable or corrupt.
+    /// another live handle in this one, unless every opener uses
+    /// [`multi_process`](RedbOptions::multi_process)), unreadable or corrupt; with
+    /// [`ErrorKind::Config`] for [`Durability::None`] in multi-process mode.
     pub fn open(self, path: impl AsRef<Path>) -> Result<RedbStore> {
         let path = path.as_ref();
+        if self.multi_process && matches!(self.durability, Durability::None) {
+            return Err(Error::config(format!(
+                "redb store {}: Durability::None is not supported with multi_process(true) \
+                 (other processes could not see such commits); use Durability::Immediate",
+                path.display()
+            )));
+        }
+        let mode = if self.multi_process {
+            ConcurrencyMode::MultiWriter
+        } else {
+            ConcurrencyMode::ExclusiveWriter
+        };
         let db = Database::builder()
             .set_cache_size(self.cache_size)
+            .set_concurrency_mode(mode)
             .create(path)
-            .map_err(|e| open_error(path, e))?;
+            .map_err(|e| open_error(path, self.multi_process, e))?;
         Ok(RedbStore {
             db: Arc::new(db),
             durability: self.durability,
@@ -124,7 +176,8 @@ impl RedbStore {
         }
     }
 
-    /// Sets the durability of every later commit through this handle.
+    /// Sets the durability of every later commit through this handle. A store opened with
+    /// [`RedbOptions::multi_process`] refuses [`Durability::None`]: every `write()` then fails.
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use tidesync_core::{Result, Store};
-use tidesync_store_redb::RedbStore;
+use tidesync_store_redb::{RedbOptions, RedbStore};
 use tidesync_testkit::store_suite::{self, StoreFactory};
 
 /// Reopens the same file on every `open()`; the suite drops the previous handle first.
@@ -69,3 +69,33 @@ checks!(
     durability_across_reopen,
     concurrent_writers_are_serialised,
 );
+
+/// Like [`RedbFile`], opened with `multi_process(true)` (redb's `MultiWriter` mode).
+struct SharedRedbFile {
+    dir: TempDir,
+}
+
+impl StoreFactory for SharedRedbFile {
+    fn open(&self) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(
+            RedbOptions::new()
+                .multi_process(true)
+                .open(self.dir.path().join("suite.redb"))?,
+        ))
+    }
+
+    fn reopens_durably(&self) -> bool {
+        true
+    }
+}
+
+/// The whole suite in multi-process mode, each check on a file of its own.
+#[test]
+fn every_check_in_multi_process_mode() {
+    for (name, check) in store_suite::CHECKS {
+        eprintln!("multi-process: {name}");
+        check(&SharedRedbFile {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        });
+    }
+}

@@ -199,3 +199,117 @@ fn committed_data_survives_a_crash() {
     assert_eq!(get(&store, "ks", b"committed"), Some(b"1".to_vec()));
     assert_eq!(get(&store, "ks", b"in flight"), None);
 }
+
+#[test]
+fn multi_process_handles_share_one_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.redb");
+    let one = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect("first open");
+    let two = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect("a second multi-process open of an open file");
+    put(&one, "ks", b"a", b"1");
+    assert_eq!(get(&two, "ks", b"a"), Some(b"1".to_vec()));
+    put(&two, "ks", b"b", b"2");
+    assert_eq!(get(&one, "ks", b"b"), Some(b"2".to_vec()));
+}
+
+#[test]
+fn mixing_modes_on_one_file_is_a_clear_storage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mixed.redb");
+    {
+        let _shared = RedbOptions::new()
+            .multi_process(true)
+            .open(&path)
+            .expect("multi-process open");
+        let err = RedbStore::open(&path).expect_err("an exclusive open beside a shared one");
+        assert_eq!(err.kind(), ErrorKind::Storage);
+        assert!(err.to_string().contains("multi_process(true)"), "{err}");
+    }
+    let _exclusive = RedbStore::open(&path).expect("exclusive open");
+    let err = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect_err("a shared open beside an exclusive one");
+    assert_eq!(err.kind(), ErrorKind::Storage);
+    assert!(err.to_string().contains("multi_process(true)"), "{err}");
+}
+
+#[test]
+fn multi_process_refuses_non_durable_commits_up_front() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nd.redb");
+    let err = RedbOptions::new()
+        .multi_process(true)
+        .durability(redb::Durability::None)
+        .open(&path)
+        .expect_err("Durability::None in multi-process mode");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("Durability::None"), "{err}");
+
+    // Set later on the handle, it fails at the commit, as a storage error.
+    let store = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect("open")
+        .with_durability(redb::Durability::None);
+    let err = store.write().err().expect("non-durable write refused");
+    assert_eq!(err.kind(), ErrorKind::Storage);
+}
+
+/// Set in the child process of [`a_killed_peer_leaves_a_shared_file_usable`].
+const SHARED_CHILD_ENV: &str = "TIDESYNC_REDB_SHARED_CHILD_DB";
+
+/// The child half of [`a_killed_peer_leaves_a_shared_file_usable`]; does nothing normally.
+#[test]
+fn shared_child() {
+    let Some(path) = std::env::var_os(SHARED_CHILD_ENV) else {
+        return;
+    };
+    let store = RedbOptions::new()
+        .multi_process(true)
+        .open(path)
+        .expect("open in the child");
+    put(&store, "ks", b"from child", b"1");
+    let mut w = store.write().expect("write()");
+    w.put("ks", b"in flight", b"2").expect("put");
+    // Die holding the cross-process write lock, with the transaction open.
+    std::process::exit(3);
+}
+
+#[test]
+fn a_killed_peer_leaves_a_shared_file_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.redb");
+    let parent = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect("parent open");
+    put(&parent, "ks", b"from parent", b"0");
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "shared_child", "--nocapture", "--test-threads=1"])
+        .env(SHARED_CHILD_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run the child");
+    assert!(!status.success(), "the child must have died: {status}");
+
+    // The parent kept the file open throughout: it sees the child's commit, not its open
+    // transaction, and can write (the child's write lock went with it).
+    assert_eq!(get(&parent, "ks", b"from child"), Some(b"1".to_vec()));
+    assert_eq!(get(&parent, "ks", b"in flight"), None);
+    put(&parent, "ks", b"after", b"3");
+    drop(parent);
+    let reopened = RedbOptions::new()
+        .multi_process(true)
+        .open(&path)
+        .expect("reopen");
+    assert_eq!(get(&reopened, "ks", b"after"), Some(b"3".to_vec()));
+    assert_eq!(get(&reopened, "ks", b"from child"), Some(b"1".to_vec()));
+}
