@@ -717,6 +717,7 @@ impl Engine {
     /// Stops the actors and the engine thread (resigning leadership first). Later writes fail
     /// with [`ErrorKind::Closed`]; reads keep working. Idempotent.
     pub fn shutdown(&self) {
+        let leading_epoch = self.inner.state.epoch();
         if let Some(sync) = &self.inner.actors.sync {
             sync.scheduler.do_send(Control::Stop);
             let resign = sync.leader.send(tidesync_actors::Resign);
@@ -740,6 +741,20 @@ impl Engine {
             Ok(mut system) => system.stop(),
             Err(poisoned) => poisoned.into_inner().stop(),
         }
+        // The actors are gone: what this leader had in flight goes back in the queue (still
+        // sealed, same idempotency keys), unless a newer leader already took over.
+        if let Some(epoch) = leading_epoch
+            && let Err(err) = self.requeue_in_flight(epoch)
+        {
+            tracing::warn!(error = %err, "in-flight entries stay flagged until the next leader");
+        }
+    }
+
+    fn requeue_in_flight(&self, epoch: u64) -> Result<()> {
+        let mut txn = self.inner.store.write()?;
+        self.inner.db.check_epoch(&*txn, Some(epoch))?;
+        self.inner.db.reset_in_flight(&mut *txn)?;
+        txn.commit()
     }
 
     pub(crate) fn db(&self) -> &LocalDb {

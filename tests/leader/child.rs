@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tidesync::actors::Write;
 use tidesync::{Engine, EventItem, SyncEvent, SyncSettings, TableSpec};
 use tidesync_leader_lockfile::LockfileLeader;
 use tidesync_store_redb::RedbOptions;
@@ -158,7 +157,6 @@ async fn child_main(db: PathBuf) {
     // before the subscription.
     let announced: Arc<Mutex<Option<u64>>> = Arc::new(Mutex::new(None));
     let announce = {
-        let engine = engine.clone();
         let announced = announced.clone();
         move |epoch: Option<u64>| {
             let mut last = announced.lock().expect("announce lock");
@@ -167,9 +165,7 @@ async fn child_main(db: PathBuf) {
             }
             *last = epoch;
             match epoch {
-                Some(epoch) => {
-                    say(&format!("LEADER {epoch}"));
-                }
+                Some(epoch) => say(&format!("LEADER {epoch}")),
                 None => say("FOLLOWER"),
             }
         }

@@ -168,7 +168,9 @@ pub fn open_store(loaded: &LoadedConfig) -> Result<RedbStore, StoreError> {
             ),
         })?;
     }
-    RedbStore::open(&path).map_err(|source| {
+    let options =
+        tidesync_store_redb::RedbOptions::new().multi_process(loaded.config.store.multi_process);
+    options.open(&path).map_err(|source| {
         if is_already_open(&source) {
             let pid_file = pidfile::pid_path(&path);
             StoreError::Locked {
@@ -197,6 +199,11 @@ pub fn engine(
     }
     if let Some(transport) = transport {
         builder = builder.transport(transport);
+        if config.leader.lockfile {
+            let elector =
+                tidesync_leader_lockfile::LockfileLeader::for_database(loaded.store_path())?;
+            builder = builder.leader(elector, config.leader.campaign_every);
+        }
         for (table, conflict) in &config.conflicts {
             let strategy = strategy(conflict).map_err(|e| e.table(table.clone()))?;
             builder = builder.shared_conflicts(table, strategy);

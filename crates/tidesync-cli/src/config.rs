@@ -74,6 +74,47 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint of `tidesync run` (optional).
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// `[leader]`: which process syncs when several share the store (optional).
+    #[serde(default)]
+    pub leader: LeaderConfig,
+}
+
+/// `[leader]`: with `lockfile = true`, processes sharing the store (`[store] multi_process =
+/// true`) elect one syncing leader through a lock file next to the database, with fencing
+/// epochs; the others keep writing to the outbox and take over within `campaign_every` when
+/// the leader exits or dies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// Elect the syncing process through `<store>.leader.lock`.
+    pub lockfile: bool,
+    /// How often followers try to take over (`"1s"`, or milliseconds).
+    #[serde(deserialize_with = "duration")]
+    pub campaign_every: std::time::Duration,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            lockfile: false,
+            campaign_every: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(std::time::Duration::from_millis(ms)),
+        Raw::Text(text) => {
+            tidesync::actors::settings::parse_duration(&text).map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 /// `[store]`.
@@ -82,6 +123,10 @@ pub struct Config {
 pub struct StoreConfig {
     /// The redb file; a relative path is relative to the config file's directory.
     pub path: PathBuf,
+    /// Open the file so that several processes can use it at once (redb's multi-writer
+    /// mode); every process must then set it. Pair it with `[leader] lockfile = true`.
+    #[serde(default)]
+    pub multi_process: bool,
 }
 
 /// `[auth]`: credentials read from environment variables when `run` or `sync` starts. Secrets

@@ -18,6 +18,9 @@ pub const SAMPLE_CONFIG: &str = r#"# tidesync configuration: `tidesync check` va
 # While `tidesync run` holds it, its pid is in "<path>.pid" (here app.redb.pid).
 [store]
 path = "app.redb"
+# Several processes of the app sharing this file? Set this in every one of them, and elect the
+# syncing process with [leader] below.
+# multi_process = true
 
 # Tables (tidesync_core::TableSpec): name, key (default "id"), key_kind ("string" or
 # "integer"), indexes, references, push and pull (both default true; false/false = local only).
@@ -104,6 +107,12 @@ stale_after = "10m"            # health turns degraded after this long without a
 [metrics]
 listen = "127.0.0.1:9187"
 # labels = { app = "my-app" }
+
+# One syncing process among several sharing the store: a lock file next to the database elects
+# it, with fencing epochs; followers take over within campaign_every when it exits or dies.
+# [leader]
+# lockfile = true
+# campaign_every = "1s"
 "#;
 
 /// Writes the sample to `path` (default: the `-c` path); refuses to overwrite without `force`.
