@@ -1,0 +1,278 @@
+//! Minimal reproductions of engine/core/transport bugs found by the torture and fault suites.
+//! They are `#[ignore]`d so the suite stays green; the suites work around them (see the
+//! comments naming each bug). Run them with
+//! `cargo test --test faults known_bugs -- --ignored`: each one fails until its bug is fixed,
+//! then the `#[ignore]` and the workarounds can go. Details: docs/reliability.md, "Bugs found".
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidesync::{Engine, MemoryStore, ServerWins, SyncSettings, TableSpec};
+use tidesync_testkit::server::{CollectionConfig, ReferenceServer, ServerHandle};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
+
+fn engine(server: &ServerHandle, table: &str, routes: TableRoutes) -> Engine {
+    let transport = RestTransport::builder(server.url())
+        .table(table, routes)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new(table))
+        .transport(transport)
+        .conflicts(table, ServerWins)
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: Duration::from_secs(600),
+            ..SyncSettings::default()
+        })
+        .start()
+        .unwrap()
+}
+
+/// BUG-1. A string-key table accepts a pulled record whose id is an integer (stored under key
+/// "1", `TableSpec::remote_key_of`), but the record keeps `"id": 1`; `Table::scan` and
+/// `Table::query` re-read every key with the strict `TableSpec::key_of` and fail for the whole
+/// table ("key must be a string, got an integer"). `get("1")` works.
+#[tokio::test]
+#[ignore = "BUG-1: Table::scan fails after a pull stored an integer id in a string-key table"]
+async fn bug1_scan_fails_after_pulling_a_server_assigned_integer_id() {
+    let server = ReferenceServer::builder()
+        .collection("tasks", CollectionConfig::default().server_ids(true))
+        .start()
+        .await;
+    server
+        .insert_direct("tasks", json!({"title": "made on the server"}))
+        .unwrap();
+    let engine = engine(&server, "tasks", crate::routes("tasks").server_ids());
+    engine.sync().await.unwrap();
+    let tasks = engine.table::<Value>("tasks").unwrap();
+    assert!(
+        tasks.get("1").await.unwrap().is_some(),
+        "pulled under key \"1\""
+    );
+    let all = tasks.scan(None, 10).await;
+    assert_eq!(all.expect("scan works").len(), 1);
+}
+
+/// BUG-2. Delete a record, sync, re-create it with the same id, sync, on a server with soft
+/// deletes (POST on a tombstone answers 409 with the tombstone as `current`). The transport
+/// hands the tombstone to the resolver as a live remote record (`conflict_record` ignores the
+/// feed's tombstone flag); under server-wins the re-create is dropped and the local record
+/// becomes a copy of the tombstone, `"deleted": true` included, that never goes away (the
+/// pull already passed the tombstone). Nothing changed on the server since the base (our own
+/// acknowledged delete), so there is no real conflict: the re-create should reach the server,
+/// as it does under client-wins.
+#[tokio::test]
+#[ignore = "BUG-2: a re-created record meets its own tombstone in a 409 and becomes a zombie"]
+async fn bug2_recreate_after_own_delete_becomes_a_zombie_under_server_wins() {
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server, "notes", crate::routes("notes"));
+    let notes = engine.table::<Value>("notes").unwrap();
+    notes.put(&json!({"id": "n1", "v": 1})).await.unwrap();
+    engine.sync().await.unwrap();
+    notes.delete("n1").await.unwrap();
+    engine.sync().await.unwrap();
+    assert!(
+        server.record("notes", "n1").is_none(),
+        "deleted on the server"
+    );
+    notes.put(&json!({"id": "n1", "v": 2})).await.unwrap();
+    engine.sync().await.unwrap();
+    engine.sync().await.unwrap();
+
+    let local = notes.get("n1").await.unwrap();
+    assert_ne!(
+        local.as_ref().map(|r| &r["deleted"]),
+        Some(&Value::Bool(true)),
+        "the local record became a copy of the server's tombstone: {local:?}"
+    );
+    let remote = server.record("notes", "n1");
+    assert_eq!(
+        remote.as_ref().map(|r| &r["v"]),
+        Some(&json!(2)),
+        "the re-create never reached the server (local: {local:?})"
+    );
+}
+
+/// BUG-3. A create on a table whose ids the server assigns commits, but the answer is lost
+/// (here a 503 after commit; equally a dropped connection, a timeout or a crash). Before the
+/// retry, a pull brings the server's record under its new id: the local store now holds the
+/// record twice (temporary key and server id). The retry is answered by idempotent replay
+/// with that id; `ack_push` → `remap_key` fails with `AlreadyExists` ("cannot remap to key
+/// `1`: taken"); `PushCycle::run` propagates the error, which ends the push cycle and drops
+/// its in-flight requests: the entry (and any other entry in flight at that moment, of any
+/// table) stays `in_flight` until the engine restarts, and after a restart the same thing
+/// happens again. The record is wedged and duplicated locally.
+#[tokio::test]
+#[ignore = "BUG-3: a pulled copy of an unacknowledged server-id create wedges its ack forever"]
+async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
+    use std::sync::Arc;
+    use tidesync_testkit::server::{FaultFilter, FaultKind};
+
+    let server = ReferenceServer::builder()
+        .collection("tasks", CollectionConfig::default().server_ids(true))
+        .start()
+        .await;
+    let transport = RestTransport::builder(server.url())
+        .table("tasks", crate::routes("tasks").server_ids())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("tasks"))
+        .transport(transport)
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: Duration::from_secs(600),
+            // The retry waits long enough for the pull to come first.
+            retry_delay: Some(Arc::new(|_, _| Duration::from_millis(400))),
+            ..SyncSettings::default()
+        })
+        .start()
+        .unwrap();
+    let tasks = engine.table::<Value>("tasks").unwrap();
+    tasks
+        .put(&json!({"cid": "c1", "title": "t"}))
+        .await
+        .unwrap();
+    server.fail_next_where(
+        FaultFilter::method("POST"),
+        1,
+        FaultKind::CommitThenStatus(503),
+    );
+    assert!(engine.push().await.is_err(), "the answer was lost");
+    assert_eq!(server.records("tasks").len(), 1, "but the create committed");
+    engine.pull(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pushed = engine.push().await;
+
+    let stuck: Vec<_> = engine
+        .outbox(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.in_flight)
+        .collect();
+    assert!(stuck.is_empty(), "entries stranded in flight: {stuck:?}");
+    assert!(
+        pushed.is_ok(),
+        "the retry's acknowledgement failed: {pushed:?}"
+    );
+    let local = crate::verify::scan_raw(&engine, "tasks").await;
+    assert_eq!(local.len(), 1, "the task is held twice locally: {local:?}");
+}
+
+/// BUG-5. Floats do not survive the store: records are stored as JSON text and read back with
+/// serde_json's default float parser, which may be off by one unit in the last place (the
+/// workspace does not enable serde_json's `float_roundtrip` feature). A pulled record comes
+/// back slightly different from what the server sent, so `base == remote` and
+/// `local == remote` comparisons can fail for an unchanged record (a spurious conflict when a
+/// local change is pending). Found by `tests/props` (pages).
+#[test]
+#[ignore = "BUG-5: some floats change by one ULP through the store (serde_json float_roundtrip off)"]
+fn bug5_floats_change_through_the_store() {
+    use std::sync::Arc;
+    use tidesync::Store;
+    use tidesync::core::local::{LocalDb, RemoteMeta, Schema};
+    use tidesync::core::{HybridClock, PullPage};
+
+    let x = 3.924_082_754_143_656_3e115_f64;
+    let store = MemoryStore::new();
+    let db = LocalDb::new(
+        Schema::new([TableSpec::new("posts")]).unwrap(),
+        Arc::new(HybridClock::new()),
+    );
+    let remote = json!({"id": "f1", "x": x}).as_object().cloned().unwrap();
+    let page = PullPage {
+        records: vec![remote.clone()],
+        ..PullPage::default()
+    };
+    let mut txn = store.write().unwrap();
+    db.apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
+        .unwrap();
+    txn.commit().unwrap();
+    let stored = db
+        .get(&*store.read().unwrap(), "posts", &"f1".into())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored, remote,
+        "the stored record differs from the pulled one"
+    );
+}
+
+/// BUG-4. The pusher reads the ready heads in one read transaction and marks them in flight in
+/// a later write job; a local write committed in between can coalesce a head away (create +
+/// delete → nothing). `mark_in_flight` then fails with `NotFound` ("no outbox entry #N"),
+/// `PushCycle::run` propagates it with `?`, the push cycle ends, and every request it had in
+/// flight is dropped with its entry left `in_flight` until the engine restarts: those records
+/// are never pushed again by this process. Found by the seeded fault runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG-4: a head coalesced away before mark_in_flight aborts the push cycle and strands entries"]
+async fn bug4_head_coalesced_away_before_mark_in_flight_strands_entries() {
+    use tidesync_testkit::server::{FaultFilter, FaultKind};
+
+    let server = ReferenceServer::start().await;
+    let transport = RestTransport::builder(server.url())
+        .table("posts", crate::routes("posts"))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("posts"))
+        .transport(transport)
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: Duration::from_secs(600),
+            concurrency: 4,
+            ..SyncSettings::default()
+        })
+        .start()
+        .unwrap();
+    let posts = engine.table::<Value>("posts").unwrap();
+    let mut failures = Vec::new();
+    for round in 0..300 {
+        // A slow request keeps the push cycle busy, so heads are read and marked while the
+        // application keeps writing.
+        posts
+            .put(&json!({"id": format!("slow{round}")}))
+            .await
+            .unwrap();
+        server.fail_next_where(
+            FaultFilter::method("POST").under("/api/posts"),
+            1,
+            FaultKind::Delay(Duration::from_millis(30)),
+        );
+        let pushing = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.push().await })
+        };
+        for i in 0..5 {
+            let key = format!("r{round}-{i}");
+            posts.put(&json!({"id": key})).await.unwrap();
+            posts.delete(key.as_str()).await.unwrap();
+        }
+        if let Err(err) = pushing.await.unwrap() {
+            failures.push(err.to_string());
+        }
+        let stuck: Vec<_> = engine
+            .outbox(None, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.in_flight)
+            .map(|e| format!("#{} {}", e.seq, e.key))
+            .collect();
+        assert!(
+            stuck.is_empty(),
+            "round {round}: entries stranded in flight after the push returned: {stuck:?}; \
+             push errors so far: {failures:?}"
+        );
+    }
+    assert!(failures.is_empty(), "push cycles failed: {failures:?}");
+}
