@@ -1,8 +1,6 @@
-//! Minimal reproductions of engine/core/transport bugs found by the torture and fault suites.
-//! They are `#[ignore]`d so the suite stays green; the suites work around them (see the
-//! comments naming each bug). Run them with
-//! `cargo test --test faults known_bugs -- --ignored`: each one fails until its bug is fixed,
-//! then the `#[ignore]` and the workarounds can go. Details: docs/reliability.md, "Bugs found".
+//! Regression tests for the engine, core and transport bugs the torture and fault suites
+//! found (BUG-1 … BUG-5; BUG-6 lives in tests/security). Each was a failing reproduction
+//! first; all are fixed now and these keep them fixed. Details: docs/reliability.md.
 
 use std::time::Duration;
 
@@ -37,7 +35,7 @@ fn engine(server: &ServerHandle, table: &str, routes: TableRoutes) -> Engine {
 /// `Table::query` re-read every key with the strict `TableSpec::key_of` and fail for the whole
 /// table ("key must be a string, got an integer"). `get("1")` works.
 #[tokio::test]
-#[ignore = "BUG-1: Table::scan fails after a pull stored an integer id in a string-key table"]
+
 async fn bug1_scan_fails_after_pulling_a_server_assigned_integer_id() {
     let server = ReferenceServer::builder()
         .collection("tasks", CollectionConfig::default().server_ids(true))
@@ -66,7 +64,7 @@ async fn bug1_scan_fails_after_pulling_a_server_assigned_integer_id() {
 /// acknowledged delete), so there is no real conflict: the re-create should reach the server,
 /// as it does under client-wins.
 #[tokio::test]
-#[ignore = "BUG-2: a re-created record meets its own tombstone in a 409 and becomes a zombie"]
+
 async fn bug2_recreate_after_own_delete_becomes_a_zombie_under_server_wins() {
     let server = ReferenceServer::start().await;
     let engine = engine(&server, "notes", crate::routes("notes"));
@@ -107,7 +105,7 @@ async fn bug2_recreate_after_own_delete_becomes_a_zombie_under_server_wins() {
 /// table) stays `in_flight` until the engine restarts, and after a restart the same thing
 /// happens again. The record is wedged and duplicated locally.
 #[tokio::test]
-#[ignore = "BUG-3: a pulled copy of an unacknowledged server-id create wedges its ack forever"]
+
 async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
     use std::sync::Arc;
     use tidesync_testkit::server::{FaultFilter, FaultKind};
@@ -173,7 +171,7 @@ async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
 /// `local == remote` comparisons can fail for an unchanged record (a spurious conflict when a
 /// local change is pending). Found by `tests/props` (pages).
 #[test]
-#[ignore = "BUG-5: some floats change by one ULP through the store (serde_json float_roundtrip off)"]
+
 fn bug5_floats_change_through_the_store() {
     use std::sync::Arc;
     use tidesync::Store;
@@ -212,7 +210,7 @@ fn bug5_floats_change_through_the_store() {
 /// flight is dropped with its entry left `in_flight` until the engine restarts: those records
 /// are never pushed again by this process. Found by the seeded fault runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG-4: a head coalesced away before mark_in_flight aborts the push cycle and strands entries"]
+
 async fn bug4_head_coalesced_away_before_mark_in_flight_strands_entries() {
     use tidesync_testkit::server::{FaultFilter, FaultKind};
 

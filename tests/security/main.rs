@@ -303,7 +303,7 @@ fn echoing_server() -> SocketAddr {
 /// the dead-letter queue, although DESIGN says secrets are never stored in dead letters. The
 /// transport knows its credential values: it should redact them from excerpts.
 #[tokio::test]
-#[ignore = "BUG-6: credentials echoed by a server end up in the dead letter's response excerpt"]
+
 async fn bug6_credentials_echoed_by_the_server_are_stored_in_dead_letters() {
     const TOKEN: &str = "tok-ECHOED-93d0a7b2c6e1";
     let addr = echoing_server();

@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::outbox::DeadLetterInfo;
 use tidesync_core::{
-    Conflict, DetectedBy, Error, ErrorKind, Key, OutboxEntry, PushOutcome, PushRequest, Resolution,
-    Result,
+    Conflict, DetectedBy, Error, ErrorKind, Key, Op, OutboxEntry, PushOutcome, PushRequest,
+    Resolution, Result,
 };
 
 use crate::backoff::retry_delay;
@@ -129,7 +129,6 @@ async fn write<T: Send + 'static>(outbox: &Addr<OutboxActor>, job: Write<T>) -> 
 impl PushCycle {
     async fn run(self, tables: Option<Vec<String>>) -> Result<PushReport> {
         let sh = &self.shared;
-        let settings = sh.settings.clone();
         let mut excluded = sh.state.paused_tables();
         if let Some(only) = &tables {
             for spec in sh.db.schema().tables() {
@@ -147,6 +146,39 @@ impl PushCycle {
             .await?;
         }
         let mut report = PushReport::default();
+        let mut unsettled: HashSet<u64> = HashSet::new();
+        let result = self.push_loop(excluded, &mut report, &mut unsettled).await;
+        if result.is_err() && !unsettled.is_empty() {
+            // The cycle stops early: what it marked in flight and never settled goes back in
+            // the queue (still sealed), instead of waiting for a restart or a new leader.
+            let seqs: Vec<u64> = unsettled.into_iter().collect();
+            let requeued = write(
+                &self.outbox,
+                Write::new(move |db, txn| {
+                    for seq in seqs {
+                        if db.entry(&*txn, seq)?.is_some_and(|e| e.in_flight) {
+                            db.retry_later(txn, seq, 0, "push cycle stopped early")?;
+                        }
+                    }
+                    Ok(((), Vec::new()))
+                }),
+            )
+            .await;
+            if let Err(err) = requeued {
+                tracing::warn!(error = %err, "could not re-queue entries of a stopped push cycle");
+            }
+        }
+        result.map(|()| report)
+    }
+
+    async fn push_loop(
+        &self,
+        excluded: HashSet<String>,
+        report: &mut PushReport,
+        unsettled: &mut HashSet<u64>,
+    ) -> Result<()> {
+        let sh = &self.shared;
+        let settings = sh.settings.clone();
         let mut busy: HashSet<(String, Key)> = HashSet::new();
         let mut tasks: JoinSet<Vec<Answered>> = JoinSet::new();
         loop {
@@ -164,11 +196,14 @@ impl PushCycle {
                     )?
                 };
                 for group in self.group(heads, free) {
-                    for entry in &group {
-                        busy.insert((entry.table.clone(), entry.key.clone()));
-                    }
                     let requests = self.mark_in_flight(group).await?;
-                    self.spawn_send(&mut tasks, requests);
+                    for (entry, _) in &requests {
+                        busy.insert((entry.table.clone(), entry.key.clone()));
+                        unsettled.insert(entry.seq);
+                    }
+                    if !requests.is_empty() {
+                        self.spawn_send(&mut tasks, requests);
+                    }
                 }
             }
             let Some(joined) = tasks.join_next().await else {
@@ -176,11 +211,20 @@ impl PushCycle {
             };
             let answered = joined.map_err(|e| Error::internal(format!("push task failed: {e}")))?;
             for (entry, result) in answered {
-                busy.remove(&(entry.table.clone(), entry.key.clone()));
-                self.settle(entry, result, &mut report).await?;
+                let record = (entry.table.clone(), entry.key.clone());
+                // A record whose push met a conflict is not pushed again in this cycle: its
+                // resolution may queue a new entry, and a server that keeps refusing it must
+                // not turn the cycle into a loop (the next cycle tries again).
+                let conflicted = matches!(&result, Err(e) if e.kind() == ErrorKind::Conflict);
+                if !conflicted {
+                    busy.remove(&record);
+                }
+                let seq = entry.seq;
+                self.settle(entry, result, report).await?;
+                unsettled.remove(&seq);
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Forms up to `slots` requests: one entry each, or up to `batch_size` entries of one
@@ -217,6 +261,14 @@ impl PushCycle {
                 let mut out = Vec::with_capacity(seqs.len());
                 db.check_epoch(&*txn, epoch)?;
                 for seq in seqs {
+                    // Between reading the heads and now, a local write may have coalesced an
+                    // entry away (create + delete) or another path settled it: skip those.
+                    let still_ready = db
+                        .entry(&*txn, seq)?
+                        .is_some_and(|e| !e.in_flight && e.dead.is_none());
+                    if !still_ready {
+                        continue;
+                    }
                     let entry = db.mark_in_flight(txn, seq)?;
                     let base_version = db
                         .base(&*txn, &entry.table, &entry.key)?
@@ -316,7 +368,22 @@ impl PushCycle {
                         Ok((acked, changes))
                     }),
                 )
-                .await?;
+                .await;
+                let acked = match acked {
+                    Ok(acked) => acked,
+                    // The store or the engine failed, or a newer leader took over: stop here.
+                    Err(err) if is_fatal(&err) => return Err(err),
+                    // The server took it, but its answer cannot be applied here (e.g. a bad
+                    // server key): this one entry is dead-lettered, the cycle goes on.
+                    Err(err) => {
+                        let why = format!(
+                            "the server accepted it, but applying its answer failed: {err}"
+                        );
+                        return self
+                            .dead_letter(&entry, "ack_failed", why, &err, report)
+                            .await;
+                    }
+                };
                 if let Some((from, to)) = acked.remapped {
                     sh.events.emit(SyncEvent::IdRemapped { table, from, to });
                 }
@@ -471,6 +538,23 @@ impl PushCycle {
                 sh.db.base(&*read, &table, &key)?,
             )
         };
+        if remote.is_none() && base.is_none() && entry.op == Op::Create {
+            // The server has no live version and we never saw one: nothing conflicts. A
+            // create refused there meets a tombstone (deleted ids stay taken), so the record
+            // is written again as an upsert (the update route) instead.
+            let seq = entry.seq;
+            let epoch = Some(self.epoch);
+            write(
+                &self.outbox,
+                Write::new(move |db, txn| {
+                    db.check_epoch(&*txn, epoch)?;
+                    Ok((db.create_as_upsert(txn, seq)?, Vec::new()))
+                }),
+            )
+            .await?;
+            report.retried += 1;
+            return Ok(());
+        }
         let offset_ms = sh.state.clock_offset_ms.load(Ordering::Relaxed);
         let remote_time_ms = remote
             .as_ref()
@@ -509,6 +593,14 @@ impl PushCycle {
         report.conflicts += 1;
         Ok(())
     }
+}
+
+/// Failures that end a push cycle (as opposed to failures of one entry).
+fn is_fatal(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Storage | ErrorKind::Closed | ErrorKind::Fenced | ErrorKind::Internal
+    )
 }
 
 /// How long until the earliest entry in backoff becomes due, if any (for the scheduler).

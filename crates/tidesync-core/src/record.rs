@@ -104,6 +104,12 @@ impl From<String> for Key {
     }
 }
 
+impl From<&Key> for Key {
+    fn from(key: &Key) -> Self {
+        key.clone()
+    }
+}
+
 impl From<i64> for Key {
     fn from(i: i64) -> Self {
         Key::Int(i)

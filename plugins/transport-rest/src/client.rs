@@ -50,6 +50,29 @@ pub(crate) struct Incoming {
     pub body: Vec<u8>,
     /// The body was larger than the limit; `body` holds only its first part.
     pub overflow: bool,
+    /// The credential values sent with the request, to redact from excerpts (a server may
+    /// echo request headers in an error body; those must not reach a dead letter).
+    pub secrets: Vec<String>,
+}
+
+impl Incoming {
+    /// An excerpt of the body of at most `max` bytes, with credentials redacted.
+    pub fn excerpt(&self, max: usize) -> String {
+        redact(classify::excerpt(&self.body, max), &self.secrets)
+    }
+}
+
+/// Replaces every credential value (and, for `Scheme token` values, the bare token) by `***`.
+pub(crate) fn redact(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        let token = secret.split_once(' ').map(|(_, t)| t.trim()).unwrap_or("");
+        for needle in [secret.as_str(), token] {
+            if needle.len() >= 4 && text.contains(needle) {
+                text = text.replace(needle, "***");
+            }
+        }
+    }
+    text
 }
 
 impl Incoming {
@@ -187,6 +210,7 @@ impl RestTransport {
     pub(crate) async fn execute(&self, table: &str, out: &Outgoing) -> Result<Incoming> {
         let mut refreshes = 0;
         loop {
+            let mut secrets = Vec::new();
             let mut request = self.client.request(out.method.clone(), out.url.clone());
             for (name, value) in &out.headers {
                 request = request.header(name, value);
@@ -206,6 +230,7 @@ impl RestTransport {
                         )
                     })?;
                     value.set_sensitive(true);
+                    secrets.push(secret.expose().to_owned());
                     request = request.header(name, value);
                 }
             }
@@ -253,6 +278,7 @@ impl RestTransport {
                 headers,
                 body,
                 overflow,
+                secrets,
             });
         }
     }
@@ -288,7 +314,7 @@ impl RestTransport {
             err = err.retry_after(delay);
         }
         if !resp.body_is_empty() {
-            err = err.excerpt(classify::excerpt(&resp.body, self.config.excerpt_bytes));
+            err = err.excerpt(resp.excerpt(self.config.excerpt_bytes));
         }
         if kind == ErrorKind::Conflict
             && !resp.overflow
@@ -315,7 +341,7 @@ impl RestTransport {
             err = err.key(key);
         }
         if !resp.body.is_empty() {
-            err = err.excerpt(classify::excerpt(&resp.body, self.config.excerpt_bytes));
+            err = err.excerpt(resp.excerpt(self.config.excerpt_bytes));
         }
         err
     }
@@ -384,13 +410,22 @@ async fn read_limited(
 /// The server's current record in a conflict response, per the table's pointers; each
 /// candidate must be an object carrying the key field.
 pub(crate) fn conflict_record(routes: &TableRoutes, body: &Value) -> Option<Record> {
-    routes.conflict_record.iter().find_map(|p: &Pointer| {
+    let record = routes.conflict_record.iter().find_map(|p: &Pointer| {
         let candidate = unwrap_single(p.get(body)?)?;
         match candidate {
             Value::Object(map) if map.contains_key(&routes.key) => Some(map.clone()),
             _ => None,
         }
-    })
+    })?;
+    // A tombstone (by the table's pull feed rule) is a deleted record, not a live version.
+    let tombstone = routes
+        .pull
+        .as_ref()
+        .and_then(|feed| feed.tombstone.as_ref());
+    match tombstone {
+        Some(t) if record.get(&t.field) == Some(&t.value) => None,
+        _ => Some(record),
+    }
 }
 
 /// A one-element array is its element; other values are themselves; an empty array is none.
@@ -399,5 +434,22 @@ pub(crate) fn unwrap_single(value: &Value) -> Option<&Value> {
         Value::Array(items) if items.len() == 1 => items.first(),
         Value::Array(_) => None,
         other => Some(other),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn credentials_echoed_in_a_body_are_redacted() {
+        let secrets = vec!["Bearer s3cr3t-token".to_owned(), "k".to_owned()];
+        let body =
+            r#"{"error":"bad","echo":{"authorization":"Bearer s3cr3t-token","t":"s3cr3t-token"}}"#;
+        let out = super::redact(body.to_owned(), &secrets);
+        assert!(!out.contains("s3cr3t-token"), "{out}");
+        assert_eq!(out.matches("***").count(), 2, "{out}");
+        assert!(
+            out.contains("\"error\":\"bad\""),
+            "values too short to be secrets are kept"
+        );
     }
 }

@@ -112,11 +112,20 @@ impl RestTransport {
         } else {
             record.clone()
         };
-        if let (Some(vf), Some(base)) = (&routes.version.field, &req.base_version)
+        if let Some(vf) = &routes.version.field
             && req.op != Op::Create
         {
-            let value = version_value(base, body.get(vf));
-            body.insert(vf.clone(), value);
+            match &req.base_version {
+                Some(base) => {
+                    let value = version_value(base, body.get(vf));
+                    body.insert(vf.clone(), value);
+                }
+                // No agreed version (e.g. an upsert over a server tombstone): a version left
+                // in the record is stale and would only make the server refuse the write.
+                None => {
+                    body.remove(vf);
+                }
+            }
         }
         Ok(Some(Value::Object(body)))
     }
@@ -589,6 +598,7 @@ mod tests {
             headers,
             body: body.as_bytes().to_vec(),
             overflow: false,
+            secrets: Vec::new(),
         }
     }
 

@@ -321,6 +321,24 @@ impl LocalDb {
         self.save_entry(txn, entry)
     }
 
+    /// Turns a create the server refused because the id is taken by a tombstone into an
+    /// update carrying every field (PUT upserts), due now. Keeps its place and key.
+    pub fn create_as_upsert(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<()> {
+        let mut entry = self.entry_or_err(&*txn, seq)?;
+        if entry.op != crate::Op::Create {
+            return Ok(());
+        }
+        entry.op = crate::Op::Update;
+        entry.changed = entry
+            .record
+            .as_ref()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        entry.in_flight = false;
+        entry.next_attempt_at_ms = 0;
+        self.save_entry(txn, &entry)
+    }
+
     /// Moves an entry to the dead-letter queue. It keeps its place in the record's order, so
     /// the record's later entries wait behind it (parked, not failed).
     pub fn dead_letter(

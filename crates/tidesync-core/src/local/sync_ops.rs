@@ -110,7 +110,10 @@ impl LocalDb {
         }
         let sent = entry.record.clone().unwrap_or_default();
         let server = outcome.record.clone();
-        let base_record = server.clone().unwrap_or_else(|| sent.clone());
+        let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
+        // The base's key field reads like the local key (a server's integer id becomes "7" in a
+        // string-key table), so pulled copies compare equal to it.
+        base_record.insert(spec.key.clone(), entry.key.to_json());
         let base = Base {
             record: base_record,
             version: outcome.version.clone(),
@@ -177,13 +180,12 @@ impl LocalDb {
         new: &Key,
     ) -> Result<Vec<Change>> {
         let spec = self.schema.table(table)?.clone();
-        if self.get(&*txn, table, new)?.is_some() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("cannot remap to key `{new}`: taken"),
-            )
-            .table(table)
-            .key(old));
+        if let Some(pulled) = self.get(&*txn, table, new)? {
+            // A pull already brought the server's copy of this record (its create committed
+            // but the answer came later): the record being remapped *is* that record, so the
+            // copy gives way to it rather than blocking the ack.
+            self.write_record(txn, &spec, new, Some(&pulled), None)?;
+            self.set_base(txn, table, new, None)?;
         }
         let mut changes = Vec::new();
         let key_json = new.to_json();
@@ -306,6 +308,17 @@ impl LocalDb {
                 }
             };
             let meta = remote_meta(remote);
+            // Store the key field as the key reads (an integer id in a string-key table is
+            // kept as "7"), so every later read sees a well-formed record.
+            let normalized;
+            let remote = if remote.get(&spec.key) == Some(&key.to_json()) {
+                remote
+            } else {
+                let mut copy = remote.clone();
+                copy.insert(spec.key.clone(), key.to_json());
+                normalized = copy;
+                &normalized
+            };
             self.apply_remote_isolated(
                 txn,
                 &spec,
