@@ -1,0 +1,197 @@
+//! Helpers shared by the bench binaries (this folder is a module, not a bench target).
+//!
+//! Conventions every bench follows:
+//! - `cargo bench --bench <name>` runs the full measurement (cargo passes `--bench`); run by
+//!   `cargo test --benches` instead, a bench does a *smoke* pass with tiny sizes and one run,
+//!   so the code is exercised without the cost.
+//! - `TIDESYNC_BENCH_RUNS` (default 3) runs per figure; each figure is the median, measured
+//!   next to its baseline in the same run (the order alternates between runs).
+//! - Every section prints the 1-minute load average and how many `rustc` processes run, so
+//!   figures taken on a busy machine can be told apart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tidesync::{SyncSettings, TableSpec};
+use tidesync_transport_rest::{
+    BulkRoute, Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat,
+};
+
+/// Whether the binary runs as a benchmark (`cargo bench` passes `--bench`), rather than as a
+/// smoke test under `cargo test --benches`.
+pub fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// `name` from the environment, else `default` (or `smoke` outside bench mode).
+pub fn env_usize(name: &str, default: usize, smoke: usize) -> usize {
+    match std::env::var(name).ok().and_then(|s| s.parse().ok()) {
+        Some(v) => v,
+        None if bench_mode() => default,
+        None => smoke,
+    }
+}
+
+/// Runs per figure: `TIDESYNC_BENCH_RUNS` (default 3; 1 in smoke mode), at least 1.
+pub fn runs() -> usize {
+    env_usize("TIDESYNC_BENCH_RUNS", 3, 1).max(1)
+}
+
+/// Whether an opt-in flag (e.g. `TIDESYNC_BENCH_BIG=1`) is set.
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// The median (upper median for an even count). `xs` must not be empty.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The `p`-th percentile (0..=100) of sorted durations, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// How many `rustc` processes are running (other engineers compiling).
+pub fn rustc_count() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "rustc")
+        })
+        .count()
+}
+
+/// `load 1.23, rustc 0`: the machine's business right now.
+pub fn machine_note() -> String {
+    format!("load {:.2}, rustc {}", loadavg(), rustc_count())
+}
+
+/// Prints a section title with the machine's business at its start.
+pub fn section(title: &str) {
+    println!();
+    println!("== {title}   [{}]", machine_note());
+}
+
+/// Prints the machine's business at a section's end.
+pub fn section_end() {
+    println!("   (end of section: {})", machine_note());
+}
+
+/// A field from `/proc/self/status` in kB (e.g. `VmHWM`, `VmRSS`).
+pub fn proc_status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Seconds since `start`.
+pub fn secs(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+/// Bench record `i`: the same bytes everywhere (about 260 bytes of JSON).
+pub fn record(i: usize) -> Value {
+    json!({"id": format!("rec-{i:08}"), "title": format!("title {i}"), "body": "x".repeat(200), "n": i})
+}
+
+/// A multi-thread tokio runtime for the bench's own async code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Installs rustls' ring provider (reqwest is built with `rustls-no-provider`).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain reqwest client, as a baseline would build it.
+pub fn http_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().build().expect("reqwest client")
+}
+
+/// Routes for a reference-server collection, as in `tests/sync/support.rs`: CRUD with a
+/// version field and a keyset change feed; with `bulk`, also the bulk endpoint.
+pub fn routes(collection: &str, bulk: bool) -> TableRoutes {
+    let base = format!("/api/{collection}");
+    let routes = TableRoutes::rest(&base).version_field("version").pull(
+        Feed::get(&base)
+            .query("after_updated", "{cursor}")
+            .query("after_id", "{after_key}")
+            .query("limit", "{limit}")
+            .items("/data")
+            .cursor_field("updatedAt", TimeFormat::EpochMs)
+            .filter(Filter::Keyset)
+            .pagination(Pagination::none().has_more("/hasMore"))
+            .tombstone("deleted"),
+    );
+    if bulk {
+        routes.bulk(BulkRoute::post(&format!("{base}/bulk")))
+    } else {
+        routes
+    }
+}
+
+/// A REST transport for `posts` on the server at `url`.
+pub fn transport(url: &str, bulk: bool) -> RestTransport {
+    RestTransport::builder(url)
+        .table("posts", routes("posts", bulk))
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .expect("transport")
+}
+
+/// The bench table.
+pub fn posts() -> TableSpec {
+    TableSpec::new("posts")
+}
+
+/// Settings with no automatic sync (no timer, no sync at start, local writes never trigger
+/// one by themselves): the bench decides when to push and pull.
+pub fn manual_settings() -> SyncSettings {
+    SyncSettings {
+        interval: None,
+        sync_on_start: false,
+        debounce: Duration::from_secs(3600),
+        ..SyncSettings::default()
+    }
+}
+
+/// `12345` → `12 345` (thin grouping for readability).
+pub fn thousands(n: f64) -> String {
+    let s = format!("{:.0}", n);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}

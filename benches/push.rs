@@ -1,0 +1,322 @@
+//! Push throughput of the engine against the reference server, next to a plain reqwest client
+//! sending the same requests at the same concurrency, in the same run.
+//!
+//! Run: `cargo bench --bench push` (release). For each concurrency (4, 8, 16) it:
+//! 1. writes `TIDESYNC_BENCH_PUSH_RECORDS` records (default 5000) offline through the table
+//!    API (not timed), then times `engine.push()` until every entry is acknowledged;
+//! 2. times a plain `reqwest::Client` POSTing the same record bodies (with an
+//!    `Idempotency-Key` and the epoch header, as the engine sends them) to the same endpoint
+//!    of a fresh reference server, `concurrency` requests in flight;
+//! 3. prints entries/s of both and their ratio (target >= 0.7).
+//!
+//! Each engine figure is taken twice: on a durable redb store (the default, every outbox
+//! state change is an fsync'd commit) and on the memory store (the same pipeline without
+//! fsync), so the cost of the store can be told from the cost of the pipeline. A last section
+//! does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries per request)
+//! against raw bulk requests of the same 50 operations.
+//!
+//! The server is the testkit's reference server on 127.0.0.1 (in process, its own thread and
+//! single-threaded runtime), fresh for every measurement. Env: `TIDESYNC_BENCH_RUNS` (default
+//! 3, medians), `TIDESYNC_BENCH_PUSH_RECORDS` (default 5000),
+//! `TIDESYNC_BENCH_PUSH_CONCURRENCY` (comma list, default `4,8,16`),
+//! `TIDESYNC_BENCH_PUSH_BULK=0` skips the bulk section.
+
+#[allow(dead_code)]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tidesync::{Engine, MemoryStore, RedbStore, SyncSettings};
+use tidesync_testkit::server::ReferenceServer;
+
+use common::{median, record, secs, thousands};
+
+/// Entries per bulk request (the engine's `batch_size`).
+const BULK_BATCH: usize = 50;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StoreKind {
+    Redb,
+    Memory,
+}
+
+/// What one measured push did.
+struct Pushed {
+    per_sec: f64,
+    write_requests: usize,
+}
+
+fn engine_push(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    concurrency: usize,
+    store: StoreKind,
+    bulk: bool,
+) -> Pushed {
+    let server = ReferenceServer::start_background();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = SyncSettings {
+        concurrency,
+        batch_size: BULK_BATCH,
+        ..common::manual_settings()
+    };
+    let builder = Engine::builder()
+        .table(common::posts())
+        .transport(common::transport(server.url(), bulk))
+        .settings(settings);
+    let builder = match store {
+        StoreKind::Redb => {
+            builder.store(RedbStore::open(dir.path().join("engine.redb")).expect("open"))
+        }
+        StoreKind::Memory => builder.store(MemoryStore::new()),
+    };
+    let engine = builder.start().expect("engine");
+    rt.block_on(async {
+        let ids: Vec<usize> = (0..n).collect();
+        for chunk in ids.chunks(500) {
+            let mut batch = engine.batch();
+            for &i in chunk {
+                batch = batch.put("posts", &record(i));
+            }
+            batch.commit().await.expect("offline writes");
+        }
+    });
+    assert_eq!(engine.outbox_stats("posts").expect("stats").depth, n as u64);
+    let start = Instant::now();
+    let report = rt.block_on(engine.push()).expect("push");
+    let elapsed = secs(start);
+    assert_eq!(
+        report.pushed, n as u64,
+        "every entry acknowledged: {report:?}"
+    );
+    assert_eq!(server.records("posts").len(), n);
+    let write_requests = server.request_log().iter().filter(|r| r.is_write()).count();
+    engine.shutdown();
+    Pushed {
+        per_sec: n as f64 / elapsed,
+        write_requests,
+    }
+}
+
+/// The same creates as the engine sends them: `POST /api/posts` with the record as the body
+/// (or bulk requests of `BULK_BATCH` create ops), a fresh idempotency key each, the epoch
+/// header; every response body read.
+fn raw_push(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, bulk: bool) -> Pushed {
+    let server = ReferenceServer::start_background();
+    let keys: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let (url, bodies): (String, Vec<Vec<u8>>) = if bulk {
+        let bodies = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(BULK_BATCH)
+            .map(|chunk| {
+                let ops: Vec<Value> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let rec = record(i);
+                        json!({"op": "create", "id": rec["id"], "record": rec, "idempotencyKey": keys[i]})
+                    })
+                    .collect();
+                json!({ "ops": ops }).to_string().into_bytes()
+            })
+            .collect();
+        (format!("{}/api/posts/bulk", server.url()), bodies)
+    } else {
+        let bodies = (0..n).map(|i| record(i).to_string().into_bytes()).collect();
+        (format!("{}/api/posts", server.url()), bodies)
+    };
+    let expected = if bulk { 200 } else { 201 };
+    let client = common::http_client();
+    let bodies = Arc::new(bodies);
+    let keys = Arc::new(keys);
+    let url = Arc::new(url);
+    let start = Instant::now();
+    rt.block_on(async {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (client, bodies, keys, url, next) = (
+                client.clone(),
+                bodies.clone(),
+                keys.clone(),
+                url.clone(),
+                next.clone(),
+            );
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= bodies.len() {
+                        break;
+                    }
+                    let mut request = client
+                        .post(url.as_str())
+                        .header("content-type", "application/json")
+                        .header("x-tidesync-epoch", "1");
+                    if !bulk {
+                        request = request.header("idempotency-key", keys[i].as_str());
+                    }
+                    let response = request.body(bodies[i].clone()).send().await.expect("send");
+                    assert_eq!(response.status().as_u16(), expected);
+                    let body = response.bytes().await.expect("body");
+                    assert!(!body.is_empty());
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("client task");
+        }
+    });
+    let elapsed = secs(start);
+    assert_eq!(server.records("posts").len(), n);
+    let write_requests = server.request_log().iter().filter(|r| r.is_write()).count();
+    Pushed {
+        per_sec: n as f64 / elapsed,
+        write_requests,
+    }
+}
+
+/// What the engine's first write request looked like (to check the baseline sends the same).
+fn show_engine_request(rt: &tokio::runtime::Runtime) {
+    let server = ReferenceServer::start_background();
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(common::posts())
+        .transport(common::transport(server.url(), false))
+        .settings(common::manual_settings())
+        .start()
+        .expect("engine");
+    rt.block_on(async {
+        engine
+            .table::<Value>("posts")
+            .expect("table")
+            .put(&record(0))
+            .await
+            .expect("put");
+        engine.push().await.expect("push");
+    });
+    if let Some(req) = server.request_log().iter().find(|r| r.is_write()) {
+        let headers: Vec<String> = req
+            .headers
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "idempotency-key" => format!("{k}: <uuid>"),
+                _ => format!("{k}: {v}"),
+            })
+            .collect();
+        println!(
+            "engine request: {} {} [{}], body {} bytes; baseline body {} bytes",
+            req.method,
+            req.path,
+            headers.join(", "),
+            req.body.len(),
+            record(0).to_string().len()
+        );
+    }
+    engine.shutdown();
+}
+
+struct Row {
+    engine: Vec<f64>,
+    raw: Vec<f64>,
+    ratio: Vec<f64>,
+    engine_requests: usize,
+    raw_requests: usize,
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    concurrency: usize,
+    store: StoreKind,
+    bulk: bool,
+    runs: usize,
+) -> Row {
+    let mut row = Row {
+        engine: vec![],
+        raw: vec![],
+        ratio: vec![],
+        engine_requests: 0,
+        raw_requests: 0,
+    };
+    for run in 0..runs {
+        // Alternate which side goes first, so drift in the machine's load hits both.
+        let (e, r) = if run % 2 == 0 {
+            let e = engine_push(rt, n, concurrency, store, bulk);
+            (e, raw_push(rt, n, concurrency, bulk))
+        } else {
+            let r = raw_push(rt, n, concurrency, bulk);
+            (engine_push(rt, n, concurrency, store, bulk), r)
+        };
+        row.engine.push(e.per_sec);
+        row.raw.push(r.per_sec);
+        row.ratio.push(e.per_sec / r.per_sec);
+        row.engine_requests = e.write_requests;
+        row.raw_requests = r.write_requests;
+    }
+    row
+}
+
+fn print_row(row: &Row, concurrency: usize, store: StoreKind) {
+    println!(
+        "  c={concurrency:<3} {:<7} engine {:>7} entries/s ({:>5} req)   raw reqwest {:>7} entries/s ({:>5} req)   ratio {:>5.2}  (target >= 0.7)   [{}]",
+        format!("{store:?}").to_lowercase(),
+        thousands(median(&row.engine)),
+        row.engine_requests,
+        thousands(median(&row.raw)),
+        row.raw_requests,
+        median(&row.ratio),
+        common::machine_note(),
+    );
+}
+
+fn main() {
+    let runs = common::runs();
+    let n = common::env_usize("TIDESYNC_BENCH_PUSH_RECORDS", 5000, 200);
+    let concurrencies: Vec<usize> = std::env::var("TIDESYNC_BENCH_PUSH_CONCURRENCY")
+        .ok()
+        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| {
+            if common::bench_mode() {
+                vec![4, 8, 16]
+            } else {
+                vec![4]
+            }
+        });
+    let bulk = std::env::var("TIDESYNC_BENCH_PUSH_BULK").map_or(true, |v| v != "0");
+    common::install_crypto();
+    let rt = common::runtime();
+    println!(
+        "push: {n} records of {} bytes, median of {runs} runs{}",
+        record(0).to_string().len(),
+        if common::bench_mode() {
+            ""
+        } else {
+            " (smoke mode: run with `cargo bench` for figures)"
+        }
+    );
+    show_engine_request(&rt);
+
+    common::section("single requests (POST /api/posts), engine vs raw reqwest");
+    for &concurrency in &concurrencies {
+        for store in [StoreKind::Redb, StoreKind::Memory] {
+            let row = measure(&rt, n, concurrency, store, false, runs);
+            print_row(&row, concurrency, store);
+        }
+    }
+    common::section_end();
+
+    if bulk {
+        common::section(&format!(
+            "bulk endpoint (POST /api/posts/bulk, {BULK_BATCH} ops per request), engine vs raw reqwest"
+        ));
+        for &concurrency in &concurrencies {
+            for store in [StoreKind::Redb, StoreKind::Memory] {
+                let row = measure(&rt, n, concurrency, store, true, runs);
+                print_row(&row, concurrency, store);
+            }
+        }
+        common::section_end();
+    }
+}
