@@ -287,3 +287,78 @@ async fn last_write_wins_follows_the_later_write_on_both_paths() {
     engine.push().await.unwrap();
     assert_eq!(server.record("posts", "p1").unwrap()["body"], "local");
 }
+
+#[tokio::test]
+async fn client_wins_on_the_pull_path_repushes_the_local_version() {
+    let server = ReferenceServer::start().await;
+    let engine = engine_with(&server, settings(), |b| b.conflicts("posts", ClientWins));
+    let posts = synced_post(&server, &engine).await;
+    posts.update("p1", json!({"title": "local"})).await.unwrap();
+    server
+        .update_direct("posts", "p1", json!({"title": "remote"}))
+        .unwrap();
+    engine.pull(None).await.unwrap();
+    assert_eq!(posts.get("p1").await.unwrap().unwrap()["title"], "local");
+    engine.push().await.unwrap();
+    assert_eq!(server.record("posts", "p1").unwrap()["title"], "local");
+    assert!(engine.outbox(None, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_local_delete_meeting_a_remote_update_is_a_conflict() {
+    let server = ReferenceServer::start().await;
+    let engine = engine(&server);
+    let posts = synced_post(&server, &engine).await;
+    posts.delete("p1").await.unwrap();
+    server
+        .update_direct("posts", "p1", json!({"title": "remote edit"}))
+        .unwrap();
+    let mut events = engine.events();
+    engine.pull(None).await.unwrap();
+    // Server wins: the remote edit comes back and the local delete is dropped.
+    assert_eq!(
+        posts.get("p1").await.unwrap().unwrap()["title"],
+        "remote edit"
+    );
+    assert!(engine.outbox(None, 10).unwrap().is_empty());
+    let detected: Vec<_> = drain(&mut events)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            SyncEvent::Conflict { detected_by, .. } => Some(detected_by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(detected, [tidesync::DetectedBy::LocalDelete]);
+    engine.push().await.unwrap();
+    assert_eq!(
+        server.record("posts", "p1").unwrap()["title"],
+        "remote edit",
+        "the stale delete never reached the server"
+    );
+}
+
+#[tokio::test]
+async fn parked_push_conflicts_wait_for_the_application_too() {
+    let server = ReferenceServer::start().await;
+    let engine = engine_with(&server, settings(), |b| {
+        b.conflicts("posts", tidesync_conflict_policies::ParkForApp)
+    });
+    let posts = synced_post(&server, &engine).await;
+    server
+        .update_direct("posts", "p1", json!({"title": "remote"}))
+        .unwrap();
+    posts.update("p1", json!({"title": "local"})).await.unwrap();
+    let report = engine.push().await.unwrap();
+    assert_eq!(report.conflicts, 1);
+    assert_eq!(engine.parked_conflicts(None).unwrap().len(), 1);
+    engine.push().await.unwrap();
+    assert_eq!(server.record("posts", "p1").unwrap()["title"], "remote");
+    engine
+        .settle_conflict("posts", "p1", Resolution::KeepLocal)
+        .await
+        .unwrap();
+    engine.push().await.unwrap();
+    assert_eq!(server.record("posts", "p1").unwrap()["title"], "local");
+    assert!(engine.parked_conflicts(None).unwrap().is_empty());
+}
