@@ -38,6 +38,16 @@ impl<'a> Staged<'a> {
     }
 }
 
+/// `BTreeMap::range` panics on start > end (or equal and both excluded).
+fn range_is_empty<T: Ord>(lo: &Bound<T>, hi: &Bound<T>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(l), Bound::Included(h)) => l > h,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h))
+        | (Bound::Excluded(l), Bound::Included(h)) => l >= h,
+        _ => false,
+    }
+}
+
 fn in_bounds(key: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
     let after_start = match start {
         Bound::Included(s) => key >= s,
@@ -68,12 +78,29 @@ impl ReadTxn for Staged<'_> {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        let staged: BTreeMap<&[u8], &Option<Vec<u8>>> = self
-            .overlay
-            .iter()
-            .filter(|((ks, key), _)| ks == keyspace && in_bounds(key, start, end))
-            .map(|((_, key), value)| (key.as_slice(), value))
-            .collect();
+        // Only this keyspace's buffered rows within the bounds: a range over the overlay,
+        // not a scan of it (the overlay holds a whole page when a pull applies one).
+        let owned = |k: &[u8]| (keyspace.to_owned(), k.to_vec());
+        let lo = match start {
+            Bound::Included(s) => Bound::Included(owned(s)),
+            Bound::Excluded(s) => Bound::Excluded(owned(s)),
+            Bound::Unbounded => Bound::Included((keyspace.to_owned(), Vec::new())),
+        };
+        let hi = match end {
+            Bound::Included(e) => Bound::Included(owned(e)),
+            Bound::Excluded(e) => Bound::Excluded(owned(e)),
+            // `keyspace + "\0"` is the next keyspace name: every key of this one sorts before.
+            Bound::Unbounded => Bound::Excluded((format!("{keyspace}\0"), Vec::new())),
+        };
+        let staged: BTreeMap<&[u8], &Option<Vec<u8>>> = if range_is_empty(&lo, &hi) {
+            BTreeMap::new()
+        } else {
+            self.overlay
+                .range((lo, hi))
+                .filter(|((_, key), _)| in_bounds(key, start, end))
+                .map(|((_, key), value)| (key.as_slice(), value))
+                .collect()
+        };
         // Deleted keys may hide base rows, so ask the base for enough rows to fill `limit`.
         let base_limit = limit.map(|l| l + staged.len());
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
@@ -128,5 +155,137 @@ impl WriteTxn for Staged<'_> {
 
     fn commit(self: Box<Self>) -> Result<()> {
         (*self).apply()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// The smallest write transaction: one ordered map per keyspace, nothing durable.
+    #[derive(Default)]
+    struct MapTxn(BTreeMap<(String, Vec<u8>), Vec<u8>>);
+
+    impl ReadTxn for MapTxn {
+        fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.0.get(&(keyspace.to_owned(), key.to_vec())).cloned())
+        }
+        fn range(
+            &self,
+            keyspace: &str,
+            start: Bound<&[u8]>,
+            end: Bound<&[u8]>,
+            limit: Option<usize>,
+            reverse: bool,
+        ) -> Result<Vec<KeyValue>> {
+            let mut rows: Vec<KeyValue> = self
+                .0
+                .iter()
+                .filter(|((ks, k), _)| ks == keyspace && in_bounds(k, start, end))
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect();
+            if reverse {
+                rows.reverse();
+            }
+            rows.truncate(limit.unwrap_or(usize::MAX));
+            Ok(rows)
+        }
+        fn len(&self, keyspace: &str) -> Result<u64> {
+            Ok(self.0.keys().filter(|(ks, _)| ks == keyspace).count() as u64)
+        }
+    }
+
+    impl WriteTxn for MapTxn {
+        fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+            self.0
+                .insert((keyspace.to_owned(), key.to_vec()), value.to_vec());
+            Ok(())
+        }
+        fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
+            Ok(self
+                .0
+                .remove(&(keyspace.to_owned(), key.to_vec()))
+                .is_some())
+        }
+        fn commit(self: Box<Self>) -> Result<()> {
+            Err(Error::internal("not used"))
+        }
+    }
+
+    fn keys(rows: Vec<KeyValue>) -> Vec<Vec<u8>> {
+        rows.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn range_merges_the_buffer_of_one_keyspace_only() {
+        let mut base = MapTxn::default();
+        for ks in ["r/post", "r/posts", "r/posts/x", "r/posts\u{1}"] {
+            base.put(ks, b"b", b"base").unwrap();
+        }
+        base.put("r/posts", b"d", b"base").unwrap();
+        let mut staged = Staged::new(&mut base);
+        for ks in ["r/post", "r/posts", "r/posts/x", "r/posts\u{1}"] {
+            staged.put(ks, b"a", b"new").unwrap();
+            staged.put(ks, b"c", b"new").unwrap();
+        }
+        staged.delete("r/posts", b"d").unwrap();
+
+        let all = staged
+            .range("r/posts", Bound::Unbounded, Bound::Unbounded, None, false)
+            .unwrap();
+        assert_eq!(keys(all), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        let from_b = staged
+            .range(
+                "r/posts",
+                Bound::Excluded(b"a"),
+                Bound::Unbounded,
+                None,
+                false,
+            )
+            .unwrap();
+        assert_eq!(keys(from_b), vec![b"b".to_vec(), b"c".to_vec()]);
+        let last = staged
+            .range("r/posts", Bound::Unbounded, Bound::Unbounded, Some(1), true)
+            .unwrap();
+        assert_eq!(keys(last), vec![b"c".to_vec()]);
+        let up_to_b = staged
+            .range(
+                "r/posts",
+                Bound::Unbounded,
+                Bound::Included(b"b"),
+                None,
+                false,
+            )
+            .unwrap();
+        assert_eq!(keys(up_to_b), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(staged.len("r/posts").unwrap(), 3);
+    }
+
+    #[test]
+    fn empty_and_inverted_bounds_return_nothing() {
+        let mut base = MapTxn::default();
+        let mut staged = Staged::new(&mut base);
+        staged.put("k", b"m", b"v").unwrap();
+        let inverted = staged
+            .range(
+                "k",
+                Bound::Included(b"z"),
+                Bound::Included(b"a"),
+                None,
+                false,
+            )
+            .unwrap();
+        assert!(inverted.is_empty());
+        let empty = staged
+            .range(
+                "k",
+                Bound::Excluded(b"m"),
+                Bound::Excluded(b"m"),
+                None,
+                false,
+            )
+            .unwrap();
+        assert!(empty.is_empty());
     }
 }
