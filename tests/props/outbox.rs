@@ -8,14 +8,15 @@
 //! - an unsent entry is never followed by another, except a delete by a re-create;
 //! - a sealed entry (in flight, attempted, dead) is never rewritten: same idempotency key, op
 //!   and record for as long as it exists;
-//! - the per-table depth counter equals the number of live (not dead) entries.
+//! - the per-table depth counter equals the number of live (not dead) entries;
+//! - the in-flight and backoff indexes list exactly the entries in flight and in backoff.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tidesync::core::local::{LocalDb, RemoteMeta, Schema, WriteOp};
+use tidesync::core::local::{LocalDb, RemoteMeta, Schema, WriteOp, layout};
 use tidesync::core::outbox::DeadLetterInfo;
 use tidesync::core::{HybridClock, PullPage, PushOutcome};
 use tidesync::{ErrorKind, Key, MemoryStore, Op, Resolution, Store, TableSpec};
@@ -41,6 +42,10 @@ enum Step {
     DiscardDead,
     /// The process died: in-flight entries go back in the queue (still sealed).
     Restart,
+    /// The n-th in-flight entry was prepared but never sent: taken back.
+    Release(u8),
+    /// Back online: entries in backoff become due.
+    MakeDue,
     /// A pulled version of a record (`None`: deleted on the server), resolved either way.
     Pull(u8, Option<u16>, bool),
 }
@@ -59,6 +64,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => Just(Step::RetryDead),
         1 => Just(Step::DiscardDead),
         1 => Just(Step::Restart),
+        1 => any::<u8>().prop_map(Step::Release),
+        1 => Just(Step::MakeDue),
         2 => (key, prop::option::of(any::<u16>()), any::<bool>())
             .prop_map(|(k, v, keep)| Step::Pull(k, v, keep)),
     ]
@@ -190,7 +197,9 @@ impl Model {
             }
             Step::Fail(n) => {
                 if let Some(entry) = pick(self.in_flight(), *n) {
-                    self.write(|db, txn| db.retry_later(txn, entry.seq, 0, "503"))
+                    // Odd picks wait out a delay (the backoff index), even ones are due now.
+                    let at_ms = u64::from(*n % 2) * (1_000 + entry.seq);
+                    self.write(|db, txn| db.retry_later(txn, entry.seq, at_ms, "503"))
                         .unwrap();
                 }
             }
@@ -224,6 +233,14 @@ impl Model {
             }
             Step::Restart => {
                 self.write(|db, txn| db.reset_in_flight(txn)).unwrap();
+            }
+            Step::Release(n) => {
+                if let Some(entry) = pick(self.in_flight(), *n) {
+                    self.write(|db, txn| db.release(txn, entry.seq)).unwrap();
+                }
+            }
+            Step::MakeDue => {
+                self.write(|db, txn| db.make_due(txn, 0)).unwrap();
             }
             Step::Pull(k, v, keep_local) => {
                 // The engine pulls only between push phases: nothing is in flight then.
@@ -341,6 +358,54 @@ impl Model {
                 ),
             }
         }
+        // The in-flight and backoff indexes mirror the entries exactly.
+        let rows = |keyspace: &str| {
+            read.range(
+                keyspace,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                None,
+                false,
+            )
+            .unwrap()
+        };
+        let in_flight_index: Vec<u64> = rows(layout::IN_FLIGHT)
+            .iter()
+            .map(|(k, _)| layout::seq_from_suffix(k).unwrap())
+            .collect();
+        let in_flight: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.in_flight)
+            .map(|e| e.seq)
+            .collect();
+        prop_assert_eq!(
+            in_flight_index,
+            in_flight,
+            "in-flight index drifted; steps {:?}",
+            history
+        );
+        let backoff_index: Vec<(u64, u64)> = rows(layout::BACKOFF)
+            .iter()
+            .map(|(k, v)| {
+                let at = u64::from_be_bytes(v.as_slice().try_into().unwrap());
+                (layout::seq_from_suffix(k).unwrap(), at)
+            })
+            .collect();
+        let waiting: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| !e.in_flight && e.dead.is_none() && e.next_attempt_at_ms > 0)
+            .map(|e| (e.seq, e.next_attempt_at_ms))
+            .collect();
+        prop_assert_eq!(
+            self.db.earliest_retry_at(&*read).unwrap(),
+            waiting.iter().map(|(_, at)| *at).min()
+        );
+        prop_assert_eq!(
+            backoff_index,
+            waiting,
+            "backoff index drifted; steps {:?}",
+            history
+        );
         let live = entries.iter().filter(|e| e.dead.is_none()).count() as u64;
         let depth = self.db.outbox_stats(&*read, TABLE).unwrap().depth;
         prop_assert_eq!(depth, live, "depth counter drifted; steps {:?}", history);

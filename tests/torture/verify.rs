@@ -368,13 +368,37 @@ pub async fn verify(
             continue;
         }
         verdict.writes += 1;
-        let fresh_success = r.status.is_some_and(|s| (200..300).contains(&s)) && !r.replayed;
-        if let (true, Some(key)) = (fresh_success, r.idempotency_key()) {
+        if let (true, Some(key)) = (r.applied_fresh(), r.idempotency_key()) {
             *applied.entry(key.to_owned()).or_default() += 1;
         }
     }
     for (key, n) in applied.into_iter().filter(|(_, n)| *n > 1) {
-        bad.push(format!("idempotency key {key} applied {n} times"));
+        // Every request that carried the key, so the report shows how it got applied twice.
+        let history: Vec<String> = server
+            .request_log()
+            .iter()
+            .filter(|r| r.idempotency_key() == Some(key.as_str()))
+            .map(|r| {
+                format!(
+                    "#{} {} {} -> {} (handler {}){}{}",
+                    r.seq,
+                    r.method,
+                    r.path,
+                    r.status.map_or("none".to_owned(), |s| s.to_string()),
+                    r.handler_status
+                        .map_or("none".to_owned(), |s| s.to_string()),
+                    r.fault
+                        .as_deref()
+                        .map(|f| format!(" [{f}]"))
+                        .unwrap_or_default(),
+                    if r.replayed { " (replayed)" } else { "" },
+                )
+            })
+            .collect();
+        bad.push(format!(
+            "idempotency key {key} applied {n} times: {}",
+            history.join(", ")
+        ));
     }
     if server.idempotency_mismatches() > 0 {
         bad.push(format!(

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod outbox;
 pub mod puller;
+mod push_turn;
 pub mod pusher;
 pub mod rate_limit;
 pub mod resolver;

@@ -8,7 +8,9 @@
 //! so per-record order holds across retries, restarts and dead letters, while one failing
 //! record never holds up the others.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use tidesync_core::{
 use crate::backoff::retry_delay;
 use crate::events::SyncEvent;
 use crate::outbox::{OutboxActor, Write};
+use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan, run_turn};
 use crate::rate_limit::RateLimiter;
 use crate::resolver::{ConflictResolverActor, Resolve};
 use crate::shared::SyncShared;
@@ -110,6 +113,38 @@ impl Handler<PushNow> for PusherActor {
 /// One entry and the answer the server gave for it.
 type Answered = (OutboxEntry, Result<PushOutcome>);
 
+/// A turn on its way through the store writer.
+type TurnFuture = Pin<Box<dyn Future<Output = Result<TurnDone>>>>;
+
+/// What woke the push loop.
+enum Woke {
+    Turn(Result<TurnDone>),
+    Answered(Option<std::result::Result<Vec<Answered>, tokio::task::JoinError>>),
+}
+
+/// What an answer asks for: a record in the next turn, or a conflict resolution now.
+enum Answer {
+    Settle(Settle),
+    Conflict(OutboxEntry, Option<tidesync_core::Record>),
+}
+
+/// The push loop's state between turns.
+#[derive(Default)]
+struct LoopState {
+    /// Requests prepared (marked in flight) and not sent yet.
+    prepared: VecDeque<Vec<(OutboxEntry, PushRequest)>>,
+    /// Answers waiting for the next turn to record them.
+    settle: Vec<Settle>,
+    /// Records whose push met a conflict: not pushed again in this cycle.
+    held_out: HashSet<(String, Key)>,
+    /// Where the next scan resumes.
+    scan_after: Option<u64>,
+    /// The last scan reached the end of the queue.
+    exhausted: bool,
+    /// The queue changed (outside a scanning turn) since the last scan.
+    dirty: bool,
+}
+
 struct PushCycle {
     /// The leadership epoch this cycle runs under; every write it makes is fenced by it.
     epoch: u64,
@@ -178,117 +213,168 @@ impl PushCycle {
         unsettled: &mut HashSet<u64>,
     ) -> Result<()> {
         let sh = &self.shared;
-        let settings = sh.settings.clone();
-        let mut busy: HashSet<(String, Key)> = HashSet::new();
+        let concurrency = sh.settings.concurrency;
+        let bulk_tables: HashSet<String> = sh
+            .db
+            .schema()
+            .tables()
+            .filter(|spec| sh.transport.supports_batch(&spec.name))
+            .map(|spec| spec.name.clone())
+            .collect();
+        let mut st = LoopState::default();
         let mut tasks: JoinSet<Vec<Answered>> = JoinSet::new();
+        let mut turn: Option<TurnFuture> = None;
         loop {
-            let free = settings.concurrency.saturating_sub(tasks.len());
-            let still_leading = sh.state.leader.load(Ordering::SeqCst);
-            if free > 0 && still_leading && !sh.state.auth_required.load(Ordering::SeqCst) {
-                let heads = {
-                    let read = sh.store.read()?;
-                    sh.db.ready_heads(
-                        &*read,
-                        wall_millis(),
-                        free * settings.batch_size,
-                        &busy,
-                        &excluded,
-                    )?
-                };
-                for group in self.group(heads, free) {
-                    let requests = self.mark_in_flight(group).await?;
-                    for (entry, _) in &requests {
-                        busy.insert((entry.table.clone(), entry.key.clone()));
-                        unsettled.insert(entry.seq);
-                    }
-                    if !requests.is_empty() {
-                        self.spawn_send(&mut tasks, requests);
-                    }
+            let can_push = sh.state.leader.load(Ordering::SeqCst)
+                && !sh.state.auth_required.load(Ordering::SeqCst);
+            if !can_push {
+                // Prepared but not sent: give them back (the attempt does not count).
+                for group in st.prepared.drain(..) {
+                    st.settle.extend(
+                        group
+                            .into_iter()
+                            .map(|(entry, _)| Settle::Release { entry }),
+                    );
                 }
             }
-            let Some(joined) = tasks.join_next().await else {
-                break;
-            };
-            let answered = joined.map_err(|e| Error::internal(format!("push task failed: {e}")))?;
-            for (entry, result) in answered {
-                let record = (entry.table.clone(), entry.key.clone());
-                // A record whose push met a conflict is not pushed again in this cycle: its
-                // resolution may queue a new entry, and a server that keeps refusing it must
-                // not turn the cycle into a loop (the next cycle tries again).
-                let conflicted = matches!(&result, Err(e) if e.kind() == ErrorKind::Conflict);
-                if !conflicted {
-                    busy.remove(&record);
+            while tasks.len() < concurrency
+                && let Some(group) = st.prepared.pop_front()
+            {
+                self.spawn_send(&mut tasks, group);
+            }
+            if turn.is_none() {
+                // Keep up to `concurrency` requests prepared beyond those in flight, so a
+                // freed slot is refilled at once while the next turn commits.
+                let room = (2 * concurrency).saturating_sub(tasks.len() + st.prepared.len());
+                let queue_changed = st.dirty || !st.settle.is_empty();
+                let scan = can_push && room > 0 && (!st.exhausted || queue_changed);
+                if scan || !st.settle.is_empty() {
+                    let plan = TurnPlan {
+                        epoch: Some(self.epoch),
+                        settle: std::mem::take(&mut st.settle),
+                        want_requests: if scan { room } else { 0 },
+                        // Past the end of the queue, a settled entry may have made an earlier
+                        // one ready (a record's next entry): start again from the head.
+                        scan_after: if st.exhausted { None } else { st.scan_after },
+                        held_out: st.held_out.clone(),
+                        paused_tables: excluded.clone(),
+                        bulk_tables: bulk_tables.clone(),
+                        batch_size: sh.settings.batch_size,
+                        now_ms: wall_millis(),
+                    };
+                    turn = Some(self.start_turn(plan));
                 }
-                let seq = entry.seq;
-                self.settle(entry, result, report).await?;
-                unsettled.remove(&seq);
+            }
+            if turn.is_none() && tasks.is_empty() {
+                break;
+            }
+            let woke = tokio::select! {
+                done = poll_turn(&mut turn) => Woke::Turn(done),
+                joined = tasks.join_next(), if !tasks.is_empty() => Woke::Answered(joined),
+            };
+            match woke {
+                Woke::Turn(done) => {
+                    turn = None;
+                    self.turn_committed(done?, &mut st, report, unsettled);
+                }
+                Woke::Answered(None) => {}
+                Woke::Answered(Some(joined)) => {
+                    let answered =
+                        joined.map_err(|e| Error::internal(format!("push task failed: {e}")))?;
+                    for (entry, result) in answered {
+                        let seq = entry.seq;
+                        match self.classify(entry, result, report) {
+                            Answer::Settle(op) => st.settle.push(op),
+                            Answer::Conflict(entry, remote) => {
+                                // Not pushed again in this cycle: its resolution may queue a
+                                // new entry, and a server that keeps refusing it must not turn
+                                // the cycle into a loop (the next cycle tries again).
+                                st.held_out.insert((entry.table.clone(), entry.key.clone()));
+                                self.resolve_push_conflict(entry, remote, report).await?;
+                                unsettled.remove(&seq);
+                                st.dirty = true;
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Forms up to `slots` requests: one entry each, or up to `batch_size` entries of one
-    /// table where the transport has a bulk endpoint for it.
-    fn group(&self, heads: Vec<OutboxEntry>, slots: usize) -> Vec<Vec<OutboxEntry>> {
-        let batch_size = self.shared.settings.batch_size;
-        let mut groups: Vec<Vec<OutboxEntry>> = Vec::new();
-        for entry in heads {
-            if self.shared.transport.supports_batch(&entry.table)
-                && let Some(group) = groups
-                    .iter_mut()
-                    .find(|g| g[0].table == entry.table && g.len() < batch_size)
-            {
-                group.push(entry);
-                continue;
-            }
-            if groups.len() < slots {
-                groups.push(vec![entry]);
-            }
-        }
-        groups
+    /// Sends `plan` to the store writer; the returned future resolves when it committed.
+    fn start_turn(&self, plan: TurnPlan) -> TurnFuture {
+        let reply = self
+            .outbox
+            .send(Write::new(move |db, txn| run_turn(db, txn, plan)));
+        Box::pin(async move {
+            reply
+                .await
+                .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
+        })
     }
 
-    /// Marks the group in flight (one transaction) and builds its requests.
-    async fn mark_in_flight(
+    /// Takes in what a committed turn did: reports, events, new requests, the scan cursor.
+    fn turn_committed(
         &self,
-        group: Vec<OutboxEntry>,
-    ) -> Result<Vec<(OutboxEntry, PushRequest)>> {
-        let epoch = Some(self.epoch);
-        let seqs: Vec<u64> = group.iter().map(|e| e.seq).collect();
-        write(
-            &self.outbox,
-            Write::new(move |db, txn| {
-                let mut out = Vec::with_capacity(seqs.len());
-                db.check_epoch(&*txn, epoch)?;
-                for seq in seqs {
-                    // Between reading the heads and now, a local write may have coalesced an
-                    // entry away (create + delete) or another path settled it: skip those.
-                    let still_ready = db
-                        .entry(&*txn, seq)?
-                        .is_some_and(|e| !e.in_flight && e.dead.is_none());
-                    if !still_ready {
-                        continue;
+        done: TurnDone,
+        st: &mut LoopState,
+        report: &mut PushReport,
+        unsettled: &mut HashSet<u64>,
+    ) {
+        let sh = &self.shared;
+        let settled_any = !done.settled.is_empty();
+        for settled in done.settled {
+            match settled {
+                Settled::Acked(acked) => {
+                    unsettled.remove(&acked.entry.seq);
+                    report.pushed += 1;
+                    if let Some((from, to)) = acked.remapped {
+                        sh.events.emit(SyncEvent::IdRemapped {
+                            table: acked.entry.table,
+                            from,
+                            to,
+                        });
                     }
-                    let entry = db.mark_in_flight(txn, seq)?;
-                    let base_version = db
-                        .base(&*txn, &entry.table, &entry.key)?
-                        .and_then(|b| b.version);
-                    let request = PushRequest {
-                        table: entry.table.clone(),
-                        key: entry.key.clone(),
-                        op: entry.op,
-                        record: entry.record.clone(),
-                        changed: entry.changed.clone(),
-                        idempotency_key: entry.idempotency_key.clone(),
-                        base_version,
-                        epoch,
-                    };
-                    out.push((entry, request));
                 }
-                Ok((out, Vec::new()))
-            }),
-        )
-        .await
+                // The server took it, but its answer cannot be applied here (e.g. a bad
+                // server key): this one entry is dead-lettered, the cycle goes on.
+                Settled::AckFailed(entry, err) => {
+                    let why =
+                        format!("the server accepted it, but applying its answer failed: {err}");
+                    let info = dead_letter_info("ack_failed", why, &err);
+                    st.settle.push(Settle::DeadLetter { entry, info });
+                }
+                Settled::Retried(entry) | Settled::Released(entry) => {
+                    unsettled.remove(&entry.seq);
+                }
+                Settled::DeadLettered(entry, info) => {
+                    unsettled.remove(&entry.seq);
+                    tracing::warn!(table = %entry.table, key = %entry.key, seq = entry.seq, error = %info.error, "entry dead-lettered");
+                    telemetry::dead_lettered(&entry.table);
+                    sh.events.emit(SyncEvent::DeadLettered {
+                        table: entry.table,
+                        key: entry.key,
+                        seq: entry.seq,
+                        error: info.error,
+                    });
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+        match done.scan {
+            Some(scan) => {
+                st.scan_after = scan.resume_after;
+                st.exhausted = scan.exhausted;
+                // The turn settled before it scanned: the scan saw everything.
+                st.dirty = false;
+            }
+            None => st.dirty |= settled_any,
+        }
+        for group in done.requests {
+            unsettled.extend(group.iter().map(|(entry, _)| entry.seq));
+            st.prepared.push_back(group);
+        }
     }
 
     fn spawn_send(
@@ -336,13 +422,13 @@ impl PushCycle {
         });
     }
 
-    /// Records one entry's outcome durably.
-    async fn settle(
+    /// Decides what the server's answer means for the entry (recorded by the next turn).
+    fn classify(
         &self,
         entry: OutboxEntry,
         result: Result<PushOutcome>,
         report: &mut PushReport,
-    ) -> Result<()> {
+    ) -> Answer {
         let sh = &self.shared;
         // A conflict is a normal answer (the resolver handles it), not a failed request.
         let answered = match &result {
@@ -351,73 +437,38 @@ impl PushCycle {
         };
         sh.state.record_request(answered);
         let table = entry.table.clone();
-        match result {
+        let mut err = match result {
             Ok(outcome) => {
                 telemetry::push_outcome(&table, "acked");
                 if let Some(server_ms) = outcome.server_time_ms {
                     telemetry::observe_server_clock(&sh.state, server_ms);
                 }
-                let seq = entry.seq;
-                let epoch = Some(self.epoch);
-                let acked = write(
-                    &self.outbox,
-                    Write::new(move |db, txn| {
-                        db.check_epoch(&*txn, epoch)?;
-                        let acked = db.ack_push(txn, seq, &outcome)?;
-                        let changes = acked.changes.clone();
-                        Ok((acked, changes))
-                    }),
-                )
-                .await;
-                let acked = match acked {
-                    Ok(acked) => acked,
-                    // The store or the engine failed, or a newer leader took over: stop here.
-                    Err(err) if is_fatal(&err) => return Err(err),
-                    // The server took it, but its answer cannot be applied here (e.g. a bad
-                    // server key): this one entry is dead-lettered, the cycle goes on.
-                    Err(err) => {
-                        let why = format!(
-                            "the server accepted it, but applying its answer failed: {err}"
-                        );
-                        return self
-                            .dead_letter(&entry, "ack_failed", why, &err, report)
-                            .await;
-                    }
-                };
-                if let Some((from, to)) = acked.remapped {
-                    sh.events.emit(SyncEvent::IdRemapped { table, from, to });
-                }
-                report.pushed += 1;
+                return Answer::Settle(Settle::Ack { entry, outcome });
             }
-            Err(err) => self.settle_failure(entry, err, report).await?,
-        }
-        Ok(())
-    }
-
-    async fn settle_failure(
-        &self,
-        entry: OutboxEntry,
-        mut err: Error,
-        report: &mut PushReport,
-    ) -> Result<()> {
-        let sh = &self.shared;
-        let (seq, table) = (entry.seq, entry.table.clone());
+            Err(err) => err,
+        };
         let message = err.to_string();
         match err.kind() {
             ErrorKind::Auth => {
                 telemetry::push_outcome(&table, "auth");
-                // Nothing is dead-lettered: the entry waits for new credentials.
-                self.retry_at(seq, 0, &message).await?;
                 if !sh.state.auth_required.swap(true, Ordering::SeqCst) {
                     sh.events.emit(SyncEvent::AuthRequired { table });
                 }
                 report.auth_blocked = true;
-                report.first_error.get_or_insert((ErrorKind::Auth, message));
+                report
+                    .first_error
+                    .get_or_insert((ErrorKind::Auth, message.clone()));
+                // Nothing is dead-lettered: the entry waits for new credentials.
+                Answer::Settle(Settle::Retry {
+                    entry,
+                    at_ms: 0,
+                    message,
+                })
             }
             ErrorKind::Conflict => {
                 telemetry::push_outcome(&table, "conflict");
                 let remote = err.take_remote_record();
-                self.resolve_push_conflict(entry, remote, report).await?;
+                Answer::Conflict(entry, remote)
             }
             kind if kind.retryable() => {
                 telemetry::push_outcome(&table, "retry");
@@ -427,23 +478,25 @@ impl PushCycle {
                 }
                 if entry.attempts >= sh.settings.max_attempts {
                     let why = format!("gave up after {} attempts: {message}", entry.attempts);
-                    self.dead_letter(&entry, "retries_exhausted", why, &err, report)
-                        .await?;
+                    let info = dead_letter_info("retries_exhausted", why, &err);
+                    Answer::Settle(Settle::DeadLetter { entry, info })
                 } else {
                     let delay = retry_delay(&sh.settings, entry.attempts, err.retry_after_delay());
-                    let next = wall_millis() + delay.as_millis() as u64;
-                    self.retry_at(seq, next, &message).await?;
                     report.retried += 1;
-                    report.first_error.get_or_insert((kind, message));
+                    report.first_error.get_or_insert((kind, message.clone()));
+                    Answer::Settle(Settle::Retry {
+                        entry,
+                        at_ms: wall_millis() + delay.as_millis() as u64,
+                        message,
+                    })
                 }
             }
             kind => {
                 telemetry::push_outcome(&table, "dead_letter");
-                self.dead_letter(&entry, kind.as_str(), message, &err, report)
-                    .await?;
+                let info = dead_letter_info(kind.as_str(), message, &err);
+                Answer::Settle(Settle::DeadLetter { entry, info })
             }
         }
-        Ok(())
     }
 
     async fn retry_at(&self, seq: u64, next_ms: u64, message: &str) -> Result<()> {
@@ -457,43 +510,6 @@ impl PushCycle {
             }),
         )
         .await
-    }
-
-    async fn dead_letter(
-        &self,
-        entry: &OutboxEntry,
-        kind: &str,
-        message: String,
-        err: &Error,
-        report: &mut PushReport,
-    ) -> Result<()> {
-        let info = DeadLetterInfo {
-            kind: kind.to_owned(),
-            error: message.clone(),
-            status: err.http_status(),
-            response_excerpt: err.response_excerpt().map(str::to_owned),
-            at_ms: wall_millis(),
-        };
-        let seq = entry.seq;
-        let epoch = Some(self.epoch);
-        write(
-            &self.outbox,
-            Write::new(move |db, txn| {
-                db.check_epoch(&*txn, epoch)?;
-                Ok((db.dead_letter(txn, seq, info)?, Vec::new()))
-            }),
-        )
-        .await?;
-        tracing::warn!(table = %entry.table, key = %entry.key, seq, error = %message, "entry dead-lettered");
-        telemetry::dead_lettered(&entry.table);
-        self.shared.events.emit(SyncEvent::DeadLettered {
-            table: entry.table.clone(),
-            key: entry.key.clone(),
-            seq,
-            error: message,
-        });
-        report.dead_lettered += 1;
-        Ok(())
     }
 
     /// A 409/412: find the server's current version, ask the table's strategy, and apply the
@@ -595,24 +611,30 @@ impl PushCycle {
     }
 }
 
-/// Failures that end a push cycle (as opposed to failures of one entry).
-fn is_fatal(err: &Error) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::Storage | ErrorKind::Closed | ErrorKind::Fenced | ErrorKind::Internal
-    )
+fn dead_letter_info(kind: &str, message: String, err: &Error) -> DeadLetterInfo {
+    DeadLetterInfo {
+        kind: kind.to_owned(),
+        error: message,
+        status: err.http_status(),
+        response_excerpt: err.response_excerpt().map(str::to_owned),
+        at_ms: wall_millis(),
+    }
+}
+
+/// Waits for the running turn, or forever when there is none (for `select!`).
+async fn poll_turn(turn: &mut Option<TurnFuture>) -> Result<TurnDone> {
+    match turn {
+        Some(running) => running.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long until the earliest entry in backoff becomes due, if any (for the scheduler).
 pub fn next_due_in(shared: &SyncShared) -> Result<Option<Duration>> {
     let read = shared.store.read()?;
     let now = wall_millis();
-    let earliest = shared
-        .db
-        .outbox(&*read, None, 10_000)?
-        .into_iter()
-        .filter(|e| e.dead.is_none() && e.next_attempt_at_ms > now)
-        .map(|e| e.next_attempt_at_ms)
-        .min();
-    Ok(earliest.map(|at| Duration::from_millis(at - now)))
+    let earliest = shared.db.earliest_retry_at(&*read)?;
+    Ok(earliest
+        .filter(|at| *at > now)
+        .map(|at| Duration::from_millis(at - now)))
 }

@@ -9,6 +9,8 @@
 //! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
 //! | `o/by_table`        | table ‖ seq                      | empty               |
 //! | `o/dead`            | seq                              | empty               |
+//! | `o/in_flight`       | seq                              | empty               |
+//! | `o/backoff`         | seq                              | next attempt (ms)   |
 //! | `m`                 | meta name                        | meta value          |
 //! | `c`                 | table                            | pull cursor JSON    |
 //!
@@ -43,6 +45,11 @@ pub const OUTBOX_BY_RECORD: &str = "o/by_record";
 pub const OUTBOX_BY_TABLE: &str = "o/by_table";
 /// Dead-lettered entries by sequence number.
 pub const DEAD: &str = "o/dead";
+/// Entries handed to the transport and not settled yet, by sequence number (so that
+/// re-queueing them after a crash costs O(in flight), not O(backlog)).
+pub const IN_FLIGHT: &str = "o/in_flight";
+/// Entries waiting out a retry delay, by sequence number, with the time they become due.
+pub const BACKOFF: &str = "o/backoff";
 /// Engine metadata (sequence counter, clock, queue depths, epoch).
 pub const META: &str = "m";
 /// Pull checkpoints by table.
@@ -54,6 +61,9 @@ pub const META_NEXT_SEQ: &[u8] = b"next_seq";
 pub const META_HLC: &[u8] = b"hlc";
 /// Meta key of the highest leadership epoch that claimed this database.
 pub const META_EPOCH: &[u8] = b"leader_epoch";
+/// Meta key set once [`IN_FLIGHT`] and [`BACKOFF`] are maintained for every entry (databases
+/// written before they existed get them rebuilt once).
+pub const META_STATE_INDEXES: &[u8] = b"outbox_state_indexes";
 
 /// Meta key of the queue depth of `table`.
 pub fn meta_depth(table: &str) -> Vec<u8> {

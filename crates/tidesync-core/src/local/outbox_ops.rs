@@ -33,7 +33,10 @@ impl LocalDb {
     ) -> Result<()> {
         let tail = self.pending(&*txn, &spec.name, key)?.pop();
         match coalesce(tail.as_ref(), change, hlc) {
-            Coalesced::Replace(entry) => self.save_entry(txn, &entry),
+            Coalesced::Replace(entry) => match &tail {
+                Some(tail) => self.update_entry(txn, tail, &entry),
+                None => self.insert_entry(txn, &entry),
+            },
             Coalesced::RemoveTail => match tail {
                 Some(tail) => self.remove_entry(txn, &tail),
                 None => Ok(()),
@@ -56,7 +59,7 @@ impl LocalDb {
                     in_flight: false,
                     dead: None,
                 };
-                self.save_entry(txn, &entry)?;
+                self.insert_entry(txn, &entry)?;
                 let mut by_record = layout::record_prefix(&spec.name, key);
                 by_record.extend_from_slice(&seq_bytes(seq));
                 txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])?;
@@ -71,7 +74,11 @@ impl LocalDb {
     fn next_seq(&self, txn: &mut dyn WriteTxn) -> Result<u64> {
         let next = match txn.get(layout::META, layout::META_NEXT_SEQ)? {
             Some(bytes) => read_u64(&bytes)?,
-            None => 1,
+            None => {
+                // The first entry of a new database: its state indexes start complete.
+                txn.put(layout::META, layout::META_STATE_INDEXES, &[1])?;
+                1
+            }
         };
         txn.put(
             layout::META,
@@ -91,7 +98,8 @@ impl LocalDb {
         txn.put(layout::META, &key, &next.to_be_bytes())
     }
 
-    fn save_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
+    /// Writes a new entry (not in flight, not in backoff: no state index rows).
+    fn insert_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
         let bytes = serde_json::to_vec(entry).map_err(|e| {
             Error::internal(format!("cannot encode outbox entry: {e}"))
                 .table(entry.table.clone())
@@ -100,8 +108,43 @@ impl LocalDb {
         txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)
     }
 
+    /// Rewrites an entry that was `before`, keeping the in-flight and backoff indexes in step.
+    fn update_entry(
+        &self,
+        txn: &mut dyn WriteTxn,
+        before: &OutboxEntry,
+        after: &OutboxEntry,
+    ) -> Result<()> {
+        self.insert_entry(txn, after)?;
+        let key = seq_bytes(after.seq);
+        let (was, is) = (EntryState::of(before), EntryState::of(after));
+        if was.in_flight != is.in_flight {
+            if is.in_flight {
+                txn.put(layout::IN_FLIGHT, &key, &[])?;
+            } else {
+                txn.delete(layout::IN_FLIGHT, &key)?;
+            }
+        }
+        if was.backoff_until != is.backoff_until {
+            match is.backoff_until {
+                Some(at) => txn.put(layout::BACKOFF, &key, &at.to_be_bytes())?,
+                None => {
+                    txn.delete(layout::BACKOFF, &key)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn remove_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
         txn.delete(layout::OUTBOX, &seq_bytes(entry.seq))?;
+        let state = EntryState::of(entry);
+        if state.in_flight {
+            txn.delete(layout::IN_FLIGHT, &seq_bytes(entry.seq))?;
+        }
+        if state.backoff_until.is_some() {
+            txn.delete(layout::BACKOFF, &seq_bytes(entry.seq))?;
+        }
         let mut by_record = layout::record_prefix(&entry.table, &entry.key);
         by_record.extend_from_slice(&seq_bytes(entry.seq));
         txn.delete(layout::OUTBOX_BY_RECORD, &by_record)?;
@@ -204,9 +247,8 @@ impl LocalDb {
 
     /// The entries that may be sent now: for each record, its head entry, if that head is not
     /// in flight, not dead, due at `now_ms`, its table not in `paused_tables`, the record has
-    /// no parked conflict, and every
-    /// record it references has no pending create. At most `limit`, in enqueue order;
-    /// records in `busy` (already being pushed) are skipped.
+    /// no parked conflict, and every record it references has no pending create. At most
+    /// `limit`, in enqueue order; records in `busy` (already being pushed) are skipped.
     pub fn ready_heads(
         &self,
         txn: &dyn ReadTxn,
@@ -215,52 +257,92 @@ impl LocalDb {
         busy: &HashSet<(String, Key)>,
         paused_tables: &HashSet<String>,
     ) -> Result<Vec<OutboxEntry>> {
-        let mut seen: HashSet<(String, Key)> = HashSet::new();
-        let mut ready = Vec::new();
-        let mut after: Option<[u8; 8]> = None;
-        const PAGE: usize = 512;
+        Ok(self
+            .scan_ready(txn, now_ms, None, limit, busy, paused_tables)?
+            .entries)
+    }
+
+    /// Like [`LocalDb::ready_heads`], but only among entries after sequence number `after`, so
+    /// a pusher draining a long backlog resumes where its last scan stopped instead of
+    /// re-reading the head of the queue every time.
+    pub fn scan_ready(
+        &self,
+        txn: &dyn ReadTxn,
+        now_ms: u64,
+        after: Option<u64>,
+        limit: usize,
+        busy: &HashSet<(String, Key)>,
+        paused_tables: &HashSet<String>,
+    ) -> Result<ReadyScan> {
+        let mut scan = ReadyScan {
+            entries: Vec::new(),
+            last_seq: after,
+            exhausted: false,
+        };
+        if limit == 0 {
+            return Ok(scan);
+        }
+        // Read a little more than asked (some rows are not ready), never a huge page.
+        let page = limit.saturating_mul(2).clamp(16, 512);
         loop {
+            let after_key = scan.last_seq.map(seq_bytes);
             let rows = txn.range(
                 layout::OUTBOX,
-                match &after {
+                match &after_key {
                     Some(a) => std::ops::Bound::Excluded(a.as_slice()),
                     None => std::ops::Bound::Unbounded,
                 },
                 std::ops::Bound::Unbounded,
-                Some(PAGE),
+                Some(page),
                 false,
             )?;
-            let exhausted = rows.len() < PAGE;
-            for (_, v) in &rows {
+            let end_of_queue = rows.len() < page;
+            for (k, v) in &rows {
+                scan.last_seq = Some(layout::seq_from_suffix(k)?);
                 let entry = decode_entry(v)?;
-                let id = (entry.table.clone(), entry.key.clone());
-                // Only a record's first entry can be sent; later ones wait behind it.
-                if !seen.insert(id.clone()) {
-                    continue;
-                }
-                if entry.in_flight
-                    || entry.dead.is_some()
-                    || entry.next_attempt_at_ms > now_ms
-                    || busy.contains(&id)
-                    || paused_tables.contains(&entry.table)
-                    || self.is_parked(txn, &entry.table, &entry.key)?
-                    || self.waits_for_reference(txn, &entry)?
-                {
-                    continue;
-                }
-                ready.push(entry);
-                if ready.len() >= limit {
-                    return Ok(ready);
+                if self.is_ready(txn, &entry, now_ms, busy, paused_tables)? {
+                    scan.entries.push(entry);
+                    if scan.entries.len() >= limit {
+                        return Ok(scan);
+                    }
                 }
             }
-            match rows.last() {
-                Some((k, _)) if !exhausted => {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(k.get(..8).ok_or_else(|| Error::internal("bad seq key"))?);
-                    after = Some(a);
-                }
-                _ => return Ok(ready),
+            if end_of_queue {
+                scan.exhausted = true;
+                return Ok(scan);
             }
+        }
+    }
+
+    fn is_ready(
+        &self,
+        txn: &dyn ReadTxn,
+        entry: &OutboxEntry,
+        now_ms: u64,
+        busy: &HashSet<(String, Key)>,
+        paused_tables: &HashSet<String>,
+    ) -> Result<bool> {
+        if entry.in_flight
+            || entry.dead.is_some()
+            || entry.next_attempt_at_ms > now_ms
+            || paused_tables.contains(&entry.table)
+            || busy.contains(&(entry.table.clone(), entry.key.clone()))
+        {
+            return Ok(false);
+        }
+        // Only a record's first entry can be sent; later ones wait behind it.
+        Ok(self.is_head(txn, entry)?
+            && !self.is_parked(txn, &entry.table, &entry.key)?
+            && !self.waits_for_reference(txn, entry)?)
+    }
+
+    /// Whether `entry` is the first queued entry of its record.
+    fn is_head(&self, txn: &dyn ReadTxn, entry: &OutboxEntry) -> Result<bool> {
+        let prefix = layout::record_prefix(&entry.table, &entry.key);
+        let first = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, Some(1))?;
+        match first.first() {
+            Some((k, _)) => Ok(layout::seq_from_suffix(k)? == entry.seq),
+            None => Ok(false),
         }
     }
 
@@ -285,11 +367,25 @@ impl LocalDb {
     /// Marks an entry as handed to the transport (one more attempt). From now on it is sealed:
     /// later edits queue behind it.
     pub fn mark_in_flight(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
-        let mut entry = self.entry_or_err(&*txn, seq)?;
+        let before = self.entry_or_err(&*txn, seq)?;
+        let mut entry = before.clone();
         entry.in_flight = true;
         entry.attempts += 1;
-        self.save_entry(txn, &entry)?;
+        self.update_entry(txn, &before, &entry)?;
         Ok(entry)
+    }
+
+    /// Takes back an entry that was marked in flight but never sent. It stays sealed (its
+    /// attempt still counts): edits made meanwhile queued behind it, and unsealing it would
+    /// let them overtake or fold into it.
+    pub fn release(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<()> {
+        let before = self.entry_or_err(&*txn, seq)?;
+        if !before.in_flight {
+            return Ok(());
+        }
+        let mut entry = before.clone();
+        entry.in_flight = false;
+        self.update_entry(txn, &before, &entry)
     }
 
     /// Puts an in-flight entry back in the queue, not to be sent before `next_attempt_at_ms`.
@@ -300,11 +396,12 @@ impl LocalDb {
         next_attempt_at_ms: u64,
         error: &str,
     ) -> Result<()> {
-        let mut entry = self.entry_or_err(&*txn, seq)?;
+        let before = self.entry_or_err(&*txn, seq)?;
+        let mut entry = before.clone();
         entry.in_flight = false;
         entry.next_attempt_at_ms = next_attempt_at_ms;
         entry.last_error = Some(error.to_owned());
-        self.save_entry(txn, &entry)
+        self.update_entry(txn, &before, &entry)
     }
 
     /// Removes an acknowledged entry.
@@ -317,17 +414,18 @@ impl LocalDb {
     /// Replaces an entry in place (same position and idempotency key), e.g. after a conflict
     /// resolution rewrote what must be pushed.
     pub fn rewrite(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        self.entry_or_err(&*txn, entry.seq)?;
-        self.save_entry(txn, entry)
+        let before = self.entry_or_err(&*txn, entry.seq)?;
+        self.update_entry(txn, &before, entry)
     }
 
     /// Turns a create the server refused because the id is taken by a tombstone into an
     /// update carrying every field (PUT upserts), due now. Keeps its place and key.
     pub fn create_as_upsert(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<()> {
-        let mut entry = self.entry_or_err(&*txn, seq)?;
-        if entry.op != crate::Op::Create {
+        let before = self.entry_or_err(&*txn, seq)?;
+        if before.op != crate::Op::Create {
             return Ok(());
         }
+        let mut entry = before.clone();
         entry.op = crate::Op::Update;
         entry.changed = entry
             .record
@@ -336,7 +434,7 @@ impl LocalDb {
             .unwrap_or_default();
         entry.in_flight = false;
         entry.next_attempt_at_ms = 0;
-        self.save_entry(txn, &entry)
+        self.update_entry(txn, &before, &entry)
     }
 
     /// Moves an entry to the dead-letter queue. It keeps its place in the record's order, so
@@ -347,15 +445,16 @@ impl LocalDb {
         seq: u64,
         info: DeadLetterInfo,
     ) -> Result<()> {
-        let mut entry = self.entry_or_err(&*txn, seq)?;
-        if entry.dead.is_none() {
-            self.add_depth(txn, &entry.table, -1)?;
+        let before = self.entry_or_err(&*txn, seq)?;
+        if before.dead.is_none() {
+            self.add_depth(txn, &before.table, -1)?;
         }
+        let mut entry = before.clone();
         entry.in_flight = false;
         entry.last_error = Some(info.error.clone());
         entry.dead = Some(info);
         txn.put(layout::DEAD, &seq_bytes(seq), &[])?;
-        self.save_entry(txn, &entry)
+        self.update_entry(txn, &before, &entry)
     }
 
     /// Dead-lettered entries, oldest first, optionally of one table.
@@ -390,14 +489,15 @@ impl LocalDb {
         seq: u64,
         edited: Option<Record>,
     ) -> Result<OutboxEntry> {
-        let mut entry = self.entry_or_err(&*txn, seq)?;
-        if entry.dead.is_none() {
+        let before = self.entry_or_err(&*txn, seq)?;
+        if before.dead.is_none() {
             return Err(
                 Error::invalid(format!("outbox entry #{seq} is not a dead letter"))
-                    .table(entry.table.clone())
-                    .key(&entry.key),
+                    .table(before.table.clone())
+                    .key(&before.key),
             );
         }
+        let mut entry = before.clone();
         if let Some(record) = edited {
             let spec = self.schema.table(&entry.table)?;
             if spec.key_of(&record)?.as_ref() != Some(&entry.key) {
@@ -412,7 +512,7 @@ impl LocalDb {
         entry.next_attempt_at_ms = 0;
         txn.delete(layout::DEAD, &seq_bytes(seq))?;
         self.add_depth(txn, &entry.table, 1)?;
-        self.save_entry(txn, &entry)?;
+        self.update_entry(txn, &before, &entry)?;
         Ok(entry)
     }
 
@@ -431,33 +531,125 @@ impl LocalDb {
     }
 
     /// Makes every waiting entry due now (e.g. when the network comes back, entries in backoff
-    /// need not wait out their delay). Returns how many changed.
+    /// need not wait out their delay). Returns how many changed. Reads only the entries in
+    /// backoff.
     pub fn make_due(&self, txn: &mut dyn WriteTxn, now_ms: u64) -> Result<usize> {
         let mut changed = 0;
-        let all = self.outbox(&*txn, None, usize::MAX)?;
-        for mut entry in all
-            .into_iter()
-            .filter(|e| e.dead.is_none() && !e.in_flight && e.next_attempt_at_ms > now_ms)
-        {
+        for (k, v) in self.all_rows(&*txn, layout::BACKOFF)? {
+            if read_u64(&v)? <= now_ms {
+                continue;
+            }
+            let before = self.entry_or_err(&*txn, layout::seq_from_suffix(&k)?)?;
+            let mut entry = before.clone();
             entry.next_attempt_at_ms = 0;
-            self.save_entry(txn, &entry)?;
+            self.update_entry(txn, &before, &entry)?;
             changed += 1;
         }
         Ok(changed)
     }
 
+    /// When the earliest entry in backoff becomes due (wall-clock ms), if any entry waits.
+    /// Reads the backoff index only (8 bytes per waiting entry), never the entries.
+    pub fn earliest_retry_at(&self, txn: &dyn ReadTxn) -> Result<Option<u64>> {
+        let mut earliest: Option<u64> = None;
+        for (_, v) in self.all_rows(txn, layout::BACKOFF)? {
+            let at = read_u64(&v)?;
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+        Ok(earliest)
+    }
+
     /// After a restart, entries that were in flight when the process died are put back in the
     /// queue (still sealed: they may have reached the server, so they keep their idempotency
-    /// key and are never coalesced). Returns how many were reset.
+    /// key and are never coalesced). Returns how many were reset. Costs O(entries in flight).
     pub fn reset_in_flight(&self, txn: &mut dyn WriteTxn) -> Result<usize> {
+        if txn.get(layout::META, layout::META_STATE_INDEXES)?.is_none() {
+            self.rebuild_state_indexes(txn)?;
+        }
         let mut reset = 0;
-        let all = self.outbox(&*txn, None, usize::MAX)?;
-        for mut entry in all.into_iter().filter(|e| e.in_flight) {
+        for (k, _) in self.all_rows(&*txn, layout::IN_FLIGHT)? {
+            let before = self.entry_or_err(&*txn, layout::seq_from_suffix(&k)?)?;
+            let mut entry = before.clone();
             entry.in_flight = false;
-            self.save_entry(txn, &entry)?;
+            self.update_entry(txn, &before, &entry)?;
             reset += 1;
         }
         Ok(reset)
+    }
+
+    /// Builds the in-flight and backoff indexes of a database written before they existed
+    /// (one pass over the outbox, once in the database's life).
+    fn rebuild_state_indexes(&self, txn: &mut dyn WriteTxn) -> Result<()> {
+        let mut after: Option<[u8; 8]> = None;
+        const PAGE: usize = 512;
+        loop {
+            let rows = txn.range(
+                layout::OUTBOX,
+                match &after {
+                    Some(a) => std::ops::Bound::Excluded(a.as_slice()),
+                    None => std::ops::Bound::Unbounded,
+                },
+                std::ops::Bound::Unbounded,
+                Some(PAGE),
+                false,
+            )?;
+            for (k, v) in &rows {
+                let entry = decode_entry(v)?;
+                let state = EntryState::of(&entry);
+                if state.in_flight {
+                    txn.put(layout::IN_FLIGHT, k, &[])?;
+                }
+                if let Some(at) = state.backoff_until {
+                    txn.put(layout::BACKOFF, k, &at.to_be_bytes())?;
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == PAGE => {
+                    after = Some(seq_bytes(layout::seq_from_suffix(k)?));
+                }
+                _ => break,
+            }
+        }
+        txn.put(layout::META, layout::META_STATE_INDEXES, &[1])
+    }
+
+    fn all_rows(&self, txn: &dyn ReadTxn, keyspace: &str) -> Result<Vec<crate::store::KeyValue>> {
+        txn.range(
+            keyspace,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            None,
+            false,
+        )
+    }
+}
+
+/// Where a scan for ready entries ([`LocalDb::scan_ready`]) stopped.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyScan {
+    /// The ready entries found, in enqueue order.
+    pub entries: Vec<OutboxEntry>,
+    /// The last sequence number looked at (where the next scan may resume).
+    pub last_seq: Option<u64>,
+    /// The scan reached the end of the queue.
+    pub exhausted: bool,
+}
+
+/// The parts of an entry's state that the in-flight and backoff indexes mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryState {
+    in_flight: bool,
+    /// Due time of an entry that waits out a retry delay (not in flight, not dead).
+    backoff_until: Option<u64>,
+}
+
+impl EntryState {
+    fn of(entry: &OutboxEntry) -> Self {
+        let waiting = !entry.in_flight && entry.dead.is_none() && entry.next_attempt_at_ms > 0;
+        EntryState {
+            in_flight: entry.in_flight,
+            backoff_until: waiting.then_some(entry.next_attempt_at_ms),
+        }
     }
 }
 

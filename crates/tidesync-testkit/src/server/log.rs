@@ -46,11 +46,23 @@ pub struct LoggedRequest {
     pub status: Option<u16>,
     /// The injected fault, as [`super::FaultKind::label`].
     pub fault: Option<String>,
-    /// Whether the response was replayed from the idempotency store.
+    /// The status the handler answered with, before any response fault rewrote or dropped it
+    /// (`commit-then-…`, `malformed`, …); `None` if no handler ran.
+    pub handler_status: Option<u16>,
+    /// Whether the handler's answer was replayed from the idempotency store.
     pub replayed: bool,
 }
 
 impl LoggedRequest {
+    /// Whether the handler applied a write here for the first time: it answered 2xx and the
+    /// answer was not a replay. Unlike [`LoggedRequest::status`], this holds also when a fault
+    /// then dropped the answer or replaced it (a `malformed` 200 over a refused write).
+    pub fn applied_fresh(&self) -> bool {
+        self.is_write()
+            && self.handler_status.is_some_and(|s| (200..300).contains(&s))
+            && !self.replayed
+    }
+
     /// A logged header by (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -181,7 +181,7 @@ fn finish(st: &Shared, seq: u64, mut resp: Response) -> Response {
     let replayed = resp.extensions().get::<Replayed>().is_some();
     st.log().update(seq, |e| {
         e.status = Some(status);
-        e.replayed = replayed;
+        e.replayed |= replayed;
     });
     resp
 }
@@ -217,6 +217,7 @@ pub(crate) async fn pipeline(State(st): State<Arc<Shared>>, req: Request, next: 
         },
         status: None,
         fault: None,
+        handler_status: None,
         replayed: false,
     });
     let Some(bytes) = bytes else {
@@ -276,6 +277,13 @@ pub(crate) async fn pipeline(State(st): State<Arc<Shared>>, req: Request, next: 
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    // What the handler did, recorded before a response fault hides it.
+    let handler_status = resp.status().as_u16();
+    let replayed = resp.extensions().get::<Replayed>().is_some();
+    st.log().update(seq, |e| {
+        e.handler_status = Some(handler_status);
+        e.replayed = replayed;
+    });
 
     let resp = match decision.kind {
         Some(FaultKind::CommitThenDrop) => return drop_connection(conn).await,

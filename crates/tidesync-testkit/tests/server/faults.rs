@@ -173,6 +173,13 @@ async fn commit_then_fail_applies_and_a_keyed_retry_replays() -> Result<()> {
     let log = server.request_log();
     assert_eq!(log[0].fault.as_deref(), Some("commit-then-drop"));
     assert_eq!(log[0].status, None);
+    // The log still tells what the handler did behind the fault.
+    assert_eq!(log[0].handler_status, Some(201));
+    assert!(
+        log[0].applied_fresh(),
+        "applied, although the client saw nothing"
+    );
+    assert!(!log[1].applied_fresh(), "the retry was a replay");
     Ok(())
 }
 
@@ -202,6 +209,14 @@ async fn malformed_and_oversized_bodies() -> Result<()> {
     let r = api.delete("/api/m/b").await?;
     assert_eq!(r.status, 200, "even a 204 becomes a garbled 200");
     assert!(serde_json::from_str::<Value>(&r.text).is_err());
+
+    // A refused write under a garbled 200 was not applied, and the log says so.
+    server.fail_next(1, FaultKind::Malformed);
+    let r = api.post("/api/m", &json!({"id": "a"})).await?;
+    assert_eq!(r.status, 200);
+    let refused = server.request_log().pop().expect("logged");
+    assert_eq!(refused.handler_status, Some(409));
+    assert!(!refused.applied_fresh());
 
     server.fail_next(1, FaultKind::oversized());
     let r = api.get("/api/m").await?;
