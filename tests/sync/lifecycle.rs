@@ -255,6 +255,62 @@ async fn refused_credentials_pause_pushing_without_dead_letters() {
 }
 
 #[tokio::test]
+async fn an_auth_pause_mid_backlog_leaves_nothing_in_flight_and_loses_nothing() {
+    let server = ReferenceServer::builder()
+        .auth(Duration::from_secs(60))
+        .start()
+        .await;
+    let token = Arc::new(Mutex::new(server.issue_token()));
+    let transport = RestTransport::builder(server.url())
+        .table("posts", routes("posts"))
+        .auth(SharedToken(token.clone()))
+        .build()
+        .unwrap();
+    let engine = tidesync::Engine::builder()
+        .store(tidesync::MemoryStore::new())
+        .table(tidesync::TableSpec::new("posts"))
+        .transport(transport)
+        .settings(settings())
+        .start()
+        .unwrap();
+    let posts = engine.table::<Value>("posts").unwrap();
+    // More records than the pusher sends and prepares at once, so some are prepared (marked
+    // in flight) but never sent when the first refusal pauses pushing.
+    for i in 0..200 {
+        posts.put(&json!({"id": format!("p{i}")})).await.unwrap();
+    }
+    server.expire_all_tokens();
+    let err = engine.push().await.unwrap_err();
+    assert_eq!(err.kind(), tidesync::ErrorKind::Auth);
+    let outbox = engine.outbox(None, 1000).unwrap();
+    assert_eq!(outbox.len(), 200, "nothing lost");
+    assert!(
+        outbox.iter().all(|e| !e.in_flight),
+        "nothing left in flight: {:?}",
+        outbox.iter().filter(|e| e.in_flight).count()
+    );
+    assert!(engine.dead_letters(None).unwrap().is_empty());
+
+    *token.lock().unwrap() = server.issue_token();
+    engine.credentials_updated().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !engine.outbox(None, 1).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog did not drain"
+        );
+        let _ = engine.push().await;
+    }
+    for i in 0..200 {
+        assert_eq!(
+            server.create_count("posts", format!("p{i}").as_str()),
+            1,
+            "p{i}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn rate_limit_spaces_requests() {
     // Upstream scenario 19.
     let server = ReferenceServer::start().await;

@@ -110,6 +110,9 @@ impl Handler<PushNow> for PusherActor {
     }
 }
 
+/// Fewest single-entry requests the push loop keeps prepared beyond those in flight.
+const PREPARE_AHEAD_MIN: usize = 32;
+
 /// One entry and the answer the server gave for it.
 type Answered = (OutboxEntry, Result<PushOutcome>);
 
@@ -243,9 +246,15 @@ impl PushCycle {
                 self.spawn_send(&mut tasks, group);
             }
             if turn.is_none() {
-                // Keep up to `concurrency` requests prepared beyond those in flight, so a
-                // freed slot is refilled at once while the next turn commits.
-                let room = (2 * concurrency).saturating_sub(tasks.len() + st.prepared.len());
+                // Keep requests prepared beyond those in flight, so a freed slot is refilled
+                // at once while the next turn commits (a commit may take longer than many
+                // requests); bulk requests carry many entries each, so fewer of them.
+                let ahead = if bulk_tables.is_empty() {
+                    (2 * concurrency).max(PREPARE_AHEAD_MIN)
+                } else {
+                    concurrency
+                };
+                let room = (concurrency + ahead).saturating_sub(tasks.len() + st.prepared.len());
                 let queue_changed = st.dirty || !st.settle.is_empty();
                 let scan = can_push && room > 0 && (!st.exhausted || queue_changed);
                 if scan || !st.settle.is_empty() {
