@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use tidesync_core::local::{IndexRange, WriteOp};
+use tidesync_actors::outbox::{GetWriter, Writer};
+use tidesync_core::local::{Change, IndexRange, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, Record, Result};
 
@@ -22,6 +23,9 @@ use crate::watch::Watch;
 pub struct Table<T> {
     engine: Engine,
     name: Arc<str>,
+    // A direct line to the store writer, fetched on the first write and shared by clones:
+    // writes then skip the actor's thread on their way in and out.
+    writer: Arc<tokio::sync::OnceCell<Writer>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -30,6 +34,7 @@ impl<T> Clone for Table<T> {
         Table {
             engine: self.engine.clone(),
             name: self.name.clone(),
+            writer: self.writer.clone(),
             _type: PhantomData,
         }
     }
@@ -51,8 +56,24 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         Table {
             engine,
             name: Arc::from(name),
+            writer: Arc::new(tokio::sync::OnceCell::new()),
             _type: PhantomData,
         }
+    }
+
+    /// Applies `ops` through the store writer, once durable.
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+        let writer = self
+            .writer
+            .get_or_try_init(|| async {
+                self.engine
+                    .writer()
+                    .send(GetWriter)
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Closed, "the engine is stopped"))?
+            })
+            .await?;
+        writer.local_write(ops).await
     }
 
     /// The table name.
@@ -112,24 +133,22 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Inserts or replaces a record; returns its key (generated when missing). Queued for push.
     pub async fn put(&self, value: &T) -> Result<Key> {
         let (key, record) = self.keyed_record(value)?;
-        self.engine
-            .write(vec![WriteOp::Put {
-                table: self.name.to_string(),
-                record,
-            }])
-            .await?;
+        self.write(vec![WriteOp::Put {
+            table: self.name.to_string(),
+            record,
+        }])
+        .await?;
         Ok(key)
     }
 
     /// Inserts a record that must not exist yet; returns its key.
     pub async fn insert(&self, value: &T) -> Result<Key> {
         let (key, record) = self.keyed_record(value)?;
-        self.engine
-            .write(vec![WriteOp::Insert {
-                table: self.name.to_string(),
-                record,
-            }])
-            .await?;
+        self.write(vec![WriteOp::Insert {
+            table: self.name.to_string(),
+            record,
+        }])
+        .await?;
         Ok(key)
     }
 
@@ -138,13 +157,12 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// PATCH.
     pub async fn update(&self, key: impl Into<Key>, patch: Value) -> Result<T> {
         let key = key.into();
-        self.engine
-            .write(vec![WriteOp::Update {
-                table: self.name.to_string(),
-                key: key.clone(),
-                patch,
-            }])
-            .await?;
+        self.write(vec![WriteOp::Update {
+            table: self.name.to_string(),
+            key: key.clone(),
+            patch,
+        }])
+        .await?;
         self.get(key.clone()).await?.ok_or_else(|| {
             Error::new(ErrorKind::NotFound, "record vanished after update")
                 .table(self.name.to_string())
@@ -155,7 +173,6 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Deletes a record; returns whether it existed.
     pub async fn delete(&self, key: impl Into<Key>) -> Result<bool> {
         let changes = self
-            .engine
             .write(vec![WriteOp::Delete {
                 table: self.name.to_string(),
                 key: key.into(),

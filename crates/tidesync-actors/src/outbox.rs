@@ -4,28 +4,45 @@
 //! outcomes, dead-letter operations — reaches the store through this actor. Writes that arrive
 //! while a commit is running are collected and committed together in the next transaction
 //! (group commit), so many concurrent writers share one fsync, while each caller still gets its
-//! own result: a write that fails validation is dropped from the group without affecting the
-//! others (each runs in a [`Staged`] sub-transaction).
+//! own result: a write that fails is dropped from the group without affecting the others.
 //!
-//! Commits block on fsync, so they run on tokio's blocking pool, never on the actor's thread.
+//! Commits block on fsync, so they run on a dedicated writer thread, never on the actor's
+//! thread. The actor forwards jobs to it; the table API can also hand jobs to it directly
+//! through a [`Writer`] (see [`GetWriter`]), which saves two thread hand-offs per write.
+//!
+//! A group runs straight on the store transaction when that is safe to undo: a single job (if it
+//! fails, the transaction is dropped uncommitted), or jobs that can all run again
+//! ([`WriteJob::rerunnable`], e.g. [`LocalWrite`]: if one fails, the transaction is dropped and
+//! the others run again without it). Otherwise each job runs in a [`Staged`] sub-transaction.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 
-use tidesync_core::local::{Change, LocalDb, Staged, WriteOp};
+use tidesync_core::local::{Change, LocalDb, Origin, Staged, WriteOp};
 use tidesync_core::{Error, ErrorKind, Result, Store, WriteTxn};
 
 /// Most write jobs committed in one transaction.
 const MAX_GROUP: usize = 1024;
 
+/// How long the writer waits for one more job while a group is smaller than the last one.
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// A unit of work run inside a group-commit transaction.
 pub trait WriteJob: Send + 'static {
-    /// Does the work against the (staged) transaction; returns the changes to announce.
+    /// Does the work against the (possibly staged) transaction; returns the changes to announce.
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>>;
     /// Delivers the outcome once the transaction committed (or failed).
     fn finish(self: Box<Self>, outcome: Result<()>);
+    /// Whether [`WriteJob::run`] may be called again after the transaction it ran in was
+    /// dropped uncommitted (its work is plain data, not a one-shot closure). Such jobs skip the
+    /// per-job [`Staged`] buffer.
+    fn rerunnable(&self) -> bool {
+        false
+    }
 }
 
 /// A [`WriteJob`] built from a closure that returns a typed value.
@@ -57,6 +74,45 @@ where
         });
         // The caller may have given up waiting; nothing to do then.
         let _ = reply.send(result);
+    }
+}
+
+/// The application's writes as a job: plain data, so it can run again.
+struct LocalJob {
+    ops: Vec<WriteOp>,
+    changes: Option<Vec<Change>>,
+    reply: oneshot::Sender<Result<Vec<Change>>>,
+}
+
+impl LocalJob {
+    fn boxed(ops: Vec<WriteOp>) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<Vec<Change>>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = LocalJob {
+            ops,
+            changes: None,
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+}
+
+impl WriteJob for LocalJob {
+    fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
+        let changes = db.apply_local(txn, &self.ops)?;
+        self.changes = Some(changes.clone());
+        Ok(changes)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<()>) {
+        let LocalJob { changes, reply, .. } = *self;
+        let result = outcome.and_then(|()| {
+            changes.ok_or_else(|| Error::internal("write job finished without a value"))
+        });
+        let _ = reply.send(result);
+    }
+
+    fn rerunnable(&self) -> bool {
+        true
     }
 }
 
@@ -96,14 +152,79 @@ pub struct LocalWrite(pub Vec<WriteOp>);
 #[rtype(result = "()")]
 pub struct OutboxChanged;
 
+/// Asks the actor for a [`Writer`], a direct line to its writer thread.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Writer>")]
+pub struct GetWriter;
+
+enum Msg {
+    Job(Box<dyn WriteJob>),
+    Stop,
+}
+
+/// A direct line to the writer thread: local writes submitted here join the same queue (and
+/// the same group commits) as the actor's, without passing through the actor's thread. Cheap
+/// to clone. Fails with [`ErrorKind::Closed`] once the actor stopped.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("closed", &self.closed.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Applies the application's writes, all or nothing with their outbox entries, once
+    /// durable; returns the changes.
+    pub async fn local_write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+        let (job, reply) = LocalJob::boxed(ops);
+        self.submit(job);
+        await_reply(reply).await
+    }
+
+    /// Queues a job; if the writer is gone, the job is dropped and its caller sees `Closed`.
+    fn submit(&self, job: Box<dyn WriteJob>) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // A send error means the thread exited: dropping the job closes its reply channel.
+        let _ = self.tx.send(Msg::Job(job));
+    }
+}
+
+/// Stops the writer thread when the actor goes away (however the actor system ends): jobs
+/// queued before are still committed, later ones fail with `Closed`. Waits for the thread, so
+/// that the store is released once the actor system is down (the file can be reopened).
+struct StopOnDrop {
+    writer: Writer,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.writer.closed.store(true, Ordering::Release);
+        let _ = self.writer.tx.send(Msg::Stop);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
 /// The Outbox actor. See the module docs.
 pub struct OutboxActor {
     store: Arc<dyn Store>,
     db: LocalDb,
-    queue: Vec<Box<dyn WriteJob>>,
-    committing: bool,
     changes: broadcast::Sender<Change>,
     on_local_change: Option<Recipient<OutboxChanged>>,
+    writer: Option<StopOnDrop>,
 }
 
 impl OutboxActor {
@@ -112,10 +233,9 @@ impl OutboxActor {
         OutboxActor {
             store,
             db,
-            queue: Vec::new(),
-            committing: false,
             changes,
             on_local_change: None,
+            writer: None,
         }
     }
 
@@ -125,50 +245,158 @@ impl OutboxActor {
         self
     }
 
-    fn enqueue(&mut self, job: Box<dyn WriteJob>, ctx: &mut Context<Self>) {
-        self.queue.push(job);
-        if !self.committing {
-            self.commit_next_group(ctx);
+    fn enqueue(&mut self, job: Box<dyn WriteJob>) {
+        match &self.writer {
+            Some(stop) => stop.writer.submit(job),
+            None => job.finish(Err(closed())),
         }
     }
 
-    fn commit_next_group(&mut self, ctx: &mut Context<Self>) {
-        if self.queue.is_empty() {
-            self.committing = false;
-            return;
-        }
-        self.committing = true;
-        let take = self.queue.len().min(MAX_GROUP);
-        let group: Vec<Box<dyn WriteJob>> = self.queue.drain(..take).collect();
-        let store = self.store.clone();
-        let db = self.db.clone();
-        let changes = self.changes.clone();
-        let blocking =
-            tokio::task::spawn_blocking(move || commit_group(&*store, &db, group, &changes));
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(blocking).map(|result, actor, ctx| {
-                match result {
-                    Ok(local_changes) if local_changes > 0 => {
-                        if let Some(recipient) = &actor.on_local_change {
-                            recipient.do_send(OutboxChanged);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(join_error) => {
-                        // The commit thread panicked: a bug. Its callers see their reply
-                        // channels closed (`ErrorKind::Closed`); keep serving the others.
-                        tracing::error!(error = %join_error, "group commit task failed");
+    fn spawn_writer(&self) -> std::io::Result<StopOnDrop> {
+        let (tx, rx) = mpsc::channel();
+        let thread = WriterThread {
+            store: self.store.clone(),
+            db: self.db.clone(),
+            changes: self.changes.clone(),
+            on_local_change: self.on_local_change.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("tidesync-writer".into())
+            .spawn(move || thread.run(rx))?;
+        Ok(StopOnDrop {
+            writer: Writer {
+                tx,
+                closed: Arc::new(AtomicBool::new(false)),
+            },
+            thread: Some(thread),
+        })
+    }
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the store writer stopped")
+}
+
+struct WriterThread {
+    store: Arc<dyn Store>,
+    db: LocalDb,
+    changes: broadcast::Sender<Change>,
+    on_local_change: Option<Recipient<OutboxChanged>>,
+}
+
+impl WriterThread {
+    /// Takes whatever is queued (up to [`MAX_GROUP`], waiting briefly while the group is
+    /// smaller than the last one) as one group, commits it, repeats until stopped.
+    fn run(self, rx: mpsc::Receiver<Msg>) {
+        let mut stopping = false;
+        // Size of the last group: about how many writers are waiting on each commit.
+        let mut expected = 1;
+        while !stopping {
+            let Ok(first) = rx.recv() else { return };
+            let mut group = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Job(job) => group.push(job),
+                    Msg::Stop => {
+                        stopping = true;
+                        break;
                     }
                 }
-                actor.commit_next_group(ctx);
-            }),
-        );
+                next = if group.len() >= MAX_GROUP {
+                    None
+                } else if group.len() < expected {
+                    // The writers just answered are still coming back: wait a moment for
+                    // them rather than commit the first arrival alone and the rest next time
+                    // (a commit costs far more than the wait).
+                    rx.recv_timeout(GATHER_WAIT).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+            }
+            if group.is_empty() {
+                continue;
+            }
+            expected = group.len();
+            let (store, db, changes) = (&*self.store, &self.db, &self.changes);
+            let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                commit_group(store, db, group, changes)
+            }));
+            match committed {
+                Ok(local) if local > 0 => {
+                    if let Some(recipient) = &self.on_local_change {
+                        recipient.do_send(OutboxChanged);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // A bug in a job: its group's callers see their reply channels closed
+                    // (`ErrorKind::Closed`); keep serving the others.
+                    tracing::error!("group commit panicked");
+                }
+            }
+        }
     }
 }
 
 /// Runs one group in one transaction; replies to every job; announces changes in commit
 /// order. Returns how many local (application) changes were committed.
 fn commit_group(
+    store: &dyn Store,
+    db: &LocalDb,
+    mut group: Vec<Box<dyn WriteJob>>,
+    changes: &broadcast::Sender<Change>,
+) -> usize {
+    if group.len() == 1 || group.iter().all(|job| job.rerunnable()) {
+        match commit_direct(store, db, &mut group) {
+            Direct::Done(outcomes) => return finish_group(group, outcomes, changes),
+            Direct::Failed(index, err) => {
+                // The transaction was dropped: nothing of the group was written. The failed job
+                // gets its error; the others run again, each in its own sub-transaction.
+                group.remove(index).finish(Err(err));
+                if group.is_empty() {
+                    return 0;
+                }
+            }
+            Direct::Broken(err) => {
+                fail_all(group, &err);
+                return 0;
+            }
+        }
+    }
+    commit_staged(store, db, group, changes)
+}
+
+enum Direct {
+    /// Committed; each job's changes.
+    Done(Vec<Result<Vec<Change>>>),
+    /// Job `index` failed; the transaction was dropped uncommitted.
+    Failed(usize, Error),
+    /// The store failed (open or commit): every job fails.
+    Broken(Error),
+}
+
+/// Runs every job straight on the transaction, stopping at the first failure.
+fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriteJob>]) -> Direct {
+    let mut txn = match store.write() {
+        Ok(txn) => txn,
+        Err(err) => return Direct::Broken(err),
+    };
+    let mut outcomes = Vec::with_capacity(group.len());
+    for (index, job) in group.iter_mut().enumerate() {
+        match job.run(db, &mut *txn) {
+            Ok(job_changes) => outcomes.push(Ok(job_changes)),
+            Err(err) => return Direct::Failed(index, err),
+        }
+    }
+    match txn.commit() {
+        Ok(()) => Direct::Done(outcomes),
+        Err(err) => Direct::Broken(err),
+    }
+}
+
+/// Runs each job in a [`Staged`] sub-transaction, so a failing job is dropped alone.
+fn commit_staged(
     store: &dyn Store,
     db: &LocalDb,
     mut group: Vec<Box<dyn WriteJob>>,
@@ -201,12 +429,21 @@ fn commit_group(
         fail_all(group, &err);
         return 0;
     }
+    finish_group(group, outcomes, changes)
+}
+
+/// Replies to every job of a committed group and announces its changes in commit order.
+fn finish_group(
+    group: Vec<Box<dyn WriteJob>>,
+    outcomes: Vec<Result<Vec<Change>>>,
+    changes: &broadcast::Sender<Change>,
+) -> usize {
     let mut local = 0;
     for (job, outcome) in group.into_iter().zip(outcomes) {
         match outcome {
             Ok(job_changes) => {
                 for change in job_changes {
-                    if change.origin == tidesync_core::local::Origin::Local {
+                    if change.origin == Origin::Local {
                         local += 1;
                     }
                     // No receivers is fine: nobody is watching.
@@ -234,20 +471,25 @@ impl Actor for OutboxActor {
         // Writers wait on their reply channel, not on the mailbox, so a deep mailbox only
         // means callers are queueing; keep it generous so `send` rarely waits.
         ctx.set_mailbox_capacity(4096);
+        match self.spawn_writer() {
+            Ok(stop) => self.writer = Some(stop),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the store writer thread");
+                ctx.stop();
+            }
+        }
     }
 }
 
 async fn await_reply<T>(reply: oneshot::Receiver<Result<T>>) -> Result<T> {
-    reply
-        .await
-        .unwrap_or_else(|_| Err(Error::new(ErrorKind::Closed, "the store writer stopped")))
+    reply.await.unwrap_or_else(|_| Err(closed()))
 }
 
 impl<T: Send + 'static> Handler<Write<T>> for OutboxActor {
     type Result = ResponseFuture<Result<T>>;
 
-    fn handle(&mut self, msg: Write<T>, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(msg.job, ctx);
+    fn handle(&mut self, msg: Write<T>, _ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(msg.job);
         Box::pin(await_reply(msg.reply))
     }
 }
@@ -255,12 +497,161 @@ impl<T: Send + 'static> Handler<Write<T>> for OutboxActor {
 impl Handler<LocalWrite> for OutboxActor {
     type Result = ResponseFuture<Result<Vec<Change>>>;
 
-    fn handle(&mut self, msg: LocalWrite, ctx: &mut Context<Self>) -> Self::Result {
-        let write = Write::new(move |db: &LocalDb, txn: &mut dyn WriteTxn| {
-            let changes = db.apply_local(txn, &msg.0)?;
-            Ok((changes.clone(), changes))
+    fn handle(&mut self, msg: LocalWrite, _ctx: &mut Context<Self>) -> Self::Result {
+        let (job, reply) = LocalJob::boxed(msg.0);
+        self.enqueue(job);
+        Box::pin(await_reply(reply))
+    }
+}
+
+impl Handler<GetWriter> for OutboxActor {
+    type Result = Result<Writer>;
+
+    fn handle(&mut self, _msg: GetWriter, _ctx: &mut Context<Self>) -> Self::Result {
+        self.writer
+            .as_ref()
+            .map(|stop| stop.writer.clone())
+            .ok_or_else(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tidesync_core::{HybridClock, Key, TableSpec};
+    use tidesync_store_memory::MemoryStore;
+
+    fn setup() -> (MemoryStore, LocalDb, broadcast::Sender<Change>) {
+        let schema = tidesync_core::local::Schema::new([TableSpec::new("posts")]).unwrap();
+        let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+        (MemoryStore::new(), db, broadcast::channel(64).0)
+    }
+
+    fn put(id: &str) -> Vec<WriteOp> {
+        vec![WriteOp::Put {
+            table: "posts".into(),
+            record: json!({"id": id, "title": "t"}),
+        }]
+    }
+
+    fn update_missing(id: &str) -> Vec<WriteOp> {
+        vec![WriteOp::Update {
+            table: "posts".into(),
+            key: Key::from(id),
+            patch: json!({"title": "x"}),
+        }]
+    }
+
+    fn insert(id: &str) -> Vec<WriteOp> {
+        vec![WriteOp::Insert {
+            table: "posts".into(),
+            record: json!({"id": id}),
+        }]
+    }
+
+    fn stored(store: &MemoryStore, db: &LocalDb, id: &str) -> bool {
+        db.get(&*store.read().unwrap(), "posts", &Key::from(id))
+            .unwrap()
+            .is_some()
+    }
+
+    fn outbox_len(store: &MemoryStore, db: &LocalDb) -> usize {
+        db.outbox(&*store.read().unwrap(), None, 100).unwrap().len()
+    }
+
+    #[test]
+    fn a_failing_local_write_leaves_the_rest_of_its_group_committed() {
+        let (store, db, changes) = setup();
+        let mut replies = Vec::new();
+        let mut group = Vec::new();
+        for ops in [put("a"), update_missing("b"), put("c")] {
+            let (job, reply) = LocalJob::boxed(ops);
+            group.push(job);
+            replies.push(reply);
+        }
+        assert_eq!(commit_group(&store, &db, group, &changes), 2);
+        let outcomes: Vec<_> = replies
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
+        assert_eq!(outcomes[0].as_ref().unwrap().len(), 1);
+        let err = outcomes[1].as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.table_name(), Some("posts"));
+        assert_eq!(outcomes[2].as_ref().unwrap().len(), 1);
+        assert!(stored(&store, &db, "a") && stored(&store, &db, "c"));
+        assert!(!stored(&store, &db, "b"));
+        assert_eq!(outbox_len(&store, &db), 2);
+    }
+
+    #[test]
+    fn a_job_sees_the_writes_of_earlier_jobs_of_its_group() {
+        let (store, db, changes) = setup();
+        let (first, mut first_reply) = LocalJob::boxed(insert("a"));
+        let (second, mut second_reply) = LocalJob::boxed(insert("a"));
+        assert_eq!(commit_group(&store, &db, vec![first, second], &changes), 1);
+        assert!(first_reply.try_recv().unwrap().is_ok());
+        let err = second_reply.try_recv().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(outbox_len(&store, &db), 1);
+    }
+
+    #[test]
+    fn a_single_failing_job_writes_nothing_and_gets_its_error() {
+        let (store, db, changes) = setup();
+        let write = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
+            db.apply_local(txn, &put("a"))?;
+            Err::<((), Vec<Change>), _>(Error::invalid("refused after writing").table("posts"))
         });
-        self.enqueue(write.job, ctx);
-        Box::pin(await_reply(write.reply))
+        let mut reply = write.reply;
+        assert_eq!(commit_group(&store, &db, vec![write.job], &changes), 0);
+        let err = reply.try_recv().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!stored(&store, &db, "a"));
+        assert_eq!(outbox_len(&store, &db), 0);
+    }
+
+    #[test]
+    fn a_mixed_group_stages_each_job() {
+        let (store, db, changes) = setup();
+        let closure = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
+            let changes = db.apply_local(txn, &put("a"))?;
+            Ok(((), changes))
+        });
+        let mut closure_reply = closure.reply;
+        let (failing, mut failing_reply) = LocalJob::boxed(update_missing("b"));
+        let (ok, mut ok_reply) = LocalJob::boxed(put("c"));
+        let local = commit_group(&store, &db, vec![closure.job, failing, ok], &changes);
+        assert_eq!(local, 2);
+        assert!(closure_reply.try_recv().unwrap().is_ok());
+        assert!(failing_reply.try_recv().unwrap().is_err());
+        assert!(ok_reply.try_recv().unwrap().is_ok());
+        assert!(stored(&store, &db, "a") && stored(&store, &db, "c"));
+        assert_eq!(outbox_len(&store, &db), 2);
+    }
+
+    #[test]
+    fn writes_after_the_actor_stopped_fail_as_closed() {
+        let system = actix::System::new();
+        let (store, db, changes) = setup();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let writer = system.block_on(async {
+            let addr = OutboxActor::new(store.clone(), db.clone(), changes).start();
+            let writer = addr.send(GetWriter).await.unwrap().unwrap();
+            writer.local_write(put("a")).await.unwrap();
+            addr.send(LocalWrite(put("b"))).await.unwrap().unwrap();
+            writer
+        });
+        drop(system);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime.block_on(writer.local_write(put("c"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Closed);
+        assert_eq!(
+            db.outbox(&*store.read().unwrap(), None, 10).unwrap().len(),
+            2
+        );
     }
 }

@@ -341,16 +341,24 @@ impl LocalDb {
             (None, None) => return Ok(None),
         };
         self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
-        if spec.push {
+        let new = if spec.push {
             let stamp = self.clock.now();
             txn.put(layout::META, layout::META_HLC, &stamp.0.to_be_bytes())?;
             let change = LocalChange {
                 op,
-                record: if op == Op::Delete { old } else { new.clone() },
+                record: if op == Op::Delete { old } else { new },
                 changed,
             };
             self.enqueue(txn, spec, &key, &change, stamp.0)?;
-        }
+            // The outbox only borrowed the record: hand it on instead of copying it.
+            if op == Op::Delete {
+                None
+            } else {
+                change.record
+            }
+        } else {
+            new
+        };
         Ok(Some(Change {
             table: spec.name.clone(),
             key,
