@@ -195,3 +195,16 @@ pub fn thousands(n: f64) -> String {
     }
     format!("{sign}{out}")
 }
+
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS by writing `5` to
+/// `/proc/self/clear_refs` (Linux ≥ 4.0), so that a later `VmHWM` covers only what follows.
+/// Returns whether the reset took effect (the peak is then within 1 MiB of the current RSS).
+pub fn reset_peak_rss() -> bool {
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        return false;
+    }
+    match (proc_status_kb("VmHWM"), proc_status_kb("VmRSS")) {
+        (Some(hwm), Some(rss)) => hwm <= rss + 1024,
+        _ => false,
+    }
+}
