@@ -223,7 +223,10 @@ fn compose_actors() {
         &[
             "actors started in the host's System",
             "LocalWrite committed 2 change(s)",
-            "SyncNow -> pushed 2, pulled 1 page(s), applied 1 remote record(s)",
+            // The debounced push the commit triggered may already have sent the writes (and
+            // pulled the server's post); the example itself checks the server and the outbox.
+            "SyncNow -> pushed ",
+            "pulled 1 page(s)",
             "\"title\":\"already there\"",
             "Done.",
         ],

@@ -31,7 +31,10 @@ async fn scenario_15_entries_of_one_record_go_out_in_order_one_at_a_time() {
     );
     let posts = engine.table::<Value>("posts").unwrap();
     // The create is attempted once (and fails), so it is sealed: later edits queue behind it.
-    server.fail_next_where(FaultFilter::method("POST"), 1, FaultKind::status(503));
+    // `Retry-After` fixes the retry time: with the jittered backoff alone, the automatic retry
+    // could fire before the edits below are made.
+    let retry_in_a_second = FaultKind::status_retry_after(503, RetryAfter::Seconds(1));
+    server.fail_next_where(FaultFilter::method("POST"), 1, retry_in_a_second);
     posts.put(&json!({"id": "p1", "v": 0})).await.unwrap();
     assert!(engine.push().await.is_err());
     posts.update("p1", json!({"v": 1})).await.unwrap();
@@ -42,7 +45,7 @@ async fn scenario_15_entries_of_one_record_go_out_in_order_one_at_a_time() {
         "create (sealed) + one coalesced update"
     );
     server.clear_log();
-    tokio::time::sleep(Duration::from_millis(250)).await; // past the create's backoff
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the create's Retry-After
     engine.push().await.unwrap();
     assert_eq!(
         writes(&server, "/api/posts"),

@@ -2,17 +2,19 @@
 //! (records, deletes and the new checkpoint together), never echoing them into the outbox.
 //! Remote versions that meet pending local changes go to the resolver.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use serde_json::Value;
 
 use tidesync_core::local::RemoteMeta;
-use tidesync_core::{Error, ErrorKind, PullRequest, Result};
+use tidesync_core::{Conflict, Error, ErrorKind, PullPage, PullRequest, Result, Transport};
 
 use crate::events::SyncEvent;
 use crate::outbox::{OutboxActor, Write};
-use crate::resolver::{ConflictResolverActor, Resolve};
-use crate::shared::SyncShared;
+use crate::resolver::{ConflictResolverActor, ResolveAll};
+use crate::shared::{EngineState, SyncShared};
 use crate::telemetry;
 
 /// Pull one table until it is up to date (or `max_pages` pages were applied).
@@ -84,6 +86,60 @@ async fn write<T: Send + 'static>(outbox: &Addr<OutboxActor>, job: Write<T>) -> 
         .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
 }
 
+/// Fetches one page and records the request's telemetry.
+async fn fetch(
+    transport: Arc<dyn Transport>,
+    state: Arc<EngineState>,
+    table: String,
+    cursor: Option<Value>,
+    page_size: usize,
+) -> Result<PullPage> {
+    let started = Instant::now();
+    let result = transport
+        .pull(PullRequest {
+            table: table.clone(),
+            cursor,
+            page_size,
+        })
+        .await;
+    telemetry::request_latency(&table, "pull", started.elapsed());
+    telemetry::pull_request(&table, result.is_ok());
+    state.record_request(result.is_ok());
+    result.map_err(|e| e.table(table))
+}
+
+/// The next page, fetched on the runtime's workers while the current one is applied. At
+/// most one page is ahead, so memory stays flat; dropping it (the pull stopped) aborts the
+/// request.
+struct Prefetch(tokio::task::JoinHandle<Result<PullPage>>);
+
+impl Prefetch {
+    fn start(sh: &SyncShared, table: &str, cursor: Option<Value>) -> Self {
+        Prefetch(tokio::spawn(fetch(
+            sh.transport.clone(),
+            sh.state.clone(),
+            table.to_owned(),
+            cursor,
+            sh.settings.page_size,
+        )))
+    }
+
+    async fn page(mut self) -> Result<PullPage> {
+        (&mut self.0).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Closed,
+                format!("the page request task stopped: {e}"),
+            )
+        })?
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn pull_table(
     sh: SyncShared,
     outbox: Addr<OutboxActor>,
@@ -99,23 +155,26 @@ async fn pull_table(
         ));
     };
     let mut report = PullReport::default();
-    let initial = sh.db.checkpoint(&*sh.store.read()?, &table)?.is_none();
+    // Only this pull writes the checkpoint, one page at a time: after the first read, the
+    // cursor to ask for next is the one the last applied page stored.
+    let mut cursor = sh.db.checkpoint(&*sh.store.read()?, &table)?;
+    let initial = cursor.is_none();
     let mut records_so_far = 0u64;
-    for _ in 0..sh.settings.max_pages {
-        let cursor = sh.db.checkpoint(&*sh.store.read()?, &table)?;
-        let started = Instant::now();
-        let result = sh
-            .transport
-            .pull(PullRequest {
-                table: table.clone(),
-                cursor: cursor.clone(),
-                page_size: sh.settings.page_size,
-            })
-            .await;
-        telemetry::request_latency(&table, "pull", started.elapsed());
-        telemetry::pull_request(&table, result.is_ok());
-        sh.state.record_request(result.is_ok());
-        let page = result.map_err(|e| e.table(table.clone()))?;
+    let mut ahead: Option<Prefetch> = None;
+    for n in 0..sh.settings.max_pages {
+        let page = match ahead.take() {
+            Some(prefetch) => prefetch.page().await?,
+            None => {
+                fetch(
+                    sh.transport.clone(),
+                    sh.state.clone(),
+                    table.clone(),
+                    cursor.clone(),
+                    sh.settings.page_size,
+                )
+                .await?
+            }
+        };
         if let Some(server_ms) = page.server_time_ms {
             telemetry::observe_server_clock(&sh.state, server_ms);
         }
@@ -126,6 +185,10 @@ async fn pull_table(
             )
             .table(table));
         }
+        if page.has_more && n + 1 < sh.settings.max_pages {
+            ahead = Some(Prefetch::start(&sh, &table, page.cursor.clone()));
+        }
+        cursor = page.cursor.clone();
         let received = (page.records.len() + page.deleted.len()) as u64;
         let (has_more, total) = (page.has_more, page.total);
         let transport = sh.transport.clone();
@@ -145,12 +208,14 @@ async fn pull_table(
                         .map(|ms| ms - offset_ms),
                 };
                 db.check_epoch(&*txn, epoch)?;
-                let applied = db.apply_pull_page(txn, &page_table, &page, &meta)?;
-                let changes = applied.changes.clone();
-                Ok((applied, changes))
+                let mut applied = db.apply_pull_page_owned(txn, &page_table, page, &meta)?;
+                // The changes go to the watchers; the puller only needs their number.
+                let changes = std::mem::take(&mut applied.changes);
+                Ok(((changes.len() as u64, applied), changes))
             }),
         )
         .await?;
+        let (changed, applied) = applied;
         report.pages += 1;
         for item in &applied.quarantined {
             sh.events.emit(SyncEvent::Quarantined {
@@ -159,23 +224,10 @@ async fn pull_table(
                 error: item.error.clone(),
             });
         }
-        report.applied += applied.changes.len() as u64;
-        telemetry::pulled_page(&table, applied.changes.len() as u64);
-        for (conflict, version) in applied.conflicts {
-            let resolution = resolver
-                .send(Resolve(conflict.clone()))
-                .await
-                .map_err(|_| Error::new(ErrorKind::Closed, "the conflict resolver stopped"))??;
-            write(
-                &outbox,
-                Write::new(move |db, txn| {
-                    db.check_epoch(&*txn, epoch)?;
-                    let changes = db.apply_resolution(txn, &conflict, version, &resolution)?;
-                    Ok(((), changes))
-                }),
-            )
-            .await?;
-            report.conflicts += 1;
+        report.applied += changed;
+        telemetry::pulled_page(&table, changed);
+        if !applied.conflicts.is_empty() {
+            report.conflicts += resolve_page(&outbox, &resolver, epoch, applied.conflicts).await?;
         }
         records_so_far += received;
         if initial {
@@ -192,4 +244,51 @@ async fn pull_table(
     }
     report.more = true;
     Ok(report)
+}
+
+/// Resolves a page's conflicts (one message to the resolver), then applies every resolution
+/// in one write job. Returns how many were applied; the first failure, if any, after the
+/// others were committed.
+async fn resolve_page(
+    outbox: &Addr<OutboxActor>,
+    resolver: &Addr<ConflictResolverActor>,
+    epoch: Option<u64>,
+    conflicts: Vec<(Conflict, Option<String>)>,
+) -> Result<u64> {
+    let (conflicts, versions): (Vec<Conflict>, Vec<Option<String>>) = conflicts.into_iter().unzip();
+    let outcomes = resolver
+        .send(ResolveAll(conflicts))
+        .await
+        .map_err(|_| Error::new(ErrorKind::Closed, "the conflict resolver stopped"))?;
+    let mut failed: Option<Error> = None;
+    let mut resolved = Vec::with_capacity(outcomes.len());
+    for ((conflict, outcome), version) in outcomes.into_iter().zip(versions) {
+        match outcome {
+            Ok(resolution) => resolved.push((conflict, version, resolution)),
+            Err(err) => {
+                failed.get_or_insert(err);
+            }
+        }
+    }
+    let count = resolved.len() as u64;
+    if count > 0 {
+        let refused = write(
+            outbox,
+            Write::new(move |db, txn| {
+                db.check_epoch(&*txn, epoch)?;
+                let (changes, refused) = db.apply_resolutions(txn, &resolved)?;
+                Ok((refused, changes))
+            }),
+        )
+        .await?;
+        let refused_count = refused.len() as u64;
+        if let Some(err) = failed.or_else(|| refused.into_iter().next()) {
+            return Err(err);
+        }
+        return Ok(count - refused_count);
+    }
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(0),
+    }
 }

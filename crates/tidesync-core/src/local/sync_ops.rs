@@ -3,6 +3,8 @@
 //! None of these create outbox entries except where a resolution must push the outcome
 //! (DESIGN invariant 2: no echo).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::conflict::{Conflict, DetectedBy, Resolution};
@@ -84,6 +86,57 @@ pub struct AppliedPage {
 
 fn parked_key(table: &str, key: &Key) -> Vec<u8> {
     layout::record_prefix(table, key)
+}
+
+/// `(keyspace, old entry, new entry)` of an index whose entry changes.
+type IndexChange = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The writes of [`LocalDb::write_record`], computed without writing.
+struct PreparedWrite {
+    index: Vec<IndexChange>,
+    /// The encoded new record (`None`: delete).
+    record: Option<Vec<u8>>,
+}
+
+/// Checks and encodes a record write (index entries, size limit) without touching the store.
+fn prepare_write(
+    spec: &crate::TableSpec,
+    key: &Key,
+    old: Option<&Record>,
+    new: Option<&Record>,
+) -> Result<PreparedWrite> {
+    let mut index = Vec::new();
+    for field in &spec.indexes {
+        let old_entry = old
+            .map(|r| super::index_entry(spec, key, r, field))
+            .transpose()?;
+        let new_entry = new
+            .map(|r| super::index_entry(spec, key, r, field))
+            .transpose()?;
+        if old_entry != new_entry {
+            index.push((layout::index(&spec.name, field), old_entry, new_entry));
+        }
+    }
+    let record = new
+        .map(|r| super::encode_record(spec, key, r))
+        .transpose()?;
+    Ok(PreparedWrite { index, record })
+}
+
+/// The JSON of a [`Base`] around an already encoded record: what `serde_json::to_vec(&Base)`
+/// writes, without encoding the record a second time.
+fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
+    let version = match version {
+        Some(v) => serde_json::Value::String(v.to_owned()).to_string(),
+        None => "null".to_owned(),
+    };
+    let mut out = Vec::with_capacity(record_json.len() + version.len() + 24);
+    out.extend_from_slice(b"{\"record\":");
+    out.extend_from_slice(record_json);
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(version.as_bytes());
+    out.push(b'}');
+    out
 }
 
 impl LocalDb {
@@ -287,49 +340,97 @@ impl LocalDb {
         page: &PullPage,
         remote_meta: &dyn Fn(&Record) -> RemoteMeta,
     ) -> Result<AppliedPage> {
+        self.apply_page(
+            txn,
+            table,
+            page.records.iter().map(Cow::Borrowed),
+            &page.deleted,
+            page.cursor.as_ref(),
+            remote_meta,
+        )
+    }
+
+    /// [`Self::apply_pull_page`] taking the page by value: applied records move into the
+    /// returned changes instead of being copied.
+    pub fn apply_pull_page_owned(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        page: PullPage,
+        remote_meta: &dyn Fn(&Record) -> RemoteMeta,
+    ) -> Result<AppliedPage> {
+        self.apply_page(
+            txn,
+            table,
+            page.records.into_iter().map(Cow::Owned),
+            &page.deleted,
+            page.cursor.as_ref(),
+            remote_meta,
+        )
+    }
+
+    fn apply_page<'p>(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        records: impl Iterator<Item = Cow<'p, Record>>,
+        deleted: &[Key],
+        cursor: Option<&serde_json::Value>,
+        remote_meta: &dyn Fn(&Record) -> RemoteMeta,
+    ) -> Result<AppliedPage> {
         let spec = self.schema.table(table)?.clone();
         let mut applied = AppliedPage::default();
-        for remote in &page.records {
-            let key = match spec.remote_key_of(remote) {
+        let quiet = self
+            .is_quiet(&*txn, table)?
+            .then(|| (layout::records(table), layout::bases(table)));
+        for mut remote in records {
+            let key = match spec.remote_key_of(&remote) {
                 Ok(Some(key)) => key,
                 Ok(None) => {
                     let err = Error::new(ErrorKind::Decode, "pulled record has no key")
                         .table(table)
                         .field(spec.key.clone());
-                    self.quarantine(txn, table, None, Some(remote), &err, &mut applied)?;
+                    self.quarantine(txn, table, None, Some(&remote), &err, &mut applied)?;
                     continue;
                 }
                 Err(err) => {
                     let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                         .table(table)
                         .field(spec.key.clone());
-                    self.quarantine(txn, table, None, Some(remote), &err, &mut applied)?;
+                    self.quarantine(txn, table, None, Some(&remote), &err, &mut applied)?;
                     continue;
                 }
             };
-            let meta = remote_meta(remote);
+            let meta = remote_meta(&remote);
             // Store the key field as the key reads (an integer id in a string-key table is
             // kept as "7"), so every later read sees a well-formed record.
-            let normalized;
-            let remote = if remote.get(&spec.key) == Some(&key.to_json()) {
-                remote
-            } else {
-                let mut copy = remote.clone();
-                copy.insert(spec.key.clone(), key.to_json());
-                normalized = copy;
-                &normalized
-            };
+            let key_json = key.to_json();
+            if remote.get(&spec.key) != Some(&key_json) {
+                remote.to_mut().insert(spec.key.clone(), key_json);
+            }
+            if let Some(keyspaces) = &quiet {
+                self.apply_remote_quiet(
+                    txn,
+                    keyspaces,
+                    &spec,
+                    &key,
+                    Some(remote),
+                    meta.version,
+                    &mut applied,
+                )?;
+                continue;
+            }
             self.apply_remote_isolated(
                 txn,
                 &spec,
                 &key,
-                Some(remote),
+                Some(&remote),
                 meta.version,
                 meta.modified_ms,
                 &mut applied,
             )?;
         }
-        for key in &page.deleted {
+        for key in deleted {
             if let Err(err) = spec.check_key(key) {
                 let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                     .table(table)
@@ -337,10 +438,113 @@ impl LocalDb {
                 self.quarantine(txn, table, Some(key), None, &err, &mut applied)?;
                 continue;
             }
+            if let Some(keyspaces) = &quiet {
+                self.apply_remote_quiet(txn, keyspaces, &spec, key, None, None, &mut applied)?;
+                continue;
+            }
             self.apply_remote_isolated(txn, &spec, key, None, None, None, &mut applied)?;
         }
-        self.set_checkpoint(txn, table, page.cursor.as_ref())?;
+        self.set_checkpoint(txn, table, cursor)?;
         Ok(applied)
+    }
+
+    /// Whether `table` has neither pending entries nor parked conflicts. Applying a page
+    /// creates neither (pulls never enqueue; parking needs an existing parked conflict), so
+    /// this holds for the whole page once it holds at its start, and each record can skip
+    /// reading its base, its queue and its parked key.
+    fn is_quiet(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
+        let prefix = layout::table_prefix(table);
+        Ok(txn
+            .scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, Some(1))?
+            .is_empty()
+            && txn.scan_prefix(PARKED, &prefix, Some(1))?.is_empty())
+    }
+
+    /// [`Self::apply_remote`] for a table that [`Self::is_quiet`]: the remote version becomes
+    /// the local one and the base. Everything that can refuse the record runs before the
+    /// first write, so a refused record is quarantined with nothing written and needs no
+    /// sub-transaction. `keyspaces` are the table's records and bases keyspaces.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_remote_quiet(
+        &self,
+        txn: &mut dyn WriteTxn,
+        keyspaces: &(String, String),
+        spec: &crate::TableSpec,
+        key: &Key,
+        remote: Option<Cow<'_, Record>>,
+        version: Option<String>,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let (records, bases) = keyspaces;
+        let table = spec.name.as_str();
+        let key_bytes = key.encode();
+        let local = txn
+            .get(records, &key_bytes)?
+            .map(|bytes| super::decode_record(spec, key, &bytes))
+            .transpose()?;
+        let mut encoded = None;
+        let changed = local.as_ref() != remote.as_deref();
+        if changed {
+            let prepared = match prepare_write(spec, key, local.as_ref(), remote.as_deref()) {
+                Ok(prepared) => prepared,
+                Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
+                    return self.quarantine(
+                        txn,
+                        table,
+                        Some(key),
+                        remote.as_deref(),
+                        &err,
+                        applied,
+                    );
+                }
+                Err(err) => return Err(err),
+            };
+            for (keyspace, old, new) in &prepared.index {
+                if let Some(old) = old {
+                    txn.delete(keyspace, old)?;
+                }
+                if let Some(new) = new {
+                    txn.put(keyspace, new, &key_bytes)?;
+                }
+            }
+            match &prepared.record {
+                Some(bytes) => txn.put(records, &key_bytes, bytes)?,
+                None => {
+                    txn.delete(records, &key_bytes)?;
+                }
+            }
+            encoded = prepared.record;
+        }
+        match &remote {
+            Some(record) => {
+                let record = match encoded {
+                    Some(bytes) => bytes,
+                    None => serde_json::to_vec(record).map_err(|e| {
+                        Error::internal(format!("cannot encode base: {e}"))
+                            .table(table)
+                            .key(key)
+                    })?,
+                };
+                txn.put(bases, &key_bytes, &base_bytes(&record, version.as_deref()))?;
+            }
+            None => {
+                txn.delete(bases, &key_bytes)?;
+            }
+        }
+        if changed {
+            applied.changes.push(Change {
+                table: table.into(),
+                key: key.clone(),
+                op: match (&local, &remote) {
+                    (None, _) => Op::Create,
+                    (Some(_), Some(_)) => Op::Update,
+                    (Some(_), None) => Op::Delete,
+                },
+                record: remote.map(Cow::into_owned),
+                origin: Origin::Pull,
+            });
+        }
+        Ok(())
     }
 
     /// Applies one remote version in a sub-transaction: a record that cannot be stored (e.g. a
@@ -599,6 +803,33 @@ impl LocalDb {
         Ok(changes)
     }
 
+    /// Applies the resolutions of many conflicts (a pulled page's) in the caller's
+    /// transaction, in order, each exactly as [`Self::apply_resolution`] would in a
+    /// transaction of its own. A resolution the store refuses (invalid or undecodable input)
+    /// is left out alone and its error returned; the others still apply.
+    pub fn apply_resolutions(
+        &self,
+        txn: &mut dyn WriteTxn,
+        resolved: &[(Conflict, Option<String>, Resolution)],
+    ) -> Result<(Vec<Change>, Vec<Error>)> {
+        let mut changes = Vec::new();
+        let mut refused = Vec::new();
+        for (conflict, remote_version, resolution) in resolved {
+            let mut staged = Staged::new(txn);
+            match self.apply_resolution(&mut staged, conflict, remote_version.clone(), resolution) {
+                Ok(applied) => {
+                    staged.apply()?;
+                    changes.extend(applied);
+                }
+                Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
+                    refused.push(err.table(conflict.table.clone()).key(&conflict.key));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok((changes, refused))
+    }
+
     fn park(
         &self,
         txn: &mut dyn WriteTxn,
@@ -669,5 +900,306 @@ impl LocalDb {
         let mut by_record = layout::record_prefix(&entry.table, &entry.key);
         by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
         txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ops::Bound;
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::hlc::HybridClock;
+    use crate::local::{Schema, WriteOp};
+    use crate::store::KeyValue;
+
+    /// The smallest write transaction: one ordered map, nothing durable.
+    #[derive(Default, Clone, PartialEq, Debug)]
+    struct MapTxn(BTreeMap<(String, Vec<u8>), Vec<u8>>);
+
+    impl ReadTxn for MapTxn {
+        fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.0.get(&(keyspace.to_owned(), key.to_vec())).cloned())
+        }
+        fn range(
+            &self,
+            keyspace: &str,
+            start: Bound<&[u8]>,
+            end: Bound<&[u8]>,
+            limit: Option<usize>,
+            reverse: bool,
+        ) -> Result<Vec<KeyValue>> {
+            let mut rows: Vec<KeyValue> = self
+                .0
+                .iter()
+                .filter(|((ks, k), _)| {
+                    ks == keyspace
+                        && std::ops::RangeBounds::<[u8]>::contains(&(start, end), k.as_slice())
+                })
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect();
+            if reverse {
+                rows.reverse();
+            }
+            rows.truncate(limit.unwrap_or(usize::MAX));
+            Ok(rows)
+        }
+        fn len(&self, keyspace: &str) -> Result<u64> {
+            Ok(self.0.keys().filter(|(ks, _)| ks == keyspace).count() as u64)
+        }
+    }
+
+    impl WriteTxn for MapTxn {
+        fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+            self.0
+                .insert((keyspace.to_owned(), key.to_vec()), value.to_vec());
+            Ok(())
+        }
+        fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
+            Ok(self
+                .0
+                .remove(&(keyspace.to_owned(), key.to_vec()))
+                .is_some())
+        }
+        fn commit(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn db() -> LocalDb {
+        let schema = Schema::new([crate::TableSpec::new("posts").index("rank")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        LocalDb::new(schema, Arc::new(HybridClock::new()))
+    }
+
+    fn rec(v: Value) -> Record {
+        match v {
+            Value::Object(m) => m,
+            _ => Record::new(),
+        }
+    }
+
+    fn key(s: &str) -> Key {
+        Key::Str(s.to_owned())
+    }
+
+    fn meta(r: &Record) -> RemoteMeta {
+        RemoteMeta {
+            version: r.get("v").map(|v| v.to_string()),
+            modified_ms: None,
+        }
+    }
+
+    /// A page with a create, an update, an unchanged record, a bad record (object in an
+    /// indexed field), a delete and a delete of an unknown key.
+    fn page() -> PullPage {
+        PullPage {
+            records: vec![
+                rec(json!({"id": "a", "rank": 1, "v": 1})),
+                rec(json!({"id": "b", "rank": 5, "v": 2})),
+                rec(json!({"id": "c", "rank": 3, "v": 1})),
+                rec(json!({"id": "bad", "rank": {"x": 1}})),
+            ],
+            deleted: vec![key("d"), key("nope")],
+            cursor: Some(json!("c1")),
+            has_more: false,
+            server_time_ms: None,
+            total: None,
+        }
+    }
+
+    /// Records b, c, d as pulled earlier, plus `extra` (a record with a pending local edit
+    /// when `pending`).
+    fn seeded(db: &LocalDb, pending: bool) -> MapTxn {
+        let mut txn = MapTxn::default();
+        let earlier = PullPage {
+            records: vec![
+                rec(json!({"id": "b", "rank": 2, "v": 1})),
+                rec(json!({"id": "c", "rank": 3, "v": 1})),
+                rec(json!({"id": "d", "rank": 4, "v": 1})),
+                rec(json!({"id": "extra", "rank": 9, "v": 1})),
+            ],
+            ..PullPage::default()
+        };
+        db.apply_pull_page(&mut txn, "posts", &earlier, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if pending {
+            db.apply_local(
+                &mut txn,
+                &[WriteOp::Update {
+                    table: "posts".into(),
+                    key: key("extra"),
+                    patch: json!({"title": "local"}),
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn
+    }
+
+    fn without(txn: &MapTxn, skip: &[&str]) -> BTreeMap<(String, Vec<u8>), Vec<u8>> {
+        txn.0
+            .iter()
+            .filter(|((ks, _), _)| !skip.iter().any(|s| ks.starts_with(s)))
+            .filter(|((_, k), _)| {
+                !(k.windows(5).any(|w| w == b"extra") || k.windows(9).any(|w| w == b"quarantin"))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_quiet_page_writes_what_the_isolated_path_writes() {
+        let db = db();
+        let mut quiet = seeded(&db, false);
+        let mut busy = seeded(&db, true);
+        assert!(db.is_quiet(&quiet, "posts").unwrap_or(false));
+        assert!(!db.is_quiet(&busy, "posts").unwrap_or(true));
+        let a = db
+            .apply_pull_page_owned(&mut quiet, "posts", page(), &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = db
+            .apply_pull_page(&mut busy, "posts", &page(), &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.changes, b.changes);
+        let ops: Vec<(String, Op)> = a
+            .changes
+            .iter()
+            .map(|c| (c.key.to_string(), c.op))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("a".to_owned(), Op::Create),
+                ("b".to_owned(), Op::Update),
+                ("d".to_owned(), Op::Delete)
+            ]
+        );
+        assert_eq!(a.quarantined.len(), 1);
+        assert_eq!(b.quarantined.len(), 1);
+        assert_eq!(a.quarantined[0].key.as_deref(), Some("bad"));
+        assert!(a.conflicts.is_empty() && b.conflicts.is_empty());
+        // Records, index entries, bases and the checkpoint: byte for byte the same (the
+        // outbox and meta differ only by the pending edit of `extra`).
+        assert_eq!(
+            without(&quiet, &["o/", "m", "q"]),
+            without(&busy, &["o/", "m", "q"])
+        );
+        let base = db.base(&quiet, "posts", &key("b")).unwrap_or(None);
+        assert_eq!(
+            base,
+            Some(Base {
+                record: rec(json!({"id": "b", "rank": 5, "v": 2})),
+                version: Some("2".into()),
+            })
+        );
+        assert_eq!(db.base(&quiet, "posts", &key("d")).unwrap_or(None), None);
+        assert_eq!(db.get(&quiet, "posts", &key("bad")).unwrap_or(None), None);
+        assert_eq!(
+            db.checkpoint(&quiet, "posts").unwrap_or(None),
+            Some(json!("c1"))
+        );
+        // Pulls never enqueue.
+        assert_eq!(db.outbox(&quiet, None, 10).map(|o| o.len()).unwrap_or(9), 0);
+    }
+
+    #[test]
+    fn a_page_meeting_a_pending_edit_returns_the_conflict() {
+        let db = db();
+        let mut txn = seeded(&db, true);
+        let page = PullPage {
+            records: vec![
+                rec(json!({"id": "extra", "rank": 9, "v": 2, "body": "remote"})),
+                rec(json!({"id": "z", "rank": 0, "v": 1})),
+            ],
+            ..PullPage::default()
+        };
+        let applied = db
+            .apply_pull_page_owned(&mut txn, "posts", page, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(applied.conflicts.len(), 1);
+        assert_eq!(applied.conflicts[0].0.key, key("extra"));
+    }
+
+    #[test]
+    fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
+        let db = db();
+        let mut txn = seeded(&db, true);
+        db.apply_local(
+            &mut txn,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("c"),
+                patch: json!({"title": "local c"}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let page = PullPage {
+            records: vec![
+                rec(json!({"id": "extra", "rank": 9, "v": 2, "body": "remote"})),
+                rec(json!({"id": "c", "rank": 3, "v": 2, "body": "remote c"})),
+            ],
+            ..PullPage::default()
+        };
+        let applied = db
+            .apply_pull_page(&mut txn, "posts", &page, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.conflicts.len(), 2);
+        let mut resolved: Vec<(Conflict, Option<String>, Resolution)> = Vec::new();
+        for (conflict, version) in applied.conflicts {
+            let resolution = if conflict.key == key("c") {
+                // Not storable: an object in the indexed field.
+                Resolution::Merged(rec(json!({"id": "c", "rank": {"bad": true}})))
+            } else {
+                Resolution::TakeRemote
+            };
+            resolved.push((conflict, version, resolution));
+        }
+        let (changes, refused) = db
+            .apply_resolutions(&mut txn, &resolved)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, key("extra"));
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].record_key(), Some("c"));
+        // `extra` took the remote version, its pending edit dropped; `c` is untouched.
+        let extra = db.get(&txn, "posts", &key("extra")).unwrap_or(None);
+        assert_eq!(
+            extra.and_then(|r| r.get("body").cloned()),
+            Some(json!("remote"))
+        );
+        assert!(
+            db.pending(&txn, "posts", &key("extra"))
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert_eq!(
+            db.pending(&txn, "posts", &key("c"))
+                .map(|p| p.len())
+                .unwrap_or(0),
+            1
+        );
+    }
+
+    #[test]
+    fn base_bytes_read_back_as_the_base() {
+        let mut record = Record::new();
+        record.insert("id".into(), serde_json::json!("a\"1"));
+        record.insert("n".into(), serde_json::json!({"x": [1, 2.5, null]}));
+        for version in [None, Some("7"), Some("W/\"q\\\u{1}\"")] {
+            let base = Base {
+                record: record.clone(),
+                version: version.map(str::to_owned),
+            };
+            let json = serde_json::to_vec(&record).unwrap_or_default();
+            let bytes = base_bytes(&json, version);
+            assert_eq!(bytes, serde_json::to_vec(&base).unwrap_or_default());
+            let back: Base = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, base);
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! the write operations with their optimistic-concurrency checks. Pure data: no locking, no
 //! HTTP; the caller passes the current time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use axum::http::StatusCode;
 use axum::http::header::{ETAG, LOCATION};
 use serde_json::{Map, Value, json};
 
+use super::counts::TsCounts;
 use super::ids::{cmp_keys, id_json_from_key, key_from_json};
 use super::query::encode;
 use super::reply::Reply;
@@ -182,12 +184,93 @@ pub(crate) fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
+/// An id's place in the order of [`cmp_keys`], as a derived `Ord` so that a `BTreeSet` can
+/// hold it: integer ids first (by value, then text), then the others (by bytes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum IdRank {
+    Num(i64, String),
+    Str(String),
+}
+
+impl IdRank {
+    pub(crate) fn of(key: &str) -> Self {
+        match key.parse::<i64>() {
+            Ok(n) => Self::Num(n, key.to_owned()),
+            Err(_) => Self::Str(key.to_owned()),
+        }
+    }
+
+    /// Below every real id (no id parses to `i64::MIN` with an empty text).
+    pub(crate) fn min() -> Self {
+        Self::Num(i64::MIN, String::new())
+    }
+
+    /// The smallest rank strictly above this one (no string lies between `s` and `s\0`).
+    pub(crate) fn successor(&self) -> Self {
+        match self {
+            Self::Num(n, s) => Self::Num(*n, format!("{s}\0")),
+            Self::Str(s) => Self::Str(format!("{s}\0")),
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Self::Num(_, s) | Self::Str(s) => s,
+        }
+    }
+}
+
+/// A place in `(updatedAt, id)` order, the timestamp in the collection's unit.
+pub(crate) type Place = (i64, IdRank);
+
+/// Which records a feed lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    All,
+    Live,
+    Dead,
+}
+
+/// One page of a feed, already filtered and positioned.
+#[derive(Debug)]
+pub(crate) struct FeedQuery<'q> {
+    pub(crate) which: Which,
+    /// Only these keys (`id=eq.`/`id=in.`).
+    pub(crate) ids: Option<&'q [String]>,
+    /// Inclusive bounds on the unit timestamp; `None` when the filters exclude everything.
+    pub(crate) ts: Option<(i64, i64)>,
+    /// The first wanted place (inclusive), from the keyset or cursor position; `None` when
+    /// nothing can come after the position.
+    pub(crate) from: Option<Place>,
+    pub(crate) skip: usize,
+    pub(crate) limit: usize,
+}
+
+/// The answer to a [`FeedQuery`].
+#[derive(Debug)]
+pub(crate) struct FeedPage<'a> {
+    /// Rows matching the filters, before positioning.
+    pub(crate) total: usize,
+    /// At most `limit` rows as `(unit timestamp, key, record)`.
+    pub(crate) rows: Vec<(i64, &'a str, &'a Record)>,
+    /// Whether rows follow the page.
+    pub(crate) has_more: bool,
+}
+
 /// One collection.
 #[derive(Debug)]
 pub(crate) struct Collection {
     name: String,
     pub(crate) config: CollectionConfig,
     records: HashMap<String, Record>,
+    /// Every record's place, kept on every write, so a feed page is a range scan rather
+    /// than a sort of the whole collection.
+    order: BTreeSet<Place>,
+    /// The tombstones' places (a subset of `order`), for the deleted feed.
+    dead: BTreeSet<Place>,
+    /// Records and tombstones per unit timestamp, so a feed's `total` costs O(log n).
+    all_counts: TsCounts,
+    dead_counts: TsCounts,
     next_server_id: i64,
     creates: HashMap<String, usize>,
 }
@@ -198,6 +281,10 @@ impl Collection {
             name: name.to_owned(),
             config,
             records: HashMap::new(),
+            order: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            all_counts: TsCounts::default(),
+            dead_counts: TsCounts::default(),
             next_server_id: 1,
             creates: HashMap::new(),
         }
@@ -258,15 +345,134 @@ impl Collection {
         v.into_iter().map(|(_, r)| self.render(r)).collect()
     }
 
-    /// Every record as `(unit timestamp, key, record)`, sorted by `(updatedAt, id)`.
-    pub(crate) fn rows(&self) -> Vec<(i64, &str, &Record)> {
-        let mut v: Vec<(i64, &str, &Record)> = self
-            .records
-            .iter()
-            .map(|(k, r)| (self.unit(r.updated_ms), k.as_str(), r))
+    /// Replaces the options; a new timestamp unit reorders the index.
+    pub(crate) fn set_config(&mut self, config: CollectionConfig) {
+        let reorder = config.timestamps != self.config.timestamps;
+        self.config = config;
+        if reorder {
+            self.order.clear();
+            self.dead.clear();
+            self.all_counts.clear();
+            self.dead_counts.clear();
+            let keys: Vec<String> = self.records.keys().cloned().collect();
+            for key in keys {
+                self.index(&key);
+            }
+        }
+    }
+
+    /// Drops a record's place from the index (before its timestamp or state changes).
+    fn unindex(&mut self, key: &str) {
+        if let Some(r) = self.records.get(key) {
+            let place = (self.unit(r.updated_ms), IdRank::of(key));
+            if r.deleted {
+                self.dead.remove(&place);
+                self.dead_counts.remove(place.0);
+            }
+            self.all_counts.remove(place.0);
+            self.order.remove(&place);
+        }
+    }
+
+    /// Adds a record's current place to the index.
+    fn index(&mut self, key: &str) {
+        if let Some(r) = self.records.get(key) {
+            let place = (self.unit(r.updated_ms), IdRank::of(key));
+            if r.deleted {
+                self.dead.insert(place.clone());
+                self.dead_counts.add(place.0);
+            }
+            self.all_counts.add(place.0);
+            self.order.insert(place);
+        }
+    }
+
+    /// One page of a feed in `(updatedAt, id)` order: `total` counts the rows matching the
+    /// filters, then the page starts at `from`, skips `skip` rows and holds `limit`.
+    pub(crate) fn feed(&self, q: &FeedQuery<'_>) -> FeedPage<'_> {
+        let empty = FeedPage {
+            total: 0,
+            rows: Vec::new(),
+            has_more: false,
+        };
+        let Some((ts_lo, ts_hi)) = q.ts.filter(|(lo, hi)| lo <= hi) else {
+            return empty;
+        };
+        let lo: Place = (ts_lo, IdRank::min());
+        let hi: Bound<Place> = match ts_hi.checked_add(1) {
+            Some(t) => Bound::Excluded((t, IdRank::min())),
+            None => Bound::Unbounded,
+        };
+        let wanted = |r: &Record| match q.which {
+            Which::All => true,
+            Which::Live => !r.deleted,
+            Which::Dead => r.deleted,
+        };
+        let start = q.from.as_ref().map(|f| f.max(&lo).clone());
+        let below_hi = |p: &Place| match &hi {
+            Bound::Excluded(h) => p < h,
+            _ => true,
+        };
+        let (total, positioned): (usize, Box<dyn Iterator<Item = &Place> + '_>) = match q.ids {
+            // A few named ids: look each one up instead of scanning.
+            Some(ids) => {
+                let places: BTreeSet<Place> = ids
+                    .iter()
+                    .filter_map(|k| self.records.get_key_value(k.as_str()))
+                    .filter(|(_, r)| wanted(r))
+                    .map(|(k, r)| (self.unit(r.updated_ms), IdRank::of(k)))
+                    .filter(|p| *p >= lo && below_hi(p))
+                    .collect();
+                let total = places.len();
+                let rows: Vec<&Place> = match &start {
+                    Some(s) => places
+                        .iter()
+                        .filter(|p| *p >= s)
+                        .filter_map(|p| self.order.get(p))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (total, Box::new(rows.into_iter()))
+            }
+            None => {
+                let set = if q.which == Which::Dead {
+                    &self.dead
+                } else {
+                    &self.order
+                };
+                let total = match q.which {
+                    Which::All => self.all_counts.within(ts_lo, ts_hi),
+                    Which::Dead => self.dead_counts.within(ts_lo, ts_hi),
+                    Which::Live => self
+                        .all_counts
+                        .within(ts_lo, ts_hi)
+                        .saturating_sub(self.dead_counts.within(ts_lo, ts_hi)),
+                };
+                let rows: Box<dyn Iterator<Item = &Place> + '_> = match start {
+                    // `range` panics on a start above its end.
+                    Some(s) if below_hi(&s) => Box::new(set.range((Bound::Included(s), hi))),
+                    _ => Box::new(std::iter::empty()),
+                };
+                (total, rows)
+            }
+        };
+        let mut rows: Vec<(i64, &str, &Record)> = positioned
+            .filter_map(|(ts, rank)| {
+                self.records
+                    .get_key_value(rank.key())
+                    .map(|(k, r)| (*ts, k.as_str(), r))
+            })
+            .filter(|(_, _, r)| wanted(r))
+            .skip(q.skip)
+            .take(q.limit.saturating_add(1))
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_keys(a.1, b.1)));
-        v
+        let has_more = rows.len() > q.limit;
+        rows.truncate(q.limit);
+        FeedPage {
+            total,
+            rows,
+            has_more,
+        }
     }
 
     pub(crate) fn create_count(&self, key: &str) -> usize {
@@ -353,7 +559,9 @@ impl Collection {
             &format!("/api/{}/{}", encode(&self.name), encode(&key)),
         );
         *self.creates.entry(key.clone()).or_insert(0) += 1;
-        self.records.insert(key, rec);
+        self.unindex(&key);
+        self.records.insert(key.clone(), rec);
+        self.index(&key);
         reply
     }
 
@@ -377,6 +585,7 @@ impl Collection {
         if let Err(r) = self.check(self.records.get(key), pre) {
             return r;
         }
+        self.unindex(key);
         match self.records.get_mut(key) {
             Some(rec) => {
                 rec.fields = body.fields;
@@ -384,6 +593,7 @@ impl Collection {
                 rec.updated_ms = now;
                 rec.deleted = false;
                 let rec = rec.clone();
+                self.index(key);
                 self.record_reply(StatusCode::OK, &rec)
             }
             None if self.config.server_ids => Reply::not_found(),
@@ -405,6 +615,7 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        self.unindex(key);
         let Some(rec) = self.records.get_mut(key) else {
             return Reply::not_found();
         };
@@ -414,6 +625,7 @@ impl Collection {
         rec.version += 1;
         rec.updated_ms = now;
         let rec = rec.clone();
+        self.index(key);
         self.record_reply(StatusCode::OK, &rec)
     }
 
@@ -425,11 +637,13 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        self.unindex(key);
         if let Some(rec) = self.records.get_mut(key) {
             rec.deleted = true;
             rec.version += 1;
             rec.updated_ms = now;
         }
+        self.index(key);
         Reply::empty(StatusCode::NO_CONTENT)
     }
 

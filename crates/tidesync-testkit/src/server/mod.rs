@@ -188,6 +188,7 @@
 mod auth;
 mod builder;
 mod collection;
+mod counts;
 mod faults;
 mod feed;
 mod handle;

@@ -1,10 +1,7 @@
 //! Pagination of the pull endpoints: `limit`+`offset`, `page`+`per_page`, opaque `cursor`,
 //! keyset `after_updated`+`after_id`; the cursor codec; the query of the next page (for `Link`).
 
-use std::cmp::Ordering;
-
 use super::collection::Collection;
-use super::ids::cmp_keys;
 use super::query::{param, ts_value};
 
 /// How the client paginates; decides the shape of the `Link` to the next page.
@@ -114,13 +111,15 @@ pub(crate) fn parse_paging(
     })
 }
 
-/// Whether row `(ts, key)` comes strictly after `pos`.
+/// Whether row `(ts, key)` comes strictly after `pos` (the feed's index must agree).
+#[cfg(test)]
 pub(crate) fn is_after(ts: i64, key: &str, pos: &Position) -> bool {
+    use std::cmp::Ordering;
     match ts.cmp(&pos.0) {
         Ordering::Greater => true,
         Ordering::Less => false,
         Ordering::Equal => match &pos.1 {
-            Some(id) => cmp_keys(key, id) == Ordering::Greater,
+            Some(id) => super::ids::cmp_keys(key, id) == Ordering::Greater,
             None => false,
         },
     }

@@ -93,6 +93,7 @@ pub(crate) enum Cmp {
 }
 
 impl Cmp {
+    #[cfg(test)]
     pub(crate) fn holds(self, left: i64, right: i64) -> bool {
         match self {
             Cmp::Gt => left > right,

@@ -85,7 +85,7 @@ impl Store {
     /// Sets the options of a collection (existing or future).
     pub(crate) fn configure(&mut self, name: &str, config: CollectionConfig) {
         if let Some(c) = self.collections.get_mut(name) {
-            c.config = config.clone();
+            c.set_config(config.clone());
         }
         self.configs.insert(name.to_owned(), config);
     }
