@@ -210,3 +210,43 @@ async fn only_record_heads_are_ready_and_references_wait_for_their_create() {
     ack(&engine, p1.seq).await;
     assert_eq!(ready(&engine), ["c1", "c2"]);
 }
+
+#[tokio::test]
+async fn a_table_queue_can_be_walked_page_by_page() {
+    let engine = memory_engine();
+    let mut batch = engine.batch();
+    for i in 0..25 {
+        batch = batch
+            .put("posts", &json!({"id": format!("p{i}")}))
+            .put("comments", &json!({"id": format!("c{i}")}));
+    }
+    batch.commit().await.unwrap();
+    let all: Vec<u64> = engine
+        .outbox(Some("posts"), 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(all.len(), 25);
+    let walked = engine
+        .writer()
+        .send(Write::new(|db, txn| {
+            let mut seqs = Vec::new();
+            let mut after = None;
+            loop {
+                let page = db.outbox_after(&*txn, "posts", after, 7)?;
+                assert!(page.len() <= 7 && page.iter().all(|e| e.table == "posts"));
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                seqs.extend(page.iter().map(|e| e.seq));
+            }
+            Ok((seqs, Vec::new()))
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        walked, all,
+        "every entry once, in order, none of another table"
+    );
+}

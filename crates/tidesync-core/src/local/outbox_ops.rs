@@ -220,6 +220,41 @@ impl LocalDb {
         }
     }
 
+    /// Entries of `table` after sequence number `after` (from its first when `None`), in
+    /// enqueue order, at most `limit`: for walking a long queue page by page.
+    pub fn outbox_after(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.schema.table(table)?;
+        let prefix = layout::table_prefix(table);
+        let start = after.map(|seq| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&seq_bytes(seq));
+            key
+        });
+        let end = crate::store::prefix_end(&prefix);
+        let rows = txn.range(
+            layout::OUTBOX_BY_TABLE,
+            match &start {
+                Some(key) => std::ops::Bound::Excluded(key.as_slice()),
+                None => std::ops::Bound::Included(prefix.as_slice()),
+            },
+            match &end {
+                Some(key) => std::ops::Bound::Excluded(key.as_slice()),
+                None => std::ops::Bound::Unbounded,
+            },
+            Some(limit),
+            false,
+        )?;
+        rows.iter()
+            .map(|(k, _)| self.entry_or_err(txn, layout::seq_from_suffix(k)?))
+            .collect()
+    }
+
     /// Queue depth and oldest pending entry of `table`: two point reads.
     pub fn outbox_stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
         self.schema.table(table)?;

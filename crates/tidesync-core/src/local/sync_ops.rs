@@ -317,13 +317,20 @@ impl LocalDb {
                     break;
                 }
             }
-            // Pending entries of that table that carry the old reference.
-            for mut entry in self.outbox(&*txn, Some(&other.name), usize::MAX)? {
-                if let Some(record) = entry.record.as_mut()
-                    && record.get(&field) == Some(&old_json)
-                {
-                    record.insert(field.clone(), key_json.clone());
-                    self.rewrite(txn, &entry)?;
+            // Pending entries of that table that carry the old reference, a page at a time
+            // (the queue may be long).
+            let mut after_seq: Option<u64> = None;
+            loop {
+                let page = self.outbox_after(&*txn, &other.name, after_seq, 512)?;
+                let Some(last) = page.last() else { break };
+                after_seq = Some(last.seq);
+                for mut entry in page {
+                    if let Some(record) = entry.record.as_mut()
+                        && record.get(&field) == Some(&old_json)
+                    {
+                        record.insert(field.clone(), key_json.clone());
+                        self.rewrite(txn, &entry)?;
+                    }
                 }
             }
         }
