@@ -162,7 +162,8 @@ pub(crate) fn run_turn(
         for group in grouped.groups {
             let mut request_group = Vec::with_capacity(group.len());
             for head in group {
-                let entry = db.mark_in_flight(txn, head.seq)?;
+                // Read by the scan in this transaction: current, no need to read it again.
+                let entry = db.mark_read_entry_in_flight(txn, head)?;
                 let base_version = db
                     .base(&*txn, &entry.table, &entry.key)?
                     .and_then(|b| b.version);

@@ -403,6 +403,16 @@ impl LocalDb {
     /// later edits queue behind it.
     pub fn mark_in_flight(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
         let before = self.entry_or_err(&*txn, seq)?;
+        self.mark_read_entry_in_flight(txn, before)
+    }
+
+    /// [`LocalDb::mark_in_flight`] for an entry just read in this same transaction (e.g. by
+    /// [`LocalDb::scan_ready`]), which saves reading and decoding it again.
+    pub fn mark_read_entry_in_flight(
+        &self,
+        txn: &mut dyn WriteTxn,
+        before: OutboxEntry,
+    ) -> Result<OutboxEntry> {
         let mut entry = before.clone();
         entry.in_flight = true;
         entry.attempts += 1;
