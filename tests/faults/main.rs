@@ -224,9 +224,9 @@ impl App {
                     .put(&json!({"id": key, "v": v, "body": body}))
                     .await
                     .map(|_| false),
-                // Notes (server wins) are never deleted: BUG-2 (see known_bugs.rs); nor is a
-                // record whose create is still unsent: BUG-4.
-                _ if table == "notes" || unsent_create(engine, table, &key) => records
+                // Notes (server wins) are never deleted: BUG-2 (see known_bugs.rs). Records
+                // whose create is still unsent are deleted like any other (BUG-4 is fixed).
+                _ if table == "notes" => records
                     .update(key.as_str(), json!({"v": v}))
                     .await
                     .map(|_| false),
@@ -275,20 +275,6 @@ impl App {
             Err(err) => panic!("a valid local write failed: {err}"),
         }
     }
-}
-
-/// Whether the record's last queued entry is a create not yet handed to the transport.
-/// Deleting such a record coalesces the create away, which races with the pusher (BUG-4:
-/// the push cycle aborts and strands its in-flight entries), so the workload edits it instead.
-fn unsent_create(engine: &Engine, table: &str, key: &str) -> bool {
-    let key = tidesync::Key::from(key);
-    engine
-        .outbox(Some(table), usize::MAX)
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|e| e.key == key)
-        .is_some_and(|e| e.op == tidesync::Op::Create && !e.sealed())
 }
 
 /// Another client: edits, server-side deletes of posts, new server records.

@@ -348,9 +348,10 @@ async fn write(engine: &Engine, rng: &mut StdRng) -> Option<(String, u64, bool)>
                 (engine.batch().put(table, &record), false)
             }
             // Notes (server wins) are never deleted: a re-created record whose tombstone
-            // comes back in a 409 becomes a zombie under server-wins (BUG-2). Nor is a record
-            // whose create is still unsent (BUG-4).
-            _ if table == "notes" || unsent_create(engine, table, &key) => {
+            // comes back in a 409 becomes a zombie under server-wins (BUG-2). Records whose
+            // create is still unsent are deleted like any other (BUG-4 is fixed: the pusher
+            // finds and marks heads in one transaction).
+            _ if table == "notes" => {
                 let patch = json!({"v": v, "m": rng.random_range(0..1000)});
                 (engine.batch().update(table, key.as_str(), patch), false)
             }
@@ -389,20 +390,6 @@ async fn write_task(engine: &Engine, rng: &mut StdRng) -> Option<(String, u64, b
         .put("versions", &json!({"id": vid, "v": v, "deleted": false}));
     marker(format_args!("write {vid} v{v}"));
     commit(batch).await.map(|()| (vid, v, false))
-}
-
-/// Whether the record's last queued entry is a create not yet handed to the transport.
-/// Deleting such a record coalesces the create away, which races with the pusher (BUG-4:
-/// the push cycle aborts and strands its in-flight entries), so the workload edits it instead.
-fn unsent_create(engine: &Engine, table: &str, key: &str) -> bool {
-    let key = tidesync::Key::from(key);
-    engine
-        .outbox(Some(table), usize::MAX)
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|e| e.key == key)
-        .is_some_and(|e| e.op == tidesync::Op::Create && !e.sealed())
 }
 
 async fn version_of(engine: &Engine, vid: &str) -> u64 {
