@@ -127,6 +127,45 @@ async fn records_sharing_a_timestamp_across_page_boundaries_are_all_pulled() {
 }
 
 #[tokio::test]
+async fn a_pull_stops_at_its_page_budget_without_fetching_ahead_past_it() {
+    let server = ReferenceServer::start().await;
+    for i in 0..10 {
+        server
+            .insert_direct("posts", json!({"id": format!("b{i:02}")}))
+            .unwrap();
+    }
+    let engine = crate::support::engine_with(
+        &server,
+        tidesync::SyncSettings {
+            page_size: 2,
+            max_pages: 3,
+            ..crate::support::settings()
+        },
+        |b| b,
+    );
+    let feed_requests = || {
+        server
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/api/posts")
+            .count()
+    };
+    let first = engine.pull(Some("posts")).await.unwrap();
+    assert_eq!((first.pages, first.applied), (3, 6));
+    assert_eq!(
+        feed_requests(),
+        3,
+        "the page fetched ahead never goes past the budget"
+    );
+    let posts = engine.table::<Value>("posts").unwrap();
+    assert_eq!(posts.count().await.unwrap(), 6);
+    // The next pull resumes from the checkpoint and gets the rest.
+    let second = engine.pull(Some("posts")).await.unwrap();
+    assert_eq!(second.applied, 4);
+    assert_eq!(posts.count().await.unwrap(), 10);
+}
+
+#[tokio::test]
 async fn server_deletes_reach_the_local_store() {
     let server = ReferenceServer::start().await;
     server.insert_direct("posts", json!({"id": "a"})).unwrap();
