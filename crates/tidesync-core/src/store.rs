@@ -91,6 +91,18 @@ pub trait WriteTxn: ReadTxn {
     fn commit(self: Box<Self>) -> Result<(), Error>;
 }
 
+/// Whether `(start, end)` selects nothing by construction: start after end, or equal with an
+/// excluded side. `BTreeMap::range` panics on such bounds and backends may not define them, so
+/// every range answers them with an empty result first.
+pub fn bounds_select_nothing<T: Ord + ?Sized>(start: Bound<&T>, end: Bound<&T>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
+        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
+        _ => false,
+    }
+}
+
 /// The smallest key greater than every key that starts with `prefix`, or `None` when there is
 /// none (the prefix is empty or all `0xFF`).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -106,7 +118,34 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{bounds_select_nothing, prefix_end};
+    use std::ops::Bound;
+
+    #[test]
+    fn empty_bounds_are_detected() {
+        let (a, b): (&[u8], &[u8]) = (b"a", b"b");
+        assert!(bounds_select_nothing(
+            Bound::Included(b),
+            Bound::Included(a)
+        ));
+        assert!(bounds_select_nothing(
+            Bound::Excluded(a),
+            Bound::Excluded(a)
+        ));
+        assert!(bounds_select_nothing(
+            Bound::Included(a),
+            Bound::Excluded(a)
+        ));
+        assert!(bounds_select_nothing(
+            Bound::Excluded(a),
+            Bound::Included(a)
+        ));
+        assert!(!bounds_select_nothing(
+            Bound::Included(a),
+            Bound::Included(a)
+        ));
+        assert!(!bounds_select_nothing(Bound::Unbounded, Bound::Excluded(a)));
+    }
 
     #[test]
     fn prefix_end_increments_last_byte_that_can_grow() {

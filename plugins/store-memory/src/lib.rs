@@ -35,6 +35,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use tidesync_core::error::ErrorKind;
+use tidesync_core::store::bounds_select_nothing;
 use tidesync_core::{Error, KeyValue, ReadTxn, Result, Store, WriteTxn};
 
 const BACKEND: &str = "memory";
@@ -176,7 +177,7 @@ impl ReadTxn for MemoryRead {
         let Some(ks) = self.snapshot.get(keyspace) else {
             return Ok(Vec::new());
         };
-        if limit == 0 || range_is_empty(start, end) {
+        if limit == 0 || bounds_select_nothing(start, end) {
             return Ok(Vec::new());
         }
         let iter = ks.range::<[u8], _>((start, end));
@@ -226,7 +227,7 @@ impl ReadTxn for MemoryWrite {
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
         let limit = limit.unwrap_or(usize::MAX);
-        if limit == 0 || range_is_empty(start, end) {
+        if limit == 0 || bounds_select_nothing(start, end) {
             return Ok(Vec::new());
         }
         let empty_base = Keyspace::new();
@@ -317,17 +318,6 @@ impl WriteTxn for MemoryWrite {
     }
 }
 
-/// Whether `(start, end)` selects nothing by construction. `BTreeMap::range` panics on such
-/// bounds (start after end, or equal with an excluded side), and a store must not.
-fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
-        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
-        _ => false,
-    }
-}
-
 /// Merges committed pairs with pending changes, both in iteration order (descending when
 /// `reverse`). A pending change wins over the committed pair with the same key; a pending delete
 /// hides it.
@@ -370,17 +360,6 @@ fn merge<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_ranges_are_detected() {
-        let (a, b): (&[u8], &[u8]) = (b"a", b"b");
-        assert!(range_is_empty(Bound::Included(b), Bound::Included(a)));
-        assert!(range_is_empty(Bound::Excluded(a), Bound::Excluded(a)));
-        assert!(range_is_empty(Bound::Included(a), Bound::Excluded(a)));
-        assert!(range_is_empty(Bound::Excluded(a), Bound::Included(a)));
-        assert!(!range_is_empty(Bound::Included(a), Bound::Included(a)));
-        assert!(!range_is_empty(Bound::Unbounded, Bound::Excluded(a)));
-    }
 
     #[test]
     fn a_reader_keeps_its_snapshot_while_commits_copy_on_write() -> Result<()> {

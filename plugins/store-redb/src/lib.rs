@@ -12,6 +12,7 @@ use redb::{
     TableError, TransactionError, WriteTransaction,
 };
 use tidesync_core::error::ErrorKind;
+use tidesync_core::store::bounds_select_nothing;
 use tidesync_core::{Error, KeyValue, ReadTxn, Result, Store, WriteTxn};
 
 const BACKEND: &str = "redb";
@@ -440,7 +441,7 @@ impl ReadTxn for RedbWrite {
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
         let take = limit.unwrap_or(usize::MAX);
-        if take == 0 || range_is_empty(start, end) {
+        if take == 0 || bounds_select_nothing(start, end) {
             return Ok(Vec::new());
         }
         let buffered: Vec<(&[u8], &Option<Vec<u8>>)> = match self.overlay.get(keyspace) {
@@ -547,7 +548,7 @@ fn range(
     reverse: bool,
 ) -> Result<Vec<KeyValue>> {
     let limit = limit.unwrap_or(usize::MAX);
-    if limit == 0 || range_is_empty(start, end) {
+    if limit == 0 || bounds_select_nothing(start, end) {
         return Ok(Vec::new());
     }
     let iter = table.range::<&[u8]>((start, end)).map_err(storage)?;
@@ -559,17 +560,6 @@ fn range(
         iter.rev().take(limit).map(pair).collect()
     } else {
         iter.take(limit).map(pair).collect()
-    }
-}
-
-/// Whether `(start, end)` selects nothing by construction (start after end, or equal with an
-/// excluded side); answered without asking redb, whose behaviour on such bounds is unspecified.
-fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
-        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
-        _ => false,
     }
 }
 

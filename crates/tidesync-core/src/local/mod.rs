@@ -10,6 +10,8 @@ pub mod layout;
 mod outbox_ops;
 mod staged;
 mod sync_ops;
+#[cfg(test)]
+mod test_txn;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

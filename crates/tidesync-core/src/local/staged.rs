@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
-use crate::store::{KeyValue, ReadTxn, WriteTxn};
+use crate::store::{KeyValue, ReadTxn, WriteTxn, bounds_select_nothing};
 
 /// Buffers writes over `inner`; reads see the buffer first. [`Staged::apply`] moves the buffer
 /// into `inner`; dropping it discards the buffer.
@@ -38,30 +38,6 @@ impl<'a> Staged<'a> {
     }
 }
 
-/// `BTreeMap::range` panics on start > end (or equal and both excluded).
-fn range_is_empty<T: Ord>(lo: &Bound<T>, hi: &Bound<T>) -> bool {
-    match (lo, hi) {
-        (Bound::Included(l), Bound::Included(h)) => l > h,
-        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h))
-        | (Bound::Excluded(l), Bound::Included(h)) => l >= h,
-        _ => false,
-    }
-}
-
-fn in_bounds(key: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    let after_start = match start {
-        Bound::Included(s) => key >= s,
-        Bound::Excluded(s) => key > s,
-        Bound::Unbounded => true,
-    };
-    let before_end = match end {
-        Bound::Included(e) => key <= e,
-        Bound::Excluded(e) => key < e,
-        Bound::Unbounded => true,
-    };
-    after_start && before_end
-}
-
 impl ReadTxn for Staged<'_> {
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.overlay.get(&(keyspace.to_owned(), key.to_vec())) {
@@ -92,15 +68,16 @@ impl ReadTxn for Staged<'_> {
             // `keyspace + "\0"` is the next keyspace name: every key of this one sorts before.
             Bound::Unbounded => Bound::Excluded((format!("{keyspace}\0"), Vec::new())),
         };
-        let staged: BTreeMap<&[u8], &Option<Vec<u8>>> = if range_is_empty(&lo, &hi) {
-            BTreeMap::new()
-        } else {
-            self.overlay
-                .range((lo, hi))
-                .filter(|((_, key), _)| in_bounds(key, start, end))
-                .map(|((_, key), value)| (key.as_slice(), value))
-                .collect()
-        };
+        let staged: BTreeMap<&[u8], &Option<Vec<u8>>> =
+            if bounds_select_nothing(lo.as_ref(), hi.as_ref()) {
+                BTreeMap::new()
+            } else {
+                self.overlay
+                    // Exact: only `keyspace` lies between these tuple bounds.
+                    .range((lo, hi))
+                    .map(|((_, key), value)| (key.as_slice(), value))
+                    .collect()
+            };
         // Deleted keys may hide base rows, so ask the base for enough rows to fill `limit`.
         let base_limit = limit.map(|l| l + staged.len());
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
@@ -161,57 +138,7 @@ impl WriteTxn for Staged<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
-
-    /// The smallest write transaction: one ordered map per keyspace, nothing durable.
-    #[derive(Default)]
-    struct MapTxn(BTreeMap<(String, Vec<u8>), Vec<u8>>);
-
-    impl ReadTxn for MapTxn {
-        fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            Ok(self.0.get(&(keyspace.to_owned(), key.to_vec())).cloned())
-        }
-        fn range(
-            &self,
-            keyspace: &str,
-            start: Bound<&[u8]>,
-            end: Bound<&[u8]>,
-            limit: Option<usize>,
-            reverse: bool,
-        ) -> Result<Vec<KeyValue>> {
-            let mut rows: Vec<KeyValue> = self
-                .0
-                .iter()
-                .filter(|((ks, k), _)| ks == keyspace && in_bounds(k, start, end))
-                .map(|((_, k), v)| (k.clone(), v.clone()))
-                .collect();
-            if reverse {
-                rows.reverse();
-            }
-            rows.truncate(limit.unwrap_or(usize::MAX));
-            Ok(rows)
-        }
-        fn len(&self, keyspace: &str) -> Result<u64> {
-            Ok(self.0.keys().filter(|(ks, _)| ks == keyspace).count() as u64)
-        }
-    }
-
-    impl WriteTxn for MapTxn {
-        fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
-            self.0
-                .insert((keyspace.to_owned(), key.to_vec()), value.to_vec());
-            Ok(())
-        }
-        fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
-            Ok(self
-                .0
-                .remove(&(keyspace.to_owned(), key.to_vec()))
-                .is_some())
-        }
-        fn commit(self: Box<Self>) -> Result<()> {
-            Err(Error::internal("not used"))
-        }
-    }
+    use crate::local::test_txn::MapTxn;
 
     fn keys(rows: Vec<KeyValue>) -> Vec<Vec<u8>> {
         rows.into_iter().map(|(k, _)| k).collect()
