@@ -193,8 +193,8 @@ impl AuthProvider for SharedToken {
     }
 }
 
-#[tokio::test]
-async fn refused_credentials_pause_pushing_without_dead_letters() {
+/// A server that requires tokens, and an engine whose token the test can replace.
+async fn auth_engine() -> (ReferenceServer, Arc<Mutex<String>>, tidesync::Engine) {
     let server = ReferenceServer::builder()
         .auth(Duration::from_secs(60))
         .start()
@@ -212,6 +212,12 @@ async fn refused_credentials_pause_pushing_without_dead_letters() {
         .settings(settings())
         .start()
         .unwrap();
+    (server, token, engine)
+}
+
+#[tokio::test]
+async fn refused_credentials_pause_pushing_without_dead_letters() {
+    let (server, token, engine) = auth_engine().await;
     engine
         .table::<Value>("posts")
         .unwrap()
@@ -256,23 +262,7 @@ async fn refused_credentials_pause_pushing_without_dead_letters() {
 
 #[tokio::test]
 async fn an_auth_pause_mid_backlog_leaves_nothing_in_flight_and_loses_nothing() {
-    let server = ReferenceServer::builder()
-        .auth(Duration::from_secs(60))
-        .start()
-        .await;
-    let token = Arc::new(Mutex::new(server.issue_token()));
-    let transport = RestTransport::builder(server.url())
-        .table("posts", routes("posts"))
-        .auth(SharedToken(token.clone()))
-        .build()
-        .unwrap();
-    let engine = tidesync::Engine::builder()
-        .store(tidesync::MemoryStore::new())
-        .table(tidesync::TableSpec::new("posts"))
-        .transport(transport)
-        .settings(settings())
-        .start()
-        .unwrap();
+    let (server, token, engine) = auth_engine().await;
     let posts = engine.table::<Value>("posts").unwrap();
     // More records than the pusher sends and prepares at once, so some are prepared (marked
     // in flight) but never sent when the first refusal pauses pushing.
