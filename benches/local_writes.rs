@@ -7,7 +7,14 @@
 //! 2. 16 concurrent writers through the table API (group commit) vs raw redb with one commit
 //!    per write from 16 threads, and their ratio (target >= 10x);
 //! 3. p50 / p99 latency of one durable write through the table API, next to the p50 / p99 of
-//!    one raw redb commit (the floor: the fsync).
+//!    one raw redb commit (the floor: the fsync);
+//! 4. the CPU time per write of each side (`/proc/self/stat`, the whole process), which bounds
+//!    group commit once fsyncs are shared;
+//! 5. what the rows alone cost: raw redb committing, per write, (a) one row, (b) the record
+//!    plus one outbox row (the least DESIGN invariant 1 allows), in the same table and in a
+//!    second one, (c) the rows the table API writes (record, outbox entry, its two index rows,
+//!    three meta rows, in five tables). (b)/(a) bounds the sequential ratio of any engine that
+//!    keeps the invariant on redb; (c)/(a) bounds it for the current layout.
 //!
 //! Fairness: both sides write the same record bytes (`common::record`, ~260 bytes of JSON)
 //! under the same key, into a fresh file in the same directory, with the same fsync policy
@@ -33,6 +40,20 @@ use common::{median, percentile, record, secs, thousands};
 
 const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
 
+/// The rows one raw commit writes, for section 5.
+#[derive(Clone, Copy)]
+enum RawRows {
+    /// The record alone.
+    One,
+    /// The record and an outbox entry, in two tables.
+    RecordAndEntry,
+    /// The record and an outbox entry in the record's own table (under a separate key range).
+    RecordAndEntryOneTable,
+    /// What the table API writes: record, entry, by-record and by-table index rows, and the
+    /// sequence counter, clock and queue depth in a meta table.
+    TableApiLayout,
+}
+
 fn engine(dir: &std::path::Path) -> Engine {
     Engine::builder()
         .store(RedbStore::open(dir.join("engine.redb")).expect("open"))
@@ -50,9 +71,22 @@ fn raw_db(dir: &std::path::Path) -> Arc<Database> {
     )
 }
 
+/// One durable raw commit of record `i` alone: the baseline.
 fn raw_insert(db: &Database, i: usize) {
+    raw_commit_rows(db, i, RawRows::One);
+}
+
+/// One durable raw commit of the rows `rows` stands for, for record `i`.
+fn raw_commit_rows(db: &Database, i: usize, rows: RawRows) {
+    const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("o/entries");
+    const BY_RECORD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("o/by_record");
+    const BY_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("o/by_table");
+    const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("m");
     let value = serde_json::to_vec(&record(i)).expect("json");
     let key = format!("rec-{i:08}");
+    let seq = (i as u64 + 1).to_be_bytes();
+    // An outbox entry carries the record plus ~150 bytes of bookkeeping.
+    let entry = [value.as_slice(), &[b' '; 150]].concat();
     let mut txn = db.begin_write().expect("begin");
     txn.set_durability(Durability::Immediate)
         .expect("durability");
@@ -62,15 +96,53 @@ fn raw_insert(db: &Database, i: usize) {
             .insert(key.as_bytes(), value.as_slice())
             .expect("insert");
     }
+    if matches!(rows, RawRows::RecordAndEntryOneTable) {
+        let entry_key = [b"~outbox/".as_slice(), &seq].concat();
+        let mut table = txn.open_table(RAW).expect("table");
+        table
+            .insert(entry_key.as_slice(), entry.as_slice())
+            .expect("insert");
+    }
+    if matches!(rows, RawRows::RecordAndEntry | RawRows::TableApiLayout) {
+        let mut entries = txn.open_table(ENTRIES).expect("table");
+        entries.insert(&seq[..], entry.as_slice()).expect("insert");
+    }
+    if matches!(rows, RawRows::TableApiLayout) {
+        let by_record = [b"posts\0".as_slice(), key.as_bytes(), &seq].concat();
+        let by_table = [b"posts\0".as_slice(), &seq].concat();
+        let mut t = txn.open_table(BY_RECORD).expect("table");
+        t.insert(by_record.as_slice(), &[][..]).expect("insert");
+        drop(t);
+        let mut t = txn.open_table(BY_TABLE).expect("table");
+        t.insert(by_table.as_slice(), &[][..]).expect("insert");
+        drop(t);
+        let mut t = txn.open_table(META).expect("table");
+        for name in [&b"next_seq"[..], b"hlc", b"depth/posts"] {
+            t.insert(name, &seq[..]).expect("insert");
+        }
+    }
     txn.commit().expect("commit");
 }
 
-/// Writes/s and per-write latencies of `n` sequential durable writes through the table API.
-fn api_sequential(n: usize, rt: &tokio::runtime::Runtime) -> (f64, Vec<Duration>) {
+/// Writes/s of `n` sequential raw commits of `rows`.
+fn raw_rows_sequential(n: usize, rows: RawRows) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = raw_db(dir.path());
+    let start = Instant::now();
+    for i in 0..n {
+        raw_commit_rows(&db, i, rows);
+    }
+    n as f64 / secs(start)
+}
+
+/// Writes/s, per-write latencies and CPU µs per write of `n` sequential durable writes through
+/// the table API.
+fn api_sequential(n: usize, rt: &tokio::runtime::Runtime) -> (f64, Vec<Duration>, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
     let posts = engine.table::<serde_json::Value>("posts").expect("table");
     let mut latencies = Vec::with_capacity(n);
+    let cpu = common::process_cpu();
     let start = Instant::now();
     rt.block_on(async {
         for i in 0..n {
@@ -80,28 +152,37 @@ fn api_sequential(n: usize, rt: &tokio::runtime::Runtime) -> (f64, Vec<Duration>
         }
     });
     let rate = n as f64 / secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
     engine.shutdown();
-    (rate, latencies)
+    (rate, latencies, cpu_us)
 }
 
-/// Writes/s and per-commit latencies of `n` sequential raw redb commits.
-fn raw_sequential(n: usize) -> (f64, Vec<Duration>) {
+/// Writes/s, per-commit latencies and CPU µs per write of `n` sequential raw redb commits.
+fn raw_sequential(n: usize) -> (f64, Vec<Duration>, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = raw_db(dir.path());
     let mut latencies = Vec::with_capacity(n);
+    let cpu = common::process_cpu();
     let start = Instant::now();
     for i in 0..n {
         let t = Instant::now();
         raw_insert(&db, i);
         latencies.push(t.elapsed());
     }
-    (n as f64 / secs(start), latencies)
+    let rate = n as f64 / secs(start);
+    (
+        rate,
+        latencies,
+        common::cpu_us_per(cpu, common::process_cpu(), n),
+    )
 }
 
-fn api_concurrent(writers: usize, per_writer: usize, rt: &tokio::runtime::Runtime) -> f64 {
+/// Writes/s and CPU µs per write of `writers` concurrent writers through the table API.
+fn api_concurrent(writers: usize, per_writer: usize, rt: &tokio::runtime::Runtime) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = engine(dir.path());
     let posts = engine.table::<serde_json::Value>("posts").expect("table");
+    let cpu = common::process_cpu();
     let start = Instant::now();
     rt.block_on(async {
         let tasks: Vec<_> = (0..writers)
@@ -119,13 +200,16 @@ fn api_concurrent(writers: usize, per_writer: usize, rt: &tokio::runtime::Runtim
         }
     });
     let rate = (writers * per_writer) as f64 / secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), writers * per_writer);
     engine.shutdown();
-    rate
+    (rate, cpu_us)
 }
 
-fn raw_concurrent(writers: usize, per_writer: usize) -> f64 {
+/// Writes/s and CPU µs per write of `writers` threads doing one raw commit per write.
+fn raw_concurrent(writers: usize, per_writer: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = raw_db(dir.path());
+    let cpu = common::process_cpu();
     let start = Instant::now();
     std::thread::scope(|scope| {
         for w in 0..writers {
@@ -137,7 +221,9 @@ fn raw_concurrent(writers: usize, per_writer: usize) -> f64 {
             });
         }
     });
-    (writers * per_writer) as f64 / secs(start)
+    let rate = (writers * per_writer) as f64 / secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), writers * per_writer);
+    (rate, cpu_us)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -161,8 +247,9 @@ fn main() {
     common::section(&format!("sequential durable writes ({n} per run)"));
     let (mut api, mut raw, mut ratio) = (vec![], vec![], vec![]);
     let (mut p50, mut p99, mut raw_p50, mut raw_p99) = (vec![], vec![], vec![], vec![]);
+    let (mut api_cpu, mut raw_cpu) = (vec![], vec![]);
     for run in 0..runs {
-        let ((a, mut lat), (r, mut raw_lat)) = if run % 2 == 0 {
+        let ((a, mut lat, a_cpu), (r, mut raw_lat, r_cpu)) = if run % 2 == 0 {
             let a = api_sequential(n, &rt);
             (a, raw_sequential(n))
         } else {
@@ -174,13 +261,23 @@ fn main() {
         api.push(a);
         raw.push(r);
         ratio.push(a / r);
+        api_cpu.push(a_cpu);
+        raw_cpu.push(r_cpu);
         p50.push(ms(percentile(&lat, 50.0)));
         p99.push(ms(percentile(&lat, 99.0)));
         raw_p50.push(ms(percentile(&raw_lat, 50.0)));
         raw_p99.push(ms(percentile(&raw_lat, 99.0)));
     }
-    println!("  table API        {:>9} writes/s", thousands(median(&api)));
-    println!("  raw redb         {:>9} writes/s", thousands(median(&raw)));
+    println!(
+        "  table API        {:>9} writes/s   {:>5.0} µs CPU per write",
+        thousands(median(&api)),
+        median(&api_cpu)
+    );
+    println!(
+        "  raw redb         {:>9} writes/s   {:>5.0} µs CPU per write",
+        thousands(median(&raw)),
+        median(&raw_cpu)
+    );
     println!(
         "  ratio            {:>9.2}   (target >= 0.8)",
         median(&ratio)
@@ -204,8 +301,9 @@ fn main() {
         writers * per_writer
     ));
     let (mut api, mut raw, mut ratio) = (vec![], vec![], vec![]);
+    let (mut api_cpu, mut raw_cpu) = (vec![], vec![]);
     for run in 0..runs {
-        let (a, r) = if run % 2 == 0 {
+        let ((a, a_cpu), (r, r_cpu)) = if run % 2 == 0 {
             let a = api_concurrent(writers, per_writer, &rt);
             (a, raw_concurrent(writers, per_writer))
         } else {
@@ -215,18 +313,57 @@ fn main() {
         api.push(a);
         raw.push(r);
         ratio.push(a / r);
+        api_cpu.push(a_cpu);
+        raw_cpu.push(r_cpu);
     }
     println!(
-        "  table API, group commit     {:>9} writes/s",
-        thousands(median(&api))
+        "  table API, group commit     {:>9} writes/s   {:>5.0} µs CPU per write",
+        thousands(median(&api)),
+        median(&api_cpu)
     );
     println!(
-        "  raw redb, commit per write  {:>9} writes/s",
-        thousands(median(&raw))
+        "  raw redb, commit per write  {:>9} writes/s   {:>5.0} µs CPU per write",
+        thousands(median(&raw)),
+        median(&raw_cpu)
     );
     println!(
         "  ratio                       {:>9.1}x  (target >= 10x)",
         median(&ratio)
     );
+    common::section_end();
+
+    common::section(&format!(
+        "what the rows alone cost: raw redb, one durable commit per write ({n} per run)"
+    ));
+    let layouts = [
+        (RawRows::One, "one row (the record)"),
+        (
+            RawRows::RecordAndEntryOneTable,
+            "record + outbox entry, 1 table",
+        ),
+        (RawRows::RecordAndEntry, "record + outbox entry, 2 tables"),
+        (RawRows::TableApiLayout, "the table API's 7 rows, 5 tables"),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![vec![]; layouts.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![vec![]; layouts.len()];
+    for run in 0..runs {
+        let mut this_run = vec![0.0; layouts.len()];
+        // Rotate the order between runs so drift in the machine's load hits each layout.
+        for k in 0..layouts.len() {
+            let index = (k + run) % layouts.len();
+            this_run[index] = raw_rows_sequential(n, layouts[index].0);
+        }
+        for (index, rate) in this_run.iter().enumerate() {
+            rates[index].push(*rate);
+            ratios[index].push(rate / this_run[0]);
+        }
+    }
+    for (index, (_, label)) in layouts.iter().enumerate() {
+        println!(
+            "  {label:<36} {:>9} writes/s   {:>5.2} of one row",
+            thousands(median(&rates[index])),
+            median(&ratios[index])
+        );
+    }
     common::section_end();
 }

@@ -7,7 +7,10 @@
 //! 2. times a plain `reqwest::Client` POSTing the same record bodies (with an
 //!    `Idempotency-Key` and the epoch header, as the engine sends them) to the same endpoint
 //!    of a fresh reference server, `concurrency` requests in flight;
-//! 3. prints entries/s of both and their ratio (target >= 0.7).
+//! 3. prints entries/s of both and their ratio (target >= 0.7), and the CPU time the whole
+//!    process spent per entry on each side (`/proc/self/stat`, all threads: the client side
+//!    *and* the in-process server). On a machine whose cores are all busy, the ratio of
+//!    throughputs follows the inverse ratio of CPU per entry.
 //!
 //! Each engine figure is taken twice: on a durable redb store (the default, every outbox
 //! state change is an fsync'd commit) and on the memory store (the same pipeline without
@@ -47,6 +50,8 @@ enum StoreKind {
 struct Pushed {
     per_sec: f64,
     write_requests: usize,
+    /// CPU of the whole process (client side and the in-process server) per entry, in µs.
+    cpu_us: f64,
 }
 
 fn engine_push(
@@ -85,9 +90,11 @@ fn engine_push(
         }
     });
     assert_eq!(engine.outbox_stats("posts").expect("stats").depth, n as u64);
+    let cpu = common::process_cpu();
     let start = Instant::now();
     let report = rt.block_on(engine.push()).expect("push");
     let elapsed = secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
     assert_eq!(
         report.pushed, n as u64,
         "every entry acknowledged: {report:?}"
@@ -98,6 +105,7 @@ fn engine_push(
     Pushed {
         per_sec: n as f64 / elapsed,
         write_requests,
+        cpu_us,
     }
 }
 
@@ -132,6 +140,7 @@ fn raw_push(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, bulk: bo
     let bodies = Arc::new(bodies);
     let keys = Arc::new(keys);
     let url = Arc::new(url);
+    let cpu = common::process_cpu();
     let start = Instant::now();
     rt.block_on(async {
         let next = Arc::new(AtomicUsize::new(0));
@@ -169,11 +178,13 @@ fn raw_push(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, bulk: bo
         }
     });
     let elapsed = secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
     assert_eq!(server.records("posts").len(), n);
     let write_requests = server.request_log().iter().filter(|r| r.is_write()).count();
     Pushed {
         per_sec: n as f64 / elapsed,
         write_requests,
+        cpu_us,
     }
 }
 
@@ -223,6 +234,8 @@ struct Row {
     ratio: Vec<f64>,
     engine_requests: usize,
     raw_requests: usize,
+    engine_cpu_us: Vec<f64>,
+    raw_cpu_us: Vec<f64>,
 }
 
 fn measure(
@@ -239,6 +252,8 @@ fn measure(
         ratio: vec![],
         engine_requests: 0,
         raw_requests: 0,
+        engine_cpu_us: vec![],
+        raw_cpu_us: vec![],
     };
     for run in 0..runs {
         // Alternate which side goes first, so drift in the machine's load hits both.
@@ -254,18 +269,22 @@ fn measure(
         row.ratio.push(e.per_sec / r.per_sec);
         row.engine_requests = e.write_requests;
         row.raw_requests = r.write_requests;
+        row.engine_cpu_us.push(e.cpu_us);
+        row.raw_cpu_us.push(r.cpu_us);
     }
     row
 }
 
 fn print_row(row: &Row, concurrency: usize, store: StoreKind) {
     println!(
-        "  c={concurrency:<3} {:<7} engine {:>7} entries/s ({:>5} req)   raw reqwest {:>7} entries/s ({:>5} req)   ratio {:>5.2}  (target >= 0.7)   [{}]",
+        "  c={concurrency:<3} {:<7} engine {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   raw reqwest {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   ratio {:>5.2}  (target >= 0.7)   [{}]",
         format!("{store:?}").to_lowercase(),
         thousands(median(&row.engine)),
         row.engine_requests,
+        median(&row.engine_cpu_us),
         thousands(median(&row.raw)),
         row.raw_requests,
+        median(&row.raw_cpu_us),
         median(&row.ratio),
         common::machine_note(),
     );

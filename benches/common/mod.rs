@@ -106,6 +106,30 @@ pub fn proc_status_kb(field: &str) -> Option<u64> {
     })
 }
 
+/// CPU time this process has used so far, all threads together (user + system), from
+/// `/proc/self/stat` in clock ticks of 10 ms (Linux); `None` elsewhere. Both sides of a bench run
+/// in one process (the reference server too), so the difference over a measurement is what that
+/// measurement cost the machine.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the state
+    // is field 3, utime field 14, stime field 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux build that matters here.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Microseconds of CPU per operation between two [`process_cpu`] readings (NaN if unknown).
+pub fn cpu_us_per(before: Option<Duration>, after: Option<Duration>, ops: usize) -> f64 {
+    match (before, after) {
+        (Some(b), Some(a)) if ops > 0 => a.saturating_sub(b).as_secs_f64() * 1e6 / ops as f64,
+        _ => f64::NAN,
+    }
+}
+
 /// Seconds since `start`.
 pub fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
