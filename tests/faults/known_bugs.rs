@@ -144,8 +144,20 @@ async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
         FaultKind::CommitThenStatus(503),
     );
     assert!(engine.push().await.is_err(), "the answer was lost");
-    assert_eq!(server.records("tasks").len(), 1, "but the create committed");
+    let created = server.records("tasks");
+    assert_eq!(created.len(), 1, "but the create committed");
+    // Another client edits the new task before our retry is answered (BUG-7: that edit must
+    // survive the remap).
+    server
+        .update_direct("tasks", &created[0]["id"], json!({"srv": 1}))
+        .unwrap();
     engine.pull(None).await.unwrap();
+    let local = crate::verify::scan_raw(&engine, "tasks").await;
+    assert_eq!(
+        local.len(),
+        1,
+        "pulled while the create awaits its key: two copies {local:?}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pushed = engine.push().await;
 
@@ -162,6 +174,14 @@ async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
     );
     let local = crate::verify::scan_raw(&engine, "tasks").await;
     assert_eq!(local.len(), 1, "the task is held twice locally: {local:?}");
+    engine.pull(None).await.unwrap();
+    let local = crate::verify::scan_raw(&engine, "tasks").await;
+    assert_eq!(local.len(), 1, "the task is held twice locally: {local:?}");
+    assert_eq!(
+        local[0]["srv"],
+        json!(1),
+        "the other client's edit is pulled once the create is acknowledged: {local:?}"
+    );
 }
 
 /// BUG-5. Floats do not survive the store: records are stored as JSON text and read back with

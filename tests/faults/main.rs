@@ -53,11 +53,10 @@ use verify::{Check, LastWrite, ServerEdits, TableCheck};
 const POST_KEYS: u32 = 60;
 const NOTE_KEYS: u32 = 40;
 
-/// Tasks (server-assigned ids) are push-only here: pulling them trips BUG-3 (a create that
-/// committed without an answer is pulled before its retry is acknowledged; the ack's id remap
-/// then fails and strands the push cycle's in-flight entries). Exactly-once creation, the
-/// point of this table, is still checked on the server (one record per `cid`).
-const PULL_TASKS: bool = false;
+/// Tasks (server-assigned ids) are pulled too: a create that committed without an answer can
+/// be pulled before its retry is acknowledged, and the ack's id remap must absorb the pulled
+/// copy (BUG-3, fixed). Exactly-once creation is checked on the server (one record per `cid`).
+const PULL_TASKS: bool = true;
 
 const TABLES: [TableCheck; 3] = [
     TableCheck {
@@ -162,7 +161,7 @@ fn engine(server: &ServerHandle, profile: &Profile) -> Engine {
         .store(MemoryStore::new())
         .table(TableSpec::new("posts").index("v"))
         .table(TableSpec::new("notes"))
-        .table(TableSpec::new("tasks").index("cid").push_only())
+        .table(TableSpec::new("tasks").index("cid"))
         .transport(transport)
         .conflicts("posts", ClientWins)
         .conflicts("notes", ServerWins)
@@ -224,12 +223,8 @@ impl App {
                     .put(&json!({"id": key, "v": v, "body": body}))
                     .await
                     .map(|_| false),
-                // Notes (server wins) are never deleted: BUG-2 (see known_bugs.rs). Records
-                // whose create is still unsent are deleted like any other (BUG-4 is fixed).
-                _ if table == "notes" => records
-                    .update(key.as_str(), json!({"v": v}))
-                    .await
-                    .map(|_| false),
+                // Any record may be deleted: server-wins notes re-created over their own
+                // tombstone (BUG-2) and records whose create is still unsent (BUG-4) included.
                 _ => records.delete(key.as_str()).await.map(|_| true),
             }
         };
@@ -238,8 +233,8 @@ impl App {
 
     async fn write_task(&mut self, engine: &Engine, rng: &mut StdRng) {
         let tasks = engine.table::<Value>("tasks").unwrap();
-        // Not `Table::scan`: it fails once a pulled task carries an integer id (BUG-1).
-        let existing = verify::scan_raw(engine, "tasks").await;
+        // Through the table API: pulled tasks carry server-assigned integer ids (BUG-1).
+        let existing = tasks.scan(None, usize::MAX).await.unwrap();
         if existing.is_empty() || rng.random_bool(0.4) {
             let cid = format!("c{}", self.writes);
             let result = tasks.put(&json!({"cid": cid, "v": 1})).await.map(|_| false);
@@ -277,7 +272,7 @@ impl App {
     }
 }
 
-/// Another client: edits, server-side deletes of posts, new server records.
+/// Another client: edits, server-side deletes, new server records.
 fn server_edit(server: &ServerHandle, rng: &mut StdRng, edits: &ServerEdits) {
     let n = rng.random_range(0..1_000_000);
     let roll = rng.random_range(0..100);
@@ -310,8 +305,7 @@ fn server_edit(server: &ServerHandle, rng: &mut StdRng, edits: &ServerEdits) {
                 edits.touch(table, &key);
             }
         }
-        // Only client-wins posts are deleted on the server (BUG-2).
-        10..20 if table == "posts" => {
+        10..20 => {
             if server.delete_direct(table, key.as_str()).is_ok() {
                 edits.delete(table, &key);
             }

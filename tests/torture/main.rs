@@ -347,14 +347,8 @@ async fn write(engine: &Engine, rng: &mut StdRng) -> Option<(String, u64, bool)>
                 let record = json!({"id": key, "v": v, "body": body});
                 (engine.batch().put(table, &record), false)
             }
-            // Notes (server wins) are never deleted: a re-created record whose tombstone
-            // comes back in a 409 becomes a zombie under server-wins (BUG-2). Records whose
-            // create is still unsent are deleted like any other (BUG-4 is fixed: the pusher
-            // finds and marks heads in one transaction).
-            _ if table == "notes" => {
-                let patch = json!({"v": v, "m": rng.random_range(0..1000)});
-                (engine.batch().update(table, key.as_str(), patch), false)
-            }
+            // Any record may be deleted: server-wins notes re-created over their own
+            // tombstone (BUG-2) and records whose create is still unsent (BUG-4) included.
             _ => (engine.batch().delete(table, key.as_str()), true),
         }
     };
@@ -365,8 +359,13 @@ async fn write(engine: &Engine, rng: &mut StdRng) -> Option<(String, u64, bool)>
 
 /// Creates a task (the server assigns its id) or edits one, identified by its `cid`.
 async fn write_task(engine: &Engine, rng: &mut StdRng) -> Option<(String, u64, bool)> {
-    // Not `Table::scan`: it fails once a pulled task carries an integer id (BUG-1).
-    let existing = verify::scan_raw(engine, "tasks").await;
+    // Through the table API: pulled tasks carry server-assigned integer ids (BUG-1).
+    let existing = engine
+        .table::<Value>("tasks")
+        .unwrap()
+        .scan(None, usize::MAX)
+        .await
+        .unwrap();
     let title = format!("t{}", rng.random_range(0..1000));
     if existing.is_empty() || rng.random_bool(0.4) {
         let cid = format!("c{}", uuid::Uuid::now_v7().simple());
@@ -497,8 +496,7 @@ fn server_edit(
                 edits.touch(table, &key);
             }
         }
-        // Only client-wins posts are deleted on the server (BUG-2, see `write`).
-        10..20 if table == "posts" => {
+        10..20 => {
             if server.delete_direct(table, key.as_str()).is_ok() {
                 edits.delete(table, &key);
             }

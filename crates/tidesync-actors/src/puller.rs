@@ -36,6 +36,11 @@ pub struct PullReport {
     pub conflicts: u64,
     /// The server has more (the page budget ran out).
     pub more: bool,
+    /// Not pulled this time: the server assigns this table's keys and one of its creates was
+    /// sent but not acknowledged yet (see [`Transport::assigns_keys`]); the next cycle pulls.
+    ///
+    /// [`Transport::assigns_keys`]: tidesync_core::Transport::assigns_keys
+    pub deferred: bool,
 }
 
 /// The Puller actor.
@@ -155,6 +160,18 @@ async fn pull_table(
         ));
     };
     let mut report = PullReport::default();
+    if sh.transport.assigns_keys(&table)
+        && sh
+            .db
+            .has_unacknowledged_create(&*sh.store.read()?, &table)?
+    {
+        tracing::debug!(
+            table = %table,
+            "pull deferred: a create awaits the server's key"
+        );
+        report.deferred = true;
+        return Ok(report);
+    }
     // Only this pull writes the checkpoint, one page at a time: after the first read, the
     // cursor to ask for next is the one the last applied page stored.
     let mut cursor = sh.db.checkpoint(&*sh.store.read()?, &table)?;

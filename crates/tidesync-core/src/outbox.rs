@@ -90,6 +90,19 @@ pub struct DeadLetterInfo {
     pub at_ms: u64,
 }
 
+impl DeadLetterInfo {
+    /// Whether the write may have been applied by the server although it was dead-lettered:
+    /// the server accepted it but its answer could not be used (a 2xx whose body did not
+    /// decode, or an answer the store could not apply).
+    pub fn may_have_been_applied(&self) -> bool {
+        match self.kind.as_str() {
+            "ack_failed" => true,
+            "decode" => self.status.is_some_and(|s| (200..300).contains(&s)),
+            _ => false,
+        }
+    }
+}
+
 impl OutboxEntry {
     /// Whether the entry may already have reached the server (or is dead), so it must not be
     /// rewritten by coalescing.

@@ -103,6 +103,16 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Whether the server assigns the keys of `table`'s new records (a create's answer brings
+    /// the real key). While such a create was sent but not acknowledged, the engine does not
+    /// pull the table: the server may already hold the record under a key the engine cannot
+    /// tie to the local one yet, and pulling it would show the application two copies. That
+    /// includes a create dead-lettered after the server accepted it (a 2xx whose body did not
+    /// decode): retrying or discarding that dead letter lets the table be pulled again.
+    fn assigns_keys(&self, _table: &str) -> bool {
+        false
+    }
+
     /// Pushes several entries of one table in one request where the API allows it. The outer
     /// error means the whole request failed; the inner results are per entry, in order.
     async fn push_batch(&self, requests: Vec<PushRequest>) -> Result<Vec<Result<PushOutcome>>> {

@@ -25,6 +25,13 @@ impl Transport for RestTransport {
             .is_some_and(|routes| routes.bulk.is_some())
     }
 
+    fn assigns_keys(&self, table: &str) -> bool {
+        self.config
+            .tables
+            .get(table)
+            .is_some_and(|routes| routes.server_ids)
+    }
+
     async fn push_batch(&self, requests: Vec<PushRequest>) -> Result<Vec<Result<PushOutcome>>> {
         let bulk = requests
             .first()

@@ -187,6 +187,29 @@ impl LocalDb {
             .collect()
     }
 
+    /// Whether `table` has a create that was sent at least once and not acknowledged, and
+    /// that the server may have applied (not dead-lettered, or dead-lettered after the server
+    /// accepted it, see [`DeadLetterInfo::may_have_been_applied`]): the server may hold its
+    /// record already, under a key no answer has told us. Reads the table's queue in order
+    /// until it finds one.
+    pub fn has_unacknowledged_create(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
+        let mut after = None;
+        loop {
+            let page = self.outbox_after(txn, table, after, 512)?;
+            let Some(last) = page.last() else {
+                return Ok(false);
+            };
+            after = Some(last.seq);
+            if page.iter().any(|e| {
+                e.op == crate::Op::Create
+                    && e.attempts > 0
+                    && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
+            }) {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Outbox entries in enqueue order, optionally of one table, at most `limit`.
     pub fn outbox(
         &self,

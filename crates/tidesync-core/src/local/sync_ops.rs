@@ -123,6 +123,17 @@ fn prepare_write(
     Ok(PreparedWrite { index, record })
 }
 
+/// A change made by an id remap.
+fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Change {
+    Change {
+        table: table.into(),
+        key: key.clone(),
+        op,
+        record,
+        origin: Origin::PushAck,
+    }
+}
+
 /// The JSON of a [`Base`] around an already encoded record: what `serde_json::to_vec(&Base)`
 /// writes, without encoding the record a second time.
 fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
@@ -233,43 +244,32 @@ impl LocalDb {
         new: &Key,
     ) -> Result<Vec<Change>> {
         let spec = self.schema.table(table)?.clone();
-        if let Some(pulled) = self.get(&*txn, table, new)? {
-            // A pull already brought the server's copy of this record (its create committed
-            // but the answer came later): the record being remapped *is* that record, so the
-            // copy gives way to it rather than blocking the ack.
-            self.write_record(txn, &spec, new, Some(&pulled), None)?;
-            self.set_base(txn, table, new, None)?;
-        }
-        let mut changes = Vec::new();
         let key_json = new.to_json();
-        if let Some(mut record) = self.get(&*txn, table, old)? {
-            let before = record.clone();
-            record.insert(spec.key.clone(), key_json.clone());
-            self.write_record(txn, &spec, old, Some(&before), None)?;
-            self.write_record(txn, &spec, new, None, Some(&record))?;
-            changes.push(Change {
-                table: table.into(),
-                key: old.clone(),
-                op: Op::Delete,
-                record: None,
-                origin: Origin::PushAck,
-            });
-            changes.push(Change {
-                table: table.into(),
-                key: new.clone(),
-                op: Op::Create,
-                record: Some(record),
-                origin: Origin::PushAck,
-            });
-        }
-        if let Some(mut base) = self.base(&*txn, table, old)? {
-            base.record.insert(spec.key.clone(), key_json.clone());
-            self.set_base(txn, table, old, None)?;
-            self.set_base(txn, table, new, Some(&base))?;
-        }
+        let copy = self.get(&*txn, table, new)?;
+        let mut changes = match &copy {
+            Some(copy) => self.remap_onto_pulled_copy(txn, &spec, old, new, copy)?,
+            None => self.move_record(txn, &spec, old, new)?,
+        };
+        // Edits queued behind the create now edit the pulled copy, if there is one: their
+        // records are rebased onto it, so a route that sends whole records does not send the
+        // create-time fields over newer ones.
+        let mut rebased = copy;
         for mut entry in self.pending(&*txn, table, old)? {
             self.unindex_entry(txn, &entry)?;
             entry.key = new.clone();
+            match (rebased.as_mut(), entry.op, entry.record.as_ref()) {
+                (Some(onto), Op::Update, Some(record)) => {
+                    for field in &entry.changed {
+                        match record.get(field) {
+                            Some(value) => onto.insert(field.clone(), value.clone()),
+                            None => onto.remove(field),
+                        };
+                    }
+                    entry.record = Some(onto.clone());
+                }
+                (Some(onto), Op::Create, Some(record)) => *onto = record.clone(),
+                _ => {}
+            }
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
             }
@@ -305,13 +305,7 @@ impl LocalDb {
                     let mut updated = record.clone();
                     updated.insert(field.clone(), key_json.clone());
                     self.write_record(txn, &other, &key, Some(&record), Some(&updated))?;
-                    changes.push(Change {
-                        table: other.name.clone(),
-                        key: key.clone(),
-                        op: Op::Update,
-                        record: Some(updated),
-                        origin: Origin::PushAck,
-                    });
+                    changes.push(remap_change(&other.name, &key, Op::Update, Some(updated)));
                 }
                 if after.is_none() {
                     break;
@@ -333,6 +327,88 @@ impl LocalDb {
                     }
                 }
             }
+        }
+        Ok(changes)
+    }
+
+    /// The record and its base move from `old` to `new` as they are.
+    fn move_record(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &crate::TableSpec,
+        old: &Key,
+        new: &Key,
+    ) -> Result<Vec<Change>> {
+        let table = spec.name.as_str();
+        let key_json = new.to_json();
+        let mut changes = Vec::new();
+        if let Some(mut record) = self.get(&*txn, table, old)? {
+            let before = record.clone();
+            record.insert(spec.key.clone(), key_json.clone());
+            self.write_record(txn, spec, old, Some(&before), None)?;
+            self.write_record(txn, spec, new, None, Some(&record))?;
+            changes.push(remap_change(table, old, Op::Delete, None));
+            changes.push(remap_change(table, new, Op::Create, Some(record)));
+        }
+        if let Some(mut base) = self.base(&*txn, table, old)? {
+            base.record.insert(spec.key.clone(), key_json);
+            self.set_base(txn, table, old, None)?;
+            self.set_base(txn, table, new, Some(&base))?;
+        }
+        Ok(changes)
+    }
+
+    /// A pull already brought the server's copy of the record under `new` (its create
+    /// committed but the answer came later). That copy was pulled after the create committed,
+    /// so it is at least as new as the create's answer: it stays, with its base and its own
+    /// pending edits, and the local edits queued behind the create under `old` are applied to
+    /// it (their entries move to `new` afterwards, in `remap_key`).
+    fn remap_onto_pulled_copy(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &crate::TableSpec,
+        old: &Key,
+        new: &Key,
+        copy: &Record,
+    ) -> Result<Vec<Change>> {
+        let table = spec.name.as_str();
+        let queued = self.pending(&*txn, table, old)?;
+        let local = self.get(&*txn, table, old)?;
+        let merged = match &local {
+            // Deleted locally after the create was sent: the delete is queued.
+            None if queued.iter().any(|e| e.op == Op::Delete) => None,
+            None => Some(copy.clone()),
+            Some(local) => {
+                let mut merged = copy.clone();
+                if queued.iter().any(|e| e.op == Op::Create) {
+                    // Deleted and created again locally: the local record replaces it.
+                    merged = local.clone();
+                } else {
+                    for field in queued.iter().flat_map(|e| e.changed.iter()) {
+                        match local.get(field) {
+                            Some(value) => merged.insert(field.clone(), value.clone()),
+                            None => merged.remove(field),
+                        };
+                    }
+                }
+                merged.insert(spec.key.clone(), new.to_json());
+                Some(merged)
+            }
+        };
+        let mut changes = Vec::new();
+        if local.is_some() {
+            self.write_record(txn, spec, old, local.as_ref(), None)?;
+            changes.push(remap_change(table, old, Op::Delete, None));
+        }
+        self.set_base(txn, table, old, None)?;
+        if merged.as_ref() != Some(copy) {
+            self.write_record(txn, spec, new, Some(copy), merged.as_ref())?;
+            let op = if merged.is_some() {
+                Op::Update
+            } else {
+                Op::Delete
+            };
+            changes.push(remap_change(table, new, op, merged));
         }
         Ok(changes)
     }
@@ -1002,6 +1078,85 @@ mod tests {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// A create whose answer was lost is pulled under its server id (with a server edit) while
+    /// the application edits the temporary record; the replayed answer then remaps the record
+    /// onto the pulled copy: the copy's newer fields, its base and the local edit all survive.
+    #[test]
+    fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        let put = |txn: &mut MapTxn, op: WriteOp| {
+            db.apply_local(txn, &[op]).unwrap_or_else(|e| panic!("{e}"));
+        };
+        put(
+            &mut txn,
+            WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": "tmp", "cid": "c1", "v": 1, "title": "t"}),
+            },
+        );
+        let create = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+        db.mark_in_flight(&mut txn, create.seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        put(
+            &mut txn,
+            WriteOp::Update {
+                table: "posts".into(),
+                key: key("tmp"),
+                patch: json!({"v": 2}),
+            },
+        );
+        let pulled = PullPage {
+            records: vec![rec(
+                json!({"id": "7", "cid": "c1", "v": 1, "title": "t", "srv": 9, "version": 2}),
+            )],
+            ..PullPage::default()
+        };
+        let version = |r: &Record| RemoteMeta {
+            version: r.get("version").map(|v| v.to_string()),
+            modified_ms: None,
+        };
+        db.apply_pull_page(&mut txn, "posts", &pulled, &version)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = PushOutcome {
+            record: Some(rec(
+                json!({"id": 7, "cid": "c1", "v": 1, "title": "t", "version": 1}),
+            )),
+            version: Some("1".into()),
+            server_key: Some(Key::Int(7)),
+            server_time_ms: None,
+        };
+        let acked = db
+            .ack_push(&mut txn, create.seq, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(acked.remapped, Some((key("tmp"), key("7"))));
+        assert_eq!(db.get(&txn, "posts", &key("tmp")).ok().flatten(), None);
+        assert_eq!(
+            db.get(&txn, "posts", &key("7")).ok().flatten(),
+            Some(rec(
+                json!({"id": "7", "cid": "c1", "v": 2, "title": "t", "srv": 9, "version": 2})
+            )),
+            "the pulled copy with the local edit on top"
+        );
+        let base = db.base(&txn, "posts", &key("7")).ok().flatten();
+        assert_eq!(base.and_then(|b| b.version), Some("2".into()));
+        let queued = db
+            .pending(&txn, "posts", &key("7"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].changed, vec!["v".to_owned()]);
+        assert_eq!(
+            queued[0].record.as_ref().and_then(|r| r.get("srv")),
+            Some(&json!(9)),
+            "a whole-record PUT of the edit carries the server's newer fields"
+        );
+        assert!(
+            db.pending(&txn, "posts", &key("tmp"))
+                .unwrap_or_default()
+                .is_empty()
+        );
     }
 
     #[test]
