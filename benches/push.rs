@@ -14,7 +14,9 @@
 //!
 //! Each engine figure is taken twice: on a durable redb store (the default, every outbox
 //! state change is an fsync'd commit) and on the memory store (the same pipeline without
-//! fsync), so the cost of the store can be told from the cost of the pipeline. A last section
+//! fsync), so the cost of the store can be told from the cost of the pipeline; a third row
+//! calls the REST transport alone (`Transport::push`, no engine, no store), so the cost of the
+//! transport can be told from the engine's. A last section
 //! does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries per request)
 //! against raw bulk requests of the same 50 operations.
 //!
@@ -44,6 +46,9 @@ const BULK_BATCH: usize = 50;
 enum StoreKind {
     Redb,
     Memory,
+    /// No engine at all: the REST transport's `push` called directly, `concurrency` calls at a
+    /// time, to tell the transport's cost from the engine pipeline's.
+    Transport,
 }
 
 /// What one measured push did.
@@ -61,6 +66,9 @@ fn engine_push(
     store: StoreKind,
     bulk: bool,
 ) -> Pushed {
+    if store == StoreKind::Transport {
+        return transport_push(rt, n, concurrency, bulk);
+    }
     let server = ReferenceServer::start_background();
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = SyncSettings {
@@ -76,7 +84,7 @@ fn engine_push(
         StoreKind::Redb => {
             builder.store(RedbStore::open(dir.path().join("engine.redb")).expect("open"))
         }
-        StoreKind::Memory => builder.store(MemoryStore::new()),
+        StoreKind::Memory | StoreKind::Transport => builder.store(MemoryStore::new()),
     };
     let engine = builder.start().expect("engine");
     rt.block_on(async {
@@ -188,6 +196,72 @@ fn raw_push(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, bulk: bo
     }
 }
 
+/// The engine's requests sent by the REST transport alone: `Transport::push` (or `push_batch`
+/// of `BULK_BATCH`), `concurrency` calls at a time, each answer decoded as the engine would
+/// get it; no store, no actors.
+fn transport_push(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    concurrency: usize,
+    bulk: bool,
+) -> Pushed {
+    use tidesync::core::PushRequest;
+    use tidesync::{Key, Op, Transport};
+    let server = ReferenceServer::start_background();
+    let transport: Arc<dyn Transport> = Arc::new(common::transport(server.url(), bulk));
+    let requests: Vec<PushRequest> = (0..n)
+        .map(|i| PushRequest {
+            table: "posts".into(),
+            key: Key::from(format!("rec-{i:08}")),
+            op: Op::Create,
+            record: record(i).as_object().cloned(),
+            changed: Vec::new(),
+            idempotency_key: uuid::Uuid::now_v7().to_string(),
+            base_version: None,
+            epoch: Some(1),
+        })
+        .collect();
+    let per_call = if bulk { BULK_BATCH } else { 1 };
+    let calls: Vec<Vec<PushRequest>> = requests.chunks(per_call).map(<[_]>::to_vec).collect();
+    let calls = Arc::new(std::sync::Mutex::new(calls.into_iter()));
+    let cpu = common::process_cpu();
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (transport, calls) = (transport.clone(), calls.clone());
+            tasks.spawn(async move {
+                loop {
+                    let Some(call) = calls.lock().expect("calls").next() else {
+                        break;
+                    };
+                    let results = if bulk {
+                        transport.push_batch(call).await.expect("bulk push")
+                    } else {
+                        let request = call.into_iter().next().expect("one request");
+                        vec![transport.push(request).await]
+                    };
+                    for result in results {
+                        result.expect("acknowledged");
+                    }
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("transport task");
+        }
+    });
+    let elapsed = secs(start);
+    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
+    assert_eq!(server.records("posts").len(), n);
+    let write_requests = server.request_log().iter().filter(|r| r.is_write()).count();
+    Pushed {
+        per_sec: n as f64 / elapsed,
+        write_requests,
+        cpu_us,
+    }
+}
+
 /// What the engine's first write request looked like (to check the baseline sends the same).
 fn show_engine_request(rt: &tokio::runtime::Runtime) {
     let server = ReferenceServer::start_background();
@@ -277,8 +351,12 @@ fn measure(
 
 fn print_row(row: &Row, concurrency: usize, store: StoreKind) {
     println!(
-        "  c={concurrency:<3} {:<7} engine {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   raw reqwest {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   ratio {:>5.2}  (target >= 0.7)   [{}]",
-        format!("{store:?}").to_lowercase(),
+        "  c={concurrency:<3} {:<17} {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   raw reqwest {:>7} entries/s ({:>5} req, {:>4.0} µs CPU each)   ratio {:>5.2}  (target >= 0.7)   [{}]",
+        match store {
+            StoreKind::Redb => "engine, redb",
+            StoreKind::Memory => "engine, memory",
+            StoreKind::Transport => "transport alone",
+        },
         thousands(median(&row.engine)),
         row.engine_requests,
         median(&row.engine_cpu_us),
@@ -319,7 +397,7 @@ fn main() {
 
     common::section("single requests (POST /api/posts), engine vs raw reqwest");
     for &concurrency in &concurrencies {
-        for store in [StoreKind::Redb, StoreKind::Memory] {
+        for store in [StoreKind::Redb, StoreKind::Memory, StoreKind::Transport] {
             let row = measure(&rt, n, concurrency, store, false, runs);
             print_row(&row, concurrency, store);
         }
@@ -331,7 +409,7 @@ fn main() {
             "bulk endpoint (POST /api/posts/bulk, {BULK_BATCH} ops per request), engine vs raw reqwest"
         ));
         for &concurrency in &concurrencies {
-            for store in [StoreKind::Redb, StoreKind::Memory] {
+            for store in [StoreKind::Redb, StoreKind::Memory, StoreKind::Transport] {
                 let row = measure(&rt, n, concurrency, store, true, runs);
                 print_row(&row, concurrency, store);
             }

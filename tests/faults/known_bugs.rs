@@ -1,6 +1,7 @@
 //! Regression tests for the engine, core and transport bugs the torture and fault suites
-//! found (BUG-1 … BUG-5; BUG-6 lives in tests/security). Each was a failing reproduction
-//! first; all are fixed now and these keep them fixed. Details: docs/reliability.md.
+//! found (BUG-1 … BUG-5, BUG-7, BUG-8; BUG-6 lives in tests/security). Each was a failing
+//! reproduction first; all are fixed now and these keep them fixed. Details:
+//! docs/reliability.md.
 
 use std::time::Duration;
 
@@ -293,4 +294,74 @@ async fn bug4_head_coalesced_away_before_mark_in_flight_strands_entries() {
         );
     }
     assert!(failures.is_empty(), "push cycles failed: {failures:?}");
+}
+
+/// BUG-8. Under server-wins, a pull that brings back our own write whose answer was lost (an
+/// echo) is no remote change: the local edits queued behind that write must survive it. Here
+/// an update (v2) commits but its answer is lost and it waits to be retried; the application
+/// edits again (v3, queued behind the sent v2); a pull brings v2. Then the same with a delete
+/// followed by a re-create. Found by the seeded fault runs once server-wins records were
+/// deleted there.
+#[tokio::test]
+async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
+    use std::sync::Arc;
+    use tidesync_testkit::server::{FaultFilter, FaultKind};
+
+    let server = ReferenceServer::start().await;
+    let transport = RestTransport::builder(server.url())
+        .table("notes", crate::routes("notes"))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("notes"))
+        .transport(transport)
+        .conflicts("notes", ServerWins)
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: Duration::from_secs(600),
+            // The retry waits long enough for the pull to come first.
+            retry_delay: Some(Arc::new(|_, _| Duration::from_millis(300))),
+            ..SyncSettings::default()
+        })
+        .start()
+        .unwrap();
+    let notes = engine.table::<Value>("notes").unwrap();
+    for key in ["u1", "d1"] {
+        notes.put(&json!({"id": key, "v": 1})).await.unwrap();
+    }
+    engine.sync().await.unwrap();
+
+    // An update whose answer is lost, then a newer local edit.
+    notes.update("u1", json!({"v": 2})).await.unwrap();
+    server.fail_next_where(FaultFilter::method("PUT"), 1, FaultKind::CommitThenDrop);
+    assert!(engine.push().await.is_err(), "the answer was lost");
+    notes.update("u1", json!({"v": 3})).await.unwrap();
+    // A delete whose answer is lost, then a re-create.
+    notes.delete("d1").await.unwrap();
+    server.fail_next_where(FaultFilter::method("DELETE"), 1, FaultKind::CommitThenDrop);
+    assert!(engine.push().await.is_err(), "the answer was lost");
+    notes.put(&json!({"id": "d1", "v": 3})).await.unwrap();
+
+    engine.pull(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    engine.sync().await.unwrap();
+    engine.sync().await.unwrap();
+
+    for key in ["u1", "d1"] {
+        let local = notes.get(key).await.unwrap();
+        assert_eq!(
+            local.as_ref().map(|r| &r["v"]),
+            Some(&json!(3)),
+            "{key}: the local edit after the unanswered write was lost locally: {local:?}"
+        );
+        let remote = server.record("notes", key);
+        assert_eq!(
+            remote.as_ref().map(|r| &r["v"]),
+            Some(&json!(3)),
+            "{key}: the local edit after the unanswered write never reached the server: {remote:?}"
+        );
+    }
 }

@@ -134,6 +134,43 @@ fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Chang
     }
 }
 
+/// Rebases a pending entry's record onto `onto`, a newer version its edit now applies to,
+/// and advances `onto` by that edit: an update keeps its changed fields (a route that sends
+/// whole records must not send older values of the other fields), a create replaces it all.
+fn rebase_entry(onto: &mut Record, entry: &mut OutboxEntry) {
+    match (entry.op, entry.record.as_ref()) {
+        (Op::Update, Some(record)) => {
+            for field in &entry.changed {
+                match record.get(field) {
+                    Some(value) => onto.insert(field.clone(), value.clone()),
+                    None => onto.remove(field),
+                };
+            }
+            entry.record = Some(onto.clone());
+        }
+        (Op::Create, Some(record)) => *onto = record.clone(),
+        _ => {}
+    }
+}
+
+/// Whether `remote` shows what `sent` (an entry that went to the server) wrote: the record
+/// gone for a delete; the changed fields (an update), or every field but the key (a create),
+/// as sent. Fields the entry did not write may differ (server-owned ones always do).
+fn shows_write(sent: &OutboxEntry, remote: Option<&Record>, key_field: &str) -> bool {
+    match (sent.op, remote, sent.record.as_ref()) {
+        (Op::Delete, None, _) => true,
+        (Op::Update, Some(remote), Some(record)) if !sent.changed.is_empty() => sent
+            .changed
+            .iter()
+            .all(|field| remote.get(field) == record.get(field)),
+        (Op::Create | Op::Update, Some(remote), Some(record)) => record
+            .iter()
+            .filter(|(field, _)| field.as_str() != key_field)
+            .all(|(field, value)| remote.get(field) == Some(value)),
+        _ => false,
+    }
+}
+
 /// The JSON of a [`Base`] around an already encoded record: what `serde_json::to_vec(&Base)`
 /// writes, without encoding the record a second time.
 fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
@@ -257,18 +294,8 @@ impl LocalDb {
         for mut entry in self.pending(&*txn, table, old)? {
             self.unindex_entry(txn, &entry)?;
             entry.key = new.clone();
-            match (rebased.as_mut(), entry.op, entry.record.as_ref()) {
-                (Some(onto), Op::Update, Some(record)) => {
-                    for field in &entry.changed {
-                        match record.get(field) {
-                            Some(value) => onto.insert(field.clone(), value.clone()),
-                            None => onto.remove(field),
-                        };
-                    }
-                    entry.record = Some(onto.clone());
-                }
-                (Some(onto), Op::Create, Some(record)) => *onto = record.clone(),
-                _ => {}
+            if let Some(onto) = rebased.as_mut() {
+                rebase_entry(onto, &mut entry);
             }
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
@@ -777,6 +804,22 @@ impl LocalDb {
             applied.unchanged += 1;
             return Ok(());
         }
+        if parked.is_none()
+            && let Some(head) = pending.first()
+            && head.attempts > 0
+            && head.dead.is_none()
+            && shows_write(head, remote, &spec.key)
+        {
+            // The server shows what our head entry, already sent, wrote: most likely the echo
+            // of a write whose answer was lost. That is no remote change to resolve against
+            // the edits queued behind it.
+            if head.in_flight {
+                applied.unchanged += 1; // its answer, on its way, settles it
+            } else {
+                self.settle_echo(txn, spec, key, local, &pending, remote, version, applied)?;
+            }
+            return Ok(());
+        }
         if remote.is_none() && base.is_none() {
             return Ok(()); // deleted remotely, never known here: our pending create decides
         }
@@ -804,6 +847,63 @@ impl LocalDb {
             return Ok(());
         }
         applied.conflicts.push((conflict, version));
+        Ok(())
+    }
+
+    /// A pulled version that shows the write of `pending[0]` (sent, not in flight): that entry
+    /// counts as acknowledged and the version becomes the base. The entries behind it stay,
+    /// rebased onto it, and the local record takes the version's other fields (server-owned
+    /// ones, another client's edits of fields no pending entry touches).
+    #[allow(clippy::too_many_arguments)]
+    fn settle_echo(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &crate::TableSpec,
+        key: &Key,
+        local: Option<Record>,
+        pending: &[OutboxEntry],
+        remote: Option<&Record>,
+        version: Option<String>,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let table = spec.name.as_str();
+        self.remove(txn, pending[0].seq)?;
+        let base = remote.map(|r| Base {
+            record: r.clone(),
+            version,
+        });
+        self.set_base(txn, table, key, base.as_ref())?;
+        let queued = &pending[1..];
+        let merged = match remote {
+            _ if queued.is_empty() => remote.cloned(),
+            // A re-create (or a delete) behind it: the local record is the application's.
+            Some(remote) if queued.iter().all(|e| e.op == Op::Update) => {
+                let mut onto = remote.clone();
+                for entry in queued {
+                    let mut entry = entry.clone();
+                    rebase_entry(&mut onto, &mut entry);
+                    self.rewrite(txn, &entry)?;
+                }
+                Some(onto)
+            }
+            _ => local.clone(),
+        };
+        if merged != local {
+            self.write_record(txn, spec, key, local.as_ref(), merged.as_ref())?;
+            applied.changes.push(Change {
+                table: table.into(),
+                key: key.clone(),
+                op: match (&local, &merged) {
+                    (None, _) => Op::Create,
+                    (Some(_), Some(_)) => Op::Update,
+                    (Some(_), None) => Op::Delete,
+                },
+                record: merged,
+                origin: Origin::Pull,
+            });
+        } else {
+            applied.unchanged += 1;
+        }
         Ok(())
     }
 
