@@ -185,15 +185,7 @@ fn raw_push(rt: &tokio::runtime::Runtime, n: usize, concurrency: usize, bulk: bo
             done.expect("client task");
         }
     });
-    let elapsed = secs(start);
-    let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
-    assert_eq!(server.records("posts").len(), n);
-    let write_requests = server.request_log().iter().filter(|r| r.is_write()).count();
-    Pushed {
-        per_sec: n as f64 / elapsed,
-        write_requests,
-        cpu_us,
-    }
+    pushed(&server, n, start, cpu)
 }
 
 /// The engine's requests sent by the REST transport alone: `Transport::push` (or `push_batch`
@@ -251,6 +243,16 @@ fn transport_push(
             done.expect("transport task");
         }
     });
+    pushed(&server, n, start, cpu)
+}
+
+/// What a baseline measurement did, once its `n` records all reached `server`.
+fn pushed(
+    server: &tidesync_testkit::server::ServerHandle,
+    n: usize,
+    start: Instant,
+    cpu: Option<std::time::Duration>,
+) -> Pushed {
     let elapsed = secs(start);
     let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
     assert_eq!(server.records("posts").len(), n);

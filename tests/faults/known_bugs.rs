@@ -11,6 +11,26 @@ use tidesync_testkit::server::{CollectionConfig, ReferenceServer, ServerHandle};
 use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 fn engine(server: &ServerHandle, table: &str, routes: TableRoutes) -> Engine {
+    engine_with(server, table, routes, manual())
+}
+
+/// Settings with no automatic sync: each test decides when to push and pull.
+fn manual() -> SyncSettings {
+    SyncSettings {
+        interval: None,
+        sync_on_start: false,
+        debounce: Duration::from_secs(600),
+        ..SyncSettings::default()
+    }
+}
+
+/// An engine on a memory store syncing `table` (server wins) with `settings`.
+fn engine_with(
+    server: &ServerHandle,
+    table: &str,
+    routes: TableRoutes,
+    settings: SyncSettings,
+) -> Engine {
     let transport = RestTransport::builder(server.url())
         .table(table, routes)
         .request_timeout(Duration::from_secs(2))
@@ -21,14 +41,17 @@ fn engine(server: &ServerHandle, table: &str, routes: TableRoutes) -> Engine {
         .table(TableSpec::new(table))
         .transport(transport)
         .conflicts(table, ServerWins)
-        .settings(SyncSettings {
-            interval: None,
-            sync_on_start: false,
-            debounce: Duration::from_secs(600),
-            ..SyncSettings::default()
-        })
+        .settings(settings)
         .start()
         .unwrap()
+}
+
+/// Manual settings whose retries wait long enough for a pull to come first.
+fn retry_after_a_pull() -> SyncSettings {
+    SyncSettings {
+        retry_delay: Some(std::sync::Arc::new(|_, _| Duration::from_millis(400))),
+        ..manual()
+    }
 }
 
 /// BUG-1. A string-key table accepts a pulled record whose id is an integer (stored under key
@@ -108,32 +131,18 @@ async fn bug2_recreate_after_own_delete_becomes_a_zombie_under_server_wins() {
 #[tokio::test]
 
 async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
-    use std::sync::Arc;
     use tidesync_testkit::server::{FaultFilter, FaultKind};
 
     let server = ReferenceServer::builder()
         .collection("tasks", CollectionConfig::default().server_ids(true))
         .start()
         .await;
-    let transport = RestTransport::builder(server.url())
-        .table("tasks", crate::routes("tasks").server_ids())
-        .request_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let engine = Engine::builder()
-        .store(MemoryStore::new())
-        .table(TableSpec::new("tasks"))
-        .transport(transport)
-        .settings(SyncSettings {
-            interval: None,
-            sync_on_start: false,
-            debounce: Duration::from_secs(600),
-            // The retry waits long enough for the pull to come first.
-            retry_delay: Some(Arc::new(|_, _| Duration::from_millis(400))),
-            ..SyncSettings::default()
-        })
-        .start()
-        .unwrap();
+    let engine = engine_with(
+        &server,
+        "tasks",
+        crate::routes("tasks").server_ids(),
+        retry_after_a_pull(),
+    );
     let tasks = engine.table::<Value>("tasks").unwrap();
     tasks
         .put(&json!({"cid": "c1", "title": "t"}))
@@ -304,30 +313,15 @@ async fn bug4_head_coalesced_away_before_mark_in_flight_strands_entries() {
 /// deleted there.
 #[tokio::test]
 async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
-    use std::sync::Arc;
     use tidesync_testkit::server::{FaultFilter, FaultKind};
 
     let server = ReferenceServer::start().await;
-    let transport = RestTransport::builder(server.url())
-        .table("notes", crate::routes("notes"))
-        .request_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let engine = Engine::builder()
-        .store(MemoryStore::new())
-        .table(TableSpec::new("notes"))
-        .transport(transport)
-        .conflicts("notes", ServerWins)
-        .settings(SyncSettings {
-            interval: None,
-            sync_on_start: false,
-            debounce: Duration::from_secs(600),
-            // The retry waits long enough for the pull to come first.
-            retry_delay: Some(Arc::new(|_, _| Duration::from_millis(300))),
-            ..SyncSettings::default()
-        })
-        .start()
-        .unwrap();
+    let engine = engine_with(
+        &server,
+        "notes",
+        crate::routes("notes"),
+        retry_after_a_pull(),
+    );
     let notes = engine.table::<Value>("notes").unwrap();
     for key in ["u1", "d1"] {
         notes.put(&json!({"id": key, "v": 1})).await.unwrap();

@@ -123,6 +123,15 @@ fn prepare_write(
     Ok(PreparedWrite { index, record })
 }
 
+/// The operation a change of a record is: `before` and `after` say whether it exists.
+fn change_op(before: bool, after: bool) -> Op {
+    match (before, after) {
+        (false, _) => Op::Create,
+        (true, true) => Op::Update,
+        (true, false) => Op::Delete,
+    }
+}
+
 /// A change made by an id remap.
 fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Change {
     Change {
@@ -645,11 +654,7 @@ impl LocalDb {
             applied.changes.push(Change {
                 table: table.into(),
                 key: key.clone(),
-                op: match (&local, &remote) {
-                    (None, _) => Op::Create,
-                    (Some(_), Some(_)) => Op::Update,
-                    (Some(_), None) => Op::Delete,
-                },
+                op: change_op(local.is_some(), remote.is_some()),
                 record: remote.map(Cow::into_owned),
                 origin: Origin::Pull,
             });
@@ -771,11 +776,7 @@ impl LocalDb {
                 applied.changes.push(Change {
                     table: table.into(),
                     key: key.clone(),
-                    op: match (&local, remote) {
-                        (None, _) => Op::Create,
-                        (Some(_), Some(_)) => Op::Update,
-                        (Some(_), None) => Op::Delete,
-                    },
+                    op: change_op(local.is_some(), remote.is_some()),
                     record: remote.cloned(),
                     origin: Origin::Pull,
                 });
@@ -893,11 +894,7 @@ impl LocalDb {
             applied.changes.push(Change {
                 table: table.into(),
                 key: key.clone(),
-                op: match (&local, &merged) {
-                    (None, _) => Op::Create,
-                    (Some(_), Some(_)) => Op::Update,
-                    (Some(_), None) => Op::Delete,
-                },
+                op: change_op(local.is_some(), merged.is_some()),
                 record: merged,
                 origin: Origin::Pull,
             });
