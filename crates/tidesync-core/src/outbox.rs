@@ -93,10 +93,12 @@ pub struct DeadLetterInfo {
 impl DeadLetterInfo {
     /// Whether the write may have been applied by the server although it was dead-lettered:
     /// the server accepted it but its answer could not be used (a 2xx whose body did not
-    /// decode, or an answer the store could not apply).
+    /// decode, or an answer the store could not apply), or its retries ran out on failures
+    /// that can come after a commit (a timeout, a dropped connection, a 5xx). A refusal
+    /// (4xx) was not applied.
     pub fn may_have_been_applied(&self) -> bool {
         match self.kind.as_str() {
-            "ack_failed" => true,
+            "ack_failed" | "retries_exhausted" => true,
             "decode" => self.status.is_some_and(|s| (200..300).contains(&s)),
             _ => false,
         }

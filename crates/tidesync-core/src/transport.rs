@@ -107,8 +107,9 @@ pub trait Transport: Send + Sync + 'static {
     /// the real key). While such a create was sent but not acknowledged, the engine does not
     /// pull the table: the server may already hold the record under a key the engine cannot
     /// tie to the local one yet, and pulling it would show the application two copies. That
-    /// includes a create dead-lettered after the server accepted it (a 2xx whose body did not
-    /// decode): retrying or discarding that dead letter lets the table be pulled again.
+    /// includes a create dead-lettered when the server may have applied it (a 2xx whose body
+    /// did not decode, retries run out; see `DeadLetterInfo::may_have_been_applied`): retrying
+    /// or discarding that dead letter lets the table be pulled again.
     fn assigns_keys(&self, _table: &str) -> bool {
         false
     }

@@ -1177,6 +1177,129 @@ mod tests {
             .collect()
     }
 
+    /// A pulled version showing what a sent head entry wrote (its answer lost) settles it and
+    /// keeps the edit behind it; a version that differs in what the head wrote is a conflict.
+    #[test]
+    fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        let synced = PullPage {
+            records: vec![rec(json!({"id": "a", "v": 1}))],
+            ..PullPage::default()
+        };
+        db.apply_pull_page(&mut txn, "posts", &synced, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let update = |txn: &mut MapTxn, patch: Value| {
+            db.apply_local(
+                txn,
+                &[WriteOp::Update {
+                    table: "posts".into(),
+                    key: key("a"),
+                    patch,
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        };
+        update(&mut txn, json!({"v": 2}));
+        let head = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+        db.mark_in_flight(&mut txn, head)
+            .unwrap_or_else(|e| panic!("{e}"));
+        db.retry_later(&mut txn, head, 0, "answer lost")
+            .unwrap_or_else(|e| panic!("{e}"));
+        update(&mut txn, json!({"title": "x"}));
+        let page = |record: Value| PullPage {
+            records: vec![rec(record)],
+            ..PullPage::default()
+        };
+
+        let mut other = txn.clone();
+        let applied = db
+            .apply_pull_page(
+                &mut other,
+                "posts",
+                &page(json!({"id": "a", "v": 3})),
+                &meta,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.conflicts.len(), 1, "v 3 is not what the head wrote");
+
+        let echo = json!({"id": "a", "v": 2, "srv": 1});
+        let applied = db
+            .apply_pull_page(&mut txn, "posts", &page(echo.clone()), &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(applied.conflicts.is_empty());
+        let want = rec(json!({"id": "a", "v": 2, "srv": 1, "title": "x"}));
+        assert_eq!(
+            db.get(&txn, "posts", &key("a")).ok().flatten(),
+            Some(want.clone())
+        );
+        let base = db.base(&txn, "posts", &key("a")).ok().flatten();
+        assert_eq!(base.map(|b| b.record), Some(rec(echo)));
+        let queued = db
+            .pending(&txn, "posts", &key("a"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            queued.len(),
+            1,
+            "the head is settled, the edit behind it stays"
+        );
+        assert_eq!(queued[0].changed, vec!["title".to_owned()]);
+        assert_eq!(queued[0].record, Some(want));
+    }
+
+    /// A table waits to be pulled while a create was sent and the server may have applied it:
+    /// in flight or waiting to retry, or dead-lettered on an answer that came after a commit;
+    /// not before it is sent, not after a refusal, not once acknowledged.
+    #[test]
+    fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
+        use crate::outbox::DeadLetterInfo;
+        let db = db();
+        let mut txn = MapTxn::default();
+        let waits = |txn: &MapTxn| {
+            db.has_unacknowledged_create(txn, "posts")
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        db.apply_local(
+            &mut txn,
+            &[WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": "tmp", "v": 1}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+        assert!(!waits(&txn), "not sent yet");
+        db.mark_in_flight(&mut txn, seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(waits(&txn), "in flight");
+        db.retry_later(&mut txn, seq, 0, "timeout")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(waits(&txn), "waiting to retry");
+        let dead = |kind: &str, status: Option<u16>| DeadLetterInfo {
+            kind: kind.into(),
+            error: "e".into(),
+            status,
+            response_excerpt: None,
+            at_ms: 0,
+        };
+        for (info, applied) in [
+            (dead("decode", Some(200)), true),
+            (dead("retries_exhausted", Some(503)), true),
+            (dead("ack_failed", Some(201)), true),
+            (dead("permanent", Some(422)), false),
+            (dead("decode", Some(400)), false),
+        ] {
+            let mut dead_txn = txn.clone();
+            db.dead_letter(&mut dead_txn, seq, info.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(waits(&dead_txn), applied, "{info:?}");
+        }
+        let answer = PushOutcome::default();
+        db.ack_push(&mut txn, seq, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!waits(&txn), "acknowledged");
+    }
+
     /// A create whose answer was lost is pulled under its server id (with a server edit) while
     /// the application edits the temporary record; the replayed answer then remaps the record
     /// onto the pulled copy: the copy's newer fields, its base and the local edit all survive.
