@@ -37,24 +37,7 @@ use tidesync::actors::{
 use tidesync::core::local::{LocalDb, Schema, WriteOp};
 use tidesync::core::{HybridClock, InProcessLeader, Key, Store, TableSpec};
 use tidesync_testkit::server::ReferenceServer;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
-
-/// The reference server's `posts` collection (same routes as the quickstart).
-fn posts_routes() -> TableRoutes {
-    TableRoutes::rest("/api/posts")
-        .version_field("version")
-        .pull(
-            Feed::get("/api/posts")
-                .query("after_updated", "{cursor}")
-                .query("after_id", "{after_key}")
-                .query("limit", "{limit}")
-                .items("/data")
-                .cursor_field("updatedAt", TimeFormat::EpochMs)
-                .filter(Filter::Keyset)
-                .pagination(Pagination::none().has_more("/hasMore"))
-                .tombstone("deleted"),
-        )
-}
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 #[actix::main]
 async fn main() -> anyhow::Result<()> {
@@ -79,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     txn.commit()?;
 
     let transport = RestTransport::builder(server.url())
-        .table("posts", posts_routes())
+        .table("posts", TableRoutes::reference_server("posts"))
         .build()?;
     let events = EventBus::new(1024);
     let shared = SyncShared {

@@ -28,7 +28,7 @@ use tidesync::{
     TableSpec,
 };
 use tidesync_testkit::server::ReferenceServer;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 /// Merges the `tags` of both sides (local order first, no duplicates) and keeps the longer
 /// `title`. Every other field comes from the remote version, so server-owned fields (its
@@ -79,23 +79,6 @@ fn tags_of(record: &Record) -> &[Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-/// The reference server's `posts` collection (same routes as the quickstart).
-fn posts_routes() -> TableRoutes {
-    TableRoutes::rest("/api/posts")
-        .version_field("version")
-        .pull(
-            Feed::get("/api/posts")
-                .query("after_updated", "{cursor}")
-                .query("after_id", "{after_key}")
-                .query("limit", "{limit}")
-                .items("/data")
-                .cursor_field("updatedAt", TimeFormat::EpochMs)
-                .filter(Filter::Keyset)
-                .pagination(Pagination::none().has_more("/hasMore"))
-                .tombstone("deleted"),
-        )
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = ReferenceServer::start().await;
@@ -104,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         .table(TableSpec::new("posts"))
         .transport(
             RestTransport::builder(server.url())
-                .table("posts", posts_routes())
+                .table("posts", TableRoutes::reference_server("posts"))
                 .build()?,
         )
         .conflicts("posts", MergeTags) // <- the plugin

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tidesync::core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest};
 use tidesync::{Engine, Key, MemoryStore, Record, SyncSettings, TableSpec, Transport};
 use tidesync_testkit::server::ReferenceServer;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 /// Call counters, shared between the decorator (owned by the engine) and the app.
 #[derive(Debug, Default)]
@@ -139,28 +139,11 @@ impl<T: Transport> Transport for Logged<T> {
     }
 }
 
-/// The reference server's `posts` collection (same routes as the quickstart).
-fn posts_routes() -> TableRoutes {
-    TableRoutes::rest("/api/posts")
-        .version_field("version")
-        .pull(
-            Feed::get("/api/posts")
-                .query("after_updated", "{cursor}")
-                .query("after_id", "{after_key}")
-                .query("limit", "{limit}")
-                .items("/data")
-                .cursor_field("updatedAt", TimeFormat::EpochMs)
-                .filter(Filter::Keyset)
-                .pagination(Pagination::none().has_more("/hasMore"))
-                .tombstone("deleted"),
-        )
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = ReferenceServer::start().await;
     let rest = RestTransport::builder(server.url())
-        .table("posts", posts_routes())
+        .table("posts", TableRoutes::reference_server("posts"))
         .build()?;
     let counters = Arc::new(Counters::default());
     let engine = Engine::builder()

@@ -21,24 +21,7 @@ use serde_json::{Value, json};
 use tidesync::{Engine, MemoryStore, SyncSettings, TableSpec};
 use tidesync_metrics_prometheus::PrometheusMetrics;
 use tidesync_testkit::server::ReferenceServer;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
-
-/// The reference server's `posts` collection (same routes as the quickstart).
-fn posts_routes() -> TableRoutes {
-    TableRoutes::rest("/api/posts")
-        .version_field("version")
-        .pull(
-            Feed::get("/api/posts")
-                .query("after_updated", "{cursor}")
-                .query("after_id", "{after_key}")
-                .query("limit", "{limit}")
-                .items("/data")
-                .cursor_field("updatedAt", TimeFormat::EpochMs)
-                .filter(Filter::Keyset)
-                .pagination(Pagination::none().has_more("/hasMore"))
-                .tombstone("deleted"),
-        )
-}
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -54,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. An engine, and some sync traffic.
     let server = ReferenceServer::start().await;
     let transport = RestTransport::builder(server.url())
-        .table("posts", posts_routes())
+        .table("posts", TableRoutes::reference_server("posts"))
         .build()?; // also installs rustls' `ring` provider, which the scrape below uses
     let engine = Engine::builder()
         .store(MemoryStore::new())

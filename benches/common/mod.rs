@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tidesync::{SyncSettings, TableSpec};
-use tidesync_transport_rest::{
-    BulkRoute, Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat,
-};
+use tidesync_transport_rest::{BulkRoute, RestTransport, TableRoutes};
 
 /// Whether the binary runs as a benchmark (`cargo bench` passes `--bench`), rather than as a
 /// smoke test under `cargo test --benches`.
@@ -162,20 +160,9 @@ pub fn http_client() -> reqwest::Client {
 /// Routes for a reference-server collection, as in `tests/sync/support.rs`: CRUD with a
 /// version field and a keyset change feed; with `bulk`, also the bulk endpoint.
 pub fn routes(collection: &str, bulk: bool) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    let routes = TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    );
+    let routes = TableRoutes::reference_server(collection);
     if bulk {
-        routes.bulk(BulkRoute::post(&format!("{base}/bulk")))
+        routes.bulk(BulkRoute::post(&format!("/api/{collection}/bulk")))
     } else {
         routes
     }

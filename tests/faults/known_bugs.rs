@@ -68,7 +68,11 @@ async fn bug1_scan_fails_after_pulling_a_server_assigned_integer_id() {
     server
         .insert_direct("tasks", json!({"title": "made on the server"}))
         .unwrap();
-    let engine = engine(&server, "tasks", crate::routes("tasks").server_ids());
+    let engine = engine(
+        &server,
+        "tasks",
+        TableRoutes::reference_server("tasks").server_ids(),
+    );
     engine.sync().await.unwrap();
     let tasks = engine.table::<Value>("tasks").unwrap();
     assert!(
@@ -91,7 +95,7 @@ async fn bug1_scan_fails_after_pulling_a_server_assigned_integer_id() {
 
 async fn bug2_recreate_after_own_delete_becomes_a_zombie_under_server_wins() {
     let server = ReferenceServer::start().await;
-    let engine = engine(&server, "notes", crate::routes("notes"));
+    let engine = engine(&server, "notes", TableRoutes::reference_server("notes"));
     let notes = engine.table::<Value>("notes").unwrap();
     notes.put(&json!({"id": "n1", "v": 1})).await.unwrap();
     engine.sync().await.unwrap();
@@ -140,7 +144,7 @@ async fn bug3_pulled_copy_of_an_unacknowledged_create_wedges_the_ack() {
     let engine = engine_with(
         &server,
         "tasks",
-        crate::routes("tasks").server_ids(),
+        TableRoutes::reference_server("tasks").server_ids(),
         retry_after_a_pull(),
     );
     let tasks = engine.table::<Value>("tasks").unwrap();
@@ -246,7 +250,7 @@ async fn bug4_head_coalesced_away_before_mark_in_flight_strands_entries() {
 
     let server = ReferenceServer::start().await;
     let transport = RestTransport::builder(server.url())
-        .table("posts", crate::routes("posts"))
+        .table("posts", TableRoutes::reference_server("posts"))
         .request_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -319,7 +323,7 @@ async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
     let engine = engine_with(
         &server,
         "notes",
-        crate::routes("notes"),
+        TableRoutes::reference_server("notes"),
         retry_after_a_pull(),
     );
     let notes = engine.table::<Value>("notes").unwrap();

@@ -30,6 +30,8 @@
 
 #[path = "../torture/verify.rs"]
 mod verify;
+#[path = "../torture/workload.rs"]
+mod workload;
 
 mod known_bugs;
 
@@ -46,38 +48,13 @@ use tidesync_conflict_policies::ClientWins;
 use tidesync_testkit::server::{
     CollectionConfig, FaultKind, Faults, Latency, ReferenceServer, RetryAfter, ServerHandle,
 };
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
-use verify::{Check, LastWrite, ServerEdits, TableCheck};
+use verify::{LastWrite, ServerEdits};
+use workload::TABLES;
 
 const POST_KEYS: u32 = 60;
 const NOTE_KEYS: u32 = 40;
-
-/// Tasks (server-assigned ids) are pulled too: a create that committed without an answer can
-/// be pulled before its retry is acknowledged, and the ack's id remap must absorb the pulled
-/// copy (BUG-3, fixed). Exactly-once creation is checked on the server (one record per `cid`).
-const PULL_TASKS: bool = true;
-
-const TABLES: [TableCheck; 3] = [
-    TableCheck {
-        name: "posts",
-        check: Check::ClientWins,
-        by: None,
-        pulled: true,
-    },
-    TableCheck {
-        name: "notes",
-        check: Check::ServerWins,
-        by: None,
-        pulled: true,
-    },
-    TableCheck {
-        name: "tasks",
-        check: Check::ClientWins,
-        by: Some("cid"),
-        pulled: PULL_TASKS,
-    },
-];
 
 /// What one seed runs with.
 #[derive(Debug, Clone)]
@@ -134,26 +111,11 @@ impl Profile {
     }
 }
 
-fn routes(collection: &str) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    )
-}
-
 fn engine(server: &ServerHandle, profile: &Profile) -> Engine {
     let transport = RestTransport::builder(server.url())
-        .table("posts", routes("posts"))
-        .table("notes", routes("notes"))
-        .table("tasks", routes("tasks").server_ids())
+        .table("posts", TableRoutes::reference_server("posts"))
+        .table("notes", TableRoutes::reference_server("notes"))
+        .table("tasks", TableRoutes::reference_server("tasks").server_ids())
         .request_timeout(profile.timeout)
         .build()
         .expect("transport");

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tidesync::{Engine, EventItem, SyncEvent, SyncSettings, TableSpec};
 use tidesync_leader_lockfile::LockfileLeader;
 use tidesync_store_redb::RedbOptions;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 /// The database path; its presence makes `leader_child` act as a child.
 pub const DB_ENV: &str = "TIDESYNC_LEADER_CHILD_DB";
@@ -56,23 +56,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Routes for a collection of the reference server: CRUD with a version field, a keyset
-/// change feed, tombstones as a flag (as in `tests/sync/support.rs`).
-fn routes(collection: &str) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    )
 }
 
 fn settings() -> SyncSettings {
@@ -110,7 +93,7 @@ async fn child_main(db: PathBuf) {
         .expect("the shared store opens");
     let elector = LockfileLeader::for_database(&db).expect("elector");
     let transport = RestTransport::builder(url)
-        .table(TABLE, routes(TABLE))
+        .table(TABLE, TableRoutes::reference_server(TABLE))
         .request_timeout(Duration::from_millis(env_u64(TIMEOUT_ENV, 2000)))
         .build()
         .expect("transport");

@@ -22,9 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidesync::{Engine, ErrorKind, EventItem, MemoryStore, RedbStore, SyncSettings, TableSpec};
 use tidesync_testkit::server::{FaultFilter, FaultKind, ReferenceServer, ServerHandle};
-use tidesync_transport_rest::{
-    Feed, Filter, Pagination, RestConfig, RestTransport, StaticAuth, TableRoutes, TimeFormat,
-};
+use tidesync_transport_rest::{RestConfig, RestTransport, StaticAuth, TableRoutes};
 
 // ----- log capture ---------------------------------------------------------------------------
 
@@ -86,21 +84,6 @@ fn context_of(haystack: &str, needle: &str) -> String {
 
 // ----- set-up --------------------------------------------------------------------------------
 
-fn routes(collection: &str) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    )
-}
-
 fn settings() -> SyncSettings {
     SyncSettings {
         interval: None,
@@ -114,7 +97,7 @@ fn settings() -> SyncSettings {
 
 fn engine(url: &str, auth: StaticAuth, store: impl tidesync::Store) -> Engine {
     let transport = RestTransport::builder(url)
-        .table("posts", routes("posts"))
+        .table("posts", TableRoutes::reference_server("posts"))
         .auth(auth)
         .request_timeout(Duration::from_secs(3))
         .build()

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidesync::{HealthStatus, SyncEvent, SyncSettings};
 use tidesync_testkit::server::{FaultFilter, FaultKind, ReferenceServer};
-use tidesync_transport_rest::{AuthHeaders, AuthProvider, RestTransport, Secret};
+use tidesync_transport_rest::{AuthHeaders, AuthProvider, RestTransport, Secret, TableRoutes};
 
-use crate::support::{drain, engine, engine_with, expect_event, routes, settings};
+use crate::support::{drain, engine, engine_with, expect_event, settings};
 
 #[tokio::test]
 async fn a_paused_table_waits_and_resumes() {
@@ -201,7 +201,7 @@ async fn auth_engine() -> (ReferenceServer, Arc<Mutex<String>>, tidesync::Engine
         .await;
     let token = Arc::new(Mutex::new(server.issue_token()));
     let transport = RestTransport::builder(server.url())
-        .table("posts", routes("posts"))
+        .table("posts", TableRoutes::reference_server("posts"))
         .auth(SharedToken(token.clone()))
         .build()
         .unwrap();

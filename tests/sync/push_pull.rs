@@ -5,6 +5,7 @@ use tidesync::Op;
 
 use crate::support::engine;
 use tidesync_testkit::server::ReferenceServer;
+use tidesync_transport_rest::TableRoutes;
 
 #[tokio::test]
 async fn create_update_delete_reach_the_server_with_the_client_id() {
@@ -279,8 +280,8 @@ async fn server_assigned_ids_remap_the_local_key_its_entries_and_references() {
         .start()
         .await;
     let transport = tidesync_transport_rest::RestTransport::builder(server.url())
-        .table("tasks", crate::support::routes("tasks").server_ids())
-        .table("notes", crate::support::routes("notes"))
+        .table("tasks", TableRoutes::reference_server("tasks").server_ids())
+        .table("notes", TableRoutes::reference_server("notes"))
         .build()
         .unwrap();
     let engine = tidesync::Engine::builder()

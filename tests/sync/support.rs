@@ -4,24 +4,7 @@ use std::time::Duration;
 
 use tidesync::{Engine, EventItem, MemoryStore, SyncEvent, SyncSettings, TableSpec};
 use tidesync_testkit::server::ReferenceServer;
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
-
-/// Routes for a collection of the reference server: CRUD with a version field, a keyset
-/// change feed (gap-free), tombstones as a flag.
-pub fn routes(collection: &str) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    )
-}
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
 /// Fast settings for tests: no timer, no sync at start, short backoff; local writes do not
 /// trigger a push by themselves (tests call `push`/`sync`), except where a test says so.
@@ -43,7 +26,7 @@ pub fn settings() -> SyncSettings {
 pub fn transport(server: &ReferenceServer, tables: &[&str], timeout_ms: u64) -> RestTransport {
     let mut builder = RestTransport::builder(server.url());
     for table in tables {
-        builder = builder.table(*table, routes(table));
+        builder = builder.table(*table, TableRoutes::reference_server(table));
     }
     builder
         .request_timeout(Duration::from_millis(timeout_ms))

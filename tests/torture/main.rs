@@ -32,6 +32,7 @@
 //! the parent's seed.
 
 mod verify;
+mod workload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -53,9 +54,10 @@ use tidesync_conflict_policies::ClientWins;
 use tidesync_testkit::server::{
     CollectionConfig, ReferenceServer, ReferenceServerBuilder, ServerHandle,
 };
-use tidesync_transport_rest::{Feed, Filter, Pagination, RestTransport, TableRoutes, TimeFormat};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
 
-use verify::{Check, LastWrite, ServerEdits, TableCheck};
+use verify::{LastWrite, ServerEdits};
+use workload::TABLES;
 
 const CHILD_DB: &str = "TIDESYNC_TORTURE_DB";
 const CHILD_URL: &str = "TIDESYNC_TORTURE_URL";
@@ -65,31 +67,6 @@ const CHILD_SEED: &str = "TIDESYNC_TORTURE_CHILD_SEED";
 const CLIENT_KEYS: u32 = 24;
 /// Keys only the server creates (`p24`…), which the client may then edit.
 const SERVER_KEYS: u32 = 8;
-
-/// Tasks are pulled here: a restart always pushes before it pulls, so BUG-3 (a pulled copy of
-/// a create whose acknowledgement is still pending) does not arise without faults.
-const PULL_TASKS: bool = true;
-
-const TABLES: [TableCheck; 3] = [
-    TableCheck {
-        name: "posts",
-        check: Check::ClientWins,
-        by: None,
-        pulled: true,
-    },
-    TableCheck {
-        name: "notes",
-        check: Check::ServerWins,
-        by: None,
-        pulled: true,
-    },
-    TableCheck {
-        name: "tasks",
-        check: Check::ClientWins,
-        by: Some("cid"),
-        pulled: PULL_TASKS,
-    },
-];
 
 /// Whether this process prints phase markers (only the child does).
 static MARKERS: AtomicBool = AtomicBool::new(false);
@@ -249,22 +226,6 @@ impl ConflictStrategy for Probed {
 
 // ----- set-up --------------------------------------------------------------------------------
 
-/// CRUD with a version field, a keyset change feed, tombstones as a flag.
-fn routes(collection: &str) -> TableRoutes {
-    let base = format!("/api/{collection}");
-    TableRoutes::rest(&base).version_field("version").pull(
-        Feed::get(&base)
-            .query("after_updated", "{cursor}")
-            .query("after_id", "{after_key}")
-            .query("limit", "{limit}")
-            .items("/data")
-            .cursor_field("updatedAt", TimeFormat::EpochMs)
-            .filter(Filter::Keyset)
-            .pagination(Pagination::none().has_more("/hasMore"))
-            .tombstone("deleted"),
-    )
-}
-
 fn settings() -> SyncSettings {
     SyncSettings {
         interval: None,
@@ -295,9 +256,9 @@ fn open_engine(path: &Path, url: Option<&str>) -> Engine {
         .settings(settings());
     if let Some(url) = url {
         let transport = RestTransport::builder(url)
-            .table("posts", routes("posts"))
-            .table("notes", routes("notes"))
-            .table("tasks", routes("tasks").server_ids())
+            .table("posts", TableRoutes::reference_server("posts"))
+            .table("notes", TableRoutes::reference_server("notes"))
+            .table("tasks", TableRoutes::reference_server("tasks").server_ids())
             .request_timeout(Duration::from_secs(3))
             .build()
             .expect("transport");

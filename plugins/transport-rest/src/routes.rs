@@ -430,6 +430,27 @@ impl TableRoutes {
             .pull(Feed::get(base))
     }
 
+    /// The routes of a collection of the testkit's reference server
+    /// (`tidesync-reference-server`): [`TableRoutes::rest`] at `/api/<collection>` with a
+    /// `version` field, and a change feed `GET /api/<collection>?after_updated=…&after_id=…&limit=…`
+    /// read with a gap-free keyset cursor on `updatedAt` (epoch ms), items under `/data`,
+    /// `/hasMore`, and `deleted: true` tombstones. For trying tidesync and for tests; describe
+    /// your own API with the builder (the quickstart example spells these same routes out).
+    pub fn reference_server(collection: &str) -> Self {
+        let base = format!("/api/{collection}");
+        TableRoutes::rest(&base).version_field("version").pull(
+            Feed::get(&base)
+                .query("after_updated", "{cursor}")
+                .query("after_id", "{after_key}")
+                .query("limit", "{limit}")
+                .items("/data")
+                .cursor_field("updatedAt", crate::TimeFormat::EpochMs)
+                .filter(crate::Filter::Keyset)
+                .pagination(crate::Pagination::none().has_more("/hasMore"))
+                .tombstone("deleted"),
+        )
+    }
+
     /// Sets the key field.
     pub fn key(mut self, field: impl Into<String>) -> Self {
         self.key = field.into();
