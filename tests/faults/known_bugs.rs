@@ -1,7 +1,7 @@
 //! Regression tests for the engine, core and transport bugs the torture and fault suites
-//! found (BUG-1 … BUG-5, BUG-7, BUG-8; BUG-6 lives in tests/security). Each was a failing
-//! reproduction first; all are fixed now and these keep them fixed. Details:
-//! docs/reliability.md.
+//! found (BUG-1 … BUG-5, BUG-7, BUG-8; BUG-6 lives in tests/security, BUG-9 in tests/sync).
+//! Each was a failing reproduction first; all are fixed now and these keep them fixed.
+//! Details: docs/reliability.md.
 
 use std::time::Duration;
 

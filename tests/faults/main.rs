@@ -20,7 +20,8 @@
 //! `retries_exhausted`, no transient kind). It then retries those dead letters (the
 //! application's move): the retry carries the same idempotency key, so a committed write is
 //! answered by replay (never applied twice), a refused one (real answer 409) goes to the
-//! resolver, and the run converges with nothing duplicated.
+//! resolver, and the run converges with nothing duplicated. A dead letter whose write a pull
+//! already showed applied is settled by that pull (BUG-8) and is not among them.
 //!
 //! Reproducible from the printed seed: `TIDESYNC_FAULT_SEED=<seed>` reruns one seed (the
 //! fault decisions and the workload are seeded; request interleavings under concurrency and

@@ -256,6 +256,41 @@ async fn retries_give_up_after_max_attempts_into_the_dead_letter_queue() {
     assert_eq!(dead[0].dead.as_ref().unwrap().kind, "retries_exhausted");
 }
 
+/// A retry whose delay runs out while its push cycle ends is still made: the scheduler's
+/// retry timer counts entries already due, not only those due later (before, with short
+/// delays, such an entry waited for another trigger, which a test without a timer never
+/// gives: `retries_give_up_…` above failed 4 times in 30).
+#[tokio::test]
+async fn a_retry_that_falls_due_as_its_cycle_ends_is_still_made() {
+    for round in 0..10 {
+        let server = ReferenceServer::start().await;
+        let settings = SyncSettings {
+            retry_delay: Some(std::sync::Arc::new(|_, _| Duration::from_millis(2))),
+            ..settings()
+        };
+        let engine = engine_with(&server, settings, |b| b);
+        server.fail_next_where(FaultFilter::method("POST"), 3, FaultKind::status(500));
+        let key = format!("r{round}");
+        engine
+            .table::<Value>("posts")
+            .unwrap()
+            .put(&json!({"id": key}))
+            .await
+            .unwrap();
+        let _ = engine.push().await;
+        let started = Instant::now();
+        while server.record("posts", key.as_str()).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: the retries stopped: {:?}",
+                engine.outbox(None, 10).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        engine.shutdown();
+    }
+}
+
 #[tokio::test]
 async fn malformed_pulled_records_are_quarantined_and_the_rest_applies() {
     let server = ReferenceServer::start().await;

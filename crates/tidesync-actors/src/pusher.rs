@@ -639,11 +639,15 @@ async fn poll_turn(turn: &mut Option<TurnFuture>) -> Result<TurnDone> {
 }
 
 /// How long until the earliest entry in backoff becomes due, if any (for the scheduler).
-pub fn next_due_in(shared: &SyncShared) -> Result<Option<Duration>> {
+///
+/// Only entries due after `after_ms` count: pass the start of the push that just ran, whose
+/// scans saw every entry due before it (those it did not send cannot be sent now: a paused
+/// table, a record parked or waiting for a reference). An entry that became due while that
+/// push ended is due already: `Some(Duration::ZERO)`, not `None`, or it would wait for
+/// another trigger.
+pub fn next_due_in(shared: &SyncShared, after_ms: u64) -> Result<Option<Duration>> {
     let read = shared.store.read()?;
     let now = wall_millis();
-    let earliest = shared.db.earliest_retry_at(&*read)?;
-    Ok(earliest
-        .filter(|at| *at > now)
-        .map(|at| Duration::from_millis(at - now)))
+    let earliest = shared.db.earliest_retry_after(&*read, after_ms)?;
+    Ok(earliest.map(|at| Duration::from_millis(at.saturating_sub(now))))
 }

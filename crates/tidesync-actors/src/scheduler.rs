@@ -158,6 +158,9 @@ pub struct SchedulerActor {
     interval: Option<SpawnHandle>,
     debounce: Option<SpawnHandle>,
     retry_timer: Option<SpawnHandle>,
+    /// When the last cycle that pushed started (wall-clock ms; 0 before any): entries due
+    /// before it were seen by its push, so only later ones need a retry timer.
+    pushed_since_ms: u64,
     probe: Option<SpawnHandle>,
     probe_attempt: u32,
 }
@@ -179,6 +182,7 @@ impl SchedulerActor {
             interval: None,
             debounce: None,
             retry_timer: None,
+            pushed_since_ms: 0,
             probe: None,
             probe_attempt: 0,
         }
@@ -231,6 +235,7 @@ impl SchedulerActor {
 
     fn run_cycle(&mut self, scope: Scope, trigger: Trigger, ctx: &mut Context<Self>) {
         self.cycle_running = true;
+        let started_ms = tidesync_core::hlc::wall_millis();
         self.shared.state.syncing.store(true, Ordering::SeqCst);
         self.cycle_began = Arc::new(AtomicBool::new(false));
         let fut = cycle(
@@ -243,6 +248,9 @@ impl SchedulerActor {
         );
         ctx.spawn(actix::fut::wrap_future::<_, Self>(fut).map(
             move |(result, network_down), act, ctx| {
+                if scope.push && scope.tables.is_none() {
+                    act.pushed_since_ms = started_ms;
+                }
                 act.cycle_done(scope, result, network_down, ctx);
             },
         ));
@@ -328,7 +336,7 @@ impl SchedulerActor {
         if let Some(handle) = self.retry_timer.take() {
             ctx.cancel_future(handle);
         }
-        match next_due_in(&self.shared) {
+        match next_due_in(&self.shared, self.pushed_since_ms) {
             Ok(Some(delay)) => {
                 let delay = delay + Duration::from_millis(5);
                 self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {

@@ -191,7 +191,8 @@ impl LocalDb {
     /// that the server may have applied (not dead-lettered, or dead-lettered after the server
     /// accepted it, see [`DeadLetterInfo::may_have_been_applied`]): the server may hold its
     /// record already, under a key no answer has told us. Reads the table's queue in order
-    /// until it finds one.
+    /// until it finds one: sent entries sit near its head, so this is short unless the table
+    /// holds a long queue of which nothing was sent yet (it is then read whole).
     pub fn has_unacknowledged_create(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
         let mut after = None;
         loop {
@@ -619,10 +620,19 @@ impl LocalDb {
     /// When the earliest entry in backoff becomes due (wall-clock ms), if any entry waits.
     /// Reads the backoff index only (8 bytes per waiting entry), never the entries.
     pub fn earliest_retry_at(&self, txn: &dyn ReadTxn) -> Result<Option<u64>> {
+        self.earliest_retry_after(txn, 0)
+    }
+
+    /// The earliest time after `after_ms` at which an entry in backoff becomes due, if any.
+    /// (Entries due at or before `after_ms` were due for a whole push that did not send
+    /// them: a paused table, a record parked or waiting for a reference.)
+    pub fn earliest_retry_after(&self, txn: &dyn ReadTxn, after_ms: u64) -> Result<Option<u64>> {
         let mut earliest: Option<u64> = None;
         for (_, v) in self.all_rows(txn, layout::BACKOFF)? {
             let at = read_u64(&v)?;
-            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            if at > after_ms {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
         }
         Ok(earliest)
     }

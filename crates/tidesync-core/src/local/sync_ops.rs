@@ -808,12 +808,13 @@ impl LocalDb {
         if parked.is_none()
             && let Some(head) = pending.first()
             && head.attempts > 0
-            && head.dead.is_none()
+            && head.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
             && shows_write(head, remote, &spec.key)
         {
             // The server shows what our head entry, already sent, wrote: most likely the echo
-            // of a write whose answer was lost. That is no remote change to resolve against
-            // the edits queued behind it.
+            // of a write whose answer was lost (or could not be read: then it was even
+            // dead-lettered). That is no remote change to resolve against the edits queued
+            // behind it, and the head counts as acknowledged.
             if head.in_flight {
                 applied.unchanged += 1; // its answer, on its way, settles it
             } else {
@@ -851,8 +852,9 @@ impl LocalDb {
         Ok(())
     }
 
-    /// A pulled version that shows the write of `pending[0]` (sent, not in flight): that entry
-    /// counts as acknowledged and the version becomes the base. The entries behind it stay,
+    /// A pulled version that shows the write of `pending[0]` (sent, not in flight, perhaps
+    /// dead-lettered on an answer that came after the server applied it): that entry counts
+    /// as acknowledged and the version becomes the base. The entries behind it stay,
     /// rebased onto it, and the local record takes the version's other fields (server-owned
     /// ones, another client's edits of fields no pending entry touches).
     #[allow(clippy::too_many_arguments)]
@@ -1177,11 +1179,9 @@ mod tests {
             .collect()
     }
 
-    /// A pulled version showing what a sent head entry wrote (its answer lost) settles it and
-    /// keeps the edit behind it; a version that differs in what the head wrote is a conflict.
-    #[test]
-    fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
-        let db = db();
+    /// Record `a` synced at `v` 1, then edited to `v` 2 (that entry sent: in flight) and to
+    /// `title` "x" (queued behind it). Returns the transaction and the sent entry's seq.
+    fn sent_head_with_an_edit_behind(db: &LocalDb) -> (MapTxn, u64) {
         let mut txn = MapTxn::default();
         let synced = PullPage {
             records: vec![rec(json!({"id": "a", "v": 1}))],
@@ -1204,9 +1204,18 @@ mod tests {
         let head = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
         db.mark_in_flight(&mut txn, head)
             .unwrap_or_else(|e| panic!("{e}"));
+        update(&mut txn, json!({"title": "x"}));
+        (txn, head)
+    }
+
+    /// A pulled version showing what a sent head entry wrote (its answer lost) settles it and
+    /// keeps the edit behind it; a version that differs in what the head wrote is a conflict.
+    #[test]
+    fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
+        let db = db();
+        let (mut txn, head) = sent_head_with_an_edit_behind(&db);
         db.retry_later(&mut txn, head, 0, "answer lost")
             .unwrap_or_else(|e| panic!("{e}"));
-        update(&mut txn, json!({"title": "x"}));
         let page = |record: Value| PullPage {
             records: vec![rec(record)],
             ..PullPage::default()
@@ -1245,6 +1254,47 @@ mod tests {
         );
         assert_eq!(queued[0].changed, vec!["title".to_owned()]);
         assert_eq!(queued[0].record, Some(want));
+    }
+
+    /// A head dead-lettered on a 2xx whose body did not decode was applied by the server: the
+    /// pulled version showing it settles the dead letter and frees the edit parked behind it.
+    /// A head the server refused (a 4xx) is still a conflict.
+    #[test]
+    fn the_echo_of_a_dead_lettered_head_the_server_applied_settles_it() {
+        use crate::outbox::DeadLetterInfo;
+        let db = db();
+        let (txn, head) = sent_head_with_an_edit_behind(&db);
+        let echo = PullPage {
+            records: vec![rec(json!({"id": "a", "v": 2}))],
+            ..PullPage::default()
+        };
+        for (kind, status, settles) in [("decode", 200, true), ("permanent", 422, false)] {
+            let mut txn = txn.clone();
+            let info = DeadLetterInfo {
+                kind: kind.into(),
+                error: "e".into(),
+                status: Some(status),
+                response_excerpt: None,
+                at_ms: 0,
+            };
+            db.dead_letter(&mut txn, head, info)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let applied = db
+                .apply_pull_page(&mut txn, "posts", &echo, &meta)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(applied.conflicts.is_empty(), settles, "{kind} {status}");
+            let dead = db
+                .dead_letters(&txn, None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(dead.is_empty(), settles, "{kind} {status}: {dead:?}");
+            if settles {
+                let queued = db
+                    .pending(&txn, "posts", &key("a"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(queued.len(), 1);
+                assert_eq!(queued[0].changed, vec!["title".to_owned()]);
+            }
+        }
     }
 
     /// A table waits to be pulled while a create was sent and the server may have applied it:
