@@ -149,16 +149,25 @@ fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Chang
 fn rebase_entry(onto: &mut Record, entry: &mut OutboxEntry) {
     match (entry.op, entry.record.as_ref()) {
         (Op::Update, Some(record)) => {
-            for field in &entry.changed {
-                match record.get(field) {
-                    Some(value) => onto.insert(field.clone(), value.clone()),
-                    None => onto.remove(field),
-                };
-            }
+            overlay_fields(onto, record, &entry.changed);
             entry.record = Some(onto.clone());
         }
         (Op::Create, Some(record)) => *onto = record.clone(),
         _ => {}
+    }
+}
+
+/// Gives `onto` the values `from` has for `fields` (a field `from` lacks is removed).
+fn overlay_fields<'f>(
+    onto: &mut Record,
+    from: &Record,
+    fields: impl IntoIterator<Item = &'f String>,
+) {
+    for field in fields {
+        match from.get(field) {
+            Some(value) => onto.insert(field.clone(), value.clone()),
+            None => onto.remove(field),
+        };
     }
 }
 
@@ -420,12 +429,7 @@ impl LocalDb {
                     // Deleted and created again locally: the local record replaces it.
                     merged = local.clone();
                 } else {
-                    for field in queued.iter().flat_map(|e| e.changed.iter()) {
-                        match local.get(field) {
-                            Some(value) => merged.insert(field.clone(), value.clone()),
-                            None => merged.remove(field),
-                        };
-                    }
+                    overlay_fields(&mut merged, local, queued.iter().flat_map(|e| &e.changed));
                 }
                 merged.insert(spec.key.clone(), new.to_json());
                 Some(merged)
