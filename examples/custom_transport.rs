@@ -12,9 +12,11 @@
 //!
 //! `Logged<T>` prints every call with its duration and outcome and counts them; it delegates
 //! everything to the wrapped transport — including the methods that have defaults
-//! (`supports_batch`, `push_batch`, `version_of`, `modified_at_ms`). Forgetting one of those
-//! would silently change behaviour: without `version_of`, for example, the engine would no
-//! longer know the version a record was based on, and stale writes would not be detected.
+//! (`supports_batch`, `assigns_keys`, `push_batch`, `version_of`, `modified_at_ms`). Forgetting
+//! one of those would silently change behaviour: without `version_of`, for example, the engine
+//! would no longer know the version a record was based on, and stale writes would not be
+//! detected; without `assigns_keys`, a table whose ids the server assigns could be pulled while
+//! a create's answer is missing, and show the application two copies of one record.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +82,10 @@ impl<T: Transport> Transport for Logged<T> {
     // The defaulted methods: delegate them too, or the inner transport's behaviour is lost.
     fn supports_batch(&self, table: &str) -> bool {
         self.inner.supports_batch(table)
+    }
+
+    fn assigns_keys(&self, table: &str) -> bool {
+        self.inner.assigns_keys(table)
     }
 
     async fn push_batch(

@@ -49,7 +49,7 @@ fn engine_with(
 /// Manual settings whose retries wait long enough for a pull to come first.
 fn retry_after_a_pull() -> SyncSettings {
     SyncSettings {
-        retry_delay: Some(std::sync::Arc::new(|_, _| Duration::from_millis(400))),
+        retry_delay: Some(std::sync::Arc::new(|_| Duration::from_millis(400))),
         ..manual()
     }
 }

@@ -26,7 +26,8 @@
 //! Reproducible from the printed seed: `TIDESYNC_FAULT_SEED=<seed>` reruns one seed (the
 //! fault decisions and the workload are seeded; request interleavings under concurrency and
 //! timers can still differ from run to run). `TIDESYNC_FAULT_RUNS=<n>` runs n seeds (default
-//! 2), `TIDESYNC_FAULT_STEPS` sets the workload length (default 500). A failure prints the
+//! 2), starting from the `TIDESYNC_FAULT_FIRST`-th of the seed sequence (default 0: the seeds
+//! CI runs), so a long run can explore seeds no earlier run tried; `TIDESYNC_FAULT_STEPS` sets the workload length (default 500). A failure prints the
 //! seed, the profile, the last requests and the engine's outbox and dead letters.
 
 #[path = "../torture/verify.rs"]
@@ -532,11 +533,19 @@ async fn seeded_fault_runs_lose_and_duplicate_nothing() {
     {
         Some(seed) => vec![seed],
         None => {
-            let runs: u64 = std::env::var("TIDESYNC_FAULT_RUNS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(2);
-            (0..runs).map(|i| 0x5eed_0000 + i * 7919).collect()
+            let env = |name: &str, default: u64| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(default)
+            };
+            let (first, runs) = (
+                env("TIDESYNC_FAULT_FIRST", 0),
+                env("TIDESYNC_FAULT_RUNS", 2),
+            );
+            (first..first + runs)
+                .map(|i| 0x5eed_0000 + i * 7919)
+                .collect()
         }
     };
     for seed in seeds {

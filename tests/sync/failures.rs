@@ -265,7 +265,7 @@ async fn a_retry_that_falls_due_as_its_cycle_ends_is_still_made() {
     for round in 0..10 {
         let server = ReferenceServer::start().await;
         let settings = SyncSettings {
-            retry_delay: Some(std::sync::Arc::new(|_, _| Duration::from_millis(2))),
+            retry_delay: Some(std::sync::Arc::new(|_| Duration::from_millis(2))),
             ..settings()
         };
         let engine = engine_with(&server, settings, |b| b);

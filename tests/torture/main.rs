@@ -165,6 +165,10 @@ impl Transport for Probe {
         self.0.supports_batch(table)
     }
 
+    fn assigns_keys(&self, table: &str) -> bool {
+        self.0.assigns_keys(table)
+    }
+
     async fn push_batch(
         &self,
         requests: Vec<PushRequest>,

@@ -21,7 +21,7 @@ pub fn retry_delay(
         return delay.min(Duration::from_secs(24 * 3600));
     }
     if let Some(custom) = &settings.retry_delay {
-        return custom(attempt, retry_after);
+        return custom(attempt);
     }
     let ceiling = exponential_ceiling(settings.backoff_base, settings.backoff_cap, attempt);
     let ms = ceiling.as_millis().min(u64::MAX as u128) as u64;
@@ -67,9 +67,14 @@ mod tests {
             retry_delay(&settings, 1, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
-        settings.retry_delay = Some(std::sync::Arc::new(|attempt, _| {
+        settings.retry_delay = Some(std::sync::Arc::new(|attempt| {
             Duration::from_secs(attempt as u64)
         }));
         assert_eq!(retry_delay(&settings, 4, None), Duration::from_secs(4));
+        // The server's Retry-After still wins over the user's function.
+        assert_eq!(
+            retry_delay(&settings, 4, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
     }
 }

@@ -481,7 +481,6 @@ impl PushCycle {
             }
             kind if kind.retryable() => {
                 telemetry::push_outcome(&table, "retry");
-                telemetry::retry(kind);
                 if matches!(kind, ErrorKind::Network | ErrorKind::Timeout) {
                     report.network_failures += 1;
                 }
@@ -490,6 +489,8 @@ impl PushCycle {
                     let info = dead_letter_info("retries_exhausted", why, &err);
                     Answer::Settle(Settle::DeadLetter { entry, info })
                 } else {
+                    // Counted here, not above: the last attempt schedules no retry.
+                    telemetry::retry(kind);
                     let delay = retry_delay(&sh.settings, entry.attempts, err.retry_after_delay());
                     report.retried += 1;
                     report.first_error.get_or_insert((kind, message.clone()));

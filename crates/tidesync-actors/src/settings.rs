@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use tidesync_core::{Error, Result};
 
-/// A user-supplied retry delay: given the attempt number (1 = first retry) and the error's
-/// `Retry-After`, returns how long to wait. Replaces the built-in backoff.
-pub type RetryDelayFn = Arc<dyn Fn(u32, Option<Duration>) -> Duration + Send + Sync>;
+/// A user-supplied retry delay: given the attempt number (1 = first retry), returns how long
+/// to wait. Replaces the built-in backoff; a server's `Retry-After` still wins (the function
+/// is not called when the failed answer carried one).
+pub type RetryDelayFn = Arc<dyn Fn(u32) -> Duration + Send + Sync>;
 
 /// A request budget: at most `max_requests` per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,7 +64,7 @@ pub struct SyncSettings {
     /// `health()` reports degraded when the last successful sync is older than this.
     #[serde(with = "humantime_ms")]
     pub stale_after: Duration,
-    /// Replaces the built-in backoff.
+    /// Replaces the built-in backoff when the server sent no `Retry-After`.
     #[serde(skip)]
     pub retry_delay: Option<RetryDelayFn>,
 }

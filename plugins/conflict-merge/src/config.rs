@@ -46,19 +46,19 @@ impl fmt::Display for MergePolicy {
     }
 }
 
-/// The configuration of a [`FieldMerge`], as a configuration file gives it.
+/// The configuration of a [`FieldMerge`]: the options a configuration file gives after the
+/// strategy's name (the CLI's `[conflicts.contacts]` with `strategy = "field_merge"`; pass the
+/// whole table to [`by_name`], which removes `strategy`).
 ///
 /// ```toml
-/// [tables.contacts.conflicts]
-/// strategy = "field_merge"
 /// default = "prefer_remote"          # prefer_remote (default) | prefer_local | latest | park
-/// [tables.contacts.conflicts.fields]
+/// [fields]
 /// "notes" = "prefer_local"
 /// "address.city" = "latest"
 /// "balance" = "park"
 /// ```
 ///
-/// Unknown keys are rejected.
+/// Unknown keys (`strategy` among them) are rejected.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMergeConfig {

@@ -16,7 +16,7 @@ pub const STRATEGY_NAMES: &[&str] = &["server_wins", "client_wins", "last_write_
 /// A policy as written in a configuration file, tagged by `strategy`.
 ///
 /// ```toml
-/// [tables.posts.conflicts]
+/// [conflicts.posts]                # the CLI's layout: one table of options per synced table
 /// strategy = "last_write_wins"
 /// timestamp_field = "updatedAt"   # optional fallback when the server time is unknown
 /// timestamp_format = "rfc3339"    # optional: auto (default), epoch_ms, epoch_s, rfc3339

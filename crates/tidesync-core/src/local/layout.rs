@@ -3,7 +3,7 @@
 //! | keyspace            | key                              | value               |
 //! |---------------------|----------------------------------|---------------------|
 //! | `r/<table>`         | key                              | record JSON         |
-//! | `i/<table>/<field>` | index value ‖ key                | empty               |
+//! | `i/<table>/<field>` | index value ‖ key                | key                 |
 //! | `b/<table>`         | key                              | [`Base`] JSON       |
 //! | `o/entries`         | seq (u64 BE)                     | outbox entry JSON   |
 //! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
@@ -11,6 +11,8 @@
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
+//! | `x/conflicts`       | table ‖ key                      | parked conflict     |
+//! | `q`                 | quarantine seq                   | quarantined item    |
 //! | `m`                 | meta name                        | meta value          |
 //! | `c`                 | table                            | pull cursor JSON    |
 //!
