@@ -327,10 +327,19 @@ async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
         retry_after_a_pull(),
     );
     let notes = engine.table::<Value>("notes").unwrap();
-    for key in ["u1", "d1"] {
+    for key in ["u1", "d1", "r1"] {
         notes.put(&json!({"id": key, "v": 1})).await.unwrap();
     }
     engine.sync().await.unwrap();
+
+    // A whole-record replace whose answer is lost, then a newer local edit. The replace
+    // leaves out the server-owned fields (`updatedAt`, `version`) the acknowledged create had
+    // merged in, so the pulled echo differs from what was sent in exactly those fields
+    // (BUG-10, seed 1593366398).
+    notes.put(&json!({"id": "r1", "v": 2})).await.unwrap();
+    server.fail_next_where(FaultFilter::method("PUT"), 1, FaultKind::CommitThenDrop);
+    assert!(engine.push().await.is_err(), "the answer was lost");
+    notes.update("r1", json!({"v": 3})).await.unwrap();
 
     // An update whose answer is lost, then a newer local edit.
     notes.update("u1", json!({"v": 2})).await.unwrap();
@@ -348,7 +357,7 @@ async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
     engine.sync().await.unwrap();
     engine.sync().await.unwrap();
 
-    for key in ["u1", "d1"] {
+    for key in ["u1", "d1", "r1"] {
         let local = notes.get(key).await.unwrap();
         assert_eq!(
             local.as_ref().map(|r| &r["v"]),

@@ -174,13 +174,29 @@ fn overlay_fields<'f>(
 /// Whether `remote` shows what `sent` (an entry that went to the server) wrote: the record
 /// gone for a delete; the changed fields (an update), or every field but the key (a create),
 /// as sent. Fields the entry did not write may differ (server-owned ones always do).
-fn shows_write(sent: &OutboxEntry, remote: Option<&Record>, key_field: &str) -> bool {
+///
+/// A field the update removed counts as shown when the remote lacks it, or when the remote
+/// holds a value other than `base`'s: a whole-record replace leaves out the server-owned
+/// fields (`updatedAt`, `version`) the local copy had, and the server, which owns them, wrote
+/// new values. A remote that still holds the base's value never saw the removal.
+fn shows_write(
+    sent: &OutboxEntry,
+    remote: Option<&Record>,
+    base: Option<&Record>,
+    key_field: &str,
+) -> bool {
     match (sent.op, remote, sent.record.as_ref()) {
         (Op::Delete, None, _) => true,
-        (Op::Update, Some(remote), Some(record)) if !sent.changed.is_empty() => sent
-            .changed
-            .iter()
-            .all(|field| remote.get(field) == record.get(field)),
+        (Op::Update, Some(remote), Some(record)) if !sent.changed.is_empty() => {
+            sent.changed.iter().all(|field| match record.get(field) {
+                Some(value) => remote.get(field) == Some(value),
+                None => match (remote.get(field), base) {
+                    (None, _) => true,
+                    (Some(now), Some(base)) => base.get(field) != Some(now),
+                    (Some(_), None) => false,
+                },
+            })
+        }
         (Op::Create | Op::Update, Some(remote), Some(record)) => record
             .iter()
             .filter(|(field, _)| field.as_str() != key_field)
@@ -813,7 +829,7 @@ impl LocalDb {
             && let Some(head) = pending.first()
             && head.attempts > 0
             && head.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
-            && shows_write(head, remote, &spec.key)
+            && shows_write(head, remote, base.as_ref().map(|b| &b.record), &spec.key)
         {
             // The server shows what our head entry, already sent, wrote: most likely the echo
             // of a write whose answer was lost (or could not be read: then it was even
