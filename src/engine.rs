@@ -15,7 +15,8 @@ use tidesync_actors::{
 };
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
-    Change, LocalDb, OutboxStats, ParkedConflict, Quarantined, Schema, WriteOp,
+    Change, LocalDb, OutboxStats, OutboxSummary, ParkedConflict, Quarantined, Schema,
+    SchemaChanges, WriteOp,
 };
 use tidesync_core::{
     ConflictStrategy, Error, ErrorKind, HybridClock, InProcessLeader, Key, LeaderElector,
@@ -23,7 +24,7 @@ use tidesync_core::{
 };
 
 use crate::batch::Batch;
-use crate::status::{Health, HealthCheck, HealthStatus, Status};
+use crate::status::{EngineView, Health, HealthCheck, HealthStatus, PendingEntry, Status};
 use crate::table::Table;
 use crate::watch::{Events, Watch};
 
@@ -150,6 +151,9 @@ impl EngineBuilder {
         }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
         db.restore_clock(&*store.read()?)?;
+        // Before anything can read: indexes declared since the last open are built over the
+        // stored records, dropped ones removed, a changed key refused (invariant 13).
+        let schema_changes = db.reconcile_schema(&*store)?;
         // Entries left in flight by a crash are re-queued when this instance claims
         // leadership (not here: in a multi-process setup they may belong to a live leader).
 
@@ -181,6 +185,7 @@ impl EngineBuilder {
                 events,
                 state,
                 stale_after,
+                schema_changes,
                 system: Mutex::new(system),
             }),
         })
@@ -282,6 +287,7 @@ struct Inner {
     events: EventBus,
     state: Arc<EngineState>,
     stale_after: Duration,
+    schema_changes: SchemaChanges,
     system: Mutex<ActorSystem>,
 }
 
@@ -381,9 +387,20 @@ impl Engine {
         self.run(Scope::table(table)).await
     }
 
+    /// Sends a lifecycle message to the scheduler. A local-only engine has nothing to start,
+    /// stop, pause or resume: these calls succeed and do nothing.
     fn control(&self, control: Control) -> Result<()> {
-        self.sync_actors()?.scheduler.do_send(control);
+        if let Some(sync) = &self.inner.actors.sync {
+            sync.scheduler.do_send(control);
+        }
         Ok(())
+    }
+
+    /// What opening the store with this engine's schema changed: tables added, indexes built
+    /// over the stored records or dropped, tables the store holds that the schema no longer
+    /// declares (kept untouched).
+    pub fn schema_changes(&self) -> &SchemaChanges {
+        &self.inner.schema_changes
     }
 
     /// Starts syncing again after [`Engine::stop`] (idempotent). Writes made while stopped
@@ -468,6 +485,36 @@ impl Engine {
         )
     }
 
+    /// Outbox entries in push order (optionally of one table), at most `limit`, each with where
+    /// it stands and why it has not reached the server yet: `ready`, `retry in 3.2s`,
+    /// `blocked behind #12 (dead letter)`, `waiting for posts/p1`, `paused: auth`, `offline`.
+    pub fn outbox_states(&self, table: Option<&str>, limit: usize) -> Result<Vec<PendingEntry>> {
+        let read = self.inner.store.read()?;
+        let db = &self.inner.db;
+        let now = wall_millis();
+        let engine = EngineView::of(&self.inner.state);
+        db.outbox(&*read, table, limit)?
+            .into_iter()
+            .map(|entry| {
+                let state = db.entry_state(&*read, &entry, now)?;
+                let reason = engine.reason(&entry, &state, now);
+                Ok(PendingEntry {
+                    entry,
+                    state,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// The outbox counted by entry state, reading at most `limit` entries (the total is
+    /// exact; `complete` says whether every entry was counted).
+    pub fn outbox_summary(&self, limit: usize) -> Result<OutboxSummary> {
+        self.inner
+            .db
+            .outbox_summary(&*self.inner.store.read()?, wall_millis(), limit)
+    }
+
     /// A snapshot of the engine's state; queue figures are read live from the store.
     pub fn status(&self) -> Result<Status> {
         let state = &self.inner.state;
@@ -488,6 +535,10 @@ impl Engine {
             running: state.running.load(Ordering::SeqCst),
             paused: state.paused.load(Ordering::SeqCst),
             online: state.online.load(Ordering::SeqCst),
+            offline_since_ms: match state.offline_since_ms.load(Ordering::SeqCst) {
+                0 => None,
+                since => Some(since),
+            },
             leader: state.leader.load(Ordering::SeqCst),
             epoch: state.epoch(),
             syncing: state.syncing.load(Ordering::SeqCst),

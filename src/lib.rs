@@ -33,13 +33,16 @@ mod watch;
 
 pub use batch::Batch;
 pub use engine::{Engine, EngineBuilder};
-pub use status::{Health, HealthCheck, HealthStatus, Status};
+pub use status::{Health, HealthCheck, HealthStatus, PendingEntry, Status};
 pub use table::Table;
 pub use watch::{EventItem, Events, Watch, WatchEvent};
 
+pub use tidesync_actors::events::Remaining;
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
-pub use tidesync_core::local::{Change, IndexRange, Origin, OutboxStats};
+pub use tidesync_core::local::{
+    Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges,
+};
 pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{
     Conflict, ConflictStrategy, DetectedBy, Error, ErrorKind, InProcessLeader, Key, KeyKind,

@@ -1,6 +1,12 @@
 //! `status()` and `health()`: what the engine is doing, and whether it is well.
 
+use std::sync::atomic::Ordering;
+
 use serde::Serialize;
+use tidesync_actors::EngineState;
+use tidesync_actors::events::human_ms;
+use tidesync_core::OutboxEntry;
+use tidesync_core::local::EntryState;
 
 /// A snapshot of the engine's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -11,6 +17,8 @@ pub struct Status {
     pub paused: bool,
     /// The server is believed reachable.
     pub online: bool,
+    /// Since when (wall-clock ms) the server is unreachable, while offline.
+    pub offline_since_ms: Option<u64>,
     /// This instance is the sync leader.
     pub leader: bool,
     /// The fencing epoch, when leading.
@@ -67,4 +75,67 @@ pub struct Health {
     pub error_rate: f64,
     /// Every check, passed or not.
     pub checks: Vec<HealthCheck>,
+}
+
+/// One outbox entry, where it stands and why (see [`crate::Engine::outbox_states`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingEntry {
+    /// The entry (its fields at the top level in JSON).
+    #[serde(flatten)]
+    pub entry: OutboxEntry,
+    /// Where it stands, as far as the store can tell.
+    pub state: EntryState,
+    /// Why it has not reached the server, for people (engine state included: offline,
+    /// paused for credentials, a paused table).
+    pub reason: String,
+}
+
+/// What the engine knows beyond the store, for entry reasons.
+pub(crate) struct EngineView {
+    online: bool,
+    auth_required: bool,
+    paused: bool,
+    paused_tables: std::collections::HashSet<String>,
+}
+
+impl EngineView {
+    pub(crate) fn of(state: &EngineState) -> Self {
+        EngineView {
+            online: state.online.load(Ordering::SeqCst),
+            auth_required: state.auth_required.load(Ordering::SeqCst),
+            paused: state.paused.load(Ordering::SeqCst),
+            paused_tables: state.paused_tables(),
+        }
+    }
+
+    /// Why `entry` (in `state`) has not reached the server.
+    pub(crate) fn reason(&self, entry: &OutboxEntry, state: &EntryState, now_ms: u64) -> String {
+        let last_error = || {
+            entry
+                .last_error
+                .as_deref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        };
+        match state {
+            EntryState::Ready | EntryState::RetryAt { .. } if !self.online => {
+                format!("offline: waits for the server{}", last_error())
+            }
+            EntryState::Ready if self.auth_required => "paused: auth".into(),
+            EntryState::Ready if self.paused => "paused: sync is paused".into(),
+            EntryState::Ready if self.paused_tables.contains(&entry.table) => {
+                "paused: table".into()
+            }
+            EntryState::RetryAt { at_ms } => format!(
+                "retry in {}{}",
+                human_ms(at_ms.saturating_sub(now_ms)),
+                last_error()
+            ),
+            EntryState::DeadLetter => match &entry.dead {
+                Some(dead) => format!("dead letter: {}", dead.error),
+                None => "dead letter".into(),
+            },
+            other => other.describe(),
+        }
+    }
 }

@@ -8,7 +8,10 @@
 //! Faults (rates vary with the seed): 500 and 503, 429 with `Retry-After` in seconds and as an
 //! HTTP date, dropped connections, requests that hang past the client timeout (and commit
 //! later), commit-then-drop, commit-then-503, malformed JSON on a 2xx (after the server
-//! committed), and random latency on every request.
+//! committed), and random latency on every request. Next to them, outages (DESIGN invariant
+//! 11): a TCP gate in front of the server now and then refuses every connection (server down)
+//! or accepts and never answers (server hung) for a stretch of the workload, cutting the
+//! requests in progress; no outage may dead-letter anything.
 //!
 //! Dead letters. Every failure above is transient except one: a 2xx whose body is not JSON is
 //! a `Decode` error, which the engine dead-letters by design (DESIGN invariant 8: an
@@ -47,6 +50,7 @@ use tidesync::{
     Engine, ErrorKind, EventItem, MemoryStore, ServerWins, SyncEvent, SyncSettings, TableSpec,
 };
 use tidesync_conflict_policies::ClientWins;
+use tidesync_testkit::gate::{Gate, GateMode};
 use tidesync_testkit::server::{
     CollectionConfig, FaultKind, Faults, Latency, ReferenceServer, RetryAfter, ServerHandle,
 };
@@ -113,8 +117,8 @@ impl Profile {
     }
 }
 
-fn engine(server: &ServerHandle, profile: &Profile) -> Engine {
-    let transport = RestTransport::builder(server.url())
+fn engine(url: &str, profile: &Profile) -> Engine {
+    let transport = RestTransport::builder(url)
         .table("posts", TableRoutes::reference_server("posts"))
         .table("notes", TableRoutes::reference_server("notes"))
         .table("tasks", TableRoutes::reference_server("tasks").server_ids())
@@ -334,6 +338,8 @@ struct RunStats {
     fault_kinds: BTreeMap<String, usize>,
     dead_letters: usize,
     dead_letter_replays: u64,
+    /// Outages by kind (`Closed`: connections refused; `Hang`: accepted, never answered).
+    outages: BTreeMap<String, usize>,
     records: usize,
     exact: usize,
     superseded: usize,
@@ -350,7 +356,12 @@ async fn run(profile: Profile) -> RunStats {
         .start()
         .await;
     let handle = server.handle();
-    let engine = engine(&handle, &profile);
+    // Every request goes through the gate, which the outages close or hang.
+    let gate = Gate::start(server.addr(), GateMode::Forward).await;
+    let engine = engine(&gate.url(), &profile);
+    // Outage decisions have their own generator: the workload of a seed stays what it was.
+    let mut outage_rng = StdRng::seed_from_u64(profile.seed ^ 0x07a6_e5e5);
+    let mut outage_steps_left = 0usize;
     let edits = ServerEdits::default();
     let mut rng = StdRng::seed_from_u64(profile.seed);
     let mut app = App {
@@ -418,6 +429,21 @@ async fn run(profile: Profile) -> RunStats {
     }
     handle.set_faults(profile.faults());
     for _ in 0..profile.steps {
+        if outage_steps_left == 0 {
+            if gate.mode() != GateMode::Forward {
+                gate.set_mode(GateMode::Forward).await;
+            } else if outage_rng.random_bool(0.01) {
+                let mode = if outage_rng.random_bool(0.5) {
+                    GateMode::Closed
+                } else {
+                    GateMode::Hang
+                };
+                *stats.outages.entry(format!("{mode:?}")).or_default() += 1;
+                gate.set_mode(mode).await;
+                outage_steps_left = outage_rng.random_range(10..40);
+            }
+        }
+        outage_steps_left = outage_steps_left.saturating_sub(1);
         match rng.random_range(0..100) {
             0..55 => app.write(&engine, &mut rng).await,
             55..68 => server_edit(&handle, &mut rng, &edits),
@@ -443,6 +469,7 @@ async fn run(profile: Profile) -> RunStats {
     }
 
     // Stop misbehaving; let hung requests land (they commit late), then converge.
+    gate.set_mode(GateMode::Forward).await;
     handle.clear_faults();
     tokio::time::sleep(profile.hang + Duration::from_millis(300)).await;
     if let Err(e) = converge(&engine).await {
@@ -554,7 +581,7 @@ async fn seeded_fault_runs_lose_and_duplicate_nothing() {
         let s = run(profile).await;
         println!(
             "  ok in {:.1?}: {} local writes ({} skipped: record gone meanwhile), {} manual \
-             syncs ({} failed), {} server edits, {} requests, {} faults {:?}, {} dead letters \
+             syncs ({} failed), {} server edits, {} requests, {} faults {:?}, outages {:?}, {} dead letters \
              (all decode errors on a malformed 2xx; retried: {} answered by replay), {} records compared, {} last writes \
              exact, {} lost to server wins, {} idempotent replays",
             s.elapsed,
@@ -566,6 +593,7 @@ async fn seeded_fault_runs_lose_and_duplicate_nothing() {
             s.requests,
             s.faults,
             s.fault_kinds,
+            s.outages,
             s.dead_letters,
             s.dead_letter_replays,
             s.records,

@@ -3,6 +3,7 @@
 mod api;
 mod bad_input;
 mod outbox;
+mod schema;
 
 use tidesync::{Engine, MemoryStore, RedbStore, TableSpec};
 

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use tidesync_core::local::OutboxSummary;
 use tidesync_core::{DetectedBy, Key};
 
 /// Why a sync cycle started.
@@ -46,6 +47,165 @@ pub struct SyncReport {
     pub applied: u64,
     /// Tables pulled.
     pub tables_pulled: Vec<String>,
+    /// Pull pages fetched again after a retryable failure within the cycle.
+    pub pull_retries: u64,
+    /// Everything is in sync: the outbox is empty (dead letters included), no pulled item is
+    /// quarantined, the server answered, and every pull of the cycle ran to its end.
+    pub converged: bool,
+    /// What remains and why, when the cycle did not converge.
+    pub remaining: Remaining,
+}
+
+/// What a cycle left undone, by reason (DESIGN invariant 12).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Remaining {
+    /// The outbox by entry state (ready, waiting out a retry delay, blocked, dead …).
+    pub outbox: OutboxSummary,
+    /// The server was unreachable or hung: the engine is offline and probes.
+    pub offline: bool,
+    /// Pushing waits for new credentials.
+    pub paused_for_auth: bool,
+    /// Tables the application paused.
+    pub paused_tables: Vec<String>,
+    /// Tables whose pull stopped at the page budget (`max_pages`) with more on the server.
+    pub pulls_cut_at_budget: Vec<String>,
+    /// Tables not pulled this time: the server assigns their keys and a create of theirs
+    /// awaits its answer.
+    pub pulls_deferred: Vec<String>,
+    /// Tables whose pull failed.
+    pub pulls_failed: Vec<String>,
+    /// Pulled items in quarantine (could not be applied).
+    pub quarantined: u64,
+}
+
+impl Remaining {
+    /// Whether anything remains.
+    pub fn is_empty(&self) -> bool {
+        self.outbox.total == 0
+            && !self.offline
+            && !self.paused_for_auth
+            && self.pulls_cut_at_budget.is_empty()
+            && self.pulls_deferred.is_empty()
+            && self.pulls_failed.is_empty()
+            && self.quarantined == 0
+    }
+
+    /// One line per reason, for people (the CLI prints them; the daemon logs them).
+    pub fn reasons(&self, now_ms: u64) -> Vec<String> {
+        let o = &self.outbox;
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut lines = Vec::new();
+        if self.offline {
+            lines.push(format!(
+                "offline: the server does not answer; {} wait{} for it (nothing is dead-lettered for an outage)",
+                plural(o.total - o.dead_letters, "entry", "entries"),
+                if o.total - o.dead_letters == 1 { "s" } else { "" }
+            ));
+        }
+        if self.paused_for_auth {
+            lines.push(
+                "paused: auth: the server refused the credentials; pushing resumes with new ones"
+                    .into(),
+            );
+        }
+        if o.ready > 0 && !self.offline && !self.paused_for_auth {
+            lines.push(format!(
+                "{} ready to send",
+                plural(o.ready, "entry", "entries")
+            ));
+        }
+        if o.in_flight > 0 {
+            lines.push(format!(
+                "{} in flight (answer not recorded)",
+                plural(o.in_flight, "entry", "entries")
+            ));
+        }
+        if o.waiting > 0 {
+            let at = o
+                .next_retry_at_ms
+                .map(|at| format!(", next in {}", human_ms(at.saturating_sub(now_ms))))
+                .unwrap_or_default();
+            lines.push(format!(
+                "waiting: {} out a retry delay{at}",
+                plural(o.waiting, "entry waits", "entries wait")
+            ));
+        }
+        if o.dead_letters > 0 {
+            lines.push(format!(
+                "dead letters: {} (inspect with `tidesync dead-letters list`)",
+                o.dead_letters
+            ));
+        }
+        if o.behind_dead_letter > 0 {
+            lines.push(format!(
+                "blocked: {} behind a dead letter of their record",
+                plural(o.behind_dead_letter, "entry", "entries")
+            ));
+        }
+        if o.waiting_for_reference > 0 {
+            lines.push(format!(
+                "blocked: {} waiting for a referenced record's create",
+                plural(o.waiting_for_reference, "entry", "entries")
+            ));
+        }
+        if o.parked > 0 {
+            lines.push(format!(
+                "blocked: {} of records with a parked conflict (`tidesync conflicts list`)",
+                plural(o.parked, "entry", "entries")
+            ));
+        }
+        if o.behind_head > 0 {
+            lines.push(format!(
+                "queued: {} behind their record's earlier entry",
+                plural(o.behind_head, "entry", "entries")
+            ));
+        }
+        if !self.paused_tables.is_empty() {
+            lines.push(format!("paused tables: {}", self.paused_tables.join(", ")));
+        }
+        if !self.pulls_cut_at_budget.is_empty() {
+            lines.push(format!(
+                "incomplete pull: {} stopped at the page budget (max_pages); the next sync goes on",
+                self.pulls_cut_at_budget.join(", ")
+            ));
+        }
+        if !self.pulls_deferred.is_empty() {
+            lines.push(format!(
+                "deferred pull: {} (a create awaits the server's key)",
+                self.pulls_deferred.join(", ")
+            ));
+        }
+        if !self.pulls_failed.is_empty() {
+            lines.push(format!("failed pull: {}", self.pulls_failed.join(", ")));
+        }
+        if self.quarantined > 0 {
+            lines.push(format!(
+                "quarantined: {} pulled item{} could not be applied",
+                self.quarantined,
+                if self.quarantined == 1 { "" } else { "s" }
+            ));
+        }
+        if !o.complete {
+            lines.push(format!(
+                "(counted the oldest entries only; {} in all)",
+                o.total
+            ));
+        }
+        lines
+    }
+}
+
+/// `1.2s`, `3m 5s`, `2h 10m`: a short duration for people.
+pub fn human_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    if secs < 60 {
+        format!("{}.{}s", secs, (ms % 1000) / 100)
+    } else if secs < 3600 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h {}m", secs / 3600, (secs % 3600) / 60)
+    }
 }
 
 impl SyncReport {
@@ -57,6 +217,10 @@ impl SyncReport {
         self.conflicts += other.conflicts;
         self.pages += other.pages;
         self.applied += other.applied;
+        self.pull_retries += other.pull_retries;
+        // What remains is the later report's view.
+        self.converged = other.converged;
+        self.remaining = other.remaining.clone();
         for table in &other.tables_pulled {
             if !self.tables_pulled.contains(table) {
                 self.tables_pulled.push(table.clone());
@@ -76,8 +240,8 @@ pub enum SyncEvent {
     },
     /// A cycle finished without failures.
     SyncCompleted {
-        /// What it did.
-        report: SyncReport,
+        /// What it did, and what remains (boxed: the report is large).
+        report: Box<SyncReport>,
         /// How long it took, in milliseconds.
         duration_ms: u64,
     },
@@ -87,8 +251,8 @@ pub enum SyncEvent {
         error: String,
         /// The error kind.
         kind: String,
-        /// What it did before failing.
-        report: SyncReport,
+        /// What it did before failing, and what remains.
+        report: Box<SyncReport>,
     },
     /// The push phase started.
     PushStarted,

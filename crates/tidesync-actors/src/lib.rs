@@ -16,6 +16,7 @@
 //! | [`MetricsActor`] | store-derived gauges | [`Refresh`] |
 
 pub mod backoff;
+pub mod circuit;
 pub mod events;
 pub mod leader;
 pub mod metrics;

@@ -3,7 +3,7 @@
 //! Remote versions that meet pending local changes go to the resolver.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use tidesync_core::local::RemoteMeta;
 use tidesync_core::{Conflict, Error, ErrorKind, PullPage, PullRequest, Result, Transport};
 
+use crate::backoff::retry_delay;
 use crate::events::SyncEvent;
 use crate::outbox::{OutboxActor, Write};
 use crate::resolver::{ConflictResolverActor, ResolveAll};
@@ -36,6 +37,8 @@ pub struct PullReport {
     pub conflicts: u64,
     /// The server has more (the page budget ran out).
     pub more: bool,
+    /// Pages fetched again after a retryable failure (5xx, 429) within this pull.
+    pub retries: u64,
     /// Not pulled this time: the server assigns this table's keys and one of its creates was
     /// sent but not acknowledged yet (see [`Transport::assigns_keys`]); the next cycle pulls.
     ///
@@ -179,8 +182,8 @@ async fn pull_table(
     let mut records_so_far = 0u64;
     let mut ahead: Option<Prefetch> = None;
     for n in 0..sh.settings.max_pages {
-        let page = match ahead.take() {
-            Some(prefetch) => prefetch.page().await?,
+        let fetched = match ahead.take() {
+            Some(prefetch) => prefetch.page().await,
             None => {
                 fetch(
                     sh.transport.clone(),
@@ -189,8 +192,12 @@ async fn pull_table(
                     cursor.clone(),
                     sh.settings.page_size,
                 )
-                .await?
+                .await
             }
+        };
+        let page = match fetched {
+            Ok(page) => page,
+            Err(err) => refetch(&sh, &table, &cursor, err, &mut report).await?,
         };
         if let Some(server_ms) = page.server_time_ms {
             telemetry::observe_server_clock(&sh.state, server_ms);
@@ -242,6 +249,9 @@ async fn pull_table(
             });
         }
         report.applied += changed;
+        sh.state
+            .cycle_applied
+            .fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
         telemetry::pulled_page(&table, changed);
         if !applied.conflicts.is_empty() {
             report.conflicts += resolve_page(&outbox, &resolver, epoch, applied.conflicts).await?;
@@ -261,6 +271,51 @@ async fn pull_table(
     }
     report.more = true;
     Ok(report)
+}
+
+/// Times one page is fetched again within a pull after a retryable answer (5xx, 429).
+const PAGE_RETRIES: u32 = 3;
+
+/// The longest wait for one page retry within a pull; a server asking for longer is asked
+/// again by the next cycle.
+const PAGE_RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Fetches a page again after `err`, with backoff (`Retry-After` wins), while the server keeps
+/// answering with a retryable failure: one 503 must not fail the whole cycle. Failures where
+/// the server did not answer at all are not retried here: the scheduler's offline handling
+/// owns those.
+async fn refetch(
+    sh: &SyncShared,
+    table: &str,
+    cursor: &Option<Value>,
+    mut err: Error,
+    report: &mut PullReport,
+) -> Result<PullPage> {
+    for attempt in 1..=PAGE_RETRIES {
+        if !matches!(err.kind(), ErrorKind::Server | ErrorKind::RateLimited) {
+            return Err(err);
+        }
+        let delay = retry_delay(&sh.settings, attempt, err.retry_after_delay());
+        if delay > PAGE_RETRY_MAX_WAIT {
+            return Err(err);
+        }
+        tracing::info!(table, error = %err, attempt, delay_ms = delay.as_millis() as u64, "pull page failed; fetching it again");
+        tokio::time::sleep(delay).await;
+        report.retries += 1;
+        match fetch(
+            sh.transport.clone(),
+            sh.state.clone(),
+            table.to_owned(),
+            cursor.clone(),
+            sh.settings.page_size,
+        )
+        .await
+        {
+            Ok(page) => return Ok(page),
+            Err(next) => err = next,
+        }
+    }
+    Err(err)
 }
 
 /// Resolves a page's conflicts (one message to the resolver), then applies every resolution

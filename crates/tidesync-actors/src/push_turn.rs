@@ -20,11 +20,13 @@ pub(crate) enum Settle {
         entry: OutboxEntry,
         outcome: PushOutcome,
     },
-    /// Send it again, not before `at_ms`.
+    /// Send it again, not before `at_ms`. `charged`: the answer counts toward the entry's
+    /// dead-letter budget (see `tidesync_core::push_policy`).
     Retry {
         entry: OutboxEntry,
         at_ms: u64,
         message: String,
+        charged: bool,
     },
     /// It can never succeed as it is: to the dead-letter queue, keeping its place.
     DeadLetter {
@@ -113,8 +115,13 @@ pub(crate) fn run_turn(
                 entry,
                 at_ms,
                 message,
+                charged,
             } => {
-                db.retry_later(txn, entry.seq, at_ms, &message)?;
+                if charged {
+                    db.retry_later_charged(txn, entry.seq, at_ms, &message)?;
+                } else {
+                    db.retry_later(txn, entry.seq, at_ms, &message)?;
+                }
                 settled.push(Settled::Retried(entry));
             }
             Settle::DeadLetter { entry, info } => {
@@ -253,6 +260,7 @@ mod tests {
             hlc: 0,
             created_at_ms: 0,
             attempts: 0,
+            failures: 0,
             next_attempt_at_ms: 0,
             last_error: None,
             in_flight: false,

@@ -20,12 +20,14 @@ use tokio::task::JoinSet;
 
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::outbox::DeadLetterInfo;
+use tidesync_core::push_policy::{Judging, Verdict, judge};
 use tidesync_core::{
     Conflict, DetectedBy, Error, ErrorKind, Key, Op, OutboxEntry, PushOutcome, PushRequest,
     Resolution, Result,
 };
 
 use crate::backoff::retry_delay;
+use crate::circuit::Circuit;
 use crate::events::SyncEvent;
 use crate::outbox::{OutboxActor, Write};
 use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan, run_turn};
@@ -53,10 +55,16 @@ pub struct PushReport {
     pub dead_lettered: u64,
     /// Push conflicts resolved.
     pub conflicts: u64,
-    /// Failures where the server could not be reached.
+    /// Requests that got no answer (never sent, reset, timed out).
     pub network_failures: u64,
+    /// The server looked unreachable or hung: the circuit opened and sending stopped (see
+    /// `crate::circuit`).
+    pub unreachable: bool,
     /// Pushing stopped because the server refused our credentials.
     pub auth_blocked: bool,
+    /// The entries whose failure will be retried (the cycle reports a failure only while one
+    /// of them is still queued at its end: a later retry or the pull may settle it).
+    pub retry_seqs: Vec<u64>,
     /// The first failure that will be retried, if any (for the cycle's outcome).
     pub first_error: Option<(ErrorKind, String)>,
 }
@@ -146,6 +154,15 @@ struct LoopState {
     exhausted: bool,
     /// The queue changed (outside a scanning turn) since the last scan.
     dirty: bool,
+    /// Whether the server answers at all.
+    circuit: Circuit,
+    /// Entries whose request got no answer (reset, timeout) while the server was not proven
+    /// unreachable: still in flight, so not sent again in this cycle, and judged when the
+    /// cycle ends, once it is known whether the server answered others (the failure then
+    /// singles the entry out) or went away (then it is not the entry's fault).
+    unanswered: Vec<(OutboxEntry, Error)>,
+    /// Sending is over; the last turns only record answers.
+    finishing: bool,
 }
 
 struct PushCycle {
@@ -224,12 +241,17 @@ impl PushCycle {
             .filter(|spec| sh.transport.supports_batch(&spec.name))
             .map(|spec| spec.name.clone())
             .collect();
-        let mut st = LoopState::default();
+        let mut st = LoopState {
+            circuit: Circuit::new(!sh.state.online.load(Ordering::SeqCst)),
+            ..LoopState::default()
+        };
         let mut tasks: JoinSet<Vec<Answered>> = JoinSet::new();
         let mut turn: Option<TurnFuture> = None;
         loop {
             let can_push = sh.state.leader.load(Ordering::SeqCst)
-                && !sh.state.auth_required.load(Ordering::SeqCst);
+                && !sh.state.auth_required.load(Ordering::SeqCst)
+                && !st.circuit.is_open()
+                && !st.finishing;
             if !can_push {
                 // Prepared but not sent: give them back (the attempt does not count).
                 for group in st.prepared.drain(..) {
@@ -240,7 +262,7 @@ impl PushCycle {
                     );
                 }
             }
-            while tasks.len() < concurrency
+            while tasks.len() < st.circuit.allowed_in_flight(concurrency)
                 && let Some(group) = st.prepared.pop_front()
             {
                 self.spawn_send(&mut tasks, group);
@@ -249,12 +271,18 @@ impl PushCycle {
                 // Keep requests prepared beyond those in flight, so a freed slot is refilled
                 // at once while the next turn commits (a commit may take longer than many
                 // requests); bulk requests carry many entries each, so fewer of them.
-                let ahead = if bulk_tables.is_empty() {
+                // Until the server answered, nothing more than can be sent is prepared: marking
+                // an entry in flight seals it, and an unreachable server would leave them all
+                // sealed for nothing.
+                let ahead = if !st.circuit.server_answering() {
+                    0
+                } else if bulk_tables.is_empty() {
                     (2 * concurrency).max(PREPARE_AHEAD_MIN)
                 } else {
                     concurrency
                 };
-                let room = (concurrency + ahead).saturating_sub(tasks.len() + st.prepared.len());
+                let room = (st.circuit.allowed_in_flight(concurrency) + ahead)
+                    .saturating_sub(tasks.len() + st.prepared.len());
                 let queue_changed = st.dirty || !st.settle.is_empty();
                 let scan = can_push && room > 0 && (!st.exhausted || queue_changed);
                 if scan || !st.settle.is_empty() {
@@ -275,7 +303,19 @@ impl PushCycle {
                 }
             }
             if turn.is_none() && tasks.is_empty() {
-                break;
+                if st.unanswered.is_empty() {
+                    break;
+                }
+                // Sending is over: judge the unanswered requests, then record them.
+                st.finishing = true;
+                let server_answering = st.circuit.server_answering();
+                for (entry, err) in std::mem::take(&mut st.unanswered) {
+                    let answer = self.judge_failure(entry, err, server_answering, report);
+                    if let Answer::Settle(op) = answer {
+                        st.settle.push(op);
+                    }
+                }
+                continue;
             }
             let woke = tokio::select! {
                 done = poll_turn(&mut turn) => Woke::Turn(done),
@@ -290,9 +330,18 @@ impl PushCycle {
                 Woke::Answered(Some(joined)) => {
                     let answered =
                         joined.map_err(|e| Error::internal(format!("push task failed: {e}")))?;
+                    self.watch_circuit(&answered, &mut st.circuit, report);
                     for (entry, result) in answered {
                         let seq = entry.seq;
-                        match self.classify(entry, result, report) {
+                        let result = match result {
+                            Err(err) if is_unanswered(&err) && !err.was_unsent() => {
+                                // Judged when the cycle ends (see `LoopState::unanswered`).
+                                st.unanswered.push((entry, err));
+                                continue;
+                            }
+                            result => result,
+                        };
+                        match self.classify(entry, result, st.circuit.server_answering(), report) {
                             Answer::Settle(op) => st.settle.push(op),
                             Answer::Conflict(entry, remote) => {
                                 // Not pushed again in this cycle: its resolution may queue a
@@ -338,6 +387,7 @@ impl PushCycle {
                 Settled::Acked(acked) => {
                     unsettled.remove(&acked.entry.seq);
                     report.pushed += 1;
+                    sh.state.cycle_pushed.fetch_add(1, Ordering::Relaxed);
                     if let Some((from, to)) = acked.remapped {
                         sh.events.emit(SyncEvent::IdRemapped {
                             table: acked.entry.table,
@@ -431,34 +481,75 @@ impl PushCycle {
         });
     }
 
+    /// Opens the circuit when a request got no answer in a way that shows the server is
+    /// unreachable or hung; any answer keeps it closed.
+    fn watch_circuit(&self, answered: &[Answered], circuit: &mut Circuit, report: &mut PushReport) {
+        let got_answer = answered.iter().any(|(_, result)| match result {
+            Ok(_) => true,
+            Err(err) => !is_unanswered(err),
+        });
+        if got_answer {
+            circuit.answered();
+            return;
+        }
+        let Some((_, Err(err))) = answered.first() else {
+            return;
+        };
+        report.network_failures += 1;
+        let was_open = circuit.is_open();
+        if circuit.unanswered(err.was_unsent()) && !was_open {
+            report.unreachable = true;
+            report
+                .first_error
+                .get_or_insert((err.kind(), err.to_string()));
+            tracing::warn!(error = %err, "the server does not answer: sending stops until a probe gets through");
+        }
+    }
+
     /// Decides what the server's answer means for the entry (recorded by the next turn).
     fn classify(
         &self,
         entry: OutboxEntry,
         result: Result<PushOutcome>,
+        server_answering: bool,
         report: &mut PushReport,
     ) -> Answer {
         let sh = &self.shared;
-        // A conflict is a normal answer (the resolver handles it), not a failed request.
-        let answered = match &result {
-            Ok(_) => true,
-            Err(err) => err.kind() == ErrorKind::Conflict,
-        };
-        sh.state.record_request(answered);
-        let table = entry.table.clone();
-        let mut err = match result {
+        match result {
             Ok(outcome) => {
-                telemetry::push_outcome(&table, "acked");
+                sh.state.record_request(true);
+                telemetry::push_outcome(&entry.table, "acked");
                 if let Some(server_ms) = outcome.server_time_ms {
                     telemetry::observe_server_clock(&sh.state, server_ms);
                 }
-                return Answer::Settle(Settle::Ack { entry, outcome });
+                Answer::Settle(Settle::Ack { entry, outcome })
             }
-            Err(err) => err,
+            Err(err) => self.judge_failure(entry, err, server_answering, report),
+        }
+    }
+
+    /// What a failed push means for its entry: the push policy (`tidesync_core::push_policy`)
+    /// decides, this records it.
+    fn judge_failure(
+        &self,
+        entry: OutboxEntry,
+        mut err: Error,
+        server_answering: bool,
+        report: &mut PushReport,
+    ) -> Answer {
+        let sh = &self.shared;
+        let judging = Judging {
+            failures: entry.failures,
+            max_failures: sh.settings.max_attempts,
+            server_answering,
         };
+        let verdict = judge(&err, judging);
+        // A conflict is a normal answer (the resolver handles it), not a failed request.
+        sh.state.record_request(verdict == Verdict::Conflict);
+        let table = entry.table.clone();
         let message = err.to_string();
-        match err.kind() {
-            ErrorKind::Auth => {
+        match verdict {
+            Verdict::PauseForAuth => {
                 telemetry::push_outcome(&table, "auth");
                 if !sh.state.auth_required.swap(true, Ordering::SeqCst) {
                     sh.events.emit(SyncEvent::AuthRequired { table });
@@ -472,41 +563,66 @@ impl PushCycle {
                     entry,
                     at_ms: 0,
                     message,
+                    charged: false,
                 })
             }
-            ErrorKind::Conflict => {
+            Verdict::Conflict => {
                 telemetry::push_outcome(&table, "conflict");
                 let remote = err.take_remote_record();
                 Answer::Conflict(entry, remote)
             }
-            kind if kind.retryable() => {
-                telemetry::push_outcome(&table, "retry");
-                if matches!(kind, ErrorKind::Network | ErrorKind::Timeout) {
-                    report.network_failures += 1;
-                }
-                if entry.attempts >= sh.settings.max_attempts {
-                    let why = format!("gave up after {} attempts: {message}", entry.attempts);
-                    let info = dead_letter_info("retries_exhausted", why, &err);
-                    Answer::Settle(Settle::DeadLetter { entry, info })
-                } else {
-                    // Counted here, not above: the last attempt schedules no retry.
-                    telemetry::retry(kind);
-                    let delay = retry_delay(&sh.settings, entry.attempts, err.retry_after_delay());
-                    report.retried += 1;
-                    report.first_error.get_or_insert((kind, message.clone()));
-                    Answer::Settle(Settle::Retry {
-                        entry,
-                        at_ms: wall_millis() + delay.as_millis() as u64,
-                        message,
-                    })
-                }
+            // Not the entry's fault: back in the queue uncharged. The delay matters only while
+            // online (one lost answer); offline, the probe decides, and reconnecting makes
+            // every waiting entry due at once.
+            Verdict::Unreachable { .. } => {
+                telemetry::push_outcome(&table, "unreachable");
+                self.retry_later(entry, &err, message, false, report)
             }
-            kind => {
+            Verdict::Retry { charged } => {
+                telemetry::push_outcome(&table, "retry");
+                telemetry::retry(err.kind());
+                self.retry_later(entry, &err, message, charged, report)
+            }
+            Verdict::RetriesExhausted => {
                 telemetry::push_outcome(&table, "dead_letter");
-                let info = dead_letter_info(kind.as_str(), message, &err);
+                let answers = entry.failures.saturating_add(1);
+                let why = format!("gave up after {answers} failed answers: {message}");
+                let info = dead_letter_info("retries_exhausted", why, &err);
+                Answer::Settle(Settle::DeadLetter { entry, info })
+            }
+            Verdict::Refused => {
+                telemetry::push_outcome(&table, "dead_letter");
+                let info = dead_letter_info(err.kind().as_str(), message, &err);
                 Answer::Settle(Settle::DeadLetter { entry, info })
             }
         }
+    }
+
+    /// A retry after the backoff delay (`Retry-After` wins), noted in the report.
+    fn retry_later(
+        &self,
+        entry: OutboxEntry,
+        err: &Error,
+        message: String,
+        charged: bool,
+        report: &mut PushReport,
+    ) -> Answer {
+        let delay = retry_delay(
+            &self.shared.settings,
+            entry.attempts,
+            err.retry_after_delay(),
+        );
+        report.retried += 1;
+        report.retry_seqs.push(entry.seq);
+        report
+            .first_error
+            .get_or_insert((err.kind(), message.clone()));
+        Answer::Settle(Settle::Retry {
+            entry,
+            at_ms: wall_millis() + delay.as_millis() as u64,
+            message,
+            charged,
+        })
     }
 
     async fn retry_at(&self, seq: u64, next_ms: u64, message: &str) -> Result<()> {
@@ -550,6 +666,7 @@ impl PushCycle {
                     )
                     .await?;
                     report.retried += 1;
+                    report.retry_seqs.push(entry.seq);
                     report
                         .first_error
                         .get_or_insert((err.kind(), err.to_string()));
@@ -606,11 +723,11 @@ impl PushCycle {
         write(
             &self.outbox,
             Write::new(move |db, txn| {
+                db.check_epoch(&*txn, epoch)?;
                 if resolution == Resolution::Park {
                     // The entry waits (parked) until the application settles the conflict.
                     db.retry_later(txn, seq, 0, "conflict parked for the application")?;
                 }
-                db.check_epoch(&*txn, epoch)?;
                 let changes = db.apply_resolution(txn, &conflict, version, &resolution)?;
                 Ok(((), changes))
             }),
@@ -619,6 +736,12 @@ impl PushCycle {
         report.conflicts += 1;
         Ok(())
     }
+}
+
+/// Whether a failure means the request got no answer at all (nothing came back from the
+/// server: refused, reset, timed out).
+fn is_unanswered(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout)
 }
 
 fn dead_letter_info(kind: &str, message: String, err: &Error) -> DeadLetterInfo {

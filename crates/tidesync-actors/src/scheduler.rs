@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use tidesync_core::local::OutboxSummary;
 use tidesync_core::{Error, ErrorKind, Result};
 
 use crate::backoff::exponential_ceiling;
-use crate::events::{SyncEvent, SyncReport, Trigger};
+use crate::events::{Remaining, SyncEvent, SyncReport, Trigger};
 use crate::outbox::{OutboxActor, OutboxChanged, Write};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
@@ -163,7 +164,14 @@ pub struct SchedulerActor {
     pushed_since_ms: u64,
     probe: Option<SpawnHandle>,
     probe_attempt: u32,
+    /// Logs the running cycle's progress now and then (a long cycle is not silent).
+    progress_log: Option<SpawnHandle>,
+    /// Since when the server is unreachable.
+    offline_since: Option<Instant>,
 }
+
+/// How often a running cycle logs its progress at `info`.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl SchedulerActor {
     /// A scheduler driving `pusher` and `puller`.
@@ -185,6 +193,8 @@ impl SchedulerActor {
             pushed_since_ms: 0,
             probe: None,
             probe_attempt: 0,
+            progress_log: None,
+            offline_since: None,
         }
     }
 
@@ -220,8 +230,15 @@ impl SchedulerActor {
             return;
         }
         let online = self.shared.state.online.load(Ordering::SeqCst);
-        if !online && !matches!(trigger, Trigger::Probe | Trigger::Online) {
-            return; // offline: the probe decides when to try again
+        // Offline, only a probe, a reconnection or the app coming to the foreground tries
+        // the server (and such a cycle sends one request until the server answers).
+        if !online
+            && !matches!(
+                trigger,
+                Trigger::Probe | Trigger::Online | Trigger::Foreground
+            )
+        {
+            return;
         }
         if self.cycle_running {
             self.queued_auto = Some(match self.queued_auto.take() {
@@ -236,8 +253,22 @@ impl SchedulerActor {
     fn run_cycle(&mut self, scope: Scope, trigger: Trigger, ctx: &mut Context<Self>) {
         self.cycle_running = true;
         let started_ms = tidesync_core::hlc::wall_millis();
-        self.shared.state.syncing.store(true, Ordering::SeqCst);
+        let state = &self.shared.state;
+        state.syncing.store(true, Ordering::SeqCst);
+        state.cycle_pushed.store(0, Ordering::Relaxed);
+        state.cycle_applied.store(0, Ordering::Relaxed);
         self.cycle_began = Arc::new(AtomicBool::new(false));
+        let cycle_start = Instant::now();
+        self.progress_log = Some(ctx.run_interval(PROGRESS_LOG_EVERY, move |act, _ctx| {
+            let state = &act.shared.state;
+            tracing::info!(
+                running_s = cycle_start.elapsed().as_secs(),
+                pushed = state.cycle_pushed.load(Ordering::Relaxed),
+                applied = state.cycle_applied.load(Ordering::Relaxed),
+                ?trigger,
+                "sync cycle in progress"
+            );
+        }));
         let fut = cycle(
             self.cycle_began.clone(),
             self.shared.clone(),
@@ -264,6 +295,9 @@ impl SchedulerActor {
         ctx: &mut Context<Self>,
     ) {
         self.cycle_running = false;
+        if let Some(handle) = self.progress_log.take() {
+            ctx.cancel_future(handle);
+        }
         let state = &self.shared.state;
         state.syncing.store(false, Ordering::SeqCst);
         let now = tidesync_core::hlc::wall_millis();
@@ -276,6 +310,12 @@ impl SchedulerActor {
                 state.last_failure_ms.store(now, Ordering::SeqCst);
                 state.set_last_error(Some(err.to_string()));
             }
+        }
+
+        // Offline first: a cycle started next (for callers it did not cover) is then a probe,
+        // sending one request until the server answers.
+        if network_down {
+            self.go_offline(ctx);
         }
 
         // Answer every caller this cycle covered; the others get a cycle of their own.
@@ -321,11 +361,10 @@ impl SchedulerActor {
                 ctx,
             );
         }
-        if network_down {
-            self.go_offline(ctx);
-        } else if result.is_ok() {
-            // Coming back online pushes what waited (entries in backoff are made due); if a
-            // cycle is already running, the trigger queues behind it.
+        if !network_down {
+            // The server answered (whatever it said): coming back online pushes what waited
+            // (entries in backoff are made due); if a cycle is already running, the trigger
+            // queues behind it.
             self.go_online(ctx, true);
         }
         self.arm_retry_timer(ctx);
@@ -352,6 +391,10 @@ impl SchedulerActor {
     fn go_offline(&mut self, ctx: &mut Context<Self>) {
         let state = &self.shared.state;
         if state.online.swap(false, Ordering::SeqCst) {
+            self.offline_since = Some(Instant::now());
+            state
+                .offline_since_ms
+                .store(tidesync_core::hlc::wall_millis(), Ordering::SeqCst);
             tracing::warn!("server unreachable: sync goes offline and probes with backoff");
             metrics::gauge!(telemetry::ONLINE).set(0.0);
             self.shared.events.emit(SyncEvent::Offline);
@@ -379,7 +422,18 @@ impl SchedulerActor {
         }
         self.probe_attempt = 0;
         if !self.shared.state.online.swap(true, Ordering::SeqCst) {
-            tracing::info!("server reachable again");
+            let offline_for = self.offline_since.take().map(|since| since.elapsed());
+            if let Some(elapsed) = offline_for {
+                telemetry::offline_for(elapsed);
+            }
+            self.shared
+                .state
+                .offline_since_ms
+                .store(0, Ordering::SeqCst);
+            tracing::info!(
+                offline_s = offline_for.map(|e| e.as_secs()),
+                "server reachable again"
+            );
             self.shared
                 .state
                 .retry_waiting_now
@@ -609,6 +663,8 @@ async fn cycle(
     sh.events.emit(SyncEvent::SyncStarted { trigger });
     let mut report = SyncReport::default();
     let mut failure: Option<Error> = None;
+    let mut push_failure: Option<Error> = None;
+    let mut retry_seqs: Vec<u64> = Vec::new();
     let mut network_down = false;
     let tables: Option<Vec<String>> = scope.tables.as_ref().map(|t| t.iter().cloned().collect());
 
@@ -629,15 +685,22 @@ async fn cycle(
                     pushed: push.pushed,
                     retried: push.retried,
                 });
-                network_down = push.network_failures > 0 && push.pushed == 0;
+                network_down = push.unreachable;
+                retry_seqs = push.retry_seqs;
                 if let Some((kind, message)) = push.first_error {
-                    failure = Some(Error::new(kind, format!("push: {message}")));
+                    // The message already starts with its kind; say it once.
+                    let message = message
+                        .strip_prefix(&format!("{kind}: "))
+                        .unwrap_or(&message)
+                        .to_owned();
+                    push_failure = Some(Error::new(kind, format!("push: {message}")));
                 }
             }
             Ok(Err(err)) => failure = Some(err),
             Err(_) => failure = Some(Error::new(ErrorKind::Closed, "the pusher stopped")),
         }
     }
+    let mut remaining = Remaining::default();
 
     if scope.pull && !network_down {
         let paused = sh.state.paused_tables();
@@ -660,6 +723,13 @@ async fn cycle(
                 .await
             {
                 Ok(Ok(pull)) => {
+                    if pull.more {
+                        remaining.pulls_cut_at_budget.push(table.clone());
+                    }
+                    if pull.deferred {
+                        remaining.pulls_deferred.push(table.clone());
+                    }
+                    report.pull_retries += pull.retries;
                     report.pages += pull.pages;
                     report.applied += pull.applied;
                     report.conflicts += pull.conflicts;
@@ -671,14 +741,18 @@ async fn cycle(
                     });
                 }
                 Ok(Err(err)) => {
+                    remaining.pulls_failed.push(table.clone());
                     sh.events.emit(SyncEvent::PullFailed {
                         table: table.clone(),
                         error: err.to_string(),
                     });
                     let unreachable = matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout);
+                    if unreachable {
+                        network_down =
+                            err.was_unsent() || (report.pushed == 0 && report.pages == 0);
+                    }
                     failure.get_or_insert(err);
                     if unreachable {
-                        network_down = report.pushed == 0 && report.pages == 0;
                         break; // the other tables would only wait for the same timeout
                     }
                 }
@@ -690,25 +764,119 @@ async fn cycle(
         }
     }
 
+    // What remains, and why: the honest outcome of the cycle.
+    remaining.offline = network_down;
+    remaining.paused_for_auth = sh.state.auth_required.load(Ordering::SeqCst);
+    remaining.paused_tables = sh.state.paused_tables().into_iter().collect();
+    remaining.paused_tables.sort();
+    let mut failed_still_queued = false;
+    match store_view(&sh, retry_seqs).await {
+        Ok((outbox, quarantined, still_queued)) => {
+            remaining.outbox = outbox;
+            remaining.quarantined = quarantined;
+            failed_still_queued = still_queued;
+        }
+        Err(err) => {
+            failure.get_or_insert(err);
+        }
+    }
+    telemetry::outbox_states(&remaining.outbox);
+    // A retryable push failure that the same cycle settled (a later retry or the pull's
+    // echo) is not a failure: only one that left entries waiting or the server unreachable.
+    if let Some(err) = push_failure {
+        let settled = !network_down && !failed_still_queued && !remaining.paused_for_auth;
+        if !settled {
+            failure.get_or_insert(err);
+        }
+    }
+    report.converged = failure.is_none() && remaining.is_empty();
+    report.remaining = remaining;
+
     let elapsed = started.elapsed();
     telemetry::cycle(failure.is_none(), elapsed);
+    log_outcome(&report, failure.as_ref(), elapsed);
     match failure {
         None => {
             sh.events.emit(SyncEvent::SyncCompleted {
-                report: report.clone(),
+                report: Box::new(report.clone()),
                 duration_ms: elapsed.as_millis() as u64,
             });
             (Ok(report), network_down)
         }
         Some(err) => {
-            tracing::warn!(error = %err, "sync cycle failed");
             sh.events.emit(SyncEvent::SyncFailed {
                 error: err.to_string(),
                 kind: err.kind().as_str().to_owned(),
-                report,
+                report: Box::new(report),
             });
             (Err(err), network_down)
         }
+    }
+}
+
+/// How many outbox entries the end-of-cycle summary reads at most (the total stays exact).
+const SUMMARY_LIMIT: usize = 10_000;
+
+/// The outbox by entry state, the number of quarantined pulled items, and whether any of
+/// `failed` (entries whose push failed) is still queued; read off the runtime's event loop
+/// (a long outbox takes a while to walk).
+async fn store_view(sh: &SyncShared, failed: Vec<u64>) -> Result<(OutboxSummary, u64, bool)> {
+    let (store, db) = (sh.store.clone(), sh.db.clone());
+    tokio::task::spawn_blocking(move || {
+        let read = store.read()?;
+        let summary =
+            db.outbox_summary(&*read, tidesync_core::hlc::wall_millis(), SUMMARY_LIMIT)?;
+        let mut still_queued = false;
+        for seq in failed {
+            if db.entry(&*read, seq)?.is_some() {
+                still_queued = true;
+                break;
+            }
+        }
+        Ok((summary, db.quarantined_count(&*read)?, still_queued))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the outbox summary task failed: {e}")))?
+}
+
+/// Logs a cycle's outcome at `info` (a daemon's log shows every cycle and why it did not
+/// converge), and failures at `warn`.
+fn log_outcome(report: &SyncReport, failure: Option<&Error>, elapsed: Duration) {
+    let reasons = report
+        .remaining
+        .reasons(tidesync_core::hlc::wall_millis())
+        .join("; ");
+    let elapsed_ms = elapsed.as_millis() as u64;
+    let idle = report.pushed + report.applied + report.conflicts + report.dead_lettered == 0;
+    match failure {
+        // A quiet converged cycle (an interval tick with nothing to do) is no news.
+        None if report.converged && idle => {
+            tracing::debug!(elapsed_ms, "sync cycle converged, nothing to do");
+        }
+        None if report.converged => tracing::info!(
+            pushed = report.pushed,
+            pages = report.pages,
+            applied = report.applied,
+            conflicts = report.conflicts,
+            elapsed_ms,
+            "sync cycle converged"
+        ),
+        None => tracing::info!(
+            pushed = report.pushed,
+            pages = report.pages,
+            applied = report.applied,
+            elapsed_ms,
+            remaining = %reasons,
+            "sync cycle incomplete"
+        ),
+        Some(err) => tracing::warn!(
+            error = %err,
+            pushed = report.pushed,
+            pages = report.pages,
+            elapsed_ms,
+            remaining = %reasons,
+            "sync cycle failed"
+        ),
     }
 }
 

@@ -45,7 +45,17 @@ pub struct SyncSettings {
     /// Longest retry delay.
     #[serde(with = "humantime_ms")]
     pub backoff_cap: Duration,
-    /// Attempts before a retryable failure is dead-lettered.
+    /// Failed answers of the server (5xx, 408, 425, or a timeout while the server answers
+    /// other requests) before an entry is dead-lettered as `retries_exhausted`.
+    ///
+    /// What never counts: a server that cannot be reached or does not answer at all (connect
+    /// refused, DNS, TLS, connect timeout, every request timing out alike): the circuit opens,
+    /// the engine goes offline and probes, and the entry waits, however long the outage (a
+    /// week offline dead-letters nothing); 429 (the server throttles everyone alike); 401/403
+    /// (pushing pauses for credentials); conflicts (the strategy decides). Refusals (other
+    /// 4xx, undecodable answers) are dead-lettered at once. With the defaults, an entry a
+    /// server keeps failing with 5xx is dead-lettered after 25 answers, about an hour and a
+    /// half of backoff at the 5 min cap. The policy is `tidesync_core::push_policy`.
     pub max_attempts: u32,
     /// Records per pulled page.
     pub page_size: usize,
@@ -55,7 +65,8 @@ pub struct SyncSettings {
     pub rate_limits: HashMap<String, RateLimit>,
     /// Request budget for all tables together.
     pub global_rate_limit: Option<RateLimit>,
-    /// First delay between offline probes (doubles up to `probe_cap`).
+    /// First delay between offline probes (doubles up to `probe_cap`). A probe is a sync
+    /// cycle that sends one request until the server answers.
     #[serde(with = "humantime_ms")]
     pub probe_base: Duration,
     /// Longest delay between offline probes.

@@ -66,6 +66,12 @@ pub struct EngineState {
     pub request_failures: AtomicU64,
     /// Measured server clock minus local clock, in ms (from HTTP `Date`).
     pub clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// Entries acknowledged so far in the running cycle (for progress logs).
+    pub cycle_pushed: AtomicU64,
+    /// Remote records applied so far in the running cycle (for progress logs).
+    pub cycle_applied: AtomicU64,
+    /// Wall-clock ms since which the server is unreachable (0 = online).
+    pub offline_since_ms: AtomicU64,
     /// Tables paused by the application.
     pub paused_tables: Mutex<HashSet<String>>,
     /// The last cycle error, if the last cycle failed.

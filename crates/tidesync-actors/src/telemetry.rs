@@ -53,6 +53,12 @@ pub const ONLINE: &str = "tidesync_online";
 /// 1 while pushing waits for new credentials.
 pub const AUTH_REQUIRED: &str = "tidesync_auth_required";
 
+/// Outbox entries by state (ready, waiting, dead_letter, blocked_dead_letter, …), set at the
+/// end of every cycle.
+pub const OUTBOX_ENTRIES: &str = "tidesync_outbox_entries";
+/// Seconds spent offline (the server unreachable), counted when it answers again.
+pub const OFFLINE_SECONDS_TOTAL: &str = "tidesync_offline_seconds_total";
+
 /// Registers descriptions and units of every metric (call once, after installing a recorder).
 pub fn describe_all() {
     describe_counter!(PUSH_TOTAL, "Outbox entries pushed, by table and outcome");
@@ -105,6 +111,35 @@ pub fn describe_all() {
     );
     describe_gauge!(ONLINE, "1 while the server is reachable");
     describe_gauge!(AUTH_REQUIRED, "1 while pushing waits for new credentials");
+    describe_gauge!(
+        OUTBOX_ENTRIES,
+        "Outbox entries by state at the end of the last cycle (ready, in_flight, waiting, dead_letter, blocked_dead_letter, blocked_reference, parked, queued)"
+    );
+    describe_counter!(
+        OFFLINE_SECONDS_TOTAL,
+        "Seconds spent offline (server unreachable), added when it answers again"
+    );
+}
+
+/// Sets the outbox-by-state gauges.
+pub fn outbox_states(summary: &tidesync_core::local::OutboxSummary) {
+    for (state, count) in [
+        ("ready", summary.ready),
+        ("in_flight", summary.in_flight),
+        ("waiting", summary.waiting),
+        ("dead_letter", summary.dead_letters),
+        ("blocked_dead_letter", summary.behind_dead_letter),
+        ("blocked_reference", summary.waiting_for_reference),
+        ("parked", summary.parked),
+        ("queued", summary.behind_head),
+    ] {
+        metrics::gauge!(OUTBOX_ENTRIES, "state" => state).set(count as f64);
+    }
+}
+
+/// Adds a stretch of time spent offline.
+pub fn offline_for(elapsed: Duration) {
+    metrics::counter!(OFFLINE_SECONDS_TOTAL).increment(elapsed.as_secs());
 }
 
 /// Counts one push outcome.

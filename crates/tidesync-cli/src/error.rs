@@ -21,6 +21,10 @@ pub enum Exit {
     Locked,
     /// 4: not found (record, dead letter, parked conflict).
     NotFound,
+    /// 5: the sync cycle ran but did not converge: entries wait out a retry delay, are blocked
+    /// (behind a dead letter, waiting for a referenced create, paused for credentials), the
+    /// server is unreachable, or a pull stopped early. Nothing is lost; a later sync goes on.
+    Incomplete,
 }
 
 impl Exit {
@@ -32,6 +36,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Locked => 3,
             Exit::NotFound => 4,
+            Exit::Incomplete => 5,
         }
     }
 }
@@ -43,7 +48,9 @@ Exit codes:
   1  the sync cycle or the operation failed (server error, network, rejected write)
   2  usage or configuration error (bad arguments, invalid config, bad JSON input)
   3  the store is locked by another process (a running `tidesync run`)
-  4  not found (record, dead letter, parked conflict)";
+  4  not found (record, dead letter, parked conflict)
+  5  sync incomplete: something could not be sent yet (waiting to retry, blocked, offline);
+     nothing is lost, the reasons are printed";
 
 /// A command's failure: what to print and which exit code to use.
 #[derive(Debug)]

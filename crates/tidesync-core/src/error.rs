@@ -103,6 +103,8 @@ struct Inner {
     retry_after: Option<Duration>,
     remote: Option<Box<Record>>,
     excerpt: Option<String>,
+    /// The request never reached the server (connect refused, DNS, TLS, connect timeout).
+    unsent: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -129,6 +131,7 @@ impl Error {
                 retry_after: None,
                 remote: None,
                 excerpt: None,
+                unsent: false,
                 source: None,
             }),
         }
@@ -196,6 +199,14 @@ impl Error {
         self
     }
 
+    /// Marks a network failure as one where the request never reached the server (connect
+    /// refused, DNS, TLS handshake, connect timeout): the server cannot have applied it, and
+    /// it says nothing about the request itself, only that the server is unreachable.
+    pub fn unsent(mut self) -> Self {
+        self.inner.unsent = true;
+        self
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.inner.source = Some(Box::new(source));
@@ -213,6 +224,7 @@ impl Error {
         copy.inner.retry_after = self.inner.retry_after;
         copy.inner.remote = self.inner.remote.clone();
         copy.inner.excerpt = self.inner.excerpt.clone();
+        copy.inner.unsent = self.inner.unsent;
         copy
     }
 
@@ -269,6 +281,11 @@ impl Error {
     /// The response excerpt, if any.
     pub fn response_excerpt(&self) -> Option<&str> {
         self.inner.excerpt.as_deref()
+    }
+
+    /// Whether the request never reached the server (see [`Error::unsent`]).
+    pub fn was_unsent(&self) -> bool {
+        self.inner.unsent
     }
 }
 

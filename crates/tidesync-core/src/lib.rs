@@ -14,6 +14,7 @@ pub mod hlc;
 pub mod leader;
 pub mod local;
 pub mod outbox;
+pub mod push_policy;
 pub mod record;
 pub mod spec;
 pub mod store;

@@ -63,8 +63,14 @@ pub struct OutboxEntry {
     pub hlc: u64,
     /// Wall-clock milliseconds when the entry was first enqueued.
     pub created_at_ms: u64,
-    /// How many times it was handed to the transport.
+    /// How many times it was handed to the transport. Any attempt seals the entry.
     pub attempts: u32,
+    /// How many answers of the server refused it for now (5xx, 408, 425, or a timeout while
+    /// the server answered other requests): the dead-letter budget counts only these. Failures
+    /// that are the server's state (unreachable, hung, throttling) never count; see
+    /// [`crate::push_policy`].
+    #[serde(default)]
+    pub failures: u32,
     /// Not to be sent before this wall-clock millisecond (backoff).
     pub next_attempt_at_ms: u64,
     /// The last failure, if any (never contains secrets).
@@ -189,6 +195,7 @@ mod tests {
             hlc: 1,
             created_at_ms: 0,
             attempts: 0,
+            failures: 0,
             next_attempt_at_ms: 0,
             last_error: None,
             in_flight: false,

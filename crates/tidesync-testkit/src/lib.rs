@@ -8,6 +8,7 @@
 //!   server (push and fetch, pull round trips, idempotent retries, conflicts, gap-free paging
 //!   with ties, classification of failures).
 
+pub mod gate;
 pub mod server;
 pub mod store_suite;
 pub mod transport_suite;

@@ -375,11 +375,17 @@ fn success(status: u16) -> bool {
 }
 
 fn client_error(table: &str, err: &reqwest::Error) -> Error {
-    Error::new(
+    let error = Error::new(
         classify::kind_for_client_error(err),
         classify::describe_client_error(err),
     )
-    .table(table)
+    .table(table);
+    // Connect, DNS and TLS failures (and connect timeouts): the request never left.
+    if err.is_connect() {
+        error.unsent()
+    } else {
+        error
+    }
 }
 
 /// Reads the body in chunks, stopping past `limit`. A `Content-Length` above the limit stops

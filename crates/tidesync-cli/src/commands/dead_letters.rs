@@ -99,20 +99,29 @@ fn list(ctx: &Ctx, entries: &[OutboxEntry]) -> Result<(), CliError> {
                     .unwrap_or_else(|| dead.map(|d| d.kind.clone()).unwrap_or_default()),
                 dead.map(|d| human_ms(now.saturating_sub(d.at_ms)))
                     .unwrap_or_default(),
+                // The server's own answer says most; the error names what was refused.
                 short(
                     &dead
                         .map(|d| match &d.response_excerpt {
-                            Some(excerpt) => format!("{} — {excerpt}", d.error),
+                            Some(excerpt) => format!("{} — {}", excerpt.trim(), d.error),
                             None => d.error.clone(),
                         })
                         .unwrap_or_default(),
-                    80,
+                    120,
                 ),
             ]
         })
         .collect();
     ctx.out.line(columns(
-        &["SEQ", "TABLE", "KEY", "OP", "STATUS", "AGE", "ERROR"],
+        &[
+            "SEQ",
+            "TABLE",
+            "KEY",
+            "OP",
+            "STATUS",
+            "AGE",
+            "SERVER ANSWER — ERROR",
+        ],
         &rows,
     ));
     ctx.out.note(

@@ -1,37 +1,16 @@
 //! `tidesync outbox [--table T] [--limit N]`: outbox entries in push order.
 
-use tidesync::OutboxEntry;
 use tidesync::core::hlc::wall_millis;
 
 use crate::commands::Ctx;
 use crate::error::CliError;
 use crate::output::{columns, human_ms, short};
 
-/// The state of an entry, in words.
-pub fn state(entry: &OutboxEntry, now_ms: u64) -> String {
-    if let Some(dead) = &entry.dead {
-        return match dead.status {
-            Some(status) => format!("dead ({status})"),
-            None => format!("dead ({})", dead.kind),
-        };
-    }
-    if entry.in_flight {
-        return "in flight".to_owned();
-    }
-    if entry.next_attempt_at_ms > now_ms {
-        return format!(
-            "retry in {}",
-            human_ms(entry.next_attempt_at_ms.saturating_sub(now_ms))
-        );
-    }
-    "ready".to_owned()
-}
-
 /// Lists entries.
 pub fn run(ctx: &Ctx, table: Option<&str>, limit: usize) -> Result<(), CliError> {
     let local = ctx.open_local()?;
     local.check_table(table)?;
-    let entries = local.engine.outbox(table, limit)?;
+    let entries = local.engine.outbox_states(table, limit)?;
     if ctx.out.json {
         return ctx.out.json(&entries);
     }
@@ -43,16 +22,16 @@ pub fn run(ctx: &Ctx, table: Option<&str>, limit: usize) -> Result<(), CliError>
     let now = wall_millis();
     let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|e| {
+        .map(|pending| {
+            let e = &pending.entry;
             vec![
                 e.seq.to_string(),
                 e.table.clone(),
                 short(&e.key.to_string(), 40),
                 e.op.as_str().to_owned(),
                 e.attempts.to_string(),
-                state(e, now),
+                short(&pending.reason, 70),
                 human_ms(now.saturating_sub(e.created_at_ms)),
-                short(e.last_error.as_deref().unwrap_or("-"), 60),
             ]
         })
         .collect();
@@ -63,9 +42,8 @@ pub fn run(ctx: &Ctx, table: Option<&str>, limit: usize) -> Result<(), CliError>
             "KEY",
             "OP",
             "ATTEMPTS",
-            "STATE",
+            "STATE AND REASON",
             "AGE",
-            "LAST ERROR",
         ],
         &rows,
     ));

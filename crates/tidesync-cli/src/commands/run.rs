@@ -182,38 +182,8 @@ async fn log_events(mut events: Events) {
 /// One structured log line per engine event that matters to an operator.
 fn log_event(event: &SyncEvent) {
     match event {
-        SyncEvent::SyncCompleted {
-            report,
-            duration_ms,
-        } => {
-            let busy = report.pushed + report.applied + report.conflicts + report.dead_lettered;
-            if busy > 0 {
-                tracing::info!(
-                    pushed = report.pushed,
-                    retried = report.retried,
-                    dead_lettered = report.dead_lettered,
-                    conflicts = report.conflicts,
-                    pages = report.pages,
-                    applied = report.applied,
-                    duration_ms,
-                    "sync completed"
-                );
-            } else {
-                tracing::debug!(duration_ms, "sync completed, nothing to do");
-            }
-        }
-        SyncEvent::SyncFailed {
-            error,
-            kind,
-            report,
-        } => tracing::warn!(
-            error,
-            kind,
-            pushed = report.pushed,
-            retried = report.retried,
-            dead_lettered = report.dead_lettered,
-            "sync failed (it is retried)"
-        ),
+        // Each cycle's outcome (converged, incomplete with its reasons, failed) and a long
+        // cycle's progress are logged by the engine itself.
         SyncEvent::DeadLettered {
             table,
             key,

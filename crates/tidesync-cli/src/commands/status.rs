@@ -43,8 +43,53 @@ pub struct StatusReport {
     pub dead_letters: u64,
     /// Conflicts parked for a decision.
     pub parked_conflicts: u64,
+    /// The outbox by entry state (ready, waiting to retry, blocked, dead …).
+    pub outbox: tidesync::OutboxSummary,
     /// Per table.
     pub tables: Vec<TableStatus>,
+}
+
+/// How many outbox entries `status` reads to count them by state.
+const STATES_READ_AT_MOST: usize = 100_000;
+
+/// `2 ready, 1 waiting to retry (next in 3.0s), 1 blocked behind a dead letter`.
+fn outbox_states(summary: &tidesync::OutboxSummary) -> String {
+    let now = tidesync::core::hlc::wall_millis();
+    let mut parts = Vec::new();
+    let mut add = |n: u64, what: String| {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    };
+    add(summary.ready, "ready".into());
+    add(summary.in_flight, "in flight".into());
+    add(
+        summary.waiting,
+        format!(
+            "waiting to retry{}",
+            summary
+                .next_retry_at_ms
+                .map(|at| format!(" (next in {})", human_ms(at.saturating_sub(now))))
+                .unwrap_or_default()
+        ),
+    );
+    add(
+        summary.behind_dead_letter,
+        "blocked behind a dead letter".into(),
+    );
+    add(
+        summary.waiting_for_reference,
+        "waiting for a referenced create".into(),
+    );
+    add(summary.parked, "blocked by a parked conflict".into());
+    add(
+        summary.behind_head,
+        "queued behind their record's head".into(),
+    );
+    if !summary.complete {
+        parts.push(format!("(oldest {STATES_READ_AT_MOST} counted)"));
+    }
+    parts.join(", ")
 }
 
 /// Prints the status (exit 3 while a daemon holds the store).
@@ -81,6 +126,7 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         oldest_pending_age_ms: status.oldest_pending_age_ms,
         dead_letters: status.dead_letters,
         parked_conflicts: status.parked_conflicts,
+        outbox: engine.outbox_summary(STATES_READ_AT_MOST)?,
         tables,
     };
     if ctx.out.json {
@@ -93,14 +139,20 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         report.server.as_deref().unwrap_or("none (local only)")
     ));
     out.line("daemon:           not running (the store is free)");
+    // The oldest age counts only when something waits (dead letters are listed below).
     out.line(format!(
         "outbox:           {} waiting{}",
         report.queue_depth,
         report
             .oldest_pending_age_ms
+            .filter(|_| report.queue_depth > 0)
             .map(|age| format!(", oldest {}", human_ms(age)))
             .unwrap_or_default()
     ));
+    let states = outbox_states(&report.outbox);
+    if !states.is_empty() {
+        out.line(format!("                  {states}"));
+    }
     out.line(format!(
         "dead letters:     {}{}",
         report.dead_letters,

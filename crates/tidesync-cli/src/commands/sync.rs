@@ -1,6 +1,8 @@
 //! `tidesync sync [--table T]`: one sync cycle (push, then pull) with a progress display fed by
 //! the engine's events: a spinner (a bar while an initial sync reports a total) on a terminal,
-//! plain lines otherwise. Exit 1 when the cycle failed.
+//! plain lines otherwise. Exit 0 when everything converged, 5 when the cycle could not send or
+//! pull everything yet (waiting, blocked, offline: each reason is printed), 1 when it failed
+//! (the server refused entries for good, or an error that a retry will not cure).
 
 use std::time::Duration;
 
@@ -157,7 +159,7 @@ impl Progress {
                 "the server refused the credentials (table {table}); pushing is paused"
             )),
             SyncEvent::Offline => self.say("the server is unreachable".into()),
-            SyncEvent::SyncFailed { report, .. } => self.failed_report = Some(report.clone()),
+            SyncEvent::SyncFailed { report, .. } => self.failed_report = Some((**report).clone()),
             _ => {}
         }
     }
@@ -190,9 +192,14 @@ impl Drop for Shutdown {
 
 #[derive(Serialize)]
 struct Outcome<'a> {
+    /// Converged (exit 0).
     ok: bool,
+    /// `converged`, `incomplete` (exit 5) or `failed` (exit 1).
+    outcome: &'static str,
     table: Option<&'a str>,
     report: &'a SyncReport,
+    /// Why it did not converge, one line per reason.
+    reasons: &'a [String],
     error: Option<String>,
     kind: Option<&'a str>,
     dead_lettered: &'a [DeadLetterNote],
@@ -202,6 +209,13 @@ fn describe(report: &SyncReport) -> String {
     let mut parts = vec![format!("pushed {}", report.pushed)];
     if report.retried > 0 {
         parts.push(format!("{} to retry", report.retried));
+    }
+    if report.pull_retries > 0 {
+        parts.push(format!(
+            "{} pull page{} fetched again",
+            report.pull_retries,
+            if report.pull_retries == 1 { "" } else { "s" }
+        ));
     }
     if report.dead_lettered > 0 {
         parts.push(format!("{} dead-lettered", report.dead_lettered));
@@ -272,57 +286,51 @@ pub async fn run(ctx: &Ctx, table: Option<&str>) -> Result<(), CliError> {
     progress.finish();
     drop(guard);
 
-    // A cycle that dead-lettered entries completed, but the server refused data for good:
-    // for a command that is a failure too.
-    let (report, failure) = match result {
-        Ok(report) if report.dead_lettered > 0 => {
-            let n = report.dead_lettered;
-            let message = format!(
-                "the server refused {n} entr{} for good; {} dead-lettered",
-                if n == 1 { "y" } else { "ies" },
-                if n == 1 { "it was" } else { "they were" }
+    let (report, verdict) = judge(result, &progress);
+    let reasons = report.remaining.reasons(tidesync::core::hlc::wall_millis());
+    let (outcome, failure) = match verdict {
+        Verdict::Converged => ("converged", None),
+        Verdict::Incomplete(err) => {
+            let message = match err {
+                Some(err) => format!("sync incomplete: {err}"),
+                None => "sync incomplete: not everything could be sent or pulled yet".into(),
+            };
+            let failure = CliError::msg(Exit::Incomplete, message).hint(
+                "nothing is lost: what waits goes out with the next `tidesync sync` or \
+                 `tidesync run`",
             );
-            let failure = CliError::msg(Exit::Failed, message);
-            (report, Some((failure, "dead_lettered")))
+            ("incomplete", Some((failure, None)))
         }
-        Ok(report) => (report, None),
-        Err(err) => {
-            let report = progress.failed_report.clone().unwrap_or_default();
-            let kind = err.kind().as_str();
-            let mut failure = CliError::engine(err);
-            if failure.exit != Exit::Usage {
-                failure.exit = Exit::Failed;
-            }
-            (report, Some((failure, kind)))
-        }
-    };
-    let Some((mut failure, kind)) = failure else {
-        if ctx.out.json {
-            return ctx.out.json(&Outcome {
-                ok: true,
-                table,
-                report: &report,
-                error: None,
-                kind: None,
-                dead_lettered: &progress.dead,
-            });
-        }
-        ctx.out.line(format!("sync ok: {}", describe(&report)));
-        return Ok(());
+        Verdict::Failed(failure, kind) => ("failed", Some((failure, Some(kind)))),
     };
     if ctx.out.json {
         ctx.out.json(&Outcome {
-            ok: false,
+            ok: failure.is_none(),
+            outcome,
             table,
             report: &report,
-            error: Some(failure.error.to_string()),
-            kind: Some(kind),
+            reasons: &reasons,
+            error: failure.as_ref().map(|(f, _)| f.error.to_string()),
+            kind: failure.as_ref().and_then(|(_, kind)| *kind),
             dead_lettered: &progress.dead,
         })?;
-        failure.reported = true;
-        return Err(failure);
+        return match failure {
+            None => Ok(()),
+            Some((mut failure, _)) => {
+                failure.reported = true;
+                Err(failure)
+            }
+        };
     }
-    ctx.out.line(format!("sync failed: {}", describe(&report)));
+    let Some((mut failure, _)) = failure else {
+        ctx.out.line(format!("sync ok: {}", describe(&report)));
+        return Ok(());
+    };
+    ctx.out
+        .line(format!("sync {outcome}: {}", describe(&report)));
+    for reason in &reasons {
+        ctx.out.line(format!("  - {reason}"));
+    }
     if !progress.dead.is_empty() {
         let n = progress.dead.len();
         failure = failure.hint(format!(
@@ -332,4 +340,54 @@ pub async fn run(ctx: &Ctx, table: Option<&str>) -> Result<(), CliError> {
         ));
     }
     Err(failure)
+}
+
+/// What a cycle's result means for the command.
+enum Verdict {
+    /// Everything converged: exit 0.
+    Converged,
+    /// Something could not be sent or pulled yet, and a later sync can (exit 5): the error
+    /// that stopped it, if any.
+    Incomplete(Option<tidesync::Error>),
+    /// The server refused entries for good, or an error a retry will not cure (exit 1).
+    Failed(CliError, &'static str),
+}
+
+/// Sorts a cycle's result into converged, incomplete and failed.
+fn judge(result: tidesync::Result<SyncReport>, progress: &Progress) -> (SyncReport, Verdict) {
+    let (report, error) = match result {
+        Ok(report) => (report, None),
+        Err(err) => (
+            progress.failed_report.clone().unwrap_or_default(),
+            Some(err),
+        ),
+    };
+    // The server refused data for good in this cycle: for a command that is a failure.
+    if report.dead_lettered > 0 {
+        let n = report.dead_lettered;
+        let message = format!(
+            "the server refused {n} entr{} for good; {} dead-lettered",
+            if n == 1 { "y" } else { "ies" },
+            if n == 1 { "it was" } else { "they were" }
+        );
+        return (
+            report,
+            Verdict::Failed(CliError::msg(Exit::Failed, message), "dead_lettered"),
+        );
+    }
+    match error {
+        None if report.converged => (report, Verdict::Converged),
+        None => (report, Verdict::Incomplete(None)),
+        Some(err) if report.remaining.offline || err.retryable() => {
+            (report, Verdict::Incomplete(Some(err)))
+        }
+        Some(err) => {
+            let kind = err.kind().as_str();
+            let mut failure = CliError::engine(err);
+            if failure.exit != Exit::Usage {
+                failure.exit = Exit::Failed;
+            }
+            (report, Verdict::Failed(failure, kind))
+        }
+    }
 }

@@ -48,8 +48,13 @@ fn sync_pushes_and_pulls_and_reports() {
 }
 
 #[test]
-fn sync_fails_with_exit_1_when_the_server_fails_and_keeps_the_entry() {
+fn sync_is_incomplete_with_exit_5_while_entries_wait_and_says_why() {
     let env = Env::new();
+    // A retry delay long enough to still be running when the cycle ends.
+    env.edit(|t| {
+        let t = replace(t, "backoff_base = \"20ms\"", "backoff_base = \"2s\"");
+        replace(&t, "backoff_cap = \"100ms\"", "backoff_cap = \"2s\"")
+    });
     env.ok(&["put", "posts", r#"{"id": "p1", "title": "Hello"}"#]);
     env.server.set_faults(
         Faults::none()
@@ -57,9 +62,15 @@ fn sync_fails_with_exit_1_when_the_server_fails_and_keeps_the_entry() {
             .errors(1.0, 500, None),
     );
     let run = env.run(&["sync"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("error:"), "{run:?}");
-    assert!(run.stderr.contains("retried by the next"), "{run:?}");
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(run.stdout.contains("sync incomplete: pushed 0"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("  - waiting: 1 entry waits out a retry delay, next in"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("error: sync incomplete"), "{run:?}");
+    assert!(run.stderr.contains("nothing is lost"), "{run:?}");
     assert!(env.server.records("posts").is_empty());
 
     let outbox = env.ok(&["outbox", "--json"]).json();
@@ -67,7 +78,9 @@ fn sync_fails_with_exit_1_when_the_server_fails_and_keeps_the_entry() {
         outbox[0]["attempts"].as_u64().is_some_and(|a| a >= 1),
         "{outbox}"
     );
+    assert_eq!(outbox[0]["failures"], 1, "a 500 counts: {outbox}");
     assert!(outbox[0]["dead"].is_null(), "{outbox}");
+    assert_eq!(outbox[0]["state"]["state"], "retry_at", "{outbox}");
     assert!(
         outbox[0]["last_error"]
             .as_str()
@@ -79,23 +92,111 @@ fn sync_fails_with_exit_1_when_the_server_fails_and_keeps_the_entry() {
         text.stdout.contains("SEQ") && text.stdout.contains("p1"),
         "{text:?}"
     );
+    assert!(text.stdout.contains("retry in"), "{text:?}");
+    assert!(text.stdout.contains("(last: "), "{text:?}");
 
-    // --json failure document on stdout.
+    // --json document on stdout, with the outcome and its reasons.
     let run = env.run(&["sync", "--json"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert_eq!(run.json()["ok"], false);
+    assert_eq!(run.code, 5, "{run:?}");
+    let doc = run.json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["outcome"], "incomplete");
+    assert_eq!(doc["report"]["converged"], false);
+    assert_eq!(doc["report"]["remaining"]["outbox"]["waiting"], 1, "{doc}");
+    assert!(
+        doc["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("waiting: 1 entry waits")),
+        "{doc}"
+    );
 
-    // The server recovers: the entry goes through (after its short backoff).
+    // The server recovers: the entry goes through (after its backoff); converged.
     env.server.clear_faults();
-    std::thread::sleep(Duration::from_millis(150));
-    env.ok(&["sync"]);
+    std::thread::sleep(Duration::from_millis(2_100));
+    let run = env.ok(&["sync", "--json"]);
+    assert_eq!(run.json()["outcome"], "converged", "{run:?}");
     assert_eq!(env.server.records("posts").len(), 1);
+}
 
-    // A server that is down: exit 1 too.
-    let env2 = Env::new();
-    env2.edit(|t| replace(t, env2.server.url(), "http://127.0.0.1:9"));
-    env2.ok(&["put", "posts", r#"{"id": "p1"}"#]);
-    assert_eq!(env2.run(&["sync"]).code, 1);
+#[test]
+fn sync_against_a_server_that_is_down_is_incomplete_and_dead_letters_nothing() {
+    let env = Env::new();
+    env.edit(|t| replace(t, env.server.url(), "http://127.0.0.1:9"));
+    for i in 0..5 {
+        env.ok(&["put", "posts", &format!(r#"{{"id": "p{i}"}}"#)]);
+    }
+    // Many offline syncs in a row: before, each spent an attempt of every entry.
+    for _ in 0..4 {
+        let run = env.run(&["sync"]);
+        assert_eq!(run.code, 5, "{run:?}");
+        assert!(
+            run.stdout.contains(
+                "  - offline: the server does not answer; 5 entries wait for it (nothing is \
+                 dead-lettered for an outage)"
+            ),
+            "{run:?}"
+        );
+    }
+    assert_eq!(
+        env.ok(&["dead-letters", "list", "--json"]).json(),
+        json!([])
+    );
+    let outbox = env.ok(&["outbox", "--json"]).json();
+    let outbox = outbox.as_array().expect("array");
+    assert_eq!(outbox.len(), 5);
+    assert!(outbox.iter().all(|e| e["failures"] == 0), "{outbox:?}");
+}
+
+#[test]
+fn blocked_entries_say_what_they_wait_for() {
+    let env = Env::new();
+    env.ok(&["put", "posts", r#"{"id": "p1", "title": "Bad"}"#]);
+    env.ok(&[
+        "put",
+        "comments",
+        r#"{"id": "c1", "postId": "p1", "body": "hi"}"#,
+    ]);
+    env.server.fail_next_where(
+        FaultFilter::writes().under("/api/posts"),
+        1,
+        FaultKind::Status {
+            status: 422,
+            retry_after: None,
+        },
+    );
+    // The post is refused for good: exit 1, and its comment is blocked behind it.
+    let run = env.run(&["sync"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    env.ok(&["put", "posts", r#"{"id": "p1", "title": "Edited"}"#]);
+    let text = env.ok(&["outbox"]).stdout;
+    assert!(text.contains("dead letter: "), "{text}");
+    assert!(
+        text.contains("waiting for posts/p1 (its create is a dead letter)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(dead letter)") && text.contains("blocked behind #"),
+        "{text}"
+    );
+    // A later sync still has the dead letter and what it blocks: incomplete, with reasons.
+    let run = env.run(&["sync"]);
+    assert_eq!(run.code, 5, "{run:?}");
+    for line in [
+        "  - dead letters: 1 (inspect with `tidesync dead-letters list`)",
+        "  - blocked: 1 entry behind a dead letter of their record",
+        "  - blocked: 1 entry waiting for a referenced record's create",
+    ] {
+        assert!(run.stdout.contains(line), "{line:?} in {run:?}");
+    }
+    let status = env.ok(&["status"]).stdout;
+    assert!(
+        status.contains("1 blocked behind a dead letter, 1 waiting for a referenced create"),
+        "{status}"
+    );
+    assert!(status.contains("outbox:           2 waiting"), "{status}");
+    // The dead letter shows the server's own answer.
+    let dead = env.ok(&["dead-letters", "list"]).stdout;
+    assert!(dead.contains("422"), "{dead}");
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! come from the server (pulled pages, push acknowledgements, conflict outcomes) go through
 //! other functions that never create outbox entries (invariant 2).
 
+mod entry_state;
 pub mod layout;
 mod outbox_ops;
+mod schema_sync;
 mod staged;
 mod sync_ops;
 #[cfg(test)]
@@ -27,7 +29,9 @@ use crate::record::{Key, Record, changed_fields, merge_patch};
 use crate::spec::{KeyKind, TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
+pub use entry_state::{EntryState, OutboxSummary};
 pub use outbox_ops::{OutboxStats, ReadyScan};
+pub use schema_sync::SchemaChanges;
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
@@ -621,7 +625,12 @@ fn check_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<()> {
 }
 
 /// `index value ‖ key` for `field` of `record`; a missing field indexes as null.
-fn index_entry(spec: &TableSpec, key: &Key, record: &Record, field: &str) -> Result<Vec<u8>> {
+pub(super) fn index_entry(
+    spec: &TableSpec,
+    key: &Key,
+    record: &Record,
+    field: &str,
+) -> Result<Vec<u8>> {
     let value = record.get(field).unwrap_or(&Value::Null);
     let mut entry = layout::index_value(value).map_err(|got| {
         Error::invalid(format!(
@@ -653,7 +662,7 @@ fn encode_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<Vec<u8>
     Ok(bytes)
 }
 
-fn decode_record(spec: &TableSpec, key: &Key, bytes: &[u8]) -> Result<Record> {
+pub(super) fn decode_record(spec: &TableSpec, key: &Key, bytes: &[u8]) -> Result<Record> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::internal(format!("corrupt record in store: {e}"))
             .table(spec.name.clone())

@@ -54,6 +54,7 @@ impl LocalDb {
                     hlc,
                     created_at_ms: now_ms(),
                     attempts: 0,
+                    failures: 0,
                     next_attempt_at_ms: 0,
                     last_error: None,
                     in_flight: false,
@@ -407,20 +408,7 @@ impl LocalDb {
 
     /// Whether `entry` references a record whose create has not reached the server yet.
     fn waits_for_reference(&self, txn: &dyn ReadTxn, entry: &OutboxEntry) -> Result<bool> {
-        let spec = self.schema.table(&entry.table)?;
-        let Some(record) = &entry.record else {
-            return Ok(false);
-        };
-        for reference in &spec.references {
-            let Some(target) = record.get(&reference.field).and_then(Key::from_json) else {
-                continue;
-            };
-            let pending = self.pending(txn, &reference.table, &target)?;
-            if pending.iter().any(|e| e.op == crate::Op::Create) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.pending_reference(txn, entry)?.is_some())
     }
 
     /// Marks an entry as handed to the transport (one more attempt). From now on it is sealed:
@@ -465,9 +453,35 @@ impl LocalDb {
         next_attempt_at_ms: u64,
         error: &str,
     ) -> Result<()> {
+        self.requeue(txn, seq, next_attempt_at_ms, error, false)
+    }
+
+    /// [`LocalDb::retry_later`] after an answer of the server that refused the entry for now:
+    /// the failure counts toward the entry's dead-letter budget ([`OutboxEntry::failures`]).
+    pub fn retry_later_charged(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        next_attempt_at_ms: u64,
+        error: &str,
+    ) -> Result<()> {
+        self.requeue(txn, seq, next_attempt_at_ms, error, true)
+    }
+
+    fn requeue(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        next_attempt_at_ms: u64,
+        error: &str,
+        charged: bool,
+    ) -> Result<()> {
         let before = self.entry_or_err(&*txn, seq)?;
         let mut entry = before.clone();
         entry.in_flight = false;
+        if charged {
+            entry.failures = entry.failures.saturating_add(1);
+        }
         entry.next_attempt_at_ms = next_attempt_at_ms;
         entry.last_error = Some(error.to_owned());
         self.update_entry(txn, &before, &entry)
@@ -579,6 +593,7 @@ impl LocalDb {
         }
         entry.dead = None;
         entry.next_attempt_at_ms = 0;
+        entry.failures = 0; // a fresh budget: the user decided to try again
         txn.delete(layout::DEAD, &seq_bytes(seq))?;
         self.add_depth(txn, &entry.table, 1)?;
         self.update_entry(txn, &before, &entry)?;
@@ -731,7 +746,7 @@ impl EntryState {
     }
 }
 
-fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::internal(format!("corrupt outbox entry in store: {e}")))
 }

@@ -756,6 +756,11 @@ impl LocalDb {
         Ok(())
     }
 
+    /// How many pulled items are in quarantine.
+    pub fn quarantined_count(&self, txn: &dyn ReadTxn) -> Result<u64> {
+        txn.len(QUARANTINE)
+    }
+
     /// Pulled items that could not be applied (newest last), at most `limit`.
     pub fn quarantined(&self, txn: &dyn ReadTxn, limit: usize) -> Result<Vec<Quarantined>> {
         txn.range(

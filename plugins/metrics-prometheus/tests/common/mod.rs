@@ -206,6 +206,15 @@ pub fn record_every_metric() {
     metrics::gauge!(telemetry::AUTH_REQUIRED).set(0.0);
     metrics::gauge!(telemetry::LEADER).set(1.0);
     metrics::gauge!(telemetry::LEADER_EPOCH).set(4.0);
+    telemetry::outbox_states(&tidesync_core::local::OutboxSummary {
+        total: 3,
+        ready: 1,
+        waiting: 1,
+        dead_letters: 1,
+        complete: true,
+        ..Default::default()
+    });
+    telemetry::offline_for(Duration::from_secs(90));
 }
 
 /// Normalises exposition text for the snapshot: sample values become `<v>`, families are

@@ -1,0 +1,245 @@
+//! The schema a store was last opened with, and bringing the store in step with the schema it
+//! is opened with now (DESIGN invariant 13: schema changes never answer wrongly).
+//!
+//! At open, for each declared table: an index the store does not hold yet is built over the
+//! existing records (in batches, before any query can run, so a query never sees a half-built
+//! index); an index no longer declared has its keyspace dropped; a changed key field or key
+//! kind over existing records is refused with an error that names the table and the way out.
+//! Tables the store knows but the schema no longer declares are kept untouched and reported.
+//!
+//! A store written before the schema was recorded has no record of its indexes: every declared
+//! index of a table that holds records is rebuilt once. A crash in the middle of a build leaves
+//! the schema record as it was, so the next open builds that index again from scratch: the
+//! build is idempotent (each index row is `value ‖ key`), and dropping its keyspace first
+//! removes rows of a previous, different declaration.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::record::Key;
+use crate::spec::{KeyKind, TableSpec};
+use crate::store::Store;
+
+use super::{LocalDb, decode_record, index_entry, layout};
+
+/// Where the schema is recorded (in the meta keyspace).
+const META_SCHEMA: &[u8] = b"schema";
+
+/// Records indexed (or index rows dropped) per transaction.
+const BATCH: usize = 1_000;
+
+/// One table as the store last knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredTable {
+    key: String,
+    key_kind: KeyKind,
+    indexes: Vec<String>,
+}
+
+impl StoredTable {
+    fn of(spec: &TableSpec) -> Self {
+        StoredTable {
+            key: spec.key.clone(),
+            key_kind: spec.key_kind,
+            indexes: spec.indexes.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StoredSchema {
+    tables: BTreeMap<String, StoredTable>,
+}
+
+/// What opening the store with this schema changed in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SchemaChanges {
+    /// Tables declared for the first time.
+    pub tables_added: Vec<String>,
+    /// Tables the store holds that the schema no longer declares: kept untouched (their
+    /// records stay in the file; declare the table again to reach them).
+    pub tables_not_declared: Vec<String>,
+    /// Indexes built over existing records: `(table, field, records indexed)`.
+    pub indexes_built: Vec<(String, String, u64)>,
+    /// Indexes no longer declared, whose rows were dropped: `(table, field)`.
+    pub indexes_dropped: Vec<(String, String)>,
+}
+
+impl SchemaChanges {
+    /// Whether the store was already in step.
+    pub fn is_empty(&self) -> bool {
+        self.tables_added.is_empty()
+            && self.tables_not_declared.is_empty()
+            && self.indexes_built.is_empty()
+            && self.indexes_dropped.is_empty()
+    }
+}
+
+impl LocalDb {
+    /// Brings `store` in step with this schema (see the module docs) and records the schema.
+    /// Call once at open, before anything reads the store.
+    pub fn reconcile_schema(&self, store: &dyn Store) -> Result<SchemaChanges> {
+        let stored = read_stored(store)?;
+        let mut changes = SchemaChanges::default();
+        let mut build: Vec<(&TableSpec, String)> = Vec::new();
+        let mut drop: Vec<(String, String)> = Vec::new();
+        {
+            let read = store.read()?;
+            for spec in self.schema.tables() {
+                let has_records = read.len(&layout::records(&spec.name))? > 0;
+                match stored.as_ref().and_then(|s| s.tables.get(&spec.name)) {
+                    Some(before) => {
+                        if has_records
+                            && (before.key != spec.key || before.key_kind != spec.key_kind)
+                        {
+                            return Err(key_changed(spec, before));
+                        }
+                        for field in &spec.indexes {
+                            if !before.indexes.contains(field) {
+                                build.push((spec, field.clone()));
+                            }
+                        }
+                        for field in &before.indexes {
+                            if !spec.indexes.contains(field) {
+                                drop.push((spec.name.clone(), field.clone()));
+                            }
+                        }
+                    }
+                    // A store from before schemas were recorded: which indexes it maintained
+                    // is unknown, so every declared one is rebuilt once.
+                    None if has_records => {
+                        build.extend(spec.indexes.iter().map(|field| (spec, field.clone())));
+                    }
+                    None => changes.tables_added.push(spec.name.clone()),
+                }
+            }
+        }
+        if let Some(stored) = &stored {
+            for name in stored.tables.keys() {
+                if self.schema.table(name).is_err() {
+                    changes.tables_not_declared.push(name.clone());
+                }
+            }
+        }
+        for (table, field) in drop {
+            clear_keyspace(store, &layout::index(&table, &field))?;
+            tracing::info!(table = %table, field = %field, "dropped an index no longer declared");
+            changes.indexes_dropped.push((table, field));
+        }
+        for (spec, field) in build {
+            let indexed = self.build_index(store, spec, &field)?;
+            tracing::info!(table = %spec.name, field = %field, records = indexed, "built a new index over the stored records");
+            changes
+                .indexes_built
+                .push((spec.name.clone(), field, indexed));
+        }
+        if !changes.tables_not_declared.is_empty() {
+            tracing::warn!(
+                tables = ?changes.tables_not_declared,
+                "the store holds tables the schema no longer declares; they are kept untouched"
+            );
+        }
+        // Record the schema (tables no longer declared keep their entry: their data is there).
+        let mut recorded = stored.unwrap_or_default();
+        for spec in self.schema.tables() {
+            recorded
+                .tables
+                .insert(spec.name.clone(), StoredTable::of(spec));
+        }
+        let bytes = serde_json::to_vec(&recorded)
+            .map_err(|e| Error::internal(format!("cannot encode the schema record: {e}")))?;
+        let mut txn = store.write()?;
+        txn.put(layout::META, META_SCHEMA, &bytes)?;
+        txn.commit()?;
+        Ok(changes)
+    }
+
+    /// Builds `field`'s index of `spec` over the stored records, one batch per transaction.
+    /// Returns how many records it indexed.
+    fn build_index(&self, store: &dyn Store, spec: &TableSpec, field: &str) -> Result<u64> {
+        let keyspace = layout::index(&spec.name, field);
+        clear_keyspace(store, &keyspace)?;
+        let records = layout::records(&spec.name);
+        let mut after: Option<Vec<u8>> = None;
+        let mut indexed = 0u64;
+        loop {
+            let rows = store.read()?.range(
+                &records,
+                match &after {
+                    Some(key) => Bound::Excluded(key.as_slice()),
+                    None => Bound::Unbounded,
+                },
+                Bound::Unbounded,
+                Some(BATCH),
+                false,
+            )?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(indexed);
+            };
+            after = Some(last.clone());
+            let mut txn = store.write()?;
+            for (key_bytes, value) in &rows {
+                let (key, _) = Key::decode(key_bytes)?;
+                let record = decode_record(spec, &key, value)?;
+                let entry = index_entry(spec, &key, &record, field).map_err(|err| {
+                    Error::config(format!(
+                        "cannot build the new index: {}; fix or delete the record, or remove the \
+                         index from the schema",
+                        err.message()
+                    ))
+                    .table(spec.name.clone())
+                    .key(&key)
+                    .field(field)
+                })?;
+                txn.put(&keyspace, &entry, key_bytes)?;
+            }
+            txn.commit()?;
+            indexed += rows.len() as u64;
+        }
+    }
+}
+
+fn read_stored(store: &dyn Store) -> Result<Option<StoredSchema>> {
+    let bytes = store.read()?.get(layout::META, META_SCHEMA)?;
+    bytes
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::internal(format!("corrupt schema record in store: {e}")))
+        })
+        .transpose()
+}
+
+fn key_changed(spec: &TableSpec, before: &StoredTable) -> Error {
+    Error::config(format!(
+        "the store holds this table's records under key `{}` ({:?}), but the schema now says \
+         `{}` ({:?}); stored records cannot be read with a different key. Keep the old key, \
+         or export the records (`tidesync export`), declare a new table and import them",
+        before.key, before.key_kind, spec.key, spec.key_kind
+    ))
+    .table(spec.name.clone())
+    .field("key")
+}
+
+/// Deletes every row of `keyspace`, a batch per transaction.
+fn clear_keyspace(store: &dyn Store, keyspace: &str) -> Result<()> {
+    loop {
+        let rows = store.read()?.range(
+            keyspace,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Some(BATCH),
+            false,
+        )?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut txn = store.write()?;
+        for (key, _) in &rows {
+            txn.delete(keyspace, key)?;
+        }
+        txn.commit()?;
+    }
+}

@@ -1,0 +1,176 @@
+//! Schema changes between two opens of one store (DESIGN invariant 13): an index declared by
+//! the next version of the app answers completely over records the previous version wrote; a
+//! dropped index is removed; a changed key is refused; an undeclared table is kept.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tidesync::{Engine, ErrorKind, RedbStore, TableSpec};
+
+fn open(path: &Path, specs: &[TableSpec]) -> tidesync::Result<Engine> {
+    let mut builder = Engine::builder().store(RedbStore::open(path).expect("open redb"));
+    for spec in specs {
+        builder = builder.table(spec.clone());
+    }
+    builder.start()
+}
+
+async fn titles(engine: &Engine, title: &str) -> Vec<String> {
+    let mut keys: Vec<String> = engine
+        .table::<Value>("posts")
+        .unwrap()
+        .query_eq("title", json!(title), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn an_index_added_by_an_upgrade_answers_over_the_records_stored_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.redb");
+    // Version 1 of the app: no index on `title`.
+    let v1 = open(&path, &[TableSpec::new("posts")]).unwrap();
+    let posts = v1.table::<Value>("posts").unwrap();
+    for (id, title) in [("a", "hello"), ("b", "hello"), ("c", "other")] {
+        posts.put(&json!({"id": id, "title": title})).await.unwrap();
+    }
+    assert!(v1.schema_changes().tables_added == vec!["posts".to_owned()]);
+    v1.shutdown();
+    drop((posts, v1));
+
+    // Version 2 declares the index: it is built at open, before any query can run.
+    let v2_spec = [TableSpec::new("posts").index("title")];
+    let v2 = open(&path, &v2_spec).unwrap();
+    assert_eq!(
+        v2.schema_changes().indexes_built,
+        vec![("posts".to_owned(), "title".to_owned(), 3)]
+    );
+    assert_eq!(titles(&v2, "hello").await, ["a", "b"]);
+    assert_eq!(titles(&v2, "other").await, ["c"]);
+    // Writes after the build keep it in step.
+    let posts = v2.table::<Value>("posts").unwrap();
+    posts.update("c", json!({"title": "hello"})).await.unwrap();
+    assert_eq!(titles(&v2, "hello").await, ["a", "b", "c"]);
+    v2.shutdown();
+    drop((posts, v2));
+
+    // The same version again: nothing to do.
+    let again = open(&path, &v2_spec).unwrap();
+    assert!(
+        again.schema_changes().is_empty(),
+        "{:?}",
+        again.schema_changes()
+    );
+    again.shutdown();
+    drop(again);
+
+    // A version that drops the index, writes, then one that declares it again: the index
+    // is rebuilt from what is stored, not from rows left over from before.
+    let v3 = open(&path, &[TableSpec::new("posts")]).unwrap();
+    assert_eq!(
+        v3.schema_changes().indexes_dropped,
+        vec![("posts".to_owned(), "title".to_owned())]
+    );
+    v3.table::<Value>("posts")
+        .unwrap()
+        .update("a", json!({"title": "renamed"}))
+        .await
+        .unwrap();
+    v3.shutdown();
+    drop(v3);
+    let v4 = open(&path, &v2_spec).unwrap();
+    assert_eq!(titles(&v4, "hello").await, ["b", "c"]);
+    assert_eq!(titles(&v4, "renamed").await, ["a"]);
+    v4.shutdown();
+}
+
+#[tokio::test]
+async fn a_changed_key_is_refused_and_an_undeclared_table_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.redb");
+    let v1 = open(&path, &[TableSpec::new("posts"), TableSpec::new("notes")]).unwrap();
+    v1.table::<Value>("posts")
+        .unwrap()
+        .put(&json!({"id": "a", "uid": 1}))
+        .await
+        .unwrap();
+    v1.table::<Value>("notes")
+        .unwrap()
+        .put(&json!({"id": "n"}))
+        .await
+        .unwrap();
+    v1.shutdown();
+    drop(v1);
+
+    let refused = open(
+        &path,
+        &[
+            TableSpec::new("posts").key("uid").integer_keys(),
+            TableSpec::new("notes"),
+        ],
+    )
+    .expect_err("a changed key over stored records is refused");
+    assert_eq!(refused.kind(), ErrorKind::Config, "{refused}");
+    assert_eq!(refused.table_name(), Some("posts"), "{refused}");
+    assert!(refused.to_string().contains("under key `id`"), "{refused}");
+
+    // `notes` left out of the schema: reported, and its records are still there later.
+    let v2 = open(&path, &[TableSpec::new("posts")]).unwrap();
+    assert_eq!(v2.schema_changes().tables_not_declared, ["notes"]);
+    v2.shutdown();
+    drop(v2);
+    let v3 = open(&path, &[TableSpec::new("posts"), TableSpec::new("notes")]).unwrap();
+    let note = v3.table::<Value>("notes").unwrap().get("n").await.unwrap();
+    assert!(note.is_some(), "an undeclared table is kept untouched");
+    v3.shutdown();
+}
+
+#[tokio::test]
+async fn a_stored_value_a_new_index_cannot_hold_is_named_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.redb");
+    let v1 = open(&path, &[TableSpec::new("posts")]).unwrap();
+    v1.table::<Value>("posts")
+        .unwrap()
+        .put(&json!({"id": "x", "title": {"nested": true}}))
+        .await
+        .unwrap();
+    v1.shutdown();
+    drop(v1);
+    let err = open(&path, &[TableSpec::new("posts").index("title")]).expect_err("refused");
+    assert_eq!(
+        (err.table_name(), err.record_key(), err.field_name()),
+        (Some("posts"), Some("x"), Some("title")),
+        "{err}"
+    );
+    // Nothing was lost: the old schema still opens the store with the record.
+    let back = open(&path, &[TableSpec::new("posts")]).unwrap();
+    assert!(
+        back.table::<Value>("posts")
+            .unwrap()
+            .get("x")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    back.shutdown();
+}
+
+#[tokio::test]
+async fn lifecycle_calls_on_a_local_only_engine_succeed_and_do_nothing() {
+    let engine = crate::memory_engine();
+    engine.stop().expect("stop");
+    engine.pause().expect("pause");
+    engine.resume().expect("resume");
+    engine.set_online(false).expect("set_online");
+    engine.foreground().expect("foreground");
+    engine.start().expect("start");
+    let err = engine.sync().await.expect_err("nothing to sync with");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    engine.shutdown();
+}
