@@ -10,7 +10,7 @@ use tidesync_metrics_prometheus::PrometheusMetrics;
 use tidesync_transport_rest::{RestTransport, StaticAuth};
 
 use crate::config::{AuthConfig, ConflictConfig, LoadedConfig, MetricsConfig};
-use crate::pidfile;
+use crate::daemons;
 
 /// Every conflict strategy name the config accepts: `tidesync-conflict-policies`' names, then
 /// `tidesync-conflict-merge`'s.
@@ -103,14 +103,14 @@ pub fn transport(
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (normally `tidesync run`) has the file open.
-    #[error("{}", locked_message(path, *pid, pid_file))]
+    #[error("{}", locked_message(path, *pid, registry))]
     Locked {
         /// The store file.
         path: PathBuf,
-        /// The pid from the pid file, when there is one.
+        /// The pid of the live daemon registered on the store, when there is one.
         pid: Option<u32>,
-        /// The pid file that was read.
-        pid_file: PathBuf,
+        /// The daemon registry that was read (`<store>.daemons`).
+        registry: PathBuf,
     },
     /// Any other failure.
     #[error("cannot open the store {}: {source}", path.display())]
@@ -123,17 +123,17 @@ pub enum StoreError {
     },
 }
 
-fn locked_message(path: &Path, pid: Option<u32>, pid_file: &Path) -> String {
+fn locked_message(path: &Path, pid: Option<u32>, registry: &Path) -> String {
     match pid {
         Some(pid) => format!(
-            "the store {} is locked by process {pid} (a running `tidesync run`, see {})",
+            "the store {} is locked by process {pid} (a running `tidesync run`, registered in {})",
             path.display(),
-            pid_file.display()
+            registry.display()
         ),
         None => format!(
-            "the store {} is locked by another process (no pid file at {})",
+            "the store {} is locked by another process (no live daemon registered in {})",
             path.display(),
-            pid_file.display()
+            registry.display()
         ),
     }
 }
@@ -172,11 +172,15 @@ pub fn open_store(loaded: &LoadedConfig) -> Result<RedbStore, StoreError> {
         tidesync_store_redb::RedbOptions::new().multi_process(loaded.config.store.multi_process);
     options.open(&path).map_err(|source| {
         if is_already_open(&source) {
-            let pid_file = pidfile::pid_path(&path);
+            let pid = daemons::live(&path).ok().and_then(|live| {
+                live.iter()
+                    .find(|d| d.pid != std::process::id())
+                    .map(|d| d.pid)
+            });
             StoreError::Locked {
-                pid: pidfile::read_pid(&pid_file),
+                pid,
+                registry: daemons::registry_dir(&path),
                 path,
-                pid_file,
             }
         } else {
             StoreError::Open { path, source }
