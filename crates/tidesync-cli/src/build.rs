@@ -197,6 +197,11 @@ pub fn engine(
     settings: SyncSettings,
 ) -> Result<Engine, Error> {
     let config = &loaded.config;
+    let settings = if transport.is_some() {
+        with_takeover_hold(loaded, settings)
+    } else {
+        settings
+    };
     let mut builder = Engine::builder().store(store).settings(settings);
     for spec in &config.tables {
         builder = builder.table(spec.clone());
@@ -214,6 +219,22 @@ pub fn engine(
         }
     }
     builder.start()
+}
+
+/// `takeover_hold` defaults to the server's `request_timeout_ms` (a deposed leader's request
+/// cannot land later than that); a `takeover_hold` written in `[sync]` wins.
+pub fn with_takeover_hold(loaded: &LoadedConfig, mut settings: SyncSettings) -> SyncSettings {
+    let explicit = toml::from_str::<toml::Table>(&loaded.source)
+        .ok()
+        .is_some_and(|file| {
+            file.get("sync")
+                .and_then(|sync| sync.get("takeover_hold"))
+                .is_some()
+        });
+    if !explicit && let Some(server) = &loaded.config.server {
+        settings.takeover_hold = std::time::Duration::from_millis(server.request_timeout_ms);
+    }
+    settings
 }
 
 /// Installs the Prometheus recorder (describing every tidesync metric) and starts `/metrics`.

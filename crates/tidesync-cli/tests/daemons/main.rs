@@ -9,6 +9,9 @@
 #[path = "../cli/support.rs"]
 mod support;
 
+mod proxy;
+mod takeover;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
@@ -97,6 +100,9 @@ pub(crate) fn start_together(env: &Env, commands: &[(String, Vec<String>)]) -> V
                     let log = env.path(&format!("{name}.log"));
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
                     let mut command = env.command(&args);
+                    if let Ok(filter) = std::env::var("TIDESYNC_TEST_DAEMON_LOG") {
+                        command.env("RUST_LOG", filter);
+                    }
                     command
                         .stdout(Stdio::null())
                         .stderr(File::create(&log).expect("log file"));

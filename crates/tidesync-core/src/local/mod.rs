@@ -27,7 +27,7 @@ use crate::record::{Key, Record, changed_fields, merge_patch};
 use crate::spec::{KeyKind, TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
-pub use outbox_ops::{OutboxStats, ReadyScan};
+pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
