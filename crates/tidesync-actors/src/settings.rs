@@ -64,9 +64,10 @@ pub struct SyncSettings {
     /// `health()` reports degraded when the last successful sync is older than this.
     #[serde(with = "humantime_ms")]
     pub stale_after: Duration,
-    /// With a leader election: how long a new leader holds back the records whose head the
-    /// previous leader left in flight, so that request can no longer land after a newer edit.
-    /// Set it to the transport's request timeout (the CLI does); other records go at once.
+    /// With a leader election: how long a new leader (a claim over another epoch) holds back
+    /// the records whose head the previous leader left in flight, so that request can no
+    /// longer land after a newer edit. Set it to the transport's request timeout (the CLI
+    /// does); other records go at once.
     #[serde(with = "humantime_ms")]
     pub takeover_hold: Duration,
     /// Replaces the built-in backoff when the server sent no `Retry-After`.

@@ -208,6 +208,30 @@ impl LocalDb {
         txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())
     }
 
+    /// What a leader does when it wins `epoch`, in one transaction: claims the database
+    /// ([`LocalDb::claim_epoch`]) and puts back in the queue the entries left in flight. When
+    /// another epoch held the database before (a new leader after another one, or after this
+    /// process restarted under a new epoch), they are held until `hold_until_ms`
+    /// ([`LocalDb::reset_in_flight_held`]): the previous leader's requests may still land. The
+    /// same epoch again (an always-leader election after a restart) re-queues them at once.
+    /// Returns how many were re-queued.
+    pub fn take_over(
+        &self,
+        txn: &mut dyn WriteTxn,
+        epoch: u64,
+        hold_until_ms: u64,
+    ) -> Result<usize> {
+        let previous = match txn.get(layout::META, layout::META_EPOCH)? {
+            Some(bytes) => Some(read_u64(&bytes)?),
+            None => None,
+        };
+        self.claim_epoch(txn, epoch)?;
+        let hold = previous
+            .is_some_and(|p| p != epoch)
+            .then_some(hold_until_ms);
+        self.reset_in_flight_held(txn, hold)
+    }
+
     /// Refuses a sync write made under `epoch` when a newer leader has claimed the database
     /// (DESIGN invariant 9: a deposed leader's commits are refused). `None` (no election in
     /// use) always passes.

@@ -808,6 +808,41 @@ mod tests {
     }
 
     #[test]
+    fn only_a_change_of_epoch_holds_what_was_left_in_flight() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        put(&db, &mut txn, "a", "a1");
+        let in_flight = |db: &LocalDb, txn: &mut MapTxn| {
+            let head = db.ready_heads(&*txn, u64::MAX, 1, &HashSet::new(), &HashSet::new());
+            let seq = head.unwrap_or_else(|e| panic!("{e}"))[0].seq;
+            db.mark_in_flight(txn, seq)
+                .unwrap_or_else(|e| panic!("{e}"));
+            seq
+        };
+        let due = |db: &LocalDb, txn: &MapTxn, seq| {
+            db.entry(txn, seq)
+                .ok()
+                .flatten()
+                .map(|e| e.next_attempt_at_ms)
+        };
+        // The first claim, and the same epoch again (an always-leader election restarting):
+        // re-queued at once.
+        let seq = in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(0));
+        in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(0));
+        // A new epoch after another one: held.
+        in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 2, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(5_000));
+        // A deposed leader's claim is refused and changes nothing.
+        assert!(db.take_over(&mut txn, 1, 9_000).is_err());
+        assert_eq!(due(&db, &txn, seq), Some(5_000));
+    }
+
+    #[test]
     fn a_new_leader_holds_the_records_left_in_flight_and_everything_queued_behind_them() {
         let db = db();
         let mut txn = MapTxn::default();
