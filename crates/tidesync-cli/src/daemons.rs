@@ -1,17 +1,18 @@
-//! The registry of `tidesync run` daemons on a store: one file per process,
+//! The registry of `tidesync run` daemons on a store: one record per process,
 //! `<store>.daemons/<pid>.json`, so that any number of daemons can start and stop together
-//! (each writes only its own file) and `status` can list them.
+//! (each writes only its own files) and `status` can list them.
 //!
 //! A registration cannot go stale: its process holds an exclusive OS lock (`File::lock`, an
-//! `flock` on Unix) on the file for as long as it runs, and the kernel releases that lock when
-//! the process exits, even on `SIGKILL`. Whoever lists the registry probes each file with a
-//! shared lock: refused means its process is alive; granted means it is dead, and the file is
-//! removed there and then (survivors and `status` clean up after the dead). A file only gets
-//! its final name once it is locked and written (`<pid>.json.tmp` is renamed), so a file under
-//! its final name is never mistaken for a dead one while its process starts.
+//! `flock` on Unix) on `<pid>.lock` for as long as it runs, and the kernel releases that lock
+//! when the process exits, even on `SIGKILL`. Whoever lists the registry probes each lock file
+//! with a shared lock: refused means its process is alive; granted (or no lock file) means it
+//! is dead, and its files are removed there and then (survivors and `status` clean up after
+//! the dead). The lock is taken before the record is written (under a temporary name, then
+//! renamed), so a record is never mistaken for a dead one while its process starts. The record
+//! itself is not locked, so it can be read on every platform.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use serde::{Deserialize, Serialize};
 /// Appended to the store file name to name the registry directory (`app.redb.daemons`).
 pub const DIR_SUFFIX: &str = ".daemons";
 
-/// A temporary file older than this whose process is gone is removed by the next listing.
-const TMP_GRACE: Duration = Duration::from_secs(10);
+/// A half-made registration (a process died while registering) older than this is removed by
+/// the next listing.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// `<store>.daemons` for a store file.
 pub fn registry_dir(store: &Path) -> PathBuf {
@@ -42,18 +44,19 @@ pub struct DaemonInfo {
 }
 
 /// This process's registration: created by [`Registration::register`], removed on drop. The
-/// exclusive lock on the file is what says "alive"; it goes with the process.
+/// exclusive lock on `<pid>.lock` is what says "alive"; it goes with the process.
 #[derive(Debug)]
 pub struct Registration {
-    file: File,
+    lock: File,
+    lock_path: PathBuf,
     path: PathBuf,
     info: DaemonInfo,
 }
 
 impl Registration {
-    /// Registers this process as a daemon of `store`: creates the directory if needed, writes
-    /// `<pid>.json.tmp` under an exclusive lock and renames it to `<pid>.json`. Another
-    /// process's file is never touched, so concurrent starts cannot collide.
+    /// Registers this process as a daemon of `store`: creates the directory if needed, locks
+    /// `<pid>.lock`, writes `<pid>.json.tmp` and renames it to `<pid>.json`. Another process's
+    /// files are never touched, so concurrent starts cannot collide.
     pub fn register(store: &Path) -> io::Result<Registration> {
         let dir = registry_dir(store);
         fs::create_dir_all(&dir)?;
@@ -63,33 +66,42 @@ impl Registration {
             started_at_ms: tidesync::core::hlc::wall_millis(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let path = dir.join(format!("{pid}.json"));
-        let tmp = dir.join(format!("{pid}.json.tmp"));
-        let mut file = OpenOptions::new()
+        let lock_path = dir.join(format!("{pid}.lock"));
+        let lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        match file.try_lock() {
+            .truncate(false)
+            .open(&lock_path)?;
+        match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
-                    format!("{} is locked by another process", tmp.display()),
+                    format!("{} is locked by another process", lock_path.display()),
                 ));
             }
             Err(TryLockError::Error(e)) => return Err(e),
         }
+        let path = dir.join(format!("{pid}.json"));
+        let tmp = dir.join(format!("{pid}.json.tmp"));
         let text = serde_json::to_string(&info).map_err(io::Error::other)?;
-        file.write_all(text.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
+        {
+            let mut file = File::create(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+        }
         fs::rename(&tmp, &path)?;
-        Ok(Registration { file, path, info })
+        Ok(Registration {
+            lock,
+            lock_path,
+            path,
+            info,
+        })
     }
 
-    /// The registration file.
+    /// The registration record (`<pid>.json`).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -101,20 +113,24 @@ impl Registration {
 }
 
 impl Drop for Registration {
-    /// Removes the file if it is still ours (a later process with the same pid may have
-    /// replaced it after we were presumed dead), then lets the lock go with the file.
+    /// Removes the record and the lock file if they are still ours (a later process with the
+    /// same pid may have replaced them after we were presumed dead), then releases the lock.
     fn drop(&mut self) {
-        if same_file(&self.file, &self.path)
-            && let Err(err) = fs::remove_file(&self.path)
-        {
-            tracing::warn!(path = %self.path.display(), error = %err, "cannot remove the daemon registration");
+        if same_file(&self.lock, &self.lock_path) {
+            for path in [&self.path, &self.lock_path] {
+                if let Err(err) = fs::remove_file(path)
+                    && err.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove the daemon registration");
+                }
+            }
         }
-        let _ = self.file.unlock();
+        let _ = self.lock.unlock();
     }
 }
 
 /// The live daemons of `store`, oldest first. Registrations of dead processes are removed on
-/// the way. Files that cannot be read or parsed are skipped (with a debug log).
+/// the way. Records that cannot be read or parsed are skipped (with a debug log).
 pub fn live(store: &Path) -> io::Result<Vec<DaemonInfo>> {
     let dir = registry_dir(store);
     let entries = match fs::read_dir(&dir) {
@@ -128,12 +144,23 @@ pub fn live(store: &Path) -> io::Result<Vec<DaemonInfo>> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.ends_with(".json") {
-            if let Some(info) = probe(&path) {
+        if let Some(pid) = name
+            .strip_suffix(".json")
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            if let Some(info) = probe(&dir, pid) {
                 daemons.push(info);
             }
-        } else if name.ends_with(".json.tmp") {
-            sweep_tmp(&path);
+        } else if let Some(pid) = name
+            .strip_suffix(".lock")
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            if !dir.join(format!("{pid}.json")).exists() && is_old(&path) {
+                // Locked, then died before writing its record.
+                let _ = remove_if_dead(&path, &[]);
+            }
+        } else if name.ends_with(".json.tmp") && is_old(&path) {
+            let _ = fs::remove_file(&path);
         }
     }
     daemons.sort_by_key(|d| (d.started_at_ms, d.pid));
@@ -145,71 +172,75 @@ pub fn is_live(store: &Path, pid: u32) -> bool {
     live(store).is_ok_and(|daemons| daemons.iter().any(|d| d.pid == pid))
 }
 
-/// The daemon recorded in `path` if its process is alive; removes the file if it is dead.
-fn probe(path: &Path) -> Option<DaemonInfo> {
-    // A few tries: the file may be replaced (same pid, new process) between open and lock.
-    for _ in 0..3 {
-        let mut file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cannot open a daemon registration");
-                return None;
+/// The record of daemon `pid` if its process is alive; removes its files if it is dead.
+fn probe(dir: &Path, pid: u32) -> Option<DaemonInfo> {
+    let record = dir.join(format!("{pid}.json"));
+    let lock_path = dir.join(format!("{pid}.lock"));
+    if !remove_if_dead(&lock_path, &[&record]) {
+        return None;
+    }
+    let text = match fs::read_to_string(&record) {
+        Ok(text) => text,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(path = %record.display(), error = %e, "cannot read a daemon registration");
             }
-        };
-        match file.try_lock_shared() {
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                if let Err(e) = file.read_to_string(&mut text) {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot read a daemon registration");
-                    return None;
-                }
-                return match serde_json::from_str(&text) {
-                    Ok(info) => Some(info),
-                    Err(e) => {
-                        tracing::debug!(path = %path.display(), error = %e, "unreadable daemon registration");
-                        None
-                    }
-                };
-            }
-            Ok(()) => {
-                // Nobody holds it: its process is gone. Remove it, unless it was just replaced.
-                let ours = same_file(&file, path);
-                if ours
-                    && let Err(e) = fs::remove_file(path)
-                    && e.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot remove a dead daemon's registration");
-                }
-                let _ = file.unlock();
-                if ours {
-                    return None;
-                }
-            }
-            Err(TryLockError::Error(e)) => {
-                tracing::debug!(path = %path.display(), error = %e, "cannot probe a daemon registration");
-                return None;
-            }
+            return None;
+        }
+    };
+    match serde_json::from_str::<DaemonInfo>(&text) {
+        Ok(info) if info.pid == pid => Some(info),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(path = %record.display(), error = %e, "unreadable daemon registration");
+            None
         }
     }
-    None
 }
 
-/// Removes a temporary registration left by a process that died while registering.
-fn sweep_tmp(path: &Path) {
-    let Ok(file) = File::open(path) else { return };
-    let old = file
-        .metadata()
+/// Probes the lock file at `lock_path`: `true` if a live process holds it; otherwise removes
+/// `also` and the lock file (unless the lock file was just replaced) and returns `false`.
+fn remove_if_dead(lock_path: &Path, also: &[&Path]) -> bool {
+    let file = match File::open(lock_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A record without its lock file: its process is gone (a live one locks first).
+            for path in also {
+                let _ = fs::remove_file(path);
+            }
+            return false;
+        }
+        Err(e) => {
+            tracing::debug!(path = %lock_path.display(), error = %e, "cannot open a daemon lock");
+            return false;
+        }
+    };
+    match file.try_lock_shared() {
+        Err(TryLockError::WouldBlock) => true,
+        Ok(()) => {
+            if same_file(&file, lock_path) {
+                for path in also {
+                    let _ = fs::remove_file(path);
+                }
+                let _ = fs::remove_file(lock_path);
+            }
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::Error(e)) => {
+            tracing::debug!(path = %lock_path.display(), error = %e, "cannot probe a daemon lock");
+            false
+        }
+    }
+}
+
+/// Whether the file was last modified more than [`GRACE`] ago.
+fn is_old(path: &Path) -> bool {
+    fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > TMP_GRACE);
-    if old && file.try_lock_shared().is_ok() {
-        if same_file(&file, path) {
-            let _ = fs::remove_file(path);
-        }
-        let _ = file.unlock();
-    }
+        .is_some_and(|age| age > GRACE)
 }
 
 /// Whether `path` still names the open `file`.
@@ -257,6 +288,8 @@ mod tests {
         assert!(is_live(&store, std::process::id()));
         drop(reg);
         assert_eq!(live(&store).ok(), Some(Vec::new()));
+        let left = fs::read_dir(registry_dir(&store)).map(|d| d.count()).ok();
+        assert_eq!(left, Some(0), "record and lock file removed");
         assert!(!is_live(&store, std::process::id()));
     }
 
@@ -267,12 +300,23 @@ mod tests {
         let registry = registry_dir(&store);
         fs::create_dir_all(&registry).expect("dir");
         let dead = registry.join("4000000.json");
+        let info = r#"{"pid":4000000,"started_at_ms":1,"version":"0.1.0"}"#;
+        // A record whose lock nobody holds, and one without a lock file.
+        fs::write(&dead, info).expect("write");
+        fs::write(registry.join("4000000.lock"), "").expect("write");
         fs::write(
-            &dead,
-            r#"{"pid":4000000,"started_at_ms":1,"version":"0.1.0"}"#,
+            registry.join("4000001.json"),
+            info.replace("4000000", "4000001"),
         )
         .expect("write");
         assert_eq!(live(&store).ok(), Some(Vec::new()));
-        assert!(!dead.exists(), "the dead process's file is cleaned up");
+        let left: Vec<_> = fs::read_dir(&registry)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the dead processes' files are cleaned up: {left:?}"
+        );
     }
 }

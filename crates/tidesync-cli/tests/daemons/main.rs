@@ -261,6 +261,9 @@ fn six_daemons_start_together_and_status_follows_the_leader_through_kills_and_st
         );
         failovers.push(t_kill.elapsed());
         assert_ne!(successor, leader);
+        // The dead daemon's registration was cleaned up by whoever listed the registry.
+        assert!(!env.registration(leader).exists());
+        assert!(!env.registration(leader).with_extension("lock").exists());
         let after = status(&env);
         let old_epoch = after["leader"]["epoch"].as_u64().expect("epoch");
         assert!(old_epoch >= 2, "a new epoch after the kill: {after:#}");
