@@ -69,6 +69,8 @@ fn settings() -> SyncSettings {
         probe_base: Duration::from_millis(50),
         probe_cap: Duration::from_millis(300),
         page_size: 200,
+        // A new leader holds what its predecessor left in flight for the request timeout.
+        takeover_hold: Duration::from_millis(env_u64(TIMEOUT_ENV, 2000)),
         ..SyncSettings::default()
     }
 }

@@ -574,11 +574,14 @@ impl Handler<LeadershipChanged> for SchedulerActor {
         // Claim the database for this epoch first: if a newer leader already did, this
         // instance is deposed and must not sync. In the same transaction, entries a previous
         // leader left in flight go back in the queue (still sealed, same idempotency keys).
+        // After another epoch they wait `takeover_hold`: its requests may still land.
+        let hold =
+            u64::try_from(self.shared.settings.takeover_hold.as_millis()).unwrap_or(u64::MAX);
+        let hold_until = tidesync_core::hlc::wall_millis().saturating_add(hold);
         let claim = async move {
             writer
                 .send(Write::new(move |db, txn| {
-                    db.claim_epoch(txn, epoch)?;
-                    Ok((db.reset_in_flight(txn)?, Vec::new()))
+                    Ok((db.take_over(txn, epoch, hold_until)?, Vec::new()))
                 }))
                 .await
                 .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?

@@ -75,6 +75,12 @@ pub struct SyncSettings {
     /// `health()` reports degraded when the last successful sync is older than this.
     #[serde(with = "humantime_ms")]
     pub stale_after: Duration,
+    /// With a leader election: how long a new leader (a claim over another epoch) holds back
+    /// the records whose head the previous leader left in flight, so that request can no
+    /// longer land after a newer edit. Set it to the transport's request timeout (the CLI
+    /// does); other records go at once.
+    #[serde(with = "humantime_ms")]
+    pub takeover_hold: Duration,
     /// Replaces the built-in backoff when the server sent no `Retry-After`.
     #[serde(skip)]
     pub retry_delay: Option<RetryDelayFn>,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for SyncSettings {
             .field("max_attempts", &self.max_attempts)
             .field("page_size", &self.page_size)
             .field("max_pages", &self.max_pages)
+            .field("takeover_hold", &self.takeover_hold)
             .field("custom_retry_delay", &self.retry_delay.is_some())
             .finish_non_exhaustive()
     }
@@ -115,6 +122,7 @@ impl Default for SyncSettings {
             probe_base: Duration::from_secs(1),
             probe_cap: Duration::from_secs(60),
             stale_after: Duration::from_secs(600),
+            takeover_hold: Duration::from_secs(30),
             retry_delay: None,
         }
     }

@@ -10,7 +10,7 @@ use tidesync_metrics_prometheus::PrometheusMetrics;
 use tidesync_transport_rest::{RestTransport, StaticAuth};
 
 use crate::config::{AuthConfig, ConflictConfig, LoadedConfig, MetricsConfig};
-use crate::pidfile;
+use crate::daemons;
 
 /// Every conflict strategy name the config accepts: `tidesync-conflict-policies`' names, then
 /// `tidesync-conflict-merge`'s.
@@ -103,14 +103,14 @@ pub fn transport(
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (normally `tidesync run`) has the file open.
-    #[error("{}", locked_message(path, *pid, pid_file))]
+    #[error("{}", locked_message(path, *pid, registry))]
     Locked {
         /// The store file.
         path: PathBuf,
-        /// The pid from the pid file, when there is one.
+        /// The pid of the live daemon registered on the store, when there is one.
         pid: Option<u32>,
-        /// The pid file that was read.
-        pid_file: PathBuf,
+        /// The daemon registry that was read (`<store>.daemons`).
+        registry: PathBuf,
     },
     /// Any other failure.
     #[error("cannot open the store {}: {source}", path.display())]
@@ -123,17 +123,17 @@ pub enum StoreError {
     },
 }
 
-fn locked_message(path: &Path, pid: Option<u32>, pid_file: &Path) -> String {
+fn locked_message(path: &Path, pid: Option<u32>, registry: &Path) -> String {
     match pid {
         Some(pid) => format!(
-            "the store {} is locked by process {pid} (a running `tidesync run`, see {})",
+            "the store {} is locked by process {pid} (a running `tidesync run`, registered in {})",
             path.display(),
-            pid_file.display()
+            registry.display()
         ),
         None => format!(
-            "the store {} is locked by another process (no pid file at {})",
+            "the store {} is locked by another process (no live daemon registered in {})",
             path.display(),
-            pid_file.display()
+            registry.display()
         ),
     }
 }
@@ -172,11 +172,15 @@ pub fn open_store(loaded: &LoadedConfig) -> Result<RedbStore, StoreError> {
         tidesync_store_redb::RedbOptions::new().multi_process(loaded.config.store.multi_process);
     options.open(&path).map_err(|source| {
         if is_already_open(&source) {
-            let pid_file = pidfile::pid_path(&path);
+            let pid = daemons::live(&path).ok().and_then(|live| {
+                live.iter()
+                    .find(|d| d.pid != std::process::id())
+                    .map(|d| d.pid)
+            });
             StoreError::Locked {
-                pid: pidfile::read_pid(&pid_file),
+                pid,
+                registry: daemons::registry_dir(&path),
                 path,
-                pid_file,
             }
         } else {
             StoreError::Open { path, source }
@@ -193,6 +197,11 @@ pub fn engine(
     settings: SyncSettings,
 ) -> Result<Engine, Error> {
     let config = &loaded.config;
+    let settings = if transport.is_some() {
+        with_takeover_hold(loaded, settings)
+    } else {
+        settings
+    };
     let mut builder = Engine::builder().store(store).settings(settings);
     for spec in &config.tables {
         builder = builder.table(spec.clone());
@@ -210,6 +219,22 @@ pub fn engine(
         }
     }
     builder.start()
+}
+
+/// `takeover_hold` defaults to the server's `request_timeout_ms` (a deposed leader's request
+/// cannot land later than that); a `takeover_hold` written in `[sync]` wins.
+pub fn with_takeover_hold(loaded: &LoadedConfig, mut settings: SyncSettings) -> SyncSettings {
+    let explicit = toml::from_str::<toml::Table>(&loaded.source)
+        .ok()
+        .is_some_and(|file| {
+            file.get("sync")
+                .and_then(|sync| sync.get("takeover_hold"))
+                .is_some()
+        });
+    if !explicit && let Some(server) = &loaded.config.server {
+        settings.takeover_hold = std::time::Duration::from_millis(server.request_timeout_ms);
+    }
+    settings
 }
 
 /// Installs the Prometheus recorder (describing every tidesync metric) and starts `/metrics`.

@@ -573,9 +573,9 @@ impl LoadedConfig {
         }
     }
 
-    /// The pid file `tidesync run` writes next to the store (`<store>.pid`).
-    pub fn pid_path(&self) -> PathBuf {
-        crate::pidfile::pid_path(&self.store_path())
+    /// The directory where `tidesync run` daemons register (`<store>.daemons`).
+    pub fn daemons_dir(&self) -> PathBuf {
+        crate::daemons::registry_dir(&self.store_path())
     }
 
     /// The spec of a declared table.

@@ -6,15 +6,16 @@
 //! [`config`] (the file's model, loading, validation with line and column),
 //! [`build`] (config → store, transport, strategies, metrics, [`tidesync::Engine`]),
 //! [`output`] (text and `--json` printing), [`cli`] (the clap command line),
-//! [`commands`] (one module per command), [`error`] (exit codes), [`pidfile`].
+//! [`commands`] (one module per command), [`error`] (exit codes), [`daemons`] (the registry
+//! of running daemons).
 
 pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemons;
 pub mod error;
 pub mod output;
-pub mod pidfile;
 
 use std::process::ExitCode;
 

@@ -149,6 +149,25 @@ impl LockfileLeader {
         Ok(parse_holder(&text))
     }
 
+    /// Whether some process (this one included) holds the leader lock right now: for
+    /// diagnostics such as telling whether [`last_holder`](LockfileLeader::last_holder) still
+    /// leads. Probes with a shared lock that is released at once; a campaign that runs at that
+    /// very moment fails and tries again at its next interval, so do not call this in a loop.
+    pub fn lock_is_held(&self) -> Result<bool> {
+        if self.is_leader() {
+            return Ok(true);
+        }
+        let file = self.inner.open_lock_file()?;
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok(false)
+            }
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(io_error("probe", &self.inner.lock_path, e)),
+        }
+    }
+
     /// The blocking form of [`LeaderElector::campaign`]: stays leader if this instance holds
     /// the lock, else tries to take it without waiting and, on success, persists the next
     /// epoch. Returns the epoch when leading.

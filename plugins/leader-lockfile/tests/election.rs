@@ -50,6 +50,21 @@ fn one_leader_per_database_and_epochs_grow_with_each_new_leader() {
 }
 
 #[test]
+fn lock_is_held_tells_whether_anyone_leads_without_taking_the_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.redb");
+    let a = elector(&db);
+    let b = elector(&db);
+    assert!(!b.lock_is_held().expect("probe"), "nobody leads yet");
+    assert_eq!(a.try_lead().expect("a campaigns"), Some(1));
+    assert!(a.lock_is_held().expect("probe") && b.lock_is_held().expect("probe"));
+    a.step_down().expect("a steps down");
+    assert!(!b.lock_is_held().expect("probe"));
+    // The probe released its shared lock: a campaign right after it wins.
+    assert_eq!(b.try_lead().expect("b campaigns"), Some(2));
+}
+
+#[test]
 fn files_sit_next_to_the_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.redb");

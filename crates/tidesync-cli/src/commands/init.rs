@@ -15,7 +15,7 @@ pub const SAMPLE_CONFIG: &str = r#"# tidesync configuration: `tidesync check` va
 # Durations are "250ms", "30s", "5m", "1h" or plain milliseconds.
 
 # The local database (redb). A relative path is relative to this file's directory.
-# While `tidesync run` holds it, its pid is in "<path>.pid" (here app.redb.pid).
+# Each `tidesync run` on it registers in "<path>.daemons/<pid>.json"; `tidesync status` lists them.
 [store]
 path = "app.redb"
 # Several processes of the app sharing this file? Set this in every one of them, and elect the

@@ -2,10 +2,12 @@
 //!
 //! Order of start: signal handlers first (so a SIGTERM at any later point is a clean stop),
 //! config, transport (credentials from the environment), store (exit 3 if another process holds
-//! it), pid file, metrics endpoint, engine. On SIGINT/SIGTERM: stop syncing, let the in-flight
-//! cycle finish (up to `--shutdown-timeout`; a second signal stops waiting), shut the engine
-//! down, stop the endpoint, remove the pid file. Entries still in flight at that point are
-//! re-queued (with their idempotency keys) at the next start.
+//! it), registration in `<store>.daemons/<pid>.json` (see [`crate::daemons`]; each daemon
+//! writes only its own file, so any number can start together on a multi-process store),
+//! metrics endpoint, engine. On SIGINT/SIGTERM: stop syncing, let the in-flight cycle finish
+//! (up to `--shutdown-timeout`; a second signal stops waiting), shut the engine down, stop the
+//! endpoint, remove the registration. Entries still in flight at that point are re-queued
+//! (with their idempotency keys) at the next start.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,8 @@ use tidesync::{Engine, EventItem, Events, SyncEvent};
 
 use crate::build;
 use crate::commands::Ctx;
+use crate::daemons::{self, Registration};
 use crate::error::{CliError, Exit};
-use crate::pidfile::PidFile;
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere).
 struct Signals {
@@ -78,13 +80,20 @@ pub async fn run(ctx: &Ctx, shutdown_timeout: Duration) -> Result<(), CliError> 
             err
         }
     })?;
-    let pid_path = loaded.pid_path();
-    let pid_file = PidFile::create(&pid_path).map_err(|e| {
+    let registration = Registration::register(&loaded.store_path()).map_err(|e| {
         CliError::msg(
             Exit::Failed,
-            format!("cannot write the pid file {}: {e}", pid_path.display()),
+            format!(
+                "cannot register the daemon in {}: {e}",
+                loaded.daemons_dir().display()
+            ),
         )
+        .hint("this process needs write access to the store's directory")
     })?;
+    // Listing removes the registrations of daemons that died without cleaning up.
+    let running = daemons::live(&loaded.store_path())
+        .map(|live| live.len())
+        .unwrap_or(1);
     let metrics = match &loaded.config.metrics {
         None => None,
         Some(config) => Some(build::metrics(config).map_err(|e| {
@@ -104,7 +113,8 @@ pub async fn run(ctx: &Ctx, shutdown_timeout: Duration) -> Result<(), CliError> 
         server = loaded.config.server.as_ref().map(|s| s.base_url.as_str()).unwrap_or_default(),
         tables = %loaded.table_names().join(","),
         metrics = metrics.as_ref().map(|m| m.url()).unwrap_or_default(),
-        pid_file = %pid_file.path().display(),
+        registration = %registration.path().display(),
+        daemons_on_store = running,
         "tidesync daemon started"
     );
 
@@ -140,7 +150,7 @@ pub async fn run(ctx: &Ctx, shutdown_timeout: Duration) -> Result<(), CliError> 
     if let Some(metrics) = metrics {
         metrics.shutdown();
     }
-    drop(pid_file);
+    drop(registration);
     tracing::info!("tidesync daemon stopped");
     Ok(())
 }

@@ -1,11 +1,46 @@
-//! `tidesync status`: what is waiting in the store, read offline.
+//! `tidesync status`: what is waiting in the store, read offline, and which daemons run on it
+//! (from their registrations, see [`crate::daemons`]) and which of them leads (the holder of
+//! the leader lock, see `tidesync-leader-lockfile`).
 
 use serde::Serialize;
 use serde_json::Value;
+use tidesync_leader_lockfile::LockfileLeader;
 
 use crate::commands::Ctx;
-use crate::error::CliError;
+use crate::config::LoadedConfig;
+use crate::daemons::{self, DaemonInfo};
+use crate::error::{CliError, Exit};
 use crate::output::{columns, human_ms};
+
+/// A live daemon on the store.
+#[derive(Debug, Serialize)]
+pub struct DaemonStatus {
+    /// Its process id.
+    pub pid: u32,
+    /// When it started (Unix milliseconds).
+    pub since_ms: u64,
+    /// How long it has been running.
+    pub up_ms: u64,
+    /// `leader` or `follower` with `[leader] lockfile = true`; `syncing` without an election
+    /// (every daemon syncs).
+    pub role: &'static str,
+    /// The epoch it leads with (leader only).
+    pub epoch: Option<u64>,
+    /// The `tidesync` version it runs.
+    pub version: String,
+}
+
+/// The current sync leader.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LeaderStatus {
+    /// Its process id.
+    pub pid: u32,
+    /// Its fencing epoch.
+    pub epoch: u64,
+    /// Whether it is a registered `tidesync run` daemon (else another process of the app,
+    /// e.g. `tidesync sync` or a program using the library).
+    pub daemon: bool,
+}
 
 /// One table's figures.
 #[derive(Debug, Serialize)]
@@ -33,8 +68,15 @@ pub struct StatusReport {
     pub store: String,
     /// The server's base URL, if any.
     pub server: Option<String>,
-    /// Whether a daemon holds the store (always false here: the store opened).
+    /// Whether any daemon runs on the store (only possible with `[store] multi_process =
+    /// true`: otherwise a running daemon holds the store and `status` exits 3).
     pub daemon_running: bool,
+    /// The live daemons, oldest first.
+    pub daemons: Vec<DaemonStatus>,
+    /// The election in use: `lockfile` or `none`.
+    pub election: &'static str,
+    /// The current leader, if one is alive.
+    pub leader: Option<LeaderStatus>,
     /// Entries waiting, all tables.
     pub queue_depth: u64,
     /// Age of the oldest waiting entry.
@@ -112,6 +154,36 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
             pull: spec.pull,
         });
     }
+    let live = daemons::live(&local.config.store_path()).map_err(|e| {
+        CliError::msg(
+            Exit::Failed,
+            format!(
+                "cannot read the daemon registry {}: {e}",
+                local.config.daemons_dir().display()
+            ),
+        )
+    })?;
+    let leader = current_leader(&local.config, &live)?;
+    let now = tidesync::core::hlc::wall_millis();
+    let election = local.config.config.leader.lockfile;
+    let daemons: Vec<DaemonStatus> = live
+        .iter()
+        .map(|d| {
+            let leads = leader.filter(|l| l.pid == d.pid);
+            DaemonStatus {
+                pid: d.pid,
+                since_ms: d.started_at_ms,
+                up_ms: now.saturating_sub(d.started_at_ms),
+                role: match (election, leads) {
+                    (false, _) => "syncing",
+                    (true, Some(_)) => "leader",
+                    (true, None) => "follower",
+                },
+                epoch: leads.map(|l| l.epoch),
+                version: d.version.clone(),
+            }
+        })
+        .collect();
     let report = StatusReport {
         config: local.config.path.display().to_string(),
         store: local.config.store_path().display().to_string(),
@@ -121,7 +193,10 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
             .server
             .as_ref()
             .map(|s| s.base_url.clone()),
-        daemon_running: false,
+        daemon_running: !daemons.is_empty(),
+        daemons,
+        election: if election { "lockfile" } else { "none" },
+        leader,
         queue_depth: status.queue_depth,
         oldest_pending_age_ms: status.oldest_pending_age_ms,
         dead_letters: status.dead_letters,
@@ -138,7 +213,7 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         "server:           {}",
         report.server.as_deref().unwrap_or("none (local only)")
     ));
-    out.line("daemon:           not running (the store is free)");
+    print_daemons(ctx, &report);
     // The oldest age counts only when something waits (dead letters are listed below).
     out.line(format!(
         "outbox:           {} waiting{}",
@@ -198,4 +273,83 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         ));
     }
     Ok(())
+}
+
+/// The process that leads the store's election, if it is alive: the holder recorded in the
+/// leader lock file when it is a live registered daemon, or another live process that holds
+/// the lock. A SIGKILLed leader's record stays in the file, so the record alone is not enough.
+fn current_leader(
+    loaded: &LoadedConfig,
+    live: &[DaemonInfo],
+) -> Result<Option<LeaderStatus>, CliError> {
+    if !loaded.config.leader.lockfile {
+        return Ok(None);
+    }
+    let elector = LockfileLeader::for_database(loaded.store_path())?;
+    let Some(holder) = elector.last_holder()? else {
+        return Ok(None);
+    };
+    if live.iter().any(|d| d.pid == holder.pid) {
+        return Ok(Some(LeaderStatus {
+            pid: holder.pid,
+            epoch: holder.epoch,
+            daemon: true,
+        }));
+    }
+    // Not a daemon: another process of the app may lead. Probe the lock only if the recorded
+    // process exists (the probe can delay a campaign by one interval).
+    if daemons::process_exists(holder.pid) && elector.lock_is_held()? {
+        return Ok(Some(LeaderStatus {
+            pid: holder.pid,
+            epoch: holder.epoch,
+            daemon: false,
+        }));
+    }
+    Ok(None)
+}
+
+fn print_daemons(ctx: &Ctx, report: &StatusReport) {
+    let out = &ctx.out;
+    if report.daemons.is_empty() {
+        out.line("daemons:          none running");
+    } else {
+        out.line(format!(
+            "daemons:          {} running",
+            report.daemons.len()
+        ));
+    }
+    match (&report.leader, report.election) {
+        (_, "none") if !report.daemons.is_empty() => {
+            out.line(
+                "leader:           no election ([leader] lockfile is off): every daemon syncs",
+            );
+        }
+        (_, "none") => {}
+        (Some(leader), _) => out.line(format!(
+            "leader:           pid {}, epoch {}{}",
+            leader.pid,
+            leader.epoch,
+            if leader.daemon {
+                ""
+            } else {
+                " (not a `tidesync run` daemon)"
+            }
+        )),
+        (None, _) => out.line("leader:           none alive"),
+    }
+    if !report.daemons.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .daemons
+            .iter()
+            .map(|d| {
+                vec![
+                    format!("  {}", d.pid),
+                    d.role.to_owned(),
+                    d.epoch.map(|e| e.to_string()).unwrap_or("-".into()),
+                    human_ms(d.up_ms),
+                ]
+            })
+            .collect();
+        out.line(columns(&["  PID", "ROLE", "EPOCH", "UP"], &rows));
+    }
 }

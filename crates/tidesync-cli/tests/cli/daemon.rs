@@ -1,5 +1,5 @@
-//! `run`: the daemon syncs, serves /metrics, locks the store (naming its pid) and stops cleanly
-//! on SIGTERM.
+//! `run`: the daemon syncs, serves /metrics, locks the store (naming its pid), registers in
+//! `<store>.daemons` and stops cleanly on SIGTERM.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -30,14 +30,13 @@ fn run_syncs_serves_metrics_locks_the_store_and_stops_on_sigterm() {
         .spawn()
         .expect("the daemon starts");
     let log = || std::fs::read_to_string(env.path("run.log")).unwrap_or_default();
-    let pid_file = env.pid_file();
-    eventually(20, "the pid file", || pid_file.exists());
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    assert_eq!(pid, child.id());
+    let pid = child.id();
+    let registration = env.registration(pid);
+    eventually(20, "the registration", || registration.exists());
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&registration).expect("registration"))
+            .expect("JSON");
+    assert_eq!(info["pid"], pid);
 
     // It pushes what was queued before it started, and pulls what changes on the server.
     eventually(20, "the push", || {
@@ -76,7 +75,7 @@ fn run_syncs_serves_metrics_locks_the_store_and_stops_on_sigterm() {
     let second = env.run(&["run"]);
     assert_eq!(second.code, 3, "{second:?}");
 
-    // SIGTERM: a clean stop, the pid file removed.
+    // SIGTERM: a clean stop, the registration removed.
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -95,7 +94,7 @@ fn run_syncs_serves_metrics_locks_the_store_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(25));
     };
     assert!(status.success(), "exit {status:?}\n{}", log());
-    assert!(!pid_file.exists(), "the pid file is left behind");
+    assert!(!registration.exists(), "the registration is left behind");
     let text = log();
     for line in text.lines() {
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
@@ -110,7 +109,10 @@ fn run_syncs_serves_metrics_locks_the_store_and_stops_on_sigterm() {
     // The store is free again and holds the pulled record.
     let pulled = env.ok(&["get", "posts", "s1"]).json();
     assert_eq!(pulled["title"], "Remote");
-    assert_eq!(env.ok(&["status", "--json"]).json()["queue_depth"], 0);
+    let status = env.ok(&["status", "--json"]).json();
+    assert_eq!(status["queue_depth"], 0);
+    assert_eq!(status["daemon_running"], false, "{status}");
+    assert_eq!(status["daemons"], json!([]), "{status}");
 }
 
 #[test]
@@ -157,7 +159,7 @@ fn sigterm_during_a_hung_push_stops_in_time_and_the_entry_is_requeued() {
     };
     assert!(status.success(), "exit {status:?}\n{}", log());
     assert!(log().contains("did not finish in time"), "{}", log());
-    assert!(!env.pid_file().exists());
+    assert!(!env.registration(child.id()).exists());
 
     // The entry is back in the queue, sealed with the same idempotency key.
     let after = env.ok(&["outbox", "--json"]).json();

@@ -143,9 +143,9 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// The store's pid file.
-    pub fn pid_file(&self) -> PathBuf {
-        self.path("app.redb.pid")
+    /// The registration file of the daemon with this pid (`app.redb.daemons/<pid>.json`).
+    pub fn registration(&self, pid: u32) -> PathBuf {
+        self.path("app.redb.daemons").join(format!("{pid}.json"))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::spec::{KeyKind, TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use entry_state::{EntryState, OutboxSummary};
-pub use outbox_ops::{OutboxStats, ReadyScan};
+pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use schema_sync::SchemaChanges;
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
@@ -210,6 +210,30 @@ impl LocalDb {
     pub fn claim_epoch(&self, txn: &mut dyn WriteTxn, epoch: u64) -> Result<()> {
         self.check_epoch(&*txn, Some(epoch))?;
         txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())
+    }
+
+    /// What a leader does when it wins `epoch`, in one transaction: claims the database
+    /// ([`LocalDb::claim_epoch`]) and puts back in the queue the entries left in flight. When
+    /// another epoch held the database before (a new leader after another one, or after this
+    /// process restarted under a new epoch), they are held until `hold_until_ms`
+    /// ([`LocalDb::reset_in_flight_held`]): the previous leader's requests may still land. The
+    /// same epoch again (an always-leader election after a restart) re-queues them at once.
+    /// Returns how many were re-queued.
+    pub fn take_over(
+        &self,
+        txn: &mut dyn WriteTxn,
+        epoch: u64,
+        hold_until_ms: u64,
+    ) -> Result<usize> {
+        let previous = match txn.get(layout::META, layout::META_EPOCH)? {
+            Some(bytes) => Some(read_u64(&bytes)?),
+            None => None,
+        };
+        self.claim_epoch(txn, epoch)?;
+        let hold = previous
+            .is_some_and(|p| p != epoch)
+            .then_some(hold_until_ms);
+        self.reset_in_flight_held(txn, hold)
     }
 
     /// Refuses a sync write made under `epoch` when a newer leader has claimed the database

@@ -12,6 +12,11 @@ use crate::store::{ReadTxn, WriteTxn};
 use super::layout::{self, seq_bytes};
 use super::{LocalDb, now_ms, read_u64};
 
+/// The `last_error` of an entry a new leader holds back because the previous leader left it
+/// in flight (see [`LocalDb::reset_in_flight_held`]).
+pub const TAKEOVER_HOLD_NOTE: &str = "held after a leader change until the previous leader's \
+                                      request for it can no longer reach the server";
+
 /// Cheap figures about one table's outbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -615,7 +620,8 @@ impl LocalDb {
     }
 
     /// Makes every waiting entry due now (e.g. when the network comes back, entries in backoff
-    /// need not wait out their delay). Returns how many changed. Reads only the entries in
+    /// need not wait out their delay), except entries held after a leader change
+    /// ([`LocalDb::reset_in_flight_held`]). Returns how many changed. Reads only the entries in
     /// backoff.
     pub fn make_due(&self, txn: &mut dyn WriteTxn, now_ms: u64) -> Result<usize> {
         let mut changed = 0;
@@ -624,6 +630,10 @@ impl LocalDb {
                 continue;
             }
             let before = self.entry_or_err(&*txn, layout::seq_from_suffix(&k)?)?;
+            if before.last_error.as_deref() == Some(TAKEOVER_HOLD_NOTE) {
+                // Not a backoff: a previous leader's request for it may still land.
+                continue;
+            }
             let mut entry = before.clone();
             entry.next_attempt_at_ms = 0;
             self.update_entry(txn, &before, &entry)?;
@@ -656,6 +666,20 @@ impl LocalDb {
     /// queue (still sealed: they may have reached the server, so they keep their idempotency
     /// key and are never coalesced). Returns how many were reset. Costs O(entries in flight).
     pub fn reset_in_flight(&self, txn: &mut dyn WriteTxn) -> Result<usize> {
+        self.reset_in_flight_held(txn, None)
+    }
+
+    /// [`LocalDb::reset_in_flight`] for a new leader: with `Some(hold_until_ms)`, the entries
+    /// a previous leader left in flight are also not sent before `hold_until_ms` (their
+    /// `last_error` says why: [`TAKEOVER_HOLD_NOTE`]), because the previous leader's request
+    /// may still be inside the server and land after a newer edit of the same record. The
+    /// record's later entries wait behind its head as always; other records are not held.
+    /// [`LocalDb::make_due`] leaves such a hold in place.
+    pub fn reset_in_flight_held(
+        &self,
+        txn: &mut dyn WriteTxn,
+        hold_until_ms: Option<u64>,
+    ) -> Result<usize> {
         if txn.get(layout::META, layout::META_STATE_INDEXES)?.is_none() {
             self.rebuild_state_indexes(txn)?;
         }
@@ -664,6 +688,10 @@ impl LocalDb {
             let before = self.entry_or_err(&*txn, layout::seq_from_suffix(&k)?)?;
             let mut entry = before.clone();
             entry.in_flight = false;
+            if let Some(until) = hold_until_ms {
+                entry.next_attempt_at_ms = entry.next_attempt_at_ms.max(until);
+                entry.last_error = Some(TAKEOVER_HOLD_NOTE.to_owned());
+            }
             self.update_entry(txn, &before, &entry)?;
             reset += 1;
         }
@@ -749,4 +777,129 @@ impl EntryState {
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::internal(format!("corrupt outbox entry in store: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::hlc::HybridClock;
+    use crate::local::test_txn::MapTxn;
+    use crate::local::{Schema, WriteOp};
+
+    fn db() -> LocalDb {
+        let schema =
+            Schema::new([crate::TableSpec::new("posts")]).unwrap_or_else(|e| panic!("{e}"));
+        LocalDb::new(schema, Arc::new(HybridClock::new()))
+    }
+
+    fn put(db: &LocalDb, txn: &mut MapTxn, id: &str, title: &str) {
+        db.apply_local(
+            txn,
+            &[WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": id, "title": title}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn ready_keys(db: &LocalDb, txn: &MapTxn, now: u64) -> Vec<(String, String)> {
+        db.ready_heads(txn, now, 100, &HashSet::new(), &HashSet::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|e| {
+                let title = e.record.as_ref().and_then(|r| r.get("title")).cloned();
+                (
+                    e.key.to_string(),
+                    title.map(|t| t.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_change_of_epoch_holds_what_was_left_in_flight() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        put(&db, &mut txn, "a", "a1");
+        let in_flight = |db: &LocalDb, txn: &mut MapTxn| {
+            let head = db.ready_heads(&*txn, u64::MAX, 1, &HashSet::new(), &HashSet::new());
+            let seq = head.unwrap_or_else(|e| panic!("{e}"))[0].seq;
+            db.mark_in_flight(txn, seq)
+                .unwrap_or_else(|e| panic!("{e}"));
+            seq
+        };
+        let due = |db: &LocalDb, txn: &MapTxn, seq| {
+            db.entry(txn, seq)
+                .ok()
+                .flatten()
+                .map(|e| e.next_attempt_at_ms)
+        };
+        // The first claim, and the same epoch again (an always-leader election restarting):
+        // re-queued at once.
+        let seq = in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(0));
+        in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(0));
+        // A new epoch after another one: held.
+        in_flight(&db, &mut txn);
+        assert_eq!(db.take_over(&mut txn, 2, 5_000).ok(), Some(1));
+        assert_eq!(due(&db, &txn, seq), Some(5_000));
+        // A deposed leader's claim is refused and changes nothing.
+        assert!(db.take_over(&mut txn, 1, 9_000).is_err());
+        assert_eq!(due(&db, &txn, seq), Some(5_000));
+    }
+
+    #[test]
+    fn a_new_leader_holds_the_records_left_in_flight_and_everything_queued_behind_them() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        put(&db, &mut txn, "a", "a1");
+        put(&db, &mut txn, "b", "b1");
+        // The previous leader sent a's head; a newer edit of a queues behind it.
+        let head = db.ready_heads(&txn, 1, 1, &HashSet::new(), &HashSet::new());
+        let seq = head.unwrap_or_else(|e| panic!("{e}"))[0].seq;
+        db.mark_in_flight(&mut txn, seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        put(&db, &mut txn, "a", "a2");
+
+        let now = 1_000;
+        let reset = db.reset_in_flight_held(&mut txn, Some(now + 30_000));
+        assert_eq!(reset.ok(), Some(1));
+        // b goes at once; a (head and the edit behind it) waits out the hold.
+        assert_eq!(
+            ready_keys(&db, &txn, now),
+            vec![("b".into(), "\"b1\"".into())]
+        );
+        let held = db.entry(&txn, seq).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(held.as_ref().map(|e| e.in_flight), Some(false));
+        assert_eq!(
+            held.as_ref().and_then(|e| e.last_error.as_deref()),
+            Some(TAKEOVER_HOLD_NOTE)
+        );
+        // Coming back online does not shorten the hold.
+        assert_eq!(db.make_due(&mut txn, now).ok(), Some(0));
+        assert_eq!(ready_keys(&db, &txn, now).len(), 1);
+        // Once it is over, a's head goes first (still sealed: same entry).
+        let after = ready_keys(&db, &txn, now + 30_000);
+        assert!(after.contains(&("a".into(), "\"a1\"".into())), "{after:?}");
+        assert!(!after.iter().any(|(_, t)| t == "\"a2\""), "{after:?}");
+        // A reset without a hold (a restart) leaves the retry time as it was.
+        db.mark_in_flight(&mut txn, seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(db.reset_in_flight(&mut txn).ok(), Some(1));
+        let due = db
+            .entry(&txn, seq)
+            .ok()
+            .flatten()
+            .map(|e| e.next_attempt_at_ms);
+        assert_eq!(due, Some(now + 30_000));
+    }
 }
