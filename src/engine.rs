@@ -543,6 +543,7 @@ impl Engine {
             epoch: state.epoch(),
             syncing: state.syncing.load(Ordering::SeqCst),
             auth_required: state.auth_required.load(Ordering::SeqCst),
+            upgrade_required: state.upgrade_required.load(Ordering::SeqCst),
             last_successful_sync_ms: (last > 0).then_some(last),
             last_error: state.last_error(),
             queue_depth: depth,
@@ -617,6 +618,16 @@ impl Engine {
                     !status.auth_required,
                     if status.auth_required {
                         "auth required".into()
+                    } else {
+                        "ok".into()
+                    },
+                    false,
+                );
+                check(
+                    "client_version",
+                    !status.upgrade_required,
+                    if status.upgrade_required {
+                        "upgrade required: the server refuses this version (426)".into()
                     } else {
                         "ok".into()
                     },

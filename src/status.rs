@@ -27,6 +27,8 @@ pub struct Status {
     pub syncing: bool,
     /// Pushing waits for new credentials.
     pub auth_required: bool,
+    /// The server said this client is too old (HTTP 426): pushing waits for an upgrade.
+    pub upgrade_required: bool,
     /// Wall-clock ms of the last successful cycle.
     pub last_successful_sync_ms: Option<u64>,
     /// The last cycle's error, if it failed.
@@ -94,6 +96,7 @@ pub struct PendingEntry {
 pub(crate) struct EngineView {
     online: bool,
     auth_required: bool,
+    upgrade_required: bool,
     paused: bool,
     paused_tables: std::collections::HashSet<String>,
 }
@@ -103,6 +106,7 @@ impl EngineView {
         EngineView {
             online: state.online.load(Ordering::SeqCst),
             auth_required: state.auth_required.load(Ordering::SeqCst),
+            upgrade_required: state.upgrade_required.load(Ordering::SeqCst),
             paused: state.paused.load(Ordering::SeqCst),
             paused_tables: state.paused_tables(),
         }
@@ -122,6 +126,7 @@ impl EngineView {
                 format!("offline: waits for the server{}", last_error())
             }
             EntryState::Ready if self.auth_required => "paused: auth".into(),
+            EntryState::Ready if self.upgrade_required => "paused: upgrade required".into(),
             EntryState::Ready if self.paused => "paused: sync is paused".into(),
             EntryState::Ready if self.paused_tables.contains(&entry.table) => {
                 "paused: table".into()

@@ -325,3 +325,54 @@ async fn malformed_pulled_records_are_quarantined_and_the_rest_applies() {
     // The engine runs on: the next sync succeeds and the checkpoint moved past the bad item.
     assert_eq!(engine.sync().await.unwrap().applied, 0);
 }
+
+#[tokio::test]
+async fn a_426_pauses_pushing_without_loss_until_a_newer_version_runs() {
+    let server = ReferenceServer::start().await;
+    let store = tidesync::MemoryStore::new();
+    let old_version = engine_with(&server, settings(), |b| b.store(store.clone()));
+    let posts = old_version.table::<Value>("posts").unwrap();
+    for id in ["u1", "u2"] {
+        posts.put(&json!({"id": id})).await.unwrap();
+    }
+    server.set_faults(
+        Faults::none()
+            .filter(FaultFilter::writes())
+            .errors(1.0, 426, None),
+    );
+    let mut events = old_version.events();
+    let err = old_version.push().await.unwrap_err();
+    assert_eq!(err.kind(), tidesync::ErrorKind::UpgradeRequired, "{err}");
+    expect_event(&mut events, 5, "upgrade required", |e| {
+        matches!(e, SyncEvent::UpgradeRequired { .. })
+    })
+    .await;
+    let status = old_version.status().unwrap();
+    assert!(status.upgrade_required, "{status:?}");
+    assert!(old_version.dead_letters(None).unwrap().is_empty());
+    let queued = old_version.outbox(None, 10).unwrap();
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|e| e.failures == 0), "{queued:?}");
+    // Paused: further pushes send nothing.
+    let writes_before = server.request_log().iter().filter(|r| r.is_write()).count();
+    let _ = old_version.push().await;
+    let writes_after = server.request_log().iter().filter(|r| r.is_write()).count();
+    assert_eq!(writes_before, writes_after, "nothing is sent while paused");
+    let health = old_version.health().await;
+    assert!(
+        health
+            .checks
+            .iter()
+            .any(|c| c.name == "client_version" && !c.ok),
+        "{health:?}"
+    );
+    old_version.shutdown();
+
+    // The upgraded application (a new engine on the same store) pushes what waited.
+    server.clear_faults();
+    let new_version = engine_with(&server, settings(), |b| b.store(store.clone()));
+    new_version.push().await.unwrap();
+    assert!(new_version.outbox(None, 10).unwrap().is_empty());
+    assert_eq!(server.records("posts").len(), 2);
+    new_version.shutdown();
+}

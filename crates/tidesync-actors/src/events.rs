@@ -65,6 +65,8 @@ pub struct Remaining {
     pub offline: bool,
     /// Pushing waits for new credentials.
     pub paused_for_auth: bool,
+    /// The server said this client is too old (426): pushing waits for an upgrade.
+    pub paused_for_upgrade: bool,
     /// Tables the application paused.
     pub paused_tables: Vec<String>,
     /// Tables whose pull stopped at the page budget (`max_pages`) with more on the server.
@@ -84,6 +86,7 @@ impl Remaining {
         self.outbox.total == 0
             && !self.offline
             && !self.paused_for_auth
+            && !self.paused_for_upgrade
             && self.pulls_cut_at_budget.is_empty()
             && self.pulls_deferred.is_empty()
             && self.pulls_failed.is_empty()
@@ -109,7 +112,14 @@ impl Remaining {
                     .into(),
             );
         }
-        if o.ready > 0 && !self.offline && !self.paused_for_auth {
+        if self.paused_for_upgrade {
+            lines.push(
+                "paused: upgrade required: the server says this version is too old (426); \
+                 nothing is lost, pushing resumes once a newer version runs"
+                    .into(),
+            );
+        }
+        if o.ready > 0 && !self.offline && !self.paused_for_auth && !self.paused_for_upgrade {
             lines.push(format!(
                 "{} ready to send",
                 plural(o.ready, "entry", "entries")
@@ -336,6 +346,12 @@ pub enum SyncEvent {
         from: Key,
         /// The server's key.
         to: Key,
+    },
+    /// The server says this client is too old (HTTP 426): pushing is paused until a newer
+    /// version of the application runs; nothing is dead-lettered.
+    UpgradeRequired {
+        /// The table whose request was refused.
+        table: String,
     },
     /// The server refused our credentials; pushing is paused until new ones are supplied.
     AuthRequired {

@@ -250,6 +250,7 @@ impl PushCycle {
         loop {
             let can_push = sh.state.leader.load(Ordering::SeqCst)
                 && !sh.state.auth_required.load(Ordering::SeqCst)
+                && !sh.state.upgrade_required.load(Ordering::SeqCst)
                 && !st.circuit.is_open()
                 && !st.finishing;
             if !can_push {
@@ -559,6 +560,22 @@ impl PushCycle {
                     .first_error
                     .get_or_insert((ErrorKind::Auth, message.clone()));
                 // Nothing is dead-lettered: the entry waits for new credentials.
+                Answer::Settle(Settle::Retry {
+                    entry,
+                    at_ms: 0,
+                    message,
+                    charged: false,
+                })
+            }
+            Verdict::PauseForUpgrade => {
+                telemetry::push_outcome(&table, "upgrade_required");
+                if !sh.state.upgrade_required.swap(true, Ordering::SeqCst) {
+                    tracing::error!(table = %table, error = %err, "the server says this client is too old: pushing pauses until a newer version runs");
+                    sh.events.emit(SyncEvent::UpgradeRequired { table });
+                }
+                report
+                    .first_error
+                    .get_or_insert((ErrorKind::UpgradeRequired, message.clone()));
                 Answer::Settle(Settle::Retry {
                     entry,
                     at_ms: 0,

@@ -745,6 +745,13 @@ async fn cycle(
                 }
                 Ok(Err(err)) => {
                     remaining.pulls_failed.push(table.clone());
+                    if err.kind() == ErrorKind::UpgradeRequired
+                        && !sh.state.upgrade_required.swap(true, Ordering::SeqCst)
+                    {
+                        sh.events.emit(SyncEvent::UpgradeRequired {
+                            table: table.clone(),
+                        });
+                    }
                     sh.events.emit(SyncEvent::PullFailed {
                         table: table.clone(),
                         error: err.to_string(),
@@ -770,6 +777,7 @@ async fn cycle(
     // What remains, and why: the honest outcome of the cycle.
     remaining.offline = network_down;
     remaining.paused_for_auth = sh.state.auth_required.load(Ordering::SeqCst);
+    remaining.paused_for_upgrade = sh.state.upgrade_required.load(Ordering::SeqCst);
     remaining.paused_tables = sh.state.paused_tables().into_iter().collect();
     remaining.paused_tables.sort();
     let mut failed_still_queued = false;
@@ -787,7 +795,10 @@ async fn cycle(
     // A retryable push failure that the same cycle settled (a later retry or the pull's
     // echo) is not a failure: only one that left entries waiting or the server unreachable.
     if let Some(err) = push_failure {
-        let settled = !network_down && !failed_still_queued && !remaining.paused_for_auth;
+        let settled = !network_down
+            && !failed_still_queued
+            && !remaining.paused_for_auth
+            && !remaining.paused_for_upgrade;
         if !settled {
             failure.get_or_insert(err);
         }

@@ -54,6 +54,9 @@ pub struct EngineState {
     pub syncing: AtomicBool,
     /// Pushing waits for new credentials.
     pub auth_required: AtomicBool,
+    /// The server said this client is too old (426): nothing is pushed until a newer version
+    /// of the application starts.
+    pub upgrade_required: AtomicBool,
     /// The next push should first make entries in backoff due (the network came back).
     pub retry_waiting_now: AtomicBool,
     /// Wall-clock ms of the last successful cycle (0 = never).

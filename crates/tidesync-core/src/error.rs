@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Server,
     /// The server refused our credentials (401, 403).
     Auth,
+    /// The server says this client is too old (426 Upgrade Required): pushing pauses until
+    /// a newer version of the application runs; nothing is dead-lettered.
+    UpgradeRequired,
     /// The server reported a version conflict (409, 412).
     Conflict,
     /// The server rejected the request for good (other 4xx).
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Server => "server",
             ErrorKind::Auth => "auth",
+            ErrorKind::UpgradeRequired => "upgrade_required",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Permanent => "permanent",
             ErrorKind::Decode => "decode",

@@ -6,6 +6,7 @@
 //! | 2xx                                                           | acknowledge             | –                                    |
 //! | 409, 412 (or what a route's rules call a conflict)            | the table's strategy    | no                                   |
 //! | 401, 403                                                      | pause pushing for auth  | no                                   |
+//! | 426 (the client is too old)                                   | pause pushing until an upgrade | no                            |
 //! | never sent: connect refused, DNS, TLS, connect timeout        | server unreachable      | no                                   |
 //! | timeout or reset, while no request of the cycle was answered  | server unreachable      | no                                   |
 //! | timeout or reset, while the server answers other requests     | retry later             | yes                                  |
@@ -39,6 +40,9 @@ pub enum Verdict {
     /// The server refused the credentials: pushing pauses until new ones arrive; the entry
     /// waits, uncharged.
     PauseForAuth,
+    /// The server says this client is too old: pushing pauses until a newer version of the
+    /// application runs; the entry waits, uncharged.
+    PauseForUpgrade,
     /// The server could not be reached or did not answer: the entry goes back uncharged and is
     /// not sent again in this cycle. `certain`: the request never left (connect refused, DNS,
     /// TLS), so one such failure is proof enough that the server is unreachable.
@@ -69,6 +73,7 @@ pub fn judge(error: &Error, judging: Judging) -> Verdict {
     match error.kind() {
         ErrorKind::Conflict => Verdict::Conflict,
         ErrorKind::Auth => Verdict::PauseForAuth,
+        ErrorKind::UpgradeRequired => Verdict::PauseForUpgrade,
         ErrorKind::Network | ErrorKind::Timeout if error.was_unsent() => {
             Verdict::Unreachable { certain: true }
         }
@@ -102,6 +107,10 @@ mod tests {
             let j = judging(0, answering);
             assert_eq!(judge(&err(ErrorKind::Conflict), j), Verdict::Conflict);
             assert_eq!(judge(&err(ErrorKind::Auth), j), Verdict::PauseForAuth);
+            assert_eq!(
+                judge(&err(ErrorKind::UpgradeRequired), j),
+                Verdict::PauseForUpgrade
+            );
         }
     }
 

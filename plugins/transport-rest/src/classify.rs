@@ -8,6 +8,7 @@
 //! | 408, 425, 5xx                                  | `Server`      | yes       |
 //! | 429                                            | `RateLimited` | yes       |
 //! | 401, 403 (after the auth provider's refreshes) | `Auth`        | no        |
+//! | 426 (this client is too old)                   | `UpgradeRequired` | no    |
 //! | 409, 412                                       | `Conflict`    | no        |
 //! | any other status outside 2xx                   | `Permanent`   | no        |
 //! | 2xx whose body does not decode or lacks the key, or is too large | `Decode` | no |
@@ -25,6 +26,7 @@ pub fn kind_for_status(status: u16) -> ErrorKind {
         408 | 425 | 500..=599 => ErrorKind::Server,
         429 => ErrorKind::RateLimited,
         401 | 403 => ErrorKind::Auth,
+        426 => ErrorKind::UpgradeRequired,
         409 | 412 => ErrorKind::Conflict,
         _ => ErrorKind::Permanent,
     }

@@ -159,6 +159,10 @@ impl Progress {
                 "the server refused the credentials (table {table}); pushing is paused"
             )),
             SyncEvent::Offline => self.say("the server is unreachable".into()),
+            SyncEvent::UpgradeRequired { table } => self.say(format!(
+                "the server says this version is too old (HTTP 426, table {table}); pushing is \
+                 paused and nothing is lost: upgrade the application"
+            )),
             SyncEvent::SyncFailed { report, .. } => self.failed_report = Some((**report).clone()),
             _ => {}
         }
