@@ -26,12 +26,14 @@
 //! store plugins ([`RedbStore`], [`MemoryStore`]).
 
 mod batch;
+mod bulk;
 mod engine;
 mod status;
 mod table;
 mod watch;
 
 pub use batch::Batch;
+pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
 pub use engine::{Engine, EngineBuilder};
 pub use status::{Health, HealthCheck, HealthStatus, Status};
 pub use table::Table;
@@ -39,7 +41,7 @@ pub use watch::{EventItem, Events, Watch, WatchEvent};
 
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
-pub use tidesync_core::local::{Change, IndexRange, Origin, OutboxStats};
+pub use tidesync_core::local::{AppliedPage, Change, IndexRange, Origin, OutboxStats};
 pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{
     Conflict, ConflictStrategy, DetectedBy, Error, ErrorKind, InProcessLeader, Key, KeyKind,

@@ -8,6 +8,7 @@
 
 pub mod layout;
 mod outbox_ops;
+mod quarantine_ops;
 mod staged;
 mod sync_ops;
 #[cfg(test)]
