@@ -43,6 +43,8 @@ pub struct StatusReport {
     pub dead_letters: u64,
     /// Conflicts parked for a decision.
     pub parked_conflicts: u64,
+    /// Pulled items that could not be applied (see `tidesync quarantine list`).
+    pub quarantined: u64,
     /// Per table.
     pub tables: Vec<TableStatus>,
 }
@@ -81,6 +83,7 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         oldest_pending_age_ms: status.oldest_pending_age_ms,
         dead_letters: status.dead_letters,
         parked_conflicts: status.parked_conflicts,
+        quarantined: status.quarantined,
         tables,
     };
     if ctx.out.json {
@@ -115,6 +118,15 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         report.parked_conflicts,
         if report.parked_conflicts > 0 {
             "  (tidesync conflicts list)"
+        } else {
+            ""
+        }
+    ));
+    out.line(format!(
+        "quarantined:      {}{}",
+        report.quarantined,
+        if report.quarantined > 0 {
+            "  (tidesync quarantine list)"
         } else {
             ""
         }
