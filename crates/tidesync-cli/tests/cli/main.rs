@@ -2,6 +2,7 @@
 //! temp redb stores.
 
 mod bulk;
+mod check_rules;
 mod config;
 mod conflicts;
 mod daemon;
