@@ -19,7 +19,7 @@ pub enum Exit {
     Usage,
     /// 3: the store is locked by another process (normally a running `tidesync run`).
     Locked,
-    /// 4: not found (record, dead letter, parked conflict).
+    /// 4: not found (record, dead letter, parked conflict, quarantined item).
     NotFound,
 }
 
@@ -43,7 +43,7 @@ Exit codes:
   1  the sync cycle or the operation failed (server error, network, rejected write)
   2  usage or configuration error (bad arguments, invalid config, bad JSON input)
   3  the store is locked by another process (a running `tidesync run`)
-  4  not found (record, dead letter, parked conflict)";
+  4  not found (record, dead letter, parked conflict, quarantined item)";
 
 /// A command's failure: what to print and which exit code to use.
 #[derive(Debug)]
