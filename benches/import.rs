@@ -46,7 +46,7 @@ fn record_1k(i: usize) -> Value {
         "id": format!("rec-{i:08}"),
         "title": format!("title {i}"),
         "author": format!("author-{}", i % 97),
-        "published": i % 3 == 0,
+        "published": i.is_multiple_of(3),
         "score": i as f64 / 7.0,
         "tags": ["alpha", "beta", format!("t{}", i % 13)],
         "body": "lorem ipsum dolor sit amet ".repeat(34),
@@ -222,7 +222,7 @@ fn main() {
     for run in 0..runs {
         let dir = tempfile::tempdir_in(work.path()).expect("run dir");
         let copy = records.clone();
-        let (r, t) = if run % 2 == 0 {
+        let (r, t) = if run.is_multiple_of(2) {
             let r = raw_import(dir.path(), &records);
             (r, table_import(dir.path(), copy))
         } else {

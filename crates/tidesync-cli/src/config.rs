@@ -1068,66 +1068,6 @@ fn valid_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(text: &str) -> Vec<Diagnostic> {
-        check_source(Path::new("t.toml"), text.to_owned()).1
-    }
-
-    #[test]
-    fn line_col_counts_lines_and_characters() {
-        let text = "a = 1\nbé = 2\n";
-        assert_eq!(line_col(text, 0), (1, 1));
-        assert_eq!(line_col(text, 6), (2, 1));
-        assert_eq!(line_col(text, 9), (2, 3)); // after "bé" (é is two bytes)
-        assert_eq!(line_col(text, 8), (2, 2)); // inside é: clamped
-        assert_eq!(line_col(text, 999), (3, 1));
-    }
-
-    #[test]
-    fn syntax_errors_have_a_position() {
-        let diags = check("[store]\npath = \"a.redb\"\n[sync\n");
-        assert!(!diags.is_empty());
-        assert_eq!(diags[0].line, Some(3), "{diags:?}");
-        assert!(diags[0].message.contains("TOML syntax error"), "{diags:?}");
-    }
-
-    #[test]
-    fn unknown_fields_are_located() {
-        let diags =
-            check("[store]\npath = \"a.redb\"\n\n[server]\nbase_url = \"http://x\"\ntimeout = 3\n");
-        assert_eq!(diags.len(), 1, "{diags:?}");
-        assert_eq!((diags[0].line, diags[0].column), (Some(6), Some(1)));
-        assert!(diags[0].message.contains("unknown field `timeout`"));
-    }
-
-    #[test]
-    fn semantic_errors_name_table_and_position() {
-        let text = "[store]\npath = \"a.redb\"\n\n[[tables]]\nname = \"posts\"\npush = false\npull = false\n\n[conflicts]\nposts = { strategy = \"lww\" }\nnotes = { strategy = \"server_wins\" }\n";
-        let diags = check(text);
-        let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
-        assert_eq!(errors.len(), 2, "{diags:?}");
-        let notes = errors.iter().find(|d| d.table.as_deref() == Some("notes"));
-        assert_eq!(notes.map(|d| d.line), Some(Some(11)), "{errors:?}");
-        let lww = errors.iter().find(|d| d.table.as_deref() == Some("posts"));
-        let lww = lww.map(|d| (d.line, d.message.clone()));
-        assert_eq!(lww.as_ref().map(|l| l.0), Some(Some(10)));
-        let message = lww.map(|l| l.1).unwrap_or_default();
-        assert!(
-            message.contains("server_wins, client_wins, last_write_wins, park, field_merge"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn sample_config_is_valid() {
-        let diags = check(crate::commands::init::SAMPLE_CONFIG);
-        assert!(diags.is_empty(), "{diags:#?}");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Likely mistakes that parse and validate (warnings and errors with the fix)
 
@@ -1360,5 +1300,65 @@ fn lint(
             )),
             &segs,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<Diagnostic> {
+        check_source(Path::new("t.toml"), text.to_owned()).1
+    }
+
+    #[test]
+    fn line_col_counts_lines_and_characters() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, 9), (2, 3)); // after "bé" (é is two bytes)
+        assert_eq!(line_col(text, 8), (2, 2)); // inside é: clamped
+        assert_eq!(line_col(text, 999), (3, 1));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let diags = check("[store]\npath = \"a.redb\"\n[sync\n");
+        assert!(!diags.is_empty());
+        assert_eq!(diags[0].line, Some(3), "{diags:?}");
+        assert!(diags[0].message.contains("TOML syntax error"), "{diags:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_located() {
+        let diags =
+            check("[store]\npath = \"a.redb\"\n\n[server]\nbase_url = \"http://x\"\ntimeout = 3\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!((diags[0].line, diags[0].column), (Some(6), Some(1)));
+        assert!(diags[0].message.contains("unknown field `timeout`"));
+    }
+
+    #[test]
+    fn semantic_errors_name_table_and_position() {
+        let text = "[store]\npath = \"a.redb\"\n\n[[tables]]\nname = \"posts\"\npush = false\npull = false\n\n[conflicts]\nposts = { strategy = \"lww\" }\nnotes = { strategy = \"server_wins\" }\n";
+        let diags = check(text);
+        let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 2, "{diags:?}");
+        let notes = errors.iter().find(|d| d.table.as_deref() == Some("notes"));
+        assert_eq!(notes.map(|d| d.line), Some(Some(11)), "{errors:?}");
+        let lww = errors.iter().find(|d| d.table.as_deref() == Some("posts"));
+        let lww = lww.map(|d| (d.line, d.message.clone()));
+        assert_eq!(lww.as_ref().map(|l| l.0), Some(Some(10)));
+        let message = lww.map(|l| l.1).unwrap_or_default();
+        assert!(
+            message.contains("server_wins, client_wins, last_write_wins, park, field_merge"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sample_config_is_valid() {
+        let diags = check(crate::commands::init::SAMPLE_CONFIG);
+        assert!(diags.is_empty(), "{diags:#?}");
     }
 }

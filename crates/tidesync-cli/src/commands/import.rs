@@ -112,10 +112,10 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
              that seed data is never queued for the server",
             spec.name
         ))
-        .hint(format!(
+        .hint(
             "declare the table with push = false (local only: push = false, pull = false), \
-             or drop --local-only to import and push the records to the server"
-        )));
+             or drop --local-only to import and push the records to the server",
+        ));
     }
     let input: Box<dyn Read + Send> = if args.file == "-" {
         Box::new(std::io::stdin())
