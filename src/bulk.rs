@@ -10,8 +10,12 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use tidesync_actors::Write;
-use tidesync_core::local::{Change, Staged, WriteOp};
+use tidesync_core::ReadTxn;
+use tidesync_core::local::{Change, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, TableSpec};
 
@@ -168,21 +172,59 @@ pub(crate) struct Applied {
     pub(crate) refused: Vec<(usize, Error)>,
 }
 
-/// The write job of one batch: every op in its own sub-transaction, so a refused op is left
-/// out alone; the accepted ones commit together in the job's transaction.
-pub(crate) fn job(ops: Vec<WriteOp>) -> Write<Applied> {
+/// The ops of one batch, shared with its write job so that they come back if the fast path
+/// has to give up (see [`job`]).
+pub(crate) type Slot = Arc<Mutex<Option<Vec<WriteOp>>>>;
+
+/// The write job of one batch.
+///
+/// Fast path (`isolate = false`): every refusal that can be known before writing (an existing
+/// key for `Insert`, a missing record for `Merge`, a non-scalar indexed value) is found with
+/// reads first, and the accepted ops then run straight on the transaction. If an op still
+/// fails (something the checks did not foresee), the job fails as a whole (its transaction is
+/// dropped: nothing of the batch is written) and puts the ops back in `slot`, for the caller
+/// to run them again with `isolate = true`: every op in its own sub-transaction, so a refused
+/// op is left out alone.
+pub(crate) fn job(spec: TableSpec, mode: BulkMode, slot: Slot, isolate: bool) -> Write<Applied> {
     Write::new(move |db, txn| {
+        let ops = slot
+            .lock()
+            .map_err(|_| Error::internal("bulk write slot poisoned"))?
+            .take()
+            .ok_or_else(|| Error::internal("bulk write ran twice"))?;
         let mut changes: Vec<Change> = Vec::with_capacity(ops.len());
         let mut refused = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            let mut staged = Staged::new(&mut *txn);
-            match db.apply_local(&mut staged, std::slice::from_ref(op)) {
-                Ok(done) => {
-                    staged.apply()?;
-                    changes.extend(done);
+        if isolate {
+            for (i, op) in ops.iter().enumerate() {
+                let mut staged = Staged::new(&mut *txn);
+                match db.apply_local(&mut staged, std::slice::from_ref(op)) {
+                    Ok(done) => {
+                        staged.apply()?;
+                        changes.extend(done);
+                    }
+                    Err(err) if is_record_error(&err) => refused.push((i, err)),
+                    Err(err) => return Err(err),
                 }
-                Err(err) if is_record_error(&err) => refused.push((i, err)),
-                Err(err) => return Err(err),
+            }
+        } else {
+            refused = precheck(&spec, mode, &*txn, &ops)?;
+            let mut skip = refused.iter().map(|(i, _)| *i).peekable();
+            for (i, op) in ops.iter().enumerate() {
+                if skip.peek() == Some(&i) {
+                    skip.next();
+                    continue;
+                }
+                match db.apply_local(&mut *txn, std::slice::from_ref(op)) {
+                    Ok(done) => changes.extend(done),
+                    Err(err) => {
+                        if is_record_error(&err)
+                            && let Ok(mut back) = slot.lock()
+                        {
+                            *back = Some(ops);
+                        }
+                        return Err(err);
+                    }
+                }
             }
         }
         let applied = Applied {
@@ -191,6 +233,66 @@ pub(crate) fn job(ops: Vec<WriteOp>) -> Write<Applied> {
         };
         Ok((applied, changes))
     })
+}
+
+/// The refusals of a batch that reads can tell before anything is written, in op order.
+fn precheck(
+    spec: &TableSpec,
+    mode: BulkMode,
+    txn: &dyn ReadTxn,
+    ops: &[WriteOp],
+) -> tidesync_core::Result<Vec<(usize, Error)>> {
+    let records = layout::records(&spec.name);
+    let mut inserted: HashSet<Vec<u8>> = HashSet::new();
+    let mut refused = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (key, fields) = match op {
+            WriteOp::Put { record, .. } | WriteOp::Insert { record, .. } => {
+                let key = record
+                    .as_object()
+                    .and_then(|r| spec.key_of(r).ok().flatten());
+                (key, record)
+            }
+            WriteOp::Update { key, patch, .. } => (Some(key.clone()), patch),
+            WriteOp::Delete { .. } => continue,
+        };
+        let Some(key) = key else { continue };
+        // A merge patch only changes the indexed fields it names (null removes: fine).
+        let unstorable = spec.indexes.iter().find_map(|field| {
+            let value = fields.get(field)?;
+            layout::index_value(value).err().map(|got| {
+                Error::invalid(format!(
+                    "an indexed field must be null, a boolean, a number or a string, got {got}"
+                ))
+                .table(spec.name.clone())
+                .key(&key)
+                .field(field.clone())
+            })
+        });
+        let encoded = key.encode();
+        let refusal = match (unstorable, mode) {
+            (Some(err), _) => Some(err),
+            (None, BulkMode::Insert)
+                if !inserted.insert(encoded.clone()) || txn.get(&records, &encoded)?.is_some() =>
+            {
+                Some(
+                    Error::new(ErrorKind::AlreadyExists, "record already exists")
+                        .table(spec.name.clone())
+                        .key(&key),
+                )
+            }
+            (None, BulkMode::Merge) if txn.get(&records, &encoded)?.is_none() => Some(
+                Error::new(ErrorKind::NotFound, "no such record")
+                    .table(spec.name.clone())
+                    .key(&key),
+            ),
+            (None, _) => None,
+        };
+        if let Some(err) = refusal {
+            refused.push((i, err));
+        }
+    }
+    Ok(refused)
 }
 
 /// Errors about one record (the rest of its batch can commit); anything else (the store

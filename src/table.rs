@@ -259,12 +259,22 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             }
         }
         if !ops.is_empty() {
-            let applied = self
-                .engine
-                .writer()
-                .send(bulk::job(ops))
-                .await
-                .map_err(|_| Error::new(ErrorKind::Closed, "the engine is stopped"))??;
+            let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
+            let send = |isolate: bool| {
+                self.engine
+                    .writer()
+                    .send(bulk::job(spec.clone(), mode, slot.clone(), isolate))
+            };
+            let closed = |_| Error::new(ErrorKind::Closed, "the engine is stopped");
+            let applied = match send(false).await.map_err(closed)? {
+                Ok(applied) => applied,
+                // The fast path met a refusal its checks did not foresee and wrote nothing:
+                // again, each record in its own sub-transaction.
+                Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => {
+                    send(true).await.map_err(closed)??
+                }
+                Err(err) => return Err(err),
+            };
             result.written = sent.len() - applied.refused.len();
             result.changed = applied.changed;
             for (i, error) in applied.refused {

@@ -127,3 +127,36 @@ async fn bulk_write_batches_in_order_and_merge_patches_existing_records() {
     assert_eq!(json.get("d24").await.unwrap().unwrap()["text"], "changed");
     assert!(json.get("zz").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_refusal_only_the_write_itself_finds_still_leaves_the_rest_of_the_batch() {
+    // Too big to store: found only when the record is encoded, after the pre-write checks; the
+    // batch runs again record by record and commits the others.
+    let engine = memory_engine();
+    let posts = engine.table::<Value>("posts").unwrap();
+    let huge = "x".repeat(tidesync::core::local::MAX_RECORD_BYTES);
+    let result = posts
+        .write_batch(
+            vec![
+                json!({"id": "a"}),
+                json!({"id": "huge", "body": huge}),
+                json!({"id": "b"}),
+            ],
+            BulkMode::Upsert,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.written, 2);
+    assert_eq!(result.rejected.len(), 1);
+    assert_eq!(result.rejected[0].index, 1);
+    assert!(
+        result.rejected[0]
+            .error
+            .to_string()
+            .contains("byte limit (table `posts`, key `huge`)"),
+        "{}",
+        result.rejected[0].error
+    );
+    assert_eq!(posts.count().await.unwrap(), 2);
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 2);
+}
