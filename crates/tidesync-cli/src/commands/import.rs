@@ -125,7 +125,8 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
         })?)
     };
     let mut reader = BufReader::with_capacity(256 * 1024, input);
-    let array = first_byte(&mut reader)? == Some(b'[');
+    let (first, skipped_lines) = first_byte(&mut reader)?;
+    let array = first == Some(b'[');
     // A few batches in flight between the parser and the writer, no more.
     let (tx, mut rx) = mpsc::channel::<Parsed>(args.batch_size.saturating_mul(2).max(64));
     let parser = std::thread::Builder::new()
@@ -134,7 +135,7 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
             if array {
                 parse_array(reader, &tx);
             } else {
-                parse_lines(reader, &tx);
+                parse_lines(reader, skipped_lines, &tx);
             }
         })?;
 
@@ -300,20 +301,37 @@ fn print(ctx: &Ctx, report: &ImportReport) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The first non-whitespace byte of the input's first buffer, without consuming anything (so
-/// line numbers stay right). Input that starts with more whitespace than a buffer holds is
-/// read as NDJSON.
-fn first_byte(reader: &mut impl BufRead) -> Result<Option<u8>, CliError> {
-    let buf = reader
-        .fill_buf()
-        .map_err(|e| CliError::msg(Exit::Failed, format!("cannot read the input: {e}")))?;
-    Ok(buf.iter().find(|b| !b.is_ascii_whitespace()).copied())
+/// Skips the input's leading whitespace; returns its first other byte (not consumed) and how
+/// many line breaks were skipped (so NDJSON line numbers stay right).
+fn first_byte(reader: &mut impl BufRead) -> Result<(Option<u8>, usize), CliError> {
+    let mut lines = 0;
+    loop {
+        let buf = reader
+            .fill_buf()
+            .map_err(|e| CliError::msg(Exit::Failed, format!("cannot read the input: {e}")))?;
+        if buf.is_empty() {
+            return Ok((None, lines));
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                let first = buf[i];
+                lines += buf[..i].iter().filter(|b| **b == b'\n').count();
+                reader.consume(i);
+                return Ok((Some(first), lines));
+            }
+            None => {
+                let len = buf.len();
+                lines += buf.iter().filter(|b| **b == b'\n').count();
+                reader.consume(len);
+            }
+        }
+    }
 }
 
 /// NDJSON: one value per non-blank line.
-fn parse_lines(mut reader: impl BufRead, tx: &mpsc::Sender<Parsed>) {
+fn parse_lines(mut reader: impl BufRead, skipped_lines: usize, tx: &mpsc::Sender<Parsed>) {
     let mut line = String::new();
-    let mut number = 0usize;
+    let mut number = skipped_lines;
     loop {
         line.clear();
         match reader.read_line(&mut line) {

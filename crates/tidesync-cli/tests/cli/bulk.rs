@@ -441,3 +441,17 @@ fn quarantined_pulls_are_counted_listed_retried_and_discarded() {
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.stderr.contains("tidesync quarantine list"), "{run:?}");
 }
+
+#[test]
+fn import_line_numbers_count_leading_blank_lines() {
+    let env = Env::new();
+    let run = env.run_with_stdin(
+        &["import", "posts", "--json"],
+        "\n\n   {\"id\": 1}\n{\"id\": \"ok\"}\n",
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["format"], "ndjson");
+    assert_eq!(report["written"], 1);
+    assert_eq!(report["rejected"][0]["line"], 3, "{report}");
+}
