@@ -1,10 +1,12 @@
 //! Quarantined pulled items: counted in `status()` and `health()`, retried, discarded.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
-use tidesync::{ErrorKind, HealthStatus};
+use tidesync::{Engine, ErrorKind, HealthStatus, MemoryStore, Store, TableSpec};
 use tidesync_testkit::server::ReferenceServer;
 
-use crate::support::engine;
+use crate::support::{engine, settings, transport};
 
 #[tokio::test]
 async fn quarantined_items_are_counted_retried_and_discarded() {
@@ -68,4 +70,64 @@ async fn quarantined_items_are_counted_retried_and_discarded() {
         format!("not_found: no quarantined item number {again}")
     );
     engine.shutdown();
+}
+
+#[tokio::test]
+async fn a_retry_after_the_spec_is_fixed_applies_the_record_but_never_over_local_changes() {
+    let server = ReferenceServer::start().await;
+    let bad = json!({"id": "nested", "author": {"name": "x"}});
+    server.insert_direct("posts", bad).unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let start = |posts: TableSpec| {
+        Engine::builder()
+            .shared_store(store.clone())
+            .table(posts)
+            .transport(transport(&server, &["posts"], 2_000))
+            .settings(settings())
+            .start()
+            .unwrap()
+    };
+    // With an index on `author`, the pulled record cannot be stored.
+    let first = start(TableSpec::new("posts").index("author"));
+    first.sync().await.unwrap();
+    let seq = first.quarantined(10).unwrap()[0].seq;
+    first.shutdown();
+
+    // The spec is fixed (no index on `author`), but the record has a local change waiting:
+    // the retry is refused and changes nothing (the item keeps its number).
+    let fixed = start(TableSpec::new("posts"));
+    let posts = fixed.table::<Value>("posts").unwrap();
+    posts
+        .put(&json!({"id": "nested", "author": "local"}))
+        .await
+        .unwrap();
+    let err = fixed.retry_quarantined(seq).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        err.to_string(),
+        "conflict: the record has local changes waiting to be pushed; push them (sync) and \
+         retry (table `posts`, key `nested`)"
+    );
+    assert_eq!(fixed.quarantined(10).unwrap()[0].seq, seq);
+    assert_eq!(
+        posts.get("nested").await.unwrap().unwrap()["author"],
+        "local"
+    );
+
+    // Nothing waiting any more (create + delete coalesce to nothing): the retry applies it.
+    assert!(posts.delete("nested").await.unwrap());
+    assert_eq!(fixed.outbox_stats("posts").unwrap().depth, 0);
+    let applied = fixed.retry_quarantined(seq).await.unwrap();
+    assert!(applied.quarantined.is_empty());
+    assert_eq!(applied.changes.len(), 1);
+    let stored = posts.get("nested").await.unwrap().expect("applied");
+    assert_eq!(
+        stored["author"],
+        json!({"name": "x"}),
+        "the server's version: {stored}"
+    );
+    assert_eq!(fixed.status().unwrap().quarantined, 0);
+    // Applied as a pull: nothing is queued for push.
+    assert_eq!(fixed.outbox_stats("posts").unwrap().depth, 0);
+    fixed.shutdown();
 }
