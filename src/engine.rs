@@ -15,7 +15,7 @@ use tidesync_actors::{
 };
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
-    Change, LocalDb, OutboxStats, OutboxSummary, ParkedConflict, Quarantined, Schema,
+    AppliedPage, Change, LocalDb, OutboxStats, OutboxSummary, ParkedConflict, Quarantined, Schema,
     SchemaChanges, WriteOp,
 };
 use tidesync_core::{
@@ -550,6 +550,7 @@ impl Engine {
             oldest_pending_age_ms: oldest.map(|t| wall_millis().saturating_sub(t)),
             dead_letters: self.inner.db.dead_letter_count(&*read)?,
             parked_conflicts: self.inner.db.parked_conflicts(&*read, None)?.len() as u64,
+            quarantined: self.inner.db.quarantined_count(&*read)?,
             paused_tables,
         })
     }
@@ -649,6 +650,12 @@ impl Engine {
                     format!("{} waiting", status.dead_letters),
                     false,
                 );
+                check(
+                    "quarantine",
+                    status.quarantined == 0,
+                    format!("{} pulled items quarantined", status.quarantined),
+                    false,
+                );
             }
         }
         let state = &self.inner.state;
@@ -727,6 +734,27 @@ impl Engine {
     /// Pulled items that could not be applied (bad key, wrong type …), oldest first.
     pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>> {
         self.inner.db.quarantined(&*self.inner.store.read()?, limit)
+    }
+
+    /// Applies quarantined item `seq` again, as the pulled version it was (e.g. after the
+    /// table's spec was fixed); it leaves the quarantine, and comes back under a new number if
+    /// it is refused again (see the returned [`AppliedPage::quarantined`]). A record with
+    /// local changes waiting to be pushed is refused with [`ErrorKind::Conflict`].
+    pub async fn retry_quarantined(&self, seq: u64) -> Result<AppliedPage> {
+        self.write_job(Write::new(move |db, txn| {
+            let applied = db.retry_quarantined(txn, seq)?;
+            let changes = applied.changes.clone();
+            Ok((applied, changes))
+        }))
+        .await
+    }
+
+    /// Drops quarantined item `seq` for good; returns it.
+    pub async fn discard_quarantined(&self, seq: u64) -> Result<Quarantined> {
+        self.write_job(Write::new(move |db, txn| {
+            Ok((db.discard_quarantined(txn, seq)?, Vec::new()))
+        }))
+        .await
     }
 
     /// Conflicts parked for the application.

@@ -26,12 +26,14 @@
 //! store plugins ([`RedbStore`], [`MemoryStore`]).
 
 mod batch;
+mod bulk;
 mod engine;
 mod status;
 mod table;
 mod watch;
 
 pub use batch::Batch;
+pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
 pub use engine::{Engine, EngineBuilder};
 pub use status::{Health, HealthCheck, HealthStatus, PendingEntry, Status};
 pub use table::Table;
@@ -41,7 +43,7 @@ pub use tidesync_actors::events::Remaining;
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
 pub use tidesync_core::local::{
-    Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges,
+    AppliedPage, Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges,
 };
 pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{

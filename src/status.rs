@@ -41,6 +41,8 @@ pub struct Status {
     pub dead_letters: u64,
     /// Conflicts parked for the application.
     pub parked_conflicts: u64,
+    /// Pulled items that could not be applied, kept in quarantine.
+    pub quarantined: u64,
     /// Tables paused by the application.
     pub paused_tables: Vec<String>,
 }

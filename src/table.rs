@@ -16,6 +16,7 @@ use tidesync_core::local::{Change, IndexRange, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, Record, Result};
 
+use crate::bulk::{self, BatchResult, BulkMode, BulkReport, Rejected};
 use crate::engine::Engine;
 use crate::watch::Watch;
 
@@ -43,6 +44,18 @@ impl<T> Clone for Table<T> {
 impl<T> std::fmt::Debug for Table<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table").field("name", &self.name).finish()
+    }
+}
+
+/// A record as JSON; a `serde_json::Value` is taken as it is (no copy).
+fn into_json<T: Serialize + 'static>(table: &str, value: T) -> Result<Value> {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    match boxed.downcast::<Value>() {
+        Ok(json) => Ok(*json),
+        Err(other) => match other.downcast::<T>() {
+            Ok(value) => to_json(table, &*value),
+            Err(_) => Err(Error::internal("bulk record lost its type").table(table)),
+        },
     }
 }
 
@@ -168,6 +181,114 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
                 .table(self.name.to_string())
                 .key(&key)
         })
+    }
+
+    /// Writes `records` in one transaction: every accepted record and its outbox entry commit
+    /// together, or (if the store fails) none do. A record that cannot be written (not an
+    /// object, a key of the wrong type, an unstorable indexed value, already there for
+    /// [`BulkMode::Insert`], missing for [`BulkMode::Merge`]) is left out and reported in
+    /// [`BatchResult::rejected`] with its position in `records`; the others still commit.
+    /// Records without a key get a UUIDv7 (string-key tables). Returns once durable.
+    pub async fn write_batch(
+        &self,
+        records: impl IntoIterator<Item = T>,
+        mode: BulkMode,
+    ) -> Result<BatchResult>
+    where
+        T: 'static,
+    {
+        self.write_batch_at(0, records, mode).await
+    }
+
+    /// Writes `records` in batches of `batch_size` (one transaction each, see
+    /// [`Table::write_batch`]), in order. Stops at the first batch the store fails to commit
+    /// and returns its error; the batches before it stay committed.
+    pub async fn bulk_write(
+        &self,
+        records: impl IntoIterator<Item = T>,
+        mode: BulkMode,
+        batch_size: usize,
+    ) -> Result<BulkReport>
+    where
+        T: 'static,
+    {
+        let batch_size = batch_size.max(1);
+        let mut report = BulkReport::default();
+        let mut records = records.into_iter().peekable();
+        let mut first = 0;
+        while records.peek().is_some() {
+            let chunk: Vec<T> = records.by_ref().take(batch_size).collect();
+            let len = chunk.len();
+            report
+                .batches
+                .push(self.write_batch_at(first, chunk, mode).await?);
+            first += len;
+        }
+        Ok(report)
+    }
+
+    async fn write_batch_at(
+        &self,
+        first: usize,
+        records: impl IntoIterator<Item = T>,
+        mode: BulkMode,
+    ) -> Result<BatchResult>
+    where
+        T: 'static,
+    {
+        let spec = self.engine.db().schema().table(&self.name)?;
+        let mut result = BatchResult {
+            first,
+            ..BatchResult::default()
+        };
+        // Positions (in the input) of the ops sent, and their keys.
+        let mut sent: Vec<(usize, Key)> = Vec::new();
+        let mut ops = Vec::new();
+        for (i, value) in records.into_iter().enumerate() {
+            result.records += 1;
+            let index = first + i;
+            let prepared = into_json(&self.name, value)
+                .map_err(|err| (None, err))
+                .and_then(|json| bulk::prepare(spec, mode, json));
+            match prepared {
+                Ok((key, op)) => {
+                    sent.push((index, key));
+                    ops.push(op);
+                }
+                Err((key, error)) => result.rejected.push(Rejected { index, key, error }),
+            }
+        }
+        if !ops.is_empty() {
+            let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
+            let send = |isolate: bool| {
+                self.engine
+                    .writer()
+                    .send(bulk::job(spec.clone(), mode, slot.clone(), isolate))
+            };
+            let closed = |_| Error::new(ErrorKind::Closed, "the engine is stopped");
+            let applied = match send(false).await.map_err(closed)? {
+                Ok(applied) => applied,
+                // The fast path met a refusal its checks did not foresee and wrote nothing:
+                // again, each record in its own sub-transaction.
+                Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => {
+                    send(true).await.map_err(closed)??
+                }
+                Err(err) => return Err(err),
+            };
+            result.written = sent.len() - applied.refused.len();
+            result.changed = applied.changed;
+            for (i, error) in applied.refused {
+                if let Some((index, key)) = sent.get(i) {
+                    result.rejected.push(Rejected {
+                        index: *index,
+                        key: Some(key.clone()),
+                        error,
+                    });
+                }
+            }
+            result.rejected.sort_by_key(|r| r.index);
+        }
+        Ok(result)
     }
 
     /// Deletes a record; returns whether it existed.

@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod bulk;
 mod outbox;
 mod schema;
 

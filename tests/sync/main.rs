@@ -7,5 +7,6 @@ mod conflicts;
 mod failures;
 mod lifecycle;
 mod push_pull;
+mod quarantine;
 mod seed_scenarios;
 mod support;

@@ -16,9 +16,9 @@ use crate::error::EXIT_CODES_HELP;
     about = "Sync a local tidesync store with your REST API, and inspect it offline.",
     long_about = "Sync a local tidesync store with your REST API, and inspect it offline.\n\n\
         Everything is driven by one TOML config file (see `tidesync init`). `run` is the sync \
-        daemon; the inspection commands (status, outbox, dead-letters, conflicts, get, put, \
-        delete, scan) open the store directly and work offline, but not while a daemon holds \
-        the store.",
+        daemon; the inspection commands (status, outbox, dead-letters, conflicts, quarantine, \
+        get, put, patch, delete, scan, import, export) open the store directly and work \
+        offline, but not while a daemon holds the store.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -84,14 +84,15 @@ pub enum Command {
     },
     /// Queue depth, dead letters, parked conflicts and per-table figures.
     Status,
-    /// List outbox entries in push order.
+    /// List outbox entries in push order (the first 50 unless --limit or --all; with --json,
+    /// all of them unless --limit). A cut list says so on stderr.
     Outbox {
         /// Only this table.
         #[arg(long, value_name = "TABLE")]
         table: Option<String>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 50, value_name = "N")]
-        limit: usize,
+        /// How many to list.
+        #[command(flatten)]
+        limit: LimitArgs,
     },
     /// Entries the server refused for good: list, retry, edit and retry, discard.
     #[command(subcommand)]
@@ -121,16 +122,127 @@ pub enum Command {
         /// The record key.
         key: String,
     },
-    /// Print records in key order, one JSON object per line (a JSON array with --json).
+    /// Print records in key order, one JSON object per line (a JSON array with --json); the
+    /// first 100 unless --limit or --all (with --json, all unless --limit). A cut list says so
+    /// on stderr.
     Scan {
         /// The table.
         table: String,
-        /// At most this many records.
-        #[arg(long, default_value_t = 100, value_name = "N")]
-        limit: usize,
+        /// How many to list.
+        #[command(flatten)]
+        limit: LimitArgs,
         /// Start after this key (exclusive), to page.
         #[arg(long, value_name = "KEY")]
         after: Option<String>,
+    },
+    /// Apply a JSON merge patch (RFC 7386: `null` removes a field) to a record; only the
+    /// changed fields are pushed where the route uses PATCH. Prints the updated record.
+    Patch {
+        /// The table.
+        table: String,
+        /// The record key.
+        key: String,
+        /// The patch as a JSON object, or `-` to read it from stdin.
+        #[arg(value_name = "JSON")]
+        patch: String,
+    },
+    /// Write many records from NDJSON or a JSON array (detected), in batches of one
+    /// transaction each (with their outbox entries); prints a summary with every rejected
+    /// record's line (or array item) and why. Exits 1 if any record was rejected.
+    Import(ImportArgs),
+    /// Print every record of a table (optionally only those matching --where) as NDJSON, in
+    /// key order, read from the store page by page (constant memory).
+    Export {
+        /// The table.
+        table: String,
+        /// Only records whose FIELD equals VALUE (VALUE is read as JSON when it parses, e.g.
+        /// `true`, `5`, `null`, else as a string); repeat to require several.
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        filters: Vec<String>,
+    },
+    /// Pulled items that could not be applied: list, retry, discard.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `--limit N` / `--all` of the listing commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LimitArgs {
+    /// At most this many (default: 100 for `scan`, 50 for `outbox` and `quarantine list`;
+    /// no limit with --json).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub limit: Option<usize>,
+    /// Everything, no limit.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl LimitArgs {
+    /// The limit to apply: `None` for everything. Text output has a default limit; `--json`
+    /// output is complete unless `--limit` is given.
+    pub fn resolve(&self, default: usize, json: bool) -> Option<usize> {
+        match (self.all, self.limit) {
+            (true, _) => None,
+            (false, Some(n)) => Some(n),
+            (false, None) if json => None,
+            (false, None) => Some(default),
+        }
+    }
+}
+
+/// How `import` writes each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportMode {
+    /// Only new records; a record whose key exists is rejected.
+    Insert,
+    /// Insert or replace whole records.
+    Upsert,
+    /// Apply each record as a JSON merge patch to the existing record with its key.
+    Merge,
+}
+
+/// `tidesync import TABLE [FILE|-]`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The table.
+    pub table: String,
+    /// NDJSON (one object per line) or a JSON array of objects; `-` (default) reads stdin.
+    #[arg(default_value = "-", value_name = "FILE")]
+    pub file: String,
+    /// What to do with each record.
+    #[arg(long, value_enum, default_value_t = ImportMode::Upsert)]
+    pub mode: ImportMode,
+    /// Records per batch (one transaction each).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub batch_size: usize,
+    /// Seed a local-only table: refuse the import unless the table is never pushed
+    /// (`push = false`), so nothing imported is queued for the server.
+    #[arg(long)]
+    pub local_only: bool,
+}
+
+/// `tidesync quarantine …`
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined pulled items with the reason (oldest first).
+    List {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+        /// How many to list.
+        #[command(flatten)]
+        limit: LimitArgs,
+    },
+    /// Apply a quarantined item again (e.g. after fixing the table's spec); if it is refused
+    /// again it stays quarantined under a new number.
+    Retry {
+        /// The item's number (from `list`).
+        seq: u64,
+    },
+    /// Drop a quarantined item for good.
+    Discard {
+        /// The item's number (from `list`).
+        seq: u64,
     },
 }
 
@@ -230,6 +342,24 @@ mod tests {
             &["put", "posts", "-"],
             &["delete", "posts", "p1"],
             &["scan", "posts", "--limit", "3", "--after", "p1"],
+            &["scan", "posts", "--all"],
+            &["outbox", "--all"],
+            &["patch", "posts", "p1", "{}"],
+            &["import", "posts"],
+            &[
+                "import",
+                "posts",
+                "x.ndjson",
+                "--mode",
+                "merge",
+                "--batch-size",
+                "10",
+            ],
+            &["import", "drafts", "-", "--local-only"],
+            &["export", "posts", "--where", "a=1", "--where", "b=x"],
+            &["quarantine", "list", "--limit", "3"],
+            &["quarantine", "retry", "3"],
+            &["quarantine", "discard", "3"],
         ];
         for line in lines {
             let args = std::iter::once("tidesync").chain(line.iter().copied());
@@ -247,6 +377,8 @@ mod tests {
         ];
         assert!(Cli::try_parse_from(both).is_err());
         assert!(Cli::try_parse_from(["tidesync", "conflicts", "settle", "t", "k"]).is_err());
+        let both = ["tidesync", "scan", "t", "--all", "--limit", "3"];
+        assert!(Cli::try_parse_from(both).is_err());
     }
 
     #[test]

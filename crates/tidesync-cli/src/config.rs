@@ -855,6 +855,7 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<Diagnostic> {
             &[Seg::Key("metrics"), Seg::Key("listen")],
         );
     }
+    lint(loaded, &locator, &mut push);
     // File order reads best; findings without a position go last.
     out.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
     out
@@ -899,7 +900,15 @@ fn validate_server(
             let mut path = base.to_vec();
             let sub = route_subpath(err.message());
             path.extend(sub.iter().map(|s| Seg::Key(s)));
-            push(Diagnostic::from_error(&err), &path);
+            let mut diag = Diagnostic::from_error(&err);
+            if let Some(walk @ ("offset" | "page")) = err.field_name() {
+                // A walking style whose requests never change: every page would be the first.
+                diag = diag.hint(format!(
+                    "without `{{{walk}}}` every request asks for the same page; add it to the \
+                     query, e.g. query = {{ {walk} = \"{{{walk}}}\", limit = \"{{limit}}\" }}"
+                ));
+            }
+            push(diag, &path);
         }
         if let Some(spec) = config.tables.iter().find(|t| &t.name == table) {
             if routes.key != spec.key {
@@ -1057,6 +1066,241 @@ fn valid_header_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Likely mistakes that parse and validate (warnings and errors with the fix)
+
+/// Duration settings that accept a bare number (read as milliseconds).
+const DURATION_KEYS: &[&[&str]] = &[
+    &["sync", "interval"],
+    &["sync", "debounce"],
+    &["sync", "backoff_base"],
+    &["sync", "backoff_cap"],
+    &["sync", "probe_base"],
+    &["sync", "probe_cap"],
+    &["sync", "stale_after"],
+    &["sync", "global_rate_limit", "window"],
+    &["leader", "campaign_every"],
+];
+
+/// `:name` segments and `<name>` placeholders in a URL template: `(byte offset, name)`.
+fn foreign_placeholders(url: &str) -> Vec<(usize, String, &'static str)> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    let bytes = url.as_bytes();
+    for (i, c) in url.char_indices() {
+        let starts_segment = i == 0 || matches!(bytes[i - 1], b'/' | b'=' | b'?' | b'&');
+        let rest = &url[i + 1..];
+        let name: String = rest.chars().take_while(|c| name_char(*c)).collect();
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            continue;
+        }
+        if c == ':' && starts_segment {
+            out.push((i, name, "an express-style `:name`"));
+        } else if c == '<' && rest[name.len()..].starts_with('>') {
+            out.push((i, name, "a `<name>`"));
+        }
+    }
+    out
+}
+
+/// Where the text of a string value starts in the source, when it is written plainly (no
+/// escapes before `offset`): the byte offset of character `offset` of the value.
+fn offset_in_string(source: &str, span: &Range<usize>, value: &str, offset: usize) -> usize {
+    let written = source.get(span.clone()).unwrap_or_default();
+    let quote_len = if written.starts_with("'''") || written.starts_with("\"\"\"") {
+        3
+    } else {
+        1
+    };
+    match written.get(quote_len..quote_len + offset) {
+        Some(prefix) if Some(prefix) == value.get(..offset) => span.start + quote_len + offset,
+        _ => span.start,
+    }
+}
+
+fn lint(
+    loaded: &LoadedConfig,
+    locator: &Locator<'_>,
+    push: &mut impl FnMut(Diagnostic, &[Seg<'_>]),
+) {
+    let config = &loaded.config;
+    let source = loaded.source.as_str();
+    let at_offset = |diag: Diagnostic, path: &[Seg<'_>], value: &str, offset: usize| {
+        let mut diag = locator.locate(diag, path);
+        if let Some(span) = locator.span(path) {
+            let (line, column) = locator.line_col(offset_in_string(source, &span, value, offset));
+            diag.line = Some(line);
+            diag.column = Some(column);
+        }
+        diag
+    };
+    if let Some(server) = &config.server {
+        for (table, routes) in &server.tables {
+            let mut urls: Vec<(Vec<&str>, &str)> = Vec::new();
+            for (name, route) in [
+                ("create", &routes.create),
+                ("update", &routes.update),
+                ("delete", &routes.delete),
+            ] {
+                if let Some(route) = route {
+                    urls.push((vec![name, "url"], route.url.as_str()));
+                }
+            }
+            if let Some(fetch) = &routes.fetch {
+                urls.push((vec!["fetch", "url"], fetch.url.as_str()));
+            }
+            if let Some(bulk) = &routes.bulk {
+                urls.push((vec!["bulk", "url"], bulk.url.as_str()));
+            }
+            if let Some(pull) = &routes.pull {
+                urls.push((vec!["pull", "url"], pull.url.as_str()));
+                if let Some(deleted) = &pull.deleted {
+                    urls.push((vec!["pull", "deleted", "url"], deleted.url.as_str()));
+                }
+            }
+            for (sub, url) in &urls {
+                let mut path = vec![Seg::Key("server"), Seg::Key("tables"), Seg::Key(table)];
+                path.extend(sub.iter().map(|s| Seg::Key(s)));
+                for (offset, name, style) in foreign_placeholders(url) {
+                    let written = if style.contains("express") {
+                        format!(":{name}")
+                    } else {
+                        format!("<{name}>")
+                    };
+                    let fixed = url.replacen(&written, &format!("{{{name}}}"), 1);
+                    let diag = at_offset(
+                        Diagnostic::error(format!(
+                            "`{written}` in the url is sent literally: {style} placeholder is \
+                             not a tidesync placeholder"
+                        ))
+                        .table(table)
+                        .field(name.clone())
+                        .hint(format!(
+                            "tidesync placeholders are written in braces: url = \"{fixed}\""
+                        )),
+                        &path,
+                        url,
+                        offset,
+                    );
+                    push(diag, &path);
+                }
+            }
+            let Some(pull) = &routes.pull else { continue };
+            if let Some(tombstone) = &pull.tombstone
+                && let Value::String(text) = &tombstone.value
+            {
+                let typed = match text.trim() {
+                    "true" | "false" => Some((text.trim().to_owned(), "a boolean")),
+                    t if t.parse::<f64>().is_ok() => Some((t.to_owned(), "a number")),
+                    _ => None,
+                };
+                if let Some((literal, kind)) = typed {
+                    push(
+                        Diagnostic::warning(format!(
+                            "tombstone.value is the string \"{text}\": it matches only that \
+                             string, never {kind}, so a `{}` field holding {kind} never marks a \
+                             delete",
+                            tombstone.field
+                        ))
+                        .table(table)
+                        .field(tombstone.field.clone())
+                        .hint(format!(
+                            "if the server sends {kind}, write it without quotes: value = \
+                             {literal}"
+                        )),
+                        &[
+                            Seg::Key("server"),
+                            Seg::Key("tables"),
+                            Seg::Key(table),
+                            Seg::Key("pull"),
+                            Seg::Key("tombstone"),
+                            Seg::Key("value"),
+                        ],
+                    );
+                }
+            }
+            let walks_nothing = pull.pagination.style == tidesync_transport_rest::PageStyle::None
+                && pull.filter == tidesync_transport_rest::Filter::None;
+            let signal = [
+                ("has_more", pull.pagination.has_more.is_some()),
+                ("total", pull.pagination.total.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, set)| *set)
+            .map(|(name, _)| name);
+            if walks_nothing && let Some(signal) = signal {
+                push(
+                    Diagnostic::warning(format!(
+                        "pagination.{signal} is set, but nothing in the pull's request changes \
+                         between pages (pagination style `none`, filter `none`): only the first \
+                         page is ever read"
+                    ))
+                    .table(table)
+                    .hint(
+                        "walk the pages: pagination = { style = \"offset\" } with query \
+                         `offset = \"{offset}\"` (or style \"page\" with `{page}`), or filter \
+                         on a change timestamp with `{cursor}`",
+                    ),
+                    &[
+                        Seg::Key("server"),
+                        Seg::Key("tables"),
+                        Seg::Key(table),
+                        Seg::Key("pull"),
+                        Seg::Key("pagination"),
+                    ],
+                );
+            }
+        }
+    }
+    // Unitless durations.
+    let Ok(raw) = toml::from_str::<toml::Table>(source) else {
+        return;
+    };
+    let mut paths: Vec<Vec<String>> = DURATION_KEYS
+        .iter()
+        .map(|p| p.iter().map(|s| (*s).to_owned()).collect())
+        .collect();
+    if let Some(toml::Value::Table(limits)) = raw
+        .get("sync")
+        .and_then(|s| s.as_table())
+        .and_then(|s| s.get("rate_limits"))
+    {
+        for table in limits.keys() {
+            paths.push(vec![
+                "sync".into(),
+                "rate_limits".into(),
+                table.clone(),
+                "window".into(),
+            ]);
+        }
+    }
+    for path in &paths {
+        let mut value: Option<&toml::Value> = None;
+        for (i, key) in path.iter().enumerate() {
+            value = if i == 0 {
+                raw.get(key)
+            } else {
+                value.and_then(|v| v.as_table()).and_then(|t| t.get(key))
+            };
+        }
+        let Some(toml::Value::Integer(n)) = value else {
+            continue;
+        };
+        let name = path.last().map(String::as_str).unwrap_or_default();
+        let segs: Vec<Seg<'_>> = path.iter().map(|s| Seg::Key(s)).collect();
+        push(
+            Diagnostic::warning(format!(
+                "`{name} = {n}` has no unit: the number is read as {n} milliseconds"
+            ))
+            .hint(format!(
+                "write the unit: {name} = \"{n}ms\" if milliseconds are meant, or e.g. \
+                 \"{n}s\" for seconds"
+            )),
+            &segs,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub enum Exit {
     Usage,
     /// 3: the store is locked by another process (normally a running `tidesync run`).
     Locked,
-    /// 4: not found (record, dead letter, parked conflict).
+    /// 4: not found (record, dead letter, parked conflict, quarantined item).
     NotFound,
     /// 5: the sync cycle ran but did not converge: entries wait out a retry delay, are blocked
     /// (behind a dead letter, waiting for a referenced create, paused for credentials), the
@@ -48,7 +48,7 @@ Exit codes:
   1  the sync cycle or the operation failed (server error, network, rejected write)
   2  usage or configuration error (bad arguments, invalid config, bad JSON input)
   3  the store is locked by another process (a running `tidesync run`)
-  4  not found (record, dead letter, parked conflict)
+  4  not found (record, dead letter, parked conflict, quarantined item)
   5  sync incomplete: something could not be sent yet (waiting to retry, blocked, offline);
      nothing is lost, the reasons are printed";
 

@@ -80,6 +80,81 @@ impl Output {
     }
 }
 
+/// The stderr line of a listing that a limit cut: how many were shown and how to see the rest.
+/// `default` says whether the limit was the command's default (not an explicit `--limit`).
+pub fn truncation_note(what: &str, shown: usize, default: bool, more: &str) -> String {
+    let by = if default {
+        "the default limit"
+    } else {
+        "--limit"
+    };
+    format!(
+        "note: output cut at {shown} {what} by {by}; there are more: see them with --limit N \
+         or --all{more}"
+    )
+}
+
+/// NDJSON (or a JSON array's items, one per line) on stdout, buffered; a closed pipe (as in
+/// `tidesync export posts | head`) just ends the output.
+pub struct JsonLines {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    array: bool,
+    count: usize,
+    /// Set once a write failed (the reader went away): nothing more is written.
+    pub closed: bool,
+}
+
+impl JsonLines {
+    /// One JSON document per line, or (`array`) a JSON array with one item per line.
+    pub fn new(array: bool) -> Self {
+        let mut lines = JsonLines {
+            out: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock()),
+            array,
+            count: 0,
+            closed: false,
+        };
+        if array {
+            lines.raw(b"[");
+        }
+        lines
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        if !self.closed && self.out.write_all(bytes).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// Writes one value.
+    pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CliError> {
+        let text = serde_json::to_vec(value)
+            .map_err(|e| CliError::msg(Exit::Failed, format!("cannot render JSON: {e}")))?;
+        let sep: &[u8] = match (self.array, self.count) {
+            (true, 0) => b"\n",
+            (true, _) => b",\n",
+            (false, _) => b"",
+        };
+        self.raw(sep);
+        self.raw(&text);
+        if !self.array {
+            self.raw(b"\n");
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Ends the output (closes the array) and flushes it.
+    pub fn finish(mut self) {
+        if self.array {
+            let end: &[u8] = if self.count == 0 { b"]\n" } else { b"\n]\n" };
+            self.raw(end);
+        }
+        if !self.closed && self.out.flush().is_err() {
+            self.closed = true;
+        }
+    }
+}
+
 /// Whether stderr is a terminal (progress bars are drawn only then).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()

@@ -5,8 +5,10 @@
 pub mod check;
 pub mod conflicts;
 pub mod dead_letters;
+pub mod import;
 pub mod init;
 pub mod outbox;
+pub mod quarantine;
 pub mod records;
 pub mod run;
 pub mod status;
@@ -166,6 +168,10 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             limit,
             after,
         } => records::scan(&ctx, &table, limit, after.as_deref()).await,
+        Command::Patch { table, key, patch } => records::patch(&ctx, &table, &key, &patch).await,
+        Command::Import(args) => import::run(&ctx, args).await,
+        Command::Export { table, filters } => records::export(&ctx, &table, &filters).await,
+        Command::Quarantine(command) => quarantine::run(&ctx, command).await,
     }
 }
 

@@ -1,18 +1,42 @@
-//! `tidesync outbox [--table T] [--limit N]`: outbox entries in push order.
+//! `tidesync outbox [--table T] [--limit N|--all]`: outbox entries in push order.
 
 use tidesync::core::hlc::wall_millis;
 
+use crate::cli::LimitArgs;
 use crate::commands::Ctx;
 use crate::error::CliError;
-use crate::output::{columns, human_ms, short};
+use crate::output::{columns, human_ms, short, truncation_note};
 
-/// Lists entries.
-pub fn run(ctx: &Ctx, table: Option<&str>, limit: usize) -> Result<(), CliError> {
+/// `outbox`'s default limit (text output).
+pub const DEFAULT_OUTBOX_LIMIT: usize = 50;
+
+/// Lists entries. When the limit cuts the list, a note on stderr says so and how to see the
+/// rest; `--json` lists every entry unless `--limit` is given.
+pub fn run(ctx: &Ctx, table: Option<&str>, limit: LimitArgs) -> Result<(), CliError> {
     let local = ctx.open_local()?;
     local.check_table(table)?;
-    let entries = local.engine.outbox_states(table, limit)?;
+    let max = limit.resolve(DEFAULT_OUTBOX_LIMIT, ctx.out.json);
+    let mut entries = local
+        .engine
+        .outbox_states(table, max.map_or(usize::MAX, |m| m.saturating_add(1)))?;
+    let truncated = max.is_some_and(|m| entries.len() > m);
+    if let Some(m) = max {
+        entries.truncate(m);
+    }
+    let note = || {
+        if truncated {
+            ctx.out.note(truncation_note(
+                "entries",
+                entries.len(),
+                limit.limit.is_none(),
+                "",
+            ));
+        }
+    };
     if ctx.out.json {
-        return ctx.out.json(&entries);
+        ctx.out.json(&entries)?;
+        note();
+        return Ok(());
     }
     if entries.is_empty() {
         ctx.out
@@ -47,10 +71,6 @@ pub fn run(ctx: &Ctx, table: Option<&str>, limit: usize) -> Result<(), CliError>
         ],
         &rows,
     ));
-    if entries.len() == limit {
-        ctx.out.note(format!(
-            "showing the first {limit}; pass --limit N for more"
-        ));
-    }
+    note();
     Ok(())
 }

@@ -1,12 +1,17 @@
-//! `get`, `put`, `delete`, `scan`: records as JSON, straight from the local store (offline).
+//! `get`, `put`, `patch`, `delete`, `scan`, `export`: records as JSON, straight from the local store (offline).
 //! Writes are queued in the outbox like any application write and pushed by the next `sync`
 //! or by `run`.
 
 use serde_json::Value;
-use tidesync::Table;
+use tidesync::{Key, Table};
 
+use crate::cli::LimitArgs;
 use crate::commands::{Ctx, Local, read_record};
 use crate::error::CliError;
+use crate::output::{JsonLines, stderr_is_terminal, truncation_note};
+
+/// `scan`'s default limit (text output).
+pub const DEFAULT_SCAN_LIMIT: usize = 100;
 
 fn table(local: &Local, name: &str) -> Result<Table<Value>, CliError> {
     local.spec(name)?;
@@ -72,22 +77,150 @@ pub async fn delete(ctx: &Ctx, name: &str, key: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `tidesync scan TABLE [--limit N] [--after KEY]`: records in key order, one JSON object per
-/// line (a JSON array with `--json`).
+/// Records read per store page by `scan` and `export` (memory stays bounded by one page).
+const PAGE: usize = 1000;
+
+/// Calls `each` with the records of `name` in key order after `after`, page by page, until
+/// it returns `false` or the table ends.
+async fn walk(
+    local: &Local,
+    name: &str,
+    after: Option<Key>,
+    mut each: impl FnMut(Value) -> Result<bool, CliError>,
+) -> Result<(), CliError> {
+    let spec = local.spec(name)?.clone();
+    let handle = table(local, name)?;
+    let mut after = after;
+    loop {
+        let page = handle.scan(after.as_ref(), PAGE).await?;
+        let full = page.len() == PAGE;
+        for record in page {
+            after = match &record {
+                Value::Object(map) => spec.key_of(map)?,
+                _ => None,
+            };
+            if !each(record)? {
+                return Ok(());
+            }
+        }
+        if !full || after.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// `tidesync scan TABLE [--limit N|--all] [--after KEY]`: records in key order, one JSON
+/// object per line (a JSON array with `--json`), streamed page by page. When the limit cuts
+/// the output, a note on stderr says so and how to see the rest.
 pub async fn scan(
     ctx: &Ctx,
     name: &str,
-    limit: usize,
+    limit: LimitArgs,
     after: Option<&str>,
 ) -> Result<(), CliError> {
     let local = ctx.open_local()?;
     let after = after.map(|a| local.key(name, a)).transpose()?;
-    let records = table(&local, name)?.scan(after.as_ref(), limit).await?;
-    if ctx.out.json {
-        return ctx.out.json(&records);
+    let max = limit.resolve(DEFAULT_SCAN_LIMIT, ctx.out.json);
+    let spec = local.spec(name)?.clone();
+    let mut out = JsonLines::new(ctx.out.json);
+    let (mut shown, mut truncated, mut last) = (0usize, false, None);
+    walk(&local, name, after, |record| {
+        if max.is_some_and(|m| shown >= m) {
+            truncated = true;
+            return Ok(false);
+        }
+        out.push(&record)?;
+        last = record
+            .as_object()
+            .and_then(|r| spec.key_of(r).ok().flatten());
+        shown += 1;
+        Ok(!out.closed)
+    })
+    .await?;
+    out.finish();
+    if truncated {
+        let next = last
+            .map(|k| format!(", or page on with --after {k}"))
+            .unwrap_or_default();
+        ctx.out.note(truncation_note(
+            "records",
+            shown,
+            limit.limit.is_none(),
+            &next,
+        ));
     }
-    for record in &records {
-        ctx.out.json_line(record)?;
+    Ok(())
+}
+
+/// `tidesync patch TABLE KEY JSON|-`: applies a JSON merge patch; prints the updated record.
+pub async fn patch(ctx: &Ctx, name: &str, key: &str, json: &str) -> Result<(), CliError> {
+    let local = ctx.open_local()?;
+    let key = local.key(name, key)?;
+    let patch = Value::Object(read_record(json, "the patch")?);
+    let handle = table(&local, name)?;
+    let record = handle.update(key.clone(), patch).await.map_err(|err| {
+        let err = CliError::engine(err);
+        if err.exit == crate::error::Exit::NotFound {
+            err.hint(format!(
+                "patch changes an existing record; create it with `tidesync put {name} JSON`"
+            ))
+        } else {
+            err
+        }
+    })?;
+    ctx.out.json_line(&record)?;
+    if !ctx.out.json {
+        ctx.out.note(format!(
+            "patched {name}/{key}: queued for push by the next `tidesync sync` or `tidesync run`"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `--where FIELD=VALUE` (VALUE as JSON when it parses, else a string).
+fn parse_filter(text: &str) -> Result<(String, Value), CliError> {
+    let Some((field, value)) = text.split_once('=') else {
+        return Err(
+            CliError::usage(format!("--where `{text}` is not FIELD=VALUE"))
+                .hint("e.g. --where status=active, --where done=true, --where count=3"),
+        );
+    };
+    if field.is_empty() {
+        return Err(CliError::usage(format!(
+            "--where `{text}` has no field name"
+        )));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((field.to_owned(), value))
+}
+
+/// `tidesync export TABLE [--where FIELD=VALUE]…`: every (matching) record as NDJSON, in key
+/// order, page by page.
+pub async fn export(ctx: &Ctx, name: &str, filters: &[String]) -> Result<(), CliError> {
+    let filters = filters
+        .iter()
+        .map(|f| parse_filter(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local = ctx.open_local()?;
+    let mut out = JsonLines::new(false);
+    let (mut seen, mut written) = (0u64, 0u64);
+    walk(&local, name, None, |record| {
+        seen += 1;
+        let matches = filters
+            .iter()
+            .all(|(field, value)| record.get(field).unwrap_or(&Value::Null) == value);
+        if matches {
+            out.push(&record)?;
+            written += 1;
+        }
+        Ok(!out.closed)
+    })
+    .await?;
+    let closed = out.closed;
+    out.finish();
+    if !closed && stderr_is_terminal() {
+        ctx.out
+            .note(format!("exported {written} of {seen} records of `{name}`"));
     }
     Ok(())
 }

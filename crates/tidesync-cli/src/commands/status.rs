@@ -87,6 +87,8 @@ pub struct StatusReport {
     pub parked_conflicts: u64,
     /// The outbox by entry state (ready, waiting to retry, blocked, dead …).
     pub outbox: tidesync::OutboxSummary,
+    /// Pulled items that could not be applied (see `tidesync quarantine list`).
+    pub quarantined: u64,
     /// Per table.
     pub tables: Vec<TableStatus>,
 }
@@ -202,6 +204,7 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         dead_letters: status.dead_letters,
         parked_conflicts: status.parked_conflicts,
         outbox: engine.outbox_summary(STATES_READ_AT_MOST)?,
+        quarantined: status.quarantined,
         tables,
     };
     if ctx.out.json {
@@ -242,6 +245,15 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
         report.parked_conflicts,
         if report.parked_conflicts > 0 {
             "  (tidesync conflicts list)"
+        } else {
+            ""
+        }
+    ));
+    out.line(format!(
+        "quarantined:      {}{}",
+        report.quarantined,
+        if report.quarantined > 0 {
+            "  (tidesync quarantine list)"
         } else {
             ""
         }

@@ -1,6 +1,8 @@
 //! End-to-end tests of the built `tidesync` binary against the testkit's reference server and
 //! temp redb stores.
 
+mod bulk;
+mod check_rules;
 mod config;
 mod conflicts;
 mod daemon;

@@ -9,6 +9,7 @@
 mod entry_state;
 pub mod layout;
 mod outbox_ops;
+mod quarantine_ops;
 mod schema_sync;
 mod staged;
 mod sync_ops;

@@ -20,7 +20,7 @@ use super::{Base, Change, LocalDb, Origin, Staged, now_ms};
 /// Keyspace of parked conflicts: table ‖ key → [`ParkedConflict`] JSON.
 const PARKED: &str = "x/conflicts";
 /// Keyspace of quarantined pulled items: seq → [`Quarantined`] JSON.
-const QUARANTINE: &str = "q";
+pub(super) const QUARANTINE: &str = "q";
 /// Meta key of the last quarantine sequence number.
 const QUARANTINE_SEQ: &[u8] = b"quarantine_seq";
 
@@ -37,6 +37,13 @@ pub struct Quarantined {
     pub excerpt: String,
     /// When (wall-clock ms).
     pub at_ms: u64,
+    /// Its number, to retry or discard it (assigned in order; read from the store).
+    #[serde(default)]
+    pub seq: u64,
+    /// The whole pulled record, to apply it again (`None` for a refused delete, and for items
+    /// quarantined before records were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
 }
 
 /// A conflict left for the application to settle.
@@ -508,7 +515,7 @@ impl LocalDb {
         )
     }
 
-    fn apply_page<'p>(
+    pub(super) fn apply_page<'p>(
         &self,
         txn: &mut dyn WriteTxn,
         table: &str,
@@ -742,6 +749,8 @@ impl LocalDb {
             error: err.to_string(),
             excerpt,
             at_ms: now_ms(),
+            seq: 0,
+            record: remote.cloned(),
         };
         tracing::warn!(table, key = ?item.key, error = %item.error, "pulled record quarantined");
         let seq = match txn.get(layout::META, QUARANTINE_SEQ)? {
@@ -749,16 +758,12 @@ impl LocalDb {
             None => 1,
         };
         txn.put(layout::META, QUARANTINE_SEQ, &seq.to_be_bytes())?;
+        let item = Quarantined { seq, ..item };
         let bytes = serde_json::to_vec(&item)
             .map_err(|e| Error::internal(format!("cannot encode quarantined item: {e}")))?;
         txn.put(QUARANTINE, &seq.to_be_bytes(), &bytes)?;
         applied.quarantined.push(item);
         Ok(())
-    }
-
-    /// How many pulled items are in quarantine.
-    pub fn quarantined_count(&self, txn: &dyn ReadTxn) -> Result<u64> {
-        txn.len(QUARANTINE)
     }
 
     /// Pulled items that could not be applied (newest last), at most `limit`.
@@ -771,10 +776,7 @@ impl LocalDb {
             false,
         )?
         .iter()
-        .map(|(_, v)| {
-            serde_json::from_slice(v)
-                .map_err(|e| Error::internal(format!("corrupt quarantined item: {e}")))
-        })
+        .map(|(k, v)| super::quarantine_ops::decode_quarantined(k, v))
         .collect()
     }
 

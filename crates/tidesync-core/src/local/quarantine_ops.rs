@@ -1,0 +1,125 @@
+//! Quarantined pulled items: count, retry (apply the kept record again, e.g. after the table's
+//! spec was fixed) and discard.
+
+use std::borrow::Cow;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{Key, Record};
+use crate::spec::KeyKind;
+use crate::store::{ReadTxn, WriteTxn};
+
+use super::sync_ops::QUARANTINE;
+use super::{AppliedPage, LocalDb, Quarantined, RemoteMeta, read_u64};
+
+/// Decodes a stored quarantined item, taking its number from its store key.
+pub(super) fn decode_quarantined(key: &[u8], value: &[u8]) -> Result<Quarantined> {
+    let mut item: Quarantined = serde_json::from_slice(value)
+        .map_err(|e| Error::internal(format!("corrupt quarantined item: {e}")))?;
+    item.seq = read_u64(key)?;
+    Ok(item)
+}
+
+fn not_found(seq: u64) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no quarantined item number {seq}"),
+    )
+}
+
+impl LocalDb {
+    /// Number of quarantined items.
+    pub fn quarantined_count(&self, txn: &dyn ReadTxn) -> Result<u64> {
+        txn.len(QUARANTINE)
+    }
+
+    /// The quarantined item number `seq`.
+    pub fn quarantined_item(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<Quarantined>> {
+        txn.get(QUARANTINE, &seq.to_be_bytes())?
+            .map(|bytes| decode_quarantined(&seq.to_be_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Drops quarantined item `seq` for good; returns it.
+    pub fn discard_quarantined(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<Quarantined> {
+        let item = self
+            .quarantined_item(&*txn, seq)?
+            .ok_or_else(|| not_found(seq))?;
+        txn.delete(QUARANTINE, &seq.to_be_bytes())?;
+        Ok(item)
+    }
+
+    /// Applies quarantined item `seq` again as the pulled version it was (a record, or a
+    /// delete when only its key was kept), exactly as a pull would, without moving the
+    /// table's checkpoint. The item leaves the quarantine; if it is refused again it comes
+    /// back under a new number (in [`AppliedPage::quarantined`]). A record with local changes
+    /// waiting to be pushed is refused (push them first): a retry never raises a conflict.
+    pub fn retry_quarantined(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<AppliedPage> {
+        let item = self.discard_quarantined(txn, seq)?;
+        let table = item.table.clone();
+        let spec = self.schema.table(&table)?;
+        let record: Option<Record> = match item.record {
+            Some(record) => Some(record),
+            // Items quarantined before whole records were kept: the excerpt, when complete.
+            None if !item.excerpt.is_empty() => {
+                match serde_json::from_str::<Record>(&item.excerpt) {
+                    Ok(record) => Some(record),
+                    Err(_) => {
+                        return Err(Error::invalid(format!(
+                            "quarantined item {seq} kept only the start of the record; \
+                             discard it, and a full pull brings the record again"
+                        ))
+                        .table(table));
+                    }
+                }
+            }
+            None => None,
+        };
+        let cursor = self.checkpoint(&*txn, &table)?;
+        let meta = |_: &Record| RemoteMeta::default();
+        let applied = match record {
+            Some(record) => self.apply_page(
+                txn,
+                &table,
+                std::iter::once(Cow::Owned(record)),
+                &[],
+                cursor.as_ref(),
+                &meta,
+            )?,
+            None => {
+                let text = item.key.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "quarantined item {seq} has neither a record nor a key to apply"
+                    ))
+                    .table(table.clone())
+                })?;
+                let key = match spec.key_kind {
+                    KeyKind::Integer => text.parse::<i64>().map(Key::Int).map_err(|_| {
+                        Error::invalid(format!(
+                            "the deleted key `{text}` is still not an integer; discard it"
+                        ))
+                        .table(table.clone())
+                    })?,
+                    KeyKind::String => Key::Str(text),
+                };
+                self.apply_page(
+                    txn,
+                    &table,
+                    std::iter::empty(),
+                    &[key],
+                    cursor.as_ref(),
+                    &meta,
+                )?
+            }
+        };
+        if let Some((conflict, _)) = applied.conflicts.first() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the record has local changes waiting to be pushed; push them (sync) and \
+                 retry",
+            )
+            .table(table)
+            .key(&conflict.key));
+        }
+        Ok(applied)
+    }
+}

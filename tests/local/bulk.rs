@@ -1,0 +1,162 @@
+//! `Table::write_batch` / `Table::bulk_write`: one transaction per batch, refused records
+//! reported by position, the others committed with their outbox entries.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tidesync::{BulkMode, ErrorKind, Key};
+
+use crate::{memory_engine, redb_engine};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Draft {
+    id: String,
+    text: String,
+}
+
+#[tokio::test]
+async fn a_batch_commits_its_good_records_and_reports_the_bad_ones_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = redb_engine(dir.path());
+    let posts = engine.table::<Value>("posts").unwrap();
+    posts
+        .put(&json!({"id": "old", "title": "Old"}))
+        .await
+        .unwrap();
+    let before = engine.outbox_stats("posts").unwrap().depth;
+
+    let result = posts
+        .write_batch(
+            vec![
+                json!({"id": "a", "title": "A"}),
+                json!({"id": 5}),
+                json!({"id": "old", "title": "again"}),
+                json!("not an object"),
+                json!({"id": "b", "updatedAt": [1, 2]}),
+                json!({"title": "no key"}),
+            ],
+            BulkMode::Insert,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.records, 6);
+    assert_eq!(result.written, 2);
+    assert_eq!(result.changed, 2);
+    let rejected: Vec<(usize, Option<Key>, ErrorKind)> = result
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.key.clone(), r.error.kind()))
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (1, None, ErrorKind::InvalidInput),
+            (2, Some(Key::from("old")), ErrorKind::AlreadyExists),
+            (3, None, ErrorKind::InvalidInput),
+            (4, Some(Key::from("b")), ErrorKind::InvalidInput),
+        ]
+    );
+    assert_eq!(
+        result.rejected[3].error.to_string(),
+        "invalid_input: an indexed field must be null, a boolean, a number or a string, got an \
+         array (table `posts`, key `b`, field `updatedAt`)"
+    );
+    // The good records and exactly their outbox entries; the refused ones left nothing.
+    assert_eq!(posts.count().await.unwrap(), 3);
+    assert_eq!(posts.get("old").await.unwrap().unwrap()["title"], "Old");
+    assert!(posts.get("b").await.unwrap().is_none());
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, before + 2);
+    assert_eq!(
+        posts
+            .query_eq("updatedAt", Value::Null, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn bulk_write_batches_in_order_and_merge_patches_existing_records() {
+    let engine = memory_engine();
+    let drafts = engine.table::<Draft>("drafts").unwrap();
+    let records: Vec<Draft> = (0..25)
+        .map(|i| Draft {
+            id: format!("d{i:02}"),
+            text: format!("text {i}"),
+        })
+        .collect();
+    let report = drafts
+        .bulk_write(records.clone(), BulkMode::Upsert, 10)
+        .await
+        .unwrap();
+    let shape: Vec<(usize, usize, usize)> = report
+        .batches
+        .iter()
+        .map(|b| (b.first, b.records, b.written))
+        .collect();
+    assert_eq!(shape, vec![(0, 10, 10), (10, 10, 10), (20, 5, 5)]);
+    assert_eq!(report.written(), 25);
+    assert_eq!(drafts.scan(None, 100).await.unwrap(), records);
+    // A local-only table queues nothing.
+    assert_eq!(engine.outbox_stats("drafts").unwrap().depth, 0);
+
+    // Merge: a patch per record; an unknown key is refused with its position over all batches.
+    let json = engine.table::<Value>("drafts").unwrap();
+    let report = json
+        .bulk_write(
+            vec![
+                json!({"id": "d00", "text": null, "extra": 1}),
+                json!({"id": "zz", "text": "new"}),
+                json!({"id": "d24", "text": "changed"}),
+            ],
+            BulkMode::Merge,
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.written(), 2);
+    let rejected: Vec<(usize, ErrorKind)> = report
+        .rejected()
+        .map(|r| (r.index, r.error.kind()))
+        .collect();
+    assert_eq!(rejected, vec![(1, ErrorKind::NotFound)]);
+    assert_eq!(
+        json.get("d00").await.unwrap(),
+        Some(json!({"id": "d00", "extra": 1}))
+    );
+    assert_eq!(json.get("d24").await.unwrap().unwrap()["text"], "changed");
+    assert!(json.get("zz").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_refusal_only_the_write_itself_finds_still_leaves_the_rest_of_the_batch() {
+    // Too big to store: found only when the record is encoded, after the pre-write checks; the
+    // batch runs again record by record and commits the others.
+    let engine = memory_engine();
+    let posts = engine.table::<Value>("posts").unwrap();
+    let huge = "x".repeat(tidesync::core::local::MAX_RECORD_BYTES);
+    let result = posts
+        .write_batch(
+            vec![
+                json!({"id": "a"}),
+                json!({"id": "huge", "body": huge}),
+                json!({"id": "b"}),
+            ],
+            BulkMode::Upsert,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.written, 2);
+    assert_eq!(result.rejected.len(), 1);
+    assert_eq!(result.rejected[0].index, 1);
+    assert!(
+        result.rejected[0]
+            .error
+            .to_string()
+            .contains("byte limit (table `posts`, key `huge`)"),
+        "{}",
+        result.rejected[0].error
+    );
+    assert_eq!(posts.count().await.unwrap(), 2);
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 2);
+}
