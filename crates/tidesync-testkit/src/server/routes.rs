@@ -128,6 +128,8 @@ fn link_base(coll: &Collection, headers: &HeaderMap, path: String) -> LinkBase {
     LinkBase {
         origin: if coll.config.relative_links {
             None
+        } else if let Some(origin) = &coll.config.link_origin {
+            Some(origin.trim_end_matches('/').to_owned())
         } else {
             origin(headers)
         },
