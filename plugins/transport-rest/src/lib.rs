@@ -27,4 +27,4 @@ pub use routes::{
     BodyMode, BulkRoute, FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
 };
 pub use template::Template;
-pub use time::TimeFormat;
+pub use time::{Separator, TextFormat, TimeFormat, Zone};

@@ -328,7 +328,7 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
         tracing::warn!(
             table = ctx.table,
             field = feed.cursor_field.as_deref().unwrap_or_default(),
-            format = ?feed.timestamp,
+            format = %feed.timestamp,
             unparsed,
             items = items.len(),
             example = example.as_deref().unwrap_or_default(),
@@ -450,9 +450,21 @@ fn repeat_error(ctx: &FeedCtx<'_>, what: &str) -> Error {
     .table(ctx.table)
 }
 
+/// Applies one response to a feed's cursor, without a walk memory (page and link walks then
+/// cannot notice a key seen twice; offset overlap and falling totals still count). The
+/// transport itself uses [`advance_walk`].
+pub fn advance(
+    ctx: &FeedCtx<'_>,
+    state: &FeedCursor,
+    params: &Params,
+    page: RawPage,
+) -> Result<Step> {
+    advance_walk(ctx, state, params, page, &mut WalkMemory::default())
+}
+
 /// Applies one response to a feed's cursor. `mem` is the walk's in-memory state (see
 /// [`WalkMemory`]); pass the one [`resume`] was given.
-pub fn advance(
+pub fn advance_walk(
     ctx: &FeedCtx<'_>,
     state: &FeedCursor,
     params: &Params,
@@ -614,9 +626,12 @@ pub fn advance(
                             ErrorKind::Permanent,
                             format!(
                                 "more than {} records share one `{}` value and the filter \
-                                 cannot step inside it; use a keyset or offset pagination",
-                                params.limit,
-                                feed.cursor_field.as_deref().unwrap_or_default()
+                                 cannot step inside it; use a keyset or offset pagination{}",
+                                params.limit.min(state.cap.unwrap_or(u64::MAX)),
+                                feed.cursor_field.as_deref().unwrap_or_default(),
+                                state.cap.map_or_else(String::new, |c| format!(
+                                    " (the server answers at most {c} items per page)"
+                                ))
                             ),
                         )
                         .table(ctx.table));
@@ -801,7 +816,7 @@ mod tests {
         params: &Params,
         page: RawPage,
     ) -> Result<Step> {
-        MEM.with(|m| super::advance(ctx, state, params, page, &mut m.borrow_mut()))
+        MEM.with(|m| super::advance_walk(ctx, state, params, page, &mut m.borrow_mut()))
     }
 
     fn items(pairs: &[(&str, i64)]) -> Vec<Value> {

@@ -227,7 +227,7 @@ impl RestTransport {
             return Err(self.status_error(table, None, Some(routes), &resp));
         }
         let raw = self.raw_page(table, active, &url, &resp)?;
-        let step = pagination::advance(&ctx, &state, &params, raw, &mut mem);
+        let step = pagination::advance_walk(&ctx, &state, &params, raw, &mut mem);
         self.keep_walk_memory(walk_key, mem);
         let step = step?;
         let has_more = if deletes_only {

@@ -2,6 +2,8 @@
 //! as the API writes it, shifts during page walks, rounding, and silent page caps, each
 //! against the reference server configured to behave like the real servers that showed them.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 use tidesync_core::{PullRequest, Transport};
 use tidesync_testkit::server::{CollectionConfig, ReferenceServer};
@@ -329,6 +331,145 @@ async fn an_update_insert_and_delete_during_a_walk_never_lose_a_record() -> anyh
             "{name}: caught up, got {rest:?}"
         );
         server.freeze_clock(None);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn cursor_text_is_written_the_way_the_server_compares_it() -> anyhow::Result<()> {
+    use tidesync_testkit::server::TimestampFormat;
+    // The server stores `YYYY-MM-DD HH:MM:SS.sssZ` and compares the filter value as text.
+    let server = server_with(
+        CollectionConfig::default()
+            .timestamps(TimestampFormat::SpaceSeparated)
+            .text_compare(true),
+    )
+    .await;
+    seed(&server, T, "a", 5);
+    let feed = |timestamp: &str| {
+        format!(
+            "url = \"/api/items\"\nquery = {{ filter = \"(updated > '{{cursor}}')\", limit = \"{{limit}}\" }}\n\
+             items = \"/data\"\ncursor_field = \"updatedAt\"\ntimestamp = {timestamp}\nfilter = \"exclusive\"\n\
+             pagination = {{ has_more = \"/hasMore\" }}\n"
+        )
+    };
+    let right = from_toml(
+        &server,
+        &feed(r#"{ separator = " ", fraction = 3, zone = "Z" }"#),
+    )?;
+    // The old behaviour, for contrast: read as RFC 3339, written with a `T`.
+    let wrong = from_toml(&server, &feed("\"rfc3339\""))?;
+    let first_right = drain(&right, T, None, 2).await?;
+    // (One page: its second page would already go wrong, as below.)
+    let first_wrong = drain(&wrong, T, None, 10).await?;
+    assert_eq!(first_right.changed.len(), 5);
+    assert_eq!(first_wrong.changed.len(), 5);
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    for i in 0..3 {
+        server.update_direct(T, format!("a{i:03}").as_str(), json!({"n": -1}))?;
+    }
+    server.insert_direct(T, json!({"id": "b"}))?;
+    let next = drain(&right, T, first_right.cursor, 2).await?;
+    assert_eq!(
+        next.changed_set(),
+        ["a000", "a001", "a002", "b"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+    let cursor_sent = pull_queries(&server)
+        .into_iter()
+        .rev()
+        .find(|q| q.contains("filter="))
+        .unwrap_or_default();
+    assert!(
+        cursor_sent.contains("%20"),
+        "a space, not a T: {cursor_sent}"
+    );
+    // Written with a `T`, the cursor is greater than every time of the same day as text.
+    let missed = drain(&wrong, T, first_wrong.cursor, 2).await?;
+    assert!(
+        missed.changed.is_empty(),
+        "the server models the text comparison"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn records_inside_a_rounded_instant_are_all_applied() -> anyhow::Result<()> {
+    use tidesync_testkit::server::TimestampFormat;
+    // Answers show whole seconds; the filter compares milliseconds.
+    let server = server_with(
+        CollectionConfig::default()
+            .timestamps(TimestampFormat::Rfc3339)
+            .answer_rounding_ms(1000),
+    )
+    .await;
+    let t = from_toml(
+        &server,
+        "url = \"/api/items\"\nquery = { updated_after = \"{cursor}\", limit = \"{limit}\" }\n\
+         items = \"/data\"\ncursor_field = \"updatedAt\"\ntimestamp = \"rfc3339\"\n\
+         filter = \"exclusive\"\npagination = { has_more = \"/hasMore\" }\n",
+    )?;
+    let second = (server.now_ms() / 1000 + 10) * 1000;
+    let mut cursor = None;
+    let mut got = BTreeSet::new();
+    for (i, at) in [100, 200, 500, 900].into_iter().enumerate() {
+        server.freeze_clock(Some(second + at));
+        server.insert_direct(T, json!({"id": format!("r{i}")}))?;
+        let pulled = drain(&t, T, cursor, 2).await?;
+        got.extend(pulled.changed_set());
+        cursor = pulled.cursor;
+    }
+    server.freeze_clock(None);
+    assert_eq!(
+        got.len(),
+        4,
+        "every row of the same rounded second: {got:?}"
+    );
+    let again = drain(&t, T, cursor, 2).await?;
+    assert!(again.changed.is_empty(), "caught up: {again:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_page_cap_is_learned_and_every_record_read() -> anyhow::Result<()> {
+    let server = server_with(CollectionConfig::default().max_limit(4)).await;
+    let t0 = server.now_ms();
+    let mut all = BTreeSet::new();
+    for i in 0..11 {
+        server.freeze_clock(Some(t0 + i));
+        all.extend(seed(&server, T, &format!("c{i}-"), 1));
+    }
+    server.freeze_clock(None);
+    for pull in [
+        "url = \"/api/items\"\nquery = { updated_after = \"{cursor}\", limit = \"{limit}\" }\n\
+         items = \"/data\"\ncursor_field = \"updatedAt\"\nfilter = \"exclusive\"\n\
+         pagination = { has_more = \"/hasMore\" }\n",
+        "url = \"/api/items\"\nquery = { page = \"{page}\", per_page = \"{limit}\" }\n\
+         items = \"/data\"\npagination = { style = \"page\", has_more = \"/hasMore\" }\n",
+        "url = \"/api/items\"\nquery = { limit = \"{limit}\", offset = \"{offset}\" }\n\
+         items = \"/data\"\npagination = { style = \"offset\", total = \"/total\" }\n",
+    ] {
+        server.clear_log();
+        let t = from_toml(&server, pull)?;
+        let got = drain(&t, T, None, 10).await?;
+        assert_eq!(got.changed_set(), all, "{pull}");
+        let cap = got.cursor.as_ref().map(|c| c["changes"]["cap"].clone());
+        assert_eq!(cap, Some(json!(4)), "{pull}");
+        let limits: Vec<String> = pull_queries(&server)
+            .iter()
+            .filter_map(|q| {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix("limit=").or(p.strip_prefix("per_page=")))
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(limits.first().map(String::as_str), Some("10"), "{pull}");
+        assert!(
+            limits[1..].iter().all(|l| l == "4"),
+            "{pull}: asks for the cap afterwards: {limits:?}"
+        );
     }
     Ok(())
 }
