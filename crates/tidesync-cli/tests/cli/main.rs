@@ -1,6 +1,7 @@
 //! End-to-end tests of the built `tidesync` binary against the testkit's reference server and
 //! temp redb stores.
 
+mod checkpoint;
 mod config;
 mod conflicts;
 mod daemon;
