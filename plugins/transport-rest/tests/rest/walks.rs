@@ -214,9 +214,10 @@ fn every_style() -> Vec<(&'static str, String)> {
 }
 
 /// What the client holds: id → version, or `None` for a delete.
-type Local = std::collections::BTreeMap<String, Option<u64>>;
+pub type Local = std::collections::BTreeMap<String, Option<u64>>;
 
-fn apply(local: &mut Local, page: &tidesync_core::PullPage) {
+/// Applies a pulled page to `local`.
+pub fn apply(local: &mut Local, page: &tidesync_core::PullPage) {
     for r in &page.records {
         let version = r.get("version").and_then(Value::as_u64);
         local.insert(key_text(r.get("id")), version);
@@ -226,24 +227,30 @@ fn apply(local: &mut Local, page: &tidesync_core::PullPage) {
     }
 }
 
-/// The server's state in the same shape.
-fn server_state(server: &ReferenceServer) -> Local {
+/// The server's state of `table` in the same shape.
+pub fn table_state(server: &ReferenceServer, table: &str) -> Local {
     let mut out = Local::new();
-    for r in server.records(T) {
+    for r in server.records(table) {
         out.insert(
             key_text(r.get("id")),
             r.get("version").and_then(Value::as_u64),
         );
     }
-    for r in server.tombstones(T) {
+    for r in server.tombstones(table) {
         out.insert(key_text(r.get("id")), None);
     }
     out
 }
 
-/// Pulls page by page, running `edit` on the server after page `at`, until the cycle ends.
-async fn pull_with_edit(
+fn server_state(server: &ReferenceServer) -> Local {
+    table_state(server, T)
+}
+
+/// Pulls `table` page by page, running `edit` on the server after page `at`, until the
+/// cycle ends; returns the last cursor.
+pub async fn pull_table_with_edit(
     t: &RestTransport,
+    table: &str,
     local: &mut Local,
     cursor: Option<Value>,
     page_size: usize,
@@ -254,7 +261,7 @@ async fn pull_with_edit(
     for n in 0..200 {
         let page = t
             .pull(PullRequest {
-                table: T.into(),
+                table: table.into(),
                 cursor: cursor.clone(),
                 page_size,
             })
@@ -269,6 +276,17 @@ async fn pull_with_edit(
         }
     }
     anyhow::bail!("the pull did not end")
+}
+
+async fn pull_with_edit(
+    t: &RestTransport,
+    local: &mut Local,
+    cursor: Option<Value>,
+    page_size: usize,
+    at: usize,
+    edit: &dyn Fn(),
+) -> anyhow::Result<Option<Value>> {
+    pull_table_with_edit(t, T, local, cursor, page_size, at, edit).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
