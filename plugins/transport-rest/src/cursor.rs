@@ -181,6 +181,10 @@ pub struct Pass {
     /// The highest position seen in this pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high: Option<Mark>,
+    /// A short page without an end signal was read (its size): the next page is asked for
+    /// once, to tell the end from a silent page cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<u64>,
     /// Fingerprint of the last page read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp: Option<u64>,

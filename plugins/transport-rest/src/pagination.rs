@@ -692,6 +692,40 @@ pub fn advance_walk(
         if page.total.is_some() {
             pass.total = page.total;
         }
+        // Without a filter and without an end signal, a short page of an offset or page walk
+        // may be a silent cap: the next page is asked for once. Empty, the walk is complete;
+        // not empty, the server caps its pages (a filtered feed does not need this: its next
+        // sync goes on from the checkpoint).
+        let mut more = more;
+        let probed = pass.probe.take();
+        if !explicit
+            && filter == Filter::None
+            && matches!(style, PageStyle::Offset | PageStyle::Page)
+            && feed.sends_limit()
+            && shift.is_none()
+        {
+            if let Some(short) = probed.filter(|_| count > 0) {
+                if pass.fp == Some(fp) {
+                    return Err(repeat_error(ctx, "returned the same page twice"));
+                }
+                tracing::warn!(
+                    table = ctx.table,
+                    asked = pass.limit,
+                    answered = short,
+                    "the server answered fewer items than asked and then more: it caps its \
+                     page size; asking for {short} per page from now on"
+                );
+                next.cap = Some(short);
+                pass.limit = pass.limit.min(short).max(1);
+                if style == PageStyle::Offset && short > 1 {
+                    pass.limit = pass.limit.min(short - 1);
+                }
+                more = more || count > 0;
+            } else if probed.is_none() && raw_count > 0 && raw_count < params.limit && count > 0 {
+                pass.probe = Some(raw_count);
+                more = true;
+            }
+        }
         if let Some(reason) = shift {
             next.pass = None;
             next.rewalks = state.rewalks.saturating_add(1);
@@ -743,10 +777,9 @@ pub fn advance_walk(
                 if style == PageStyle::Link {
                     mem.next_link = page.next_link;
                 }
-                if style == PageStyle::Offset
-                    && let Some(last) = page.items.last().and_then(|item| edge_of(ctx, item))
-                {
-                    pass.last = Some(last);
+                if style == PageStyle::Offset && !page.items.is_empty() {
+                    // (An undecodable last item leaves no edge: that boundary goes unchecked.)
+                    pass.last = page.items.last().and_then(|item| edge_of(ctx, item));
                 }
                 pass.high = high;
                 pass.fp = Some(fp);
@@ -1119,6 +1152,121 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_cap_without_any_signal_is_found_by_one_more_request() {
+        let f = feed(Filter::None, Pagination::page(1)).query("page", "{page}");
+        let data: Vec<(&str, i64)> = (0..10)
+            .map(|i| {
+                (
+                    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][i],
+                    i as i64,
+                )
+            })
+            .collect();
+        let ctx = ctx(&f);
+        let mut state = FeedCursor::default();
+        let mut seen = Vec::new();
+        let mut requests = 0;
+        loop {
+            let p = plan(&ctx, &state, 6).unwrap();
+            requests += 1;
+            // The server caps pages at 4 and numbers them by the capped size.
+            let size = p.limit.min(4) as usize;
+            let start = (p.page as usize - 1) * size;
+            let rows: Vec<(&str, i64)> = data.iter().copied().skip(start).take(size).collect();
+            let step = advance(
+                &ctx,
+                &state,
+                &p,
+                RawPage {
+                    items: items(&rows),
+                    ..RawPage::default()
+                },
+            )
+            .unwrap();
+            seen.extend(ids(&step));
+            state = step.state;
+            if !step.more {
+                break;
+            }
+            assert!(requests < 20, "did not end");
+        }
+        assert_eq!(
+            sorted(seen),
+            ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+        );
+        assert_eq!(state.cap, Some(4));
+        assert_eq!(
+            requests, 4,
+            "pages 1-3, and one probe past the short last page"
+        );
+    }
+
+    /// Collects the messages of `warn` events emitted while `f` runs (this thread only).
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        use tracing::field::{Field, Visit};
+        use tracing::span::{Attributes, Id, Record as SpanRecord};
+        use tracing::{Event, Level, Metadata, Subscriber};
+
+        struct Collect(Arc<Mutex<Vec<String>>>);
+        struct Message(String);
+        impl Visit for Message {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        impl Subscriber for Collect {
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &SpanRecord<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &Event<'_>) {
+                if *event.metadata().level() == Level::WARN {
+                    let mut message = Message(String::new());
+                    event.record(&mut message);
+                    if let Ok(mut all) = self.0.lock() {
+                        all.push(message.0);
+                    }
+                }
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let all = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::with_default(Collect(all.clone()), f);
+        let out = all.lock().map(|v| v.clone()).unwrap_or_default();
+        out
+    }
+
+    #[test]
+    fn unparsable_cursor_values_are_one_visible_warning_per_page() {
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 10).unwrap();
+        let page = RawPage {
+            items: vec![
+                json!({"id": "a", "updatedAt": "2024-05-01 12:00:00.000Z"}),
+                json!({"id": "b", "updatedAt": "2024-05-01 12:00:01.000Z"}),
+            ],
+            ..RawPage::default()
+        };
+        let mut step = None;
+        let warned = warnings(|| step = Some(advance(&ctx, &state, &p, page)));
+        let step = step.unwrap().unwrap();
+        assert_eq!(ids(&step), ["a", "b"], "applied");
+        assert_eq!(step.state.since, None, "not checkpointed");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("fix `timestamp`"), "{warned:?}");
+    }
+
+    #[test]
     fn a_short_page_while_more_exist_learns_the_cap_once() {
         let f = feed(Filter::Exclusive, Pagination::none().has_more("/hasMore"));
         let ctx = ctx(&f);
@@ -1138,6 +1286,23 @@ mod tests {
         assert!(step.more);
         assert_eq!(step.state.cap, Some(4));
         assert_eq!(plan(&ctx, &step.state, 10).unwrap().limit, 4);
+        // Pages at the cap say nothing more.
+        let state = step.state;
+        let p = plan(&ctx, &state, 10).unwrap();
+        let warned = warnings(|| {
+            let step = advance(
+                &ctx,
+                &state,
+                &p,
+                RawPage {
+                    items: items(&[("e", 5), ("f", 6), ("g", 7), ("h", 8)]),
+                    has_more: Some(true),
+                    ..RawPage::default()
+                },
+            );
+            assert!(step.is_ok_and(|s| s.more && s.state.cap == Some(4)));
+        });
+        assert!(warned.is_empty(), "said once: {warned:?}");
     }
 
     #[test]
