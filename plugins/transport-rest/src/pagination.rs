@@ -1240,8 +1240,7 @@ mod tests {
         }
         let all = Arc::new(Mutex::new(Vec::new()));
         tracing::subscriber::with_default(Collect(all.clone()), f);
-        let out = all.lock().map(|v| v.clone()).unwrap_or_default();
-        out
+        all.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     #[test]
