@@ -491,3 +491,37 @@ async fn a_silent_page_cap_is_learned_and_every_record_read() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn page_and_link_walks_cut_by_a_restart_start_again_and_lose_nothing() -> anyhow::Result<()> {
+    let server = server_with(CollectionConfig::default()).await;
+    let all = seed(&server, T, "x", 9);
+    for (name, pull) in every_style()
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "page" | "link"))
+    {
+        let before = from_toml(&server, &pull)?;
+        let first = before
+            .pull(PullRequest {
+                table: T.into(),
+                cursor: None,
+                page_size: 3,
+            })
+            .await?;
+        assert!(first.has_more, "{name}");
+        let mut local = Local::new();
+        apply(&mut local, &first);
+        drop(before);
+        // Another process: the walk's memory is gone; the stored cursor holds no URL.
+        let stored = first.cursor.clone().unwrap_or_default();
+        assert!(!stored.to_string().contains("http"), "{name}: {stored}");
+        server.update_direct(T, "x000", json!({"n": -1}))?;
+        let after = from_toml(&server, &pull)?;
+        let rest = pull_with_edit(&after, &mut local, first.cursor, 3, usize::MAX, &|| {}).await?;
+        assert_eq!(local, server_state(&server), "{name}");
+        assert_eq!(local.len(), all.len(), "{name}");
+        let again = drain(&after, T, rest, 3).await?;
+        assert!(again.changed.is_empty(), "{name}: caught up: {again:?}");
+    }
+    Ok(())
+}
