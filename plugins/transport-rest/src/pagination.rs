@@ -229,10 +229,14 @@ pub fn plan(
     if style == PageStyle::None {
         let boost = u64::from(state.boost.max(1));
         params.limit = page_size.saturating_mul(boost);
-        if feed.filter == Filter::Inclusive {
+        // Seen keys come back with `inclusive`, and with `exclusive` where answers are coarser
+        // than the server's filter: ask for that many more.
+        if matches!(feed.filter, Filter::Inclusive | Filter::Exclusive) {
             let seen = state.since.as_ref().map_or(0, |s| s.seen.len());
             params.limit = params.limit.saturating_add(seen as u64);
         }
+        // Never more than the server was seen to answer.
+        params.limit = params.limit.min(cap);
     } else if let Some(pass) = &state.pass {
         params.limit = pass.limit.max(1);
         params.offset = pass.offset;
