@@ -242,10 +242,10 @@ pub fn plan(
         params.offset = pass.offset;
         params.page = pass.page;
         match style {
-            PageStyle::Offset if pass.last.is_some() && pass.offset > 0 => {
-                // One item of overlap: it must be the previous page's last.
+            PageStyle::Offset if pass.last.is_some() && pass.offset > 0 && pass.limit > 1 => {
+                // One item of overlap: it must be the previous page's last. The page size stays
+                // (asking for one more would cross a server's cap equal to the page size).
                 params.offset = pass.offset - 1;
-                params.limit = params.limit.saturating_add(1);
             }
             PageStyle::Token => params.token = pass.token.as_ref().map(token_text),
             PageStyle::Link => params.next_url = mem.next_link.clone(),
@@ -696,14 +696,13 @@ pub fn advance_walk(
         if page.total.is_some() {
             pass.total = page.total;
         }
-        // Without a filter and without an end signal, a short page of an offset or page walk
-        // may be a silent cap: the next page is asked for once. Empty, the walk is complete;
-        // not empty, the server caps its pages (a filtered feed does not need this: its next
-        // sync goes on from the checkpoint).
+        // Without an end signal, a short page of an offset or page walk may be a silent cap:
+        // the next page is asked for once. Empty, the walk is complete; not empty, the server
+        // caps its pages. (Ending the walk there would move the checkpoint to the highest
+        // position seen, past every unseen record unless the order is the cursor field's.)
         let mut more = more;
         let probed = pass.probe.take();
         if !explicit
-            && filter == Filter::None
             && matches!(style, PageStyle::Offset | PageStyle::Page)
             && feed.sends_limit()
             && shift.is_none()
@@ -721,9 +720,6 @@ pub fn advance_walk(
                 );
                 next.cap = Some(short);
                 pass.limit = pass.limit.min(short).max(1);
-                if style == PageStyle::Offset && short > 1 {
-                    pass.limit = pass.limit.min(short - 1);
-                }
                 more = more || count > 0;
             } else if probed.is_none() && raw_count > 0 && raw_count < params.limit && count > 0 {
                 pass.probe = Some(raw_count);
@@ -768,10 +764,6 @@ pub fn advance_walk(
                 pass.read = pass.read.saturating_add(count);
                 if let Some(cap) = next.cap {
                     pass.limit = pass.limit.min(cap).max(1);
-                    if style == PageStyle::Offset && pass.offset > 0 && cap > 1 {
-                        // The overlapping request asks for one more.
-                        pass.limit = pass.limit.min(cap - 1);
-                    }
                 }
                 pass.token = if style == PageStyle::Token {
                     next_token
@@ -1082,8 +1074,8 @@ mod tests {
         let p1 = plan(&ctx, &resumed, 50).unwrap();
         assert_eq!(
             (p1.offset, p1.limit, p1.cursor.clone()),
-            (2, 4, None),
-            "one item of overlap with the previous page"
+            (2, 3, None),
+            "one item of overlap with the previous page, same page size"
         );
     }
 

@@ -525,3 +525,45 @@ async fn page_and_link_walks_cut_by_a_restart_start_again_and_lose_nothing() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_offset_walk_at_the_servers_page_cap_reads_everything_in_one_cycle() -> anyhow::Result<()>
+{
+    // The overlap item must not make a request ask for more than the page size: a server
+    // capping at exactly the page size would answer a "short" page and end the walk early.
+    let server = server_with(CollectionConfig::default().max_limit(5)).await;
+    let t0 = server.now_ms();
+    let mut all = BTreeSet::new();
+    for i in 0..23 {
+        server.freeze_clock(Some(t0 + i));
+        all.extend(seed(&server, T, &format!("o{i:02}-"), 1));
+    }
+    server.freeze_clock(None);
+    for filter in ["filter = \"exclusive\"\n", ""] {
+        server.clear_log();
+        let query = if filter.is_empty() {
+            "query = { limit = \"{limit}\", offset = \"{offset}\" }"
+        } else {
+            "query = { updated_at = \"gt.{cursor}\", limit = \"{limit}\", offset = \"{offset}\" }"
+        };
+        let t = from_toml(
+            &server,
+            &format!(
+                "url = \"/api/items\"\n{query}\nitems = \"/data\"\ncursor_field = \"updatedAt\"\n\
+                 {filter}pagination = {{ style = \"offset\" }}\n"
+            ),
+        )?;
+        let got = drain(&t, T, None, 5).await?;
+        assert_eq!(got.changed_set(), all, "{filter}");
+        let limits: BTreeSet<String> = pull_queries(&server)
+            .iter()
+            .filter_map(|q| {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix("limit="))
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(limits, BTreeSet::from(["5".to_owned()]), "{filter}");
+    }
+    Ok(())
+}
