@@ -63,6 +63,11 @@ pub struct CollectionConfig {
     /// instead of parsing them as times: `2024-05-01T…` is then greater than every
     /// `2024-05-01 …` of the same day.
     pub text_compare: bool,
+    /// After every `n`-th page served from the change feed, the server edits the live record
+    /// that comes first in `(updatedAt, id)` order, as another client would (a `serverEdits`
+    /// counter field; `updatedAt` and `version` move): updates during a walk, which move that
+    /// record to the end and shift every later one a place forward.
+    pub edit_during_pulls: Option<usize>,
 }
 
 impl Default for CollectionConfig {
@@ -77,6 +82,7 @@ impl Default for CollectionConfig {
             sort_from_params: false,
             answer_rounding_ms: 1,
             text_compare: false,
+            edit_during_pulls: None,
         }
     }
 }
@@ -135,6 +141,13 @@ impl CollectionConfig {
     #[must_use]
     pub fn answer_rounding_ms(mut self, ms: i64) -> Self {
         self.answer_rounding_ms = ms.max(1);
+        self
+    }
+
+    /// Sets [`CollectionConfig::edit_during_pulls`] (`0` turns it off).
+    #[must_use]
+    pub fn edit_during_pulls(mut self, every: usize) -> Self {
+        self.edit_during_pulls = (every > 0).then_some(every);
         self
     }
 
@@ -325,6 +338,8 @@ pub(crate) struct Collection {
     dead_counts: TsCounts,
     next_server_id: i64,
     creates: HashMap<String, usize>,
+    /// Change-feed pages served (for [`CollectionConfig::edit_during_pulls`]).
+    pages_served: usize,
 }
 
 impl Collection {
@@ -339,6 +354,7 @@ impl Collection {
             dead_counts: TsCounts::default(),
             next_server_id: 1,
             creates: HashMap::new(),
+            pages_served: 0,
         }
     }
 
@@ -572,6 +588,37 @@ impl Collection {
             rows,
             has_more,
         }
+    }
+
+    /// Counts a change-feed page served and, per [`CollectionConfig::edit_during_pulls`],
+    /// edits the live record that comes first. Returns its key when it did.
+    pub(crate) fn page_served(&mut self, now: i64) -> Option<String> {
+        let every = self.config.edit_during_pulls?;
+        self.pages_served = self.pages_served.saturating_add(1);
+        if !self.pages_served.is_multiple_of(every) {
+            return None;
+        }
+        let key = self
+            .order
+            .iter()
+            .map(|(_, rank)| rank.key())
+            .find(|k| self.records.get(*k).is_some_and(|r| !r.deleted))?
+            .to_owned();
+        let edits = self
+            .records
+            .get(&key)
+            .and_then(|r| r.fields.get("serverEdits"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let mut fields = Map::new();
+        fields.insert("serverEdits".into(), Value::from(edits + 1));
+        let body = Body {
+            fields,
+            id: None,
+            version: None,
+        };
+        let reply = self.patch(&key, body, &Pre::default(), now);
+        (reply.status == StatusCode::OK).then_some(key)
     }
 
     pub(crate) fn create_count(&self, key: &str) -> usize {

@@ -140,8 +140,10 @@
 //! - [`CollectionConfig::max_limit`]: a silent page cap (the page is shorter, `hasMore` true).
 //! - [`CollectionConfig::link_origin`]: absolute `Link`s on another origin (a proxy that
 //!   rewrites `Host`).
-//! - Updates during a walk: [`ServerHandle::update_direct`] and friends between two requests;
-//!   offsets and page numbers then shift as on any server.
+//! - [`CollectionConfig::edit_during_pulls`]: after every `n`-th change-feed page, the server
+//!   edits its oldest live record, as another client would (updates during a walk); tests can
+//!   also call [`ServerHandle::update_direct`] and friends between two requests. Offsets and
+//!   page numbers then shift as on any server.
 //!
 //! ## Idempotency
 //!

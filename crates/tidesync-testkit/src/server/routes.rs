@@ -188,11 +188,16 @@ fn pull_inner(
         Feed::Records => format!("/api/{}", super::query::encode(&c)),
         Feed::Deleted => format!("/api/{}/deleted", super::query::encode(&c)),
     };
-    let store = st.store();
-    Ok(store.with_view(&c, |coll| {
+    let mut store = st.store();
+    let reply = store.with_view(&c, |coll| {
         let base = link_base(coll, headers, url_path);
         feed::list(coll, feed, &pairs, &base)
-    }))
+    });
+    if feed == Feed::Records && reply.status == StatusCode::OK && store.get(&c).is_some() {
+        let now = store.now();
+        store.collection_mut(&c).page_served(now);
+    }
+    Ok(reply)
 }
 
 async fn get_one(

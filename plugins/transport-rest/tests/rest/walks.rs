@@ -567,3 +567,67 @@ async fn an_offset_walk_at_the_servers_page_cap_reads_everything_in_one_cycle() 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_editing_during_walks_never_makes_a_walk_skip() -> anyhow::Result<()> {
+    for (name, pull) in every_style() {
+        // Every 7th page served, the server edits its oldest record (another client). (Every
+        // walk here is shorter than that, so walks started again after an edit complete; a
+        // server editing more often than a walk is long is the next test.)
+        let server = server_with(CollectionConfig::default().edit_during_pulls(7)).await;
+        let t0 = server.now_ms() - 10_000;
+        for i in 0..14 {
+            server.freeze_clock(Some(t0 + i));
+            server.insert_direct(T, json!({"id": format!("e{i:02}")}))?;
+        }
+        server.freeze_clock(None);
+        let t = from_toml(&server, &pull)?;
+        let mut local = Local::new();
+        let mut cursor = None;
+        for _ in 0..6 {
+            cursor = pull_with_edit(&t, &mut local, cursor, 5, usize::MAX, &|| {}).await?;
+        }
+        let edited = server
+            .records(T)
+            .iter()
+            .filter(|r| r.get("serverEdits").is_some())
+            .count();
+        assert!(edited > 0, "{name}: the server edited during the walks");
+        // Quiet again: one more sync brings the rest, unless a walk skipped something.
+        server.configure_collection(T, CollectionConfig::default());
+        pull_with_edit(&t, &mut local, cursor, 5, usize::MAX, &|| {}).await?;
+        assert_eq!(local, server_state(&server), "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn walks_that_never_finish_before_the_next_edit_fail_instead_of_skipping()
+-> anyhow::Result<()> {
+    for (name, pull) in every_style()
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "offset" | "page"))
+    {
+        // An edit every 2nd page while a walk needs 5 pages: no walk completes.
+        let server = server_with(CollectionConfig::default().edit_during_pulls(2)).await;
+        let t0 = server.now_ms() - 10_000;
+        for i in 0..14 {
+            server.freeze_clock(Some(t0 + i));
+            server.insert_direct(T, json!({"id": format!("f{i:02}")}))?;
+        }
+        server.freeze_clock(None);
+        let t = from_toml(&server, &pull)?;
+        let err = drain(&t, T, None, 3)
+            .await
+            .expect_err("livelock is an error");
+        let err = err
+            .downcast_ref::<tidesync_core::Error>()
+            .unwrap_or_else(|| panic!("{name}: {err}"));
+        assert_eq!(err.kind(), tidesync_core::ErrorKind::Permanent, "{name}");
+        assert!(
+            err.to_string().contains("Re-filter instead"),
+            "{name}: {err}"
+        );
+    }
+    Ok(())
+}
