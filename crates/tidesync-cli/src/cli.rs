@@ -100,6 +100,9 @@ pub enum Command {
     /// Conflicts parked for a decision: list, settle.
     #[command(subcommand)]
     Conflicts(ConflictCommand),
+    /// A table's pull checkpoint: show it, or reset it.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Print a record as JSON.
     Get {
         /// The table.
@@ -243,6 +246,25 @@ pub enum QuarantineCommand {
     Discard {
         /// The item's number (from `list`).
         seq: u64,
+    },
+}
+
+/// `tidesync checkpoint …`
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Print the stored pull checkpoint of a table.
+    Show {
+        /// The table.
+        table: String,
+    },
+    /// Delete the pull checkpoint: the next sync reads the table's whole feed again.
+    Reset {
+        /// The table.
+        table: String,
+        /// Keep the filter values; drop only the page walk in progress, a learned page cap
+        /// and the tie boost.
+        #[arg(long)]
+        keep_filter: bool,
     },
 }
 

@@ -861,6 +861,43 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<Diagnostic> {
     out
 }
 
+/// A pull whose first sort parameter (a name with `order` or `sort` in it) does not sort by
+/// the cursor field: with offset or page walking over a changing table that skips rows, and
+/// re-filtering needs the cursor-field order. Returns the parameter and the message.
+fn sort_order_warning(feed: &tidesync_transport_rest::Feed) -> Option<(&str, String)> {
+    let cursor = feed.cursor_field.as_deref()?;
+    let (name, value) = feed.query.iter().find(|(name, _)| {
+        let lower = name.to_ascii_lowercase();
+        lower.contains("order") || lower.contains("sort")
+    })?;
+    // `orderby.updatedAt` / `sort[updatedAt]` name the field; `sort = "updatedAt,id"` /
+    // `order = "id.asc"` give it in the value.
+    let named = name
+        .split_once(['.', '['])
+        .map(|(_, field)| field.trim_end_matches(']').to_owned());
+    let value = value.to_string();
+    let first = named.unwrap_or_else(|| {
+        value
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches(['-', '+'])
+            .to_owned()
+    });
+    let field = first.split(['.', ':', ' ']).next().unwrap_or_default();
+    let normal = |s: &str| s.replace('_', "").to_ascii_lowercase();
+    (normal(field) != normal(cursor)).then(|| {
+        (
+            name,
+            format!(
+                "the first sort parameter `{name}` sorts by `{field}`, not by the cursor field \
+                 `{cursor}`"
+            ),
+        )
+    })
+}
+
 fn validate_server(
     server: &RestConfig,
     config: &Config,
@@ -909,6 +946,19 @@ fn validate_server(
                 ));
             }
             push(diag, &path);
+        }
+        if let Some(feed) = &routes.pull
+            && let Some((param, message)) = sort_order_warning(feed)
+        {
+            let mut path = base.to_vec();
+            path.extend([Seg::Key("pull"), Seg::Key("query"), Seg::Key(param)]);
+            push(
+                Diagnostic::warning(message).table(table).field(param).hint(
+                    "query parameters go out in the order written, and APIs that sort by \
+                     parameters sort by the first: put the cursor field's sort first",
+                ),
+                &path,
+            );
         }
         if let Some(spec) = config.tables.iter().find(|t| &t.name == table) {
             if routes.key != spec.key {

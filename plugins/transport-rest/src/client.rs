@@ -23,6 +23,8 @@ pub struct RestTransport {
     pub(crate) auth: Option<Arc<dyn AuthProvider>>,
     pub(crate) client: reqwest::Client,
     pub(crate) base: reqwest::Url,
+    /// Page walks' in-memory state per (table, deleted-ids feed).
+    pub(crate) walks: crate::pull::Walks,
 }
 
 impl fmt::Debug for RestTransport {
@@ -141,6 +143,7 @@ impl RestTransport {
             auth,
             client,
             base,
+            walks: crate::pull::Walks::default(),
         })
     }
 

@@ -1,12 +1,11 @@
 //! Pull specifications: the change feed of a table (and its optional deleted-ids feed).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidesync_core::{Error, Result};
 
 use crate::pointer::{self, Pointer};
+use crate::query::QueryParams;
 use crate::routes::{Headers, check_template};
 use crate::template::Template;
 use crate::time::TimeFormat;
@@ -50,7 +49,8 @@ pub enum PageStyle {
     Page,
     /// A next-page token from the body (pointer `next`), sent back as `{token}`.
     Token,
-    /// The `Link: <…>; rel="next"` response header (same origin as the base URL only).
+    /// The `Link: <…>; rel="next"` response header (a link to another origin is rewritten
+    /// onto `base_url` unless `foreign_links` says otherwise). Only this style reads `Link`.
     Link,
 }
 
@@ -74,6 +74,30 @@ pub struct Pagination {
     /// Page style: the number of the first page (default 1).
     #[serde(default = "default_first_page")]
     pub first_page: u64,
+    /// Link style: what to do with a next link to another origin than `base_url` (a proxy
+    /// that rewrites `Host`, an internal host name): `rewrite` it onto `base_url` (default),
+    /// `follow` it (credentials go there too), or `refuse` it (an error).
+    #[serde(default, skip_serializing_if = "ForeignLinks::is_default")]
+    pub foreign_links: ForeignLinks,
+}
+
+/// What a link walk does with a next link to another origin than `base_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignLinks {
+    /// Keep the link's path and query, on `base_url`'s scheme, host and port.
+    #[default]
+    Rewrite,
+    /// Follow it as it is (the auth headers are sent there too).
+    Follow,
+    /// Refuse it: the pull fails with a `Permanent` error (nothing is stored).
+    Refuse,
+}
+
+impl ForeignLinks {
+    fn is_default(&self) -> bool {
+        *self == ForeignLinks::Rewrite
+    }
 }
 
 fn default_first_page() -> u64 {
@@ -88,6 +112,7 @@ impl Default for Pagination {
             total: None,
             next: None,
             first_page: 1,
+            foreign_links: ForeignLinks::Rewrite,
         }
     }
 }
@@ -143,6 +168,12 @@ impl Pagination {
         self.total = Some(pointer::lenient(pointer));
         self
     }
+
+    /// What a link walk does with a next link to another origin.
+    pub fn foreign_links(mut self, policy: ForeignLinks) -> Self {
+        self.foreign_links = policy;
+        self
+    }
 }
 
 /// A tombstone flag: a pulled record whose `field` equals `value` is a server delete.
@@ -170,11 +201,11 @@ fn default_tombstone_value() -> Value {
 pub struct Feed {
     /// URL template (GET). Placeholders: `{limit}`, `{offset}`, `{page}` only.
     pub url: Template,
-    /// Query parameters (name → value template, URL-encoded). A parameter whose template uses
-    /// a placeholder without a value (`{cursor}` on a first sync, `{token}` on a first page,
-    /// …) is left out.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub query: BTreeMap<String, Template>,
+    /// Query parameters (name → value template, URL-encoded), sent in the order written. A
+    /// parameter whose template uses a placeholder without a value (`{cursor}` on a first
+    /// sync, `{token}` on a first page, …) is left out.
+    #[serde(default, skip_serializing_if = "QueryParams::is_empty")]
+    pub query: QueryParams,
     /// Extra headers.
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
@@ -217,7 +248,7 @@ impl Feed {
     pub fn get(url: &str) -> Self {
         Feed {
             url: Template::lenient(url),
-            query: BTreeMap::new(),
+            query: QueryParams::new(),
             headers: Headers::default(),
             items: Pointer::root(),
             key: None,
@@ -232,7 +263,7 @@ impl Feed {
         }
     }
 
-    /// Adds a query parameter (`value` is a template).
+    /// Adds a query parameter (`value` is a template); parameters go out in the order added.
     pub fn query(mut self, name: impl Into<String>, value: &str) -> Self {
         self.query.insert(name.into(), Template::lenient(value));
         self

@@ -10,6 +10,7 @@ pub mod pagination;
 pub mod pointer;
 mod pull;
 mod push;
+pub mod query;
 pub mod routes;
 pub mod template;
 pub mod time;
@@ -18,11 +19,12 @@ mod transport;
 pub use auth::{AuthHeaders, AuthProvider, Secret, StaticAuth};
 pub use client::RestTransport;
 pub use config::{RestConfig, RestTransportBuilder};
-pub use feed::{Feed, Filter, PageStyle, Pagination, Tombstone};
+pub use feed::{Feed, Filter, ForeignLinks, PageStyle, Pagination, Tombstone};
 pub use pointer::Pointer;
 pub use pull::link_next;
+pub use query::QueryParams;
 pub use routes::{
     BodyMode, BulkRoute, FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
 };
 pub use template::Template;
-pub use time::TimeFormat;
+pub use time::{Separator, TextFormat, TimeFormat, Zone};

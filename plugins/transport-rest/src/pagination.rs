@@ -9,18 +9,70 @@
 //!   checkpoint timestamp and raises the limit by their number; `keyset` is exact. When one
 //!   timestamp group fills a whole page, the limit doubles (`boost`, up to ×64, then an error).
 //! - **Passes** (offset/page/token/link): the filter value stays fixed while the pages of one
-//!   pass are walked; the next page to ask for is part of the cursor; the checkpoint moves to the
-//!   highest position seen when the pass ends. A server that returns the same page again (or
-//!   the same next token or link) is an error, never a loop.
+//!   pass are walked; the checkpoint moves to the highest position seen only when the pass ends
+//!   and nothing shifted during it. A server that returns the same page again (or the same
+//!   next token or link) is an error, never a loop.
+//!
+//! **No silent skip.** Offsets and page numbers shift when records move during a walk (an
+//! update moves a record to the end of an `updatedAt` order; a hard delete pulls every later
+//! record one place forward), and the record pulled across the page boundary would be skipped.
+//! So a walk checks its continuity: an offset walk asks for each page from one item earlier and
+//! checks that this first item is the previous page's last; page and link walks remember the
+//! keys of the walk and treat a key seen twice (a record that moved) as a shift; every style
+//! treats a falling `total` as one. On a shift the walk starts again from the committed
+//! checkpoint, which therefore never advances past a record the walk did not see.
+//!
+//! **Silent page caps.** A page shorter than asked while the server says more exist means the
+//! server caps its page size: the cap is stored (`FeedCursor::cap`), later requests ask for no
+//! more, and a warning says so once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use tidesync_core::{Error, ErrorKind, Key, Record, Result};
 
-use crate::cursor::{FeedCursor, Mark, Pass};
+use crate::cursor::{Edge, FeedCursor, Mark, Pass};
 use crate::feed::{Feed, Filter, PageStyle};
 
 /// The largest limit multiplier before a timestamp tie is reported as an error.
 pub const MAX_BOOST: u32 = 64;
+
+/// How many page walks in a row may be restarted after a shift before the pull fails (the
+/// data then changes faster than a walk can read it; re-filtering does not have this limit).
+pub const MAX_REWALKS: u32 = 8;
+
+/// What a walk keeps in memory only (never in the stored checkpoint): the next link of a link
+/// walk and the keys a page or link walk has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalkMemory {
+    /// The walk this memory belongs to ([`Pass::walk`]); 0: none.
+    pub id: u64,
+    /// Link style: the next page's URL.
+    pub next_link: Option<String>,
+    /// Hashes of the keys seen in this walk (page and link styles).
+    pub seen: HashSet<u64>,
+}
+
+impl WalkMemory {
+    fn start(&mut self, id: u64) {
+        self.id = id;
+        self.next_link = None;
+        self.seen.clear();
+    }
+}
+
+/// A new walk id: unique within the process, and unlike any id of an earlier process.
+fn new_walk_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            u64::try_from(d.as_nanos() % u128::from(u64::MAX)).unwrap_or(0)
+        });
+    (nanos ^ base.wrapping_mul(0x9e37_79b9_7f4a_7c15)).max(1)
+}
 
 /// The values for one page request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,10 +175,43 @@ fn parse_ts(ctx: &FeedCtx<'_>, mark: &Mark) -> Result<i128> {
     })
 }
 
+/// Makes a stored cursor fit for [`plan`]: a page or link walk whose in-memory state is gone
+/// (another process, a restart) starts again from its committed filter value, because what
+/// proves its continuity was in memory; offset and token walks go on (their proof is in the
+/// cursor, or the token is the server's own position).
+pub fn resume(ctx: &FeedCtx<'_>, state: &FeedCursor, mem: &mut WalkMemory) -> FeedCursor {
+    let mut state = state.clone();
+    let style = ctx.feed.pagination.style;
+    if let Some(pass) = &state.pass {
+        let known = pass.walk != 0 && mem.id == pass.walk;
+        match style {
+            PageStyle::Page | PageStyle::Link
+                if !known || (style == PageStyle::Link && mem.next_link.is_none()) =>
+            {
+                tracing::info!(
+                    table = ctx.table,
+                    "a page walk was interrupted (restart or another process); walking again \
+                     from the checkpoint"
+                );
+                state.pass = None;
+            }
+            _ if !known => mem.start(pass.walk),
+            _ => {}
+        }
+    }
+    state
+}
+
 /// The request parameters for the next page of a feed.
-pub fn plan(ctx: &FeedCtx<'_>, state: &FeedCursor, page_size: usize) -> Result<Params> {
+pub fn plan(
+    ctx: &FeedCtx<'_>,
+    state: &FeedCursor,
+    page_size: usize,
+    mem: &WalkMemory,
+) -> Result<Params> {
     let feed = ctx.feed;
-    let page_size = u64::try_from(page_size.max(1)).unwrap_or(u64::MAX);
+    let cap = state.cap.unwrap_or(u64::MAX).max(1);
+    let page_size = u64::try_from(page_size.max(1)).unwrap_or(u64::MAX).min(cap);
     let mut params = Params {
         limit: page_size,
         page: feed.pagination.first_page,
@@ -140,19 +225,32 @@ pub fn plan(ctx: &FeedCtx<'_>, state: &FeedCursor, page_size: usize) -> Result<P
             params.after_key = since.key.as_ref().map(ToString::to_string);
         }
     }
-    if feed.pagination.style == PageStyle::None {
+    let style = feed.pagination.style;
+    if style == PageStyle::None {
         let boost = u64::from(state.boost.max(1));
         params.limit = page_size.saturating_mul(boost);
-        if feed.filter == Filter::Inclusive {
+        // Seen keys come back with `inclusive`, and with `exclusive` where answers are coarser
+        // than the server's filter: ask for that many more.
+        if matches!(feed.filter, Filter::Inclusive | Filter::Exclusive) {
             let seen = state.since.as_ref().map_or(0, |s| s.seen.len());
             params.limit = params.limit.saturating_add(seen as u64);
         }
+        // Never more than the server was seen to answer.
+        params.limit = params.limit.min(cap);
     } else if let Some(pass) = &state.pass {
         params.limit = pass.limit.max(1);
         params.offset = pass.offset;
         params.page = pass.page;
-        params.token = pass.token.as_ref().map(token_text);
-        params.next_url = pass.next.clone();
+        match style {
+            PageStyle::Offset if pass.last.is_some() && pass.offset > 0 && pass.limit > 1 => {
+                // One item of overlap: it must be the previous page's last. The page size stays
+                // (asking for one more would cross a server's cap equal to the page size).
+                params.offset = pass.offset - 1;
+            }
+            PageStyle::Token => params.token = pass.token.as_ref().map(token_text),
+            PageStyle::Link => params.next_url = mem.next_link.clone(),
+            _ => {}
+        }
     }
     Ok(params)
 }
@@ -169,6 +267,8 @@ struct Entry {
 fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
     let feed = ctx.feed;
     let mut out = Vec::with_capacity(items.len());
+    let mut unparsed = 0usize;
+    let mut example: Option<String> = None;
     for (index, item) in items.iter().enumerate() {
         let (key_value, ts_value, record) = match item {
             Value::Object(map) => (
@@ -197,16 +297,16 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
         };
         let ts = match (feed.cursor_field.as_deref(), ts_value) {
             (None, _) => None,
-            (Some(field), value) => {
+            (Some(_), value) => {
                 let parsed = value.and_then(|v| feed.timestamp.parse(v).map(|ns| (ns, v.clone())));
                 if parsed.is_none() && (feed.filter != Filter::None || value.is_some()) {
-                    tracing::warn!(
-                        table = ctx.table,
-                        key = %key,
-                        field,
-                        "pulled item has no valid {:?} timestamp; applied, not checkpointed",
-                        feed.timestamp
-                    );
+                    unparsed += 1;
+                    if example.is_none() {
+                        example = Some(format!(
+                            "key {key}: {}",
+                            value.map_or_else(|| "missing".to_owned(), Value::to_string)
+                        ));
+                    }
                 }
                 parsed
             }
@@ -227,7 +327,51 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
             delete,
         });
     }
+    if unparsed > 0 {
+        // One visible warning per page (not one per item, not a debug line).
+        tracing::warn!(
+            table = ctx.table,
+            field = feed.cursor_field.as_deref().unwrap_or_default(),
+            format = %feed.timestamp,
+            unparsed,
+            items = items.len(),
+            example = example.as_deref().unwrap_or_default(),
+            "pulled items whose cursor field does not parse in the configured `timestamp` \
+             format: they are applied, but the checkpoint cannot move past them (every sync \
+             reads them again); fix `timestamp`"
+        );
+    }
     out
+}
+
+/// The key and raw timestamp of a raw item, as [`Edge`] (for the offset overlap check).
+fn edge_of(ctx: &FeedCtx<'_>, item: &Value) -> Option<Edge> {
+    let key = match item {
+        Value::Object(map) => map.get(ctx.key_field).and_then(Key::from_json)?,
+        scalar if ctx.deletes_only => Key::from_json(scalar)?,
+        _ => return None,
+    };
+    let ts = ctx
+        .feed
+        .cursor_field
+        .as_ref()
+        .and_then(|f| item.get(f))
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some(Edge { key, ts })
+}
+
+fn key_hash(key: &Key) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key
+        .to_string()
+        .bytes()
+        .chain(std::iter::once(u8::from(matches!(key, Key::Int(_)))))
+    {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// FNV-1a over the items' JSON: stable across Rust versions (it is stored in cursors).
@@ -271,9 +415,12 @@ fn high_mark(prev: Option<&Mark>, prev_ns: Option<i128>, entries: &[&Entry]) -> 
     best.map(|(_, mark)| mark)
 }
 
-/// Keeps only what each filter needs in a stored mark.
+/// Keeps only what each filter needs in a stored mark. The exclusive filter keeps the keys
+/// seen at the checkpoint instant too: an answer may carry a coarser time than the server's
+/// filter compares (milliseconds shown, microseconds compared), so the server can return a
+/// record from inside the checkpoint's rounded instant, and it must be applied, not dropped.
 fn trim_mark(filter: Filter, mut mark: Mark) -> Mark {
-    if filter != Filter::Inclusive {
+    if !matches!(filter, Filter::Inclusive | Filter::Exclusive) {
         mark.seen.clear();
     }
     if filter != Filter::Keyset {
@@ -307,17 +454,52 @@ fn repeat_error(ctx: &FeedCtx<'_>, what: &str) -> Error {
     .table(ctx.table)
 }
 
-/// Applies one response to a feed's cursor.
+/// Applies one response to a feed's cursor, without a walk memory (page and link walks then
+/// cannot notice a key seen twice; offset overlap and falling totals still count). The
+/// transport itself uses [`advance_walk`].
 pub fn advance(
     ctx: &FeedCtx<'_>,
     state: &FeedCursor,
     params: &Params,
     page: RawPage,
 ) -> Result<Step> {
+    advance_walk(ctx, state, params, page, &mut WalkMemory::default())
+}
+
+/// Applies one response to a feed's cursor. `mem` is the walk's in-memory state (see
+/// [`WalkMemory`]); pass the one [`resume`] was given.
+pub fn advance_walk(
+    ctx: &FeedCtx<'_>,
+    state: &FeedCursor,
+    params: &Params,
+    mut page: RawPage,
+    mem: &mut WalkMemory,
+) -> Result<Step> {
     let feed = ctx.feed;
     let filter = feed.filter;
-    let entries = decode_entries(ctx, &page.items);
+    let style = feed.pagination.style;
+    let raw_count = page.items.len() as u64;
+    let fp = fingerprint(&page.items);
+
+    // Offset walks: the first item must be the previous page's last (one item of overlap).
+    let mut shift: Option<String> = None;
+    if style == PageStyle::Offset
+        && let Some(pass) = &state.pass
+        && let Some(last) = &pass.last
+        && params.offset.saturating_add(1) == pass.offset
+    {
+        let first = page.items.first().and_then(|item| edge_of(ctx, item));
+        if first.as_ref() == Some(last) {
+            page.items.remove(0);
+        } else if pass.fp != Some(fp) {
+            shift = Some(format!(
+                "the item before offset {} is no longer `{}`",
+                pass.offset, last.key
+            ));
+        }
+    }
     let count = page.items.len() as u64;
+    let entries = decode_entries(ctx, &page.items);
     let since_ns = state.since.as_ref().map(|m| parse_ts(ctx, m)).transpose()?;
 
     // Drop what an earlier page already delivered.
@@ -331,35 +513,60 @@ pub fn advance(
             match filter {
                 Filter::None => true,
                 Filter::Keyset => !(raw == &since.ts && since.key.as_ref() == Some(&e.key)),
-                Filter::Inclusive => {
+                Filter::Inclusive | Filter::Exclusive => {
                     *ns > since_ns || (*ns == since_ns && !since.seen.contains(&e.key))
                 }
-                Filter::Exclusive => *ns > since_ns,
             }
         })
         .collect();
 
-    let style = feed.pagination.style;
-    let more = if page.items.is_empty() {
+    let signalled = match style {
+        PageStyle::Token => page.next_token.is_some() && page.has_more != Some(false),
+        PageStyle::Link => page.next_link.is_some() && page.has_more != Some(false),
+        _ => match (page.has_more, page.total) {
+            (Some(more), _) => more,
+            (None, Some(total)) if style != PageStyle::None => {
+                let read = state.pass.as_ref().map_or(0, |p| p.read);
+                read.saturating_add(count) < total
+            }
+            _ => false,
+        },
+    };
+    let explicit = match style {
+        PageStyle::Token | PageStyle::Link => true,
+        _ => page.has_more.is_some() || (style != PageStyle::None && page.total.is_some()),
+    };
+    let more = if page.items.is_empty() && raw_count == 0 {
         false
+    } else if explicit {
+        signalled
     } else {
-        match style {
-            PageStyle::Token => page.next_token.is_some() && page.has_more != Some(false),
-            PageStyle::Link => page.next_link.is_some() && page.has_more != Some(false),
-            _ => match (page.has_more, page.total) {
-                (Some(more), _) => more,
-                (None, Some(total)) if style != PageStyle::None => {
-                    let read = state.pass.as_ref().map_or(0, |p| p.read);
-                    read.saturating_add(count) < total
-                }
-                _ => feed.sends_limit() && count >= params.limit,
-            },
-        }
+        feed.sends_limit() && raw_count >= params.limit
     };
 
     let mut next = state.clone();
     if let Some(token) = page.since_token.filter(|t| !t.is_null()) {
         next.token = Some(token);
+    }
+    // A silent page cap: fewer items than asked while the server says more exist.
+    // (Token and link pages may be short by design; only offset, page and re-filtering
+    // requests ask for an exact number.)
+    if signalled
+        && !matches!(style, PageStyle::Token | PageStyle::Link)
+        && raw_count > 0
+        && raw_count < params.limit
+        && feed.sends_limit()
+    {
+        if state.cap.is_none_or(|c| raw_count < c) {
+            tracing::warn!(
+                table = ctx.table,
+                asked = params.limit,
+                answered = raw_count,
+                "the server answered fewer items than asked while saying more exist: it caps \
+                 its page size; asking for {raw_count} per page from now on"
+            );
+        }
+        next.cap = Some(raw_count);
     }
     let mut emit: Vec<&Entry> = fresh.clone();
     let more = if style == PageStyle::None {
@@ -423,9 +630,12 @@ pub fn advance(
                             ErrorKind::Permanent,
                             format!(
                                 "more than {} records share one `{}` value and the filter \
-                                 cannot step inside it; use a keyset or offset pagination",
-                                params.limit,
-                                feed.cursor_field.as_deref().unwrap_or_default()
+                                 cannot step inside it; use a keyset or offset pagination{}",
+                                params.limit.min(state.cap.unwrap_or(u64::MAX)),
+                                feed.cursor_field.as_deref().unwrap_or_default(),
+                                state.cap.map_or_else(String::new, |c| format!(
+                                    " (the server answers at most {c} items per page)"
+                                ))
                             ),
                         )
                         .table(ctx.table));
@@ -440,13 +650,20 @@ pub fn advance(
             }
         }
     } else {
-        let mut pass = state.pass.clone().unwrap_or_else(|| Pass {
-            offset: 0,
-            page: feed.pagination.first_page,
-            limit: params.limit,
-            ..Pass::default()
-        });
-        let fp = fingerprint(&page.items);
+        let mut pass = match &state.pass {
+            Some(pass) => pass.clone(),
+            None => {
+                let pass = Pass {
+                    walk: new_walk_id(),
+                    offset: 0,
+                    page: feed.pagination.first_page,
+                    limit: params.limit,
+                    ..Pass::default()
+                };
+                mem.start(pass.walk);
+                pass
+            }
+        };
         if more && pass.fp == Some(fp) {
             return Err(repeat_error(ctx, "returned the same page twice"));
         }
@@ -454,45 +671,139 @@ pub fn advance(
         if more && style == PageStyle::Token && next_token.is_some() && next_token == pass.token {
             return Err(repeat_error(ctx, "returned the same next-page token twice"));
         }
-        if more && style == PageStyle::Link && page.next_link == pass.next {
+        if more
+            && style == PageStyle::Link
+            && page.next_link.is_some()
+            && page.next_link == mem.next_link
+        {
             return Err(repeat_error(ctx, "returned the same next link twice"));
         }
-        let pass_high_ns = pass.high.as_ref().and_then(|m| feed.timestamp.parse(&m.ts));
-        let high = if filter == Filter::None {
-            None
-        } else {
-            high_mark(pass.high.as_ref(), pass_high_ns, &fresh)
-        };
-        if more {
-            pass.offset = pass.offset.saturating_add(count);
-            pass.page = pass.page.saturating_add(1);
-            pass.read = pass.read.saturating_add(count);
-            pass.token = next_token;
-            pass.next = page.next_link;
-            pass.high = high;
-            pass.fp = Some(fp);
-            next.pass = Some(pass);
-        } else {
-            next.pass = None;
-            if let Some(high) = high {
-                let high_ns = feed.timestamp.parse(&high.ts);
-                let merged = match (since_ns, high_ns, &state.since) {
-                    (Some(s), Some(h), Some(since)) if h == s => {
-                        let mut merged = since.clone();
-                        for key in high.seen {
-                            if !merged.seen.contains(&key) {
-                                merged.seen.push(key);
-                            }
-                        }
-                        merged
-                    }
-                    (Some(s), Some(h), Some(since)) if h < s => since.clone(),
-                    _ => high,
-                };
-                next.since = Some(trim_mark(filter, merged));
+        // Page and link walks: a key seen twice in one walk is a record that moved.
+        if matches!(style, PageStyle::Page | PageStyle::Link) {
+            for entry in &entries {
+                if !mem.seen.insert(key_hash(&entry.key)) && shift.is_none() {
+                    shift = Some(format!("`{}` came twice in one walk (it moved)", entry.key));
+                }
             }
         }
-        more
+        // Every style: a falling total means records left the walk's range.
+        if let (Some(before), Some(now)) = (pass.total, page.total)
+            && now < before
+            && shift.is_none()
+        {
+            shift = Some(format!("the total went down from {before} to {now}"));
+        }
+        if page.total.is_some() {
+            pass.total = page.total;
+        }
+        // Without an end signal, a short page of an offset or page walk may be a silent cap:
+        // the next page is asked for once. Empty, the walk is complete; not empty, the server
+        // caps its pages. (Ending the walk there would move the checkpoint to the highest
+        // position seen, past every unseen record unless the order is the cursor field's.)
+        let mut more = more;
+        let probed = pass.probe.take();
+        if !explicit
+            && matches!(style, PageStyle::Offset | PageStyle::Page)
+            && feed.sends_limit()
+            && shift.is_none()
+        {
+            if let Some(short) = probed.filter(|_| count > 0) {
+                if pass.fp == Some(fp) {
+                    return Err(repeat_error(ctx, "returned the same page twice"));
+                }
+                tracing::warn!(
+                    table = ctx.table,
+                    asked = pass.limit,
+                    answered = short,
+                    "the server answered fewer items than asked and then more: it caps its \
+                     page size; asking for {short} per page from now on"
+                );
+                next.cap = Some(short);
+                pass.limit = pass.limit.min(short).max(1);
+                more = more || count > 0;
+            } else if probed.is_none() && raw_count > 0 && raw_count < params.limit && count > 0 {
+                pass.probe = Some(raw_count);
+                more = true;
+            }
+        }
+        if let Some(reason) = shift {
+            next.pass = None;
+            next.rewalks = state.rewalks.saturating_add(1);
+            mem.start(0);
+            if next.rewalks > MAX_REWALKS {
+                return Err(Error::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "the data shifted under {} page walks in a row ({reason}); the \
+                         checkpoint stays where it is. Re-filter instead (pagination style \
+                         `none` with a filter, or `keyset`), or check that the server honours \
+                         the page parameter",
+                        next.rewalks
+                    ),
+                )
+                .table(ctx.table));
+            }
+            tracing::warn!(
+                table = ctx.table,
+                reason = %reason,
+                rewalks = next.rewalks,
+                "the data shifted during a page walk; walking again from the last checkpoint \
+                 so that no record is skipped"
+            );
+            true
+        } else {
+            let pass_high_ns = pass.high.as_ref().and_then(|m| feed.timestamp.parse(&m.ts));
+            let high = if filter == Filter::None {
+                None
+            } else {
+                high_mark(pass.high.as_ref(), pass_high_ns, &fresh)
+            };
+            if more {
+                pass.offset = pass.offset.saturating_add(count);
+                pass.page = pass.page.saturating_add(1);
+                pass.read = pass.read.saturating_add(count);
+                if let Some(cap) = next.cap {
+                    pass.limit = pass.limit.min(cap).max(1);
+                }
+                pass.token = if style == PageStyle::Token {
+                    next_token
+                } else {
+                    None
+                };
+                if style == PageStyle::Link {
+                    mem.next_link = page.next_link;
+                }
+                if style == PageStyle::Offset && !page.items.is_empty() {
+                    // (An undecodable last item leaves no edge: that boundary goes unchecked.)
+                    pass.last = page.items.last().and_then(|item| edge_of(ctx, item));
+                }
+                pass.high = high;
+                pass.fp = Some(fp);
+                next.pass = Some(pass);
+            } else {
+                next.pass = None;
+                next.rewalks = 0;
+                mem.start(0);
+                if let Some(high) = high {
+                    let high_ns = feed.timestamp.parse(&high.ts);
+                    let merged = match (since_ns, high_ns, &state.since) {
+                        (Some(s), Some(h), Some(since)) if h == s => {
+                            let mut merged = since.clone();
+                            for key in high.seen {
+                                if !merged.seen.contains(&key) {
+                                    merged.seen.push(key);
+                                }
+                            }
+                            merged
+                        }
+                        (Some(s), Some(h), Some(since)) if h < s => since.clone(),
+                        _ => high,
+                    };
+                    next.since = Some(trim_mark(filter, merged));
+                }
+            }
+            more
+        }
     };
 
     let mut step = Step {
@@ -517,6 +828,25 @@ mod tests {
     use crate::feed::Pagination;
     use crate::time::TimeFormat;
     use serde_json::json;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The walk memory of the tests' transport.
+        static MEM: RefCell<WalkMemory> = RefCell::new(WalkMemory::default());
+    }
+
+    fn plan(ctx: &FeedCtx<'_>, state: &FeedCursor, page_size: usize) -> Result<Params> {
+        MEM.with(|m| super::plan(ctx, state, page_size, &m.borrow()))
+    }
+
+    fn advance(
+        ctx: &FeedCtx<'_>,
+        state: &FeedCursor,
+        params: &Params,
+        page: RawPage,
+    ) -> Result<Step> {
+        MEM.with(|m| super::advance_walk(ctx, state, params, page, &mut m.borrow_mut()))
+    }
 
     fn items(pairs: &[(&str, i64)]) -> Vec<Value> {
         pairs
@@ -742,7 +1072,232 @@ mod tests {
         let resumed: FeedCursor =
             serde_json::from_value(serde_json::to_value(&s1).unwrap()).unwrap();
         let p1 = plan(&ctx, &resumed, 50).unwrap();
-        assert_eq!((p1.offset, p1.limit, p1.cursor.clone()), (3, 3, None));
+        assert_eq!(
+            (p1.offset, p1.limit, p1.cursor.clone()),
+            (2, 3, None),
+            "one item of overlap with the previous page, same page size"
+        );
+    }
+
+    /// Walks `data` in pages of 3, calling `change` on it after the first page, until the pull
+    /// ends; returns every id applied and the final state.
+    fn walk_with_change(
+        feed: &Feed,
+        mut data: Vec<(&'static str, i64)>,
+        change: impl Fn(&mut Vec<(&'static str, i64)>),
+    ) -> (Vec<String>, FeedCursor) {
+        let ctx = ctx(feed);
+        let mut state = FeedCursor::default();
+        let mut seen = Vec::new();
+        for round in 0..100 {
+            let p = plan(&ctx, &state, 3).unwrap();
+            let page = RawPage {
+                items: serve(&data, feed.filter, &p),
+                ..RawPage::default()
+            };
+            let step = advance(&ctx, &state, &p, page).unwrap();
+            seen.extend(ids(&step));
+            state = step.state;
+            if round == 0 {
+                change(&mut data);
+            }
+            if !step.more {
+                return (seen, state);
+            }
+        }
+        panic!("did not finish");
+    }
+
+    #[test]
+    fn an_offset_walk_that_shifts_walks_again_instead_of_skipping() {
+        let f = feed(Filter::Exclusive, Pagination::offset()).query("offset", "{offset}");
+        let data: Vec<(&str, i64)> = vec![("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)];
+        // `a` is updated after the first page: everything moves one place forward, so `d`
+        // would be pulled across the boundary and skipped by a plain offset walk.
+        let (seen, state) = walk_with_change(&f, data, |d| d[0].1 = 9);
+        assert_eq!(sorted(seen), ["a", "b", "c", "d", "e"]);
+        assert_eq!(state.since.unwrap().ts, json!(9));
+        assert_eq!(state.rewalks, 0, "reset once a walk completes");
+    }
+
+    #[test]
+    fn exclusive_keeps_records_inside_a_rounded_instant() {
+        // The server filters on finer time than it shows: `b` shows 2 like the checkpoint but
+        // is newer in the server's eyes, so it comes back for `> 2`; it must be applied.
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor {
+            since: Some(Mark {
+                ts: json!(2),
+                key: None,
+                seen: vec![Key::from("a")],
+            }),
+            ..FeedCursor::default()
+        };
+        let p = plan(&ctx, &state, 10).unwrap();
+        let page = RawPage {
+            items: items(&[("a", 2), ("b", 2), ("c", 3)]),
+            ..RawPage::default()
+        };
+        let step = advance(&ctx, &state, &p, page).unwrap();
+        assert_eq!(
+            ids(&step),
+            ["b", "c"],
+            "`a` was applied already; `b` is new"
+        );
+    }
+
+    #[test]
+    fn a_silent_cap_without_any_signal_is_found_by_one_more_request() {
+        let f = feed(Filter::None, Pagination::page(1)).query("page", "{page}");
+        let data: Vec<(&str, i64)> = (0..10)
+            .map(|i| {
+                (
+                    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][i],
+                    i as i64,
+                )
+            })
+            .collect();
+        let ctx = ctx(&f);
+        let mut state = FeedCursor::default();
+        let mut seen = Vec::new();
+        let mut requests = 0;
+        loop {
+            let p = plan(&ctx, &state, 6).unwrap();
+            requests += 1;
+            // The server caps pages at 4 and numbers them by the capped size.
+            let size = p.limit.min(4) as usize;
+            let start = (p.page as usize - 1) * size;
+            let rows: Vec<(&str, i64)> = data.iter().copied().skip(start).take(size).collect();
+            let step = advance(
+                &ctx,
+                &state,
+                &p,
+                RawPage {
+                    items: items(&rows),
+                    ..RawPage::default()
+                },
+            )
+            .unwrap();
+            seen.extend(ids(&step));
+            state = step.state;
+            if !step.more {
+                break;
+            }
+            assert!(requests < 20, "did not end");
+        }
+        assert_eq!(
+            sorted(seen),
+            ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+        );
+        assert_eq!(state.cap, Some(4));
+        assert_eq!(
+            requests, 4,
+            "pages 1-3, and one probe past the short last page"
+        );
+    }
+
+    /// Collects the messages of `warn` events emitted while `f` runs (this thread only).
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        use tracing::field::{Field, Visit};
+        use tracing::span::{Attributes, Id, Record as SpanRecord};
+        use tracing::{Event, Level, Metadata, Subscriber};
+
+        struct Collect(Arc<Mutex<Vec<String>>>);
+        struct Message(String);
+        impl Visit for Message {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        impl Subscriber for Collect {
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &SpanRecord<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &Event<'_>) {
+                if *event.metadata().level() == Level::WARN {
+                    let mut message = Message(String::new());
+                    event.record(&mut message);
+                    if let Ok(mut all) = self.0.lock() {
+                        all.push(message.0);
+                    }
+                }
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let all = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::with_default(Collect(all.clone()), f);
+        all.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn unparsable_cursor_values_are_one_visible_warning_per_page() {
+        let f = feed(Filter::Exclusive, Pagination::none());
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 10).unwrap();
+        let page = RawPage {
+            items: vec![
+                json!({"id": "a", "updatedAt": "2024-05-01 12:00:00.000Z"}),
+                json!({"id": "b", "updatedAt": "2024-05-01 12:00:01.000Z"}),
+            ],
+            ..RawPage::default()
+        };
+        let mut step = None;
+        let warned = warnings(|| step = Some(advance(&ctx, &state, &p, page)));
+        let step = step.unwrap().unwrap();
+        assert_eq!(ids(&step), ["a", "b"], "applied");
+        assert_eq!(step.state.since, None, "not checkpointed");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("fix `timestamp`"), "{warned:?}");
+    }
+
+    #[test]
+    fn a_short_page_while_more_exist_learns_the_cap_once() {
+        let f = feed(Filter::Exclusive, Pagination::none().has_more("/hasMore"));
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 10).unwrap();
+        let step = advance(
+            &ctx,
+            &state,
+            &p,
+            RawPage {
+                items: items(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]),
+                has_more: Some(true),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(step.more);
+        assert_eq!(step.state.cap, Some(4));
+        assert_eq!(plan(&ctx, &step.state, 10).unwrap().limit, 4);
+        // Pages at the cap say nothing more.
+        let state = step.state;
+        let p = plan(&ctx, &state, 10).unwrap();
+        let warned = warnings(|| {
+            let step = advance(
+                &ctx,
+                &state,
+                &p,
+                RawPage {
+                    items: items(&[("e", 5), ("f", 6), ("g", 7), ("h", 8)]),
+                    has_more: Some(true),
+                    ..RawPage::default()
+                },
+            );
+            assert!(step.is_ok_and(|s| s.more && s.state.cap == Some(4)));
+        });
+        assert!(warned.is_empty(), "said once: {warned:?}");
     }
 
     #[test]

@@ -5,9 +5,14 @@ use tidesync_core::{Error, ErrorKind, Fetched, Key, PullPage, PullRequest, Resul
 
 use crate::client::{Incoming, Outgoing, RestTransport, unwrap_single};
 use crate::cursor::{Phase, TableCursor};
-use crate::feed::Feed;
-use crate::pagination::{self, FeedCtx, Params, RawPage};
+use crate::feed::{Feed, ForeignLinks};
+use crate::pagination::{self, FeedCtx, Params, RawPage, WalkMemory};
 use crate::template::Value as Slot;
+
+/// Page walks' in-memory state (next links, keys seen) per (table, deleted-ids feed): shared
+/// by the clones of a transport, never stored.
+pub(crate) type Walks =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, bool), WalkMemory>>>;
 
 /// The `rel="next"` target of a `Link` header value.
 pub fn link_next(header: &str) -> Option<String> {
@@ -41,18 +46,65 @@ pub fn link_next(header: &str) -> Option<String> {
 }
 
 impl RestTransport {
+    /// Takes the in-memory state of a table's walk (empty if none); put it back with
+    /// `keep_walk_memory` (a concurrent pull of the same feed finds none and walks again).
+    fn walk_memory(&self, key: &(String, bool)) -> WalkMemory {
+        self.walks
+            .lock()
+            .ok()
+            .and_then(|mut walks| walks.remove(key))
+            .unwrap_or_default()
+    }
+
+    fn keep_walk_memory(&self, key: (String, bool), mem: WalkMemory) {
+        if let Ok(mut walks) = self.walks.lock() {
+            if mem.id == 0 {
+                walks.remove(&key);
+            } else {
+                walks.insert(key, mem);
+            }
+        }
+    }
+
     /// The request URL for one page of `feed`.
     fn feed_url(&self, table: &str, feed: &Feed, params: &Params) -> Result<reqwest::Url> {
         if let Some(next) = &params.next_url {
-            let url = reqwest::Url::parse(next).map_err(|e| {
-                Error::invalid(format!("stored next-page link is not a URL: {e}")).table(table)
+            let mut url = reqwest::Url::parse(next).map_err(|e| {
+                Error::invalid(format!("the next-page link is not a URL: {e}")).table(table)
             })?;
             if !self.same_origin(&url) {
-                return Err(Error::new(
-                    ErrorKind::Permanent,
-                    "the next-page link points to another origin than base_url; not followed",
-                )
-                .table(table));
+                match feed.pagination.foreign_links {
+                    ForeignLinks::Follow => {}
+                    ForeignLinks::Refuse => {
+                        return Err(Error::new(
+                            ErrorKind::Permanent,
+                            format!(
+                                "the next-page link points to another origin ({}) than \
+                                 base_url; not followed (pagination.foreign_links = \
+                                 \"refuse\"; \"rewrite\" puts it on base_url)",
+                                url.origin().ascii_serialization()
+                            ),
+                        )
+                        .table(table));
+                    }
+                    ForeignLinks::Rewrite => {
+                        tracing::debug!(
+                            table,
+                            from = %url.origin().ascii_serialization(),
+                            "next-page link on another origin rewritten onto base_url"
+                        );
+                        let rewritten = url.set_scheme(self.base.scheme()).is_ok()
+                            && url.set_host(self.base.host_str()).is_ok()
+                            && url.set_port(self.base.port()).is_ok();
+                        if !rewritten {
+                            return Err(Error::new(
+                                ErrorKind::Permanent,
+                                "the next-page link cannot be rewritten onto base_url",
+                            )
+                            .table(table));
+                        }
+                    }
+                }
             }
             return Ok(url);
         }
@@ -64,7 +116,7 @@ impl RestTransport {
         let mut query = Vec::new();
         for (name, template) in &feed.query {
             if let Some(value) = template.render(false, lookup)? {
-                query.push((name.clone(), value));
+                query.push((name.to_owned(), value));
             }
         }
         self.url(&path, &query).map_err(|e| e.table(table))
@@ -104,11 +156,15 @@ impl RestTransport {
             .and_then(|ptr| ptr.get(&body))
             .filter(|v| !v.is_null() && v.as_str() != Some(""))
             .cloned();
-        let next_link = resp
-            .header("link")
-            .and_then(link_next)
-            .and_then(|target| request_url.join(&target).ok())
-            .map(|u| u.to_string());
+        // Only a link walk reads `Link`: the pagination style alone decides what is followed.
+        let next_link = if p.style == crate::feed::PageStyle::Link {
+            resp.header("link")
+                .and_then(link_next)
+                .and_then(|target| request_url.join(&target).ok())
+                .map(|u| u.to_string())
+        } else {
+            None
+        };
         Ok(RawPage {
             items,
             has_more: p
@@ -155,7 +211,10 @@ impl RestTransport {
             key_field,
             deletes_only,
         };
-        let params = pagination::plan(&ctx, state, request.page_size)?;
+        let walk_key = (table.to_owned(), deletes_only);
+        let mut mem = self.walk_memory(&walk_key);
+        let state = pagination::resume(&ctx, state, &mut mem);
+        let params = pagination::plan(&ctx, &state, request.page_size, &mem)?;
         let url = self.feed_url(table, active, &params)?;
         let out = Outgoing {
             method: reqwest::Method::GET,
@@ -168,7 +227,9 @@ impl RestTransport {
             return Err(self.status_error(table, None, Some(routes), &resp));
         }
         let raw = self.raw_page(table, active, &url, &resp)?;
-        let step = pagination::advance(&ctx, state, &params, raw)?;
+        let step = pagination::advance_walk(&ctx, &state, &params, raw, &mut mem);
+        self.keep_walk_memory(walk_key, mem);
+        let step = step?;
         let has_more = if deletes_only {
             cursor.deleted = step.state;
             if !step.more {

@@ -1,36 +1,140 @@
-//! Timestamps in the three shapes APIs use: epoch milliseconds, epoch seconds, RFC 3339.
+//! Timestamps as APIs write them: epoch seconds, milliseconds or microseconds, RFC 3339, or
+//! date-time text with its own separator, fractional precision and zone.
 //!
 //! Internally a timestamp is an `i128` count of nanoseconds since the Unix epoch, so values of
-//! any of the three shapes compare exactly. Formatting rounds *down* to the target precision:
-//! a checkpoint sent to the server can only be earlier than the real one, which may re-deliver
-//! a record (harmless: applying it again is idempotent) but never skips one.
+//! any shape compare exactly. Formatting rounds *down* to the target precision: a checkpoint
+//! sent to the server can only be earlier than the real one, which may re-deliver a record
+//! (harmless: applying it again is idempotent) but never skips one.
+//!
+//! In a config file `timestamp` (and `cursor_format`) is a preset name — `"epoch_ms"`,
+//! `"epoch_s"`, `"epoch_us"`, `"rfc3339"` — or a table describing date-time text:
+//!
+//! ```toml
+//! timestamp = { separator = " ", fraction = 3, zone = "Z" }   # 2024-05-01 12:00:00.123Z
+//! ```
+//!
+//! `separator` is `"T"` (default) or `" "`; `fraction` is the number of fraction digits
+//! written (0–9; absent: as many as needed, at least 3); `zone` is `"Z"` (default),
+//! `"+00:00"` or `"none"` (UTC without a zone). Text is *read* leniently (either separator,
+//! any fraction, `Z` or any offset, no zone where `zone = "none"`), and *written* exactly so,
+//! which is what matters when the server compares `{cursor}` as text.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+const NS_PER_US: i128 = 1_000;
 const NS_PER_MS: i128 = 1_000_000;
 const NS_PER_S: i128 = 1_000_000_000;
 
-/// How a timestamp is written, in records or in a query parameter.
+/// The character between date and time in date-time text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+pub enum Separator {
+    /// `2024-05-01T12:00:00Z` (RFC 3339).
+    #[default]
+    #[serde(rename = "T")]
+    T,
+    /// `2024-05-01 12:00:00Z` (SQL style).
+    #[serde(rename = " ")]
+    Space,
+}
+
+/// How date-time text names its zone (always UTC when written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Zone {
+    /// `Z`.
+    #[default]
+    #[serde(rename = "Z")]
+    Z,
+    /// `+00:00`.
+    #[serde(rename = "+00:00")]
+    Offset,
+    /// No zone at all (UTC assumed when read).
+    #[serde(rename = "none")]
+    None,
+}
+
+/// Date-time text: separator, fraction digits and zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextFormat {
+    /// Between date and time.
+    #[serde(default)]
+    pub separator: Separator,
+    /// Fraction digits written (0–9); `None`: as needed, at least milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<u8>,
+    /// The zone suffix.
+    #[serde(default)]
+    pub zone: Zone,
+}
+
+/// How a timestamp is written, in records or in a query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimeFormat {
-    /// Milliseconds since the Unix epoch (a JSON number, or a string of digits).
+    /// Milliseconds since the Unix epoch (a JSON number, or a string of digits). `"epoch_ms"`.
     #[default]
     EpochMs,
     /// Seconds since the Unix epoch (a JSON number, possibly fractional, or a string).
+    /// `"epoch_s"`.
     EpochS,
-    /// An RFC 3339 date-time string (`2024-05-01T12:00:00.123Z`, any offset).
+    /// Microseconds since the Unix epoch. `"epoch_us"`.
+    EpochUs,
+    /// An RFC 3339 date-time string (`2024-05-01T12:00:00.123Z`, any offset). `"rfc3339"`.
     Rfc3339,
+    /// Date-time text in the given shape (a table in config files).
+    Text(TextFormat),
 }
 
 impl TimeFormat {
+    /// Date-time text with a space between date and time, `fraction` digits and a `Z`
+    /// (`2024-05-01 12:00:00.123Z` for 3): how many SQL-backed APIs write timestamps.
+    pub fn space_separated(fraction: u8) -> Self {
+        TimeFormat::Text(TextFormat {
+            separator: Separator::Space,
+            fraction: Some(fraction.min(9)),
+            zone: Zone::Z,
+        })
+    }
+
+    /// The preset name, if this is one.
+    pub fn preset_name(self) -> Option<&'static str> {
+        match self {
+            TimeFormat::EpochMs => Some("epoch_ms"),
+            TimeFormat::EpochS => Some("epoch_s"),
+            TimeFormat::EpochUs => Some("epoch_us"),
+            TimeFormat::Rfc3339 => Some("rfc3339"),
+            TimeFormat::Text(_) => None,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "epoch_ms" => Some(TimeFormat::EpochMs),
+            "epoch_s" => Some(TimeFormat::EpochS),
+            "epoch_us" => Some(TimeFormat::EpochUs),
+            "rfc3339" => Some(TimeFormat::Rfc3339),
+            _ => None,
+        }
+    }
+
     /// Parses a timestamp written in this format; `None` if it is not one.
     pub fn parse(self, value: &Value) -> Option<i128> {
         match self {
             TimeFormat::EpochMs => parse_number(value, NS_PER_MS),
             TimeFormat::EpochS => parse_number(value, NS_PER_S),
+            TimeFormat::EpochUs => parse_number(value, NS_PER_US),
             TimeFormat::Rfc3339 => value.as_str().and_then(parse_rfc3339),
+            TimeFormat::Text(text) => value.as_str().and_then(|s| {
+                parse_rfc3339(s).or_else(|| {
+                    if text.zone == Zone::None {
+                        parse_rfc3339(&format!("{}Z", s.trim()))
+                    } else {
+                        None
+                    }
+                })
+            }),
         }
     }
 
@@ -39,9 +143,104 @@ impl TimeFormat {
         match self {
             TimeFormat::EpochMs => ns.div_euclid(NS_PER_MS).to_string(),
             TimeFormat::EpochS => ns.div_euclid(NS_PER_S).to_string(),
+            TimeFormat::EpochUs => ns.div_euclid(NS_PER_US).to_string(),
             TimeFormat::Rfc3339 => format_rfc3339(ns),
+            TimeFormat::Text(text) => format_text(ns, text),
         }
     }
+}
+
+impl fmt::Display for TimeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.preset_name(), self) {
+            (Some(name), _) => f.write_str(name),
+            (None, TimeFormat::Text(t)) => write!(
+                f,
+                "text (separator {:?}, fraction {}, zone {})",
+                match t.separator {
+                    Separator::T => "T",
+                    Separator::Space => " ",
+                },
+                t.fraction
+                    .map_or_else(|| "as needed".to_owned(), |d| d.to_string()),
+                match t.zone {
+                    Zone::Z => "Z",
+                    Zone::Offset => "+00:00",
+                    Zone::None => "none",
+                }
+            ),
+            (None, _) => f.write_str("?"),
+        }
+    }
+}
+
+impl Serialize for TimeFormat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.preset_name(), self) {
+            (Some(name), _) => s.serialize_str(name),
+            (None, TimeFormat::Text(t)) => t.serialize(s),
+            (None, _) => s.serialize_str("epoch_ms"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Name(String),
+            Text(TextFormat),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::Name(name)) => TimeFormat::from_name(&name).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown timestamp format `{name}`: expected epoch_ms, epoch_s, epoch_us, \
+                     rfc3339, or a table {{ separator = \"T\" | \" \", fraction = 0..9, \
+                     zone = \"Z\" | \"+00:00\" | \"none\" }}"
+                ))
+            }),
+            Ok(Repr::Text(text)) => {
+                if text.fraction.is_some_and(|d| d > 9) {
+                    return Err(serde::de::Error::custom(
+                        "timestamp fraction: at most 9 digits",
+                    ));
+                }
+                Ok(TimeFormat::Text(text))
+            }
+            Err(_) => Err(serde::de::Error::custom(
+                "timestamp format: expected epoch_ms, epoch_s, epoch_us, rfc3339, or a table \
+                 { separator = \"T\" | \" \", fraction = 0..9, zone = \"Z\" | \"+00:00\" | \
+                 \"none\" } (no other keys)",
+            )),
+        }
+    }
+}
+
+/// Formats as date-time text in UTC in the given shape, rounding down to its precision.
+pub fn format_text(ns: i128, text: TextFormat) -> String {
+    let rfc = format_rfc3339(ns);
+    // `YYYY-MM-DDTHH:MM:SS.fff…Z`
+    let (head, rest) = rfc.split_at(19);
+    let frac_digits = rest.trim_start_matches('.').trim_end_matches('Z');
+    let frac = match text.fraction {
+        None => format!(".{frac_digits}"),
+        Some(0) => String::new(),
+        Some(d) => {
+            let nanos = format!("{:09}", ns.rem_euclid(NS_PER_S));
+            format!(".{}", &nanos[..usize::from(d.min(9))])
+        }
+    };
+    let mut head = head.to_owned();
+    if text.separator == Separator::Space {
+        head.replace_range(10..11, " ");
+    }
+    let zone = match text.zone {
+        Zone::Z => "Z",
+        Zone::Offset => "+00:00",
+        Zone::None => "",
+    };
+    format!("{head}{frac}{zone}")
 }
 
 fn parse_number(value: &Value, unit: i128) -> Option<i128> {
@@ -235,6 +434,71 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn text_formats_write_exactly_and_read_leniently() {
+        let ns = parse_rfc3339("2024-05-01T12:00:05.123456789Z").unwrap();
+        let sql = TimeFormat::space_separated(3);
+        assert_eq!(sql.format(ns), "2024-05-01 12:00:05.123Z");
+        assert_eq!(
+            sql.parse(&json!("2024-05-01 12:00:05.123Z")),
+            Some(ns - 456_789)
+        );
+        assert_eq!(
+            sql.parse(&json!("2024-05-01T12:00:05.123+00:00")),
+            Some(ns - 456_789)
+        );
+        let naive = TimeFormat::Text(TextFormat {
+            separator: Separator::Space,
+            fraction: Some(0),
+            zone: Zone::None,
+        });
+        assert_eq!(naive.format(ns), "2024-05-01 12:00:05");
+        assert_eq!(
+            naive.parse(&json!("2024-05-01 12:00:05")),
+            Some(ns - 123_456_789)
+        );
+        let micro = TimeFormat::Text(TextFormat {
+            separator: Separator::T,
+            fraction: Some(6),
+            zone: Zone::Offset,
+        });
+        assert_eq!(micro.format(ns), "2024-05-01T12:00:05.123456+00:00");
+        assert_eq!(TimeFormat::EpochUs.format(ns), "1714564805123456");
+        assert_eq!(
+            TimeFormat::EpochUs.parse(&json!(1_714_564_805_123_456i64)),
+            Some(ns - 789)
+        );
+        assert_eq!(
+            TimeFormat::Rfc3339.parse(&json!("2024-05-01 12:00:05")),
+            None,
+            "rfc3339 needs a zone"
+        );
+    }
+
+    #[test]
+    fn presets_and_tables_deserialize() {
+        let f: TimeFormat = serde_json::from_str(r#""epoch_us""#).unwrap();
+        assert_eq!(f, TimeFormat::EpochUs);
+        let f: TimeFormat =
+            serde_json::from_str(r#"{"separator": " ", "fraction": 3, "zone": "Z"}"#).unwrap();
+        assert_eq!(f, TimeFormat::space_separated(3));
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"separator":" ","fraction":3,"zone":"Z"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&TimeFormat::Rfc3339).unwrap(),
+            r#""rfc3339""#
+        );
+        let err = serde_json::from_str::<TimeFormat>(r#""iso""#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown timestamp format `iso`"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<TimeFormat>(r#"{"fraction": 12}"#).is_err());
+        assert!(serde_json::from_str::<TimeFormat>(r#"{"sep": " "}"#).is_err());
     }
 
     #[test]

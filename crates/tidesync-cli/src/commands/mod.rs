@@ -3,6 +3,7 @@
 //! JSON arguments.
 
 pub mod check;
+pub mod checkpoint;
 pub mod conflicts;
 pub mod dead_letters;
 pub mod import;
@@ -159,6 +160,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Status => status::run(&ctx).await,
         Command::Outbox { table, limit } => outbox::run(&ctx, table.as_deref(), limit),
         Command::DeadLetters(command) => dead_letters::run(&ctx, command).await,
+        Command::Checkpoint(command) => checkpoint::run(&ctx, command),
         Command::Conflicts(command) => conflicts::run(&ctx, command).await,
         Command::Get { table, key } => records::get(&ctx, &table, &key).await,
         Command::Put { table, record } => records::put(&ctx, &table, &record).await,

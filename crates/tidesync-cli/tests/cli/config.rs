@@ -144,3 +144,51 @@ fn a_missing_config_says_how_to_make_one() {
         "{run:?}"
     );
 }
+
+#[test]
+fn check_warns_when_the_first_sort_parameter_is_not_the_cursor_field() {
+    let env = Env::new();
+    let sorted = |first: &str, second: &str| {
+        format!(
+            "query = {{ {first} = \"asc\", {second} = \"asc\", after_updated = \"{{cursor}}\", \
+             after_id = \"{{after_key}}\", limit = \"{{limit}}\" }}"
+        )
+    };
+    let original =
+        "query = { after_updated = \"{cursor}\", after_id = \"{after_key}\", limit = \"{limit}\" }";
+    env.edit(|t| {
+        t.replacen(
+            original,
+            &sorted("\"orderby.id\"", "\"orderby.updatedAt\""),
+            1,
+        )
+    });
+    let run = env.ok(&["check", "--json"]);
+    let json = run.json();
+    let diags = json["diagnostics"].as_array().cloned().unwrap_or_default();
+    let warning = diags
+        .iter()
+        .find(|d| {
+            d["path"] == "server.tables.posts.pull.query.\"orderby.id\""
+                || d["field"] == "orderby.id"
+        })
+        .unwrap_or_else(|| panic!("no sort warning: {diags:#?}"));
+    assert_eq!(warning["severity"], "warning", "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`updatedAt`")),
+        "{warning}"
+    );
+    // In the right order: no warning.
+    env.edit(|t| {
+        t.replacen(
+            &sorted("\"orderby.id\"", "\"orderby.updatedAt\""),
+            &sorted("\"orderby.updatedAt\"", "\"orderby.id\""),
+            1,
+        )
+    });
+    let json = env.ok(&["check", "--json"]).json();
+    let text = json.to_string();
+    assert!(!text.contains("first sort parameter"), "{json:#}");
+}

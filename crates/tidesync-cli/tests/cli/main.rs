@@ -3,6 +3,7 @@
 
 mod bulk;
 mod check_rules;
+mod checkpoint;
 mod config;
 mod conflicts;
 mod daemon;

@@ -28,6 +28,9 @@ pub enum TimestampFormat {
     /// An RFC 3339 string in UTC with millisecond precision (`2024-05-01T12:00:00.123Z`).
     /// Numeric filter values are then read as milliseconds.
     Rfc3339,
+    /// Text like many SQL-backed APIs write it: a space instead of the `T`, milliseconds and
+    /// `Z` (`2024-05-01 12:00:00.123Z`). Numeric filter values are read as milliseconds.
+    SpaceSeparated,
 }
 
 /// Per-collection options. Collections that were not configured use the server default
@@ -45,6 +48,26 @@ pub struct CollectionConfig {
     pub max_limit: usize,
     /// Render `Link` headers as origin-relative paths (`/api/...`) instead of absolute URLs.
     pub relative_links: bool,
+    /// Render absolute `Link` headers on this origin (`http://internal:8080`) instead of the
+    /// request's `Host`: an application behind a proxy that rewrites `Host`.
+    pub link_origin: Option<String>,
+    /// Read the sort order from `orderby.<field>=asc` parameters (fields `updatedAt` and `id`)
+    /// in the order they are written, and sort by id when none is given: an API that hands its
+    /// parameters to `ORDER BY` as they come. Off: always `(updatedAt, id)`.
+    pub sort_from_params: bool,
+    /// Round timestamps in answers down to a multiple of this many milliseconds (1: exact)
+    /// while filters, ordering and cursors keep the exact time: a server whose answers are
+    /// coarser than what its filter compares.
+    pub answer_rounding_ms: i64,
+    /// Compare timestamp filter values as text with the rendered timestamps (a text column),
+    /// instead of parsing them as times: `2024-05-01T…` is then greater than every
+    /// `2024-05-01 …` of the same day.
+    pub text_compare: bool,
+    /// After every `n`-th page served from the change feed, the server edits the live record
+    /// that comes first in `(updatedAt, id)` order, as another client would (a `serverEdits`
+    /// counter field; `updatedAt` and `version` move): updates during a walk, which move that
+    /// record to the end and shift every later one a place forward.
+    pub edit_during_pulls: Option<usize>,
 }
 
 impl Default for CollectionConfig {
@@ -55,6 +78,11 @@ impl Default for CollectionConfig {
             default_limit: 100,
             max_limit: 1000,
             relative_links: false,
+            link_origin: None,
+            sort_from_params: false,
+            answer_rounding_ms: 1,
+            text_compare: false,
+            edit_during_pulls: None,
         }
     }
 }
@@ -92,6 +120,41 @@ impl CollectionConfig {
     #[must_use]
     pub fn relative_links(mut self, on: bool) -> Self {
         self.relative_links = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::link_origin`].
+    #[must_use]
+    pub fn link_origin(mut self, origin: impl Into<String>) -> Self {
+        self.link_origin = Some(origin.into());
+        self
+    }
+
+    /// Sets [`CollectionConfig::sort_from_params`].
+    #[must_use]
+    pub fn sort_from_params(mut self, on: bool) -> Self {
+        self.sort_from_params = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::answer_rounding_ms`] (at least 1).
+    #[must_use]
+    pub fn answer_rounding_ms(mut self, ms: i64) -> Self {
+        self.answer_rounding_ms = ms.max(1);
+        self
+    }
+
+    /// Sets [`CollectionConfig::edit_during_pulls`] (`0` turns it off).
+    #[must_use]
+    pub fn edit_during_pulls(mut self, every: usize) -> Self {
+        self.edit_during_pulls = (every > 0).then_some(every);
+        self
+    }
+
+    /// Sets [`CollectionConfig::text_compare`].
+    #[must_use]
+    pub fn text_compare(mut self, on: bool) -> Self {
+        self.text_compare = on;
         self
     }
 }
@@ -244,6 +307,8 @@ pub(crate) struct FeedQuery<'q> {
     pub(crate) from: Option<Place>,
     pub(crate) skip: usize,
     pub(crate) limit: usize,
+    /// Order by id first (then `updatedAt`) instead of `(updatedAt, id)`.
+    pub(crate) by_id: bool,
 }
 
 /// The answer to a [`FeedQuery`].
@@ -273,6 +338,8 @@ pub(crate) struct Collection {
     dead_counts: TsCounts,
     next_server_id: i64,
     creates: HashMap<String, usize>,
+    /// Change-feed pages served (for [`CollectionConfig::edit_during_pulls`]).
+    pages_served: usize,
 }
 
 impl Collection {
@@ -287,6 +354,7 @@ impl Collection {
             dead_counts: TsCounts::default(),
             next_server_id: 1,
             creates: HashMap::new(),
+            pages_served: 0,
         }
     }
 
@@ -298,19 +366,33 @@ impl Collection {
         }
     }
 
-    /// A timestamp as the collection renders it.
+    /// A timestamp as the collection renders it (rounded per `answer_rounding_ms`).
     pub(crate) fn render_ts(&self, ms: i64) -> Value {
+        let step = self.config.answer_rounding_ms.max(1);
+        let ms = ms - ms.rem_euclid(step);
         match self.config.timestamps {
             TimestampFormat::EpochMillis => Value::from(ms),
             TimestampFormat::EpochSeconds => Value::from(ms.div_euclid(1000)),
-            TimestampFormat::Rfc3339 => Value::from(format_rfc3339(ms)),
+            TimestampFormat::Rfc3339 | TimestampFormat::SpaceSeparated => {
+                Value::from(self.text_ts(ms))
+            }
+        }
+    }
+
+    /// A timestamp as text in the collection's text format (RFC 3339 or space-separated).
+    pub(crate) fn text_ts(&self, ms: i64) -> String {
+        let text = format_rfc3339(ms);
+        if self.config.timestamps == TimestampFormat::SpaceSeparated {
+            text.replacen('T', " ", 1)
+        } else {
+            text
         }
     }
 
     /// A unit timestamp as a query parameter value (for keyset `Link`s).
     pub(crate) fn unit_param(&self, unit: i64) -> String {
         match self.config.timestamps {
-            TimestampFormat::Rfc3339 => format_rfc3339(unit),
+            TimestampFormat::Rfc3339 | TimestampFormat::SpaceSeparated => self.text_ts(unit),
             _ => unit.to_string(),
         }
     }
@@ -398,6 +480,9 @@ impl Collection {
         let Some((ts_lo, ts_hi)) = q.ts.filter(|(lo, hi)| lo <= hi) else {
             return empty;
         };
+        if q.by_id {
+            return self.feed_by_id(q, ts_lo, ts_hi);
+        }
         let lo: Place = (ts_lo, IdRank::min());
         let hi: Bound<Place> = match ts_hi.checked_add(1) {
             Some(t) => Bound::Excluded((t, IdRank::min())),
@@ -473,6 +558,67 @@ impl Collection {
             rows,
             has_more,
         }
+    }
+
+    /// A feed page in `(id, updatedAt)` order: a full scan and sort (positions do not apply).
+    fn feed_by_id(&self, q: &FeedQuery<'_>, ts_lo: i64, ts_hi: i64) -> FeedPage<'_> {
+        let mut rows: Vec<(i64, &str, &Record)> = self
+            .records
+            .iter()
+            .filter(|(_, r)| match q.which {
+                Which::All => true,
+                Which::Live => !r.deleted,
+                Which::Dead => r.deleted,
+            })
+            .filter(|(k, _)| q.ids.is_none_or(|ids| ids.iter().any(|i| i == *k)))
+            .map(|(k, r)| (self.unit(r.updated_ms), k.as_str(), r))
+            .filter(|(ts, _, _)| (ts_lo..=ts_hi).contains(ts))
+            .collect();
+        rows.sort_by(|a, b| cmp_keys(a.1, b.1).then(a.0.cmp(&b.0)));
+        let total = rows.len();
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .skip(q.skip)
+            .take(q.limit.saturating_add(1))
+            .collect();
+        let has_more = rows.len() > q.limit;
+        rows.truncate(q.limit);
+        FeedPage {
+            total,
+            rows,
+            has_more,
+        }
+    }
+
+    /// Counts a change-feed page served and, per [`CollectionConfig::edit_during_pulls`],
+    /// edits the live record that comes first. Returns its key when it did.
+    pub(crate) fn page_served(&mut self, now: i64) -> Option<String> {
+        let every = self.config.edit_during_pulls?;
+        self.pages_served = self.pages_served.saturating_add(1);
+        if !self.pages_served.is_multiple_of(every) {
+            return None;
+        }
+        let key = self
+            .order
+            .iter()
+            .map(|(_, rank)| rank.key())
+            .find(|k| self.records.get(*k).is_some_and(|r| !r.deleted))?
+            .to_owned();
+        let edits = self
+            .records
+            .get(&key)
+            .and_then(|r| r.fields.get("serverEdits"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let mut fields = Map::new();
+        fields.insert("serverEdits".into(), Value::from(edits + 1));
+        let body = Body {
+            fields,
+            id: None,
+            version: None,
+        };
+        let reply = self.patch(&key, body, &Pre::default(), now);
+        (reply.status == StatusCode::OK).then_some(key)
     }
 
     pub(crate) fn create_count(&self, key: &str) -> usize {

@@ -7,7 +7,7 @@ use axum::http::header::{HeaderName, LINK};
 use serde_json::{Value, json};
 
 use super::collection::{Collection, FeedQuery, IdRank, Place, Which};
-use super::pagination::{Position, encode_cursor, next_query, parse_paging};
+use super::pagination::{Position, Style, encode_cursor, next_query, parse_paging};
 use super::query::{Cmp, Tombstones, encode_pairs, param, parse_filters};
 use super::reply::Reply;
 
@@ -69,6 +69,31 @@ fn ts_bounds(filters: &[(Cmp, i64)]) -> Option<(i64, i64)> {
     (lo <= hi).then_some((lo, hi))
 }
 
+/// With [`CollectionConfig::sort_from_params`](super::CollectionConfig::sort_from_params):
+/// whether the `orderby.<field>` parameters, read in order, sort by id first (also when none
+/// is given: a table without `ORDER BY` answers in key order).
+fn sort_by_id(coll: &Collection, pairs: &[(String, String)]) -> Result<bool, String> {
+    if !coll.config.sort_from_params {
+        return Ok(false);
+    }
+    let mut first = None;
+    for (name, value) in pairs {
+        let Some(field) = name.strip_prefix("orderby.") else {
+            continue;
+        };
+        if !matches!(value.as_str(), "" | "asc") {
+            return Err(format!("`{name}`: only `asc` is supported, got `{value}`"));
+        }
+        let by_id = match field {
+            "id" => true,
+            "updatedAt" | "updated_at" | "updated" => false,
+            other => return Err(format!("`orderby.{other}`: unknown field")),
+        };
+        first.get_or_insert(by_id);
+    }
+    Ok(first.unwrap_or(true))
+}
+
 /// Answers a pull.
 pub(crate) fn list(
     coll: &Collection,
@@ -84,6 +109,18 @@ pub(crate) fn list(
         Ok(p) => p,
         Err(e) => return Reply::bad_request(e),
     };
+    let by_id = match sort_by_id(coll, pairs) {
+        Ok(b) => b,
+        Err(e) => return Reply::bad_request(e),
+    };
+    if by_id && (paging.after.is_some() || matches!(paging.cursor, Some(Some(_)))) {
+        return Reply::bad_request("cursor and keyset positions need `orderby.updatedAt` first");
+    }
+    let mut paging = paging;
+    if by_id && paging.style == Style::Cursor {
+        // Links of an id-ordered answer advance the offset.
+        paging.style = Style::Offset;
+    }
     let which = match (feed, filters.tombstones) {
         (Feed::Deleted, _) | (Feed::Records, Tombstones::Only) => Which::Dead,
         (Feed::Records, Tombstones::Exclude) => Which::Live,
@@ -106,6 +143,7 @@ pub(crate) fn list(
         from,
         skip: paging.skip,
         limit: paging.limit,
+        by_id,
     });
     let (total, has_more, page) = (answer.total, answer.has_more, answer.rows);
     let items: Vec<Value> = page
@@ -116,7 +154,7 @@ pub(crate) fn list(
         })
         .collect();
     let last = page.last().filter(|_| has_more).map(|(ts, k, _)| (*ts, *k));
-    let next_cursor = last.map(|l| encode_cursor(Some(l)));
+    let next_cursor = last.filter(|_| !by_id).map(|l| encode_cursor(Some(l)));
     let mut reply = if bare(pairs) {
         Reply::json(StatusCode::OK, Value::Array(items))
     } else {
@@ -128,11 +166,12 @@ pub(crate) fn list(
     reply = reply
         .header(HeaderName::from_static("x-total-count"), &total.to_string())
         .header(HeaderName::from_static("x-has-more"), &has_more.to_string());
-    if let (Some(last), Some(cursor)) = (last, &next_cursor) {
+    if let Some(last) = last {
         let next = encode_pairs(&next_query(coll, pairs, &paging, last));
-        reply = reply
-            .header(LINK, &format!("<{}>; rel=\"next\"", base.url(&next)))
-            .header(HeaderName::from_static("x-next-cursor"), cursor);
+        reply = reply.header(LINK, &format!("<{}>; rel=\"next\"", base.url(&next)));
+    }
+    if let Some(cursor) = &next_cursor {
+        reply = reply.header(HeaderName::from_static("x-next-cursor"), cursor);
     }
     reply
 }
@@ -272,6 +311,7 @@ mod tests {
                     from,
                     skip,
                     limit,
+                    by_id: false,
                 });
                 let want = brute(
                     &coll,

@@ -127,6 +127,24 @@
 //! `{"id":…,"deletedAt":…}` (the tombstone's `updatedAt`, same format), ordered by
 //! `(deletedAt, id)`; `since=<ts>` is `deletedAt > ts`.
 //!
+//! ### Behaviours of real servers, by configuration ([`CollectionConfig`])
+//!
+//! - [`TimestampFormat::SpaceSeparated`]: `updatedAt` as `2024-05-01 12:00:00.123Z`.
+//! - [`CollectionConfig::text_compare`]: a text filter value is compared as text with the
+//!   rendered timestamps (a text column): `2024-05-01T…` is greater than every `2024-05-01 …`.
+//! - [`CollectionConfig::answer_rounding_ms`]: answers show times rounded down (e.g. to whole
+//!   seconds) while filters, order and cursors use the exact time.
+//! - [`CollectionConfig::sort_from_params`]: `orderby.<field>=asc` parameters (`updatedAt`,
+//!   `id`) sort in the order they are written, key order without them; id-first orders page
+//!   by offset or page only (cursor and keyset positions are a 400).
+//! - [`CollectionConfig::max_limit`]: a silent page cap (the page is shorter, `hasMore` true).
+//! - [`CollectionConfig::link_origin`]: absolute `Link`s on another origin (a proxy that
+//!   rewrites `Host`).
+//! - [`CollectionConfig::edit_during_pulls`]: after every `n`-th change-feed page, the server
+//!   edits its oldest live record, as another client would (updates during a walk); tests can
+//!   also call [`ServerHandle::update_direct`] and friends between two requests. Offsets and
+//!   page numbers then shift as on any server.
+//!
 //! ## Idempotency
 //!
 //! A write (POST, PUT, PATCH, DELETE under `/api`) with `Idempotency-Key: <1–255 visible

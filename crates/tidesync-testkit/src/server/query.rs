@@ -142,12 +142,64 @@ pub(crate) fn ts_value(coll: &Collection, raw: &str) -> Option<i64> {
     parse_rfc3339(v).map(|ms| coll.unit(ms))
 }
 
+/// The earliest and latest instants a text timestamp is searched between (years 1 and 9999).
+const TEXT_MIN_MS: i64 = -62_135_596_800_000;
+const TEXT_MAX_MS: i64 = 253_402_300_799_999;
+
+/// The latest instant whose rendered text is `<= text` (`< text` when `strict`), found by
+/// bisection (rendering is monotonic); `TEXT_MIN_MS - 1` if there is none.
+fn text_bound(coll: &Collection, text: &str, strict: bool) -> i64 {
+    let below = |t: i64| {
+        let rendered = coll.render_ts(t);
+        let rendered = rendered.as_str().unwrap_or_default();
+        if strict {
+            rendered < text
+        } else {
+            rendered <= text
+        }
+    };
+    if !below(TEXT_MIN_MS) {
+        return TEXT_MIN_MS - 1;
+    }
+    let (mut lo, mut hi) = (TEXT_MIN_MS, TEXT_MAX_MS);
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        if below(mid) { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
+/// A timestamp comparison as filter bounds in the collection's unit. With
+/// [`CollectionConfig::text_compare`](super::CollectionConfig::text_compare) and text
+/// timestamps, a value that is not an integer is compared as text with the rendered
+/// timestamps, like a database comparing a text column.
+fn ts_filter(coll: &Collection, cmp: Cmp, raw: &str) -> Option<Vec<(Cmp, i64)>> {
+    let v = raw.trim().trim_matches(|c| c == '\'' || c == '"');
+    let text = matches!(
+        coll.config.timestamps,
+        super::collection::TimestampFormat::Rfc3339
+            | super::collection::TimestampFormat::SpaceSeparated
+    );
+    if coll.config.text_compare && text && v.parse::<i64>().is_err() {
+        let le = text_bound(coll, v, false);
+        let lt = text_bound(coll, v, true);
+        return Some(match cmp {
+            Cmp::Gt => vec![(Cmp::Gt, le)],
+            Cmp::Gte => vec![(Cmp::Gt, lt)],
+            Cmp::Lt => vec![(Cmp::Lte, lt)],
+            Cmp::Lte => vec![(Cmp::Lte, le)],
+            Cmp::Eq => vec![(Cmp::Gt, lt), (Cmp::Lte, le)],
+        });
+    }
+    ts_value(coll, raw).map(|ts| vec![(cmp, ts)])
+}
+
 fn bad_ts(name: &str, raw: &str) -> String {
     format!("`{name}`: `{raw}` is not an integer timestamp or an RFC 3339 date-time")
 }
 
 /// `(updated > '123')`, `updatedAt >= 123`, `updated gt 123`.
-fn parse_filter_expr(coll: &Collection, expr: &str) -> Result<(Cmp, i64), String> {
+fn parse_filter_expr(coll: &Collection, expr: &str) -> Result<Vec<(Cmp, i64)>, String> {
     let mut e = expr.trim();
     if let Some(inner) = e.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
         e = inner.trim();
@@ -170,8 +222,7 @@ fn parse_filter_expr(coll: &Collection, expr: &str) -> Result<(Cmp, i64), String
     };
     let (op, value) = rest.split_at(op_end);
     let cmp = Cmp::from_word(op).ok_or_else(|| format!("`filter`: unsupported operator `{op}`"))?;
-    let ts = ts_value(coll, value).ok_or_else(|| bad_ts("filter", value.trim()))?;
-    Ok((cmp, ts))
+    ts_filter(coll, cmp, value).ok_or_else(|| bad_ts("filter", value.trim()))
 }
 
 /// `id=eq.X` or `id=in.(a,b,"c")`.
@@ -217,8 +268,7 @@ pub(crate) fn parse_filters(
             _ => None,
         };
         if let Some(cmp) = simple {
-            let ts = ts_value(coll, raw).ok_or_else(|| bad_ts(name, raw))?;
-            f.ts.push((cmp, ts));
+            f.ts.extend(ts_filter(coll, cmp, raw).ok_or_else(|| bad_ts(name, raw))?);
             continue;
         }
         match name.as_str() {
@@ -228,10 +278,9 @@ pub(crate) fn parse_filters(
                     .ok_or_else(|| format!("`{name}`: expected `<op>.<timestamp>`, e.g. gt.123"))?;
                 let cmp = Cmp::from_word(op)
                     .ok_or_else(|| format!("`{name}`: unsupported operator `{op}`"))?;
-                let ts = ts_value(coll, value).ok_or_else(|| bad_ts(name, value))?;
-                f.ts.push((cmp, ts));
+                f.ts.extend(ts_filter(coll, cmp, value).ok_or_else(|| bad_ts(name, value))?);
             }
-            "filter" => f.ts.push(parse_filter_expr(coll, raw)?),
+            "filter" => f.ts.extend(parse_filter_expr(coll, raw)?),
             "id" => f.ids = Some(parse_id_filter(raw)?),
             "tombstones" => {
                 f.tombstones = match raw.as_str() {
@@ -273,13 +322,45 @@ mod tests {
     #[test]
     fn filter_expressions() {
         let c = coll();
-        assert_eq!(parse_filter_expr(&c, "(updated > '5')"), Ok((Cmp::Gt, 5)));
-        assert_eq!(parse_filter_expr(&c, "updatedAt>=7"), Ok((Cmp::Gte, 7)));
-        assert_eq!(parse_filter_expr(&c, "updated gt \"9\""), Ok((Cmp::Gt, 9)));
+        assert_eq!(
+            parse_filter_expr(&c, "(updated > '5')"),
+            Ok(vec![(Cmp::Gt, 5)])
+        );
+        assert_eq!(
+            parse_filter_expr(&c, "updatedAt>=7"),
+            Ok(vec![(Cmp::Gte, 7)])
+        );
+        assert_eq!(
+            parse_filter_expr(&c, "updated gt \"9\""),
+            Ok(vec![(Cmp::Gt, 9)])
+        );
         assert!(parse_filter_expr(&c, "(title > '5')").is_err());
         assert!(parse_filter_expr(&c, "(updated ~ '5')").is_err());
         assert!(parse_filter_expr(&c, "(updated > 'x')").is_err());
         assert!(parse_filter_expr(&c, "").is_err());
+    }
+
+    #[test]
+    fn text_compare_compares_text_like_a_database() {
+        use crate::server::collection::TimestampFormat;
+        let c = Collection::new(
+            "t",
+            CollectionConfig::default()
+                .timestamps(TimestampFormat::SpaceSeparated)
+                .text_compare(true),
+        );
+        let noon = parse_rfc3339("2024-05-01T12:00:00.000Z").unwrap_or_default();
+        // A `T` sorts after the space: no time of the same day is greater.
+        let t = ts_filter(&c, Cmp::Gt, "2024-05-01T00:00:00.000Z").unwrap_or_default();
+        let end_of_day = parse_rfc3339("2024-05-01T23:59:59.999Z").unwrap_or_default();
+        assert_eq!(t, vec![(Cmp::Gt, end_of_day)]);
+        // The same shape compares like time.
+        let t = ts_filter(&c, Cmp::Gt, "2024-05-01 12:00:00.000Z").unwrap_or_default();
+        assert_eq!(t, vec![(Cmp::Gt, noon)]);
+        let t = ts_filter(&c, Cmp::Gte, "2024-05-01 12:00:00.000Z").unwrap_or_default();
+        assert_eq!(t, vec![(Cmp::Gt, noon - 1)]);
+        // Integers stay numbers.
+        assert_eq!(ts_filter(&c, Cmp::Gt, "5"), Some(vec![(Cmp::Gt, 5)]));
     }
 
     #[test]

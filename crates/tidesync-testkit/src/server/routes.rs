@@ -128,6 +128,8 @@ fn link_base(coll: &Collection, headers: &HeaderMap, path: String) -> LinkBase {
     LinkBase {
         origin: if coll.config.relative_links {
             None
+        } else if let Some(origin) = &coll.config.link_origin {
+            Some(origin.trim_end_matches('/').to_owned())
         } else {
             origin(headers)
         },
@@ -186,11 +188,16 @@ fn pull_inner(
         Feed::Records => format!("/api/{}", super::query::encode(&c)),
         Feed::Deleted => format!("/api/{}/deleted", super::query::encode(&c)),
     };
-    let store = st.store();
-    Ok(store.with_view(&c, |coll| {
+    let mut store = st.store();
+    let reply = store.with_view(&c, |coll| {
         let base = link_base(coll, headers, url_path);
         feed::list(coll, feed, &pairs, &base)
-    }))
+    });
+    if feed == Feed::Records && reply.status == StatusCode::OK && store.get(&c).is_some() {
+        let now = store.now();
+        store.collection_mut(&c).page_served(now);
+    }
+    Ok(reply)
 }
 
 async fn get_one(

@@ -7,6 +7,7 @@ use tidesync_testkit::server::{CollectionConfig, ReferenceServer, TimestampForma
 use tidesync_transport_rest::{RestConfig, RestTransport};
 
 use crate::support::{drain, push};
+use crate::walks::{Local, pull_table_with_edit, table_state};
 
 const DOC: &str = include_str!("../../../../docs/rest-routes.md");
 
@@ -130,9 +131,12 @@ fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<Rest
 }
 
 #[test]
-fn the_doc_has_three_toml_blocks_equal_to_their_rust_forms() -> anyhow::Result<()> {
+fn the_doc_has_five_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
     let blocks = toml_blocks();
-    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks.len(), 5);
+    for block in &blocks[3..] {
+        parse(block).validate()?;
+    }
     let forms = [
         rust_forms::posts()?,
         rust_forms::todos()?,
@@ -279,5 +283,138 @@ async fn envelope_cursor_config_works() -> anyhow::Result<()> {
     t.push(push("notes", Op::Delete, 1i64, None)).await?;
     let next = drain(&t, "notes", first.cursor, 1).await?;
     assert_eq!(next.deleted, ["1"]);
+    Ok(())
+}
+
+/// Seeds `n` records of `table` one millisecond apart (`prefix000`, …).
+fn seed_apart(server: &ReferenceServer, table: &str, prefix: &str, n: i64) {
+    let t0 = server.now_ms();
+    for i in 0..n {
+        server.freeze_clock(Some(t0 + i));
+        server
+            .insert_direct(table, json!({"id": format!("{prefix}{i:03}"), "n": i}))
+            .expect("seed");
+    }
+    server.freeze_clock(None);
+}
+
+/// A first sync with an update, a delete and an insert after its first page, then an
+/// incremental one: the client ends equal to the server both times, and caught up.
+async fn walk_with_edits(
+    server: &ReferenceServer,
+    t: &RestTransport,
+    table: &str,
+    page_size: usize,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut local = Local::new();
+    let clock = server.now_ms() + 5_000;
+    let edit = || {
+        server.freeze_clock(Some(clock));
+        server
+            .update_direct(table, "r000", json!({"n": -1}))
+            .expect("update");
+        server.freeze_clock(Some(clock + 1));
+        server.delete_direct(table, "r001").expect("delete");
+        server.freeze_clock(Some(clock + 2));
+        server
+            .insert_direct(table, json!({"id": "late"}))
+            .expect("insert");
+        server.freeze_clock(None);
+    };
+    let cursor = pull_table_with_edit(t, table, &mut local, None, page_size, 0, &edit).await?;
+    assert_eq!(local, table_state(server, table), "{table}: first sync");
+    let edit = || {
+        server.freeze_clock(Some(clock + 3_000));
+        server
+            .update_direct(table, "r002", json!({"n": -2}))
+            .expect("update");
+        server.freeze_clock(None);
+    };
+    // Seven changes: more than one page (size 3, or the cap of 5) before the edit lands.
+    for i in 3..10 {
+        server.freeze_clock(Some(clock + 2_000 + i));
+        server.update_direct(table, format!("r{i:03}").as_str(), json!({"n": i}))?;
+    }
+    server.freeze_clock(None);
+    let cursor = pull_table_with_edit(t, table, &mut local, cursor, page_size, 0, &edit).await?;
+    assert_eq!(
+        local,
+        table_state(server, table),
+        "{table}: incremental sync"
+    );
+    let rest = drain(t, table, cursor.clone(), page_size).await?;
+    assert!(
+        rest.changed.is_empty() && rest.deleted.is_empty(),
+        "{table}: caught up: {rest:?}"
+    );
+    Ok(rest.cursor)
+}
+
+#[tokio::test]
+async fn sql_backed_text_timestamp_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "orders",
+            CollectionConfig::default()
+                .timestamps(TimestampFormat::SpaceSeparated)
+                .text_compare(true)
+                .sort_from_params(true)
+                .max_limit(5),
+        )
+        .start()
+        .await;
+    let t = against(&parse(toml_blocks()[3]), &server)?;
+    seed_apart(&server, "orders", "r", 12);
+    let cursor = walk_with_edits(&server, &t, "orders", 50).await?;
+    let cursor = cursor.unwrap_or_default();
+    assert_eq!(
+        cursor["changes"]["cap"],
+        json!(5),
+        "the silent cap was learned"
+    );
+    let ts = cursor["changes"]["since"]["ts"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        ts.as_bytes().get(10),
+        Some(&b' '),
+        "stored as the API wrote it: {ts}"
+    );
+    let sent = server
+        .request_log()
+        .into_iter()
+        .filter_map(|r| r.query)
+        .find(|q| q.contains("filter="))
+        .unwrap_or_default();
+    assert!(
+        sent.starts_with("filter=") && sent.contains("&orderby.updatedAt=asc&orderby.id=asc&"),
+        "in the order written: {sent}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn link_pages_behind_a_proxy_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "events",
+            CollectionConfig::default()
+                .timestamps(TimestampFormat::Rfc3339)
+                .answer_rounding_ms(1000)
+                .link_origin("http://10.0.0.7:8080"),
+        )
+        .start()
+        .await;
+    let t = against(&parse(toml_blocks()[4]), &server)?;
+    seed_apart(&server, "events", "r", 10);
+    walk_with_edits(&server, &t, "events", 3).await?;
+    let log = server.request_log();
+    assert!(log.iter().all(|r| r.path.starts_with("/api/events")));
+    assert!(
+        log.iter().filter(|r| r.method == "GET").count() > 4,
+        "walked several pages via the rewritten links"
+    );
     Ok(())
 }

@@ -7,3 +7,4 @@ mod pull;
 mod push;
 mod suite;
 mod support;
+mod walks;
