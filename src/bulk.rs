@@ -13,11 +13,11 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use tidesync_actors::Write;
-use tidesync_core::ReadTxn;
-use tidesync_core::local::{Change, Staged, WriteOp, layout};
+use tidesync_actors::{StoreCommand, Unfenced};
+use tidesync_core::local::{Change, LocalDb, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, TableSpec};
+use tidesync_core::{ReadTxn, WriteTxn};
 
 /// What a bulk write does with each record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -185,8 +185,43 @@ pub(crate) type Slot = Arc<Mutex<Option<Vec<WriteOp>>>>;
 /// dropped: nothing of the batch is written) and puts the ops back in `slot`, for the caller
 /// to run them again with `isolate = true`: every op in its own sub-transaction, so a refused
 /// op is left out alone.
-pub(crate) fn job(spec: TableSpec, mode: BulkMode, slot: Slot, isolate: bool) -> Write<Applied> {
-    Write::new(move |db, txn| {
+pub(crate) fn job(
+    spec: TableSpec,
+    mode: BulkMode,
+    slot: Slot,
+    isolate: bool,
+) -> Unfenced<BatchJob> {
+    Unfenced(BatchJob {
+        spec,
+        mode,
+        slot,
+        isolate,
+    })
+}
+
+/// One batch of a bulk write, as a typed store command (see [`job`]).
+pub(crate) struct BatchJob {
+    spec: TableSpec,
+    mode: BulkMode,
+    slot: Slot,
+    isolate: bool,
+}
+
+impl StoreCommand for BatchJob {
+    type Output = Applied;
+
+    fn run(
+        self,
+        db: &LocalDb,
+        txn: &mut dyn WriteTxn,
+    ) -> tidesync_core::Result<(Applied, Vec<Change>)> {
+        let BatchJob {
+            spec,
+            mode,
+            slot,
+            isolate,
+        } = self;
+
         let ops = slot
             .lock()
             .map_err(|_| Error::internal("bulk write slot poisoned"))?
@@ -232,7 +267,7 @@ pub(crate) fn job(spec: TableSpec, mode: BulkMode, slot: Slot, isolate: bool) ->
             refused,
         };
         Ok((applied, changes))
-    })
+    }
 }
 
 /// The refusals of a batch that reads can tell before anything is written, in op order.

@@ -8,10 +8,13 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext, Context};
 use tokio::sync::broadcast;
 
+use tidesync_actors::commands::{
+    DiscardDeadLetter, DiscardQuarantined, RetryDeadLetter, RetryQuarantined, SettleParked,
+};
 use tidesync_actors::{
     ActorSystem, ConflictResolverActor, Control, EngineState, EventBus, LeaderActor, LocalWrite,
-    MetricsActor, OutboxActor, PullerActor, PusherActor, SchedulerActor, Scope, SyncNow,
-    SyncReport, SyncSettings, SyncShared, Write,
+    MetricsActor, OutboxActor, PullerActor, PusherActor, SchedulerActor, Scope, StoreCommand,
+    SyncNow, SyncReport, SyncSettings, SyncShared, Unfenced,
 };
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
@@ -695,11 +698,12 @@ impl Engine {
             .dead_letters(&*self.inner.store.read()?, table)
     }
 
-    async fn write_job<T: Send + 'static>(&self, job: Write<T>) -> Result<T> {
+    /// Runs a maintenance command (not part of a sync cycle) through the store writer.
+    async fn command<C: StoreCommand>(&self, command: C) -> Result<C::Output> {
         self.inner
             .actors
             .outbox
-            .send(job)
+            .send(Unfenced(command))
             .await
             .map_err(|_| closed())?
     }
@@ -707,11 +711,7 @@ impl Engine {
     /// Puts a dead letter back at its place in its record's order (optionally with an edited
     /// record) and pushes soon.
     pub async fn retry_dead_letter(&self, seq: u64, edited: Option<Record>) -> Result<OutboxEntry> {
-        let entry = self
-            .write_job(Write::new(move |db, txn| {
-                Ok((db.retry_dead_letter(txn, seq, edited)?, Vec::new()))
-            }))
-            .await?;
+        let entry = self.command(RetryDeadLetter { seq, edited }).await?;
         if let Ok(sync) = self.sync_actors() {
             sync.scheduler.do_send(tidesync_actors::OutboxChanged);
         }
@@ -720,11 +720,7 @@ impl Engine {
 
     /// Discards a dead letter for good; the record's later entries proceed.
     pub async fn discard_dead_letter(&self, seq: u64) -> Result<OutboxEntry> {
-        let entry = self
-            .write_job(Write::new(move |db, txn| {
-                Ok((db.discard_dead_letter(txn, seq)?, Vec::new()))
-            }))
-            .await?;
+        let entry = self.command(DiscardDeadLetter { seq }).await?;
         if let Ok(sync) = self.sync_actors() {
             sync.scheduler.do_send(tidesync_actors::OutboxChanged);
         }
@@ -741,20 +737,12 @@ impl Engine {
     /// it is refused again (see the returned [`AppliedPage::quarantined`]). A record with
     /// local changes waiting to be pushed is refused with [`ErrorKind::Conflict`].
     pub async fn retry_quarantined(&self, seq: u64) -> Result<AppliedPage> {
-        self.write_job(Write::new(move |db, txn| {
-            let applied = db.retry_quarantined(txn, seq)?;
-            let changes = applied.changes.clone();
-            Ok((applied, changes))
-        }))
-        .await
+        self.command(RetryQuarantined { seq }).await
     }
 
     /// Drops quarantined item `seq` for good; returns it.
     pub async fn discard_quarantined(&self, seq: u64) -> Result<Quarantined> {
-        self.write_job(Write::new(move |db, txn| {
-            Ok((db.discard_quarantined(txn, seq)?, Vec::new()))
-        }))
-        .await
+        self.command(DiscardQuarantined { seq }).await
     }
 
     /// Conflicts parked for the application.
@@ -780,16 +768,11 @@ impl Engine {
             );
         }
         let table = table.to_owned();
-        self.write_job(Write::new(move |db, txn| {
-            let parked = db.parked_conflict(&*txn, &table, &key)?.ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, "no parked conflict for this record")
-                    .table(table.clone())
-                    .key(&key)
-            })?;
-            let changes =
-                db.apply_resolution(txn, &parked.conflict, parked.remote_version, &resolution)?;
-            Ok(((), changes))
-        }))
+        self.command(SettleParked {
+            table,
+            key,
+            resolution,
+        })
         .await?;
         if let Ok(sync) = self.sync_actors() {
             sync.scheduler.do_send(tidesync_actors::OutboxChanged);
@@ -799,9 +782,18 @@ impl Engine {
 
     // ----- lifecycle ---------------------------------------------------------------------
 
-    /// The store writer (the Outbox actor), for custom write jobs ([`tidesync_actors::Write`]).
-    pub fn writer(&self) -> Addr<OutboxActor> {
+    /// The store writer (the Outbox actor).
+    pub(crate) fn writer_actor(&self) -> Addr<OutboxActor> {
         self.inner.actors.outbox.clone()
+    }
+
+    /// The store writer, for tests and tools that run closures against the local database
+    /// (`tidesync_actors::Write`). Only with the `test-support` feature: applications write
+    /// through tables, batches and the typed commands, which keep the engine's rules.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn writer(&self) -> Addr<OutboxActor> {
+        self.writer_actor()
     }
 
     /// Stops the actors and the engine thread (resigning leadership first). Later writes fail

@@ -80,7 +80,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .writer
             .get_or_try_init(|| async {
                 self.engine
-                    .writer()
+                    .writer_actor()
                     .send(GetWriter)
                     .await
                     .map_err(|_| Error::new(ErrorKind::Closed, "the engine is stopped"))?
@@ -261,9 +261,12 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         if !ops.is_empty() {
             let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
             let send = |isolate: bool| {
-                self.engine
-                    .writer()
-                    .send(bulk::job(spec.clone(), mode, slot.clone(), isolate))
+                self.engine.writer_actor().send(bulk::job(
+                    spec.clone(),
+                    mode,
+                    slot.clone(),
+                    isolate,
+                ))
             };
             let closed = |_| Error::new(ErrorKind::Closed, "the engine is stopped");
             let applied = match send(false).await.map_err(closed)? {

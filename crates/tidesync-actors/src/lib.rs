@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod circuit;
+pub mod commands;
 pub mod events;
 pub mod leader;
 pub mod metrics;
@@ -35,7 +36,11 @@ pub mod telemetry;
 pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
 pub use metrics::{MetricsActor, Refresh};
-pub use outbox::{LocalWrite, OutboxActor, OutboxChanged, Write, WriteJob};
+#[cfg(feature = "test-support")]
+pub use outbox::Write;
+pub use outbox::{
+    Fenced, LocalWrite, OutboxActor, OutboxChanged, StoreCommand, Unfenced, WriteJob,
+};
 pub use puller::{PullNow, PullReport, PullerActor};
 pub use pusher::{PushNow, PushReport, PusherActor};
 pub use resolver::{ConflictResolverActor, Resolve};

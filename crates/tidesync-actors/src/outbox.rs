@@ -45,6 +45,7 @@ pub trait WriteJob: Send + 'static {
     }
 }
 
+#[cfg(feature = "test-support")]
 /// A [`WriteJob`] built from a closure that returns a typed value.
 struct FnJob<T, F> {
     work: Option<F>,
@@ -52,6 +53,7 @@ struct FnJob<T, F> {
     reply: oneshot::Sender<Result<T>>,
 }
 
+#[cfg(feature = "test-support")]
 impl<T, F> WriteJob for FnJob<T, F>
 where
     T: Send + 'static,
@@ -116,7 +118,10 @@ impl WriteJob for LocalJob {
     }
 }
 
-/// Any write, as a closure over the local database and the transaction.
+#[cfg(feature = "test-support")]
+/// Any write, as a closure over the local database and the transaction: for tests and tools
+/// only (the `test-support` feature). Library code sends typed [`StoreCommand`]s, so every
+/// write the engine makes can be read by name.
 #[derive(Message)]
 #[rtype(result = "Result<T>")]
 pub struct Write<T: Send + 'static> {
@@ -124,6 +129,7 @@ pub struct Write<T: Send + 'static> {
     reply: oneshot::Receiver<Result<T>>,
 }
 
+#[cfg(feature = "test-support")]
 impl<T: Send + 'static> Write<T> {
     /// Wraps `work`, which returns a value for the caller and the changes to announce.
     pub fn new<F>(work: F) -> Self
@@ -139,6 +145,88 @@ impl<T: Send + 'static> Write<T> {
             }),
             reply: rx,
         }
+    }
+}
+
+/// A typed write the store writer runs inside a group-commit transaction: plain data (no
+/// closure crosses the actor boundary), whose [`StoreCommand::run`] says exactly what it does
+/// to the local database. The commands the sync actors send live in [`crate::commands`]; an
+/// application or a tool may define its own.
+pub trait StoreCommand: Send + 'static {
+    /// What the caller gets back once the transaction committed.
+    type Output: Send + 'static;
+    /// Does the work; returns the caller's value and the changes to announce to watchers.
+    fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(Self::Output, Vec<Change>)>;
+}
+
+/// A sync command, run under the leadership epoch its cycle started with: the writer checks
+/// the epoch once, before the command runs, and refuses it with [`ErrorKind::Fenced`] once a
+/// newer leader claimed the database (DESIGN invariant 9). Every write of the pusher and the
+/// puller goes through this message, so fencing cannot be forgotten at a call site.
+pub struct Fenced<C: StoreCommand> {
+    /// The epoch the command runs under.
+    pub epoch: u64,
+    /// The command.
+    pub command: C,
+}
+
+impl<C: StoreCommand> Message for Fenced<C> {
+    type Result = Result<C::Output>;
+}
+
+/// A command that is not part of a sync cycle (the application's dead-letter, quarantine and
+/// conflict operations; claiming an epoch), run without an epoch check.
+pub struct Unfenced<C: StoreCommand>(pub C);
+
+impl<C: StoreCommand> Message for Unfenced<C> {
+    type Result = Result<C::Output>;
+}
+
+/// A [`StoreCommand`] as a one-shot job of the writer thread.
+struct CommandJob<C: StoreCommand> {
+    epoch: Option<u64>,
+    command: Option<C>,
+    value: Option<C::Output>,
+    reply: oneshot::Sender<Result<C::Output>>,
+}
+
+impl<C: StoreCommand> CommandJob<C> {
+    fn boxed(
+        epoch: Option<u64>,
+        command: C,
+    ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<C::Output>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = CommandJob {
+            epoch,
+            command: Some(command),
+            value: None,
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+}
+
+impl<C: StoreCommand> WriteJob for CommandJob<C> {
+    fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
+        let command = self
+            .command
+            .take()
+            .ok_or_else(|| Error::internal("store command ran twice"))?;
+        if let Some(epoch) = self.epoch {
+            db.check_epoch(&*txn, Some(epoch))?;
+        }
+        let (value, changes) = command.run(db, txn)?;
+        self.value = Some(value);
+        Ok(changes)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<()>) {
+        let CommandJob { value, reply, .. } = *self;
+        let result = outcome.and_then(|()| {
+            value.ok_or_else(|| Error::internal("store command finished without a value"))
+        });
+        // The caller may have given up waiting; nothing to do then.
+        let _ = reply.send(result);
     }
 }
 
@@ -485,6 +573,27 @@ async fn await_reply<T>(reply: oneshot::Receiver<Result<T>>) -> Result<T> {
     reply.await.unwrap_or_else(|_| Err(closed()))
 }
 
+impl<C: StoreCommand> Handler<Fenced<C>> for OutboxActor {
+    type Result = ResponseFuture<Result<C::Output>>;
+
+    fn handle(&mut self, msg: Fenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
+        let (job, reply) = CommandJob::boxed(Some(msg.epoch), msg.command);
+        self.enqueue(job);
+        Box::pin(await_reply(reply))
+    }
+}
+
+impl<C: StoreCommand> Handler<Unfenced<C>> for OutboxActor {
+    type Result = ResponseFuture<Result<C::Output>>;
+
+    fn handle(&mut self, msg: Unfenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
+        let (job, reply) = CommandJob::boxed(None, msg.0);
+        self.enqueue(job);
+        Box::pin(await_reply(reply))
+    }
+}
+
+#[cfg(feature = "test-support")]
 impl<T: Send + 'static> Handler<Write<T>> for OutboxActor {
     type Result = ResponseFuture<Result<T>>;
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
-use tidesync_core::local::RemoteMeta;
 use tidesync_core::{Conflict, Error, ErrorKind, PullPage, PullRequest, Result, Transport};
 
 use crate::backoff::retry_delay;
+use crate::commands::{ApplyPage, ApplyResolutions};
 use crate::events::SyncEvent;
-use crate::outbox::{OutboxActor, Write};
+use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::resolver::{ConflictResolverActor, ResolveAll};
 use crate::shared::{EngineState, SyncShared};
 use crate::telemetry;
@@ -87,9 +87,14 @@ impl Handler<PullNow> for PullerActor {
     }
 }
 
-async fn write<T: Send + 'static>(outbox: &Addr<OutboxActor>, job: Write<T>) -> Result<T> {
+/// Runs a sync command under the pull's epoch (the writer checks it first).
+async fn fenced<C: StoreCommand>(
+    outbox: &Addr<OutboxActor>,
+    epoch: u64,
+    command: C,
+) -> Result<C::Output> {
     outbox
-        .send(job)
+        .send(Fenced { epoch, command })
         .await
         .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
 }
@@ -156,7 +161,7 @@ async fn pull_table(
 ) -> Result<PullReport> {
     sh.db.schema().table(&table)?;
     // Every page is applied under the epoch this pull started with (fencing).
-    let Some(epoch) = sh.state.epoch().map(Some) else {
+    let Some(epoch) = sh.state.epoch() else {
         return Err(Error::new(
             ErrorKind::Fenced,
             "not the sync leader: nothing is pulled",
@@ -215,30 +220,17 @@ async fn pull_table(
         cursor = page.cursor.clone();
         let received = (page.records.len() + page.deleted.len()) as u64;
         let (has_more, total) = (page.has_more, page.total);
-        let transport = sh.transport.clone();
-        let page_table = table.clone();
-        // Server timestamps are turned into local-clock time for last-write-wins.
-        let offset_ms = sh
-            .state
-            .clock_offset_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let applied = write(
-            &outbox,
-            Write::new(move |db, txn| {
-                let meta = |record: &tidesync_core::Record| RemoteMeta {
-                    version: transport.version_of(&page_table, record),
-                    modified_ms: transport
-                        .modified_at_ms(&page_table, record)
-                        .map(|ms| ms - offset_ms),
-                };
-                db.check_epoch(&*txn, epoch)?;
-                let mut applied = db.apply_pull_page_owned(txn, &page_table, page, &meta)?;
-                // The changes go to the watchers; the puller only needs their number.
-                let changes = std::mem::take(&mut applied.changes);
-                Ok(((changes.len() as u64, applied), changes))
-            }),
-        )
-        .await?;
+        let apply = ApplyPage {
+            table: table.clone(),
+            page,
+            transport: sh.transport.clone(),
+            // Server timestamps are turned into local-clock time for last-write-wins.
+            clock_offset_ms: sh
+                .state
+                .clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let applied = fenced(&outbox, epoch, apply).await?;
         let (changed, applied) = applied;
         report.pages += 1;
         for item in &applied.quarantined {
@@ -324,7 +316,7 @@ async fn refetch(
 async fn resolve_page(
     outbox: &Addr<OutboxActor>,
     resolver: &Addr<ConflictResolverActor>,
-    epoch: Option<u64>,
+    epoch: u64,
     conflicts: Vec<(Conflict, Option<String>)>,
 ) -> Result<u64> {
     let (conflicts, versions): (Vec<Conflict>, Vec<Option<String>>) = conflicts.into_iter().unzip();
@@ -344,15 +336,7 @@ async fn resolve_page(
     }
     let count = resolved.len() as u64;
     if count > 0 {
-        let refused = write(
-            outbox,
-            Write::new(move |db, txn| {
-                db.check_epoch(&*txn, epoch)?;
-                let (changes, refused) = db.apply_resolutions(txn, &resolved)?;
-                Ok((refused, changes))
-            }),
-        )
-        .await?;
+        let refused = fenced(outbox, epoch, ApplyResolutions(resolved)).await?;
         let refused_count = refused.len() as u64;
         if let Some(err) = failed.or_else(|| refused.into_iter().next()) {
             return Err(err);

@@ -51,7 +51,8 @@ pub(crate) enum Settled {
 
 /// Everything one turn needs; moved into the store writer.
 pub(crate) struct TurnPlan {
-    /// The cycle's leadership epoch; a newer leader fences the whole turn.
+    /// The cycle's leadership epoch, sent with each request (the writer fences the turn
+    /// itself: `Fenced`).
     pub epoch: Option<u64>,
     pub settle: Vec<Settle>,
     /// How many new requests to prepare (0: no scan).
@@ -93,7 +94,7 @@ pub(crate) fn run_turn(
     txn: &mut dyn WriteTxn,
     plan: TurnPlan,
 ) -> tidesync_core::Result<(TurnDone, Vec<tidesync_core::local::Change>)> {
-    db.check_epoch(&*txn, plan.epoch)?;
+    // The writer checked the cycle's epoch before this runs (`Fenced`).
     let mut changes = Vec::new();
     let mut settled = Vec::with_capacity(plan.settle.len());
     for op in plan.settle {

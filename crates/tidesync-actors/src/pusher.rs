@@ -22,15 +22,17 @@ use tidesync_core::hlc::wall_millis;
 use tidesync_core::outbox::DeadLetterInfo;
 use tidesync_core::push_policy::{Judging, Verdict, judge};
 use tidesync_core::{
-    Conflict, DetectedBy, Error, ErrorKind, Key, Op, OutboxEntry, PushOutcome, PushRequest,
-    Resolution, Result,
+    Conflict, DetectedBy, Error, ErrorKind, Key, Op, OutboxEntry, PushOutcome, PushRequest, Result,
 };
 
 use crate::backoff::retry_delay;
 use crate::circuit::Circuit;
+use crate::commands::{
+    ApplyPushResolution, CreateAsUpsert, MakeDue, PushTurn, RequeueUnsent, RetryLater,
+};
 use crate::events::SyncEvent;
-use crate::outbox::{OutboxActor, Write};
-use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan, run_turn};
+use crate::outbox::{Fenced, OutboxActor, StoreCommand};
+use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan};
 use crate::rate_limit::RateLimiter;
 use crate::resolver::{ConflictResolverActor, Resolve};
 use crate::shared::SyncShared;
@@ -174,14 +176,16 @@ struct PushCycle {
     limiter: Arc<RateLimiter>,
 }
 
-async fn write<T: Send + 'static>(outbox: &Addr<OutboxActor>, job: Write<T>) -> Result<T> {
-    outbox
-        .send(job)
-        .await
-        .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
-}
-
 impl PushCycle {
+    /// Runs a sync command under this cycle's epoch (the writer checks it first).
+    async fn fenced<C: StoreCommand>(&self, command: C) -> Result<C::Output> {
+        let epoch = self.epoch;
+        self.outbox
+            .send(Fenced { epoch, command })
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
+    }
+
     async fn run(self, tables: Option<Vec<String>>) -> Result<PushReport> {
         let sh = &self.shared;
         let mut excluded = sh.state.paused_tables();
@@ -194,10 +198,9 @@ impl PushCycle {
         }
         if sh.state.retry_waiting_now.swap(false, Ordering::SeqCst) {
             // Back online: entries that failed while the network was down need not wait.
-            write(
-                &self.outbox,
-                Write::new(|db, txn| Ok((db.make_due(txn, wall_millis())?, Vec::new()))),
-            )
+            self.fenced(MakeDue {
+                now_ms: wall_millis(),
+            })
             .await?;
         }
         let mut report = PushReport::default();
@@ -206,19 +209,9 @@ impl PushCycle {
         if result.is_err() && !unsettled.is_empty() {
             // The cycle stops early: what it marked in flight and never settled goes back in
             // the queue (still sealed), instead of waiting for a restart or a new leader.
+            // A deposed leader's cycle is fenced here too: the new leader re-queues them.
             let seqs: Vec<u64> = unsettled.into_iter().collect();
-            let requeued = write(
-                &self.outbox,
-                Write::new(move |db, txn| {
-                    for seq in seqs {
-                        if db.entry(&*txn, seq)?.is_some_and(|e| e.in_flight) {
-                            db.retry_later(txn, seq, 0, "push cycle stopped early")?;
-                        }
-                    }
-                    Ok(((), Vec::new()))
-                }),
-            )
-            .await;
+            let requeued = self.fenced(RequeueUnsent { seqs }).await;
             if let Err(err) = requeued {
                 tracing::warn!(error = %err, "could not re-queue entries of a stopped push cycle");
             }
@@ -363,9 +356,10 @@ impl PushCycle {
 
     /// Sends `plan` to the store writer; the returned future resolves when it committed.
     fn start_turn(&self, plan: TurnPlan) -> TurnFuture {
-        let reply = self
-            .outbox
-            .send(Write::new(move |db, txn| run_turn(db, txn, plan)));
+        let reply = self.outbox.send(Fenced {
+            epoch: self.epoch,
+            command: PushTurn(plan),
+        });
         Box::pin(async move {
             reply
                 .await
@@ -642,19 +636,6 @@ impl PushCycle {
         })
     }
 
-    async fn retry_at(&self, seq: u64, next_ms: u64, message: &str) -> Result<()> {
-        let message = message.to_owned();
-        let epoch = Some(self.epoch);
-        write(
-            &self.outbox,
-            Write::new(move |db, txn| {
-                db.check_epoch(&*txn, epoch)?;
-                Ok((db.retry_later(txn, seq, next_ms, &message)?, Vec::new()))
-            }),
-        )
-        .await
-    }
-
     /// A 409/412: find the server's current version, ask the table's strategy, and apply the
     /// outcome to the record, its base and its pending entries in one transaction.
     async fn resolve_push_conflict(
@@ -676,11 +657,11 @@ impl PushCycle {
                 Err(err) => {
                     // Could not see the server's version: try the whole thing again later.
                     let delay = retry_delay(&sh.settings, entry.attempts, err.retry_after_delay());
-                    self.retry_at(
-                        entry.seq,
-                        wall_millis() + delay.as_millis() as u64,
-                        &err.to_string(),
-                    )
+                    self.fenced(RetryLater {
+                        seq: entry.seq,
+                        at_ms: wall_millis() + delay.as_millis() as u64,
+                        message: err.to_string(),
+                    })
                     .await?;
                     report.retried += 1;
                     report.retry_seqs.push(entry.seq);
@@ -702,16 +683,7 @@ impl PushCycle {
             // The server has no live version and we never saw one: nothing conflicts. A
             // create refused there meets a tombstone (deleted ids stay taken), so the record
             // is written again as an upsert (the update route) instead.
-            let seq = entry.seq;
-            let epoch = Some(self.epoch);
-            write(
-                &self.outbox,
-                Write::new(move |db, txn| {
-                    db.check_epoch(&*txn, epoch)?;
-                    Ok((db.create_as_upsert(txn, seq)?, Vec::new()))
-                }),
-            )
-            .await?;
+            self.fenced(CreateAsUpsert { seq: entry.seq }).await?;
             report.retried += 1;
             return Ok(());
         }
@@ -735,20 +707,12 @@ impl PushCycle {
             .send(Resolve(conflict.clone()))
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the conflict resolver stopped"))??;
-        let seq = entry.seq;
-        let epoch = Some(self.epoch);
-        write(
-            &self.outbox,
-            Write::new(move |db, txn| {
-                db.check_epoch(&*txn, epoch)?;
-                if resolution == Resolution::Park {
-                    // The entry waits (parked) until the application settles the conflict.
-                    db.retry_later(txn, seq, 0, "conflict parked for the application")?;
-                }
-                let changes = db.apply_resolution(txn, &conflict, version, &resolution)?;
-                Ok(((), changes))
-            }),
-        )
+        self.fenced(ApplyPushResolution {
+            seq: entry.seq,
+            conflict,
+            version,
+            resolution,
+        })
         .await?;
         report.conflicts += 1;
         Ok(())

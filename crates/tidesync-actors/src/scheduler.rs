@@ -17,8 +17,9 @@ use tidesync_core::local::OutboxSummary;
 use tidesync_core::{Error, ErrorKind, Result};
 
 use crate::backoff::exponential_ceiling;
+use crate::commands::TakeOver;
 use crate::events::{Remaining, SyncEvent, SyncReport, Trigger};
-use crate::outbox::{OutboxActor, OutboxChanged, Write};
+use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
 use crate::shared::SyncShared;
@@ -580,8 +581,9 @@ impl Handler<LeadershipChanged> for SchedulerActor {
         let hold_until = tidesync_core::hlc::wall_millis().saturating_add(hold);
         let claim = async move {
             writer
-                .send(Write::new(move |db, txn| {
-                    Ok((db.take_over(txn, epoch, hold_until)?, Vec::new()))
+                .send(Unfenced(TakeOver {
+                    epoch,
+                    hold_until_ms: hold_until,
                 }))
                 .await
                 .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
