@@ -273,6 +273,9 @@ pub(crate) struct Collection {
     dead_counts: TsCounts,
     next_server_id: i64,
     creates: HashMap<String, usize>,
+    /// Records changed since the store last collected them (key, rendered record), for the
+    /// change history.
+    pub(crate) changed: Vec<(String, Value)>,
 }
 
 impl Collection {
@@ -287,6 +290,7 @@ impl Collection {
             dead_counts: TsCounts::default(),
             next_server_id: 1,
             creates: HashMap::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -384,6 +388,14 @@ impl Collection {
             }
             self.all_counts.add(place.0);
             self.order.insert(place);
+        }
+    }
+
+    /// Notes a record's new state for the change history.
+    fn note(&mut self, key: &str) {
+        if let Some(r) = self.records.get(key) {
+            let rendered = self.render(r);
+            self.changed.push((key.to_owned(), rendered));
         }
     }
 
@@ -562,6 +574,7 @@ impl Collection {
         self.unindex(&key);
         self.records.insert(key.clone(), rec);
         self.index(&key);
+        self.note(&key);
         reply
     }
 
@@ -594,6 +607,7 @@ impl Collection {
                 rec.deleted = false;
                 let rec = rec.clone();
                 self.index(key);
+                self.note(key);
                 self.record_reply(StatusCode::OK, &rec)
             }
             None if self.config.server_ids => Reply::not_found(),
@@ -626,6 +640,7 @@ impl Collection {
         rec.updated_ms = now;
         let rec = rec.clone();
         self.index(key);
+        self.note(key);
         self.record_reply(StatusCode::OK, &rec)
     }
 
@@ -644,6 +659,7 @@ impl Collection {
             rec.updated_ms = now;
         }
         self.index(key);
+        self.note(key);
         Reply::empty(StatusCode::NO_CONTENT)
     }
 
