@@ -143,62 +143,80 @@ async fn write(
     let t = &TABLES[rng.random_range(0..TABLES.len())];
     let records = engine.table::<Value>(t.name).expect("table");
     // (logical key, local key, op, fields, outcome)
-    let (logical, local_key, op, fields, result): (String, String, &str, Vec<&str>, _) =
-        if t.server_ids {
-            let all = records.scan(None, usize::MAX).await.expect("scan tasks");
-            if all.is_empty() || rng.random_bool(0.3) {
-                let mut rec = token_record(&tok, &FIELDS);
-                rec.insert("cid".into(), Value::from(tok.clone()));
-                let result = records.put(&Value::Object(rec)).await.map(|k| k.to_string());
-                (tok.clone(), String::new(), "create", FIELDS.to_vec(), result)
-            } else {
-                let task = &all[rng.random_range(0..all.len())];
-                let cid = task["cid"].as_str()?.to_owned();
-                let key = id_text(&task["id"]);
+    let (logical, local_key, op, fields, result): (String, String, &str, Vec<&str>, _) = if t
+        .server_ids
+    {
+        let all = records.scan(None, usize::MAX).await.expect("scan tasks");
+        if all.is_empty() || rng.random_bool(0.3) {
+            let mut rec = token_record(&tok, &FIELDS);
+            rec.insert("cid".into(), Value::from(tok.clone()));
+            let result = records
+                .put(&Value::Object(rec))
+                .await
+                .map(|k| k.to_string());
+            (
+                tok.clone(),
+                String::new(),
+                "create",
+                FIELDS.to_vec(),
+                result,
+            )
+        } else {
+            let task = &all[rng.random_range(0..all.len())];
+            let cid = task["cid"].as_str()?.to_owned();
+            let key = id_text(&task["id"]);
+            let fields = some_fields(rng);
+            let patch = Value::Object(token_record(&tok, &fields));
+            let result = records
+                .update(key.as_str(), patch)
+                .await
+                .map(|_| key.clone());
+            (cid, key, "patch", fields, result)
+        }
+    } else {
+        let prefix = t.name;
+        let key = format!("{prefix}{}", rng.random_range(0..KEYS));
+        let existing = records.get(key.as_str()).await.expect("get");
+        let roll = rng.random_range(0..100);
+        match existing {
+            Some(_) if roll < 45 => {
                 let fields = some_fields(rng);
                 let patch = Value::Object(token_record(&tok, &fields));
-                let result = records.update(key.as_str(), patch).await.map(|_| key.clone());
-                (cid, key, "patch", fields, result)
+                let result = records
+                    .update(key.as_str(), patch)
+                    .await
+                    .map(|_| key.clone());
+                (key.clone(), key, "patch", fields, result)
             }
-        } else {
-            let prefix = t.name;
-            let key = format!("{prefix}{}", rng.random_range(0..KEYS));
-            let existing = records.get(key.as_str()).await.expect("get");
-            let roll = rng.random_range(0..100);
-            match existing {
-                Some(_) if roll < 45 => {
-                    let fields = some_fields(rng);
-                    let patch = Value::Object(token_record(&tok, &fields));
-                    let result = records.update(key.as_str(), patch).await.map(|_| key.clone());
-                    (key.clone(), key, "patch", fields, result)
-                }
-                Some(_) if roll >= 72 => {
-                    let result = records.delete(key.as_str()).await.map(|_| key.clone());
-                    (key.clone(), key, "delete", Vec::new(), result)
-                }
-                existing => {
-                    let mut rec = token_record(&tok, &FIELDS);
-                    rec.insert("id".into(), Value::from(key.clone()));
-                    if t.references.is_some() {
-                        let task = match existing.as_ref().map(|e| e["task"].clone()) {
-                            Some(task) if !task.is_null() => task,
-                            _ => {
-                                let tasks = engine.table::<Value>("tasks").expect("tasks");
-                                let all = tasks.scan(None, usize::MAX).await.expect("scan");
-                                if all.is_empty() {
-                                    return None;
-                                }
-                                all[rng.random_range(0..all.len())]["id"].clone()
+            Some(_) if roll >= 72 => {
+                let result = records.delete(key.as_str()).await.map(|_| key.clone());
+                (key.clone(), key, "delete", Vec::new(), result)
+            }
+            existing => {
+                let mut rec = token_record(&tok, &FIELDS);
+                rec.insert("id".into(), Value::from(key.clone()));
+                if t.references.is_some() {
+                    let (task, tcid) = match existing.as_ref() {
+                        Some(e) if !e["task"].is_null() => (e["task"].clone(), e["tcid"].clone()),
+                        _ => {
+                            let tasks = engine.table::<Value>("tasks").expect("tasks");
+                            let all = tasks.scan(None, usize::MAX).await.expect("scan");
+                            if all.is_empty() {
+                                return None;
                             }
-                        };
-                        rec.insert("task".into(), task);
-                    }
-                    let op = if existing.is_some() { "put" } else { "create" };
-                    let result = records.put(&Value::Object(rec)).await.map(|_| key.clone());
-                    (key.clone(), key, op, FIELDS.to_vec(), result)
+                            let task = &all[rng.random_range(0..all.len())];
+                            (task["id"].clone(), task["cid"].clone())
+                        }
+                    };
+                    rec.insert("task".into(), task);
+                    rec.insert("tcid".into(), tcid);
                 }
+                let op = if existing.is_some() { "put" } else { "create" };
+                let result = records.put(&Value::Object(rec)).await.map(|_| key.clone());
+                (key.clone(), key, op, FIELDS.to_vec(), result)
             }
-        };
+        }
+    };
     let local_key = match result {
         Ok(k) if local_key.is_empty() => k,
         Ok(_) => local_key,
@@ -208,6 +226,8 @@ async fn write(
     };
     let at = model::now_ms();
     let (idem, hlc) = last_entry(engine, t.name, &local_key);
+    let ref_fixed =
+        t.references.is_some() && op != "delete" && fix_reference(engine, &local_key).await;
     Some(json!({
         "kind": "W",
         "replica": replica,
@@ -222,5 +242,33 @@ async fn write(
         "idem": idem,
         "hlc": hlc,
         "at": at,
+        "ref_fixed": ref_fixed,
     }))
+}
+
+/// The workaround for BUG-10 (see known_bugs.rs), as a careful application would do it: if
+/// the step references a task key that is gone (the task's create was acknowledged and its key
+/// remapped between our read and our write), point it at the task's server key, found by the
+/// task's `cid`. Returns whether it had to.
+async fn fix_reference(engine: &Engine, step_key: &str) -> bool {
+    let steps = engine.table::<Value>("steps").expect("steps");
+    let tasks = engine.table::<Value>("tasks").expect("tasks");
+    let Ok(Some(step)) = steps.get(step_key).await else {
+        return false;
+    };
+    let task_key = id_text(&step["task"]);
+    if tasks.get(task_key.as_str()).await.ok().flatten().is_some() {
+        return false;
+    }
+    let Some(cid) = step["tcid"].as_str() else {
+        return false;
+    };
+    let found = tasks.query_eq("cid", cid, 1).await.unwrap_or_default();
+    let Some(task) = found.first() else {
+        return false;
+    };
+    steps
+        .update(step_key, json!({"task": task["id"].clone()}))
+        .await
+        .is_ok()
 }

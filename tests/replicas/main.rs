@@ -34,6 +34,7 @@
 
 mod checker;
 mod child;
+mod known_bugs;
 mod model;
 #[path = "../torture/verify.rs"]
 mod verify;
@@ -87,7 +88,12 @@ impl Proc {
         let src = format!("r{replica}k{incarnation}");
         let stderr = dir.join(format!("{src}.err"));
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["replica_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "replica_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(child::DB_ENV, dir.join(format!("replica{replica}.redb")))
             .env(child::URL_ENV, url)
             .env(child::SRC_ENV, &src)
@@ -267,6 +273,8 @@ struct SeedStats {
     replays: u64,
     rounds: u32,
     records: usize,
+    /// Steps whose reference the workload had to point at the task's server key (BUG-10).
+    ref_fixups: usize,
     check: checker::CheckStats,
     elapsed: Duration,
 }
@@ -467,6 +475,7 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
         killed: &killed,
         changes: &changes,
         server: &handle,
+        strict: std::env::var_os("TIDESYNC_REPLICA_STRICT").is_some(),
     };
     let (violations, check) = checker::check(&input);
     if !violations.is_empty() || !quiet.problems.is_empty() {
@@ -484,8 +493,7 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
             report.push_str(&format!("  {}/{}: {}\n", v.table, v.key, v.what));
         }
         for v in &violations {
-            if shown.len() < 4 && shown.insert((v.table.clone(), v.key.clone())) && v.table != "*"
-            {
+            if shown.len() < 4 && shown.insert((v.table.clone(), v.key.clone())) && v.table != "*" {
                 report.push_str(&checker::excerpt(&input, &v.table, &v.key));
             }
         }
@@ -507,8 +515,16 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
         check,
         ..SeedStats::default()
     };
+    stats.ref_fixups = events
+        .iter()
+        .flatten()
+        .filter(|e| e["ref_fixed"] == Value::Bool(true))
+        .count();
     for w in &writes {
-        *stats.writes.entry(format!("{}:{}", w.table, w.op)).or_default() += 1;
+        *stats
+            .writes
+            .entry(format!("{}:{}", w.table, w.op))
+            .or_default() += 1;
     }
     for r in handle.request_log() {
         if let Some(f) = r.fault {
@@ -560,6 +576,7 @@ fn replicas_converge_under_faults_and_kills() {
         total.requests += s.requests;
         total.replays += s.replays;
         total.records += s.records;
+        total.ref_fixups += s.ref_fixups;
         for (k, v) in s.writes {
             *total.writes.entry(k).or_default() += v;
         }
@@ -584,6 +601,10 @@ fn replicas_converge_under_faults_and_kills() {
         t.rules_checked += c.rules_checked;
         t.within_margin += c.within_margin;
         t.unacked_tokens += c.unacked_tokens;
+        for (bug, (n, first)) in &c.known {
+            let e = t.known.entry(bug).or_insert((0, first.clone()));
+            e.0 += n;
+        }
     }
     let t = &total.check;
     println!(
@@ -593,7 +614,8 @@ fn replicas_converge_under_faults_and_kills() {
          field writes: {} ({} final, {} superseded on the server, {} superseded locally, {} \
          lost to a conflict); deletes: {} ({} final, {} superseded, rest lost to a conflict)\n  \
          tombstones revived: {}; replaced values that came back: {}; writes cut off by a kill \
-         and found on the server: {}; {} records equal everywhere at the end",
+         and found on the server: {}; {} records equal everywhere at the end; {} step \
+         references re-pointed by the workload (BUG-10 workaround)",
         seeds.len(),
         started.elapsed(),
         total.kills,
@@ -617,6 +639,12 @@ fn replicas_converge_under_faults_and_kills() {
         t.revivals,
         t.resurfaced_values,
         t.unacked_tokens,
-        total.records
+        total.records,
+        total.ref_fixups
     );
+    for (bug, (n, first)) in &total.check.known {
+        println!(
+            "  known bug {bug} hit {n} times (tolerated; TIDESYNC_REPLICA_STRICT=1 fails on it); first: {first}"
+        );
+    }
 }
