@@ -104,6 +104,8 @@ pub struct ConflictEv {
     pub remote_time_ms: Option<i64>,
     pub outcome: String,
     pub merged: Option<Rec>,
+    /// When the strategy decided (wall clock); the outcome is applied right after.
+    pub at: i64,
 }
 
 impl ConflictEv {
@@ -131,6 +133,7 @@ impl ConflictEv {
             remote_time_ms: v["remote_time_ms"].as_i64(),
             outcome: v["outcome"].as_str()?.to_owned(),
             merged: rec(&v["merged"]),
+            at: v["at"].as_i64()?,
         })
     }
 
@@ -393,6 +396,29 @@ fn token_order(tok: &str) -> Option<(u64, (u64, u64))> {
     Some((replica.parse().ok()?, (incarnation.parse().ok()?, n)))
 }
 
+/// How long after a decision its outcome may still be applied (BUG-12's window).
+const RESOLUTION_WINDOW_MS: i64 = 2_000;
+
+/// Whether a lost write fits BUG-12: its replica decided a conflict on the record shortly
+/// before the write, with an outcome that overwrites the record (the resolution, applied
+/// after the write, removed it).
+fn fits_bug12(w: &WriteEv, conflicts: &[&ConflictEv]) -> bool {
+    conflicts.iter().any(|c| {
+        c.replica == w.replica
+            && c.ord < w.ord
+            && c.outcome != "keep_local"
+            && w.at - c.at <= RESOLUTION_WINDOW_MS
+    })
+}
+
+fn note_known(stats: &mut CheckStats, bug: &'static str, text: String) {
+    let seen = stats.known.entry(bug).or_default();
+    seen.0 += 1;
+    if seen.1.is_empty() {
+        seen.1 = text;
+    }
+}
+
 /// Runs every check; returns the violations and the figures.
 pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
     let mut stats = CheckStats::default();
@@ -445,11 +471,8 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
         let broken = match check_rule(c, input.skew_ms, &mut stats) {
             Ok(()) => None,
             Err(RuleError::Known(bug, text)) => {
-                let seen = stats.known.entry(bug).or_default();
-                seen.0 += 1;
-                if seen.1.is_empty() {
-                    seen.1 = format!("{}/{} replica {}: {text}", c.table, c.key, c.replica);
-                }
+                let first = format!("{}/{} replica {}: {text}", c.table, c.key, c.replica);
+                note_known(&mut stats, bug, first);
                 input.strict.then_some(format!("{bug}: {text}"))
             }
             Err(RuleError::Broken(text)) => Some(text),
@@ -466,18 +489,43 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
         }
     }
 
-    // Phantoms: tokens nobody acknowledged.
+    // Phantoms: tokens nobody acknowledged, on the server or in a replica's records.
     let mut unacked: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for c in input.changes {
+    let mut sightings: Vec<(&str, String, String, Option<&Rec>)> = input
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.collection.as_str(),
+                logical(&c.collection, &c.record, &c.key),
+                format!("server change #{}", c.seq),
+                c.record.as_object(),
+            )
+        })
+        .collect();
+    for c in input.conflicts {
+        for (side, r) in [
+            ("local", &c.local),
+            ("remote", &c.remote),
+            ("base", &c.base),
+        ] {
+            sightings.push((
+                c.table.as_str(),
+                c.key.clone(),
+                format!("the {side} record of a conflict on replica {}", c.replica),
+                r.as_ref(),
+            ));
+        }
+    }
+    for (table_name, key, place, record) in &sightings {
         for f in FIELDS.iter().copied().chain(["cid"]) {
-            let Some(tok) = c.record.get(f).and_then(Value::as_str) else {
+            let Some(tok) = record.and_then(|r| r.get(f)).and_then(Value::as_str) else {
                 continue;
             };
-            if acked.contains_key(tok) {
+            if acked.contains_key(tok) || tok.starts_with("s.") {
                 continue;
             }
             match token_src(tok) {
-                None if c.direct || tok.starts_with("s.") => {}
                 Some((src, n))
                     if input.killed.contains(src)
                         && n > max_acked.get(src).copied().unwrap_or(0) =>
@@ -485,12 +533,9 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                     unacked.entry(src.to_owned()).or_default().insert(n);
                 }
                 _ => violation(
-                    &c.collection,
-                    &logical(&c.collection, &c.record, &c.key),
-                    format!(
-                        "server change #{} holds `{tok}` in `{f}`, which no write made",
-                        c.seq
-                    ),
+                    table_name,
+                    key,
+                    format!("{place} holds `{tok}` in `{f}`, which no write made"),
                 ),
             }
         }
@@ -588,6 +633,15 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                 stats.deletes_superseded += 1;
             } else if lost {
                 stats.lost_conflicts += 1;
+            } else if fits_bug12(w, conflicts) && !input.strict {
+                note_known(
+                    &mut stats,
+                    "BUG-12",
+                    format!(
+                        "{}/{}: delete {} (replica {})",
+                        w.table, w.key, w.tok, w.replica
+                    ),
+                );
             } else {
                 violation(
                     &w.table,
@@ -615,17 +669,24 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
             }
             // A later write of the same replica set the field again: acknowledged, or the
             // one a kill cut off before its acknowledgement (found on the server).
-            let later_unacked = h.iter().any(|c| {
-                c.record
-                    .get(f)
-                    .and_then(Value::as_str)
-                    .filter(|t| unacked_ok(t))
-                    .and_then(token_order)
-                    .is_some_and(|(replica, order)| {
-                        Some((replica, order)) > token_order(&w.tok)
-                            && Some(replica) == token_order(&w.tok).map(|o| o.0)
-                    })
-            });
+            let own_records = conflicts
+                .iter()
+                .filter(|c| c.replica == w.replica)
+                .filter_map(|c| c.local.as_ref());
+            let later_unacked = h
+                .iter()
+                .filter_map(|c| c.record.as_object())
+                .chain(own_records)
+                .any(|r| {
+                    r.get(f)
+                        .and_then(Value::as_str)
+                        .filter(|t| unacked_ok(t))
+                        .and_then(token_order)
+                        .is_some_and(|(replica, order)| {
+                            Some((replica, order)) > token_order(&w.tok)
+                                && Some(replica) == token_order(&w.tok).map(|o| o.0)
+                        })
+                });
             if later_unacked
                 || later_own
                     .iter()
@@ -643,6 +704,17 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                 stats.lost_conflicts += 1;
                 continue;
             }
+            if fits_bug12(w, conflicts) && !input.strict {
+                note_known(
+                    &mut stats,
+                    "BUG-12",
+                    format!(
+                        "{}/{}: {} of `{f}` by {} (replica {})",
+                        w.table, w.key, w.op, w.tok, w.replica
+                    ),
+                );
+                continue;
+            }
             violation(
                 &w.table,
                 &w.key,
@@ -656,6 +728,12 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
     }
 
     // No resurrection.
+    let create_entries: BTreeSet<&String> = input
+        .writes
+        .iter()
+        .filter(|w| w.op == "create" || w.op == "put")
+        .filter_map(|w| w.idem.as_ref())
+        .collect();
     for ((table_name, key), h) in &history {
         let conflicts = by_record_conflicts
             .get(&(table_name.as_str(), key.as_str()))
@@ -671,10 +749,12 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                 let Some(tok) = cur.record.get(*f).and_then(Value::as_str) else {
                     return false;
                 };
-                let creates = acked
-                    .get(tok)
-                    .is_some_and(|w| w.op == "create" || w.op == "put")
-                    || unacked_ok(tok);
+                // A create or put, or a later edit folded into the same (create) entry.
+                let creates = acked.get(tok).is_some_and(|w| {
+                    w.op == "create"
+                        || w.op == "put"
+                        || w.idem.as_ref().is_some_and(|i| create_entries.contains(i))
+                }) || unacked_ok(tok);
                 creates
                     && !h[..i]
                         .iter()

@@ -121,3 +121,100 @@ async fn bug11_a_first_push_conflict_is_decided_without_skew_correction() {
     );
     engine.shutdown();
 }
+
+/// A strategy that lets the test act while a conflict is being decided: it reports that it
+/// was called, waits for the go-ahead, then takes the remote version.
+struct Gate {
+    entered: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    go: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl tidesync::ConflictStrategy for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+
+    async fn resolve(&self, _: &tidesync::Conflict) -> tidesync::Result<tidesync::Resolution> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(());
+        }
+        if let Some(go) = self.go.lock().await.take() {
+            let _ = go.await;
+        }
+        Ok(tidesync::Resolution::TakeRemote)
+    }
+}
+
+/// BUG-12. A local write committed while its record's conflict is being resolved is thrown
+/// away when the resolution is applied: `LocalDb::apply_resolution`
+/// (crates/tidesync-core/src/local/sync_ops.rs) removes every pending entry of the record and,
+/// for `TakeRemote` (and `Merged`), writes the outcome over the current record, without
+/// checking that the record is still the `local` the strategy decided on. The write was
+/// acknowledged to the application, is in no conflict, and never reaches the server. The
+/// replica runs found it on a field-merge table (seed 1318165103: `fm/fm4`, write `r1k0.95`
+/// committed 17 ms after its record's push conflict was decided, gone from the outbox right
+/// after).
+#[tokio::test]
+#[ignore = "BUG-12: a local write made while its record's conflict is being resolved is discarded by the resolution"]
+async fn bug12_a_write_during_conflict_resolution_is_lost() {
+    let server = ReferenceServer::start().await;
+    server
+        .insert_direct("notes", json!({"id": "n1", "text": "v1"}))
+        .unwrap();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let transport = RestTransport::builder(server.url())
+        .table("notes", TableRoutes::reference_server("notes"))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("notes"))
+        .transport(transport)
+        .conflicts(
+            "notes",
+            Gate {
+                entered: std::sync::Mutex::new(Some(entered_tx)),
+                go: tokio::sync::Mutex::new(Some(go_rx)),
+            },
+        )
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: Duration::from_secs(600),
+            ..SyncSettings::default()
+        })
+        .start()
+        .unwrap();
+    engine.pull(None).await.unwrap();
+    let notes = engine.table::<Value>("notes").unwrap();
+    // Another client edits the record; our edit of `text` will meet it in a 409.
+    server
+        .update_direct("notes", "n1", json!({"text": "remote"}))
+        .unwrap();
+    notes.update("n1", json!({"text": "local"})).await.unwrap();
+    let pushing = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.push().await })
+    };
+    entered_rx.await.expect("the conflict reached the strategy");
+    // While the strategy decides, the application writes another field: acknowledged.
+    notes
+        .update("n1", json!({"note": "written during the resolution"}))
+        .await
+        .expect("the write is acknowledged");
+    go_tx.send(()).unwrap();
+    pushing.await.unwrap().unwrap();
+    engine.push().await.unwrap();
+
+    let local = notes.get("n1").await.unwrap().unwrap_or_default();
+    let on_server = server.record("notes", "n1").unwrap_or_default();
+    assert!(
+        local["note"] == json!("written during the resolution")
+            && on_server["note"] == json!("written during the resolution"),
+        "the acknowledged write is gone: local {local}, server {on_server}"
+    );
+    engine.shutdown();
+}

@@ -502,6 +502,19 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
              TIDESYNC_REPLICA_KILLS={kills} cargo test --test replicas -- --nocapture\n"
         ));
         report.push_str(&verify::trace(&handle, 20));
+        let dump = std::env::temp_dir().join(format!("tidesync-replicas-{seed}.json"));
+        let changes: Vec<Value> = changes
+            .iter()
+            .map(|c| {
+                serde_json::json!({"seq": c.seq, "collection": c.collection, "key": c.key,
+                    "record": c.record, "idem": c.idempotency_key, "direct": c.direct})
+            })
+            .collect();
+        let whole = serde_json::json!({"seed": seed, "skew_ms": skew_ms, "replicas": events,
+            "killed": killed, "server_changes": changes});
+        if std::fs::write(&dump, whole.to_string()).is_ok() {
+            report.push_str(&format!("the whole history: {}\n", dump.display()));
+        }
         panic!("{report}");
     }
     let mut stats = SeedStats {
