@@ -178,6 +178,10 @@ pub struct CheckStats {
     /// `(strategy, outcome)` → count.
     pub conflicts: BTreeMap<(String, String), usize>,
     pub unacked_tokens: usize,
+    /// Last-write-wins (or field merge's `latest`) decisions over a remote delete that came
+    /// without a remote time (a push conflict: the 409's tombstone is no record) and went to
+    /// the server although the local write was later than the delete by more than the margin.
+    pub delete_wins_without_time: usize,
     /// Known bugs hit (tolerated unless strict): how often, and the first occurrence.
     pub known: BTreeMap<&'static str, (usize, String)>,
 }
@@ -486,6 +490,28 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                     c.replica, strategy, c.detected_by
                 ),
             );
+        }
+    }
+
+    // An observation, not a violation (documented: without a remote time the server wins).
+    for c in input.conflicts {
+        let latest_rule = matches!(
+            table(&c.table).map(|t| t.strategy),
+            Some(Strategy::LastWriteWins | Strategy::FieldMerge)
+        );
+        if !latest_rule || c.remote.is_some() || c.remote_time_ms.is_some() || c.local.is_none() {
+            continue;
+        }
+        let deleted_at = history
+            .get(&(c.table.clone(), c.key.clone()))
+            .and_then(|h| {
+                h.iter()
+                    .rfind(|x| x.deleted() && server_time(x, input.skew_ms) <= c.at)
+            })
+            .map(|x| server_time(x, input.skew_ms));
+        let local_ms = i64::try_from(Stamp(c.local_hlc).millis()).unwrap_or(0);
+        if c.outcome == "take_remote" && deleted_at.is_some_and(|d| local_ms > d + MARGIN_MS) {
+            stats.delete_wins_without_time += 1;
         }
     }
 

@@ -614,6 +614,7 @@ fn replicas_converge_under_faults_and_kills() {
         t.rules_checked += c.rules_checked;
         t.within_margin += c.within_margin;
         t.unacked_tokens += c.unacked_tokens;
+        t.delete_wins_without_time += c.delete_wins_without_time;
         for (bug, (n, first)) in &c.known {
             let e = t.known.entry(bug).or_insert((0, first.clone()));
             e.0 += n;
@@ -654,6 +655,11 @@ fn replicas_converge_under_faults_and_kills() {
         t.unacked_tokens,
         total.records,
         total.ref_fixups
+    );
+    println!(
+        "  observation: {} latest-write decisions gave an earlier remote delete the win over a \
+         later local write (push conflicts carry no time for a tombstone)",
+        t.delete_wins_without_time
     );
     for (bug, (n, first)) in &total.check.known {
         println!(
