@@ -197,6 +197,9 @@ pub struct Input<'a> {
     pub server: &'a ServerHandle,
     /// Known bugs (known_bugs.rs) count as violations too.
     pub strict: bool,
+    /// Tokens of writes `Table::update` reported as failed ("vanished after update") after
+    /// committing them (BUG-13).
+    pub uncertain: &'a BTreeSet<String>,
 }
 
 /// The logical key of a server record.
@@ -517,6 +520,7 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
 
     // Phantoms: tokens nobody acknowledged, on the server or in a replica's records.
     let mut unacked: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut bug13_seen: BTreeSet<String> = BTreeSet::new();
     let mut sightings: Vec<(&str, String, String, Option<&Rec>)> = input
         .changes
         .iter()
@@ -549,6 +553,22 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                 continue;
             };
             if acked.contains_key(tok) || tok.starts_with("s.") {
+                continue;
+            }
+            if input.uncertain.contains(tok) {
+                if input.strict {
+                    violation(
+                        table_name,
+                        key,
+                        format!("BUG-13: {place} holds `{tok}`, a write reported as failed"),
+                    );
+                } else if bug13_seen.insert(tok.to_owned()) {
+                    note_known(
+                        &mut stats,
+                        "BUG-13",
+                        format!("{table_name}/{key}: `{tok}` reported failed, found in {place}"),
+                    );
+                }
                 continue;
             }
             match token_src(tok) {

@@ -220,6 +220,26 @@ async fn write(
     let local_key = match result {
         Ok(k) if local_key.is_empty() => k,
         Ok(_) => local_key,
+        // `Table::update` committed the write, then found the record gone when it read it
+        // back (an id remap or a pull right after the commit): it reports NotFound for a
+        // write it made (BUG-13). The write may well be pushed; report it as uncertain.
+        Err(err)
+            if err.kind() == ErrorKind::NotFound
+                && err.to_string().contains("vanished after update") =>
+        {
+            return Some(json!({
+                "kind": "U",
+                "replica": replica,
+                "src": src,
+                "n": n,
+                "tok": tok,
+                "table": t.name,
+                "key": logical,
+                "op": op,
+                "fields": fields,
+                "at": model::now_ms(),
+            }));
+        }
         // A pull, a conflict outcome or an id remap removed the record meanwhile.
         Err(err) if err.kind() == ErrorKind::NotFound => return None,
         Err(err) => panic!("FATAL: a valid local write failed: {err}"),

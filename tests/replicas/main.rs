@@ -30,7 +30,18 @@
 //!   `TIDESYNC_REPLICA_FIRST` (default 0); the i-th seed runs 3 + i mod 3 replicas;
 //! - `TIDESYNC_REPLICA_KILLS=<n>` (default 4): random SIGKILLs per seed, on top of the final
 //!   kill of every replica;
-//! - `TIDESYNC_REPLICA_COUNT=<n>`: run n replicas for every seed.
+//! - `TIDESYNC_REPLICA_COUNT=<n>`: run n replicas for every seed;
+//! - `TIDESYNC_REPLICA_STRICT=1`: the known bugs below count as violations.
+//!
+//! Known engine bugs (`known_bugs.rs`, reproductions `#[ignore]`d while open): the checker
+//! attributes what fits them and counts it instead of failing, so the default run stays
+//! green and every run says how often it met them. BUG-10 (a reference to a temporary key
+//! written after the key's remap is pushed as is): the workload re-points such a step at the
+//! task's server key, as a careful application would. BUG-11 (the first push conflict after a
+//! start is decided without clock-skew correction): a decision whose remote time is off by
+//! exactly the server's skew. BUG-12 (a local write made while its record's conflict is
+//! resolved is discarded): a lost write that its replica made within 2 s after deciding a
+//! conflict on that record with an outcome that overwrites it.
 
 mod checker;
 mod child;
@@ -79,8 +90,16 @@ struct Proc {
     src: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
     stderr: PathBuf,
+}
+
+impl Drop for Proc {
+    /// A run that fails half-way leaves no replica running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Proc {
@@ -116,7 +135,7 @@ impl Proc {
             src,
             child,
             lines,
-            reader,
+            reader: Some(reader),
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -149,14 +168,16 @@ impl Proc {
         }
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("wait");
-        self.reader.join().expect("reader");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("reader");
+        }
         let lines = std::mem::take(&mut *self.lines.lock().unwrap());
         let events = lines
             .iter()
             .filter_map(|l| l.strip_prefix("H "))
             .filter_map(|l| serde_json::from_str(l).ok()) // the last line may be cut
             .collect();
-        (self.src, events)
+        (self.src.clone(), events)
     }
 }
 
@@ -467,6 +488,12 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
             }
         }
     }
+    let uncertain: BTreeSet<String> = events
+        .iter()
+        .flatten()
+        .filter(|e| e["kind"] == "U")
+        .filter_map(|e| e["tok"].as_str().map(str::to_owned))
+        .collect();
     let changes = handle.changes();
     let input = Input {
         skew_ms,
@@ -476,6 +503,7 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
         changes: &changes,
         server: &handle,
         strict: std::env::var_os("TIDESYNC_REPLICA_STRICT").is_some(),
+        uncertain: &uncertain,
     };
     let (violations, check) = checker::check(&input);
     if !violations.is_empty() || !quiet.problems.is_empty() {
@@ -563,10 +591,23 @@ fn replicas_converge_under_faults_and_kills() {
     };
     let count = env_u64("TIDESYNC_REPLICA_COUNT").map(|n| n.clamp(2, 8) as usize);
     let mut total = SeedStats::default();
+    let mut failed: Vec<(u64, String)> = Vec::new();
     let started = Instant::now();
     for (seed, replicas) in seeds.iter().copied() {
         let replicas = count.unwrap_or(replicas);
-        let s = run_seed(seed, replicas, kills);
+        let s = match std::panic::catch_unwind(|| run_seed(seed, replicas, kills)) {
+            Ok(s) => s,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                println!("seed {seed}: FAILED");
+                failed.push((seed, text));
+                continue;
+            }
+        };
         let writes: usize = s.writes.values().sum();
         println!(
             "seed {seed}: {} replicas, {} kills, {writes} acknowledged writes, {} server edits, \
@@ -666,4 +707,15 @@ fn replicas_converge_under_faults_and_kills() {
             "  known bug {bug} hit {n} times (tolerated; TIDESYNC_REPLICA_STRICT=1 fails on it); first: {first}"
         );
     }
+    let failures: Vec<String> = failed
+        .iter()
+        .map(|(seed, text)| format!("seed {seed}:{text}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} seeds failed:\n{}",
+        failed.len(),
+        seeds.len(),
+        failures.join("\n")
+    );
 }
