@@ -787,7 +787,7 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
             .unwrap_or_default();
         for i in 1..h.len() {
             let (prev, cur) = (h[i - 1], h[i]);
-            if !(prev.deleted() && !cur.deleted()) {
+            if !prev.deleted() || cur.deleted() {
                 continue;
             }
             stats.revivals += 1;
