@@ -10,6 +10,9 @@
 //!   conflict on that replica dropped it, and the table's rule held for that decision. A delete:
 //!   the record is gone at the end, or a tombstone was applied after the delete was made and a
 //!   later write re-created it, or the replica re-created it itself, or lost it in a conflict;
+//! - **the decision's inputs**: the local stamp a conflict carries is at least that of every
+//!   write of its replica the local record holds (`Conflict::local_hlc` is the stamp of the
+//!   latest local write to the record);
 //! - **the strategies' rules**, for every recorded conflict: server wins always takes the
 //!   remote; client wins keeps local unless both sides are equal; last write wins keeps the
 //!   local version exactly when its HLC stamp is later than the remote write's true time (the
@@ -466,6 +469,39 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
     for w in input.writes {
         let m = max_acked.entry(w.src.as_str()).or_default();
         *m = (*m).max(w.n);
+    }
+
+    // The local stamp a decision saw is at least that of every write of this replica the
+    // local record carries (`Conflict::local_hlc`: the latest local write to the record).
+    for c in input.conflicts {
+        let newest = FIELDS
+            .iter()
+            .filter_map(|f| field(c.local.as_ref(), f).and_then(Value::as_str))
+            .filter_map(|tok| acked.get(tok))
+            .filter(|w| w.replica == c.replica)
+            .filter_map(|w| w.hlc.map(|h| (h, w.tok.as_str())))
+            .max();
+        let Some((h, tok)) = newest else { continue };
+        if c.local_hlc >= h {
+            continue;
+        }
+        let text = format!(
+            "replica {} decided with local stamp {} ms, but the local record carries its write \
+             {tok} stamped {} ms ({})",
+            c.replica,
+            Stamp(c.local_hlc).millis(),
+            Stamp(h).millis(),
+            c.detected_by
+        );
+        if c.detected_by == "push_rejected" && !input.strict {
+            note_known(
+                &mut stats,
+                "BUG-14",
+                format!("{}/{}: {text}", c.table, c.key),
+            );
+        } else {
+            violation(&c.table, &c.key, text);
+        }
     }
 
     // Strategy rules, for every decision.

@@ -41,7 +41,11 @@
 //! start is decided without clock-skew correction): a decision whose remote time is off by
 //! exactly the server's skew. BUG-12 (a local write made while its record's conflict is
 //! resolved is discarded): a lost write that its replica made within 2 s after deciding a
-//! conflict on that record with an outcome that overwrites it.
+//! conflict on that record with an outcome that overwrites it. BUG-13 (`Table::update`
+//! reports NotFound for a write it committed): tokens of such "failed" writes found later.
+//! BUG-14 (a push conflict carries the refused entry's HLC stamp, not the latest local
+//! write's): a push-path decision whose local stamp is older than a write its local record
+//! carries.
 
 mod checker;
 mod child;
