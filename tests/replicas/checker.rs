@@ -709,7 +709,19 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
                             })
                         })
                     });
-            if annihilated {
+            // …or met the re-create its replica queued when a conflict over a remote delete
+            // kept the local record (an unsent create too).
+            let own_conflict_before = conflicts
+                .iter()
+                .filter(|c| c.replica == w.replica && c.ord < w.ord)
+                .max_by_key(|c| c.ord);
+            let recreate_annihilated = w.idem.is_none()
+                && own_conflict_before.is_some_and(|c| {
+                    c.remote.is_none()
+                        && c.pushes_local()
+                        && !own_before.iter().any(|o| o.op == "delete" && o.ord > c.ord)
+                });
+            if annihilated || recreate_annihilated {
                 stats.deletes_reflected += 1;
             } else if tombstone_after || recreated {
                 stats.deletes_superseded += 1;
