@@ -309,6 +309,8 @@ struct Quiet {
     records: usize,
     problems: Vec<String>,
     events: Vec<Value>,
+    /// Replicas' records that fit BUG-15: how many, and the first.
+    known15: (usize, String),
 }
 
 async fn quiet_period(dir: &Path, handle: &ServerHandle, replicas: usize) -> Quiet {
@@ -366,7 +368,16 @@ async fn quiet_period(dir: &Path, handle: &ServerHandle, replicas: usize) -> Qui
             writes.len()
         ));
     }
-    // (1) Convergence, field by field.
+    // (1) Convergence, field by field. A live local copy of a record the server deleted,
+    // equal to a version a replayed write answered with, is BUG-15.
+    let (changes, log) = (handle.changes(), handle.request_log());
+    let replayed: BTreeSet<&str> = log
+        .iter()
+        .filter(|r| r.replayed)
+        .filter_map(|r| r.idempotency_key())
+        .collect();
+    let strict = std::env::var_os("TIDESYNC_REPLICA_STRICT").is_some();
+    let mut known15 = (0usize, String::new());
     let mut records = 0;
     for t in TABLES {
         let remote = verify::server_records(handle, t.name);
@@ -383,7 +394,31 @@ async fn quiet_period(dir: &Path, handle: &ServerHandle, replicas: usize) -> Qui
                     }
                     _ => false,
                 };
-                if !same {
+                let bug15 = match (l, s) {
+                    (Some(l), None) => changes.iter().any(|c| {
+                        c.collection == t.name
+                            && &c.key == key
+                            && !c.deleted()
+                            && c.record.get("version") == l.get("version")
+                            && c.record
+                                .as_object()
+                                .is_some_and(|r| verify::user_fields(r) == verify::user_fields(l))
+                            && c.idempotency_key
+                                .as_deref()
+                                .is_some_and(|k| replayed.contains(k))
+                    }),
+                    _ => false,
+                };
+                if !same && bug15 && !strict {
+                    known15.0 += 1;
+                    if known15.1.is_empty() {
+                        known15.1 = format!(
+                            "{}/{key}: replica {i} kept version {:?} the server deleted",
+                            t.name,
+                            l.and_then(|l| l.get("version"))
+                        );
+                    }
+                } else if !same {
                     problems.push(format!(
                         "{}/{key}: replica {i} has {} but the server {}",
                         t.name,
@@ -403,6 +438,7 @@ async fn quiet_period(dir: &Path, handle: &ServerHandle, replicas: usize) -> Qui
         records,
         problems,
         events,
+        known15,
     }
 }
 
@@ -509,7 +545,10 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
         strict: std::env::var_os("TIDESYNC_REPLICA_STRICT").is_some(),
         uncertain: &uncertain,
     };
-    let (violations, check) = checker::check(&input);
+    let (violations, mut check) = checker::check(&input);
+    if quiet.known15.0 > 0 {
+        check.known.insert("BUG-15", quiet.known15.clone());
+    }
     if !violations.is_empty() || !quiet.problems.is_empty() {
         let mut report = format!(
             "\nseed {seed}: {} violation(s), {} convergence problem(s) ({replicas} replicas, \
