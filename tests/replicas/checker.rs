@@ -203,6 +203,9 @@ pub struct Input<'a> {
     /// Tokens of writes `Table::update` reported as failed ("vanished after update") after
     /// committing them (BUG-13).
     pub uncertain: &'a BTreeSet<String>,
+    /// Writes a SIGKILL cut off before their acknowledgement (announced, `op` "cut-off"): a
+    /// later write of their replica that may or may not have been made.
+    pub cutoff: &'a [WriteEv],
 }
 
 /// The logical key of a server record.
@@ -654,13 +657,17 @@ pub fn check(input: &Input<'_>) -> (Vec<Violation>, CheckStats) {
             .unwrap_or_default();
         let later_own: Vec<&WriteEv> = by_record_writes
             .get(&(w.table.as_str(), w.key.as_str()))
-            .map(|ws| {
-                ws.iter()
-                    .copied()
-                    .filter(|o| o.replica == w.replica && o.ord > w.ord)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(
+                input
+                    .cutoff
+                    .iter()
+                    .filter(|o| o.table == w.table && o.key == w.key),
+            )
+            .filter(|o| o.replica == w.replica && o.ord > w.ord)
+            .collect();
         if w.op == "delete" {
             stats.deletes += 1;
             if final_live.is_none() {

@@ -131,6 +131,20 @@ fn last_entry(engine: &Engine, table: &str, key: &str) -> (Value, Value) {
     }
 }
 
+/// Announces a write about to be made to an existing record (`A` event): if a SIGKILL cuts
+/// off its acknowledgement, the checker still knows which record it may have changed.
+fn attempt(replica: usize, src: &str, n: u64, table: &str, key: &str) {
+    emit(json!({
+        "kind": "A",
+        "replica": replica,
+        "src": src,
+        "n": n,
+        "table": table,
+        "key": key,
+        "at": model::now_ms(),
+    }));
+}
+
 /// One local write; the history event once it is acknowledged.
 async fn write(
     engine: &Engine,
@@ -165,6 +179,7 @@ async fn write(
             let task = &all[rng.random_range(0..all.len())];
             let cid = task["cid"].as_str()?.to_owned();
             let key = id_text(&task["id"]);
+            attempt(replica, src, n, t.name, &cid);
             let fields = some_fields(rng);
             let patch = Value::Object(token_record(&tok, &fields));
             let result = records
@@ -176,6 +191,7 @@ async fn write(
     } else {
         let prefix = t.name;
         let key = format!("{prefix}{}", rng.random_range(0..KEYS));
+        attempt(replica, src, n, t.name, &key);
         let existing = records.get(key.as_str()).await.expect("get");
         let roll = rng.random_range(0..100);
         match existing {

@@ -45,7 +45,9 @@
 //! reports NotFound for a write it committed): tokens of such "failed" writes found later.
 //! BUG-14 (a push conflict carries the refused entry's HLC stamp, not the latest local
 //! write's): a push-path decision whose local stamp is older than a write its local record
-//! carries.
+//! carries. BUG-15 (a remote delete pulled while a create awaits its lost answer is never
+//! applied): a replica's live copy of a record the server deleted, equal to a version that a
+//! replayed write answered with.
 
 mod checker;
 mod child;
@@ -528,6 +530,44 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
             }
         }
     }
+    // The writes a kill cut off before their acknowledgement (at most one per killed
+    // process: the last one it announced).
+    let mut max_acked: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in &writes {
+        let m = max_acked.entry(w.src.as_str()).or_default();
+        *m = (*m).max(w.n);
+    }
+    let mut cutoff: Vec<WriteEv> = Vec::new();
+    for evs in &events {
+        let last = evs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["kind"] == "A")
+            .filter(|(_, e)| {
+                let src = e["src"].as_str().unwrap_or_default();
+                killed.contains(src)
+                    && e["n"].as_u64().unwrap_or(0) > max_acked.get(src).copied().unwrap_or(0)
+            });
+        for (ord, e) in last {
+            let (Some(src), Some(n)) = (e["src"].as_str(), e["n"].as_u64()) else {
+                continue;
+            };
+            cutoff.push(WriteEv {
+                replica: e["replica"].as_u64().unwrap_or(0) as usize,
+                ord,
+                src: src.to_owned(),
+                n,
+                tok: format!("{src}.{n}"),
+                table: e["table"].as_str().unwrap_or_default().to_owned(),
+                key: e["key"].as_str().unwrap_or_default().to_owned(),
+                op: "cut-off".to_owned(),
+                fields: FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+                idem: None,
+                hlc: None,
+                at: e["at"].as_i64().unwrap_or(0),
+            });
+        }
+    }
     let uncertain: BTreeSet<String> = events
         .iter()
         .flatten()
@@ -544,6 +584,7 @@ fn run_seed(seed: u64, replicas: usize, kills: usize) -> SeedStats {
         server: &handle,
         strict: std::env::var_os("TIDESYNC_REPLICA_STRICT").is_some(),
         uncertain: &uncertain,
+        cutoff: &cutoff,
     };
     let (violations, mut check) = checker::check(&input);
     if quiet.known15.0 > 0 {
