@@ -335,7 +335,7 @@ async fn bug8_an_echo_of_our_own_unanswered_write_is_not_a_remote_change() {
     // A whole-record replace whose answer is lost, then a newer local edit. The replace
     // leaves out the server-owned fields (`updatedAt`, `version`) the acknowledged create had
     // merged in, so the pulled echo differs from what was sent in exactly those fields
-    // (BUG-10, seed 1593366398).
+    // (BUG-16, seed 1593366398).
     notes.put(&json!({"id": "r1", "v": 2})).await.unwrap();
     server.fail_next_where(FaultFilter::method("PUT"), 1, FaultKind::CommitThenDrop);
     assert!(engine.push().await.is_err(), "the answer was lost");

@@ -672,11 +672,22 @@ impl PushCycle {
                 }
             },
         };
-        let (local, base) = {
+        let (local, base, local_hlc) = {
             let read = sh.store.read()?;
+            // The local side of the conflict is the record as it is now, so its stamp is the
+            // latest local write's: edits queued behind the refused entry count (BUG-14).
+            let latest_hlc = sh
+                .db
+                .pending(&*read, &table, &key)?
+                .iter()
+                .map(|pending| pending.hlc)
+                .max()
+                .unwrap_or(entry.hlc)
+                .max(entry.hlc);
             (
                 sh.db.get(&*read, &table, &key)?,
                 sh.db.base(&*read, &table, &key)?,
+                latest_hlc,
             )
         };
         if remote.is_none() && base.is_none() && entry.op == Op::Create {
@@ -699,7 +710,7 @@ impl PushCycle {
             local,
             remote,
             detected_by: DetectedBy::PushRejected,
-            local_hlc: entry.hlc,
+            local_hlc,
             remote_time_ms,
         };
         let resolution = self

@@ -340,6 +340,9 @@ pub(crate) struct Collection {
     creates: HashMap<String, usize>,
     /// Change-feed pages served (for [`CollectionConfig::edit_during_pulls`]).
     pages_served: usize,
+    /// Records changed since the store last collected them (key, rendered record), for the
+    /// change history.
+    pub(crate) changed: Vec<(String, Value)>,
 }
 
 impl Collection {
@@ -355,6 +358,7 @@ impl Collection {
             next_server_id: 1,
             creates: HashMap::new(),
             pages_served: 0,
+            changed: Vec::new(),
         }
     }
 
@@ -466,6 +470,14 @@ impl Collection {
             }
             self.all_counts.add(place.0);
             self.order.insert(place);
+        }
+    }
+
+    /// Notes a record's new state for the change history.
+    fn note(&mut self, key: &str) {
+        if let Some(r) = self.records.get(key) {
+            let rendered = self.render(r);
+            self.changed.push((key.to_owned(), rendered));
         }
     }
 
@@ -708,6 +720,7 @@ impl Collection {
         self.unindex(&key);
         self.records.insert(key.clone(), rec);
         self.index(&key);
+        self.note(&key);
         reply
     }
 
@@ -740,6 +753,7 @@ impl Collection {
                 rec.deleted = false;
                 let rec = rec.clone();
                 self.index(key);
+                self.note(key);
                 self.record_reply(StatusCode::OK, &rec)
             }
             None if self.config.server_ids => Reply::not_found(),
@@ -772,6 +786,7 @@ impl Collection {
         rec.updated_ms = now;
         let rec = rec.clone();
         self.index(key);
+        self.note(key);
         self.record_reply(StatusCode::OK, &rec)
     }
 
@@ -790,6 +805,7 @@ impl Collection {
             rec.updated_ms = now;
         }
         self.index(key);
+        self.note(key);
         Reply::empty(StatusCode::NO_CONTENT)
     }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::collection::{Body, CollectionConfig, Pre};
 use super::faults::{FaultFilter, FaultKind, Faults};
+use super::history::ServerChange;
 use super::ids::RecordId;
 use super::log::LoggedRequest;
 use super::state::Shared;
@@ -115,10 +116,12 @@ impl ServerHandle {
         let body = body_of(record)?;
         let mut store = self.shared.store();
         let now = store.now();
-        store
+        let result = store
             .collection_mut(collection)
             .upsert_direct(body, now)
-            .map_err(DirectError::Invalid)
+            .map_err(DirectError::Invalid);
+        store.collect_changes(None, true);
+        result
     }
 
     /// Merges top-level fields into a live record as another client would (stamps
@@ -136,6 +139,7 @@ impl ServerHandle {
         let now = store.now();
         let coll = store.collection_mut(collection);
         let reply = coll.patch(&key, body, &Pre::default(), now);
+        store.collect_changes(None, true);
         match (reply.status, reply.body) {
             (StatusCode::OK, Some(v)) => Ok(v),
             _ => Err(DirectError::NotFound),
@@ -149,10 +153,13 @@ impl ServerHandle {
         let mut store = self.shared.store();
         let now = store.now();
         let coll = store.collection_mut(collection);
-        if coll.delete(&key, &Pre::default(), now).status != StatusCode::NO_CONTENT {
+        let deleted = coll.delete(&key, &Pre::default(), now).status == StatusCode::NO_CONTENT;
+        let tombstone = coll.any_json(&key);
+        store.collect_changes(None, true);
+        if !deleted {
             return Err(DirectError::NotFound);
         }
-        coll.any_json(&key).ok_or(DirectError::NotFound)
+        tombstone.ok_or(DirectError::NotFound)
     }
 
     /// How many times a record with this id was created (POST, PUT upsert, bulk create,
@@ -173,6 +180,14 @@ impl ServerHandle {
     /// or unfreezes it with `None`.
     pub fn freeze_clock(&self, at_ms: Option<i64>) {
         self.shared.store().freeze(at_ms);
+    }
+
+    /// Runs the server clock `ms` milliseconds ahead of the system clock (negative: behind),
+    /// as a server whose clock is off: `updatedAt` stamps and the `Date` header both move.
+    /// `0` puts it right again. A frozen clock ([`ServerHandle::freeze_clock`]) still wins
+    /// for `updatedAt`.
+    pub fn skew_clock(&self, ms: i64) {
+        self.shared.store().skew_ms = ms;
     }
 
     /// The server clock, in epoch milliseconds.
@@ -213,6 +228,13 @@ impl ServerHandle {
     /// Every request since start (or the last [`ServerHandle::clear_log`]), in arrival order.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.shared.log().snapshot()
+    }
+
+    /// Every applied change of every record since start, in application order (requests and
+    /// direct edits; refused and replayed writes change nothing and are not listed). The
+    /// change history to check a run against; see [`ServerChange`].
+    pub fn changes(&self) -> Vec<ServerChange> {
+        self.shared.store().changes.iter().cloned().collect()
     }
 
     /// Empties the request log.

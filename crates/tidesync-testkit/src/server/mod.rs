@@ -202,6 +202,12 @@
 //! `Prefer`; `Authorization` only as `<redacted>`), body (`<redacted>` for `/auth/…`, which
 //! carries the refresh token), the status the client saw (`None` when it saw none), the
 //! injected fault and whether the response was a replay.
+//!
+//! # Change history
+//!
+//! [`ServerHandle::changes`] lists every applied change of every record, in application
+//! order: the record after the change, and its cause (the write's `Idempotency-Key`, or a
+//! direct edit). Refused and replayed writes change nothing and are not listed.
 
 mod auth;
 mod builder;
@@ -210,6 +216,7 @@ mod counts;
 mod faults;
 mod feed;
 mod handle;
+mod history;
 mod idempotency;
 mod ids;
 mod log;
@@ -229,5 +236,6 @@ pub use faults::{
     DEFAULT_HANG, DEFAULT_OVERSIZED, FaultFilter, FaultKind, FaultRule, Faults, Latency, RetryAfter,
 };
 pub use handle::{DirectError, ServerHandle};
+pub use history::ServerChange;
 pub use ids::RecordId;
 pub use log::LoggedRequest;

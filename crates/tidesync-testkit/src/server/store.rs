@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use std::collections::VecDeque;
+
 use super::collection::{Collection, CollectionConfig};
+use super::history::{MAX_CHANGES, ServerChange};
 use super::idempotency::{Fingerprint, IdempotencyStore, Lookup, key_from_headers};
 use super::reply::Reply;
 use super::time::system_now_ms;
@@ -48,11 +51,16 @@ pub(crate) struct Store {
     configs: HashMap<String, CollectionConfig>,
     default_config: CollectionConfig,
     frozen: Option<i64>,
+    /// How far the server clock runs ahead of the system clock (negative: behind), in ms.
+    pub(crate) skew_ms: i64,
     pub(crate) idem: IdempotencyStore,
     pub(crate) max_epoch: Option<u64>,
     pub(crate) stale_rejections: u64,
     pub(crate) replays: u64,
     pub(crate) mismatches: u64,
+    /// Every applied change, in order (the oldest dropped past [`MAX_CHANGES`]).
+    pub(crate) changes: VecDeque<ServerChange>,
+    next_change: u64,
 }
 
 impl Store {
@@ -65,17 +73,42 @@ impl Store {
             configs,
             default_config,
             frozen: None,
+            skew_ms: 0,
             idem: IdempotencyStore::default(),
             max_epoch: None,
             stale_rejections: 0,
             replays: 0,
             mismatches: 0,
+            changes: VecDeque::new(),
+            next_change: 0,
+        }
+    }
+
+    /// Moves the changes the collections noted into the history, attributed to `idem_key`
+    /// (a request's) or to a direct edit.
+    pub(crate) fn collect_changes(&mut self, idem_key: Option<&str>, direct: bool) {
+        for (name, coll) in &mut self.collections {
+            for (key, record) in coll.changed.drain(..) {
+                if self.changes.len() >= MAX_CHANGES {
+                    self.changes.pop_front();
+                }
+                self.changes.push_back(ServerChange {
+                    seq: self.next_change,
+                    collection: name.clone(),
+                    key,
+                    record,
+                    idempotency_key: idem_key.map(str::to_owned),
+                    direct,
+                });
+                self.next_change += 1;
+            }
         }
     }
 
     /// The server clock in epoch milliseconds (frozen or system).
     pub(crate) fn now(&self) -> i64 {
-        self.frozen.unwrap_or_else(system_now_ms)
+        self.frozen
+            .unwrap_or_else(|| system_now_ms().saturating_add(self.skew_ms))
     }
 
     pub(crate) fn freeze(&mut self, at: Option<i64>) {
@@ -157,6 +190,7 @@ impl Store {
             }
         }
         let reply = apply(self);
+        self.collect_changes(ctx.idem_key.as_deref(), false);
         if let Some(key) = &ctx.idem_key {
             self.idem.remember(key, fp, &reply);
         }

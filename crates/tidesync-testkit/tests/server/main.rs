@@ -3,6 +3,7 @@
 mod auth;
 mod crud;
 mod faults;
+mod history;
 mod idempotency;
 mod lifecycle;
 mod pull;
