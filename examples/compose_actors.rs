@@ -6,8 +6,8 @@
 //!
 //! Most applications use the [`tidesync::Engine`] facade, which runs the actors on a thread of
 //! its own. An application that already runs actix can instead start the seven actors in its
-//! own `System` and talk to them with their typed messages — this is what `EngineBuilder::start`
-//! does internally (`Wiring::start` in `src/engine.rs`), spelled out:
+//! own `System` with `SyncActors::start` (what `EngineBuilder::start` does on its own thread)
+//! and talk to them with their typed messages:
 //!
 //! | actor | role | messages used here |
 //! |---|---|---|
@@ -25,14 +25,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use anyhow::{Context as _, ensure};
 use serde_json::json;
 use tidesync::MemoryStore;
 use tidesync::actors::{
-    ConflictResolverActor, Control, EngineState, EventBus, LeaderActor, LocalWrite, MetricsActor,
-    OutboxActor, PullerActor, PusherActor, Resign, SchedulerActor, Scope, SyncEvent, SyncNow,
-    SyncSettings, SyncShared,
+    Control, EngineState, EventBus, LocalWrite, Resign, Scope, SyncActors, SyncEvent, SyncNow,
+    SyncParts, SyncSettings, SyncShared,
 };
 use tidesync::core::local::{LocalDb, Schema, WriteOp};
 use tidesync::core::{HybridClock, InProcessLeader, Key, Store, TableSpec};
@@ -55,11 +53,10 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(HybridClock::new()),
     );
     // With a persistent store, recover first as `EngineBuilder::start` does: restore the
-    // clock, and put entries that were in flight at the last stop back in the queue.
+    // clock and bring the store in step with the schema. Entries a previous run left in
+    // flight go back in the queue when the scheduler claims the database for its epoch.
     db.restore_clock(&*store.read()?)?;
-    let mut txn = store.write()?;
-    db.reset_in_flight(&mut *txn)?;
-    txn.commit()?;
+    db.reconcile_schema(&*store)?;
 
     let transport = RestTransport::builder(server.url())
         .table("posts", TableRoutes::reference_server("posts"))
@@ -80,29 +77,19 @@ async fn main() -> anyhow::Result<()> {
     let (changes, _) = tokio::sync::broadcast::channel(1024);
 
     // -- Start and wire the actors -----------------------------------------------------------
-    // The outbox notifies the scheduler of local writes, and the scheduler drives pusher and
-    // puller, which write through the outbox: create the scheduler's context first to have
-    // its address, and run the scheduler in it once its peers exist.
-    let scheduler_ctx: Context<SchedulerActor> = Context::new();
-    let outbox = OutboxActor::new(store.clone(), db.clone(), changes)
-        .notify_local_changes(scheduler_ctx.address().recipient())
-        .start();
-    let resolver = ConflictResolverActor::new(HashMap::new(), events.clone()).start(); // server-wins
-    let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-    let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-    let scheduler = scheduler_ctx.run(
-        SchedulerActor::new(shared.clone(), pusher, puller)
-            // Leaders claim the database for their fencing epoch through the writer.
-            .with_writer(outbox.clone()),
-    );
-    let leader = LeaderActor::new(
-        Arc::new(InProcessLeader), // always the leader; see tidesync-leader-lockfile
-        scheduler.clone().recipient(),
-        Duration::from_secs(2),
-    )
-    .start();
-    let _metrics = MetricsActor::new(shared.clone(), Duration::from_secs(5)).start();
-    scheduler.do_send(Control::Start);
+    // One call starts the seven actors in this System and wires them (the outbox notifies the
+    // scheduler, the scheduler drives pusher and puller and claims the database for each
+    // leadership epoch through the outbox, the leader tells the scheduler).
+    let actors = SyncActors::start(SyncParts {
+        shared: shared.clone(),
+        changes,
+        strategies: HashMap::new(), // server wins
+        default_strategy: None,
+        elector: Arc::new(InProcessLeader), // always the leader; see tidesync-leader-lockfile
+        campaign_every: Duration::from_secs(2),
+        metrics_every: Duration::from_secs(5),
+    });
+    let (outbox, scheduler, leader) = (actors.outbox, actors.scheduler, actors.leader);
     println!("actors started in the host's System");
 
     // The host follows the engine's events like any other stream, on its own arbiter.

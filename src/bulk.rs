@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use tidesync_actors::{StoreCommand, Unfenced};
+use tidesync_actors::StoreCommand;
 use tidesync_core::local::{Change, LocalDb, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, TableSpec};
@@ -185,18 +185,13 @@ pub(crate) type Slot = Arc<Mutex<Option<Vec<WriteOp>>>>;
 /// dropped: nothing of the batch is written) and puts the ops back in `slot`, for the caller
 /// to run them again with `isolate = true`: every op in its own sub-transaction, so a refused
 /// op is left out alone.
-pub(crate) fn job(
-    spec: TableSpec,
-    mode: BulkMode,
-    slot: Slot,
-    isolate: bool,
-) -> Unfenced<BatchJob> {
-    Unfenced(BatchJob {
+pub(crate) fn job(spec: TableSpec, mode: BulkMode, slot: Slot, isolate: bool) -> BatchJob {
+    BatchJob {
         spec,
         mode,
         slot,
         isolate,
-    })
+    }
 }
 
 /// One batch of a bulk write, as a typed store command (see [`job`]).

@@ -5,16 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context};
 use tokio::sync::broadcast;
 
 use tidesync_actors::commands::{
     DiscardDeadLetter, DiscardQuarantined, RetryDeadLetter, RetryQuarantined, SettleParked,
 };
 use tidesync_actors::{
-    ActorSystem, ConflictResolverActor, Control, EngineState, EventBus, LeaderActor, LocalWrite,
-    MetricsActor, OutboxActor, PullerActor, PusherActor, SchedulerActor, Scope, StoreCommand,
-    SyncNow, SyncReport, SyncSettings, SyncShared, Unfenced,
+    ActorSystem, Control, EngineActors, EngineState, EventBus, Scope, StoreCommand, SyncParts,
+    SyncReport, SyncSettings, SyncShared,
 };
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
@@ -22,8 +20,8 @@ use tidesync_core::local::{
     SchemaChanges, WriteOp,
 };
 use tidesync_core::{
-    ConflictStrategy, Error, ErrorKind, HybridClock, InProcessLeader, Key, LeaderElector,
-    OutboxEntry, Record, Resolution, Result, Store, TableSpec, Transport,
+    ConflictStrategy, Error, HybridClock, InProcessLeader, Key, LeaderElector, OutboxEntry, Record,
+    Resolution, Result, Store, TableSpec, Transport,
 };
 
 use crate::batch::Batch;
@@ -211,81 +209,37 @@ struct Wiring {
     metrics_every: Duration,
 }
 
-/// Addresses of the running actors.
-#[derive(Clone)]
-pub(crate) struct Actors {
-    outbox: Addr<OutboxActor>,
-    sync: Option<SyncActors>,
-}
-
-#[derive(Clone)]
-struct SyncActors {
-    scheduler: Addr<SchedulerActor>,
-    pusher: Addr<PusherActor>,
-    puller: Addr<PullerActor>,
-    resolver: Addr<ConflictResolverActor>,
-    leader: Addr<LeaderActor>,
-    metrics: Addr<MetricsActor>,
-}
-
 impl Wiring {
-    /// Runs inside the System: creates and wires the actors.
-    fn start(self) -> Actors {
+    /// Runs inside the System: starts the writer, and the seven sync actors when there is a
+    /// transport (`SyncActors::start`).
+    fn start(self) -> EngineActors {
         let Some(transport) = self.transport else {
-            let outbox = OutboxActor::new(self.store, self.db, self.changes).start();
-            return Actors { outbox, sync: None };
+            return EngineActors::start_local(self.store, self.db, self.changes);
         };
-        // The scheduler's address is needed before it exists (the outbox notifies it).
-        let scheduler_ctx: Context<SchedulerActor> = Context::new();
-        let scheduler_addr = scheduler_ctx.address();
-        let outbox = OutboxActor::new(self.store.clone(), self.db.clone(), self.changes)
-            .notify_local_changes(scheduler_addr.clone().recipient())
-            .start();
         let shared = SyncShared {
             store: self.store,
             db: self.db,
             transport,
             settings: self.settings,
-            events: self.events.clone(),
+            events: self.events,
             state: self.state,
         };
-        let mut resolver = ConflictResolverActor::new(self.strategies, self.events);
-        if let Some(default) = self.default_strategy {
-            resolver = resolver.with_default(default);
-        }
-        let resolver = resolver.start();
-        let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-        let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-        let scheduler = scheduler_ctx.run(
-            SchedulerActor::new(shared.clone(), pusher.clone(), puller.clone())
-                .with_writer(outbox.clone()),
-        );
-        scheduler.do_send(Control::Start);
-        let leader = LeaderActor::new(
-            self.leader,
-            scheduler.clone().recipient(),
-            self.leader_every,
-        )
-        .start();
-        let metrics = MetricsActor::new(shared, self.metrics_every).start();
-        Actors {
-            outbox,
-            sync: Some(SyncActors {
-                scheduler,
-                pusher,
-                puller,
-                resolver,
-                leader,
-                metrics,
-            }),
-        }
+        EngineActors::start_sync(SyncParts {
+            shared,
+            changes: self.changes,
+            strategies: self.strategies,
+            default_strategy: self.default_strategy,
+            elector: self.leader,
+            campaign_every: self.leader_every,
+            metrics_every: self.metrics_every,
+        })
     }
 }
 
 struct Inner {
     store: Arc<dyn Store>,
     db: LocalDb,
-    actors: Actors,
+    actors: EngineActors,
     changes: broadcast::Sender<Change>,
     events: EventBus,
     state: Arc<EngineState>,
@@ -306,10 +260,6 @@ impl std::fmt::Debug for Engine {
             .field("store", &self.inner.store.backend())
             .finish()
     }
-}
-
-fn closed() -> Error {
-    Error::new(ErrorKind::Closed, "the engine is stopped")
 }
 
 impl Engine {
@@ -348,20 +298,8 @@ impl Engine {
 
     // ----- sync --------------------------------------------------------------------------
 
-    fn sync_actors(&self) -> Result<&SyncActors> {
-        self.inner
-            .actors
-            .sync
-            .as_ref()
-            .ok_or_else(|| Error::config("no transport configured: this engine is local-only"))
-    }
-
     async fn run(&self, scope: Scope) -> Result<SyncReport> {
-        self.sync_actors()?
-            .scheduler
-            .send(SyncNow { scope })
-            .await
-            .map_err(|_| closed())?
+        self.inner.actors.sync(scope).await
     }
 
     /// Pushes, then pulls every table; joins a running cycle instead of racing it.
@@ -393,9 +331,7 @@ impl Engine {
     /// Sends a lifecycle message to the scheduler. A local-only engine has nothing to start,
     /// stop, pause or resume: these calls succeed and do nothing.
     fn control(&self, control: Control) -> Result<()> {
-        if let Some(sync) = &self.inner.actors.sync {
-            sync.scheduler.do_send(control);
-        }
+        self.inner.actors.control(control);
         Ok(())
     }
 
@@ -572,17 +508,7 @@ impl Engine {
                 detail,
             });
         };
-        let mut alive = vec![("outbox", self.inner.actors.outbox.connected())];
-        if let Some(sync) = &self.inner.actors.sync {
-            alive.extend([
-                ("scheduler", sync.scheduler.connected()),
-                ("pusher", sync.pusher.connected()),
-                ("puller", sync.puller.connected()),
-                ("resolver", sync.resolver.connected()),
-                ("leader", sync.leader.connected()),
-                ("metrics", sync.metrics.connected()),
-            ]);
-        }
+        let alive = self.inner.actors.liveness();
         let dead: Vec<&str> = alive
             .iter()
             .filter(|(_, ok)| !ok)
@@ -700,30 +626,21 @@ impl Engine {
 
     /// Runs a maintenance command (not part of a sync cycle) through the store writer.
     async fn command<C: StoreCommand>(&self, command: C) -> Result<C::Output> {
-        self.inner
-            .actors
-            .outbox
-            .send(Unfenced(command))
-            .await
-            .map_err(|_| closed())?
+        self.inner.actors.command(command).await
     }
 
     /// Puts a dead letter back at its place in its record's order (optionally with an edited
     /// record) and pushes soon.
     pub async fn retry_dead_letter(&self, seq: u64, edited: Option<Record>) -> Result<OutboxEntry> {
         let entry = self.command(RetryDeadLetter { seq, edited }).await?;
-        if let Ok(sync) = self.sync_actors() {
-            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
-        }
+        self.inner.actors.outbox_changed();
         Ok(entry)
     }
 
     /// Discards a dead letter for good; the record's later entries proceed.
     pub async fn discard_dead_letter(&self, seq: u64) -> Result<OutboxEntry> {
         let entry = self.command(DiscardDeadLetter { seq }).await?;
-        if let Ok(sync) = self.sync_actors() {
-            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
-        }
+        self.inner.actors.outbox_changed();
         Ok(entry)
     }
 
@@ -735,7 +652,7 @@ impl Engine {
     /// Applies quarantined item `seq` again, as the pulled version it was (e.g. after the
     /// table's spec was fixed); it leaves the quarantine, and comes back under a new number if
     /// it is refused again (see the returned [`AppliedPage::quarantined`]). A record with
-    /// local changes waiting to be pushed is refused with [`ErrorKind::Conflict`].
+    /// local changes waiting to be pushed is refused with [`ErrorKind::Conflict`](tidesync_core::ErrorKind::Conflict).
     pub async fn retry_quarantined(&self, seq: u64) -> Result<AppliedPage> {
         self.command(RetryQuarantined { seq }).await
     }
@@ -774,17 +691,15 @@ impl Engine {
             resolution,
         })
         .await?;
-        if let Ok(sync) = self.sync_actors() {
-            sync.scheduler.do_send(tidesync_actors::OutboxChanged);
-        }
+        self.inner.actors.outbox_changed();
         Ok(())
     }
 
     // ----- lifecycle ---------------------------------------------------------------------
 
-    /// The store writer (the Outbox actor).
-    pub(crate) fn writer_actor(&self) -> Addr<OutboxActor> {
-        self.inner.actors.outbox.clone()
+    /// The running actors (typed calls).
+    pub(crate) fn actors(&self) -> &EngineActors {
+        &self.inner.actors
     }
 
     /// The store writer, for tests and tools that run closures against the local database
@@ -792,17 +707,16 @@ impl Engine {
     /// through tables, batches and the typed commands, which keep the engine's rules.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn writer(&self) -> Addr<OutboxActor> {
-        self.writer_actor()
+    pub fn writer(&self) -> actix::Addr<tidesync_actors::OutboxActor> {
+        self.inner.actors.outbox_addr()
     }
 
     /// Stops the actors and the engine thread (resigning leadership first). Later writes fail
-    /// with [`ErrorKind::Closed`]; reads keep working. Idempotent.
+    /// with [`ErrorKind::Closed`](tidesync_core::ErrorKind::Closed); reads keep working. Idempotent.
     pub fn shutdown(&self) {
         let leading_epoch = self.inner.state.epoch();
-        if let Some(sync) = &self.inner.actors.sync {
-            sync.scheduler.do_send(Control::Stop);
-            let resign = sync.leader.send(tidesync_actors::Resign);
+        if self.inner.actors.syncs() {
+            let resign = self.inner.actors.stop_and_resign();
             // Give the elector a moment to release its lease; never hang shutdown on it.
             let _ = std::thread::scope(|scope| {
                 scope
@@ -848,11 +762,6 @@ impl Engine {
     }
 
     pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
-        self.inner
-            .actors
-            .outbox
-            .send(LocalWrite(ops))
-            .await
-            .map_err(|_| closed())?
+        self.inner.actors.local_write(ops).await
     }
 }

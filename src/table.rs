@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use tidesync_actors::outbox::{GetWriter, Writer};
+use tidesync_actors::outbox::Writer;
 use tidesync_core::local::{Change, IndexRange, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, Record, Result};
@@ -78,13 +78,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
         let writer = self
             .writer
-            .get_or_try_init(|| async {
-                self.engine
-                    .writer_actor()
-                    .send(GetWriter)
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Closed, "the engine is stopped"))?
-            })
+            .get_or_try_init(|| async { self.engine.actors().writer().await })
             .await?;
         writer.local_write(ops).await
     }
@@ -261,21 +255,15 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         if !ops.is_empty() {
             let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
             let send = |isolate: bool| {
-                self.engine.writer_actor().send(bulk::job(
-                    spec.clone(),
-                    mode,
-                    slot.clone(),
-                    isolate,
-                ))
+                self.engine
+                    .actors()
+                    .command(bulk::job(spec.clone(), mode, slot.clone(), isolate))
             };
-            let closed = |_| Error::new(ErrorKind::Closed, "the engine is stopped");
-            let applied = match send(false).await.map_err(closed)? {
+            let applied = match send(false).await {
                 Ok(applied) => applied,
                 // The fast path met a refusal its checks did not foresee and wrote nothing:
                 // again, each record in its own sub-transaction.
-                Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => {
-                    send(true).await.map_err(closed)??
-                }
+                Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => send(true).await?,
                 Err(err) => return Err(err),
             };
             result.written = sent.len() - applied.refused.len();

@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod shared;
 pub mod telemetry;
+pub mod wiring;
 
 pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
@@ -48,3 +49,4 @@ pub use runtime::ActorSystem;
 pub use scheduler::{Control, LeadershipChanged, SchedulerActor, Scope, SyncNow};
 pub use settings::{RateLimit, RetryDelayFn, SyncSettings};
 pub use shared::{EngineState, SyncShared};
+pub use wiring::{EngineActors, SyncActors, SyncParts};

@@ -149,7 +149,7 @@ pub struct SchedulerActor {
     shared: SyncShared,
     pusher: Addr<PusherActor>,
     puller: Addr<PullerActor>,
-    writer: Option<Addr<OutboxActor>>,
+    writer: Addr<OutboxActor>,
     started: bool,
     leadership_known: bool,
     cycle_running: bool,
@@ -175,13 +175,19 @@ pub struct SchedulerActor {
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl SchedulerActor {
-    /// A scheduler driving `pusher` and `puller`.
-    pub fn new(shared: SyncShared, pusher: Addr<PusherActor>, puller: Addr<PullerActor>) -> Self {
+    /// A scheduler driving `pusher` and `puller`; `writer` claims the database for each new
+    /// leadership epoch (fencing) and re-queues what a previous leader left in flight.
+    pub fn new(
+        shared: SyncShared,
+        pusher: Addr<PusherActor>,
+        puller: Addr<PullerActor>,
+        writer: Addr<OutboxActor>,
+    ) -> Self {
         SchedulerActor {
             shared,
             pusher,
             puller,
-            writer: None,
+            writer,
             started: false,
             leadership_known: false,
             cycle_running: false,
@@ -197,12 +203,6 @@ impl SchedulerActor {
             progress_log: None,
             offline_since: None,
         }
-    }
-
-    /// The store writer, used to claim the database for a new leadership epoch (fencing).
-    pub fn with_writer(mut self, writer: Addr<OutboxActor>) -> Self {
-        self.writer = Some(writer);
-        self
     }
 
     fn guard(&self) -> Result<()> {
@@ -568,7 +568,8 @@ impl Handler<LeadershipChanged> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
-        let (Some(epoch), true, Some(writer)) = (msg.epoch, msg.leader, self.writer.clone()) else {
+        let writer = self.writer.clone();
+        let (Some(epoch), true) = (msg.epoch, msg.leader) else {
             self.apply_leadership(msg, ctx);
             return;
         };

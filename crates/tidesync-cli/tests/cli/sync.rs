@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tidesync_testkit::server::{FaultFilter, FaultKind, Faults, ReferenceServer};
+use tidesync_testkit::server::{FaultFilter, FaultKind, Faults, ReferenceServer, RetryAfter};
 
 use crate::support::{Env, replace};
 
@@ -50,17 +50,15 @@ fn sync_pushes_and_pulls_and_reports() {
 #[test]
 fn sync_is_incomplete_with_exit_5_while_entries_wait_and_says_why() {
     let env = Env::new();
-    // A retry delay long enough to still be running when the cycle ends.
-    env.edit(|t| {
-        let t = replace(t, "backoff_base = \"20ms\"", "backoff_base = \"2s\"");
-        replace(&t, "backoff_cap = \"100ms\"", "backoff_cap = \"2s\"")
-    });
     env.ok(&["put", "posts", r#"{"id": "p1", "title": "Hello"}"#]);
-    env.server.set_faults(
-        Faults::none()
-            .filter(FaultFilter::writes())
-            .errors(1.0, 500, None),
-    );
+    // A 503 asking for 2 s: the entry still waits when the cycle ends (`Retry-After` wins
+    // over the jittered backoff, so the delay is exact).
+    env.server
+        .set_faults(Faults::none().filter(FaultFilter::writes()).errors(
+            1.0,
+            503,
+            Some(RetryAfter::Seconds(2)),
+        ));
     let run = env.run(&["sync"]);
     assert_eq!(run.code, 5, "{run:?}");
     assert!(run.stdout.contains("sync incomplete: pushed 0"), "{run:?}");
@@ -78,13 +76,13 @@ fn sync_is_incomplete_with_exit_5_while_entries_wait_and_says_why() {
         outbox[0]["attempts"].as_u64().is_some_and(|a| a >= 1),
         "{outbox}"
     );
-    assert_eq!(outbox[0]["failures"], 1, "a 500 counts: {outbox}");
+    assert_eq!(outbox[0]["failures"], 1, "a 503 counts: {outbox}");
     assert!(outbox[0]["dead"].is_null(), "{outbox}");
     assert_eq!(outbox[0]["state"]["state"], "retry_at", "{outbox}");
     assert!(
         outbox[0]["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("500")),
+            .is_some_and(|e| e.contains("503")),
         "{outbox}"
     );
     let text = env.ok(&["outbox"]);
