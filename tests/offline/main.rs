@@ -412,3 +412,64 @@ async fn one_failed_pull_page_is_fetched_again_within_the_cycle() {
     assert!(!report.converged);
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_runs_to_its_end_and_a_later_pull_cut_at_its_budget_says_so() {
+    let server = ReferenceServer::start().await;
+    let handle = server.handle();
+    for i in 0..30 {
+        handle
+            .insert_direct(
+                "posts",
+                json!({"id": format!("s{i:02}"), "title": "server"}),
+            )
+            .expect("insert");
+    }
+    let engine = engine(
+        server.url(),
+        SyncSettings {
+            page_size: 5,
+            max_pages: 2,
+            ..settings(None)
+        },
+    );
+    // The first sync is not cut by `max_pages`: 6 pages of 5.
+    let first = engine.pull(None).await.expect("first sync");
+    assert_eq!(first.applied, 30, "{first:?}");
+    assert!(first.converged, "{first:?}");
+    assert_eq!(
+        engine
+            .table::<Value>("posts")
+            .unwrap()
+            .count()
+            .await
+            .unwrap(),
+        30
+    );
+
+    // 20 changes later, a pull with a checkpoint takes 2 pages and says the rest waits.
+    for i in 0..20 {
+        handle
+            .update_direct(
+                "posts",
+                format!("s{i:02}").as_str(),
+                json!({"title": "edited"}),
+            )
+            .expect("update");
+    }
+    let later = engine.pull(None).await.expect("later pull");
+    assert_eq!(later.applied, 10, "{later:?}");
+    assert!(!later.converged, "{later:?}");
+    assert_eq!(
+        later.remaining.pulls_cut_at_budget,
+        vec!["posts".to_owned()]
+    );
+    let reasons = later.remaining.reasons(0);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("incomplete pull: posts stopped at the page budget")),
+        "{reasons:?}"
+    );
+    engine.shutdown();
+}

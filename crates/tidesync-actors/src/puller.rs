@@ -18,7 +18,8 @@ use crate::resolver::{ConflictResolverActor, ResolveAll};
 use crate::shared::{EngineState, SyncShared};
 use crate::telemetry;
 
-/// Pull one table until it is up to date (or `max_pages` pages were applied).
+/// Pull one table until it is up to date (or its page budget ran out: `max_pages`, and
+/// `initial_max_pages` for a first sync).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<PullReport>")]
 pub struct PullNow {
@@ -186,7 +187,14 @@ async fn pull_table(
     let initial = cursor.is_none();
     let mut records_so_far = 0u64;
     let mut ahead: Option<Prefetch> = None;
-    for n in 0..sh.settings.max_pages {
+    // A first sync runs to its end unless the application set a budget for it; later pulls
+    // take `max_pages` per cycle and report the table as cut when more remain.
+    let budget = if initial {
+        sh.settings.initial_max_pages.unwrap_or(usize::MAX)
+    } else {
+        sh.settings.max_pages
+    };
+    for n in 0..budget {
         let fetched = match ahead.take() {
             Some(prefetch) => prefetch.page().await,
             None => {
@@ -214,7 +222,7 @@ async fn pull_table(
             )
             .table(table));
         }
-        if page.has_more && n + 1 < sh.settings.max_pages {
+        if page.has_more && n + 1 < budget {
             ahead = Some(Prefetch::start(&sh, &table, page.cursor.clone()));
         }
         cursor = page.cursor.clone();

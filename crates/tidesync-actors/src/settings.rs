@@ -59,8 +59,13 @@ pub struct SyncSettings {
     pub max_attempts: u32,
     /// Records per pulled page.
     pub page_size: usize,
-    /// Pages per table per cycle (the rest follows in the next cycle).
+    /// Pages per table per cycle once the table has a checkpoint (the rest follows in the
+    /// next cycle, and the cycle reports the table as cut at its budget).
     pub max_pages: usize,
+    /// Pages per table in one cycle of a first (initial) sync, when the table has no
+    /// checkpoint yet: `None` (the default) pulls until done, so a first sync never stops
+    /// part way; set a number to spread a very large first sync over several cycles.
+    pub initial_max_pages: Option<usize>,
     /// Request budget per table.
     pub rate_limits: HashMap<String, RateLimit>,
     /// Request budget for all tables together.
@@ -98,6 +103,7 @@ impl std::fmt::Debug for SyncSettings {
             .field("max_attempts", &self.max_attempts)
             .field("page_size", &self.page_size)
             .field("max_pages", &self.max_pages)
+            .field("initial_max_pages", &self.initial_max_pages)
             .field("takeover_hold", &self.takeover_hold)
             .field("custom_retry_delay", &self.retry_delay.is_some())
             .finish_non_exhaustive()
@@ -117,6 +123,7 @@ impl Default for SyncSettings {
             max_attempts: 25,
             page_size: 200,
             max_pages: 1000,
+            initial_max_pages: None,
             rate_limits: HashMap::new(),
             global_rate_limit: None,
             probe_base: Duration::from_secs(1),
@@ -140,6 +147,12 @@ impl SyncSettings {
         }
         if self.page_size == 0 {
             return bad("page_size", "must be at least 1");
+        }
+        if self.initial_max_pages == Some(0) {
+            return bad(
+                "initial_max_pages",
+                "must be at least 1 (or unset: no limit)",
+            );
         }
         if self.max_pages == 0 {
             return bad("max_pages", "must be at least 1");
