@@ -16,8 +16,8 @@ use tidesync_actors::{
 };
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
-    AppliedPage, Change, LocalDb, OutboxStats, OutboxSummary, ParkedConflict, Quarantined, Schema,
-    SchemaChanges, WriteOp,
+    AppliedPage, Change, LocalDb, Migrations, OutboxStats, OutboxSummary, ParkedConflict,
+    Quarantined, Schema, SchemaChanges, WriteOp,
 };
 use tidesync_core::{
     ConflictStrategy, Error, HybridClock, InProcessLeader, Key, LeaderElector, OutboxEntry, Record,
@@ -46,6 +46,7 @@ pub struct EngineBuilder {
     leader: Option<Arc<dyn LeaderElector>>,
     leader_every: Option<Duration>,
     metrics_every: Option<Duration>,
+    migrations: Migrations,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -63,6 +64,25 @@ impl std::fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
+    /// Registers the migration of `table`'s records from version `to_version - 1` to
+    /// `to_version` (declare the version with `TableSpec::version`). At open, the steps from
+    /// the version the store holds run over the stored records, the unsent outbox payloads
+    /// and the bases, in resumable batches; a record a step refuses (`Err(why)`) is
+    /// quarantined with the reason, an unsent entry it refuses is dead-lettered. See
+    /// `tidesync_core::local::Migrations` and docs/schema.md.
+    pub fn migration(
+        mut self,
+        table: &str,
+        to_version: u32,
+        step: impl Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.migrations.add(table, to_version, Arc::new(step));
+        self
+    }
+
     /// The local store (e.g. `RedbStore::open("app.redb")?` or `MemoryStore::new()`).
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
@@ -154,7 +174,7 @@ impl EngineBuilder {
         db.restore_clock(&*store.read()?)?;
         // Before anything can read: indexes declared since the last open are built over the
         // stored records, dropped ones removed, a changed key refused (invariant 13).
-        let schema_changes = db.reconcile_schema(&*store)?;
+        let schema_changes = db.reconcile_schema(&*store, &self.migrations)?;
         // Entries left in flight by a crash are re-queued when this instance claims
         // leadership (not here: in a multi-process setup they may belong to a live leader).
 

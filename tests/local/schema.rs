@@ -174,3 +174,151 @@ async fn lifecycle_calls_on_a_local_only_engine_succeed_and_do_nothing() {
     assert_eq!(err.kind(), ErrorKind::Config);
     engine.shutdown();
 }
+
+/// Each step appends its letter to `steps`, so a record migrated twice would show it.
+fn appending(letter: &'static str) -> impl Fn(Value) -> Result<Value, String> + Send + Sync {
+    move |mut record: Value| {
+        if record.get("bad").is_some() && letter == "b" {
+            return Err("step b cannot read a record marked bad".into());
+        }
+        let steps = record
+            .as_object_mut()
+            .ok_or("not an object")?
+            .entry("steps")
+            .or_insert_with(|| json!([]));
+        steps
+            .as_array_mut()
+            .ok_or("steps is not an array")?
+            .push(json!(letter));
+        Ok(record)
+    }
+}
+
+fn open_v3(path: &Path, panic_at: Option<usize>) -> tidesync::Result<Engine> {
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let b = appending("b");
+    Engine::builder()
+        .store(RedbStore::open(path).expect("open redb"))
+        .table(TableSpec::new("posts").index("title").version(3))
+        .migration("posts", 1, appending("a"))
+        .migration("posts", 2, move |record| {
+            // A crash in the middle of step 2 (a panic unwinds like a kill: the batch in
+            // progress is not committed, the ones before are).
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if Some(n) == panic_at {
+                panic!("simulated crash during the migration");
+            }
+            b(record)
+        })
+        .migration("posts", 3, appending("c"))
+        .start()
+}
+
+#[tokio::test]
+async fn a_three_step_migration_covers_records_and_unsent_entries_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.redb");
+    let (sealed_seq, total) = {
+        let v0 = open(&path, &[TableSpec::new("posts").index("title")]).unwrap();
+        let posts = v0.table::<Value>("posts").unwrap();
+        let mut batch = v0.batch();
+        for i in 0..1_200 {
+            batch = batch.put("posts", &json!({"id": format!("p{i:04}"), "title": "t"}));
+        }
+        batch.commit().await.unwrap();
+        posts
+            .put(&json!({"id": "x", "title": "refused", "bad": true}))
+            .await
+            .unwrap();
+        // One entry was already handed to the transport: sealed, it keeps its bytes.
+        let sealed = v0.outbox(None, 1).unwrap()[0].seq;
+        v0.writer()
+            .send(tidesync::actors::Write::new(move |db, txn| {
+                Ok((db.mark_in_flight(txn, sealed)?, Vec::new()))
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        v0.shutdown();
+        drop((posts, v0));
+        (sealed, 1_201)
+    };
+
+    // The first attempt dies in the middle of step 2.
+    let crashed = std::panic::catch_unwind(|| open_v3(&path, Some(700)));
+    assert!(crashed.is_err(), "the simulated crash happened");
+
+    // The next open resumes: every record migrated exactly once by every step.
+    let v3 = open_v3(&path, None).unwrap();
+    let posts = v3.table::<Value>("posts").unwrap();
+    assert_eq!(
+        posts.count().await.unwrap(),
+        1_200,
+        "the refused record left the table"
+    );
+    for record in posts.scan(None, 2_000).await.unwrap() {
+        assert_eq!(record["steps"], json!(["a", "b", "c"]), "{record}");
+    }
+    // Queries on the index see the migrated records (the index was kept in step).
+    assert_eq!(
+        posts
+            .query_eq("title", json!("t"), 5_000)
+            .await
+            .unwrap()
+            .len(),
+        1_200
+    );
+    // The record step b refused is quarantined with the reason; its unsent create is a dead
+    // letter (editable, retryable).
+    let quarantined = v3.quarantined(10).unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0].key.as_deref(), Some("x"));
+    assert!(
+        quarantined[0].error.contains("step b cannot read"),
+        "{quarantined:?}"
+    );
+    let dead = v3.dead_letters(None).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].dead.as_ref().map(|d| d.kind.as_str()),
+        Some("migration_failed")
+    );
+    // Unsent payloads were migrated; the sealed one kept its bytes.
+    let entries = v3.outbox(None, 5_000).unwrap();
+    assert_eq!(entries.len(), total);
+    for entry in &entries {
+        let steps = entry.record.as_ref().and_then(|r| r.get("steps")).cloned();
+        if entry.seq == sealed_seq {
+            assert_eq!(steps, None, "a sealed entry keeps its bytes: {entry:?}");
+        } else if entry.dead.is_none() {
+            assert_eq!(steps, Some(json!(["a", "b", "c"])), "{entry:?}");
+        }
+    }
+    let done = &v3.schema_changes().migrations;
+    assert_eq!(
+        done.iter().map(|m| m.to_version).collect::<Vec<_>>(),
+        [2, 3],
+        "step 1 finished before the crash; 2 resumed; 3 ran: {done:?}"
+    );
+    v3.shutdown();
+    drop((posts, v3));
+
+    // Opened again: nothing left to migrate; a store newer than the app is refused.
+    let again = open_v3(&path, None).unwrap();
+    assert!(again.schema_changes().migrations.is_empty());
+    again.shutdown();
+    drop(again);
+    let older_app = open(&path, &[TableSpec::new("posts").index("title").version(2)])
+        .expect_err("a store written by a newer version is refused");
+    assert_eq!(older_app.field_name(), Some("version"), "{older_app}");
+    // A missing step is named.
+    let missing = Engine::builder()
+        .store(RedbStore::open(&path).unwrap())
+        .table(TableSpec::new("posts").index("title").version(4))
+        .start()
+        .expect_err("no migration to version 4");
+    assert!(
+        missing.to_string().contains("no migration to version 4"),
+        "{missing}"
+    );
+}

@@ -51,6 +51,11 @@ pub struct TableSpec {
     /// Whether remote changes are pulled (false for push-only or local-only tables).
     #[serde(default = "default_true")]
     pub pull: bool,
+    /// The application's version of this table's record shape (0 by default). Raising it
+    /// runs the table's registered migrations over the stored records and the unsent outbox
+    /// payloads when the store opens.
+    #[serde(default)]
+    pub version: u32,
 }
 
 fn default_key_field() -> String {
@@ -72,12 +77,20 @@ impl TableSpec {
             references: Vec::new(),
             push: true,
             pull: true,
+            version: 0,
         }
     }
 
     /// Sets the primary key field.
     pub fn key(mut self, field: impl Into<String>) -> Self {
         self.key = field.into();
+        self
+    }
+
+    /// The version of this table's record shape; each step from the version the store last
+    /// saw needs a migration registered with the engine (`EngineBuilder::migration`).
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
         self
     }
 

@@ -8,6 +8,7 @@
 
 mod entry_state;
 pub mod layout;
+mod migrate;
 mod outbox_ops;
 mod quarantine_ops;
 mod schema_sync;
@@ -31,6 +32,7 @@ use crate::spec::{KeyKind, TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use entry_state::{EntryState, OutboxSummary};
+pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use schema_sync::SchemaChanges;
 pub use staged::Staged;

@@ -37,6 +37,9 @@ struct StoredTable {
     key: String,
     key_kind: KeyKind,
     indexes: Vec<String>,
+    /// The record shape's version (0 for stores written before versions existed).
+    #[serde(default)]
+    version: u32,
 }
 
 impl StoredTable {
@@ -45,6 +48,7 @@ impl StoredTable {
             key: spec.key.clone(),
             key_kind: spec.key_kind,
             indexes: spec.indexes.clone(),
+            version: spec.version,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct SchemaChanges {
     pub indexes_built: Vec<(String, String, u64)>,
     /// Indexes no longer declared, whose rows were dropped: `(table, field)`.
     pub indexes_dropped: Vec<(String, String)>,
+    /// Record migrations run (stored records, unsent outbox payloads, bases).
+    pub migrations: Vec<super::MigrationDone>,
 }
 
 impl SchemaChanges {
@@ -75,17 +81,27 @@ impl SchemaChanges {
             && self.tables_not_declared.is_empty()
             && self.indexes_built.is_empty()
             && self.indexes_dropped.is_empty()
+            && self.migrations.is_empty()
     }
 }
 
 impl LocalDb {
     /// Brings `store` in step with this schema (see the module docs) and records the schema.
     /// Call once at open, before anything reads the store.
-    pub fn reconcile_schema(&self, store: &dyn Store) -> Result<SchemaChanges> {
-        let stored = read_stored(store)?;
+    pub fn reconcile_schema(
+        &self,
+        store: &dyn Store,
+        migrations: &super::Migrations,
+    ) -> Result<SchemaChanges> {
+        let stored = match read_stored(store)? {
+            Some(stored) => Some(stored),
+            None => self.first_record(store)?,
+        };
         let mut changes = SchemaChanges::default();
         let mut build: Vec<(&TableSpec, String)> = Vec::new();
         let mut drop: Vec<(String, String)> = Vec::new();
+        // (table, the version its stored records have)
+        let mut migrate: Vec<(&TableSpec, u32)> = Vec::new();
         {
             let read = store.read()?;
             for spec in self.schema.tables() {
@@ -107,11 +123,27 @@ impl LocalDb {
                                 drop.push((spec.name.clone(), field.clone()));
                             }
                         }
+                        if has_records && before.version > spec.version {
+                            return Err(Error::config(format!(
+                                "the store holds version {} of this table, written by a newer \
+                                 version of the application; this one declares version {}",
+                                before.version, spec.version
+                            ))
+                            .table(spec.name.clone())
+                            .field("version"));
+                        }
+                        if before.version < spec.version {
+                            migrate.push((spec, before.version));
+                        }
                     }
                     // A store from before schemas were recorded: which indexes it maintained
                     // is unknown, so every declared one is rebuilt once.
                     None if has_records => {
                         build.extend(spec.indexes.iter().map(|field| (spec, field.clone())));
+                        // Written before versions existed: version 0.
+                        if spec.version > 0 {
+                            migrate.push((spec, 0));
+                        }
                     }
                     None => changes.tables_added.push(spec.name.clone()),
                 }
@@ -128,6 +160,12 @@ impl LocalDb {
             clear_keyspace(store, &layout::index(&table, &field))?;
             tracing::info!(table = %table, field = %field, "dropped an index no longer declared");
             changes.indexes_dropped.push((table, field));
+        }
+        for (spec, from_version) in migrate {
+            for done in self.migrate_table(store, spec, from_version, migrations)? {
+                tracing::info!(table = %done.table, to_version = done.to_version, records = done.records, entries = done.entries, quarantined = done.quarantined, "migrated the stored records");
+                changes.migrations.push(done);
+            }
         }
         for (spec, field) in build {
             let indexed = self.build_index(store, spec, &field)?;
@@ -155,6 +193,38 @@ impl LocalDb {
         txn.put(layout::META, META_SCHEMA, &bytes)?;
         txn.commit()?;
         Ok(changes)
+    }
+
+    /// A store opened for the first time since schemas are recorded: tables that hold records
+    /// are recorded as version 0 with no index (so every declared index is built, and every
+    /// migration step runs once), and the record is written before any of it starts, so a
+    /// crash in between resumes from what is recorded. Returns `None` for an empty store.
+    fn first_record(&self, store: &dyn Store) -> Result<Option<StoredSchema>> {
+        let mut recorded = StoredSchema::default();
+        {
+            let read = store.read()?;
+            for spec in self.schema.tables() {
+                if read.len(&layout::records(&spec.name))? > 0 {
+                    recorded.tables.insert(
+                        spec.name.clone(),
+                        StoredTable {
+                            indexes: Vec::new(),
+                            version: 0,
+                            ..StoredTable::of(spec)
+                        },
+                    );
+                }
+            }
+        }
+        if recorded.tables.is_empty() {
+            return Ok(None);
+        }
+        let bytes = serde_json::to_vec(&recorded)
+            .map_err(|e| Error::internal(format!("cannot encode the schema record: {e}")))?;
+        let mut txn = store.write()?;
+        txn.put(layout::META, META_SCHEMA, &bytes)?;
+        txn.commit()?;
+        Ok(Some(recorded))
     }
 
     /// Builds `field`'s index of `spec` over the stored records, one batch per transaction.
@@ -199,6 +269,30 @@ impl LocalDb {
             txn.commit()?;
             indexed += rows.len() as u64;
         }
+    }
+}
+
+impl LocalDb {
+    /// Records, in `txn`, that `table`'s stored records now have shape `version` (the last
+    /// transaction of a migration step).
+    pub(super) fn record_table_version(
+        &self,
+        txn: &mut dyn crate::store::WriteTxn,
+        table: &str,
+        version: u32,
+    ) -> Result<()> {
+        let Some(bytes) = txn.get(layout::META, META_SCHEMA)? else {
+            // No record yet: the record written at the end of this open says it.
+            return Ok(());
+        };
+        let mut recorded: StoredSchema = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("corrupt schema record in store: {e}")))?;
+        if let Some(entry) = recorded.tables.get_mut(table) {
+            entry.version = version;
+        }
+        let bytes = serde_json::to_vec(&recorded)
+            .map_err(|e| Error::internal(format!("cannot encode the schema record: {e}")))?;
+        txn.put(layout::META, META_SCHEMA, &bytes)
     }
 }
 

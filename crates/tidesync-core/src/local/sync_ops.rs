@@ -728,7 +728,7 @@ impl LocalDb {
         }
     }
 
-    fn quarantine(
+    pub(super) fn quarantine(
         &self,
         txn: &mut dyn WriteTxn,
         table: &str,
@@ -752,7 +752,7 @@ impl LocalDb {
             seq: 0,
             record: remote.cloned(),
         };
-        tracing::warn!(table, key = ?item.key, error = %item.error, "pulled record quarantined");
+        tracing::warn!(table, key = ?item.key, error = %item.error, "record quarantined");
         let seq = match txn.get(layout::META, QUARANTINE_SEQ)? {
             Some(bytes) => super::read_u64(&bytes)? + 1,
             None => 1,

@@ -1,0 +1,380 @@
+//! Record migrations (DESIGN invariant 13): when a table's declared `version` is above the
+//! version the store last saw, each step's migration runs at open over
+//!
+//! 1. the stored records (indexes kept in step),
+//! 2. the payloads of the table's *unsealed* outbox entries (never sent, not in flight, not
+//!    dead): they will be sent in the new shape. Sealed entries keep their bytes: the server
+//!    may already have applied them under their idempotency key, and a retry must send
+//!    exactly what the first attempt sent.
+//! 3. the bases (the last versions both sides agreed on), so a three-way merge compares like
+//!    with like.
+//!
+//! Each batch is one transaction that also records where the step got to, so a crash in the
+//! middle resumes where it stopped, and no record is migrated twice. A migration that fails
+//! for one record quarantines that record (with the reason; the rest goes on); one that fails
+//! for an unsent entry dead-letters that entry (`migration_failed`, editable and retryable).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::outbox::DeadLetterInfo;
+use crate::record::{Key, Record};
+use crate::spec::TableSpec;
+use crate::store::{Store, WriteTxn};
+
+use super::{AppliedPage, Base, LocalDb, decode_record, layout, now_ms};
+
+/// One migration step: the record in the previous shape in, the record in the new shape out
+/// (or why it cannot be migrated).
+pub type MigrationFn = Arc<dyn Fn(Value) -> std::result::Result<Value, String> + Send + Sync>;
+
+/// The registered migrations, by table and the version each one migrates *to*.
+#[derive(Clone, Default)]
+pub struct Migrations {
+    steps: HashMap<(String, u32), MigrationFn>,
+}
+
+impl std::fmt::Debug for Migrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut steps: Vec<_> = self.steps.keys().collect();
+        steps.sort();
+        f.debug_struct("Migrations").field("steps", &steps).finish()
+    }
+}
+
+impl Migrations {
+    /// Registers the step of `table` from version `to_version - 1` to `to_version`.
+    pub fn add(&mut self, table: &str, to_version: u32, step: MigrationFn) {
+        self.steps.insert((table.to_owned(), to_version), step);
+    }
+
+    fn step(&self, table: &str, to_version: u32) -> Option<&MigrationFn> {
+        self.steps.get(&(table.to_owned(), to_version))
+    }
+}
+
+/// What the migrations of one open did, for one table and step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationDone {
+    /// The table.
+    pub table: String,
+    /// The version migrated to.
+    pub to_version: u32,
+    /// Records migrated.
+    pub records: u64,
+    /// Unsent outbox entries migrated.
+    pub entries: u64,
+    /// Bases migrated.
+    pub bases: u64,
+    /// Records the migration refused, quarantined with the reason.
+    pub quarantined: u64,
+    /// Unsent entries the migration refused, dead-lettered.
+    pub dead_lettered: u64,
+}
+
+/// Where a step got to (in the meta keyspace, per table), so a crash resumes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    to_version: u32,
+    phase: Phase,
+    after: Option<Vec<u8>>,
+    done: MigrationCounts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    Records,
+    Outbox,
+    Bases,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct MigrationCounts {
+    records: u64,
+    entries: u64,
+    bases: u64,
+    quarantined: u64,
+    dead_lettered: u64,
+}
+
+/// Rows per transaction.
+const BATCH: usize = 500;
+
+fn progress_key(table: &str) -> Vec<u8> {
+    format!("migration/{table}").into_bytes()
+}
+
+impl LocalDb {
+    /// Runs the steps of `spec` from `from_version` to its declared version (see the module
+    /// docs). Fails, changing nothing more, when a step has no registered migration.
+    pub(super) fn migrate_table(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        from_version: u32,
+        migrations: &Migrations,
+    ) -> Result<Vec<MigrationDone>> {
+        let mut done = Vec::new();
+        for to_version in from_version + 1..=spec.version {
+            let step = migrations.step(&spec.name, to_version).ok_or_else(|| {
+                Error::config(format!(
+                    "the store holds version {from_version} of this table and the schema \
+                     declares version {}, but no migration to version {to_version} is \
+                     registered (EngineBuilder::migration)",
+                    spec.version
+                ))
+                .table(spec.name.clone())
+                .field("version")
+            })?;
+            done.push(self.migrate_step(store, spec, to_version, step)?);
+        }
+        Ok(done)
+    }
+
+    fn migrate_step(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        to_version: u32,
+        step: &MigrationFn,
+    ) -> Result<MigrationDone> {
+        let key = progress_key(&spec.name);
+        let resumed: Option<Progress> = store
+            .read()?
+            .get(layout::META, &key)?
+            .map(|bytes| serde_json::from_slice(&bytes))
+            .transpose()
+            .map_err(|e| Error::internal(format!("corrupt migration progress: {e}")))?;
+        let mut progress = match resumed {
+            Some(progress) if progress.to_version == to_version => {
+                tracing::info!(table = %spec.name, to_version, "resuming a migration a crash cut short");
+                progress
+            }
+            _ => Progress {
+                to_version,
+                phase: Phase::Records,
+                after: None,
+                done: MigrationCounts::default(),
+            },
+        };
+        loop {
+            let keyspace = match progress.phase {
+                Phase::Records => layout::records(&spec.name),
+                Phase::Outbox => layout::OUTBOX_BY_TABLE.to_owned(),
+                Phase::Bases => layout::bases(&spec.name),
+            };
+            let rows = self.batch_rows(store, spec, &keyspace, progress.phase, &progress.after)?;
+            let mut txn = store.write()?;
+            for (row_key, value) in &rows {
+                match progress.phase {
+                    Phase::Records => self.migrate_record(
+                        &mut *txn,
+                        spec,
+                        row_key,
+                        value,
+                        step,
+                        &mut progress.done,
+                    )?,
+                    Phase::Outbox => {
+                        let seq = layout::seq_from_suffix(row_key)?;
+                        self.migrate_entry(&mut *txn, spec, seq, step, &mut progress.done)?
+                    }
+                    Phase::Bases => self.migrate_base(
+                        &mut *txn,
+                        spec,
+                        row_key,
+                        value,
+                        step,
+                        &mut progress.done,
+                    )?,
+                }
+            }
+            match rows.last() {
+                Some((last, _)) => progress.after = Some(last.clone()),
+                None => {
+                    progress.after = None;
+                    progress.phase = match progress.phase {
+                        Phase::Records => Phase::Outbox,
+                        Phase::Outbox => Phase::Bases,
+                        Phase::Bases => {
+                            txn.delete(layout::META, &key)?;
+                            self.record_table_version(&mut *txn, &spec.name, to_version)?;
+                            txn.commit()?;
+                            let c = progress.done;
+                            return Ok(MigrationDone {
+                                table: spec.name.clone(),
+                                to_version,
+                                records: c.records,
+                                entries: c.entries,
+                                bases: c.bases,
+                                quarantined: c.quarantined,
+                                dead_lettered: c.dead_lettered,
+                            });
+                        }
+                    };
+                }
+            }
+            let bytes = serde_json::to_vec(&progress)
+                .map_err(|e| Error::internal(format!("cannot encode migration progress: {e}")))?;
+            txn.put(layout::META, &key, &bytes)?;
+            txn.commit()?;
+        }
+    }
+
+    /// The next batch of a phase's keyspace after `after` (the outbox phase reads only this
+    /// table's part of the per-table index).
+    fn batch_rows(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        keyspace: &str,
+        phase: Phase,
+        after: &Option<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let read = store.read()?;
+        if phase == Phase::Outbox {
+            let prefix = layout::table_prefix(&spec.name);
+            let end = crate::store::prefix_end(&prefix);
+            return read.range(
+                keyspace,
+                match after {
+                    Some(key) => Bound::Excluded(key.as_slice()),
+                    None => Bound::Included(prefix.as_slice()),
+                },
+                match &end {
+                    Some(key) => Bound::Excluded(key.as_slice()),
+                    None => Bound::Unbounded,
+                },
+                Some(BATCH),
+                false,
+            );
+        }
+        read.range(
+            keyspace,
+            match after {
+                Some(key) => Bound::Excluded(key.as_slice()),
+                None => Bound::Unbounded,
+            },
+            Bound::Unbounded,
+            Some(BATCH),
+            false,
+        )
+    }
+
+    fn migrate_record(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key_bytes: &[u8],
+        value: &[u8],
+        step: &MigrationFn,
+        done: &mut MigrationCounts,
+    ) -> Result<()> {
+        let (key, _) = Key::decode(key_bytes)?;
+        let old = decode_record(spec, &key, value)?;
+        match run_step(spec, &key, step, &old) {
+            Ok(new) => {
+                self.write_record(txn, spec, &key, Some(&old), Some(&new))?;
+                done.records += 1;
+            }
+            Err(err) => {
+                tracing::warn!(table = %spec.name, key = %key, error = %err, "record quarantined by a migration");
+                self.write_record(txn, spec, &key, Some(&old), None)?;
+                let mut sink = AppliedPage::default();
+                self.quarantine(txn, &spec.name, Some(&key), Some(&old), &err, &mut sink)?;
+                done.quarantined += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn migrate_entry(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        seq: u64,
+        step: &MigrationFn,
+        done: &mut MigrationCounts,
+    ) -> Result<()> {
+        let Some(mut entry) = self.entry(&*txn, seq)? else {
+            return Ok(());
+        };
+        let sealed = entry.attempts > 0 || entry.in_flight || entry.dead.is_some();
+        let Some(record) = entry.record.as_ref().filter(|_| !sealed) else {
+            return Ok(());
+        };
+        match run_step(spec, &entry.key, step, record) {
+            Ok(new) => {
+                entry.record = Some(new);
+                self.rewrite(txn, &entry)?;
+                done.entries += 1;
+            }
+            Err(err) => {
+                let info = DeadLetterInfo {
+                    kind: "migration_failed".into(),
+                    error: err.to_string(),
+                    status: None,
+                    response_excerpt: None,
+                    at_ms: now_ms(),
+                };
+                self.dead_letter(txn, seq, info)?;
+                done.dead_lettered += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn migrate_base(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key_bytes: &[u8],
+        value: &[u8],
+        step: &MigrationFn,
+        done: &mut MigrationCounts,
+    ) -> Result<()> {
+        let (key, _) = Key::decode(key_bytes)?;
+        let base: Base = serde_json::from_slice(value).map_err(|e| {
+            Error::internal(format!("corrupt base in store: {e}"))
+                .table(spec.name.clone())
+                .key(&key)
+        })?;
+        let migrated = match run_step(spec, &key, step, &base.record) {
+            Ok(record) => Some(Base {
+                record,
+                version: base.version,
+            }),
+            // Without a base a later conflict is decided two-way; never a wrong three-way.
+            Err(_) => None,
+        };
+        self.set_base(txn, &spec.name, &key, migrated.as_ref())?;
+        done.bases += 1;
+        Ok(())
+    }
+}
+
+/// Runs one step on one record; the result must be an object with the same key.
+fn run_step(spec: &TableSpec, key: &Key, step: &MigrationFn, record: &Record) -> Result<Record> {
+    let failed = |why: String| {
+        Error::invalid(format!("migration failed: {why}"))
+            .table(spec.name.clone())
+            .key(key)
+    };
+    let migrated = step(Value::Object(record.clone())).map_err(failed)?;
+    let Value::Object(migrated) = migrated else {
+        return Err(failed("it did not return a JSON object".into()));
+    };
+    if spec.key_of(&migrated)?.as_ref() != Some(key) {
+        return Err(failed(format!(
+            "it changed or removed the key field `{}`",
+            spec.key
+        ))
+        .field(spec.key.clone()));
+    }
+    Ok(migrated)
+}
