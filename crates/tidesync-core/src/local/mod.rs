@@ -10,6 +10,7 @@ mod entry_state;
 pub mod layout;
 mod outbox_ops;
 mod quarantine_ops;
+mod reconcile;
 mod schema_sync;
 mod staged;
 mod sync_ops;
@@ -32,6 +33,7 @@ use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use entry_state::{EntryState, OutboxSummary};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
+pub use reconcile::Reconciled;
 pub use schema_sync::SchemaChanges;
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};

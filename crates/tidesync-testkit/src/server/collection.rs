@@ -68,6 +68,9 @@ pub struct CollectionConfig {
     /// counter field; `updatedAt` and `version` move): updates during a walk, which move that
     /// record to the end and shift every later one a place forward.
     pub edit_during_pulls: Option<usize>,
+    /// Deletes remove the record for good (no tombstone, nothing in either feed), as most
+    /// CRUD APIs do: other clients only learn of a delete by listing the keys.
+    pub hard_deletes: bool,
 }
 
 impl Default for CollectionConfig {
@@ -83,6 +86,7 @@ impl Default for CollectionConfig {
             answer_rounding_ms: 1,
             text_compare: false,
             edit_during_pulls: None,
+            hard_deletes: false,
         }
     }
 }
@@ -148,6 +152,13 @@ impl CollectionConfig {
     #[must_use]
     pub fn edit_during_pulls(mut self, every: usize) -> Self {
         self.edit_during_pulls = (every > 0).then_some(every);
+        self
+    }
+
+    /// Sets [`CollectionConfig::hard_deletes`].
+    #[must_use]
+    pub fn hard_deletes(mut self, on: bool) -> Self {
+        self.hard_deletes = on;
         self
     }
 
@@ -775,7 +786,8 @@ impl Collection {
         self.record_reply(StatusCode::OK, &rec)
     }
 
-    /// DELETE: soft delete (tombstone) of a live record.
+    /// DELETE: soft delete (tombstone) of a live record, or its removal for good with
+    /// [`CollectionConfig::hard_deletes`].
     pub(crate) fn delete(&mut self, key: &str, pre: &Pre, now: i64) -> Reply {
         let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
             return self.missing(key);
@@ -784,6 +796,10 @@ impl Collection {
             return r;
         }
         self.unindex(key);
+        if self.config.hard_deletes {
+            self.records.remove(key);
+            return Reply::empty(StatusCode::NO_CONTENT);
+        }
         if let Some(rec) = self.records.get_mut(key) {
             rec.deleted = true;
             rec.version += 1;

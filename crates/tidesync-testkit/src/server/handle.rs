@@ -143,7 +143,8 @@ impl ServerHandle {
     }
 
     /// Deletes a live record as another client would (tombstone; stamps `updatedAt`, bumps
-    /// `version`). Returns the tombstone.
+    /// `version`). Returns the tombstone, or `null` in a collection with
+    /// [`CollectionConfig::hard_deletes`] (the record is gone).
     pub fn delete_direct(&self, collection: &str, id: impl RecordId) -> Result<Value, DirectError> {
         let key = id.record_key();
         let mut store = self.shared.store();
@@ -151,6 +152,9 @@ impl ServerHandle {
         let coll = store.collection_mut(collection);
         if coll.delete(&key, &Pre::default(), now).status != StatusCode::NO_CONTENT {
             return Err(DirectError::NotFound);
+        }
+        if coll.config.hard_deletes {
+            return Ok(Value::Null);
         }
         coll.any_json(&key).ok_or(DirectError::NotFound)
     }
@@ -173,6 +177,13 @@ impl ServerHandle {
     /// or unfreezes it with `None`.
     pub fn freeze_clock(&self, at_ms: Option<i64>) {
         self.shared.store().freeze(at_ms);
+    }
+
+    /// Sets how far the `Date` header of every response is off the real time, in
+    /// milliseconds (positive: ahead): a server whose clock is wrong. Record timestamps are
+    /// not affected (see [`Self::freeze_clock`] for those).
+    pub fn set_date_skew_ms(&self, skew_ms: i64) {
+        self.shared.store().date_skew_ms = skew_ms;
     }
 
     /// The server clock, in epoch milliseconds.

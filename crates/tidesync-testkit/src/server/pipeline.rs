@@ -174,7 +174,15 @@ async fn repeat_page(
 
 /// Stamps `Date`, records the outcome in the log.
 fn finish(st: &Shared, seq: u64, mut resp: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+    let skew = st.store().date_skew_ms;
+    let magnitude = Duration::from_millis(skew.unsigned_abs());
+    let date = if skew >= 0 {
+        SystemTime::now().checked_add(magnitude)
+    } else {
+        SystemTime::now().checked_sub(magnitude)
+    }
+    .unwrap_or_else(SystemTime::now);
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
         resp.headers_mut().insert(DATE, v);
     }
     let status = resp.status().as_u16();

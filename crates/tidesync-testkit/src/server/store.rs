@@ -53,6 +53,8 @@ pub(crate) struct Store {
     pub(crate) stale_rejections: u64,
     pub(crate) replays: u64,
     pub(crate) mismatches: u64,
+    /// How far the `Date` header is off the real time (ms, positive: ahead).
+    pub(crate) date_skew_ms: i64,
 }
 
 impl Store {
@@ -70,6 +72,7 @@ impl Store {
             stale_rejections: 0,
             replays: 0,
             mismatches: 0,
+            date_skew_ms: 0,
         }
     }
 
