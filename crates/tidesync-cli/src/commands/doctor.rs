@@ -205,7 +205,9 @@ fn guess_format(value: &Value) -> Option<String> {
         }
         Value::String(s) => {
             let as_rfc = s.replacen(' ', "T", 1);
-            let is_time = TimeFormat::Rfc3339.parse(&Value::String(as_rfc.clone())).is_some()
+            let is_time = TimeFormat::Rfc3339
+                .parse(&Value::String(as_rfc.clone()))
+                .is_some()
                 || TimeFormat::Rfc3339
                     .parse(&Value::String(format!("{as_rfc}Z")))
                     .is_some();
@@ -312,7 +314,10 @@ impl TableDoctor<'_> {
                     "auth",
                     Severity::Error,
                     "auth".to_owned(),
-                    format!("GET {} answered {} (credentials refused)", probe.url, probe.status),
+                    format!(
+                        "GET {} answered {} (credentials refused)",
+                        probe.url, probe.status
+                    ),
                     "set [auth] bearer_env or headers_env to an environment variable holding a \
                      valid credential, exported before running tidesync",
                 );
@@ -474,7 +479,10 @@ impl TableDoctor<'_> {
                 "point items at the array of records (a JSON pointer; \"\" for a bare array)"
                     .to_owned()
             } else {
-                format!("set items = {} (the arrays in the answer)", arrays.join(" or "))
+                format!(
+                    "set items = {} (the arrays in the answer)",
+                    arrays.join(" or ")
+                )
             },
         );
         None
@@ -587,8 +595,7 @@ impl TableDoctor<'_> {
             self.pass("order");
             return;
         };
-        let severity = if feed.filter == Filter::None && feed.pagination.style != PageStyle::None
-        {
+        let severity = if feed.filter == Filter::None && feed.pagination.style != PageStyle::None {
             Severity::Warning
         } else {
             Severity::Error
@@ -602,7 +609,11 @@ impl TableDoctor<'_> {
                 "items are not in ascending `{field}` order: item {} ({}) comes after item {} \
                  ({})",
                 items[at + 1].key.as_ref().map(shown).unwrap_or_default(),
-                items[at + 1].raw_cursor.as_ref().map(shown).unwrap_or_default(),
+                items[at + 1]
+                    .raw_cursor
+                    .as_ref()
+                    .map(shown)
+                    .unwrap_or_default(),
                 items[at].key.as_ref().map(shown).unwrap_or_default(),
                 items[at].raw_cursor.as_ref().map(shown).unwrap_or_default(),
             ),
@@ -890,7 +901,9 @@ impl TableDoctor<'_> {
                         .keys()
                         .filter(|name| {
                             let lower = name.to_ascii_lowercase();
-                            lower.contains("version") || lower == "rev" || lower == "_rev"
+                            lower.contains("version")
+                                || lower == "rev"
+                                || lower == "_rev"
                                 || lower.contains("etag")
                         })
                         .map(|name| format!("\"{name}\""))
@@ -1068,7 +1081,13 @@ impl TableDoctor<'_> {
         };
         let created = match self
             .transport
-            .push(request(Op::Create, &key, Some(record.clone()), None, "create"))
+            .push(request(
+                Op::Create,
+                &key,
+                Some(record.clone()),
+                None,
+                "create",
+            ))
             .await
         {
             Ok(outcome) => outcome,
@@ -1258,11 +1277,7 @@ impl TableDoctor<'_> {
             // A millisecond earlier: the scratch record may share the newest timestamp.
             let probe = FeedProbe::after(format.format(newest - 1_000_000), None, self.page_size);
             let found = self.probe_items(feed, &probe).await?;
-            return found
-                .into_iter()
-                .map(|i| i.record)
-                .rev()
-                .find(|r| same(r));
+            return found.into_iter().map(|i| i.record).rev().find(|r| same(r));
         }
         let mut cursor = None;
         let mut last = None;

@@ -87,7 +87,9 @@ pub async fn run(ctx: &Ctx, table: &str, dry_run: bool) -> Result<(), CliError> 
         if pages >= MAX_PAGES {
             return Err(CliError::msg(
                 Exit::Failed,
-                format!("table `{table}`: the feed did not end after {pages} pages; nothing was deleted"),
+                format!(
+                    "table `{table}`: the feed did not end after {pages} pages; nothing was deleted"
+                ),
             ));
         }
         cursor = page.cursor;
