@@ -109,9 +109,12 @@ fn a_correct_configuration_passes_read_only_and_with_writes() {
         assert!(ok.iter().any(|p| p == check), "{check} not passed: {doc:#}");
     }
 
+    // Pages smaller than the table: the scratch record is found past the first page.
+    env.edit(|text| replace(text, "page_size = 200", "page_size = 2"));
     let (run, doc) = doctor(&env, &["--write"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(passed(&doc).iter().any(|p| p == "write"), "{doc:#}");
+    assert!(passed(&doc).iter().any(|p| p == "tombstone"), "{doc:#}");
     // The scratch record was deleted again (a tombstone on this server).
     let live: Vec<Value> = env
         .server
