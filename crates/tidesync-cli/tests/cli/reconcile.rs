@@ -125,3 +125,62 @@ fn reconciliation_finds_every_hard_delete_and_keeps_pending_changes() {
     let again = env.ok(&["reconcile", "posts", "--json"]).json();
     assert_eq!(again["deleted"], json!([]), "{again:#}");
 }
+
+#[test]
+fn a_local_delete_is_pushed_as_a_soft_delete_when_the_route_says_so() {
+    // DELETE would remove the row for good here; a PATCH setting `deleted` keeps a tombstone
+    // that other clients read.
+    let env = Env::with_server(
+        ReferenceServer::builder()
+            .collection(
+                "posts",
+                CollectionConfig::default()
+                    .hard_deletes(true)
+                    .client_tombstones(true),
+            )
+            .start_background(),
+    );
+    env.edit(|text| {
+        crate::support::replace(
+            text,
+            "delete = { method = \"DELETE\", url = \"/api/posts/{id}\" }",
+            "delete = { method = \"PATCH\", url = \"/api/posts/{id}\", body = \"tombstone\" }",
+        )
+    });
+    env.ok(&["check"]);
+    env.server
+        .insert_direct("posts", json!({ "id": "s1", "title": "shared" }))
+        .expect("server insert");
+    env.ok(&["sync"]);
+    env.ok(&["delete", "posts", "s1"]);
+    env.server.clear_log();
+    env.ok(&["sync"]);
+
+    let sent = env
+        .server
+        .request_log()
+        .into_iter()
+        .find(|r| r.path == "/api/posts/s1")
+        .expect("the delete was pushed");
+    assert_eq!(sent.method, "PATCH", "{sent:?}");
+    let body: Value = serde_json::from_str(&sent.body).expect("a JSON body");
+    assert_eq!(body, json!({ "deleted": true, "version": 1 }), "{sent:?}");
+    assert_eq!(sent.status, Some(200), "{sent:?}");
+    // A tombstone other clients' pulls see; nothing left to push locally.
+    let tombstones = env.server.tombstones("posts");
+    assert_eq!(tombstones.len(), 1, "{tombstones:?}");
+    assert_eq!(tombstones[0]["id"], "s1");
+    assert_eq!(tombstones[0]["deleted"], true);
+    assert!(env.server.records("posts").is_empty());
+    assert_eq!(env.run(&["get", "posts", "s1"]).code, 4);
+    assert_eq!(env.ok(&["outbox", "--json"]).json(), json!([]));
+
+    // Without a tombstone flag in the pull feed the setting is refused by `check`.
+    env.edit(|text| text.replace("tombstone = { field = \"deleted\" }\n", ""));
+    let run = env.run(&["check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("tombstone") || run.stderr.contains("tombstone"),
+        "{run:?}"
+    );
+}
