@@ -9,7 +9,8 @@
 //! newer items do come back); a page shorter than asked while more exist (a silent cap); the
 //! tombstone field; the version field or `ETag`; the origin of next links; the server clock
 //! (`Date`). With `--write`, on a scratch record per table (deleted afterwards): create, update
-//! with the base version, and check the change comes back through the pull feed, then delete
+//! with the base version and with a stale one (a conflict expected), and check the change comes
+//! back through the pull feed, then delete
 //! and check the delete shows in the feed.
 //!
 //! Exit 0 when no finding is an error (warnings and notes included), 1 otherwise.
@@ -1159,6 +1160,52 @@ impl TableDoctor<'_> {
                     } else {
                         "check the update route (method, url, body)"
                     },
+                ),
+            }
+        }
+        // An update based on the version the update replaced must be refused as a conflict.
+        if updated_ok
+            && versioned
+            && let Some(stale) = created.version.clone()
+            && version.as_ref() != Some(&stale)
+        {
+            let again = request(
+                Op::Update,
+                &key,
+                Some(record.clone()),
+                Some(stale.clone()),
+                "stale",
+            );
+            match self.transport.push(again).await {
+                Err(err) if err.kind() == tidesync::ErrorKind::Conflict => {
+                    self.pass("stale_version");
+                }
+                Ok(outcome) => {
+                    version = outcome.version.or(version);
+                    self.find(
+                        "stale_version",
+                        Severity::Warning,
+                        self.setting("version"),
+                        format!(
+                            "an update of {key} based on the stale version {stale} was accepted: \
+                             the server does not check the version this config sends, so \
+                             concurrent edits overwrite each other"
+                        ),
+                        "make version name the field (or ETag) the server checks; without one, \
+                         pick a conflict strategy that tolerates lost updates",
+                    );
+                }
+                Err(err) => self.find(
+                    "stale_version",
+                    Severity::Warning,
+                    self.setting("version"),
+                    format!(
+                        "an update of {key} based on the stale version {stale} failed, but not \
+                         as a conflict ({}): {err}",
+                        err.kind()
+                    ),
+                    "a stale write should be answered 409 or 412, which tidesync resolves as a \
+                     conflict; other answers are retried or dead-lettered",
                 ),
             }
         }

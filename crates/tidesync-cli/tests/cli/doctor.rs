@@ -115,6 +115,7 @@ fn a_correct_configuration_passes_read_only_and_with_writes() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(passed(&doc).iter().any(|p| p == "write"), "{doc:#}");
     assert!(passed(&doc).iter().any(|p| p == "tombstone"), "{doc:#}");
+    assert!(passed(&doc).iter().any(|p| p == "stale_version"), "{doc:#}");
     // The scratch record was deleted again (a tombstone on this server).
     let live: Vec<Value> = env
         .server
