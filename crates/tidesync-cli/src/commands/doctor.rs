@@ -10,8 +10,7 @@
 //! tombstone field; the version field or `ETag`; the origin of next links; the server clock
 //! (`Date`). With `--write`, on a scratch record per table (deleted afterwards): create, update
 //! with the base version and with a stale one (a conflict expected), and check the change comes
-//! back through the pull feed, then delete
-//! and check the delete shows in the feed.
+//! back through the pull feed, then delete and check the delete shows in the feed.
 //!
 //! Exit 0 when no finding is an error (warnings and notes included), 1 otherwise.
 
