@@ -103,6 +103,27 @@ pub enum Command {
     /// A table's pull checkpoint: show it, or reset it.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Check the configured server against the config, table by table: one finding per line
+    /// with the table, the setting to change and the fix. Exits 1 if a finding is an error.
+    Doctor {
+        /// Only this table.
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+        /// Also write: create, update and delete a scratch record per table and check each
+        /// change comes back through the pull feed.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Find records the server deleted for good: list the server's keys (the pull feed walked
+    /// from the start) and delete locally the records it no longer has and that have no
+    /// pending local change (no outbox entries are made). Needs the store to itself.
+    Reconcile {
+        /// The table.
+        table: String,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a record as JSON.
     Get {
         /// The table.

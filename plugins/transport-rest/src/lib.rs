@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod feed;
 pub mod pagination;
 pub mod pointer;
+pub mod probe;
 mod pull;
 mod push;
 pub mod query;
@@ -21,6 +22,7 @@ pub use client::RestTransport;
 pub use config::{RestConfig, RestTransportBuilder};
 pub use feed::{Feed, Filter, ForeignLinks, PageStyle, Pagination, Tombstone};
 pub use pointer::Pointer;
+pub use probe::{FeedProbe, ProbeResponse};
 pub use pull::link_next;
 pub use query::QueryParams;
 pub use routes::{

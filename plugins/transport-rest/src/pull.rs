@@ -67,7 +67,12 @@ impl RestTransport {
     }
 
     /// The request URL for one page of `feed`.
-    fn feed_url(&self, table: &str, feed: &Feed, params: &Params) -> Result<reqwest::Url> {
+    pub(crate) fn feed_url(
+        &self,
+        table: &str,
+        feed: &Feed,
+        params: &Params,
+    ) -> Result<reqwest::Url> {
         if let Some(next) = &params.next_url {
             let mut url = reqwest::Url::parse(next).map_err(|e| {
                 Error::invalid(format!("the next-page link is not a URL: {e}")).table(table)

@@ -84,8 +84,11 @@ impl RestTransport {
         mode: BodyMode,
         req: &PushRequest,
     ) -> Result<Option<Value>> {
+        if mode == BodyMode::Tombstone {
+            return self.tombstone_body(routes, req).map(Some);
+        }
         let record = match (mode, &req.record) {
-            (BodyMode::None, _) => return Ok(None),
+            (BodyMode::None | BodyMode::Tombstone, _) => return Ok(None),
             (_, Some(record)) => record,
             (_, None) if req.op == Op::Delete => return Ok(None),
             (_, None) => {
@@ -128,6 +131,28 @@ impl RestTransport {
             }
         }
         Ok(Some(Value::Object(body)))
+    }
+
+    /// The body of a soft delete: the pull feed's tombstone flag, plus the base version when
+    /// versions travel in the body.
+    fn tombstone_body(&self, routes: &TableRoutes, req: &PushRequest) -> Result<Value> {
+        let tombstone = routes
+            .pull
+            .as_ref()
+            .and_then(|feed| feed.tombstone.as_ref())
+            .ok_or_else(|| {
+                Error::config("delete route: body `tombstone` needs pull.tombstone")
+                    .table(req.table.clone())
+                    .key(&req.key)
+                    .field("tombstone")
+            })?;
+        let mut body = Map::new();
+        body.insert(tombstone.field.clone(), tombstone.value.clone());
+        if let (Some(vf), Some(base)) = (&routes.version.field, &req.base_version) {
+            let existing = req.record.as_ref().and_then(|r| r.get(vf));
+            body.insert(vf.clone(), version_value(base, existing));
+        }
+        Ok(Value::Object(body))
     }
 
     /// Headers of a write: global, route, idempotency, epoch, If-Match.
@@ -531,6 +556,27 @@ mod tests {
         let full = t.write_body(&routes, BodyMode::Full, &r).unwrap().unwrap();
         assert_eq!(full["body"], json!("same"));
         assert_eq!(t.write_body(&routes, BodyMode::None, &r).unwrap(), None);
+    }
+
+    #[test]
+    fn soft_deletes_send_the_tombstone_flag_and_the_base_version() {
+        let routes = TableRoutes::new()
+            .version_field("version")
+            .pull(crate::Feed::get("/posts").tombstone_value("state", json!("gone")));
+        let t = transport(routes.clone());
+        let r = req(Op::Delete, json!({"id": "p1", "title": "x", "version": 2}));
+        let body = t.write_body(&routes, BodyMode::Tombstone, &r).unwrap();
+        assert_eq!(body, Some(json!({"state": "gone", "version": 3})));
+        // No tombstone flag configured: a config error naming the setting.
+        let bare = TableRoutes::new();
+        let err = t.write_body(&bare, BodyMode::Tombstone, &r).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.field_name(), Some("tombstone"));
+        let invalid = TableRoutes::new()
+            .delete(crate::WriteRoute::patch("/posts/{id}").body(BodyMode::Tombstone));
+        assert!(invalid.validate("posts").is_err());
+        let valid = invalid.pull(crate::Feed::get("/posts").tombstone("deleted"));
+        assert!(valid.validate("posts").is_ok());
     }
 
     #[test]

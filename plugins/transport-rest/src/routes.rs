@@ -99,6 +99,11 @@ pub enum BodyMode {
     Changed,
     /// No body (typical for DELETE).
     None,
+    /// Delete routes only: a soft delete. The body is the pull feed's tombstone flag
+    /// (`{"deleted": true}` for `tombstone = { field = "deleted" }`), plus the base version
+    /// when versions travel in the body; sent with the route's method (`PATCH` or `PUT`), so
+    /// other clients that read tombstones learn of the delete. Needs `pull.tombstone`.
+    Tombstone,
 }
 
 /// A create, update or delete route.
@@ -568,6 +573,27 @@ impl TableRoutes {
             }
             if route.envelope.as_deref() == Some("") {
                 return Err(cfg(format!("{at}: envelope name is empty")));
+            }
+            if route.body_mode(op) == BodyMode::Tombstone {
+                if op != Op::Delete {
+                    return Err(cfg(format!(
+                        "{at}: body `tombstone` is for the delete route only"
+                    ))
+                    .field("body"));
+                }
+                if self
+                    .pull
+                    .as_ref()
+                    .and_then(|p| p.tombstone.as_ref())
+                    .is_none()
+                {
+                    return Err(cfg(
+                        "delete route: body `tombstone` needs pull.tombstone (the field and \
+                         value that mark a deleted record)"
+                            .into(),
+                    )
+                    .field("tombstone"));
+                }
             }
             if route.body_mode(op) == BodyMode::Changed && op != Op::Update {
                 tracing::debug!(

@@ -6,10 +6,12 @@ pub mod check;
 pub mod checkpoint;
 pub mod conflicts;
 pub mod dead_letters;
+pub mod doctor;
 pub mod import;
 pub mod init;
 pub mod outbox;
 pub mod quarantine;
+pub mod reconcile;
 pub mod records;
 pub mod run;
 pub mod status;
@@ -161,6 +163,8 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Outbox { table, limit } => outbox::run(&ctx, table.as_deref(), limit),
         Command::DeadLetters(command) => dead_letters::run(&ctx, command).await,
         Command::Checkpoint(command) => checkpoint::run(&ctx, command),
+        Command::Doctor { table, write } => doctor::run(&ctx, table.as_deref(), write).await,
+        Command::Reconcile { table, dry_run } => reconcile::run(&ctx, &table, dry_run).await,
         Command::Conflicts(command) => conflicts::run(&ctx, command).await,
         Command::Get { table, key } => records::get(&ctx, &table, &key).await,
         Command::Put { table, record } => records::put(&ctx, &table, &record).await,

@@ -7,6 +7,8 @@ mod checkpoint;
 mod config;
 mod conflicts;
 mod daemon;
+mod doctor;
+mod reconcile;
 mod records;
 mod support;
 mod sync;

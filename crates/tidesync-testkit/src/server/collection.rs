@@ -68,6 +68,13 @@ pub struct CollectionConfig {
     /// counter field; `updatedAt` and `version` move): updates during a walk, which move that
     /// record to the end and shift every later one a place forward.
     pub edit_during_pulls: Option<usize>,
+    /// Deletes remove the record for good (no tombstone, nothing in either feed), as most
+    /// CRUD APIs do: other clients only learn of a delete by listing the keys.
+    pub hard_deletes: bool,
+    /// Clients may write the `deleted` flag: a PATCH or PUT whose body sets `"deleted": true`
+    /// turns the record into a tombstone, as a DELETE would (a soft-delete column the API
+    /// exposes). Off: `deleted` in a body is ignored (server-owned).
+    pub client_tombstones: bool,
 }
 
 impl Default for CollectionConfig {
@@ -83,6 +90,8 @@ impl Default for CollectionConfig {
             answer_rounding_ms: 1,
             text_compare: false,
             edit_during_pulls: None,
+            hard_deletes: false,
+            client_tombstones: false,
         }
     }
 }
@@ -151,6 +160,20 @@ impl CollectionConfig {
         self
     }
 
+    /// Sets [`CollectionConfig::hard_deletes`].
+    #[must_use]
+    pub fn hard_deletes(mut self, on: bool) -> Self {
+        self.hard_deletes = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::client_tombstones`].
+    #[must_use]
+    pub fn client_tombstones(mut self, on: bool) -> Self {
+        self.client_tombstones = on;
+        self
+    }
+
     /// Sets [`CollectionConfig::text_compare`].
     #[must_use]
     pub fn text_compare(mut self, on: bool) -> Self {
@@ -184,6 +207,9 @@ pub(crate) struct Body {
     pub(crate) fields: Map<String, Value>,
     pub(crate) id: Option<Value>,
     pub(crate) version: Option<u64>,
+    /// The body set `"deleted": true` (honoured with
+    /// [`CollectionConfig::client_tombstones`]).
+    pub(crate) deleted: bool,
 }
 
 impl Body {
@@ -202,11 +228,12 @@ impl Body {
             Some(_) => return Err("`version` must be a non-negative integer".into()),
         };
         fields.remove("updatedAt");
-        fields.remove("deleted");
+        let deleted = fields.remove("deleted") == Some(Value::Bool(true));
         Ok(Self {
             fields,
             id,
             version,
+            deleted,
         })
     }
 
@@ -628,6 +655,7 @@ impl Collection {
             fields,
             id: None,
             version: None,
+            deleted: false,
         };
         let reply = self.patch(&key, body, &Pre::default(), now);
         (reply.status == StatusCode::OK).then_some(key)
@@ -744,6 +772,12 @@ impl Collection {
         if let Err(r) = self.check(self.records.get(key), pre) {
             return r;
         }
+        if body.deleted && self.config.client_tombstones {
+            return match self.records.get(key) {
+                Some(rec) if !rec.deleted => self.tombstone(key, now),
+                _ => self.missing(key),
+            };
+        }
         self.unindex(key);
         match self.records.get_mut(key) {
             Some(rec) => {
@@ -775,6 +809,9 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        if body.deleted && self.config.client_tombstones {
+            return self.tombstone(key, now);
+        }
         self.unindex(key);
         let Some(rec) = self.records.get_mut(key) else {
             return Reply::not_found();
@@ -790,7 +827,8 @@ impl Collection {
         self.record_reply(StatusCode::OK, &rec)
     }
 
-    /// DELETE: soft delete (tombstone) of a live record.
+    /// DELETE: soft delete (tombstone) of a live record, or its removal for good with
+    /// [`CollectionConfig::hard_deletes`].
     pub(crate) fn delete(&mut self, key: &str, pre: &Pre, now: i64) -> Reply {
         let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
             return self.missing(key);
@@ -799,6 +837,10 @@ impl Collection {
             return r;
         }
         self.unindex(key);
+        if self.config.hard_deletes {
+            self.records.remove(key);
+            return Reply::empty(StatusCode::NO_CONTENT);
+        }
         if let Some(rec) = self.records.get_mut(key) {
             rec.deleted = true;
             rec.version += 1;
@@ -807,6 +849,21 @@ impl Collection {
         self.index(key);
         self.note(key);
         Reply::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// A client's soft delete (a write setting `deleted`): the record becomes a tombstone;
+    /// answers it (200).
+    fn tombstone(&mut self, key: &str, now: i64) -> Reply {
+        self.unindex(key);
+        let Some(rec) = self.records.get_mut(key) else {
+            return Reply::not_found();
+        };
+        rec.deleted = true;
+        rec.version += 1;
+        rec.updated_ms = now;
+        let rec = rec.clone();
+        self.index(key);
+        self.record_reply(StatusCode::OK, &rec)
     }
 
     /// Inspection-API upsert: creates or replaces, no preconditions. Returns the record.

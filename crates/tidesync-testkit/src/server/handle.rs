@@ -147,7 +147,8 @@ impl ServerHandle {
     }
 
     /// Deletes a live record as another client would (tombstone; stamps `updatedAt`, bumps
-    /// `version`). Returns the tombstone.
+    /// `version`). Returns the tombstone, or `null` in a collection with
+    /// [`CollectionConfig::hard_deletes`] (the record is gone).
     pub fn delete_direct(&self, collection: &str, id: impl RecordId) -> Result<Value, DirectError> {
         let key = id.record_key();
         let mut store = self.shared.store();
@@ -155,9 +156,13 @@ impl ServerHandle {
         let coll = store.collection_mut(collection);
         let deleted = coll.delete(&key, &Pre::default(), now).status == StatusCode::NO_CONTENT;
         let tombstone = coll.any_json(&key);
+        let hard_deletes = coll.config.hard_deletes;
         store.collect_changes(None, true);
         if !deleted {
             return Err(DirectError::NotFound);
+        }
+        if hard_deletes {
+            return Ok(Value::Null);
         }
         tombstone.ok_or(DirectError::NotFound)
     }
@@ -188,6 +193,13 @@ impl ServerHandle {
     /// for `updatedAt`.
     pub fn skew_clock(&self, ms: i64) {
         self.shared.store().skew_ms = ms;
+    }
+
+    /// Sets how far the `Date` header of every response is off the real time, in
+    /// milliseconds (positive: ahead), on top of [`Self::skew_clock`]: a server whose `Date`
+    /// is wrong while its record timestamps are right.
+    pub fn set_date_skew_ms(&self, skew_ms: i64) {
+        self.shared.store().date_skew_ms = skew_ms;
     }
 
     /// The server clock, in epoch milliseconds.

@@ -174,7 +174,10 @@ async fn repeat_page(
 
 /// Stamps `Date`, records the outcome in the log.
 fn finish(st: &Shared, seq: u64, mut resp: Response) -> Response {
-    let skew = st.store().skew_ms;
+    let skew = {
+        let store = st.store();
+        store.skew_ms + store.date_skew_ms
+    };
     let magnitude = std::time::Duration::from_millis(skew.unsigned_abs());
     let now = if skew >= 0 {
         SystemTime::now().checked_add(magnitude)

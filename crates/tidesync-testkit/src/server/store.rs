@@ -61,6 +61,8 @@ pub(crate) struct Store {
     /// Every applied change, in order (the oldest dropped past [`MAX_CHANGES`]).
     pub(crate) changes: VecDeque<ServerChange>,
     next_change: u64,
+    /// How far the `Date` header is off the real time (ms, positive: ahead).
+    pub(crate) date_skew_ms: i64,
 }
 
 impl Store {
@@ -81,6 +83,7 @@ impl Store {
             mismatches: 0,
             changes: VecDeque::new(),
             next_change: 0,
+            date_skew_ms: 0,
         }
     }
 
