@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use tidesync_core::{Error, ErrorKind, Key, Op, PushOutcome, PushRequest, Record, Result};
 
 use crate::client::{Incoming, Outgoing, RestTransport, unwrap_single};
-use crate::routes::{BodyMode, TableRoutes, WriteRoute};
+use crate::routes::{Answer, BodyMode, BodyVersion, Headers, TableRoutes, WriteRoute};
 use crate::template::Value as Slot;
 
 fn permanent(req: &PushRequest, message: String) -> Error {
@@ -112,32 +112,111 @@ impl RestTransport {
         } else {
             record.clone()
         };
-        if let Some(vf) = &routes.version.field
-            && req.op != Op::Create
-        {
-            match &req.base_version {
-                Some(base) => {
+        if let Some(vf) = &routes.version.field {
+            match (routes.version.body, req.op, &req.base_version) {
+                (BodyVersion::None, _, _) => {
+                    body.remove(vf);
+                }
+                (BodyVersion::Base, Op::Create, _) => {}
+                (BodyVersion::Base, _, Some(base)) => {
                     let value = version_value(base, body.get(vf));
                     body.insert(vf.clone(), value);
                 }
+                (BodyVersion::Next, _, Some(base)) if req.op != Op::Create => {
+                    let next = base
+                        .trim_matches('"')
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|n| n.checked_add(1))
+                        .ok_or_else(|| {
+                            permanent(
+                                req,
+                                format!(
+                                    "`version.body = \"next\"` needs an integer version, \
+                                     the base version is `{base}`"
+                                ),
+                            )
+                            .field(vf.clone())
+                        })?;
+                    let value = match body.get(vf) {
+                        Some(Value::String(_)) => Value::String(next.to_string()),
+                        _ => Value::from(next),
+                    };
+                    body.insert(vf.clone(), value);
+                }
+                // A create (or a write with no agreed version) starts the record at 1.
+                (BodyVersion::Next, _, _) => {
+                    body.insert(vf.clone(), Value::from(1));
+                }
                 // No agreed version (e.g. an upsert over a server tombstone): a version left
                 // in the record is stale and would only make the server refuse the write.
-                None => {
+                (BodyVersion::Base, _, None) => {
                     body.remove(vf);
+                }
+            }
+        }
+        for field in &routes.local_only {
+            body.remove(field);
+        }
+        if routes.server_ids && req.op == Op::Create {
+            body.remove(&routes.key);
+        }
+        if let Some(route) = routes.route(req.op) {
+            for (field, value) in &route.defaults {
+                if !body.contains_key(field) {
+                    body.insert(field.clone(), value.clone());
                 }
             }
         }
         Ok(Some(Value::Object(body)))
     }
 
+    /// The full body of a write through `route`: the record (see [`Self::write_body`]) in its
+    /// envelope, with the route's static fields beside it.
+    pub(crate) fn route_body(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+    ) -> Result<Option<Value>> {
+        let Some(body) = self.write_body(routes, route.body_mode(req.op), req)? else {
+            return Ok(None);
+        };
+        let mut outer = match (&route.envelope, body) {
+            (Some(name), b) => {
+                let mut wrapper = Map::new();
+                wrapper.insert(name.clone(), b);
+                wrapper
+            }
+            (None, Value::Object(map)) => map,
+            (None, other) => return Ok(Some(other)),
+        };
+        for (field, value) in &route.extra {
+            outer.insert(field.clone(), value.clone());
+        }
+        Ok(Some(Value::Object(outer)))
+    }
+
     /// Headers of a write: global, route, idempotency, epoch, If-Match.
     pub(crate) fn write_headers(
         &self,
         routes: &TableRoutes,
-        route_headers: &crate::routes::Headers,
+        route_headers: &Headers,
         req: &PushRequest,
     ) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = self.headers(route_headers);
+        // Header templates: `{key}` and `{version}` (a header whose `{version}` has no value,
+        // e.g. on a create, is not sent: there is no agreed version to hold the server to).
+        let mut rendered = Headers::default();
+        for (name, value) in &route_headers.0 {
+            if value.contains("{version}") && req.base_version.is_none() {
+                continue;
+            }
+            let value = value
+                .replace("{key}", &req.key.to_string())
+                .replace("{version}", req.base_version.as_deref().unwrap_or_default());
+            rendered.insert(name.clone(), value);
+        }
+        let mut headers = self.headers(&rendered);
         let mut add = |name: &str, value: &str| {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -176,16 +255,7 @@ impl RestTransport {
                 .key(&req.key)
         })?;
         let url = self.write_url(routes, route, req)?;
-        let body = self
-            .write_body(routes, route.body_mode(req.op), req)?
-            .map(|b| match &route.envelope {
-                Some(name) => {
-                    let mut wrapper = Map::new();
-                    wrapper.insert(name.clone(), b);
-                    Value::Object(wrapper)
-                }
-                None => b,
-            });
+        let body = self.route_body(routes, route, req)?;
         let out = Outgoing {
             method: route.method.to_reqwest(),
             url,
@@ -196,8 +266,33 @@ impl RestTransport {
             .execute(&req.table, &out)
             .await
             .map_err(|e| e.key(&req.key))?;
+        let rule = if resp.overflow {
+            None
+        } else {
+            route
+                .answers
+                .iter()
+                .find(|r| r.matches(resp.status, &resp.body))
+        };
+        if let Some(rule) = rule {
+            tracing::debug!(
+                table = %req.table,
+                key = %req.key,
+                status = resp.status,
+                outcome = ?rule.outcome,
+                "an answer rule matched"
+            );
+            return self.apply_answer(routes, route, req, &resp, rule.outcome);
+        }
         if resp.success() {
             return self.write_outcome(routes, route, req, &resp);
+        }
+        // A delete that carried a precondition and was answered 404 may have been refused
+        // (servers that filter rows by version answer 404): a conflict, never "already gone".
+        let preconditioned = req.base_version.is_some() && route.sends_precondition(&routes.version);
+        if resp.status == 404 && req.op == Op::Delete && preconditioned {
+            tracing::debug!(table = %req.table, key = %req.key, "delete with a precondition: 404 is a refusal");
+            return self.apply_answer(routes, route, req, &resp, Answer::Conflict);
         }
         if resp.status == 404 && req.op == Op::Delete && routes.delete_not_found_ok {
             tracing::debug!(table = %req.table, key = %req.key, "delete: already gone (404)");
@@ -207,6 +302,69 @@ impl RestTransport {
             });
         }
         Err(self.status_error(&req.table, Some(&req.key), Some(routes), &resp))
+    }
+
+    /// What an answer means when an answer rule decided it.
+    fn apply_answer(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+        resp: &Incoming,
+        answer: Answer,
+    ) -> Result<PushOutcome> {
+        let done = || PushOutcome {
+            server_time_ms: resp.server_time_ms(),
+            ..PushOutcome::default()
+        };
+        let kind = match answer {
+            Answer::Success if resp.success() => {
+                // The record, when the answer carries it; otherwise acknowledged as is.
+                return Ok(self
+                    .write_outcome(routes, route, req, resp)
+                    .unwrap_or_else(|_| done()));
+            }
+            Answer::Success => return Ok(done()),
+            Answer::NotFound if req.op == Op::Delete => return Ok(done()),
+            Answer::NotFound => ErrorKind::NotFound,
+            Answer::Conflict => ErrorKind::Conflict,
+            Answer::Retry => ErrorKind::Server,
+            Answer::Permanent => ErrorKind::Permanent,
+            Answer::Auth => ErrorKind::Auth,
+        };
+        let default = self.status_error(&req.table, Some(&req.key), Some(routes), resp);
+        let mut out = Error::new(
+            kind,
+            format!(
+                "server answered {} ({} by the route's answer rules)",
+                resp.status,
+                match answer {
+                    Answer::Conflict => "a conflict",
+                    Answer::NotFound => "not found",
+                    Answer::Retry => "to retry",
+                    Answer::Permanent => "refused for good",
+                    Answer::Auth => "an auth refusal",
+                    Answer::Success => "a success",
+                }
+            ),
+        )
+        .status(resp.status)
+        .table(req.table.clone())
+        .key(&req.key);
+        if let Some(excerpt) = default.response_excerpt() {
+            out = out.excerpt(excerpt.to_owned());
+        }
+        if let Some(delay) = default.retry_after_delay() {
+            out = out.retry_after(delay);
+        }
+        if kind == ErrorKind::Conflict
+            && !resp.overflow
+            && let Ok(body) = serde_json::from_slice::<Value>(&resp.body)
+            && let Some(current) = crate::client::conflict_record(routes, &body)
+        {
+            out = out.remote(current);
+        }
+        Err(out)
     }
 
     /// Decodes a 2xx answer to a write.

@@ -33,6 +33,25 @@ pub enum TimestampFormat {
     SpaceSeparated,
 }
 
+/// How a collection checks the version a write was based on (real servers differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Concurrency {
+    /// `If-Match` with the ETag (quoted or weak) → 412 on a mismatch; a body `version` that
+    /// is not the stored one → 409 with the current record. The server bumps `version` on
+    /// every write (the default).
+    #[default]
+    Standard,
+    /// A row rule comparing `If-Match` with the stored version number, bare (`If-Match: 3`;
+    /// the quoted `"3"` never matches): a mismatch answers 404, as the rule hides the row. The
+    /// server never bumps `version`: it stores the `version` the client sends (a create
+    /// without one starts at 1); a write without `If-Match` is not checked.
+    BareIfMatch404,
+    /// The standard checks, but a stale version is answered 400 with
+    /// `{"errors": ["version conflict"]}` (no current record), for both `If-Match` and a
+    /// body `version`.
+    Conflict400,
+}
+
 /// Per-collection options. Collections that were not configured use the server default
 /// ([`super::ReferenceServerBuilder::default_collection`]).
 #[derive(Clone, Debug)]
@@ -68,6 +87,8 @@ pub struct CollectionConfig {
     /// counter field; `updatedAt` and `version` move): updates during a walk, which move that
     /// record to the end and shift every later one a place forward.
     pub edit_during_pulls: Option<usize>,
+    /// How writes are checked against the stored version.
+    pub concurrency: Concurrency,
 }
 
 impl Default for CollectionConfig {
@@ -83,6 +104,7 @@ impl Default for CollectionConfig {
             answer_rounding_ms: 1,
             text_compare: false,
             edit_during_pulls: None,
+            concurrency: Concurrency::Standard,
         }
     }
 }
@@ -148,6 +170,13 @@ impl CollectionConfig {
     #[must_use]
     pub fn edit_during_pulls(mut self, every: usize) -> Self {
         self.edit_during_pulls = (every > 0).then_some(every);
+        self
+    }
+
+    /// Sets [`CollectionConfig::concurrency`].
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = concurrency;
         self
     }
 
@@ -665,6 +694,32 @@ impl Collection {
     }
 
     fn check(&self, rec: Option<&Record>, pre: &Pre) -> Result<(), Reply> {
+        match self.config.concurrency {
+            Concurrency::Standard => self.check_standard(rec, pre),
+            Concurrency::BareIfMatch404 => match &pre.if_match {
+                Some(im) if !rec.is_some_and(|r| im.trim().parse::<u64>() == Ok(r.version)) => {
+                    Err(Reply::not_found())
+                }
+                _ => Ok(()),
+            },
+            Concurrency::Conflict400 => self.check_standard(rec, pre).map_err(|_| {
+                Reply::json(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "errors": ["version conflict"] }),
+                )
+            }),
+        }
+    }
+
+    /// The version a write leaves: bumped, or (when the client owns versions) the one sent.
+    fn next_version(&self, current: u64, sent: Option<u64>) -> u64 {
+        match self.config.concurrency {
+            Concurrency::BareIfMatch404 => sent.unwrap_or(current),
+            _ => current.saturating_add(1),
+        }
+    }
+
+    fn check_standard(&self, rec: Option<&Record>, pre: &Pre) -> Result<(), Reply> {
         if let Some(im) = &pre.if_match
             && !rec.is_some_and(|r| etag_matches(im, r))
         {
@@ -720,7 +775,23 @@ impl Collection {
         if let Some(cur) = self.records.get(&key) {
             return Reply::conflict(StatusCode::CONFLICT, "exists", Some(self.render(cur)));
         }
-        self.insert_new(key, id, body.fields, now)
+        let sent = body.version;
+        let reply = self.insert_new(key.clone(), id, body.fields, now);
+        self.own_version(&key, sent, reply)
+    }
+
+    /// When the client owns versions, a new record takes the version it was sent with.
+    fn own_version(&mut self, key: &str, sent: Option<u64>, reply: Reply) -> Reply {
+        if self.config.concurrency != Concurrency::BareIfMatch404 {
+            return reply;
+        }
+        let Some(v) = sent else { return reply };
+        let Some(rec) = self.records.get_mut(key) else {
+            return reply;
+        };
+        rec.version = v;
+        let rec = rec.clone();
+        self.record_reply(reply.status, &rec)
     }
 
     /// PUT: full replace of a record (reviving a tombstone), or create (upsert).
@@ -732,10 +803,15 @@ impl Collection {
             return r;
         }
         self.unindex(key);
+        let sent = body.version;
+        let next = self
+            .records
+            .get(key)
+            .map(|r| self.next_version(r.version, sent));
         match self.records.get_mut(key) {
             Some(rec) => {
                 rec.fields = body.fields;
-                rec.version += 1;
+                rec.version = next.unwrap_or(rec.version);
                 rec.updated_ms = now;
                 rec.deleted = false;
                 let rec = rec.clone();
@@ -745,7 +821,8 @@ impl Collection {
             None if self.config.server_ids => Reply::not_found(),
             None => {
                 let id = body.id.unwrap_or_else(|| id_json_from_key(key));
-                self.insert_new(key.to_owned(), id, body.fields, now)
+                let reply = self.insert_new(key.to_owned(), id, body.fields, now);
+                self.own_version(key, sent, reply)
             }
         }
     }
@@ -761,6 +838,7 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        let next = self.next_version(rec.version, body.version);
         self.unindex(key);
         let Some(rec) = self.records.get_mut(key) else {
             return Reply::not_found();
@@ -768,7 +846,7 @@ impl Collection {
         for (k, v) in body.fields {
             rec.fields.insert(k, v);
         }
-        rec.version += 1;
+        rec.version = next;
         rec.updated_ms = now;
         let rec = rec.clone();
         self.index(key);
@@ -783,14 +861,48 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        let next = self.next_version(rec.version, None);
         self.unindex(key);
         if let Some(rec) = self.records.get_mut(key) {
             rec.deleted = true;
-            rec.version += 1;
+            rec.version = next;
             rec.updated_ms = now;
         }
         self.index(key);
         Reply::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// A conditional write by query (`where.id.eq=…&where.version.eq=…`), as SQL-backed APIs
+    /// do it: the rows matching the filter are written and returned as an array, so a stale
+    /// version matches nothing and answers 200 with `[]`. `fields` replaces the record's
+    /// fields (an update), `None` soft-deletes it.
+    pub(crate) fn write_where(
+        &mut self,
+        key: &str,
+        version: Option<u64>,
+        fields: Option<Map<String, Value>>,
+        now: i64,
+    ) -> Reply {
+        let matches = self
+            .records
+            .get(key)
+            .is_some_and(|r| !r.deleted && version.is_none_or(|v| v == r.version));
+        if !matches {
+            return Reply::json(StatusCode::OK, json!([]));
+        }
+        self.unindex(key);
+        let Some(rec) = self.records.get_mut(key) else {
+            return Reply::json(StatusCode::OK, json!([]));
+        };
+        match fields {
+            Some(fields) => rec.fields = fields,
+            None => rec.deleted = true,
+        }
+        rec.version = rec.version.saturating_add(1);
+        rec.updated_ms = now;
+        let rec = rec.clone();
+        self.index(key);
+        Reply::json(StatusCode::OK, json!([self.render(&rec)]))
     }
 
     /// Inspection-API upsert: creates or replaces, no preconditions. Returns the record.

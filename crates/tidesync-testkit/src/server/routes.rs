@@ -36,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/api/{collection}",
             get(list)
                 .post(create)
+                .put(put_by_query)
                 .patch(patch_by_query)
                 .delete(delete_by_query),
         )
@@ -401,8 +402,84 @@ fn by_query(
     w: Write,
 ) -> Result<Reply, Reply> {
     let c = one(path)?;
-    let id = id_from_query(&parse_pairs(q))?;
+    let pairs = parse_pairs(q);
+    if param(&pairs, "where.id.eq").is_some() {
+        return write_where(st, &c, &pairs, headers, body, w);
+    }
+    let id = id_from_query(&pairs)?;
     Ok(write_by_id(st, &c, &id, headers, body, w))
+}
+
+async fn put_by_query(
+    State(st): St,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(one(path).and_then(|c| {
+        let pairs = parse_pairs(q.as_deref());
+        if param(&pairs, "where.id.eq").is_none() {
+            return Err(Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PUT on a collection needs `where.id.eq=<id>`",
+            ));
+        }
+        write_where(&st, &c, &pairs, &headers, &body, Write::Replace)
+    }))
+}
+
+/// A conditional write by `where.id.eq=<id>[&where.version.eq=<v>]`: 200 with the written rows,
+/// `[]` when none matched.
+fn write_where(
+    st: &Shared,
+    c: &str,
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+    w: Write,
+) -> Result<Reply, Reply> {
+    let id = param(pairs, "where.id.eq").unwrap_or_default().to_owned();
+    check_id(&id)?;
+    let version = match param(pairs, "where.version.eq") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Reply::bad_request("`where.version.eq` must be a non-negative integer")
+        })?),
+    };
+    let ctx = WriteCtx::from_headers(headers)?;
+    let fields = match w {
+        Write::Delete => None,
+        Write::Replace | Write::Patch => {
+            let body = Body::parse(body).map_err(Reply::bad_request)?;
+            check_body_matches(&body, &id)?;
+            Some(body.fields)
+        }
+    };
+    let fp = Fingerprint {
+        collection: c.to_owned(),
+        action: if w == Write::Delete {
+            Action::Delete
+        } else {
+            Action::Update
+        },
+        id: Some(id.clone()),
+    };
+    let mut store = st.store();
+    Ok(store.mutate(&ctx, fp, |s| {
+        let now = s.now();
+        s.collection_mut(c).write_where(&id, version, fields, now)
+    }))
+}
+
+/// A body `id`, if any, must name the record of the filter.
+fn check_body_matches(body: &Body, id: &str) -> Result<(), Reply> {
+    match &body.id {
+        Some(v) if key_from_json(v).ok().as_deref() != Some(id) => Err(Reply::bad_request(
+            "`id` in the body does not match `where.id.eq`",
+        )),
+        _ => Ok(()),
+    }
 }
 
 // ---- bulk ----------------------------------------------------------------------------------
