@@ -289,7 +289,8 @@ impl RestTransport {
         }
         // A delete that carried a precondition and was answered 404 may have been refused
         // (servers that filter rows by version answer 404): a conflict, never "already gone".
-        let preconditioned = req.base_version.is_some() && route.sends_precondition(&routes.version);
+        let preconditioned =
+            req.base_version.is_some() && route.sends_precondition(&routes.version);
         if resp.status == 404 && req.op == Op::Delete && preconditioned {
             tracing::debug!(table = %req.table, key = %req.key, "delete with a precondition: 404 is a refusal");
             return self.apply_answer(routes, route, req, &resp, Answer::Conflict);

@@ -760,10 +760,14 @@ impl TableRoutes {
             }
             for (i, rule) in route.answers.iter().enumerate() {
                 if !(100..=599).contains(&rule.status) {
-                    return Err(cfg(format!("{at}: answers[{i}]: status {} is not an HTTP status", rule.status)));
+                    return Err(cfg(format!(
+                        "{at}: answers[{i}]: status {} is not an HTTP status",
+                        rule.status
+                    )));
                 }
                 if let Some(p) = &rule.pointer {
-                    pointer::check(p).map_err(|e| cfg(format!("{at}: answers[{i}]: pointer: {e}")))?;
+                    pointer::check(p)
+                        .map_err(|e| cfg(format!("{at}: answers[{i}]: pointer: {e}")))?;
                 }
             }
             if let Some(p) = &route.response {
