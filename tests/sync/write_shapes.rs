@@ -1,0 +1,248 @@
+//! The write-path recipes of `docs/rest-routes.md` (bare `If-Match` + 404, conflict as 400,
+//! conditional update by query) through the whole engine, parsed from the doc and run against
+//! the reference server configured to behave that way: queued creates, updates and deletes
+//! converge exactly; a concurrent edit on both sides gives server-wins and client-wins their
+//! promised outcome on the push path; one more cycle sends nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidesync::{Engine, MemoryStore, TableSpec};
+use tidesync_conflict_policies::ClientWins;
+use tidesync_testkit::server::{CollectionConfig, Concurrency, ReferenceServer};
+use tidesync_transport_rest::{RestConfig, RestTransport};
+
+use crate::support::settings;
+
+const DOC: &str = include_str!("../../docs/rest-routes.md");
+
+/// The doc's TOML block under the heading that starts with `heading`.
+fn recipe(heading: &str) -> RestConfig {
+    let section = DOC
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("no section `{heading}` in docs/rest-routes.md"));
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .unwrap_or_else(|| panic!("no TOML block under `{heading}`"));
+    toml::from_str(block).unwrap_or_else(|e| panic!("`{heading}` does not parse: {e}"))
+}
+
+/// The three shapes: doc heading, table, how the server checks versions.
+fn shapes() -> [(&'static str, &'static str, Concurrency); 3] {
+    [
+        ("6. If-Match with a bare version", "tasks", Concurrency::BareIfMatch404),
+        ("7. A conflict answered as 400", "items", Concurrency::Conflict400),
+        ("8. Conditional update by query", "posts", Concurrency::Standard),
+    ]
+}
+
+async fn server_for(table: &str, concurrency: Concurrency) -> ReferenceServer {
+    ReferenceServer::builder()
+        .without_auth()
+        .collection(table, CollectionConfig::default().concurrency(concurrency))
+        .start()
+        .await
+}
+
+fn engine_for(server: &ReferenceServer, heading: &str, table: &str, client_wins: bool) -> Engine {
+    let mut config = recipe(heading);
+    config.base_url = server.url().to_owned();
+    let transport = RestTransport::from_config(config)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("the recipe builds");
+    let mut builder = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new(table))
+        .transport(transport)
+        .settings(settings());
+    if client_wins {
+        builder = builder.conflicts(table, ClientWins);
+    }
+    builder.start().expect("engine starts")
+}
+
+/// Live records by id, without the server-owned `updatedAt`.
+fn by_id(records: Vec<Value>) -> BTreeMap<String, Value> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            if let Some(map) = r.as_object_mut() {
+                map.remove("updatedAt");
+            }
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            (id, r)
+        })
+        .collect()
+}
+
+async fn local(engine: &Engine, table: &str) -> BTreeMap<String, Value> {
+    let t = engine.table::<Value>(table).expect("table");
+    by_id(t.scan(None, 1000).await.expect("scan"))
+}
+
+/// One more cycle sends nothing: every request it makes is a GET.
+async fn quiet_cycle(server: &ReferenceServer, engine: &Engine, what: &str) {
+    server.clear_log();
+    let report = engine.sync().await.expect("sync");
+    assert_eq!(report.pushed, 0, "{what}");
+    let writes: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{what}: sent again: {writes:?}");
+}
+
+#[tokio::test]
+async fn queued_creates_updates_and_deletes_converge_on_every_write_shape() {
+    for (heading, table, concurrency) in shapes() {
+        let server = server_for(table, concurrency).await;
+        let engine = engine_for(&server, heading, table, false);
+        let t = engine.table::<Value>(table).expect("table");
+        for id in ["a", "b", "c"] {
+            t.put(&json!({"id": id, "title": id})).await.expect("put");
+        }
+        engine.sync().await.expect("first sync");
+        // Queued while not syncing: updates and deletes of synced records (they carry a base
+        // version, so the precondition travels), a create edited twice, a create deleted.
+        t.update("a", json!({"title": "a2"})).await.expect("update");
+        t.update("a", json!({"title": "a3"})).await.expect("update");
+        t.delete("b").await.expect("delete");
+        t.put(&json!({"id": "d", "title": "d"})).await.expect("put");
+        t.update("d", json!({"title": "d2"})).await.expect("update");
+        t.put(&json!({"id": "e", "title": "e"})).await.expect("put");
+        t.delete("e").await.expect("delete");
+        let report = engine.sync().await.expect("sync");
+        assert_eq!(
+            (report.dead_lettered, report.conflicts),
+            (0, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = by_id(server.records(table));
+        assert_eq!(
+            on_server.keys().collect::<Vec<_>>(),
+            ["a", "c", "d"],
+            "{heading}"
+        );
+        assert_eq!(on_server["a"]["title"], "a3", "{heading}");
+        assert_eq!(on_server["d"]["title"], "d2", "{heading}");
+        assert_eq!(
+            server.record_any(table, "b").expect("tombstone")["deleted"],
+            true,
+            "{heading}: the delete reached the server"
+        );
+        assert_eq!(local(&engine, table).await, on_server, "{heading}: converged");
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+/// A synced record, then an edit on the server (another client, which writes the next
+/// version as a client-owned-version server expects) and a local edit of the same field.
+async fn both_edited(server: &ReferenceServer, engine: &Engine, table: &str) {
+    let t = engine.table::<Value>(table).expect("table");
+    t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+        .await
+        .expect("put");
+    engine.sync().await.expect("sync");
+    assert_eq!(server.record(table, "p1").expect("pushed")["version"], 1);
+    server
+        .update_direct(table, "p1", json!({"title": "remote", "version": 2}))
+        .expect("remote edit");
+    t.update("p1", json!({"title": "local"})).await.expect("edit");
+}
+
+#[tokio::test]
+async fn server_wins_on_the_push_path_on_every_write_shape() {
+    for (heading, table, concurrency) in shapes() {
+        let server = server_for(table, concurrency).await;
+        let engine = engine_for(&server, heading, table, false);
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("remote"), json!(2)),
+            "{heading}: the server's version stands"
+        );
+        assert_eq!(local(&engine, table).await["p1"]["title"], "remote", "{heading}");
+        assert!(engine.outbox(None, 10).expect("outbox").is_empty(), "{heading}");
+        quiet_cycle(&server, &engine, heading).await;
+        assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
+    }
+}
+
+#[tokio::test]
+async fn client_wins_on_the_push_path_on_every_write_shape() {
+    for (heading, table, concurrency) in shapes() {
+        let server = server_for(table, concurrency).await;
+        let engine = engine_for(&server, heading, table, true);
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("local"), json!(3)),
+            "{heading}: the local version was written over the remote one"
+        );
+        assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
+        assert!(engine.outbox(None, 10).expect("outbox").is_empty(), "{heading}");
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+/// A local delete meets a remote edit: the precondition refuses the delete (a 404, a 400 or
+/// `[]` depending on the shape), never "already gone". Server wins brings the record back;
+/// client wins deletes it on the server.
+#[tokio::test]
+async fn a_refused_delete_is_a_conflict_on_every_write_shape() {
+    for client_wins in [false, true] {
+        for (heading, table, concurrency) in shapes() {
+            let server = server_for(table, concurrency).await;
+            let engine = engine_for(&server, heading, table, client_wins);
+            both_edited(&server, &engine, table).await;
+            let t = engine.table::<Value>(table).expect("table");
+            t.delete("p1").await.expect("delete");
+            let report = engine.push().await.expect("push");
+            assert_eq!(
+                (report.conflicts, report.dead_lettered),
+                (1, 0),
+                "{heading}, client wins {client_wins}: {report:?}"
+            );
+            engine.sync().await.expect("sync");
+            if client_wins {
+                assert!(server.record(table, "p1").is_none(), "{heading}: deleted");
+                assert!(t.get("p1").await.expect("get").is_none(), "{heading}");
+            } else {
+                assert_eq!(
+                    server.record(table, "p1").expect("still live")["title"],
+                    "remote",
+                    "{heading}"
+                );
+                assert_eq!(
+                    t.get("p1").await.expect("get").expect("back")["title"],
+                    "remote",
+                    "{heading}: the server's version is back locally"
+                );
+            }
+            assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
+            quiet_cycle(&server, &engine, heading).await;
+        }
+    }
+}
