@@ -1,5 +1,5 @@
 //! The write-path recipes of `docs/rest-routes.md` (bare `If-Match` + 404, conflict as 400,
-//! conditional update by query) through the whole engine, parsed from the doc and run against
+//! conditional update by query, row envelopes with required fields) through the whole engine, parsed from the doc and run against
 //! the reference server configured to behave that way: queued creates, updates and deletes
 //! converge exactly; a concurrent edit on both sides gives server-wins and client-wins their
 //! promised outcome on the push path; one more cycle sends nothing.
@@ -31,19 +31,35 @@ fn recipe(heading: &str) -> RestConfig {
     toml::from_str(block).unwrap_or_else(|e| panic!("`{heading}` does not parse: {e}"))
 }
 
-/// The three shapes: doc heading, table, how the server checks versions.
-fn shapes() -> [(&'static str, &'static str, Concurrency); 3] {
+/// The shapes: doc heading, table, how the server behaves.
+fn shapes() -> [(&'static str, &'static str, CollectionConfig); 4] {
+    let config = CollectionConfig::default;
     [
-        ("6. If-Match with a bare version", "tasks", Concurrency::BareIfMatch404),
-        ("7. A conflict answered as 400", "items", Concurrency::Conflict400),
-        ("8. Conditional update by query", "posts", Concurrency::Standard),
+        (
+            "6. If-Match with a bare version",
+            "tasks",
+            config().concurrency(Concurrency::BareIfMatch404),
+        ),
+        (
+            "7. A conflict answered as 400",
+            "items",
+            config().concurrency(Concurrency::Conflict400),
+        ),
+        ("8. Conditional update by query", "posts", config()),
+        (
+            "9. Row envelopes, options and required fields",
+            "rows",
+            config()
+                .row_envelope(true)
+                .required_fields(&["deleted", "version"]),
+        ),
     ]
 }
 
-async fn server_for(table: &str, concurrency: Concurrency) -> ReferenceServer {
+async fn server_for(table: &str, config: CollectionConfig) -> ReferenceServer {
     ReferenceServer::builder()
         .without_auth()
-        .collection(table, CollectionConfig::default().concurrency(concurrency))
+        .collection(table, config)
         .start()
         .await
 }
@@ -101,8 +117,8 @@ async fn quiet_cycle(server: &ReferenceServer, engine: &Engine, what: &str) {
 
 #[tokio::test]
 async fn queued_creates_updates_and_deletes_converge_on_every_write_shape() {
-    for (heading, table, concurrency) in shapes() {
-        let server = server_for(table, concurrency).await;
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
         let engine = engine_for(&server, heading, table, false);
         let t = engine.table::<Value>(table).expect("table");
         for id in ["a", "b", "c"] {
@@ -137,7 +153,11 @@ async fn queued_creates_updates_and_deletes_converge_on_every_write_shape() {
             true,
             "{heading}: the delete reached the server"
         );
-        assert_eq!(local(&engine, table).await, on_server, "{heading}: converged");
+        assert_eq!(
+            local(&engine, table).await,
+            on_server,
+            "{heading}: converged"
+        );
         quiet_cycle(&server, &engine, heading).await;
     }
 }
@@ -154,13 +174,15 @@ async fn both_edited(server: &ReferenceServer, engine: &Engine, table: &str) {
     server
         .update_direct(table, "p1", json!({"title": "remote", "version": 2}))
         .expect("remote edit");
-    t.update("p1", json!({"title": "local"})).await.expect("edit");
+    t.update("p1", json!({"title": "local"}))
+        .await
+        .expect("edit");
 }
 
 #[tokio::test]
 async fn server_wins_on_the_push_path_on_every_write_shape() {
-    for (heading, table, concurrency) in shapes() {
-        let server = server_for(table, concurrency).await;
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
         let engine = engine_for(&server, heading, table, false);
         both_edited(&server, &engine, table).await;
         let report = engine.push().await.expect("push");
@@ -175,17 +197,28 @@ async fn server_wins_on_the_push_path_on_every_write_shape() {
             (json!("remote"), json!(2)),
             "{heading}: the server's version stands"
         );
-        assert_eq!(local(&engine, table).await["p1"]["title"], "remote", "{heading}");
-        assert!(engine.outbox(None, 10).expect("outbox").is_empty(), "{heading}");
+        assert_eq!(
+            local(&engine, table).await["p1"]["title"],
+            "remote",
+            "{heading}"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}"
+        );
         quiet_cycle(&server, &engine, heading).await;
-        assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
     }
 }
 
 #[tokio::test]
 async fn client_wins_on_the_push_path_on_every_write_shape() {
-    for (heading, table, concurrency) in shapes() {
-        let server = server_for(table, concurrency).await;
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
         let engine = engine_for(&server, heading, table, true);
         both_edited(&server, &engine, table).await;
         let report = engine.push().await.expect("push");
@@ -201,8 +234,15 @@ async fn client_wins_on_the_push_path_on_every_write_shape() {
             (json!("local"), json!(3)),
             "{heading}: the local version was written over the remote one"
         );
-        assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
-        assert!(engine.outbox(None, 10).expect("outbox").is_empty(), "{heading}");
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}"
+        );
         quiet_cycle(&server, &engine, heading).await;
     }
 }
@@ -213,8 +253,8 @@ async fn client_wins_on_the_push_path_on_every_write_shape() {
 #[tokio::test]
 async fn a_refused_delete_is_a_conflict_on_every_write_shape() {
     for client_wins in [false, true] {
-        for (heading, table, concurrency) in shapes() {
-            let server = server_for(table, concurrency).await;
+        for (heading, table, server_config) in shapes() {
+            let server = server_for(table, server_config).await;
             let engine = engine_for(&server, heading, table, client_wins);
             both_edited(&server, &engine, table).await;
             let t = engine.table::<Value>(table).expect("table");
@@ -241,7 +281,11 @@ async fn a_refused_delete_is_a_conflict_on_every_write_shape() {
                     "{heading}: the server's version is back locally"
                 );
             }
-            assert_eq!(local(&engine, table).await, by_id(server.records(table)), "{heading}");
+            assert_eq!(
+                local(&engine, table).await,
+                by_id(server.records(table)),
+                "{heading}"
+            );
             quiet_cycle(&server, &engine, heading).await;
         }
     }

@@ -89,6 +89,14 @@ pub struct CollectionConfig {
     pub edit_during_pulls: Option<usize>,
     /// How writes are checked against the stored version.
     pub concurrency: Concurrency,
+    /// Fields every POST/PUT/PATCH body must carry (e.g. `deleted` and `version`): a body
+    /// without one is refused with 400 `missing required field`.
+    pub required_fields: Vec<String>,
+    /// Write bodies in a row envelope with options, as some SQL-backed APIs take them:
+    /// `{"row": {..}}`, plus `"return": true` to get the written record back. Creates answer
+    /// `{"rows": [record]}`; updates answer `{"ok": true}` unless `return` is true. Any other
+    /// top-level field is refused with 400 `invalid columns`.
+    pub row_envelope: bool,
 }
 
 impl Default for CollectionConfig {
@@ -105,6 +113,8 @@ impl Default for CollectionConfig {
             text_compare: false,
             edit_during_pulls: None,
             concurrency: Concurrency::Standard,
+            required_fields: Vec::new(),
+            row_envelope: false,
         }
     }
 }
@@ -177,6 +187,20 @@ impl CollectionConfig {
     #[must_use]
     pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`CollectionConfig::required_fields`].
+    #[must_use]
+    pub fn required_fields(mut self, fields: &[&str]) -> Self {
+        self.required_fields = fields.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+
+    /// Sets [`CollectionConfig::row_envelope`].
+    #[must_use]
+    pub fn row_envelope(mut self, on: bool) -> Self {
+        self.row_envelope = on;
         self
     }
 

@@ -262,17 +262,88 @@ fn create_inner(
 ) -> Result<Reply, Reply> {
     let c = one(path)?;
     let ctx = WriteCtx::from_headers(headers)?;
-    let body = Body::parse(body).map_err(Reply::bad_request)?;
+    let (body, shape) = shape_body(st, &c, body, true)?;
     let fp = Fingerprint {
         collection: c.clone(),
         action: Action::Create,
         id: body.id.as_ref().and_then(|i| key_from_json(i).ok()),
     };
     let mut store = st.store();
-    Ok(store.mutate(&ctx, fp, |s| {
+    let reply = store.mutate(&ctx, fp, |s| {
         let now = s.now();
         s.collection_mut(&c).create(body, now)
-    }))
+    });
+    Ok(shape.reply(reply))
+}
+
+/// How a collection's write answers are shaped (see [`CollectionConfig::row_envelope`]).
+struct Shape {
+    row_envelope: bool,
+    wants_record: bool,
+}
+
+impl Shape {
+    fn reply(&self, reply: Reply) -> Reply {
+        if !self.row_envelope || !reply.status.is_success() {
+            return reply;
+        }
+        let body = if self.wants_record {
+            json!({ "rows": [reply.body.clone().unwrap_or(Value::Null)] })
+        } else {
+            json!({ "ok": true })
+        };
+        Reply {
+            body: Some(body),
+            ..reply
+        }
+    }
+}
+
+/// Parses a write body under the collection's rules: the row envelope and its options, then
+/// the required fields.
+fn shape_body(st: &Shared, c: &str, raw: &[u8], create: bool) -> Result<(Body, Shape), Reply> {
+    let config = st.store().config_for(c);
+    let mut top = match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(Reply::bad_request("request body must be a JSON object")),
+        Err(e) => {
+            return Err(Reply::bad_request(format!(
+                "request body is not valid JSON: {e}"
+            )));
+        }
+    };
+    let mut shape = Shape {
+        row_envelope: config.row_envelope,
+        wants_record: true,
+    };
+    let record = if config.row_envelope {
+        let Some(Value::Object(row)) = top.remove("row") else {
+            return Err(Reply::bad_request("`row` (an object) is required"));
+        };
+        let wants = match top.remove("return") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(Reply::bad_request("`return` must be a boolean")),
+        };
+        if let Some(column) = top.keys().next() {
+            return Err(Reply::bad_request(format!("invalid columns: `{column}`")));
+        }
+        shape.wants_record = create || wants;
+        row
+    } else {
+        top
+    };
+    if let Some(field) = config
+        .required_fields
+        .iter()
+        .find(|f| !record.contains_key(f.as_str()))
+    {
+        return Err(Reply::bad_request(format!(
+            "missing required field `{field}`"
+        )));
+    }
+    let body = Body::split(record).map_err(Reply::bad_request)?;
+    Ok((body, shape))
 }
 
 /// The kinds of single-record writes addressed by id.
@@ -303,9 +374,22 @@ fn write_by_id_inner(
     w: Write,
 ) -> Result<Reply, Reply> {
     let ctx = WriteCtx::from_headers(headers)?;
-    let body = match w {
-        Write::Delete if body.iter().all(u8::is_ascii_whitespace) => Body::default(),
-        _ => Body::parse(body).map_err(Reply::bad_request)?,
+    let (body, shape) = match w {
+        Write::Delete if body.iter().all(u8::is_ascii_whitespace) => (
+            Body::default(),
+            Shape {
+                row_envelope: false,
+                wants_record: false,
+            },
+        ),
+        Write::Delete => (
+            Body::parse(body).map_err(Reply::bad_request)?,
+            Shape {
+                row_envelope: false,
+                wants_record: false,
+            },
+        ),
+        Write::Replace | Write::Patch => shape_body(st, c, body, false)?,
     };
     let pre = Pre {
         if_match: if_match(headers),
@@ -321,7 +405,7 @@ fn write_by_id_inner(
         id: Some(id.to_owned()),
     };
     let mut store = st.store();
-    Ok(store.mutate(&ctx, fp, |s| {
+    let reply = store.mutate(&ctx, fp, |s| {
         let now = s.now();
         let coll = s.collection_mut(c);
         match w {
@@ -329,7 +413,8 @@ fn write_by_id_inner(
             Write::Patch => coll.patch(id, body, &pre, now),
             Write::Delete => coll.delete(id, &pre, now),
         }
-    }))
+    });
+    Ok(shape.reply(reply))
 }
 
 async fn put_one(
@@ -451,7 +536,7 @@ fn write_where(
     let fields = match w {
         Write::Delete => None,
         Write::Replace | Write::Patch => {
-            let body = Body::parse(body).map_err(Reply::bad_request)?;
+            let (body, _) = shape_body(st, c, body, false)?;
             check_body_matches(&body, &id)?;
             Some(body.fields)
         }

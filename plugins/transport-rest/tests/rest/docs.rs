@@ -131,10 +131,9 @@ fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<Rest
 }
 
 #[test]
-fn the_doc_has_eight_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()>
-{
+fn the_doc_has_nine_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
     let blocks = toml_blocks();
-    assert_eq!(blocks.len(), 8);
+    assert_eq!(blocks.len(), 9);
     for block in &blocks[3..] {
         parse(block).validate()?;
     }
@@ -577,5 +576,70 @@ async fn conditional_update_by_query_config_works() -> anyhow::Result<()> {
             "where.id.eq=k1&where.version.eq=2"
         ]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn row_envelope_and_required_fields_config_works() -> anyhow::Result<()> {
+    let (server, t) = write_shape(
+        8,
+        "rows",
+        CollectionConfig::default()
+            .row_envelope(true)
+            .required_fields(&["deleted", "version"]),
+    )
+    .await?;
+    let bodies: Vec<serde_json::Value> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "POST" || r.method == "PUT")
+        .map(|r| serde_json::from_str(&r.body))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        bodies[0],
+        json!({"row": {"id": "k1", "title": "a", "deleted": false, "version": 1}})
+    );
+    assert_eq!(
+        bodies[1],
+        json!({"row": {"id": "k1", "title": "b", "deleted": false, "version": 1}, "return": true})
+    );
+    // Without the defaults the server refuses the write, naming the field.
+    let mut config = parse(toml_blocks()[8]);
+    if let Some(create) = config
+        .tables
+        .get_mut("rows")
+        .and_then(|r| r.create.as_mut())
+    {
+        create.defaults.clear();
+    }
+    let err = against(&config, &server)?
+        .push(push("rows", Op::Create, "k4", Some(json!({"id": "k4"}))))
+        .await
+        .expect_err("required fields");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(400))
+    );
+    let excerpt = err.response_excerpt().unwrap_or_default();
+    assert!(
+        excerpt.contains("missing required field `deleted`"),
+        "{excerpt}"
+    );
+    // Without `extra` the update answers `{"ok": true}`, which holds no record.
+    let mut config = parse(toml_blocks()[8]);
+    if let Some(update) = config
+        .tables
+        .get_mut("rows")
+        .and_then(|r| r.update.as_mut())
+    {
+        update.extra.clear();
+    }
+    t.push(push("rows", Op::Create, "k5", Some(json!({"id": "k5"}))))
+        .await?;
+    let err = against(&config, &server)?
+        .push(based("rows", Op::Update, "k5", "x", "1"))
+        .await
+        .expect_err("no record in {\"ok\": true}");
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
     Ok(())
 }
