@@ -90,7 +90,14 @@ fn by_id(records: Vec<Value>) -> BTreeMap<String, Value> {
             if let Some(map) = r.as_object_mut() {
                 map.remove("updatedAt");
             }
-            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            // A string-keyed table holds the server's integer ids as text.
+            let id = match &r["id"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let Some(map) = r.as_object_mut() {
+                map.insert("id".into(), Value::String(id.clone()));
+            }
             (id, r)
         })
         .collect()
@@ -288,5 +295,92 @@ async fn a_refused_delete_is_a_conflict_on_every_write_shape() {
             );
             quiet_cycle(&server, &engine, heading).await;
         }
+    }
+}
+
+/// Server-assigned keys (recipe 10): the create leaves the temporary key and the local-only
+/// field out, the minted id replaces the temporary key locally, records created on the server
+/// pull in, queued edits and deletes converge, conflicts resolve both ways.
+#[tokio::test]
+async fn server_assigned_keys_converge_and_resolve_conflicts() {
+    let heading = "10. Server-assigned keys";
+    for client_wins in [false, true] {
+        let server = server_for(
+            "memos",
+            CollectionConfig::default()
+                .server_ids(true)
+                .refuse_client_ids(true),
+        )
+        .await;
+        let engine = engine_for(&server, heading, "memos", client_wins);
+        let t = engine.table::<Value>("memos").expect("table");
+        t.put(&json!({"id": "tmp-1", "text": "a", "draft": "mine"}))
+            .await
+            .expect("put");
+        t.put(&json!({"id": "tmp-2", "text": "b"}))
+            .await
+            .expect("put");
+        server
+            .insert_direct("memos", json!({"text": "from the server"}))
+            .expect("server create");
+        let report = engine.sync().await.expect("sync");
+        assert_eq!(report.dead_lettered, 0, "{report:?}");
+        let posts: Vec<Value> = server
+            .request_log()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| serde_json::from_str(&r.body).expect("json body"))
+            .collect();
+        assert!(
+            posts
+                .iter()
+                .all(|b| b.get("id").is_none() && b.get("draft").is_none()),
+            "{posts:?}"
+        );
+        assert!(t.get("tmp-1").await.expect("get").is_none(), "remapped");
+        let mut on_server = by_id(server.records("memos"));
+        assert_eq!(on_server.len(), 3, "{on_server:?}");
+        let mut here = local(&engine, "memos").await;
+        for record in here.values_mut() {
+            record.as_object_mut().map(|r| r.remove("draft"));
+        }
+        assert_eq!(here, on_server, "converged, the server's record pulled in");
+        // Queued edits on minted keys, a remote edit meeting a local one.
+        let by_text = |text: &str| {
+            on_server
+                .iter()
+                .find(|(_, r)| r["text"] == text)
+                .map(|(k, _)| k.clone())
+                .expect("record")
+        };
+        let (a, b, s) = (by_text("a"), by_text("b"), by_text("from the server"));
+        t.update(a.as_str(), json!({"text": "a2"}))
+            .await
+            .expect("update");
+        t.delete(s.as_str()).await.expect("delete");
+        server
+            .update_direct("memos", b.as_str(), json!({"text": "remote"}))
+            .expect("remote edit");
+        t.update(b.as_str(), json!({"text": "local"}))
+            .await
+            .expect("update");
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{report:?}"
+        );
+        engine.sync().await.expect("sync");
+        on_server = by_id(server.records("memos"));
+        let want_b = if client_wins { "local" } else { "remote" };
+        assert_eq!(on_server[&b]["text"], want_b, "client wins {client_wins}");
+        assert_eq!(on_server[&a]["text"], "a2");
+        assert!(!on_server.contains_key(&s), "deleted");
+        let mut here = local(&engine, "memos").await;
+        for record in here.values_mut() {
+            record.as_object_mut().map(|r| r.remove("draft"));
+        }
+        assert_eq!(here, on_server, "converged");
+        quiet_cycle(&server, &engine, heading).await;
     }
 }

@@ -784,6 +784,20 @@ impl TableRoutes {
                 );
             }
         }
+        if self.server_ids
+            && let Some(create) = &self.create
+            && let Some(name) = create
+                .url
+                .placeholders()
+                .find(|name| *name == "key" || *name == self.key.as_str())
+        {
+            return Err(cfg(format!(
+                "create route: url `{}` uses `{{{name}}}`, but with `server_ids` the server \
+                 assigns the key: a create has only a temporary local one",
+                create.url
+            ))
+            .field(name.to_owned()));
+        }
         if let Some(fetch) = &self.fetch {
             check_template(table, "fetch route", "url", &fetch.url, |name| {
                 name == "key" || name == self.key

@@ -97,6 +97,10 @@ pub struct CollectionConfig {
     /// `{"rows": [record]}`; updates answer `{"ok": true}` unless `return` is true. Any other
     /// top-level field is refused with 400 `invalid columns`.
     pub row_envelope: bool,
+    /// With [`CollectionConfig::server_ids`]: a create whose body carries an `id` is refused
+    /// with 400 (`id` is assigned by the server), as servers that mint their own ids do,
+    /// instead of the id being replaced silently.
+    pub refuse_client_ids: bool,
 }
 
 impl Default for CollectionConfig {
@@ -115,6 +119,7 @@ impl Default for CollectionConfig {
             concurrency: Concurrency::Standard,
             required_fields: Vec::new(),
             row_envelope: false,
+            refuse_client_ids: false,
         }
     }
 }
@@ -201,6 +206,13 @@ impl CollectionConfig {
     #[must_use]
     pub fn row_envelope(mut self, on: bool) -> Self {
         self.row_envelope = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::refuse_client_ids`].
+    #[must_use]
+    pub fn refuse_client_ids(mut self, on: bool) -> Self {
+        self.refuse_client_ids = on;
         self
     }
 
@@ -792,6 +804,9 @@ impl Collection {
 
     /// POST: creates; 409 `exists` if the id is taken (also by a tombstone).
     pub(crate) fn create(&mut self, body: Body, now: i64) -> Reply {
+        if self.config.server_ids && self.config.refuse_client_ids && body.id.is_some() {
+            return Reply::bad_request("`id` is assigned by the server: leave it out");
+        }
         let (key, id) = match self.new_id(body.id) {
             Ok(v) => v,
             Err(e) => return Reply::bad_request(e),

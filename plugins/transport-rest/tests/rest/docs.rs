@@ -131,9 +131,9 @@ fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<Rest
 }
 
 #[test]
-fn the_doc_has_nine_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
+fn the_doc_has_ten_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
     let blocks = toml_blocks();
-    assert_eq!(blocks.len(), 9);
+    assert_eq!(blocks.len(), 10);
     for block in &blocks[3..] {
         parse(block).validate()?;
     }
@@ -641,5 +641,76 @@ async fn row_envelope_and_required_fields_config_works() -> anyhow::Result<()> {
         .await
         .expect_err("no record in {\"ok\": true}");
     assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_assigned_keys_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "memos",
+            CollectionConfig::default()
+                .server_ids(true)
+                .refuse_client_ids(true),
+        )
+        .start()
+        .await;
+    let config = parse(toml_blocks()[9]);
+    let t = against(&config, &server)?;
+    let created = t
+        .push(push(
+            "memos",
+            Op::Create,
+            "tmp-1",
+            Some(json!({"id": "tmp-1", "text": "a", "draft": "mine"})),
+        ))
+        .await?;
+    assert_eq!(created.server_key, Some(Key::Int(1)));
+    assert_eq!(
+        server
+            .record("memos", 1i64)
+            .map(|r| (r["text"].clone(), r.get("draft").cloned())),
+        Some((json!("a"), None)),
+        "created without the local key and the local-only field"
+    );
+    let mut update = push(
+        "memos",
+        Op::Update,
+        1i64,
+        Some(json!({"id": 1, "text": "b", "draft": "mine"})),
+    );
+    update.base_version = Some("1".into());
+    t.push(update).await?;
+    let on_server = server.record("memos", 1i64).expect("live");
+    assert_eq!(
+        (on_server["text"].clone(), on_server.get("draft")),
+        (json!("b"), None)
+    );
+    // Sending the key is what this server refuses: the setting is what makes creates work.
+    let mut keyed = config.clone();
+    if let Some(memos) = keyed.tables.get_mut("memos") {
+        memos.server_ids = false;
+    }
+    let err = against(&keyed, &server)?
+        .push(push(
+            "memos",
+            Op::Create,
+            "tmp-2",
+            Some(json!({"id": "tmp-2"})),
+        ))
+        .await
+        .expect_err("client id refused");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(400))
+    );
+    // A create URL that needs the key cannot work with server ids.
+    let mut bad = config;
+    if let Some(create) = bad.tables.get_mut("memos").and_then(|m| m.create.as_mut()) {
+        create.url = tidesync_transport_rest::Template::parse("/api/memos/{id}")?;
+    }
+    let err = bad.validate().expect_err("create url needs the key");
+    assert!(err.to_string().contains("server_ids"), "{err}");
     Ok(())
 }
