@@ -749,6 +749,123 @@ mod tests {
         .unwrap();
     }
 
+    #[test]
+    fn header_templates_render_the_base_version_bare_or_quoted_and_skip_without_one() {
+        let routes = TableRoutes::new();
+        let t = transport(routes.clone());
+        let mut headers = Headers::default();
+        headers.insert("If-Match", "{version}");
+        headers.insert("X-Quoted", "\"{version}\"");
+        headers.insert("X-Row", "row-{key}");
+        let r = req(Op::Update, json!({"id": "p1"}));
+        let sent = t.write_headers(&routes, &headers, &r);
+        let get = |sent: &[(HeaderName, HeaderValue)], n: &str| {
+            sent.iter()
+                .find(|(name, _)| name.as_str().eq_ignore_ascii_case(n))
+                .and_then(|(_, v)| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(get(&sent, "if-match").as_deref(), Some("3"));
+        assert_eq!(get(&sent, "x-quoted").as_deref(), Some("\"3\""));
+        assert_eq!(get(&sent, "x-row").as_deref(), Some("row-p 1/x"));
+        let mut create = req(Op::Create, json!({"id": "p1"}));
+        create.base_version = None;
+        let sent = t.write_headers(&routes, &headers, &create);
+        assert_eq!(
+            get(&sent, "if-match"),
+            None,
+            "no agreed version, no precondition"
+        );
+        assert_eq!(get(&sent, "x-row").as_deref(), Some("row-p 1/x"));
+    }
+
+    #[test]
+    fn body_versions_base_next_or_none() {
+        let r = req(Op::Update, json!({"id": "p1", "version": 3}));
+        let mut create = req(Op::Create, json!({"id": "p1"}));
+        create.base_version = None;
+        for (which, update, created) in [
+            (BodyVersion::Base, Some(json!(3)), None),
+            (BodyVersion::Next, Some(json!(4)), Some(json!(1))),
+            (BodyVersion::None, None, None),
+        ] {
+            let routes = TableRoutes::new()
+                .version_field("version")
+                .body_version(which);
+            let t = transport(routes.clone());
+            let body = t.write_body(&routes, BodyMode::Full, &r).unwrap().unwrap();
+            assert_eq!(body.get("version").cloned(), update, "{which:?}");
+            let body = t
+                .write_body(&routes, BodyMode::Full, &create)
+                .unwrap()
+                .unwrap();
+            assert_eq!(body.get("version").cloned(), created, "{which:?} create");
+        }
+        let routes = TableRoutes::new()
+            .version_field("version")
+            .body_version(BodyVersion::Next);
+        let t = transport(routes.clone());
+        let mut etag = r.clone();
+        etag.base_version = Some("abc".into());
+        let err = t.write_body(&routes, BodyMode::Full, &etag).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Permanent);
+        assert_eq!(err.field_name(), Some("version"));
+    }
+
+    #[test]
+    fn bodies_take_defaults_extra_fields_and_leave_local_only_and_server_keys_out() {
+        let routes = TableRoutes::new().server_ids().local_only("draft").create(
+            WriteRoute::post("/r")
+                .envelope("row")
+                .default_field("deleted", json!(false))
+                .extra_field("return", json!(true)),
+        );
+        let t = transport(routes.clone());
+        let mut create = req(
+            Op::Create,
+            json!({"id": "tmp", "title": "t", "draft": "x", "deleted": true}),
+        );
+        create.base_version = None;
+        let body = t
+            .route_body(&routes, routes.create.as_ref().unwrap(), &create)
+            .unwrap();
+        assert_eq!(
+            body,
+            Some(json!({"row": {"title": "t", "deleted": true}, "return": true})),
+            "the record's own value wins over a default"
+        );
+        create.record = json!({"id": "tmp"}).as_object().cloned();
+        let body = t
+            .route_body(&routes, routes.create.as_ref().unwrap(), &create)
+            .unwrap();
+        assert_eq!(
+            body,
+            Some(json!({"row": {"deleted": false}, "return": true}))
+        );
+    }
+
+    #[test]
+    fn answer_rules_match_status_pointer_value_substring_and_empty_arrays() {
+        use crate::routes::{Answer, AnswerRule};
+        let errors = br#"{"errors": ["version conflict"]}"#;
+        let rule = AnswerRule::status(400, Answer::Conflict)
+            .pointer("/errors/0")
+            .equals(json!("version conflict"));
+        assert!(rule.matches(400, errors));
+        assert!(!rule.matches(409, errors));
+        assert!(!rule.matches(400, br#"{"errors": ["invalid columns"]}"#));
+        assert!(!rule.matches(400, b"not json"));
+        let rule = AnswerRule::status(400, Answer::Conflict).contains("version conflict");
+        assert!(rule.matches(400, errors));
+        assert!(!rule.matches(400, b"bad request"));
+        let rule = AnswerRule::status(200, Answer::Conflict).empty_array();
+        assert!(rule.matches(200, b"[]"));
+        assert!(rule.matches(200, b" [ ] "));
+        assert!(!rule.matches(200, br#"[{"id": 1}]"#));
+        assert!(!rule.matches(200, b""));
+        assert!(AnswerRule::status(404, Answer::NotFound).matches(404, b""));
+    }
+
     fn incoming(status: u16, body: &str) -> Incoming {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("etag", reqwest::header::HeaderValue::from_static("W/\"9\""));
