@@ -65,21 +65,33 @@ async fn server_for(table: &str, config: CollectionConfig) -> ReferenceServer {
 }
 
 fn engine_for(server: &ReferenceServer, heading: &str, table: &str, client_wins: bool) -> Engine {
+    engine_with(server, heading, table, |b| {
+        if client_wins {
+            b.conflicts(table, ClientWins)
+        } else {
+            b
+        }
+    })
+}
+
+fn engine_with(
+    server: &ReferenceServer,
+    heading: &str,
+    table: &str,
+    tweak: impl FnOnce(tidesync::EngineBuilder) -> tidesync::EngineBuilder,
+) -> Engine {
     let mut config = recipe(heading);
     config.base_url = server.url().to_owned();
     let transport = RestTransport::from_config(config)
         .request_timeout(Duration::from_secs(2))
         .build()
         .expect("the recipe builds");
-    let mut builder = Engine::builder()
+    let builder = Engine::builder()
         .store(MemoryStore::new())
         .table(TableSpec::new(table))
         .transport(transport)
         .settings(settings());
-    if client_wins {
-        builder = builder.conflicts(table, ClientWins);
-    }
-    builder.start().expect("engine starts")
+    tweak(builder).start().expect("engine starts")
 }
 
 /// Live records by id, without the server-owned `updatedAt`.
@@ -381,6 +393,130 @@ async fn server_assigned_keys_converge_and_resolve_conflicts() {
             record.as_object_mut().map(|r| r.remove("draft"));
         }
         assert_eq!(here, on_server, "converged");
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn field_merge_on_the_push_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_with(&server, heading, table, |b| {
+            b.conflicts(table, tidesync_conflict_merge::FieldMerge::new())
+        });
+        let t = engine.table::<Value>(table).expect("table");
+        t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+            .await
+            .expect("put");
+        engine.sync().await.expect("sync");
+        server
+            .update_direct(table, "p1", json!({"body": "remote body", "version": 2}))
+            .expect("remote edit");
+        t.update("p1", json!({"title": "local title"}))
+            .await
+            .expect("edit");
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (
+                on_server["title"].clone(),
+                on_server["body"].clone(),
+                on_server["version"].clone()
+            ),
+            (json!("local title"), json!("remote body"), json!(3)),
+            "{heading}: both edits kept"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn parked_conflicts_on_the_push_path_wait_for_the_application_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_with(&server, heading, table, |b| {
+            b.conflicts(table, tidesync_conflict_policies::ParkForApp)
+        });
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        let parked = engine.parked_conflicts(None).expect("parked");
+        assert_eq!(parked.len(), 1, "{heading}");
+        engine.push().await.expect("push");
+        assert_eq!(
+            server.record(table, "p1").expect("live")["title"],
+            "remote",
+            "{heading}: parked, nothing pushed"
+        );
+        let merged = json!({"id": "p1", "title": "merged", "body": "b"})
+            .as_object()
+            .cloned()
+            .expect("object");
+        engine
+            .settle_conflict(table, "p1", tidesync::Resolution::Merged(merged))
+            .await
+            .expect("settle");
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("merged"), json!(3)),
+            "{heading}"
+        );
+        assert!(engine.parked_conflicts(None).expect("parked").is_empty());
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn client_wins_on_the_pull_path_pushes_over_the_remote_version_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, true);
+        both_edited(&server, &engine, table).await;
+        engine.pull(None).await.expect("pull");
+        assert_eq!(
+            local(&engine, table).await["p1"]["title"],
+            "local",
+            "{heading}: kept"
+        );
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.pushed, report.conflicts, report.dead_lettered),
+            (1, 0, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("local"), json!(3)),
+            "{heading}"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
         quiet_cycle(&server, &engine, heading).await;
     }
 }
