@@ -520,3 +520,56 @@ async fn client_wins_on_the_pull_path_pushes_over_the_remote_version_on_every_wr
         quiet_cycle(&server, &engine, heading).await;
     }
 }
+
+/// A server with no concurrency control writes a local edit into a row deleted remotely and
+/// answers it with `deleted: true`: a remote-delete conflict, never a success, and server wins
+/// keeps the delete. (Client wins against it needs a configurable re-create route: the keep-local
+/// upsert goes through the update route, a PATCH, which such a server answers with the
+/// tombstone again; not done here.)
+#[tokio::test]
+async fn a_write_answered_with_a_tombstone_is_a_remote_delete_conflict() {
+    let server = server_for(
+        "posts",
+        CollectionConfig::default().concurrency(Concurrency::Unchecked),
+    )
+    .await;
+    let routes = tidesync_transport_rest::TableRoutes::reference_server("posts").update(
+        tidesync_transport_rest::WriteRoute::patch("/api/posts/{id}"),
+    );
+    let transport = RestTransport::builder(server.url())
+        .request_timeout(Duration::from_secs(2))
+        .table("posts", routes)
+        .build()
+        .expect("transport");
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("posts"))
+        .transport(transport)
+        .settings(settings())
+        .start()
+        .expect("engine");
+    let t = engine.table::<Value>("posts").expect("table");
+    t.put(&json!({"id": "p1", "title": "base"}))
+        .await
+        .expect("put");
+    engine.sync().await.expect("sync");
+    server.delete_direct("posts", "p1").expect("remote delete");
+    t.update("p1", json!({"title": "local"}))
+        .await
+        .expect("edit");
+    let report = engine.push().await.expect("push");
+    assert_eq!(
+        (report.conflicts, report.dead_lettered, report.pushed),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    engine.sync().await.expect("sync");
+    assert!(server.record("posts", "p1").is_none(), "the delete stands");
+    assert!(t.get("p1").await.expect("get").is_none(), "and locally");
+    assert!(engine.outbox(None, 10).expect("outbox").is_empty());
+    assert_eq!(
+        local(&engine, "posts").await,
+        by_id(server.records("posts"))
+    );
+    quiet_cycle(&server, &engine, "tombstone answer").await;
+}

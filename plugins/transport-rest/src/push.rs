@@ -415,6 +415,18 @@ impl RestTransport {
                 self.decode_error(&req.table, Some(&req.key), resp, msg)
                     .field(routes.key.clone())
             })?;
+        // A server without concurrency control may write a soft-deleted row and answer it:
+        // the record was deleted remotely, which is a conflict, not a success.
+        if crate::client::is_tombstone(routes, record) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the answer shows the record deleted on the server (the table's tombstone rule)",
+            )
+            .status(resp.status)
+            .table(req.table.clone())
+            .key(&req.key)
+            .excerpt(resp.excerpt(self.config.excerpt_bytes)));
+        }
         outcome.record = Some(record.clone());
         Ok(outcome)
     }

@@ -46,6 +46,11 @@ pub enum Concurrency {
     /// server never bumps `version`: it stores the `version` the client sends (a create
     /// without one starts at 1); a write without `If-Match` is not checked.
     BareIfMatch404,
+    /// No concurrency control at all, as most simple CRUD APIs: `If-Match` and a body
+    /// `version` are ignored (the server still bumps `version`), and a PATCH of a soft-deleted
+    /// record updates its fields and answers it, `deleted: true` and all (the flag is a column
+    /// a PATCH does not touch). A PUT replaces the whole row and so revives it, as before.
+    Unchecked,
     /// The standard checks, but a stale version is answered 400 with
     /// `{"errors": ["version conflict"]}` (no current record), for both `If-Match` and a
     /// body `version`.
@@ -738,6 +743,7 @@ impl Collection {
                 }
                 _ => Ok(()),
             },
+            Concurrency::Unchecked => Ok(()),
             Concurrency::Conflict400 => self.check_standard(rec, pre).map_err(|_| {
                 Reply::json(
                     StatusCode::BAD_REQUEST,
@@ -871,7 +877,8 @@ impl Collection {
         if let Err(r) = check_body_id(&body, key) {
             return r;
         }
-        let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
+        let unchecked = self.config.concurrency == Concurrency::Unchecked;
+        let Some(rec) = self.records.get(key).filter(|r| !r.deleted || unchecked) else {
             return self.missing(key);
         };
         if let Err(r) = self.check(Some(rec), pre) {

@@ -139,8 +139,12 @@
 //!   by offset or page only (cursor and keyset positions are a 400).
 //! - [`CollectionConfig::concurrency`]: how a stale write is refused: the standard 409/412,
 //!   a bare `If-Match` compared with a client-owned version and refused with 404
-//!   ([`Concurrency::BareIfMatch404`]), or 400 `{"errors": ["version conflict"]}`
-//!   ([`Concurrency::Conflict400`]).
+//!   ([`Concurrency::BareIfMatch404`]), 400 `{"errors": ["version conflict"]}`
+//!   ([`Concurrency::Conflict400`]), or not at all ([`Concurrency::Unchecked`]: a PATCH of a
+//!   soft-deleted row writes it and answers it with `deleted: true`).
+//! - [`CollectionConfig::required_fields`], [`CollectionConfig::row_envelope`] (`{"row": …}`
+//!   bodies with a `return` option), [`CollectionConfig::refuse_client_ids`] (with server ids,
+//!   a create carrying an `id` is refused with 400).
 //! - Conditional writes by query on every collection: `PUT /api/<c>?where.id.eq=<id>&where.version.eq=<v>`
 //!   replaces the record's fields and `DELETE` with the same filter soft-deletes it; both answer
 //!   200 with the written rows as an array, `[]` when the filter matches nothing (a stale
