@@ -52,7 +52,8 @@ use tidesync::{
 use tidesync_conflict_policies::ClientWins;
 use tidesync_testkit::gate::{Gate, GateMode};
 use tidesync_testkit::server::{
-    CollectionConfig, FaultKind, Faults, Latency, ReferenceServer, RetryAfter, ServerHandle,
+    CollectionConfig, Concurrency, FaultKind, Faults, Latency, ReferenceServer, RetryAfter,
+    ServerHandle,
 };
 use tidesync_transport_rest::{RestTransport, TableRoutes};
 
@@ -117,10 +118,29 @@ impl Profile {
     }
 }
 
+/// Notes run on a server that answers a stale version with 400 `{"errors": ["version
+/// conflict"]}` (docs/rest-routes.md, recipe 7): answer rules make those conflicts, and deletes
+/// carry a quoted `If-Match` header template.
+fn notes_routes() -> TableRoutes {
+    use tidesync_transport_rest::{Answer, AnswerRule, WriteRoute};
+    let conflict = || {
+        AnswerRule::status(400, Answer::Conflict)
+            .pointer("/errors/0")
+            .equals(json!("version conflict"))
+    };
+    TableRoutes::reference_server("notes")
+        .update(WriteRoute::put("/api/notes/{id}").answer(conflict()))
+        .delete(
+            WriteRoute::delete("/api/notes/{id}")
+                .header("If-Match", "\"{version}\"")
+                .answer(conflict()),
+        )
+}
+
 fn engine(url: &str, profile: &Profile) -> Engine {
     let transport = RestTransport::builder(url)
         .table("posts", TableRoutes::reference_server("posts"))
-        .table("notes", TableRoutes::reference_server("notes"))
+        .table("notes", notes_routes())
         .table("tasks", TableRoutes::reference_server("tasks").server_ids())
         .request_timeout(profile.timeout)
         .build()
@@ -334,6 +354,8 @@ struct RunStats {
     failed_syncs: u64,
     server_edits: u64,
     requests: usize,
+    /// Notes writes the server refused as stale with its 400 conflict body (recipe 7).
+    notes_conflicts_400: usize,
     faults: u64,
     fault_kinds: BTreeMap<String, usize>,
     dead_letters: usize,
@@ -353,6 +375,10 @@ async fn run(profile: Profile) -> RunStats {
     let server = ReferenceServer::builder()
         .seed(profile.seed)
         .collection("tasks", CollectionConfig::default().server_ids(true))
+        .collection(
+            "notes",
+            CollectionConfig::default().concurrency(Concurrency::Conflict400),
+        )
         .start()
         .await;
     let handle = server.handle();
@@ -532,6 +558,10 @@ async fn run(profile: Profile) -> RunStats {
     stats.skipped = app.skipped;
     stats.server_edits = edits.count();
     stats.requests = log.len();
+    stats.notes_conflicts_400 = log
+        .iter()
+        .filter(|r| r.path.starts_with("/api/notes/") && r.handler_status == Some(400))
+        .count();
     stats.faults = handle.faults_injected();
     for r in &log {
         if let Some(f) = &r.fault {
@@ -581,7 +611,8 @@ async fn seeded_fault_runs_lose_and_duplicate_nothing() {
         let s = run(profile).await;
         println!(
             "  ok in {:.1?}: {} local writes ({} skipped: record gone meanwhile), {} manual \
-             syncs ({} failed), {} server edits, {} requests, {} faults {:?}, outages {:?}, {} dead letters \
+             syncs ({} failed), {} server edits, {} requests ({} notes writes refused as stale \
+             with a 400), {} faults {:?}, outages {:?}, {} dead letters \
              (all decode errors on a malformed 2xx; retried: {} answered by replay), {} records compared, {} last writes \
              exact, {} lost to server wins, {} idempotent replays",
             s.elapsed,
@@ -591,6 +622,7 @@ async fn seeded_fault_runs_lose_and_duplicate_nothing() {
             s.failed_syncs,
             s.server_edits,
             s.requests,
+            s.notes_conflicts_400,
             s.faults,
             s.fault_kinds,
             s.outages,

@@ -10,3 +10,4 @@ mod push_pull;
 mod quarantine;
 mod seed_scenarios;
 mod support;
+mod write_shapes;

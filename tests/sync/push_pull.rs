@@ -140,6 +140,8 @@ async fn a_pull_stops_at_its_page_budget_without_fetching_ahead_past_it() {
         tidesync::SyncSettings {
             page_size: 2,
             max_pages: 3,
+            // A first sync runs to its end unless it has a budget of its own: give it one.
+            initial_max_pages: Some(3),
             ..crate::support::settings()
         },
         |b| b,
@@ -153,6 +155,7 @@ async fn a_pull_stops_at_its_page_budget_without_fetching_ahead_past_it() {
     };
     let first = engine.pull(Some("posts")).await.unwrap();
     assert_eq!((first.pages, first.applied), (3, 6));
+    assert_eq!(first.remaining.pulls_cut_at_budget, ["posts"], "{first:?}");
     assert_eq!(
         feed_requests(),
         3,

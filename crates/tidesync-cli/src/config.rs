@@ -1170,6 +1170,66 @@ fn offset_in_string(source: &str, span: &Range<usize>, value: &str, offset: usiz
     }
 }
 
+/// Preconditions that cannot work: an `If-Match` header that holds no `{version}` (the same
+/// precondition on every write), and `{version}` in a route of a table that learns no versions.
+fn precondition_lints(
+    table: &str,
+    routes: &tidesync_transport_rest::TableRoutes,
+    push: &mut impl FnMut(Diagnostic, &[Seg<'_>]),
+) {
+    let versioned = routes.version.field.is_some() || routes.version.etag;
+    for (name, route) in [
+        ("create", &routes.create),
+        ("update", &routes.update),
+        ("delete", &routes.delete),
+    ] {
+        let Some(route) = route else { continue };
+        for (header, value) in &route.headers.0 {
+            let path = [
+                Seg::Key("server"),
+                Seg::Key("tables"),
+                Seg::Key(table),
+                Seg::Key(name),
+                Seg::Key("headers"),
+                Seg::Key(header),
+            ];
+            if name != "create"
+                && header.eq_ignore_ascii_case("if-match")
+                && value.trim() != "*"
+                && !value.contains("{version}")
+            {
+                push(
+                    Diagnostic::warning(format!(
+                        "the {name} route's `{header}` header holds no `{{version}}`: every \
+                         write sends the same precondition, so a stale edit is never refused \
+                         and a current one may be"
+                    ))
+                    .table(table)
+                    .field(header.clone())
+                    .hint(format!(
+                        "send the base version: \"{header}\" = \"{{version}}\" (bare) or \
+                         \"\\\"{{version}}\\\"\" (quoted, as ETags are)"
+                    )),
+                    &path,
+                );
+            }
+            if !versioned && value.contains("{version}") {
+                push(
+                    Diagnostic::warning(format!(
+                        "the {name} route's `{header}` header uses `{{version}}`, but the table \
+                         sets neither version.field nor version.etag: tidesync learns no \
+                         versions, so the header is never sent"
+                    ))
+                    .table(table)
+                    .field(header.clone())
+                    .hint("version = { field = \"version\" } (or etag = true)"),
+                    &path,
+                );
+            }
+        }
+    }
+}
+
 fn lint(
     loaded: &LoadedConfig,
     locator: &Locator<'_>,
@@ -1237,6 +1297,7 @@ fn lint(
                     push(diag, &path);
                 }
             }
+            precondition_lints(table, routes, push);
             let Some(pull) = &routes.pull else { continue };
             if let Some(tombstone) = &pull.tombstone
                 && let Value::String(text) = &tombstone.value

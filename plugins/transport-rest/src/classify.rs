@@ -13,6 +13,10 @@
 //! | any other status outside 2xx                   | `Permanent`   | no        |
 //! | 2xx whose body does not decode or lacks the key, or is too large | `Decode` | no |
 //!
+//! A write route's answer rules (`answers`, applied in `push.rs`) are tried before this table
+//! and can give any answer another meaning (a 400 or a 200 `[]` that is a conflict); a 404 to a
+//! delete that carried a precondition is a `Conflict`.
+//!
 //! `Retry-After` is read from every failed response, in both forms: delay-seconds and
 //! HTTP-date. A date in the past means "now" (zero); anything unparsable is ignored.
 

@@ -418,6 +418,15 @@ async fn read_limited(
 
 /// The server's current record in a conflict response, per the table's pointers; each
 /// candidate must be an object carrying the key field.
+/// Whether a record is a tombstone by the table's pull feed rule (`deleted: true` …).
+pub(crate) fn is_tombstone(routes: &TableRoutes, record: &Record) -> bool {
+    routes
+        .pull
+        .as_ref()
+        .and_then(|feed| feed.tombstone.as_ref())
+        .is_some_and(|t| record.get(&t.field) == Some(&t.value))
+}
+
 pub(crate) fn conflict_record(routes: &TableRoutes, body: &Value) -> Option<Record> {
     let record = routes.conflict_record.iter().find_map(|p: &Pointer| {
         let candidate = unwrap_single(p.get(body)?)?;

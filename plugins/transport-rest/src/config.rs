@@ -301,6 +301,45 @@ mod tests {
     }
 
     #[test]
+    fn header_templates_and_answer_rules_are_checked_with_their_names() {
+        let with = |update: &str| {
+            RestConfig::from_json(&format!(
+                r#"{{"base_url": "http://x", "tables": {{"posts": {{"update": {update}}}}}}}"#
+            ))
+        };
+        let ok = with(
+            r#"{"method": "PUT", "url": "/p/{key}", "headers": {"If-Match": "\"{version}\"", "X-Row": "{key}"},
+               "answers": [{"status": 400, "pointer": "/errors/0", "equals": "version conflict", "outcome": "conflict"},
+                           {"status": 200, "empty_array": true, "outcome": "conflict"}]}"#,
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        let err = with(r#"{"method": "PUT", "url": "/p", "headers": {"If-Match": "{etag}"}}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("`{etag}`"), "{err}");
+        assert_eq!(err.field_name(), Some("If-Match"));
+        let err = with(
+            r#"{"method": "PUT", "url": "/p", "answers": [{"status": 400, "outcome": "maybe"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+        let err = with(r#"{"method": "PUT", "url": "/p", "answers": [{"status": 4000, "outcome": "conflict"}]}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("4000"), "{err}");
+        let err = RestConfig::from_json(
+            r#"{"base_url": "http://x", "tables": {"posts": {"server_ids": true, "create": {"method": "PUT", "url": "/p/{key}"}}}}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("server_ids"), "{err}");
+    }
+
+    #[test]
     fn bad_base_url_and_timeouts_are_config_errors() {
         for json in [
             r#"{"base_url": "not a url"}"#,

@@ -313,6 +313,10 @@ impl RestTransport {
                     ),
                 )
             })?;
+        // An API that answers soft-deleted rows: a tombstone is "not there".
+        if crate::client::is_tombstone(routes, record) {
+            return Ok(None);
+        }
         let version = routes
             .version
             .field

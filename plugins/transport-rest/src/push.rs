@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use tidesync_core::{Error, ErrorKind, Key, Op, PushOutcome, PushRequest, Record, Result};
 
 use crate::client::{Incoming, Outgoing, RestTransport, unwrap_single};
-use crate::routes::{BodyMode, TableRoutes, WriteRoute};
+use crate::routes::{Answer, BodyMode, BodyVersion, Headers, TableRoutes, WriteRoute};
 use crate::template::Value as Slot;
 
 fn permanent(req: &PushRequest, message: String) -> Error {
@@ -115,18 +115,59 @@ impl RestTransport {
         } else {
             record.clone()
         };
-        if let Some(vf) = &routes.version.field
-            && req.op != Op::Create
-        {
-            match &req.base_version {
-                Some(base) => {
+        if let Some(vf) = &routes.version.field {
+            match (routes.version.body, req.op, &req.base_version) {
+                (BodyVersion::None, _, _) => {
+                    body.remove(vf);
+                }
+                (BodyVersion::Base, Op::Create, _) => {}
+                (BodyVersion::Base, _, Some(base)) => {
                     let value = version_value(base, body.get(vf));
                     body.insert(vf.clone(), value);
                 }
+                (BodyVersion::Next, _, Some(base)) if req.op != Op::Create => {
+                    let next = base
+                        .trim_matches('"')
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|n| n.checked_add(1))
+                        .ok_or_else(|| {
+                            permanent(
+                                req,
+                                format!(
+                                    "`version.body = \"next\"` needs an integer version, \
+                                     the base version is `{base}`"
+                                ),
+                            )
+                            .field(vf.clone())
+                        })?;
+                    let value = match body.get(vf) {
+                        Some(Value::String(_)) => Value::String(next.to_string()),
+                        _ => Value::from(next),
+                    };
+                    body.insert(vf.clone(), value);
+                }
+                // A create (or a write with no agreed version) starts the record at 1.
+                (BodyVersion::Next, _, _) => {
+                    body.insert(vf.clone(), Value::from(1));
+                }
                 // No agreed version (e.g. an upsert over a server tombstone): a version left
                 // in the record is stale and would only make the server refuse the write.
-                None => {
+                (BodyVersion::Base, _, None) => {
                     body.remove(vf);
+                }
+            }
+        }
+        for field in &routes.local_only {
+            body.remove(field);
+        }
+        if routes.server_ids && req.op == Op::Create {
+            body.remove(&routes.key);
+        }
+        if let Some(route) = routes.route(req.op) {
+            for (field, value) in &route.defaults {
+                if !body.contains_key(field) {
+                    body.insert(field.clone(), value.clone());
                 }
             }
         }
@@ -155,14 +196,52 @@ impl RestTransport {
         Ok(Value::Object(body))
     }
 
+    /// The full body of a write through `route`: the record (see [`Self::write_body`]) in its
+    /// envelope, with the route's static fields beside it.
+    pub(crate) fn route_body(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+    ) -> Result<Option<Value>> {
+        let Some(body) = self.write_body(routes, route.body_mode(req.op), req)? else {
+            return Ok(None);
+        };
+        let mut outer = match (&route.envelope, body) {
+            (Some(name), b) => {
+                let mut wrapper = Map::new();
+                wrapper.insert(name.clone(), b);
+                wrapper
+            }
+            (None, Value::Object(map)) => map,
+            (None, other) => return Ok(Some(other)),
+        };
+        for (field, value) in &route.extra {
+            outer.insert(field.clone(), value.clone());
+        }
+        Ok(Some(Value::Object(outer)))
+    }
+
     /// Headers of a write: global, route, idempotency, epoch, If-Match.
     pub(crate) fn write_headers(
         &self,
         routes: &TableRoutes,
-        route_headers: &crate::routes::Headers,
+        route_headers: &Headers,
         req: &PushRequest,
     ) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = self.headers(route_headers);
+        // Header templates: `{key}` and `{version}` (a header whose `{version}` has no value,
+        // e.g. on a create, is not sent: there is no agreed version to hold the server to).
+        let mut rendered = Headers::default();
+        for (name, value) in &route_headers.0 {
+            if value.contains("{version}") && req.base_version.is_none() {
+                continue;
+            }
+            let value = value
+                .replace("{key}", &req.key.to_string())
+                .replace("{version}", req.base_version.as_deref().unwrap_or_default());
+            rendered.insert(name.clone(), value);
+        }
+        let mut headers = self.headers(&rendered);
         let mut add = |name: &str, value: &str| {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -201,16 +280,7 @@ impl RestTransport {
                 .key(&req.key)
         })?;
         let url = self.write_url(routes, route, req)?;
-        let body = self
-            .write_body(routes, route.body_mode(req.op), req)?
-            .map(|b| match &route.envelope {
-                Some(name) => {
-                    let mut wrapper = Map::new();
-                    wrapper.insert(name.clone(), b);
-                    Value::Object(wrapper)
-                }
-                None => b,
-            });
+        let body = self.route_body(routes, route, req)?;
         let out = Outgoing {
             method: route.method.to_reqwest(),
             url,
@@ -221,8 +291,34 @@ impl RestTransport {
             .execute(&req.table, &out)
             .await
             .map_err(|e| e.key(&req.key))?;
+        let rule = if resp.overflow {
+            None
+        } else {
+            route
+                .answers
+                .iter()
+                .find(|r| r.matches(resp.status, &resp.body))
+        };
+        if let Some(rule) = rule {
+            tracing::debug!(
+                table = %req.table,
+                key = %req.key,
+                status = resp.status,
+                outcome = ?rule.outcome,
+                "an answer rule matched"
+            );
+            return self.apply_answer(routes, route, req, &resp, rule.outcome);
+        }
         if resp.success() {
             return self.write_outcome(routes, route, req, &resp);
+        }
+        // A delete that carried a precondition and was answered 404 may have been refused
+        // (servers that filter rows by version answer 404): a conflict, never "already gone".
+        let preconditioned =
+            req.base_version.is_some() && route.sends_precondition(&routes.version);
+        if resp.status == 404 && req.op == Op::Delete && preconditioned {
+            tracing::debug!(table = %req.table, key = %req.key, "delete with a precondition: 404 is a refusal");
+            return self.apply_answer(routes, route, req, &resp, Answer::Conflict);
         }
         if resp.status == 404 && req.op == Op::Delete && routes.delete_not_found_ok {
             tracing::debug!(table = %req.table, key = %req.key, "delete: already gone (404)");
@@ -232,6 +328,69 @@ impl RestTransport {
             });
         }
         Err(self.status_error(&req.table, Some(&req.key), Some(routes), &resp))
+    }
+
+    /// What an answer means when an answer rule decided it.
+    fn apply_answer(
+        &self,
+        routes: &TableRoutes,
+        route: &WriteRoute,
+        req: &PushRequest,
+        resp: &Incoming,
+        answer: Answer,
+    ) -> Result<PushOutcome> {
+        let done = || PushOutcome {
+            server_time_ms: resp.server_time_ms(),
+            ..PushOutcome::default()
+        };
+        let kind = match answer {
+            Answer::Success if resp.success() => {
+                // The record, when the answer carries it; otherwise acknowledged as is.
+                return Ok(self
+                    .write_outcome(routes, route, req, resp)
+                    .unwrap_or_else(|_| done()));
+            }
+            Answer::Success => return Ok(done()),
+            Answer::NotFound if req.op == Op::Delete => return Ok(done()),
+            Answer::NotFound => ErrorKind::NotFound,
+            Answer::Conflict => ErrorKind::Conflict,
+            Answer::Retry => ErrorKind::Server,
+            Answer::Permanent => ErrorKind::Permanent,
+            Answer::Auth => ErrorKind::Auth,
+        };
+        let default = self.status_error(&req.table, Some(&req.key), Some(routes), resp);
+        let mut out = Error::new(
+            kind,
+            format!(
+                "server answered {} ({} by the route's answer rules)",
+                resp.status,
+                match answer {
+                    Answer::Conflict => "a conflict",
+                    Answer::NotFound => "not found",
+                    Answer::Retry => "to retry",
+                    Answer::Permanent => "refused for good",
+                    Answer::Auth => "an auth refusal",
+                    Answer::Success => "a success",
+                }
+            ),
+        )
+        .status(resp.status)
+        .table(req.table.clone())
+        .key(&req.key);
+        if let Some(excerpt) = default.response_excerpt() {
+            out = out.excerpt(excerpt.to_owned());
+        }
+        if let Some(delay) = default.retry_after_delay() {
+            out = out.retry_after(delay);
+        }
+        if kind == ErrorKind::Conflict
+            && !resp.overflow
+            && let Ok(body) = serde_json::from_slice::<Value>(&resp.body)
+            && let Some(current) = crate::client::conflict_record(routes, &body)
+        {
+            out = out.remote(current);
+        }
+        Err(out)
     }
 
     /// Decodes a 2xx answer to a write.
@@ -281,6 +440,18 @@ impl RestTransport {
                 self.decode_error(&req.table, Some(&req.key), resp, msg)
                     .field(routes.key.clone())
             })?;
+        // A server without concurrency control may write a soft-deleted row and answer it:
+        // the record was deleted remotely, which is a conflict, not a success.
+        if crate::client::is_tombstone(routes, record) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the answer shows the record deleted on the server (the table's tombstone rule)",
+            )
+            .status(resp.status)
+            .table(req.table.clone())
+            .key(&req.key)
+            .excerpt(resp.excerpt(self.config.excerpt_bytes)));
+        }
         outcome.record = Some(record.clone());
         Ok(outcome)
     }
@@ -634,6 +805,123 @@ mod tests {
             &mut outcome,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn header_templates_render_the_base_version_bare_or_quoted_and_skip_without_one() {
+        let routes = TableRoutes::new();
+        let t = transport(routes.clone());
+        let mut headers = Headers::default();
+        headers.insert("If-Match", "{version}");
+        headers.insert("X-Quoted", "\"{version}\"");
+        headers.insert("X-Row", "row-{key}");
+        let r = req(Op::Update, json!({"id": "p1"}));
+        let sent = t.write_headers(&routes, &headers, &r);
+        let get = |sent: &[(HeaderName, HeaderValue)], n: &str| {
+            sent.iter()
+                .find(|(name, _)| name.as_str().eq_ignore_ascii_case(n))
+                .and_then(|(_, v)| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(get(&sent, "if-match").as_deref(), Some("3"));
+        assert_eq!(get(&sent, "x-quoted").as_deref(), Some("\"3\""));
+        assert_eq!(get(&sent, "x-row").as_deref(), Some("row-p 1/x"));
+        let mut create = req(Op::Create, json!({"id": "p1"}));
+        create.base_version = None;
+        let sent = t.write_headers(&routes, &headers, &create);
+        assert_eq!(
+            get(&sent, "if-match"),
+            None,
+            "no agreed version, no precondition"
+        );
+        assert_eq!(get(&sent, "x-row").as_deref(), Some("row-p 1/x"));
+    }
+
+    #[test]
+    fn body_versions_base_next_or_none() {
+        let r = req(Op::Update, json!({"id": "p1", "version": 3}));
+        let mut create = req(Op::Create, json!({"id": "p1"}));
+        create.base_version = None;
+        for (which, update, created) in [
+            (BodyVersion::Base, Some(json!(3)), None),
+            (BodyVersion::Next, Some(json!(4)), Some(json!(1))),
+            (BodyVersion::None, None, None),
+        ] {
+            let routes = TableRoutes::new()
+                .version_field("version")
+                .body_version(which);
+            let t = transport(routes.clone());
+            let body = t.write_body(&routes, BodyMode::Full, &r).unwrap().unwrap();
+            assert_eq!(body.get("version").cloned(), update, "{which:?}");
+            let body = t
+                .write_body(&routes, BodyMode::Full, &create)
+                .unwrap()
+                .unwrap();
+            assert_eq!(body.get("version").cloned(), created, "{which:?} create");
+        }
+        let routes = TableRoutes::new()
+            .version_field("version")
+            .body_version(BodyVersion::Next);
+        let t = transport(routes.clone());
+        let mut etag = r.clone();
+        etag.base_version = Some("abc".into());
+        let err = t.write_body(&routes, BodyMode::Full, &etag).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Permanent);
+        assert_eq!(err.field_name(), Some("version"));
+    }
+
+    #[test]
+    fn bodies_take_defaults_extra_fields_and_leave_local_only_and_server_keys_out() {
+        let routes = TableRoutes::new().server_ids().local_only("draft").create(
+            WriteRoute::post("/r")
+                .envelope("row")
+                .default_field("deleted", json!(false))
+                .extra_field("return", json!(true)),
+        );
+        let t = transport(routes.clone());
+        let mut create = req(
+            Op::Create,
+            json!({"id": "tmp", "title": "t", "draft": "x", "deleted": true}),
+        );
+        create.base_version = None;
+        let body = t
+            .route_body(&routes, routes.create.as_ref().unwrap(), &create)
+            .unwrap();
+        assert_eq!(
+            body,
+            Some(json!({"row": {"title": "t", "deleted": true}, "return": true})),
+            "the record's own value wins over a default"
+        );
+        create.record = json!({"id": "tmp"}).as_object().cloned();
+        let body = t
+            .route_body(&routes, routes.create.as_ref().unwrap(), &create)
+            .unwrap();
+        assert_eq!(
+            body,
+            Some(json!({"row": {"deleted": false}, "return": true}))
+        );
+    }
+
+    #[test]
+    fn answer_rules_match_status_pointer_value_substring_and_empty_arrays() {
+        use crate::routes::{Answer, AnswerRule};
+        let errors = br#"{"errors": ["version conflict"]}"#;
+        let rule = AnswerRule::status(400, Answer::Conflict)
+            .pointer("/errors/0")
+            .equals(json!("version conflict"));
+        assert!(rule.matches(400, errors));
+        assert!(!rule.matches(409, errors));
+        assert!(!rule.matches(400, br#"{"errors": ["invalid columns"]}"#));
+        assert!(!rule.matches(400, b"not json"));
+        let rule = AnswerRule::status(400, Answer::Conflict).contains("version conflict");
+        assert!(rule.matches(400, errors));
+        assert!(!rule.matches(400, b"bad request"));
+        let rule = AnswerRule::status(200, Answer::Conflict).empty_array();
+        assert!(rule.matches(200, b"[]"));
+        assert!(rule.matches(200, b" [ ] "));
+        assert!(!rule.matches(200, br#"[{"id": 1}]"#));
+        assert!(!rule.matches(200, b""));
+        assert!(AnswerRule::status(404, Answer::NotFound).matches(404, b""));
     }
 
     fn incoming(status: u16, body: &str) -> Incoming {

@@ -131,6 +131,131 @@ pub struct WriteRoute {
     /// Ignore the response body entirely (for APIs that answer `{"ok": true}`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub ignore_response: bool,
+    /// Answer rules, tried in order before the default classification: the first that
+    /// matches decides what the answer means (see [`AnswerRule`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<AnswerRule>,
+    /// Fields every body of this route carries: each is added with this value when the record
+    /// lacks it (`{ deleted = false }` for an API that requires the field on every write).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+    /// Static fields sent beside the record, outside the envelope (`{ return = true }` with
+    /// `envelope = "row"` sends `{"row": {..}, "return": true}`); without an envelope they are
+    /// added to the record body.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What an answer means, when an [`AnswerRule`] matches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// A version conflict: the table's conflict strategy decides (kind `Conflict`).
+    Conflict,
+    /// The record is not on the server: a delete is done (already gone); a create or update
+    /// fails with kind `NotFound`.
+    NotFound,
+    /// The write succeeded (a body that is not the record is ignored).
+    Success,
+    /// A passing failure: send it again later (kind `Server`).
+    Retry,
+    /// Refused for good (kind `Permanent`).
+    Permanent,
+    /// The credentials were refused (kind `Auth`).
+    Auth,
+}
+
+/// One answer rule of a write route: when the status matches and every condition given holds,
+/// the answer means `outcome`. Example (TOML): `{ status = 400, pointer = "/errors/0", equals
+/// = "version conflict", outcome = "conflict" }`, or `{ status = 200, empty_array = true,
+/// outcome = "conflict" }` for a conditional update that answers `[]` when nothing matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRule {
+    /// The HTTP status to match.
+    pub status: u16,
+    /// A JSON pointer into the body: the value there must exist (and equal `equals` if given;
+    /// be an empty array if `empty_array`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<Pointer>,
+    /// The value at `pointer` (default: the whole body) must equal this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+    /// The body, as text, must contain this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The value at `pointer` (default: the whole body) must be an empty array.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub empty_array: bool,
+    /// What a matching answer means.
+    pub outcome: Answer,
+}
+
+impl AnswerRule {
+    /// A rule matching `status` alone.
+    pub fn status(status: u16, outcome: Answer) -> Self {
+        AnswerRule {
+            status,
+            pointer: None,
+            equals: None,
+            contains: None,
+            empty_array: false,
+            outcome,
+        }
+    }
+
+    /// Also requires a value at `pointer`.
+    pub fn pointer(mut self, pointer: &str) -> Self {
+        self.pointer = Some(pointer::lenient(pointer));
+        self
+    }
+
+    /// Also requires the value (at the pointer, or the whole body) to equal `value`.
+    pub fn equals(mut self, value: serde_json::Value) -> Self {
+        self.equals = Some(value);
+        self
+    }
+
+    /// Also requires the body text to contain `text`.
+    pub fn contains(mut self, text: impl Into<String>) -> Self {
+        self.contains = Some(text.into());
+        self
+    }
+
+    /// Also requires the value (at the pointer, or the whole body) to be `[]`.
+    pub fn empty_array(mut self) -> Self {
+        self.empty_array = true;
+        self
+    }
+
+    /// Whether an answer with `status` and `body` matches.
+    pub fn matches(&self, status: u16, body: &[u8]) -> bool {
+        if status != self.status {
+            return false;
+        }
+        if let Some(text) = &self.contains
+            && !String::from_utf8_lossy(body).contains(text.as_str())
+        {
+            return false;
+        }
+        if self.pointer.is_none() && self.equals.is_none() && !self.empty_array {
+            return true;
+        }
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let at = match &self.pointer {
+            Some(p) => p.get(&json),
+            None => Some(&json),
+        };
+        let Some(at) = at else { return false };
+        if let Some(want) = &self.equals
+            && at != want
+        {
+            return false;
+        }
+        !self.empty_array || at.as_array().is_some_and(Vec::is_empty)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -148,6 +273,9 @@ impl WriteRoute {
             headers: Headers::default(),
             response: None,
             ignore_response: false,
+            answers: Vec::new(),
+            defaults: serde_json::Map::new(),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -204,6 +332,30 @@ impl WriteRoute {
     pub fn ignore_response(mut self) -> Self {
         self.ignore_response = true;
         self
+    }
+
+    /// A field every body carries (added with `value` when the record lacks it).
+    pub fn default_field(mut self, field: impl Into<String>, value: serde_json::Value) -> Self {
+        self.defaults.insert(field.into(), value);
+        self
+    }
+
+    /// A static field sent beside the record (outside the envelope).
+    pub fn extra_field(mut self, field: impl Into<String>, value: serde_json::Value) -> Self {
+        self.extra.insert(field.into(), value);
+        self
+    }
+
+    /// Adds an answer rule (tried in the order added).
+    pub fn answer(mut self, rule: AnswerRule) -> Self {
+        self.answers.push(rule);
+        self
+    }
+
+    /// Whether a request for an entry with a base version carries a precondition: a header
+    /// template using `{version}` (or ETags on, for updates and deletes).
+    pub(crate) fn sends_precondition(&self, versioning: &Versioning) -> bool {
+        versioning.etag || self.headers.0.values().any(|v| v.contains("{version}"))
     }
 
     pub(crate) fn body_mode(&self, op: Op) -> BodyMode {
@@ -325,14 +477,35 @@ impl BulkRoute {
     }
 }
 
+/// Which version the body of a write carries in the version field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyVersion {
+    /// The base version (the one the edit was made on); the server checks and bumps it.
+    #[default]
+    Base,
+    /// The version the record gets by this write: base + 1 for integer versions, 1 for a
+    /// create. For servers that store the version they are sent and never bump it.
+    Next,
+    /// No version in the body (it travels only in a header template or the URL).
+    None,
+}
+
+fn is_default_body_version(v: &BodyVersion) -> bool {
+    *v == BodyVersion::Base
+}
+
 /// How version tokens for optimistic concurrency travel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Versioning {
     /// A version field in the record (e.g. `version`): sent in the body of updates (set to
-    /// `PushRequest.base_version` when given) and read back from responses.
+    /// `PushRequest.base_version` when given, see `body`) and read back from responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Which version writes carry in `field`: `base` (default), `next` or `none`.
+    #[serde(default, skip_serializing_if = "is_default_body_version")]
+    pub body: BodyVersion,
     /// ETags: `If-Match: "<base_version>"` on updates and deletes; the response `ETag` is the
     /// new version.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -353,6 +526,10 @@ pub struct TableRoutes {
     /// reported as `PushOutcome.server_key`. Without it a different key is a `Decode` error.
     #[serde(default, skip_serializing_if = "is_false")]
     pub server_ids: bool,
+    /// Fields kept only locally: never sent in a write body (creates, updates, bulk). With
+    /// `server_ids`, the key field is also left out of create bodies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_only: Vec<String>,
     /// Create route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create: Option<WriteRoute>,
@@ -362,7 +539,9 @@ pub struct TableRoutes {
     /// Delete route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<WriteRoute>,
-    /// A 404 answer to a delete counts as success (already gone). Default true.
+    /// A 404 answer to a delete counts as success (already gone). Default true. Not when the
+    /// delete carried a precondition (`{version}` in a header template, or ETags): a 404 is
+    /// then a refusal, a conflict, unless an answer rule says otherwise.
     #[serde(default = "default_true")]
     pub delete_not_found_ok: bool,
     /// Fetch-one route.
@@ -402,6 +581,7 @@ impl Default for TableRoutes {
             key: default_key(),
             fields: Vec::new(),
             server_ids: false,
+            local_only: Vec::new(),
             create: None,
             update: None,
             delete: None,
@@ -474,6 +654,12 @@ impl TableRoutes {
         self
     }
 
+    /// Declares a field kept only locally (never sent in write bodies).
+    pub fn local_only(mut self, field: impl Into<String>) -> Self {
+        self.local_only.push(field.into());
+        self
+    }
+
     /// Sets the create route.
     pub fn create(mut self, route: WriteRoute) -> Self {
         self.create = Some(route);
@@ -519,6 +705,12 @@ impl TableRoutes {
     /// Version tokens travel in this record field.
     pub fn version_field(mut self, field: impl Into<String>) -> Self {
         self.version.field = Some(field.into());
+        self
+    }
+
+    /// Which version the body carries (default [`BodyVersion::Base`]).
+    pub fn body_version(mut self, which: BodyVersion) -> Self {
+        self.version.body = which;
         self
     }
 
@@ -568,6 +760,21 @@ impl TableRoutes {
                 ))
             })?;
             route.headers.validate(table, &at)?;
+            for (name, value) in &route.headers.0 {
+                check_header_template(table, &at, name, value)?;
+            }
+            for (i, rule) in route.answers.iter().enumerate() {
+                if !(100..=599).contains(&rule.status) {
+                    return Err(cfg(format!(
+                        "{at}: answers[{i}]: status {} is not an HTTP status",
+                        rule.status
+                    )));
+                }
+                if let Some(p) = &rule.pointer {
+                    pointer::check(p)
+                        .map_err(|e| cfg(format!("{at}: answers[{i}]: pointer: {e}")))?;
+                }
+            }
             if let Some(p) = &route.response {
                 pointer::check(p).map_err(|e| cfg(format!("{at}: response: {e}")))?;
             }
@@ -603,6 +810,20 @@ impl TableRoutes {
                 );
             }
         }
+        if self.server_ids
+            && let Some(create) = &self.create
+            && let Some(name) = create
+                .url
+                .placeholders()
+                .find(|name| *name == "key" || *name == self.key.as_str())
+        {
+            return Err(cfg(format!(
+                "create route: url `{}` uses `{{{name}}}`, but with `server_ids` the server \
+                 assigns the key: a create has only a temporary local one",
+                create.url
+            ))
+            .field(name.to_owned()));
+        }
         if let Some(fetch) = &self.fetch {
             check_template(table, "fetch route", "url", &fetch.url, |name| {
                 name == "key" || name == self.key
@@ -632,6 +853,27 @@ impl TableRoutes {
         }
         Ok(())
     }
+}
+
+/// Header values of write routes may use `{version}` (the base version) and `{key}`; any other
+/// `{name}` is a configuration error naming it.
+fn check_header_template(table: &str, at: &str, name: &str, value: &str) -> Result<()> {
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else { break };
+        let placeholder = &after[..end];
+        if placeholder != "version" && placeholder != "key" {
+            return Err(Error::config(format!(
+                "{at}: header `{name}` uses unknown placeholder `{{{placeholder}}}` (header \
+                 templates know `{{version}}` and `{{key}}`)"
+            ))
+            .table(table)
+            .field(name.to_owned()));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
 }
 
 /// Checks that every placeholder of `template` is allowed; names the offending one.

@@ -201,3 +201,81 @@ fn check_refuses_an_offset_walk_without_an_offset_placeholder() {
          e.g. query = { offset = \"{offset}\", limit = \"{limit}\" }"
     );
 }
+
+#[test]
+fn check_warns_about_an_if_match_header_without_the_version() {
+    let env = Env::new();
+    env.edit(|t| {
+        replace(
+            t,
+            "update = { method = \"PUT\", url = \"/api/posts/{id}\" }",
+            "update = { method = \"PUT\", url = \"/api/posts/{id}\", headers = { \"If-Match\" = \
+             \"3\" } }",
+        )
+    });
+    let (message, hint, code) = finding(&env, position(&env, "\"3\""));
+    assert_eq!(code, 0, "a warning: the config still works");
+    assert_eq!(
+        message,
+        "warning: [server.tables.posts.update.headers.If-Match] the update route's `If-Match` \
+         header holds no `{version}`: every write sends the same precondition, so a stale edit \
+         is never refused and a current one may be (table `posts`, field `If-Match`)"
+    );
+    assert_eq!(
+        hint,
+        "hint: send the base version: \"If-Match\" = \"{version}\" (bare) or \
+         \"\\\"{version}\\\"\" (quoted, as ETags are)"
+    );
+}
+
+#[test]
+fn check_warns_about_a_version_header_on_a_table_that_learns_no_versions() {
+    let env = Env::new();
+    env.edit(|t| {
+        let t = replace(
+            t,
+            "version = { field = \"version\" }  # optimistic concurrency: the base version \
+             travels in the body\n",
+            "",
+        );
+        replace(
+            &t,
+            "delete = { method = \"DELETE\", url = \"/api/posts/{id}\" }",
+            "delete = { method = \"DELETE\", url = \"/api/posts/{id}\", headers = { \"If-Match\" \
+             = \"{version}\" } }",
+        )
+    });
+    let (message, hint, code) = finding(&env, position(&env, "\"{version}\""));
+    assert_eq!(code, 0);
+    assert_eq!(
+        message,
+        "warning: [server.tables.posts.delete.headers.If-Match] the delete route's `If-Match` \
+         header uses `{version}`, but the table sets neither version.field nor version.etag: \
+         tidesync learns no versions, so the header is never sent (table `posts`, field \
+         `If-Match`)"
+    );
+    assert_eq!(
+        hint,
+        "hint: version = { field = \"version\" } (or etag = true)"
+    );
+}
+
+#[test]
+fn check_refuses_a_server_id_table_whose_create_url_needs_the_key() {
+    let env = Env::new();
+    env.edit(|t| {
+        replace(
+            t,
+            "create = { method = \"POST\", url = \"/api/posts\" }",
+            "server_ids = true\ncreate = { method = \"PUT\", url = \"/api/posts/{id}\" }",
+        )
+    });
+    let (message, _hint, code) = finding(&env, position(&env, "\"/api/posts/{id}\" }\nupdate"));
+    assert_eq!(code, 2);
+    assert_eq!(
+        message,
+        "error: [server.tables.posts.create.url] create route: url `/api/posts/{id}` uses \
+         `{id}`, but with `server_ids` the server assigns the key: a create has only a \
+         temporary local one (table `posts`, field `id`)"
+    );
+}

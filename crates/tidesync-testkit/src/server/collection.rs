@@ -33,6 +33,30 @@ pub enum TimestampFormat {
     SpaceSeparated,
 }
 
+/// How a collection checks the version a write was based on (real servers differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Concurrency {
+    /// `If-Match` with the ETag (quoted or weak) → 412 on a mismatch; a body `version` that
+    /// is not the stored one → 409 with the current record. The server bumps `version` on
+    /// every write (the default).
+    #[default]
+    Standard,
+    /// A row rule comparing `If-Match` with the stored version number, bare (`If-Match: 3`;
+    /// the quoted `"3"` never matches): a mismatch answers 404, as the rule hides the row. The
+    /// server never bumps `version`: it stores the `version` the client sends (a create
+    /// without one starts at 1); a write without `If-Match` is not checked.
+    BareIfMatch404,
+    /// No concurrency control at all, as most simple CRUD APIs: `If-Match` and a body
+    /// `version` are ignored (the server still bumps `version`), and a PATCH of a soft-deleted
+    /// record updates its fields and answers it, `deleted: true` and all (the flag is a column
+    /// a PATCH does not touch). A PUT replaces the whole row and so revives it, as before.
+    Unchecked,
+    /// The standard checks, but a stale version is answered 400 with
+    /// `{"errors": ["version conflict"]}` (no current record), for both `If-Match` and a
+    /// body `version`.
+    Conflict400,
+}
+
 /// Per-collection options. Collections that were not configured use the server default
 /// ([`super::ReferenceServerBuilder::default_collection`]).
 #[derive(Clone, Debug)]
@@ -75,6 +99,20 @@ pub struct CollectionConfig {
     /// turns the record into a tombstone, as a DELETE would (a soft-delete column the API
     /// exposes). Off: `deleted` in a body is ignored (server-owned).
     pub client_tombstones: bool,
+    /// How writes are checked against the stored version.
+    pub concurrency: Concurrency,
+    /// Fields every POST/PUT/PATCH body must carry (e.g. `deleted` and `version`): a body
+    /// without one is refused with 400 `missing required field`.
+    pub required_fields: Vec<String>,
+    /// Write bodies in a row envelope with options, as some SQL-backed APIs take them:
+    /// `{"row": {..}}`, plus `"return": true` to get the written record back. Creates answer
+    /// `{"rows": [record]}`; updates answer `{"ok": true}` unless `return` is true. Any other
+    /// top-level field is refused with 400 `invalid columns`.
+    pub row_envelope: bool,
+    /// With [`CollectionConfig::server_ids`]: a create whose body carries an `id` is refused
+    /// with 400 (`id` is assigned by the server), as servers that mint their own ids do,
+    /// instead of the id being replaced silently.
+    pub refuse_client_ids: bool,
 }
 
 impl Default for CollectionConfig {
@@ -92,6 +130,10 @@ impl Default for CollectionConfig {
             edit_during_pulls: None,
             hard_deletes: false,
             client_tombstones: false,
+            concurrency: Concurrency::Standard,
+            required_fields: Vec::new(),
+            row_envelope: false,
+            refuse_client_ids: false,
         }
     }
 }
@@ -171,6 +213,34 @@ impl CollectionConfig {
     #[must_use]
     pub fn client_tombstones(mut self, on: bool) -> Self {
         self.client_tombstones = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::concurrency`].
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`CollectionConfig::required_fields`].
+    #[must_use]
+    pub fn required_fields(mut self, fields: &[&str]) -> Self {
+        self.required_fields = fields.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+
+    /// Sets [`CollectionConfig::row_envelope`].
+    #[must_use]
+    pub fn row_envelope(mut self, on: bool) -> Self {
+        self.row_envelope = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::refuse_client_ids`].
+    #[must_use]
+    pub fn refuse_client_ids(mut self, on: bool) -> Self {
+        self.refuse_client_ids = on;
         self
     }
 
@@ -705,6 +775,33 @@ impl Collection {
     }
 
     fn check(&self, rec: Option<&Record>, pre: &Pre) -> Result<(), Reply> {
+        match self.config.concurrency {
+            Concurrency::Standard => self.check_standard(rec, pre),
+            Concurrency::BareIfMatch404 => match &pre.if_match {
+                Some(im) if !rec.is_some_and(|r| im.trim().parse::<u64>() == Ok(r.version)) => {
+                    Err(Reply::not_found())
+                }
+                _ => Ok(()),
+            },
+            Concurrency::Unchecked => Ok(()),
+            Concurrency::Conflict400 => self.check_standard(rec, pre).map_err(|_| {
+                Reply::json(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "errors": ["version conflict"] }),
+                )
+            }),
+        }
+    }
+
+    /// The version a write leaves: bumped, or (when the client owns versions) the one sent.
+    fn next_version(&self, current: u64, sent: Option<u64>) -> u64 {
+        match self.config.concurrency {
+            Concurrency::BareIfMatch404 => sent.unwrap_or(current),
+            _ => current.saturating_add(1),
+        }
+    }
+
+    fn check_standard(&self, rec: Option<&Record>, pre: &Pre) -> Result<(), Reply> {
         if let Some(im) = &pre.if_match
             && !rec.is_some_and(|r| etag_matches(im, r))
         {
@@ -754,6 +851,9 @@ impl Collection {
 
     /// POST: creates; 409 `exists` if the id is taken (also by a tombstone).
     pub(crate) fn create(&mut self, body: Body, now: i64) -> Reply {
+        if self.config.server_ids && self.config.refuse_client_ids && body.id.is_some() {
+            return Reply::bad_request("`id` is assigned by the server: leave it out");
+        }
         let (key, id) = match self.new_id(body.id) {
             Ok(v) => v,
             Err(e) => return Reply::bad_request(e),
@@ -761,7 +861,23 @@ impl Collection {
         if let Some(cur) = self.records.get(&key) {
             return Reply::conflict(StatusCode::CONFLICT, "exists", Some(self.render(cur)));
         }
-        self.insert_new(key, id, body.fields, now)
+        let sent = body.version;
+        let reply = self.insert_new(key.clone(), id, body.fields, now);
+        self.own_version(&key, sent, reply)
+    }
+
+    /// When the client owns versions, a new record takes the version it was sent with.
+    fn own_version(&mut self, key: &str, sent: Option<u64>, reply: Reply) -> Reply {
+        if self.config.concurrency != Concurrency::BareIfMatch404 {
+            return reply;
+        }
+        let Some(v) = sent else { return reply };
+        let Some(rec) = self.records.get_mut(key) else {
+            return reply;
+        };
+        rec.version = v;
+        let rec = rec.clone();
+        self.record_reply(reply.status, &rec)
     }
 
     /// PUT: full replace of a record (reviving a tombstone), or create (upsert).
@@ -779,10 +895,15 @@ impl Collection {
             };
         }
         self.unindex(key);
+        let sent = body.version;
+        let next = self
+            .records
+            .get(key)
+            .map(|r| self.next_version(r.version, sent));
         match self.records.get_mut(key) {
             Some(rec) => {
                 rec.fields = body.fields;
-                rec.version += 1;
+                rec.version = next.unwrap_or(rec.version);
                 rec.updated_ms = now;
                 rec.deleted = false;
                 let rec = rec.clone();
@@ -793,7 +914,8 @@ impl Collection {
             None if self.config.server_ids => Reply::not_found(),
             None => {
                 let id = body.id.unwrap_or_else(|| id_json_from_key(key));
-                self.insert_new(key.to_owned(), id, body.fields, now)
+                let reply = self.insert_new(key.to_owned(), id, body.fields, now);
+                self.own_version(key, sent, reply)
             }
         }
     }
@@ -803,7 +925,8 @@ impl Collection {
         if let Err(r) = check_body_id(&body, key) {
             return r;
         }
-        let Some(rec) = self.records.get(key).filter(|r| !r.deleted) else {
+        let unchecked = self.config.concurrency == Concurrency::Unchecked;
+        let Some(rec) = self.records.get(key).filter(|r| !r.deleted || unchecked) else {
             return self.missing(key);
         };
         if let Err(r) = self.check(Some(rec), pre) {
@@ -812,6 +935,7 @@ impl Collection {
         if body.deleted && self.config.client_tombstones {
             return self.tombstone(key, now);
         }
+        let next = self.next_version(rec.version, body.version);
         self.unindex(key);
         let Some(rec) = self.records.get_mut(key) else {
             return Reply::not_found();
@@ -819,7 +943,7 @@ impl Collection {
         for (k, v) in body.fields {
             rec.fields.insert(k, v);
         }
-        rec.version += 1;
+        rec.version = next;
         rec.updated_ms = now;
         let rec = rec.clone();
         self.index(key);
@@ -836,6 +960,7 @@ impl Collection {
         if let Err(r) = self.check(Some(rec), pre) {
             return r;
         }
+        let next = self.next_version(rec.version, None);
         self.unindex(key);
         if self.config.hard_deletes {
             self.records.remove(key);
@@ -843,7 +968,7 @@ impl Collection {
         }
         if let Some(rec) = self.records.get_mut(key) {
             rec.deleted = true;
-            rec.version += 1;
+            rec.version = next;
             rec.updated_ms = now;
         }
         self.index(key);
@@ -864,6 +989,39 @@ impl Collection {
         let rec = rec.clone();
         self.index(key);
         self.record_reply(StatusCode::OK, &rec)
+    }
+
+    /// A conditional write by query (`where.id.eq=…&where.version.eq=…`), as SQL-backed APIs
+    /// do it: the rows matching the filter are written and returned as an array, so a stale
+    /// version matches nothing and answers 200 with `[]`. `fields` replaces the record's
+    /// fields (an update), `None` soft-deletes it.
+    pub(crate) fn write_where(
+        &mut self,
+        key: &str,
+        version: Option<u64>,
+        fields: Option<Map<String, Value>>,
+        now: i64,
+    ) -> Reply {
+        let matches = self
+            .records
+            .get(key)
+            .is_some_and(|r| !r.deleted && version.is_none_or(|v| v == r.version));
+        if !matches {
+            return Reply::json(StatusCode::OK, json!([]));
+        }
+        self.unindex(key);
+        let Some(rec) = self.records.get_mut(key) else {
+            return Reply::json(StatusCode::OK, json!([]));
+        };
+        match fields {
+            Some(fields) => rec.fields = fields,
+            None => rec.deleted = true,
+        }
+        rec.version = rec.version.saturating_add(1);
+        rec.updated_ms = now;
+        let rec = rec.clone();
+        self.index(key);
+        Reply::json(StatusCode::OK, json!([self.render(&rec)]))
     }
 
     /// Inspection-API upsert: creates or replaces, no preconditions. Returns the record.

@@ -137,6 +137,18 @@
 //! - [`CollectionConfig::sort_from_params`]: `orderby.<field>=asc` parameters (`updatedAt`,
 //!   `id`) sort in the order they are written, key order without them; id-first orders page
 //!   by offset or page only (cursor and keyset positions are a 400).
+//! - [`CollectionConfig::concurrency`]: how a stale write is refused: the standard 409/412,
+//!   a bare `If-Match` compared with a client-owned version and refused with 404
+//!   ([`Concurrency::BareIfMatch404`]), 400 `{"errors": ["version conflict"]}`
+//!   ([`Concurrency::Conflict400`]), or not at all ([`Concurrency::Unchecked`]: a PATCH of a
+//!   soft-deleted row writes it and answers it with `deleted: true`).
+//! - [`CollectionConfig::required_fields`], [`CollectionConfig::row_envelope`] (`{"row": …}`
+//!   bodies with a `return` option), [`CollectionConfig::refuse_client_ids`] (with server ids,
+//!   a create carrying an `id` is refused with 400).
+//! - Conditional writes by query on every collection: `PUT /api/<c>?where.id.eq=<id>&where.version.eq=<v>`
+//!   replaces the record's fields and `DELETE` with the same filter soft-deletes it; both answer
+//!   200 with the written rows as an array, `[]` when the filter matches nothing (a stale
+//!   version): a conflict that looks like a success.
 //! - [`CollectionConfig::max_limit`]: a silent page cap (the page is shorter, `hasMore` true).
 //! - [`CollectionConfig::link_origin`]: absolute `Link`s on another origin (a proxy that
 //!   rewrites `Host`).
@@ -231,7 +243,7 @@ mod store;
 mod time;
 
 pub use builder::{DEFAULT_BODY_LIMIT, DEFAULT_SEED, ReferenceServer, ReferenceServerBuilder};
-pub use collection::{CollectionConfig, TimestampFormat};
+pub use collection::{CollectionConfig, Concurrency, TimestampFormat};
 pub use faults::{
     DEFAULT_HANG, DEFAULT_OVERSIZED, FaultFilter, FaultKind, FaultRule, Faults, Latency, RetryAfter,
 };

@@ -36,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/api/{collection}",
             get(list)
                 .post(create)
+                .put(put_by_query)
                 .patch(patch_by_query)
                 .delete(delete_by_query),
         )
@@ -261,17 +262,88 @@ fn create_inner(
 ) -> Result<Reply, Reply> {
     let c = one(path)?;
     let ctx = WriteCtx::from_headers(headers)?;
-    let body = Body::parse(body).map_err(Reply::bad_request)?;
+    let (body, shape) = shape_body(st, &c, body, true)?;
     let fp = Fingerprint {
         collection: c.clone(),
         action: Action::Create,
         id: body.id.as_ref().and_then(|i| key_from_json(i).ok()),
     };
     let mut store = st.store();
-    Ok(store.mutate(&ctx, fp, |s| {
+    let reply = store.mutate(&ctx, fp, |s| {
         let now = s.now();
         s.collection_mut(&c).create(body, now)
-    }))
+    });
+    Ok(shape.reply(reply))
+}
+
+/// How a collection's write answers are shaped (see [`CollectionConfig::row_envelope`]).
+struct Shape {
+    row_envelope: bool,
+    wants_record: bool,
+}
+
+impl Shape {
+    fn reply(&self, reply: Reply) -> Reply {
+        if !self.row_envelope || !reply.status.is_success() {
+            return reply;
+        }
+        let body = if self.wants_record {
+            json!({ "rows": [reply.body.clone().unwrap_or(Value::Null)] })
+        } else {
+            json!({ "ok": true })
+        };
+        Reply {
+            body: Some(body),
+            ..reply
+        }
+    }
+}
+
+/// Parses a write body under the collection's rules: the row envelope and its options, then
+/// the required fields.
+fn shape_body(st: &Shared, c: &str, raw: &[u8], create: bool) -> Result<(Body, Shape), Reply> {
+    let config = st.store().config_for(c);
+    let mut top = match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(Reply::bad_request("request body must be a JSON object")),
+        Err(e) => {
+            return Err(Reply::bad_request(format!(
+                "request body is not valid JSON: {e}"
+            )));
+        }
+    };
+    let mut shape = Shape {
+        row_envelope: config.row_envelope,
+        wants_record: true,
+    };
+    let record = if config.row_envelope {
+        let Some(Value::Object(row)) = top.remove("row") else {
+            return Err(Reply::bad_request("`row` (an object) is required"));
+        };
+        let wants = match top.remove("return") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(Reply::bad_request("`return` must be a boolean")),
+        };
+        if let Some(column) = top.keys().next() {
+            return Err(Reply::bad_request(format!("invalid columns: `{column}`")));
+        }
+        shape.wants_record = create || wants;
+        row
+    } else {
+        top
+    };
+    if let Some(field) = config
+        .required_fields
+        .iter()
+        .find(|f| !record.contains_key(f.as_str()))
+    {
+        return Err(Reply::bad_request(format!(
+            "missing required field `{field}`"
+        )));
+    }
+    let body = Body::split(record).map_err(Reply::bad_request)?;
+    Ok((body, shape))
 }
 
 /// The kinds of single-record writes addressed by id.
@@ -302,9 +374,22 @@ fn write_by_id_inner(
     w: Write,
 ) -> Result<Reply, Reply> {
     let ctx = WriteCtx::from_headers(headers)?;
-    let body = match w {
-        Write::Delete if body.iter().all(u8::is_ascii_whitespace) => Body::default(),
-        _ => Body::parse(body).map_err(Reply::bad_request)?,
+    let (body, shape) = match w {
+        Write::Delete if body.iter().all(u8::is_ascii_whitespace) => (
+            Body::default(),
+            Shape {
+                row_envelope: false,
+                wants_record: false,
+            },
+        ),
+        Write::Delete => (
+            Body::parse(body).map_err(Reply::bad_request)?,
+            Shape {
+                row_envelope: false,
+                wants_record: false,
+            },
+        ),
+        Write::Replace | Write::Patch => shape_body(st, c, body, false)?,
     };
     let pre = Pre {
         if_match: if_match(headers),
@@ -320,7 +405,7 @@ fn write_by_id_inner(
         id: Some(id.to_owned()),
     };
     let mut store = st.store();
-    Ok(store.mutate(&ctx, fp, |s| {
+    let reply = store.mutate(&ctx, fp, |s| {
         let now = s.now();
         let coll = s.collection_mut(c);
         match w {
@@ -328,7 +413,8 @@ fn write_by_id_inner(
             Write::Patch => coll.patch(id, body, &pre, now),
             Write::Delete => coll.delete(id, &pre, now),
         }
-    }))
+    });
+    Ok(shape.reply(reply))
 }
 
 async fn put_one(
@@ -401,8 +487,84 @@ fn by_query(
     w: Write,
 ) -> Result<Reply, Reply> {
     let c = one(path)?;
-    let id = id_from_query(&parse_pairs(q))?;
+    let pairs = parse_pairs(q);
+    if param(&pairs, "where.id.eq").is_some() {
+        return write_where(st, &c, &pairs, headers, body, w);
+    }
+    let id = id_from_query(&pairs)?;
     Ok(write_by_id(st, &c, &id, headers, body, w))
+}
+
+async fn put_by_query(
+    State(st): St,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(one(path).and_then(|c| {
+        let pairs = parse_pairs(q.as_deref());
+        if param(&pairs, "where.id.eq").is_none() {
+            return Err(Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PUT on a collection needs `where.id.eq=<id>`",
+            ));
+        }
+        write_where(&st, &c, &pairs, &headers, &body, Write::Replace)
+    }))
+}
+
+/// A conditional write by `where.id.eq=<id>[&where.version.eq=<v>]`: 200 with the written rows,
+/// `[]` when none matched.
+fn write_where(
+    st: &Shared,
+    c: &str,
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+    w: Write,
+) -> Result<Reply, Reply> {
+    let id = param(pairs, "where.id.eq").unwrap_or_default().to_owned();
+    check_id(&id)?;
+    let version = match param(pairs, "where.version.eq") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Reply::bad_request("`where.version.eq` must be a non-negative integer")
+        })?),
+    };
+    let ctx = WriteCtx::from_headers(headers)?;
+    let fields = match w {
+        Write::Delete => None,
+        Write::Replace | Write::Patch => {
+            let (body, _) = shape_body(st, c, body, false)?;
+            check_body_matches(&body, &id)?;
+            Some(body.fields)
+        }
+    };
+    let fp = Fingerprint {
+        collection: c.to_owned(),
+        action: if w == Write::Delete {
+            Action::Delete
+        } else {
+            Action::Update
+        },
+        id: Some(id.clone()),
+    };
+    let mut store = st.store();
+    Ok(store.mutate(&ctx, fp, |s| {
+        let now = s.now();
+        s.collection_mut(c).write_where(&id, version, fields, now)
+    }))
+}
+
+/// A body `id`, if any, must name the record of the filter.
+fn check_body_matches(body: &Body, id: &str) -> Result<(), Reply> {
+    match &body.id {
+        Some(v) if key_from_json(v).ok().as_deref() != Some(id) => Err(Reply::bad_request(
+            "`id` in the body does not match `where.id.eq`",
+        )),
+        _ => Ok(()),
+    }
 }
 
 // ---- bulk ----------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ impl Store {
         self.configs.insert(name.to_owned(), config);
     }
 
-    fn config_for(&self, name: &str) -> CollectionConfig {
+    pub(crate) fn config_for(&self, name: &str) -> CollectionConfig {
         self.configs
             .get(name)
             .cloned()

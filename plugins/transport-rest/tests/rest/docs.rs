@@ -2,8 +2,8 @@
 //! them (copied here verbatim), and work against the reference server.
 
 use serde_json::json;
-use tidesync_core::{Key, Op, Transport};
-use tidesync_testkit::server::{CollectionConfig, ReferenceServer, TimestampFormat};
+use tidesync_core::{ErrorKind, Key, Op, Transport};
+use tidesync_testkit::server::{CollectionConfig, Concurrency, ReferenceServer, TimestampFormat};
 use tidesync_transport_rest::{RestConfig, RestTransport};
 
 use crate::support::{drain, push};
@@ -131,9 +131,9 @@ fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<Rest
 }
 
 #[test]
-fn the_doc_has_five_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
+fn the_doc_has_ten_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
     let blocks = toml_blocks();
-    assert_eq!(blocks.len(), 5);
+    assert_eq!(blocks.len(), 10);
     for block in &blocks[3..] {
         parse(block).validate()?;
     }
@@ -416,5 +416,301 @@ async fn link_pages_behind_a_proxy_config_works() -> anyhow::Result<()> {
         log.iter().filter(|r| r.method == "GET").count() > 4,
         "walked several pages via the rewritten links"
     );
+    Ok(())
+}
+
+/// A push of `op` on `key` based on `base`.
+fn based(table: &str, op: Op, key: &str, title: &str, base: &str) -> tidesync_core::PushRequest {
+    let record = (op != Op::Delete).then(|| json!({"id": key, "title": title}));
+    let mut req = push(table, op, key, record);
+    req.base_version = Some(base.to_owned());
+    req.idempotency_key = format!("{}-{key}-{title}-{base}", op.as_str());
+    req
+}
+
+/// One write shape end to end on the transport: create, update on the agreed version, a stale
+/// update and a stale delete (both conflicts, the server unchanged), a delete on the agreed
+/// version, and the pull showing it. Returns the server's versions after the update.
+async fn write_shape(
+    block: usize,
+    table: &str,
+    config: CollectionConfig,
+) -> anyhow::Result<(ReferenceServer, RestTransport)> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(table, config)
+        .start()
+        .await;
+    let t = against(&parse(toml_blocks()[block]), &server)?;
+    let created = t
+        .push(push(
+            table,
+            Op::Create,
+            "k1",
+            Some(json!({"id": "k1", "title": "a"})),
+        ))
+        .await?;
+    assert_eq!(created.version.as_deref(), Some("1"), "{table}: create");
+    let updated = t.push(based(table, Op::Update, "k1", "b", "1")).await?;
+    assert_eq!(updated.version.as_deref(), Some("2"), "{table}: update");
+    let on_server = server.record(table, "k1").expect("live");
+    assert_eq!(
+        (on_server["title"].clone(), on_server["version"].clone()),
+        (json!("b"), json!(2))
+    );
+    for op in [Op::Update, Op::Delete] {
+        let err = t
+            .push(based(table, op, "k1", "stale", "1"))
+            .await
+            .expect_err("stale");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Conflict,
+            "{table}: stale {op:?}: {err}"
+        );
+        assert_eq!(err.record_key(), Some("k1"));
+        let on_server = server.record(table, "k1").expect("still live");
+        assert_eq!(
+            on_server["title"],
+            json!("b"),
+            "{table}: stale {op:?} changed nothing"
+        );
+    }
+    t.push(based(table, Op::Delete, "k1", "", "2")).await?;
+    assert_eq!(
+        server.record_any(table, "k1").expect("tombstone")["deleted"],
+        json!(true)
+    );
+    let pulled = drain(&t, table, None, 10).await?;
+    assert_eq!(pulled.deleted, ["k1"], "{table}");
+    Ok((server, t))
+}
+
+#[tokio::test]
+async fn bare_if_match_404_config_works() -> anyhow::Result<()> {
+    let (server, t) = write_shape(
+        5,
+        "tasks",
+        CollectionConfig::default().concurrency(Concurrency::BareIfMatch404),
+    )
+    .await?;
+    let sent: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || r.method == "DELETE")
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == "if-match")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(sent, ["1", "1", "1", "2"], "bare, the base version");
+    // The server stores what it is sent: the body carried base + 1.
+    t.push(push("tasks", Op::Create, "k2", Some(json!({"id": "k2"}))))
+        .await?;
+    t.push(based("tasks", Op::Update, "k2", "x", "1")).await?;
+    assert_eq!(
+        server.record("tasks", "k2").expect("live")["version"],
+        json!(2)
+    );
+    // The quoted form `etag = true` sends is refused with 404, which without a rule is not a
+    // conflict: the rule is what makes it one.
+    let mut config = parse(toml_blocks()[5]);
+    if let Some(tasks) = config.tables.get_mut("tasks") {
+        tasks.version.etag = true;
+        if let Some(update) = tasks.update.as_mut() {
+            update.headers = Default::default();
+            update.answers.clear();
+        }
+    }
+    let quoted = against(&config, &server)?;
+    let err = quoted
+        .push(based("tasks", Op::Update, "k2", "y", "2"))
+        .await
+        .expect_err("quoted refused");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(404))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn conflict_as_400_config_works() -> anyhow::Result<()> {
+    let (_server, t) = write_shape(
+        6,
+        "items",
+        CollectionConfig::default().concurrency(Concurrency::Conflict400),
+    )
+    .await?;
+    // Another 400 stays a refusal for good.
+    t.push(push("items", Op::Create, "k3", Some(json!({"id": "k3"}))))
+        .await?;
+    let err = t
+        .push(based("items", Op::Update, "k3", "x", "not-a-number"))
+        .await
+        .expect_err("bad version");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(400))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn conditional_update_by_query_config_works() -> anyhow::Result<()> {
+    let (server, _t) = write_shape(7, "posts", CollectionConfig::default()).await?;
+    let stale: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || r.method == "DELETE")
+        .filter_map(|r| r.query)
+        .collect();
+    assert_eq!(
+        stale,
+        [
+            "where.id.eq=k1&where.version.eq=1",
+            "where.id.eq=k1&where.version.eq=1",
+            "where.id.eq=k1&where.version.eq=1",
+            "where.id.eq=k1&where.version.eq=2"
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn row_envelope_and_required_fields_config_works() -> anyhow::Result<()> {
+    let (server, t) = write_shape(
+        8,
+        "rows",
+        CollectionConfig::default()
+            .row_envelope(true)
+            .required_fields(&["deleted", "version"]),
+    )
+    .await?;
+    let bodies: Vec<serde_json::Value> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "POST" || r.method == "PUT")
+        .map(|r| serde_json::from_str(&r.body))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        bodies[0],
+        json!({"row": {"id": "k1", "title": "a", "deleted": false, "version": 1}})
+    );
+    assert_eq!(
+        bodies[1],
+        json!({"row": {"id": "k1", "title": "b", "deleted": false, "version": 1}, "return": true})
+    );
+    // Without the defaults the server refuses the write, naming the field.
+    let mut config = parse(toml_blocks()[8]);
+    if let Some(create) = config
+        .tables
+        .get_mut("rows")
+        .and_then(|r| r.create.as_mut())
+    {
+        create.defaults.clear();
+    }
+    let err = against(&config, &server)?
+        .push(push("rows", Op::Create, "k4", Some(json!({"id": "k4"}))))
+        .await
+        .expect_err("required fields");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(400))
+    );
+    let excerpt = err.response_excerpt().unwrap_or_default();
+    assert!(
+        excerpt.contains("missing required field `deleted`"),
+        "{excerpt}"
+    );
+    // Without `extra` the update answers `{"ok": true}`, which holds no record.
+    let mut config = parse(toml_blocks()[8]);
+    if let Some(update) = config
+        .tables
+        .get_mut("rows")
+        .and_then(|r| r.update.as_mut())
+    {
+        update.extra.clear();
+    }
+    t.push(push("rows", Op::Create, "k5", Some(json!({"id": "k5"}))))
+        .await?;
+    let err = against(&config, &server)?
+        .push(based("rows", Op::Update, "k5", "x", "1"))
+        .await
+        .expect_err("no record in {\"ok\": true}");
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_assigned_keys_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "memos",
+            CollectionConfig::default()
+                .server_ids(true)
+                .refuse_client_ids(true),
+        )
+        .start()
+        .await;
+    let config = parse(toml_blocks()[9]);
+    let t = against(&config, &server)?;
+    let created = t
+        .push(push(
+            "memos",
+            Op::Create,
+            "tmp-1",
+            Some(json!({"id": "tmp-1", "text": "a", "draft": "mine"})),
+        ))
+        .await?;
+    assert_eq!(created.server_key, Some(Key::Int(1)));
+    assert_eq!(
+        server
+            .record("memos", 1i64)
+            .map(|r| (r["text"].clone(), r.get("draft").cloned())),
+        Some((json!("a"), None)),
+        "created without the local key and the local-only field"
+    );
+    let mut update = push(
+        "memos",
+        Op::Update,
+        1i64,
+        Some(json!({"id": 1, "text": "b", "draft": "mine"})),
+    );
+    update.base_version = Some("1".into());
+    t.push(update).await?;
+    let on_server = server.record("memos", 1i64).expect("live");
+    assert_eq!(
+        (on_server["text"].clone(), on_server.get("draft")),
+        (json!("b"), None)
+    );
+    // Sending the key is what this server refuses: the setting is what makes creates work.
+    let mut keyed = config.clone();
+    if let Some(memos) = keyed.tables.get_mut("memos") {
+        memos.server_ids = false;
+    }
+    let err = against(&keyed, &server)?
+        .push(push(
+            "memos",
+            Op::Create,
+            "tmp-2",
+            Some(json!({"id": "tmp-2"})),
+        ))
+        .await
+        .expect_err("client id refused");
+    assert_eq!(
+        (err.kind(), err.http_status()),
+        (ErrorKind::Permanent, Some(400))
+    );
+    // A create URL that needs the key cannot work with server ids.
+    let mut bad = config;
+    if let Some(create) = bad.tables.get_mut("memos").and_then(|m| m.create.as_mut()) {
+        create.url = tidesync_transport_rest::Template::parse("/api/memos/{id}")?;
+    }
+    let err = bad.validate().expect_err("create url needs the key");
+    assert!(err.to_string().contains("server_ids"), "{err}");
     Ok(())
 }

@@ -388,3 +388,69 @@ async fn bulk_endpoint_returns_per_entry_results() -> anyhow::Result<()> {
     assert_eq!(server.request_log().len(), 1, "one request");
     Ok(())
 }
+
+/// A server without concurrency control writes a soft-deleted row and answers it with
+/// `deleted: true`: that is a conflict (deleted remotely), and fetching it finds nothing.
+#[tokio::test]
+async fn a_write_answered_with_a_tombstone_is_a_conflict() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "posts",
+            CollectionConfig::default()
+                .concurrency(tidesync_testkit::server::Concurrency::Unchecked),
+        )
+        .start()
+        .await;
+    let routes =
+        TableRoutes::reference_server("posts").update(WriteRoute::patch("/api/posts/{id}"));
+    let t = transport(&server, "posts", routes);
+    t.push(push(
+        "posts",
+        Op::Create,
+        "p1",
+        Some(json!({"id": "p1", "title": "a"})),
+    ))
+    .await?;
+    let mut stale = push(
+        "posts",
+        Op::Update,
+        "p1",
+        Some(json!({"id": "p1", "title": "b"})),
+    );
+    stale.base_version = Some("7".into());
+    stale.changed = vec!["title".into()];
+    assert_eq!(
+        t.push(stale.clone()).await?.version.as_deref(),
+        Some("2"),
+        "no concurrency control: a stale base is written all the same"
+    );
+    server.delete_direct("posts", "p1")?;
+    stale.idempotency_key = "after-delete".into();
+    let err = t.push(stale).await.expect_err("deleted remotely");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.remote_record().is_none(),
+        "a tombstone is no live version"
+    );
+    let written = server.record_any("posts", "p1").expect("tombstone");
+    assert_eq!(
+        written["deleted"],
+        json!(true),
+        "the server wrote the row anyway"
+    );
+    assert!(t.fetch("posts", &Key::from("p1")).await?.is_none());
+    // A fetch through a list filter that also lists soft-deleted rows finds the tombstone:
+    // by the table's rule, that is "not there" too.
+    let listed = TableRoutes::reference_server("posts").fetch(
+        tidesync_transport_rest::FetchRoute::get("/api/posts?id=eq.{id}&envelope=none"),
+    );
+    let t = transport(&server, "posts", listed);
+    assert!(t.fetch("posts", &Key::from("p1")).await?.is_none());
+    let answered = server.request_log().pop().expect("logged");
+    assert!(
+        answered.status == Some(200),
+        "the list answered the tombstone: {answered:?}"
+    );
+    Ok(())
+}

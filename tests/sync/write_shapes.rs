@@ -1,0 +1,575 @@
+//! The write-path recipes of `docs/rest-routes.md` (bare `If-Match` + 404, conflict as 400,
+//! conditional update by query, row envelopes with required fields) through the whole engine, parsed from the doc and run against
+//! the reference server configured to behave that way: queued creates, updates and deletes
+//! converge exactly; a concurrent edit on both sides gives server-wins and client-wins their
+//! promised outcome on the push path; one more cycle sends nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidesync::{Engine, MemoryStore, TableSpec};
+use tidesync_conflict_policies::ClientWins;
+use tidesync_testkit::server::{CollectionConfig, Concurrency, ReferenceServer};
+use tidesync_transport_rest::{RestConfig, RestTransport};
+
+use crate::support::settings;
+
+const DOC: &str = include_str!("../../docs/rest-routes.md");
+
+/// The doc's TOML block under the heading that starts with `heading`.
+fn recipe(heading: &str) -> RestConfig {
+    let section = DOC
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("no section `{heading}` in docs/rest-routes.md"));
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .unwrap_or_else(|| panic!("no TOML block under `{heading}`"));
+    toml::from_str(block).unwrap_or_else(|e| panic!("`{heading}` does not parse: {e}"))
+}
+
+/// The shapes: doc heading, table, how the server behaves.
+fn shapes() -> [(&'static str, &'static str, CollectionConfig); 4] {
+    let config = CollectionConfig::default;
+    [
+        (
+            "6. If-Match with a bare version",
+            "tasks",
+            config().concurrency(Concurrency::BareIfMatch404),
+        ),
+        (
+            "7. A conflict answered as 400",
+            "items",
+            config().concurrency(Concurrency::Conflict400),
+        ),
+        ("8. Conditional update by query", "posts", config()),
+        (
+            "9. Row envelopes, options and required fields",
+            "rows",
+            config()
+                .row_envelope(true)
+                .required_fields(&["deleted", "version"]),
+        ),
+    ]
+}
+
+async fn server_for(table: &str, config: CollectionConfig) -> ReferenceServer {
+    ReferenceServer::builder()
+        .without_auth()
+        .collection(table, config)
+        .start()
+        .await
+}
+
+fn engine_for(server: &ReferenceServer, heading: &str, table: &str, client_wins: bool) -> Engine {
+    engine_with(server, heading, table, |b| {
+        if client_wins {
+            b.conflicts(table, ClientWins)
+        } else {
+            b
+        }
+    })
+}
+
+fn engine_with(
+    server: &ReferenceServer,
+    heading: &str,
+    table: &str,
+    tweak: impl FnOnce(tidesync::EngineBuilder) -> tidesync::EngineBuilder,
+) -> Engine {
+    let mut config = recipe(heading);
+    config.base_url = server.url().to_owned();
+    let transport = RestTransport::from_config(config)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("the recipe builds");
+    let builder = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new(table))
+        .transport(transport)
+        .settings(settings());
+    tweak(builder).start().expect("engine starts")
+}
+
+/// Live records by id, without the server-owned `updatedAt`.
+fn by_id(records: Vec<Value>) -> BTreeMap<String, Value> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            if let Some(map) = r.as_object_mut() {
+                map.remove("updatedAt");
+            }
+            // A string-keyed table holds the server's integer ids as text.
+            let id = match &r["id"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let Some(map) = r.as_object_mut() {
+                map.insert("id".into(), Value::String(id.clone()));
+            }
+            (id, r)
+        })
+        .collect()
+}
+
+async fn local(engine: &Engine, table: &str) -> BTreeMap<String, Value> {
+    let t = engine.table::<Value>(table).expect("table");
+    by_id(t.scan(None, 1000).await.expect("scan"))
+}
+
+/// One more cycle sends nothing: every request it makes is a GET.
+async fn quiet_cycle(server: &ReferenceServer, engine: &Engine, what: &str) {
+    server.clear_log();
+    let report = engine.sync().await.expect("sync");
+    assert_eq!(report.pushed, 0, "{what}");
+    let writes: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{what}: sent again: {writes:?}");
+}
+
+#[tokio::test]
+async fn queued_creates_updates_and_deletes_converge_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, false);
+        let t = engine.table::<Value>(table).expect("table");
+        for id in ["a", "b", "c"] {
+            t.put(&json!({"id": id, "title": id})).await.expect("put");
+        }
+        engine.sync().await.expect("first sync");
+        // Queued while not syncing: updates and deletes of synced records (they carry a base
+        // version, so the precondition travels), a create edited twice, a create deleted.
+        t.update("a", json!({"title": "a2"})).await.expect("update");
+        t.update("a", json!({"title": "a3"})).await.expect("update");
+        t.delete("b").await.expect("delete");
+        t.put(&json!({"id": "d", "title": "d"})).await.expect("put");
+        t.update("d", json!({"title": "d2"})).await.expect("update");
+        t.put(&json!({"id": "e", "title": "e"})).await.expect("put");
+        t.delete("e").await.expect("delete");
+        let report = engine.sync().await.expect("sync");
+        assert_eq!(
+            (report.dead_lettered, report.conflicts),
+            (0, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = by_id(server.records(table));
+        assert_eq!(
+            on_server.keys().collect::<Vec<_>>(),
+            ["a", "c", "d"],
+            "{heading}"
+        );
+        assert_eq!(on_server["a"]["title"], "a3", "{heading}");
+        assert_eq!(on_server["d"]["title"], "d2", "{heading}");
+        assert_eq!(
+            server.record_any(table, "b").expect("tombstone")["deleted"],
+            true,
+            "{heading}: the delete reached the server"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            on_server,
+            "{heading}: converged"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+/// A synced record, then an edit on the server (another client, which writes the next
+/// version as a client-owned-version server expects) and a local edit of the same field.
+async fn both_edited(server: &ReferenceServer, engine: &Engine, table: &str) {
+    let t = engine.table::<Value>(table).expect("table");
+    t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+        .await
+        .expect("put");
+    engine.sync().await.expect("sync");
+    assert_eq!(server.record(table, "p1").expect("pushed")["version"], 1);
+    server
+        .update_direct(table, "p1", json!({"title": "remote", "version": 2}))
+        .expect("remote edit");
+    t.update("p1", json!({"title": "local"}))
+        .await
+        .expect("edit");
+}
+
+#[tokio::test]
+async fn server_wins_on_the_push_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, false);
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("remote"), json!(2)),
+            "{heading}: the server's version stands"
+        );
+        assert_eq!(
+            local(&engine, table).await["p1"]["title"],
+            "remote",
+            "{heading}"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_wins_on_the_push_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, true);
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("local"), json!(3)),
+            "{heading}: the local version was written over the remote one"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+/// A local delete meets a remote edit: the precondition refuses the delete (a 404, a 400 or
+/// `[]` depending on the shape), never "already gone". Server wins brings the record back;
+/// client wins deletes it on the server.
+#[tokio::test]
+async fn a_refused_delete_is_a_conflict_on_every_write_shape() {
+    for client_wins in [false, true] {
+        for (heading, table, server_config) in shapes() {
+            let server = server_for(table, server_config).await;
+            let engine = engine_for(&server, heading, table, client_wins);
+            both_edited(&server, &engine, table).await;
+            let t = engine.table::<Value>(table).expect("table");
+            t.delete("p1").await.expect("delete");
+            let report = engine.push().await.expect("push");
+            assert_eq!(
+                (report.conflicts, report.dead_lettered),
+                (1, 0),
+                "{heading}, client wins {client_wins}: {report:?}"
+            );
+            engine.sync().await.expect("sync");
+            if client_wins {
+                assert!(server.record(table, "p1").is_none(), "{heading}: deleted");
+                assert!(t.get("p1").await.expect("get").is_none(), "{heading}");
+            } else {
+                assert_eq!(
+                    server.record(table, "p1").expect("still live")["title"],
+                    "remote",
+                    "{heading}"
+                );
+                assert_eq!(
+                    t.get("p1").await.expect("get").expect("back")["title"],
+                    "remote",
+                    "{heading}: the server's version is back locally"
+                );
+            }
+            assert_eq!(
+                local(&engine, table).await,
+                by_id(server.records(table)),
+                "{heading}"
+            );
+            quiet_cycle(&server, &engine, heading).await;
+        }
+    }
+}
+
+/// Server-assigned keys (recipe 10): the create leaves the temporary key and the local-only
+/// field out, the minted id replaces the temporary key locally, records created on the server
+/// pull in, queued edits and deletes converge, conflicts resolve both ways.
+#[tokio::test]
+async fn server_assigned_keys_converge_and_resolve_conflicts() {
+    let heading = "10. Server-assigned keys";
+    for client_wins in [false, true] {
+        let server = server_for(
+            "memos",
+            CollectionConfig::default()
+                .server_ids(true)
+                .refuse_client_ids(true),
+        )
+        .await;
+        let engine = engine_for(&server, heading, "memos", client_wins);
+        let t = engine.table::<Value>("memos").expect("table");
+        t.put(&json!({"id": "tmp-1", "text": "a", "draft": "mine"}))
+            .await
+            .expect("put");
+        t.put(&json!({"id": "tmp-2", "text": "b"}))
+            .await
+            .expect("put");
+        server
+            .insert_direct("memos", json!({"text": "from the server"}))
+            .expect("server create");
+        let report = engine.sync().await.expect("sync");
+        assert_eq!(report.dead_lettered, 0, "{report:?}");
+        let posts: Vec<Value> = server
+            .request_log()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| serde_json::from_str(&r.body).expect("json body"))
+            .collect();
+        assert!(
+            posts
+                .iter()
+                .all(|b| b.get("id").is_none() && b.get("draft").is_none()),
+            "{posts:?}"
+        );
+        assert!(t.get("tmp-1").await.expect("get").is_none(), "remapped");
+        let mut on_server = by_id(server.records("memos"));
+        assert_eq!(on_server.len(), 3, "{on_server:?}");
+        let mut here = local(&engine, "memos").await;
+        for record in here.values_mut() {
+            record.as_object_mut().map(|r| r.remove("draft"));
+        }
+        assert_eq!(here, on_server, "converged, the server's record pulled in");
+        // Queued edits on minted keys, a remote edit meeting a local one.
+        let by_text = |text: &str| {
+            on_server
+                .iter()
+                .find(|(_, r)| r["text"] == text)
+                .map(|(k, _)| k.clone())
+                .expect("record")
+        };
+        let (a, b, s) = (by_text("a"), by_text("b"), by_text("from the server"));
+        t.update(a.as_str(), json!({"text": "a2"}))
+            .await
+            .expect("update");
+        t.delete(s.as_str()).await.expect("delete");
+        server
+            .update_direct("memos", b.as_str(), json!({"text": "remote"}))
+            .expect("remote edit");
+        t.update(b.as_str(), json!({"text": "local"}))
+            .await
+            .expect("update");
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{report:?}"
+        );
+        engine.sync().await.expect("sync");
+        on_server = by_id(server.records("memos"));
+        let want_b = if client_wins { "local" } else { "remote" };
+        assert_eq!(on_server[&b]["text"], want_b, "client wins {client_wins}");
+        assert_eq!(on_server[&a]["text"], "a2");
+        assert!(!on_server.contains_key(&s), "deleted");
+        let mut here = local(&engine, "memos").await;
+        for record in here.values_mut() {
+            record.as_object_mut().map(|r| r.remove("draft"));
+        }
+        assert_eq!(here, on_server, "converged");
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn field_merge_on_the_push_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_with(&server, heading, table, |b| {
+            b.conflicts(table, tidesync_conflict_merge::FieldMerge::new())
+        });
+        let t = engine.table::<Value>(table).expect("table");
+        t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+            .await
+            .expect("put");
+        engine.sync().await.expect("sync");
+        server
+            .update_direct(table, "p1", json!({"body": "remote body", "version": 2}))
+            .expect("remote edit");
+        t.update("p1", json!({"title": "local title"}))
+            .await
+            .expect("edit");
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (
+                on_server["title"].clone(),
+                on_server["body"].clone(),
+                on_server["version"].clone()
+            ),
+            (json!("local title"), json!("remote body"), json!(3)),
+            "{heading}: both edits kept"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn parked_conflicts_on_the_push_path_wait_for_the_application_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_with(&server, heading, table, |b| {
+            b.conflicts(table, tidesync_conflict_policies::ParkForApp)
+        });
+        both_edited(&server, &engine, table).await;
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.conflicts, report.dead_lettered),
+            (1, 0),
+            "{heading}: {report:?}"
+        );
+        let parked = engine.parked_conflicts(None).expect("parked");
+        assert_eq!(parked.len(), 1, "{heading}");
+        engine.push().await.expect("push");
+        assert_eq!(
+            server.record(table, "p1").expect("live")["title"],
+            "remote",
+            "{heading}: parked, nothing pushed"
+        );
+        let merged = json!({"id": "p1", "title": "merged", "body": "b"})
+            .as_object()
+            .cloned()
+            .expect("object");
+        engine
+            .settle_conflict(table, "p1", tidesync::Resolution::Merged(merged))
+            .await
+            .expect("settle");
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("merged"), json!(3)),
+            "{heading}"
+        );
+        assert!(engine.parked_conflicts(None).expect("parked").is_empty());
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+#[tokio::test]
+async fn client_wins_on_the_pull_path_pushes_over_the_remote_version_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, true);
+        both_edited(&server, &engine, table).await;
+        engine.pull(None).await.expect("pull");
+        assert_eq!(
+            local(&engine, table).await["p1"]["title"],
+            "local",
+            "{heading}: kept"
+        );
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.pushed, report.conflicts, report.dead_lettered),
+            (1, 0, 0),
+            "{heading}: {report:?}"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("local"), json!(3)),
+            "{heading}"
+        );
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+    }
+}
+
+/// A server with no concurrency control writes a local edit into a row deleted remotely and
+/// answers it with `deleted: true`: a remote-delete conflict, never a success, and server wins
+/// keeps the delete. (Client wins against it needs a configurable re-create route: the keep-local
+/// upsert goes through the update route, a PATCH, which such a server answers with the
+/// tombstone again; not done here.)
+#[tokio::test]
+async fn a_write_answered_with_a_tombstone_is_a_remote_delete_conflict() {
+    let server = server_for(
+        "posts",
+        CollectionConfig::default().concurrency(Concurrency::Unchecked),
+    )
+    .await;
+    let routes = tidesync_transport_rest::TableRoutes::reference_server("posts").update(
+        tidesync_transport_rest::WriteRoute::patch("/api/posts/{id}"),
+    );
+    let transport = RestTransport::builder(server.url())
+        .request_timeout(Duration::from_secs(2))
+        .table("posts", routes)
+        .build()
+        .expect("transport");
+    let engine = Engine::builder()
+        .store(MemoryStore::new())
+        .table(TableSpec::new("posts"))
+        .transport(transport)
+        .settings(settings())
+        .start()
+        .expect("engine");
+    let t = engine.table::<Value>("posts").expect("table");
+    t.put(&json!({"id": "p1", "title": "base"}))
+        .await
+        .expect("put");
+    engine.sync().await.expect("sync");
+    server.delete_direct("posts", "p1").expect("remote delete");
+    t.update("p1", json!({"title": "local"}))
+        .await
+        .expect("edit");
+    let report = engine.push().await.expect("push");
+    assert_eq!(
+        (report.conflicts, report.dead_lettered, report.pushed),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    engine.sync().await.expect("sync");
+    assert!(server.record("posts", "p1").is_none(), "the delete stands");
+    assert!(t.get("p1").await.expect("get").is_none(), "and locally");
+    assert!(engine.outbox(None, 10).expect("outbox").is_empty());
+    assert_eq!(
+        local(&engine, "posts").await,
+        by_id(server.records("posts"))
+    );
+    quiet_cycle(&server, &engine, "tombstone answer").await;
+}
