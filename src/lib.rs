@@ -27,11 +27,11 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `store-redb` | yes | `RedbStore` (also [`store::redb`]): the durable embedded store |
-//! | `store-memory` | no | `MemoryStore` (also [`store::memory`]): a store that lives in memory, for tests and caches |
-//! | `transport-rest` | no | [`transport::rest`]: `RestTransport`, `RestConfig` and the route configuration |
-//! | `conflict-policies` | no | [`conflict`]`::{ClientWins, LastWriteWins, ParkForApp, strategy_fn, async_strategy_fn}` and [`conflict::policies`] |
-//! | `conflict-merge` | no | [`conflict`]`::{FieldMerge, MergePolicy}` and [`conflict::merge`] |
+//! | `store-redb` | yes | `RedbStore` (also `store::redb`): the durable embedded store |
+//! | `store-memory` | no | `MemoryStore` (also `store::memory`): a store that lives in memory, for tests and caches |
+//! | `transport-rest` | no | `transport::rest`: `RestTransport`, `RestConfig` and the route configuration |
+//! | `conflict-policies` | no | [`conflict`]`::{ClientWins, LastWriteWins, ParkForApp, strategy_fn, async_strategy_fn}` and `conflict::policies` |
+//! | `conflict-merge` | no | [`conflict`]`::{FieldMerge, MergePolicy}` and `conflict::merge` |
 //!
 //! ```toml
 //! [dependencies]
@@ -91,7 +91,7 @@ pub mod transport {
     pub use tidesync_transport_rest as rest;
 }
 
-/// Conflict strategies: core's [`ServerWins`](tidesync_core::ServerWins) always; the policies
+/// Conflict strategies: core's [`ServerWins`] always; the policies
 /// (`conflict-policies`) and the field merge (`conflict-merge`) by feature, flat and as the
 /// modules `policies` and `merge`.
 ///

@@ -50,7 +50,7 @@ pub trait ElectorFactory: Send + Sync {
 pub const ELECTORS: usize = 4;
 
 /// Changes of leader in [`resign_hands_over_with_a_higher_epoch`].
-const HANDOVERS: usize = 5;
+pub const HANDOVERS: usize = 5;
 
 /// Runs every check.
 pub async fn run_all(factory: &dyn ElectorFactory) {

@@ -35,7 +35,7 @@ async fn lockfile_leader_passes_the_leader_suite() {
     // Every check ran on the same election: its epoch file saw every change of leader.
     let probe = LockfileLeader::for_database(&database).expect("probe");
     assert!(
-        probe.persisted_epoch().expect("epoch file") > leader_suite::ELECTORS as u64,
+        probe.persisted_epoch().expect("epoch file") > leader_suite::HANDOVERS as u64,
         "the suite's handovers did not reach the epoch file"
     );
 }

@@ -20,11 +20,13 @@ impl ConflictStrategy for Flaky {
         "flaky"
     }
     async fn resolve(&self, _conflict: &Conflict) -> Result<Resolution> {
-        Ok(if self.0.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
-            Resolution::TakeRemote
-        } else {
-            Resolution::KeepLocal
-        })
+        Ok(
+            if self.0.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+                Resolution::TakeRemote
+            } else {
+                Resolution::KeepLocal
+            },
+        )
     }
 }
 
