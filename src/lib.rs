@@ -23,7 +23,25 @@
 //! ```
 //!
 //! The pieces: [`tidesync_core`] (types and plugin traits), [`tidesync_actors`] (the actors),
-//! store plugins ([`RedbStore`], [`MemoryStore`]).
+//! and the plugins, each behind a cargo feature of this crate (in the style of sqlx):
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `store-redb` | yes | `RedbStore` (also `store::redb`): the durable embedded store |
+//! | `store-memory` | no | `MemoryStore` (also `store::memory`): a store that lives in memory, for tests and caches |
+//! | `transport-rest` | no | `transport::rest`: `RestTransport`, `RestConfig` and the route configuration |
+//! | `conflict-policies` | no | [`conflict`]`::{ClientWins, LastWriteWins, ParkForApp, strategy_fn, async_strategy_fn}` and `conflict::policies` |
+//! | `conflict-merge` | no | [`conflict`]`::{FieldMerge, MergePolicy}` and `conflict::merge` |
+//!
+//! ```toml
+//! [dependencies]
+//! tidesync = { version = "0.1", features = ["transport-rest", "conflict-policies"] }
+//! ```
+//!
+//! Without `store-redb` (`default-features = false`) bring a store: `store-memory` or any
+//! [`Store`] implementation. [`ServerWins`] and [`InProcessLeader`], the defaults, are always
+//! there. The other plugins (`tidesync-leader-lockfile`, `tidesync-metrics-prometheus`) are
+//! crates of their own.
 
 mod batch;
 mod bulk;
@@ -51,9 +69,56 @@ pub use tidesync_core::{
     LeaderElector, Op, OutboxEntry, Record, Reference, Resolution, Result, ServerWins, Store,
     TableSpec, Transport,
 };
+#[cfg(feature = "store-memory")]
 pub use tidesync_store_memory::MemoryStore;
 #[cfg(feature = "store-redb")]
 pub use tidesync_store_redb::RedbStore;
+
+/// The store plugins enabled by features: `redb` (`store-redb`, default) and `memory`
+/// (`store-memory`).
+pub mod store {
+    pub use tidesync_core::{KeyValue, ReadTxn, Store, WriteTxn};
+    #[cfg(feature = "store-memory")]
+    pub use tidesync_store_memory as memory;
+    #[cfg(feature = "store-redb")]
+    pub use tidesync_store_redb as redb;
+}
+
+/// The transport plugins enabled by features: `rest` (`transport-rest`).
+pub mod transport {
+    pub use tidesync_core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
+    #[cfg(feature = "transport-rest")]
+    pub use tidesync_transport_rest as rest;
+}
+
+/// Conflict strategies: core's [`ServerWins`] always; the policies
+/// (`conflict-policies`) and the field merge (`conflict-merge`) by feature, flat and as the
+/// modules `policies` and `merge`.
+///
+/// ```
+/// use tidesync::conflict::{ClientWins, ConflictStrategy, FieldMerge, MergePolicy, ServerWins};
+///
+/// let strategies: Vec<Box<dyn ConflictStrategy>> = vec![
+///     Box::new(ServerWins),
+///     Box::new(ClientWins),
+///     Box::new(FieldMerge::with_default(MergePolicy::Latest)),
+/// ];
+/// let names: Vec<&str> = strategies.iter().map(|s| s.name()).collect();
+/// assert_eq!(names[..2], ["server_wins", "client_wins"]);
+/// ```
+pub mod conflict {
+    #[cfg(feature = "conflict-merge")]
+    pub use tidesync_conflict_merge as merge;
+    #[cfg(feature = "conflict-merge")]
+    pub use tidesync_conflict_merge::{FieldMerge, MergePolicy};
+    #[cfg(feature = "conflict-policies")]
+    pub use tidesync_conflict_policies as policies;
+    #[cfg(feature = "conflict-policies")]
+    pub use tidesync_conflict_policies::{
+        ClientWins, LastWriteWins, ParkForApp, TimestampFormat, async_strategy_fn, strategy_fn,
+    };
+    pub use tidesync_core::{Conflict, ConflictStrategy, DetectedBy, Resolution, ServerWins};
+}
 
 /// The actors, for hosts that compose them in their own actix System.
 pub use tidesync_actors as actors;

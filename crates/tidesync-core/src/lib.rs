@@ -1,7 +1,8 @@
 //! # tidesync-core
 //!
 //! The foundation of tidesync: the domain types (records, keys, table specs, outbox entries),
-//! the plugin traits that backends implement ([`Store`], [`Transport`], [`ConflictStrategy`]),
+//! the plugin traits that backends implement ([`Store`], [`Transport`], [`ConflictStrategy`],
+//! [`LeaderElector`]),
 //! the error type, the hybrid logical clock, and the local database logic that every backend
 //! shares (records, secondary indexes and the atomic, coalescing outbox, see [`local`]).
 //!

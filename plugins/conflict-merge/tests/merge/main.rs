@@ -689,3 +689,4 @@ async fn by_name_builds_the_configured_merge() {
         Resolution::Merged(rec(json!({"a": 2, "address": {"city": "r"}})))
     );
 }
+mod conformance;

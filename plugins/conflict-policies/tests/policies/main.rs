@@ -352,3 +352,4 @@ async fn strategies_survive_records_of_any_shape() {
         }
     }
 }
+mod conformance;
