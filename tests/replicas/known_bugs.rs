@@ -78,7 +78,7 @@ async fn bug10_a_reference_written_after_the_remap_keeps_the_temporary_key() {
 /// skew" on the first conflict of a restarted replica, for `last_write_wins` and for field
 /// merge's `latest`.)
 #[tokio::test]
-#[ignore = "BUG-11: a push conflict before any 2xx/pull answer is decided without clock-skew correction (409 Date not observed; offset starts at 0)"]
+// Fixed: every answer's `Date` is observed, refusals included.
 async fn bug11_a_first_push_conflict_is_decided_without_skew_correction() {
     let server = ReferenceServer::start().await;
     server.skew_clock(-5_000);

@@ -539,6 +539,11 @@ impl PushCycle {
             server_answering,
         };
         let verdict = judge(&err, judging);
+        // A refusal carries the server's clock too: the first conflict after a start must
+        // already be decided with skew correction (BUG-11).
+        if let Some(server_ms) = err.server_time_ms() {
+            telemetry::observe_server_clock(&sh.state, server_ms);
+        }
         // A conflict is a normal answer (the resolver handles it), not a failed request.
         sh.state.record_request(verdict == Verdict::Conflict);
         let table = entry.table.clone();

@@ -109,6 +109,8 @@ struct Inner {
     excerpt: Option<String>,
     /// The request never reached the server (connect refused, DNS, TLS, connect timeout).
     unsent: bool,
+    /// The server's clock when it answered (HTTP `Date`), in epoch ms.
+    server_time_ms: Option<i64>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -136,6 +138,7 @@ impl Error {
                 remote: None,
                 excerpt: None,
                 unsent: false,
+                server_time_ms: None,
                 source: None,
             }),
         }
@@ -229,6 +232,7 @@ impl Error {
         copy.inner.remote = self.inner.remote.clone();
         copy.inner.excerpt = self.inner.excerpt.clone();
         copy.inner.unsent = self.inner.unsent;
+        copy.inner.server_time_ms = self.inner.server_time_ms;
         copy
     }
 
@@ -285,6 +289,18 @@ impl Error {
     /// The response excerpt, if any.
     pub fn response_excerpt(&self) -> Option<&str> {
         self.inner.excerpt.as_deref()
+    }
+
+    /// Records the server's clock when it answered (HTTP `Date`, epoch ms): a refusal tells
+    /// the clock offset as well as an acknowledgement does.
+    pub fn server_time(mut self, epoch_ms: i64) -> Self {
+        self.inner.server_time_ms = Some(epoch_ms);
+        self
+    }
+
+    /// The server's clock when it answered, if the answer said.
+    pub fn server_time_ms(&self) -> Option<i64> {
+        self.inner.server_time_ms
     }
 
     /// Whether the request never reached the server (see [`Error::unsent`]).

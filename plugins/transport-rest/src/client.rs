@@ -310,6 +310,9 @@ impl RestTransport {
         if let Some(key) = key {
             err = err.key(key);
         }
+        if let Some(server_ms) = resp.server_time_ms() {
+            err = err.server_time(server_ms);
+        }
         if let Some(delay) = resp
             .header("retry-after")
             .and_then(|v| classify::parse_retry_after(v, SystemTime::now()))
