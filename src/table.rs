@@ -164,17 +164,28 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// PATCH.
     pub async fn update(&self, key: impl Into<Key>, patch: Value) -> Result<T> {
         let key = key.into();
-        self.write(vec![WriteOp::Update {
-            table: self.name.to_string(),
-            key: key.clone(),
-            patch,
-        }])
-        .await?;
-        self.get(key.clone()).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "record vanished after update")
-                .table(self.name.to_string())
-                .key(&key)
-        })
+        let changes = self
+            .write(vec![WriteOp::Update {
+                table: self.name.to_string(),
+                key: key.clone(),
+                patch,
+            }])
+            .await?;
+        // The record as this write left it: reading it back could meet a later change (a
+        // pulled delete), and the write did commit (BUG-13).
+        let written = changes
+            .into_iter()
+            .find(|c| c.key == key)
+            .and_then(|c| c.record);
+        match written {
+            Some(record) => self.decode(&key, record),
+            // A patch that changed nothing: the record is as it was.
+            None => self.get(key.clone()).await?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "record vanished after update")
+                    .table(self.name.to_string())
+                    .key(&key)
+            }),
+        }
     }
 
     /// Writes `records` in one transaction: every accepted record and its outbox entry commit

@@ -228,7 +228,7 @@ async fn bug12_a_write_during_conflict_resolution_is_lost() {
 /// (seed 1318220452, `tasks`, write `r2k0.2`). A race: this reproduction tries up to 300 times
 /// and reports how many attempts hit it.
 #[tokio::test]
-#[ignore = "BUG-13: Table::update reports NotFound for a write it committed when the record vanishes before its read-back"]
+// Fixed: `update` returns the record as its own write left it.
 async fn bug13_update_reports_not_found_for_a_write_it_committed() {
     let server = ReferenceServer::builder()
         .collection("tasks", CollectionConfig::default().server_ids(true))
