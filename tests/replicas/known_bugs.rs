@@ -156,7 +156,7 @@ impl tidesync::ConflictStrategy for Gate {
 /// committed 17 ms after its record's push conflict was decided, gone from the outbox right
 /// after).
 #[tokio::test]
-#[ignore = "BUG-12: a local write made while its record's conflict is being resolved is discarded by the resolution"]
+// Fixed: the later write is kept on top of the outcome and pushed.
 async fn bug12_a_write_during_conflict_resolution_is_lost() {
     let server = ReferenceServer::start().await;
     server

@@ -951,7 +951,7 @@ impl LocalDb {
         }
         txn.delete(PARKED, &parked_key(table, key))?;
         let current = self.get(&*txn, table, key)?;
-        let outcome: Option<Record> = match resolution {
+        let decided: Option<Record> = match resolution {
             Resolution::TakeRemote => conflict.remote.clone(),
             Resolution::KeepLocal => current.clone(),
             Resolution::Merged(record) => {
@@ -960,6 +960,15 @@ impl LocalDb {
                 Some(record)
             }
             Resolution::Park => None, // handled above
+        };
+        // A local write committed while the strategy was deciding (the record is no longer
+        // the `local` it decided on) is kept on top of the outcome and pushed, instead of
+        // being thrown away with the entries the decision settled (BUG-12).
+        let later_write = !matches!(resolution, Resolution::KeepLocal) && current != conflict.local;
+        let outcome = if later_write {
+            rebase_later_write(conflict.local.as_ref(), current.as_ref(), decided)
+        } else {
+            decided
         };
         for entry in self.pending(&*txn, table, key)? {
             self.remove(txn, entry.seq)?;
@@ -984,7 +993,7 @@ impl LocalDb {
                 origin: Origin::Resolution,
             });
         }
-        if !matches!(resolution, Resolution::TakeRemote) && spec.push {
+        if (later_write || !matches!(resolution, Resolution::TakeRemote)) && spec.push {
             // Push the outcome against the remote version.
             let change = match (&conflict.remote, &outcome) {
                 (Some(remote), Some(out)) if remote != out => Some(crate::outbox::LocalChange {
@@ -1110,6 +1119,33 @@ impl LocalDb {
         by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
         txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
     }
+}
+
+/// The outcome of a conflict with the local writes made after the decision on top: the
+/// fields those writes changed (from the `decided_on` local to the `current` record) are
+/// copied onto the outcome; a later delete wins; a later re-create of a record decided gone
+/// stands as written.
+fn rebase_later_write(
+    decided_on: Option<&Record>,
+    current: Option<&Record>,
+    outcome: Option<Record>,
+) -> Option<Record> {
+    let current = current?;
+    let Some(mut outcome) = outcome else {
+        return Some(current.clone());
+    };
+    let empty = Record::new();
+    for field in changed_fields(decided_on.unwrap_or(&empty), current) {
+        match current.get(&field) {
+            Some(value) => {
+                outcome.insert(field, value.clone());
+            }
+            None => {
+                outcome.remove(&field);
+            }
+        }
+    }
+    Some(outcome)
 }
 
 #[cfg(test)]
