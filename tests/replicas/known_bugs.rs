@@ -1,6 +1,7 @@
-//! Reproductions of engine bugs the replica checker found, each as small as it gets. They are
-//! `#[ignore]`d while the bug is open (the engine's push path is being rewritten by someone
-//! else); run them with `cargo test --test replicas -- --ignored`. Details:
+//! Reproductions of engine bugs the replica checker found, each as small as it gets. A fixed
+//! bug's reproduction runs in every `cargo test` as its regression test; an open one is
+//! `#[ignore]`d until it is fixed (run them with `cargo test --test replicas -- --ignored`).
+//! Details:
 //! docs/reliability.md, "Multi-replica histories".
 
 use std::time::Duration;

@@ -33,9 +33,10 @@
 //! - `TIDESYNC_REPLICA_COUNT=<n>`: run n replicas for every seed;
 //! - `TIDESYNC_REPLICA_STRICT=1`: the known bugs below count as violations.
 //!
-//! Known engine bugs (`known_bugs.rs`, reproductions `#[ignore]`d while open): the checker
-//! attributes what fits them and counts it instead of failing, so the default run stays
-//! green and every run says how often it met them. BUG-10 (a reference to a temporary key
+//! Known engine bugs (`known_bugs.rs`, reproductions `#[ignore]`d while open): for the open
+//! ones (BUG-10, BUG-15) the checker attributes what fits them and counts it instead of
+//! failing, so the default run stays green and every run says how often it met them; the
+//! fixed ones (BUG-11 to BUG-14) are violations again. BUG-10 (a reference to a temporary key
 //! written after the key's remap is pushed as is): the workload re-points such a step at the
 //! task's server key, as a careful application would. BUG-11 (the first push conflict after a
 //! start is decided without clock-skew correction): a decision whose remote time is off by
