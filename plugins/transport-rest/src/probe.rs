@@ -9,7 +9,6 @@ use tidesync_core::{Error, Key, Result};
 use crate::client::{Incoming, Outgoing, RestTransport};
 use crate::pagination::Params;
 use crate::pull::link_next;
-use crate::template::Value as Slot;
 
 /// The placeholder values of one probe of a feed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,25 +142,9 @@ impl RestTransport {
 
     /// Sends `table`'s fetch route for `key`. Any status is returned.
     pub async fn probe_fetch(&self, table: &str, key: &Key) -> Result<ProbeResponse> {
-        let routes = self.routes(table)?;
-        let route = routes.fetch.as_ref().ok_or_else(|| {
-            Error::config("no fetch route configured")
-                .table(table)
-                .key(key)
-        })?;
-        let path = route
-            .url
-            .render::<Error>(true, |_| Ok(Slot::Text(key.to_string())))?
-            .unwrap_or_default();
-        let url = self.url(&path, &[]).map_err(|e| e.table(table).key(key))?;
-        let out = Outgoing {
-            method: reqwest::Method::GET,
-            url: url.clone(),
-            headers: self.headers(&route.headers),
-            body: None,
-        };
+        let (_, out) = self.fetch_request(table, key)?;
         let resp = self.execute(table, &out).await.map_err(|e| e.key(key))?;
-        Ok(ProbeResponse::from_incoming(self, &url, &resp))
+        Ok(ProbeResponse::from_incoming(self, &out.url, &resp))
     }
 
     /// Whether `url` is on `base_url`'s origin (scheme, host and port).

@@ -266,8 +266,12 @@ impl RestTransport {
         })
     }
 
-    /// Fetches one record.
-    pub(crate) async fn fetch_one(&self, table: &str, key: &Key) -> Result<Option<Fetched>> {
+    /// The request of `table`'s fetch route for `key`, and the route.
+    pub(crate) fn fetch_request(
+        &self,
+        table: &str,
+        key: &Key,
+    ) -> Result<(&crate::FetchRoute, Outgoing)> {
         let routes = self.routes(table)?;
         let route = routes.fetch.as_ref().ok_or_else(|| {
             Error::config("no fetch route configured")
@@ -284,6 +288,13 @@ impl RestTransport {
             headers: self.headers(&route.headers),
             body: None,
         };
+        Ok((route, out))
+    }
+
+    /// Fetches one record.
+    pub(crate) async fn fetch_one(&self, table: &str, key: &Key) -> Result<Option<Fetched>> {
+        let routes = self.routes(table)?;
+        let (route, out) = self.fetch_request(table, key)?;
         let resp = self.execute(table, &out).await.map_err(|e| e.key(key))?;
         if resp.status == 404 {
             return Ok(None);
