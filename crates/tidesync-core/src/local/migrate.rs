@@ -59,7 +59,7 @@ impl Migrations {
 }
 
 /// What the migrations of one open did, for one table and step.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationDone {
     /// The table.
     pub table: String,
@@ -83,7 +83,7 @@ struct Progress {
     to_version: u32,
     phase: Phase,
     after: Option<Vec<u8>>,
-    done: MigrationCounts,
+    done: MigrationDone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,15 +91,6 @@ enum Phase {
     Records,
     Outbox,
     Bases,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct MigrationCounts {
-    records: u64,
-    entries: u64,
-    bases: u64,
-    quarantined: u64,
-    dead_lettered: u64,
 }
 
 /// Rows per transaction.
@@ -159,7 +150,11 @@ impl LocalDb {
                 to_version,
                 phase: Phase::Records,
                 after: None,
-                done: MigrationCounts::default(),
+                done: MigrationDone {
+                    table: spec.name.clone(),
+                    to_version,
+                    ..MigrationDone::default()
+                },
             },
         };
         loop {
@@ -205,16 +200,7 @@ impl LocalDb {
                             txn.delete(layout::META, &key)?;
                             self.record_table_version(&mut *txn, &spec.name, to_version)?;
                             txn.commit()?;
-                            let c = progress.done;
-                            return Ok(MigrationDone {
-                                table: spec.name.clone(),
-                                to_version,
-                                records: c.records,
-                                entries: c.entries,
-                                bases: c.bases,
-                                quarantined: c.quarantined,
-                                dead_lettered: c.dead_lettered,
-                            });
+                            return Ok(progress.done);
                         }
                     };
                 }
@@ -273,7 +259,7 @@ impl LocalDb {
         key_bytes: &[u8],
         value: &[u8],
         step: &MigrationFn,
-        done: &mut MigrationCounts,
+        done: &mut MigrationDone,
     ) -> Result<()> {
         let (key, _) = Key::decode(key_bytes)?;
         let old = decode_record(spec, &key, value)?;
@@ -299,7 +285,7 @@ impl LocalDb {
         spec: &TableSpec,
         seq: u64,
         step: &MigrationFn,
-        done: &mut MigrationCounts,
+        done: &mut MigrationDone,
     ) -> Result<()> {
         let Some(mut entry) = self.entry(&*txn, seq)? else {
             return Ok(());
@@ -336,7 +322,7 @@ impl LocalDb {
         key_bytes: &[u8],
         value: &[u8],
         step: &MigrationFn,
-        done: &mut MigrationCounts,
+        done: &mut MigrationDone,
     ) -> Result<()> {
         let (key, _) = Key::decode(key_bytes)?;
         let base: Base = serde_json::from_slice(value).map_err(|e| {
