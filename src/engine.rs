@@ -47,6 +47,8 @@ pub struct EngineBuilder {
     leader_every: Option<Duration>,
     metrics_every: Option<Duration>,
     migrations: Migrations,
+    /// Created early when someone subscribes before `start` (see [`EngineBuilder::events`]).
+    events: Option<EventBus>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -157,6 +159,17 @@ impl EngineBuilder {
         self
     }
 
+    /// Subscribes to the engine's events before it starts, so that nothing of the first
+    /// cycle is missed (`sync_on_start` may finish a cycle before `Engine::events` could be
+    /// called on the started engine).
+    pub fn events(&mut self) -> Events {
+        Events::new(
+            self.events
+                .get_or_insert_with(|| EventBus::new(EVENT_CAPACITY))
+                .subscribe(),
+        )
+    }
+
     /// Validates the configuration, recovers from any previous crash (entries that were in
     /// flight go back in the queue) and starts the actors on a dedicated thread.
     pub fn start(self) -> Result<Engine> {
@@ -180,7 +193,7 @@ impl EngineBuilder {
 
         let stale_after = self.settings.stale_after;
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
-        let events = EventBus::new(EVENT_CAPACITY);
+        let events = self.events.unwrap_or_else(|| EventBus::new(EVENT_CAPACITY));
         let state = Arc::new(EngineState::new());
         let wiring = Wiring {
             store: store.clone(),

@@ -38,19 +38,27 @@ fn settings(interval: Option<Duration>) -> SyncSettings {
 }
 
 fn engine(url: &str, settings: SyncSettings) -> Engine {
+    engine_watched(url, settings).0
+}
+
+/// The engine and its events counted from before it starts (the first cycle runs at once).
+fn engine_watched(
+    url: &str,
+    settings: SyncSettings,
+) -> (Engine, std::sync::Arc<std::sync::Mutex<Seen>>) {
     let transport = RestTransport::builder(url)
         .table("posts", TableRoutes::reference_server("posts"))
         .request_timeout(Duration::from_millis(TIMEOUT_MS))
         .connect_timeout(Duration::from_millis(TIMEOUT_MS))
         .build()
         .expect("transport");
-    Engine::builder()
+    let mut builder = Engine::builder()
         .store(MemoryStore::new())
         .table(TableSpec::new("posts"))
         .transport(transport)
-        .settings(settings)
-        .start()
-        .expect("engine starts")
+        .settings(settings);
+    let seen = count(builder.events());
+    (builder.start().expect("engine starts"), seen)
 }
 
 async fn write_posts(engine: &Engine, n: usize) -> Vec<String> {
@@ -78,8 +86,11 @@ struct Seen {
 }
 
 fn watch(engine: &Engine) -> std::sync::Arc<std::sync::Mutex<Seen>> {
+    count(engine.events())
+}
+
+fn count(mut events: tidesync::Events) -> std::sync::Arc<std::sync::Mutex<Seen>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
-    let mut events = engine.events();
     let sink = seen.clone();
     tokio::spawn(async move {
         while let Some(item) = events.next().await {
@@ -163,8 +174,7 @@ fn assert_each_created_once(server: &ReferenceServer, keys: &[String]) {
 async fn a_daemon_behind_a_closed_port_dead_letters_nothing_across_many_backoff_periods() {
     let server = ReferenceServer::start().await;
     let gate = Gate::start(server.addr(), GateMode::Closed).await;
-    let engine = engine(&gate.url(), settings(Some(Duration::from_millis(30))));
-    let seen = watch(&engine);
+    let (engine, seen) = engine_watched(&gate.url(), settings(Some(Duration::from_millis(30))));
     let keys = write_posts(&engine, 20).await;
 
     // 1.5 s is 75 backoff caps and ~10 probe periods: before invariant 11, two failed
