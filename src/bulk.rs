@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tidesync_actors::StoreCommand;
 use tidesync_core::local::{Change, LocalDb, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
-use tidesync_core::{Error, ErrorKind, Key, KeyKind, TableSpec};
+use tidesync_core::{Error, ErrorKind, Key, TableSpec};
 use tidesync_core::{ReadTxn, WriteTxn};
 
 /// What a bulk write does with each record.
@@ -121,31 +121,15 @@ pub(crate) fn prepare(
             .table(table),
         ));
     };
-    let key = match spec.key_of(record) {
-        Err(err) => return Err((None, err)),
-        Ok(Some(key)) => key,
-        Ok(None) if mode == BulkMode::Merge => {
-            return Err((
-                None,
-                Error::invalid("a merge patch needs the record's key")
-                    .table(table)
-                    .field(spec.key.clone()),
-            ));
-        }
-        Ok(None) if spec.key_kind == KeyKind::String => {
-            let key = Key::Str(uuid::Uuid::now_v7().to_string());
-            record.insert(spec.key.clone(), key.to_json());
-            key
-        }
-        Ok(None) => {
-            return Err((
-                None,
-                Error::invalid("integer-key tables need an explicit key")
-                    .table(table)
-                    .field(spec.key.clone()),
-            ));
-        }
-    };
+    if mode == BulkMode::Merge && matches!(spec.key_of(record), Ok(None)) {
+        return Err((
+            None,
+            Error::invalid("a merge patch needs the record's key")
+                .table(table)
+                .field(spec.key.clone()),
+        ));
+    }
+    let key = spec.key_or_new(record).map_err(|err| (None, err))?;
     let table = table.to_owned();
     let op = match mode {
         BulkMode::Insert => WriteOp::Insert {

@@ -183,6 +183,13 @@ impl EngineBuilder {
                 Error::config("conflict strategy for an undeclared table").table(table)
             })?;
         }
+        if let Some(transport) = &self.transport {
+            // The transport's own view of each table (a pushed table needs write routes …),
+            // so a mistake is refused here rather than met as dead letters at push time.
+            for spec in schema.tables() {
+                transport.check_table(spec)?;
+            }
+        }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
         db.restore_clock(&*store.read()?)?;
         // Before anything can read: indexes declared since the last open are built over the

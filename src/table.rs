@@ -14,7 +14,7 @@ use serde_json::Value;
 use tidesync_actors::outbox::Writer;
 use tidesync_core::local::{Change, IndexRange, WriteOp};
 use tidesync_core::spec::describe;
-use tidesync_core::{Error, ErrorKind, Key, KeyKind, Record, Result};
+use tidesync_core::{Error, ErrorKind, Key, Record, Result};
 
 use crate::bulk::{self, BatchResult, BulkMode, BulkReport, Rejected};
 use crate::engine::Engine;
@@ -111,19 +111,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             ))
             .table(self.name.to_string()));
         };
-        let key = match spec.key_of(record)? {
-            Some(key) => key,
-            None if spec.key_kind == KeyKind::String => {
-                let key = Key::Str(uuid::Uuid::now_v7().to_string());
-                record.insert(spec.key.clone(), key.to_json());
-                key
-            }
-            None => {
-                return Err(Error::invalid("integer-key tables need an explicit key")
-                    .table(self.name.to_string())
-                    .field(spec.key.clone()));
-            }
-        };
+        let key = spec.key_or_new(record)?;
         Ok((key, json))
     }
 

@@ -390,3 +390,50 @@ async fn a_restart_mid_push_resumes_without_loss_or_duplicates() {
     }
     assert!(engine.outbox(None, 20).unwrap().is_empty());
 }
+
+/// The transport checks each table at start (`Transport::check_table`): a table that syncs
+/// but that the REST transport cannot serve is refused by `start`, naming the table and the
+/// missing setting, instead of dead-lettering every write at push time.
+#[tokio::test]
+async fn start_refuses_a_synced_table_the_transport_cannot_serve() {
+    let server = ReferenceServer::start().await;
+    let build = |routes: Option<TableRoutes>, spec: tidesync::TableSpec| {
+        let mut transport = RestTransport::builder(server.url());
+        if let Some(routes) = routes {
+            transport = transport.table("posts", routes);
+        }
+        tidesync::Engine::builder()
+            .store(tidesync::MemoryStore::new())
+            .table(spec)
+            .transport(transport.build().expect("transport"))
+            .start()
+    };
+    let spec = || tidesync::TableSpec::new("posts");
+
+    let err = build(None, spec()).expect_err("no routes at all");
+    assert_eq!(err.kind(), tidesync::ErrorKind::Config, "{err}");
+    assert_eq!(err.table_name(), Some("posts"), "{err}");
+
+    let mut pull_only = TableRoutes::reference_server("posts");
+    pull_only.create = None;
+    pull_only.update = None;
+    pull_only.delete = None;
+    pull_only.bulk = None;
+    let err = build(Some(pull_only.clone()), spec()).expect_err("pushed without write routes");
+    assert!(
+        err.message()
+            .contains("no create, update, delete or bulk route"),
+        "{err}"
+    );
+    // The same routes serve a table that is only pulled.
+    let engine = build(Some(pull_only), spec().pull_only()).expect("a pull-only table starts");
+    engine.shutdown();
+
+    let mut push_only = TableRoutes::reference_server("posts");
+    push_only.pull = None;
+    let err = build(Some(push_only), spec()).expect_err("pulled without a feed");
+    assert_eq!(err.setting_path(), ["pull"], "{err}");
+    // A local-only table needs no routes.
+    let engine = build(None, spec().local_only()).expect("a local table starts");
+    engine.shutdown();
+}

@@ -805,14 +805,8 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<Diagnostic> {
                     &[Seg::Key("conflicts"), Seg::Key(table), Seg::Key("strategy")],
                 );
             } else {
-                let option = err
-                    .field_name()
-                    .map(str::to_owned)
-                    .or_else(|| backticked_option(err.message(), &conflict.options));
                 let mut path = vec![Seg::Key("conflicts"), Seg::Key(table)];
-                if let Some(option) = option.as_deref() {
-                    path.push(Seg::Key(option));
-                }
+                path.extend(err.setting_path().iter().map(|s| Seg::Key(s)));
                 push(diag, &path);
             }
         }
@@ -908,15 +902,8 @@ fn validate_server(
     let mut top = server.clone();
     top.tables.clear();
     if let Err(err) = top.validate() {
-        let key = match err.field_name() {
-            Some("timeout") => None,
-            Some(field) if is_rest_top_key(field) => Some(field.to_owned()),
-            _ => guess_header_key(err.message()),
-        };
         let mut path = vec![Seg::Key("server")];
-        if let Some(key) = key.as_deref() {
-            path.push(Seg::Key(key));
-        }
+        path.extend(err.setting_path().iter().map(|s| Seg::Key(s)));
         push(Diagnostic::from_error(&err), &path);
     }
     for (table, routes) in &server.tables {
@@ -935,8 +922,7 @@ fn validate_server(
         }
         if let Err(err) = routes.validate(table) {
             let mut path = base.to_vec();
-            let sub = route_subpath(err.message());
-            path.extend(sub.iter().map(|s| Seg::Key(s)));
+            path.extend(err.setting_path().iter().map(|s| Seg::Key(s)));
             let mut diag = Diagnostic::from_error(&err);
             if let Some(walk @ ("offset" | "page")) = err.field_name() {
                 // A walking style whose requests never change: every page would be the first.
@@ -977,30 +963,14 @@ fn validate_server(
                     ],
                 );
             }
-            if spec.push
-                && routes.create.is_none()
-                && routes.update.is_none()
-                && routes.delete.is_none()
-                && routes.bulk.is_none()
-            {
-                push(
-                    Diagnostic::error(
-                        "the table is pushed but has no create, update, delete or bulk route",
-                    )
-                    .table(table)
-                    .hint("add create/update/delete routes, or set push = false on the table"),
-                    &base,
-                );
-            }
-            if spec.pull && routes.pull.is_none() {
-                push(
-                    Diagnostic::error("the table is pulled but has no pull route")
-                        .table(table)
-                        .hint(format!(
-                            "add [server.tables.{table}.pull], or set pull = false on the table"
-                        )),
-                    &base,
-                );
+            // The same check the engine runs at start (`Transport::check_table`).
+            if let Err(err) = routes.check_spec(spec) {
+                let hint = if err.setting_path().first().is_some_and(|s| s == "pull") {
+                    format!("add [server.tables.{table}.pull], or set pull = false on the table")
+                } else {
+                    "add create/update/delete routes, or set push = false on the table".to_owned()
+                };
+                push(Diagnostic::from_error(&err).hint(hint), &base);
             }
         }
     }
@@ -1020,67 +990,6 @@ fn validate_server(
     }
 }
 
-const REST_TOP_KEYS: &[&str] = &[
-    "base_url",
-    "connect_timeout_ms",
-    "request_timeout_ms",
-    "max_response_bytes",
-    "excerpt_bytes",
-    "idempotency_header",
-    "epoch_header",
-    "auth_retries",
-    "headers",
-];
-
-fn is_rest_top_key(key: &str) -> bool {
-    REST_TOP_KEYS.contains(&key)
-}
-
-/// `invalid header name `X`` errors of the top level: which setting holds that name.
-fn guess_header_key(message: &str) -> Option<String> {
-    if message.starts_with("headers") {
-        return Some("headers".to_owned());
-    }
-    if message.contains("header name") {
-        return Some("idempotency_header".to_owned());
-    }
-    None
-}
-
-/// Where in a table's routes a `TableRoutes::validate` message points (its messages start with
-/// the route: `create route: url …`, `fetch route: …`, `pull: …`, `version.field …`).
-fn route_subpath(message: &str) -> Vec<&'static str> {
-    let prefixes: &[(&str, &[&str])] = &[
-        ("create route", &["create"]),
-        ("update route", &["update"]),
-        ("delete route", &["delete"]),
-        ("fetch route", &["fetch"]),
-        ("bulk route", &["bulk"]),
-        ("pull", &["pull"]),
-        ("conflict_record", &["conflict_record"]),
-        ("version.field", &["version"]),
-        ("the key field", &["key"]),
-    ];
-    for (prefix, path) in prefixes {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let mut out = path.to_vec();
-            let rest = rest.trim_start_matches(':').trim_start();
-            if rest.starts_with("url") {
-                out.push("url");
-            } else if out.first() == Some(&"pull") {
-                for key in ["query", "items", "pagination", "since_token", "headers"] {
-                    if rest.starts_with(key) {
-                        out.push(key);
-                        break;
-                    }
-                }
-            }
-            return out;
-        }
-    }
-    Vec::new()
-}
-
 /// Maps a `TableSpec::validate` field name to the config key that holds it.
 fn table_field_key<'s>(field: Option<&str>, spec: &'s TableSpec) -> Option<&'s str> {
     let field = field?;
@@ -1093,16 +1002,6 @@ fn table_field_key<'s>(field: Option<&str>, spec: &'s TableSpec) -> Option<&'s s
     } else {
         None
     }
-}
-
-/// The first option named in backticks in `message` that the options contain.
-fn backticked_option(message: &str, options: &serde_json::Map<String, Value>) -> Option<String> {
-    message
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .find(|word| options.contains_key(*word))
-        .map(str::to_owned)
 }
 
 fn valid_env_name(name: &str) -> bool {

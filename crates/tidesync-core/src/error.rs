@@ -111,6 +111,9 @@ struct Inner {
     unsent: bool,
     /// The server's clock when it answered (HTTP `Date`), in epoch ms.
     server_time_ms: Option<i64>,
+    /// Where in the validated settings the mistake is, outermost first
+    /// (`["create", "headers", "If-Match"]`); empty when not a settings error.
+    setting: Vec<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -139,6 +142,7 @@ impl Error {
                 excerpt: None,
                 unsent: false,
                 server_time_ms: None,
+                setting: Vec::new(),
                 source: None,
             }),
         }
@@ -214,6 +218,22 @@ impl Error {
         self
     }
 
+    /// Appends `segments` to the path of the offending setting (innermost validators name
+    /// the setting they check: `.setting(["url"])`, `.setting(["headers", name])`).
+    pub fn setting<S: Into<String>>(mut self, segments: impl IntoIterator<Item = S>) -> Self {
+        self.inner
+            .setting
+            .extend(segments.into_iter().map(Into::into));
+        self
+    }
+
+    /// Prefixes the setting path with `segment`: a validator that checks a nested part
+    /// (`create` of a table's routes) says where that part sits.
+    pub fn within(mut self, segment: impl Into<String>) -> Self {
+        self.inner.setting.insert(0, segment.into());
+        self
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.inner.source = Some(Box::new(source));
@@ -233,6 +253,7 @@ impl Error {
         copy.inner.excerpt = self.inner.excerpt.clone();
         copy.inner.unsent = self.inner.unsent;
         copy.inner.server_time_ms = self.inner.server_time_ms;
+        copy.inner.setting = self.inner.setting.clone();
         copy
     }
 
@@ -303,6 +324,13 @@ impl Error {
         self.inner.server_time_ms
     }
 
+    /// The path of the offending setting, outermost first, relative to what was validated
+    /// (a transport's table routes: `["pull", "query", "sort"]`); empty if unknown. Tools map
+    /// it to a position in a config file without reading the message.
+    pub fn setting_path(&self) -> &[String] {
+        &self.inner.setting
+    }
+
     /// Whether the request never reached the server (see [`Error::unsent`]).
     pub fn was_unsent(&self) -> bool {
         self.inner.unsent
@@ -349,6 +377,16 @@ mod tests {
             err.to_string(),
             "invalid_input: expected a string (table `posts`, key `p1`, field `title`)"
         );
+    }
+
+    #[test]
+    fn setting_paths_nest_outermost_first() {
+        let err = Error::config("bad header")
+            .setting(["headers", "If-Match"])
+            .within("update");
+        assert_eq!(err.setting_path(), ["update", "headers", "If-Match"]);
+        assert_eq!(err.duplicate().setting_path(), err.setting_path());
+        assert!(Error::config("x").setting_path().is_empty());
     }
 
     #[test]

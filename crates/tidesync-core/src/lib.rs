@@ -14,12 +14,14 @@ pub mod error;
 pub mod hlc;
 pub mod leader;
 pub mod local;
+pub mod options;
 pub mod outbox;
 pub mod push_policy;
 pub mod record;
 pub mod spec;
 pub mod store;
 pub mod transport;
+pub mod write_buffer;
 
 pub use conflict::{Conflict, ConflictStrategy, DetectedBy, Resolution, ServerWins};
 pub use error::{Error, ErrorKind, Result};

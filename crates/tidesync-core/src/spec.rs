@@ -173,6 +173,22 @@ impl TableSpec {
         }
     }
 
+    /// The key of a record about to be written locally: its own, or a new UUIDv7 written
+    /// into it (string-key tables; integer-key tables need an explicit key).
+    pub fn key_or_new(&self, record: &mut Record) -> Result<Key> {
+        if let Some(key) = self.key_of(record)? {
+            return Ok(key);
+        }
+        if self.key_kind != KeyKind::String {
+            return Err(Error::invalid("integer-key tables need an explicit key")
+                .table(self.name.clone())
+                .field(self.key.clone()));
+        }
+        let key = Key::Str(uuid::Uuid::now_v7().to_string());
+        record.insert(self.key.clone(), key.to_json());
+        Ok(key)
+    }
+
     /// Reads the key of a record that came from the server. Unlike [`TableSpec::key_of`], a
     /// string-key table accepts integer ids and reads them as strings ("5"), because APIs
     /// that assign ids mix server integers with client-generated string ids.

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::outbox::Op;
 use crate::record::{Key, Record};
+use crate::spec::TableSpec;
 
 /// One outbox entry, as the transport sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +98,15 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Pushes one entry. One attempt, with a timeout; failures classified.
     async fn push(&self, request: PushRequest) -> Result<PushOutcome>;
+
+    /// Checks, when the engine starts, that this transport can serve `spec` the way the
+    /// spec asks (a pushed table has write routes, a pulled one a feed, …). An error names
+    /// the table and, in [`Error::setting_path`](crate::Error::setting_path), the transport
+    /// setting at fault, so the library and a config checker report the same mistakes before
+    /// any data moves. The default accepts every table.
+    fn check_table(&self, _spec: &TableSpec) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether `table` has a bulk endpoint.
     fn supports_batch(&self, _table: &str) -> bool {

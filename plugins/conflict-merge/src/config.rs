@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tidesync_core::options::decode_options;
 use tidesync_core::{ConflictStrategy, Error, Result};
 
 use crate::merge::FieldMerge;
@@ -80,7 +81,8 @@ impl FieldMergeConfig {
                     "conflict strategy `field_merge`: invalid field path `{path}` \
                      (expected dot-separated field names, e.g. `address.city`)"
                 ))
-                .field(format!("fields.{path}")));
+                .field(format!("fields.{path}"))
+                .setting(["fields", path.as_str()]));
             }
         }
         Ok(())
@@ -137,15 +139,15 @@ pub fn by_name(name: &str, options: &Value) -> Result<Arc<dyn ConflictStrategy>>
             return Err(Error::config(format!(
                 "options of conflict strategy `{name}` name a different `strategy`"
             ))
-            .field("strategy"));
+            .field("strategy")
+            .setting(["strategy"]));
         }
     }
-    let config: FieldMergeConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
-        Error::config(format!(
-            "invalid options for conflict strategy `{name}`: {e}"
-        ))
-        .with_source(e)
-    })?;
+    let config: FieldMergeConfig = decode_options(
+        &format!("invalid options for conflict strategy `{name}`"),
+        &map,
+        &[],
+    )?;
     Ok(Arc::new(config.build()?))
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tidesync_core::options::decode_options;
 use tidesync_core::{ConflictStrategy, Error, Result};
 
 use crate::lww::LastWriteWins;
@@ -136,7 +137,8 @@ impl PolicyConfig {
                         return Err(Error::config(
                             "conflict strategy `last_write_wins`: `timestamp_field` is empty",
                         )
-                        .field("timestamp_field"));
+                        .field("timestamp_field")
+                        .setting(["timestamp_field"]));
                     }
                     lww = lww.timestamp_field(field.clone());
                 }
@@ -180,23 +182,22 @@ pub fn by_name(name: &str, options: &Value) -> Result<Arc<dyn ConflictStrategy>>
             )));
         }
     };
-    match map.get("strategy") {
+    match map.remove("strategy") {
         None => {}
         Some(Value::String(s)) if s == name => {}
         Some(_) => {
             return Err(Error::config(format!(
                 "options of conflict strategy `{name}` name a different `strategy`"
             ))
-            .field("strategy"));
+            .field("strategy")
+            .setting(["strategy"]));
         }
     }
-    map.insert("strategy".to_owned(), Value::from(name));
-    let config: PolicyConfig = serde_json::from_value(Value::Object(map)).map_err(|e| {
-        Error::config(format!(
-            "invalid options for conflict strategy `{name}`: {e}"
-        ))
-        .with_source(e)
-    })?;
+    let config: PolicyConfig = decode_options(
+        &format!("invalid options for conflict strategy `{name}`"),
+        &map,
+        &[("strategy", Value::from(name))],
+    )?;
     config.build()
 }
 

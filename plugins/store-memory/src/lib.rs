@@ -30,12 +30,12 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use tidesync_core::error::ErrorKind;
 use tidesync_core::store::bounds_select_nothing;
+use tidesync_core::write_buffer::WriteBuffer;
 use tidesync_core::{Error, KeyValue, ReadTxn, Result, Store, WriteTxn};
 
 const BACKEND: &str = "memory";
@@ -45,8 +45,6 @@ type Keyspace = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Every keyspace by name. Each keyspace is shared separately so a commit copies only the ones it
 /// changes.
 type Data = BTreeMap<String, Arc<Keyspace>>;
-/// A write transaction's pending changes per keyspace: `Some(value)` is a put, `None` a delete.
-type Overlay = BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 
 /// An in-memory [`Store`] with snapshot reads and a single writer. Clones share the same data.
 #[derive(Clone, Default)]
@@ -113,7 +111,7 @@ impl Store for MemoryStore {
         Ok(Box::new(MemoryWrite {
             permit,
             base,
-            overlay: Overlay::new(),
+            overlay: WriteBuffer::new(),
         }))
     }
 }
@@ -173,20 +171,13 @@ impl ReadTxn for MemoryRead {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        let limit = limit.unwrap_or(usize::MAX);
-        let Some(ks) = self.snapshot.get(keyspace) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 || bounds_select_nothing(start, end) {
-            return Ok(Vec::new());
-        }
-        let iter = ks.range::<[u8], _>((start, end));
-        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(if reverse {
-            iter.rev().take(limit).map(clone).collect()
-        } else {
-            iter.take(limit).map(clone).collect()
-        })
+        Ok(scan(
+            self.snapshot.get(keyspace).map(|ks| &**ks),
+            start,
+            end,
+            limit,
+            reverse,
+        ))
     }
 
     fn len(&self, keyspace: &str) -> Result<u64> {
@@ -198,7 +189,7 @@ impl ReadTxn for MemoryRead {
 struct MemoryWrite {
     permit: WriterPermit,
     base: Arc<Data>,
-    overlay: Overlay,
+    overlay: WriteBuffer,
 }
 
 impl MemoryWrite {
@@ -209,13 +200,12 @@ impl MemoryWrite {
 
 impl ReadTxn for MemoryWrite {
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(pending) = self.overlay.get(keyspace).and_then(|ks| ks.get(key)) {
-            return Ok(pending.clone());
-        }
-        Ok(self
-            .base_keyspace(keyspace)
-            .and_then(|ks| ks.get(key))
-            .cloned())
+        self.overlay.get_through(keyspace, key, || {
+            Ok(self
+                .base_keyspace(keyspace)
+                .and_then(|ks| ks.get(key))
+                .cloned())
+        })
     }
 
     fn range(
@@ -226,59 +216,37 @@ impl ReadTxn for MemoryWrite {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        let limit = limit.unwrap_or(usize::MAX);
-        if limit == 0 || bounds_select_nothing(start, end) {
-            return Ok(Vec::new());
-        }
-        let empty_base = Keyspace::new();
-        let empty_overlay = BTreeMap::new();
-        let base = self
-            .base_keyspace(keyspace)
-            .unwrap_or(&empty_base)
-            .range::<[u8], _>((start, end));
-        let overlay = self
-            .overlay
-            .get(keyspace)
-            .unwrap_or(&empty_overlay)
-            .range::<[u8], _>((start, end));
-        Ok(if reverse {
-            merge(base.rev(), overlay.rev(), limit, true)
-        } else {
-            merge(base, overlay, limit, false)
-        })
+        self.overlay
+            .range_through(keyspace, start, end, limit, reverse, |limit| {
+                Ok(scan(
+                    self.base_keyspace(keyspace),
+                    start,
+                    end,
+                    limit,
+                    reverse,
+                ))
+            })
     }
 
     fn len(&self, keyspace: &str) -> Result<u64> {
         let base = self.base_keyspace(keyspace);
-        let mut len = base.map_or(0, |ks| ks.len() as u64);
-        for (key, pending) in self.overlay.get(keyspace).into_iter().flatten() {
-            let in_base = base.is_some_and(|ks| ks.contains_key(key));
-            match (in_base, pending.is_some()) {
-                (false, true) => len += 1,
-                (true, false) => len -= 1,
-                _ => {}
-            }
-        }
-        Ok(len)
+        self.overlay
+            .len_through(keyspace, base.map_or(0, |ks| ks.len() as u64), |key| {
+                Ok(base.is_some_and(|ks| ks.contains_key(key)))
+            })
     }
 }
 
 impl WriteTxn for MemoryWrite {
     fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.overlay
-            .entry(keyspace.to_owned())
-            .or_default()
-            .insert(key.to_vec(), Some(value.to_vec()));
+        self.overlay.put(keyspace, key, value);
         Ok(())
     }
 
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
         let existed = self.get(keyspace, key)?.is_some();
         if existed {
-            self.overlay
-                .entry(keyspace.to_owned())
-                .or_default()
-                .insert(key.to_vec(), None);
+            self.overlay.delete(keyspace, key);
         }
         Ok(existed)
     }
@@ -287,7 +255,7 @@ impl WriteTxn for MemoryWrite {
         let MemoryWrite {
             permit,
             base,
-            overlay,
+            mut overlay,
         } = *self;
         // Our own reference to the base would force `make_mut` to copy everything.
         drop(base);
@@ -295,7 +263,7 @@ impl WriteTxn for MemoryWrite {
             let mut guard = permit.shared.data.lock().map_err(poisoned)?;
             // Copies the keyspace map (not the keyspaces) only if a reader holds this version.
             let data = Arc::make_mut(&mut *guard);
-            for (name, changes) in overlay {
+            for (name, changes) in overlay.drain() {
                 let shared_ks = data.entry(name).or_default();
                 // Copies this keyspace only if a reader holds it.
                 let ks = Arc::make_mut(shared_ks);
@@ -318,43 +286,29 @@ impl WriteTxn for MemoryWrite {
     }
 }
 
-/// Merges committed pairs with pending changes, both in iteration order (descending when
-/// `reverse`). A pending change wins over the committed pair with the same key; a pending delete
-/// hides it.
-fn merge<'a>(
-    base: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
-    overlay: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
-    limit: usize,
+/// At most `limit` pairs of `ks` within the bounds, in key order (descending if `reverse`);
+/// empty or inverted bounds select nothing.
+fn scan(
+    ks: Option<&Keyspace>,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+    limit: Option<usize>,
     reverse: bool,
 ) -> Vec<KeyValue> {
-    let mut base: Peekable<_> = base.peekable();
-    let mut overlay: Peekable<_> = overlay.peekable();
-    let mut out = Vec::new();
-    while out.len() < limit {
-        // Which side holds the next key in iteration order.
-        let take_base = match (base.peek(), overlay.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((bk, _)), Some((ok, _))) => {
-                if bk == ok {
-                    // Shadowed by the pending change, which is taken next.
-                    base.next();
-                    false
-                } else {
-                    (bk < ok) != reverse
-                }
-            }
-        };
-        if take_base {
-            if let Some((k, v)) = base.next() {
-                out.push((k.clone(), v.clone()));
-            }
-        } else if let Some((k, Some(v))) = overlay.next() {
-            out.push((k.clone(), v.clone()));
-        }
+    let limit = limit.unwrap_or(usize::MAX);
+    let Some(ks) = ks else {
+        return Vec::new();
+    };
+    if limit == 0 || bounds_select_nothing(start, end) {
+        return Vec::new();
     }
-    out
+    let iter = ks.range::<[u8], _>((start, end));
+    let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+    if reverse {
+        iter.rev().take(limit).map(clone).collect()
+    } else {
+        iter.take(limit).map(clone).collect()
+    }
 }
 
 #[cfg(test)]

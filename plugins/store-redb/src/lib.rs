@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use redb::{
 };
 use tidesync_core::error::ErrorKind;
 use tidesync_core::store::bounds_select_nothing;
+use tidesync_core::write_buffer::WriteBuffer;
 use tidesync_core::{Error, KeyValue, ReadTxn, Result, Store, WriteTxn};
 
 const BACKEND: &str = "redb";
@@ -221,8 +222,7 @@ impl RedbStore {
         Ok(RedbWrite {
             txn,
             base: Some(Snapshot::new(base)),
-            overlay: HashMap::new(),
-            overlay_bytes: 0,
+            overlay: WriteBuffer::new(),
             spill_bytes,
             spilled: HashSet::new(),
         })
@@ -322,9 +322,6 @@ impl ReadTxn for RedbRead {
 /// Buffered rows beyond which a write transaction hands them to redb (bounds its memory).
 const SPILL_BYTES: usize = 32 * 1024 * 1024;
 
-/// One keyspace's buffered rows: key → `Some(value)` for a put, `None` for a delete.
-type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
 /// The write transaction. Writes are buffered per keyspace and handed to redb at commit, each
 /// table opened once (redb's `Table` borrows the transaction, so it cannot be kept across
 /// calls, and opening one per operation cost more than the operation). Reads see the buffer
@@ -333,8 +330,7 @@ type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 struct RedbWrite {
     txn: WriteTransaction,
     base: Option<Snapshot>,
-    overlay: HashMap<String, Rows>,
-    overlay_bytes: usize,
+    overlay: WriteBuffer,
     spill_bytes: usize,
     // Keyspaces whose rows were already handed to redb (a large transaction): their reads go
     // to the transaction itself, below the buffer.
@@ -382,19 +378,9 @@ impl RedbWrite {
         }
     }
 
-    fn buffer(&mut self, keyspace: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        self.overlay_bytes += key.len() + value.map_or(0, <[u8]>::len);
-        let value = value.map(<[u8]>::to_vec);
-        match self.overlay.get_mut(keyspace) {
-            Some(rows) => {
-                rows.insert(key.to_vec(), value);
-            }
-            None => {
-                self.overlay
-                    .insert(keyspace.to_owned(), Rows::from([(key.to_vec(), value)]));
-            }
-        }
-        if self.overlay_bytes > self.spill_bytes {
+    /// Hands the buffer to redb once it holds more than `spill_bytes` (bounds its memory).
+    fn spill_if_large(&mut self) -> Result<()> {
+        if self.overlay.bytes() > self.spill_bytes {
             self.flush()?;
         }
         Ok(())
@@ -402,7 +388,7 @@ impl RedbWrite {
 
     /// Hands every buffered row to redb, one table opening per keyspace.
     fn flush(&mut self) -> Result<()> {
-        for (keyspace, rows) in std::mem::take(&mut self.overlay) {
+        for (keyspace, rows) in self.overlay.drain() {
             {
                 let mut t = self.open(&keyspace)?;
                 for (key, value) in rows {
@@ -419,17 +405,14 @@ impl RedbWrite {
             }
             self.spilled.insert(keyspace);
         }
-        self.overlay_bytes = 0;
         Ok(())
     }
 }
 
 impl ReadTxn for RedbWrite {
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(value) = self.overlay.get(keyspace).and_then(|rows| rows.get(key)) {
-            return Ok(value.clone());
-        }
-        self.base_get(keyspace, key)
+        self.overlay
+            .get_through(keyspace, key, || self.base_get(keyspace, key))
     }
 
     fn range(
@@ -440,52 +423,30 @@ impl ReadTxn for RedbWrite {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        let take = limit.unwrap_or(usize::MAX);
-        if take == 0 || bounds_select_nothing(start, end) {
-            return Ok(Vec::new());
-        }
-        let buffered: Vec<(&[u8], &Option<Vec<u8>>)> = match self.overlay.get(keyspace) {
-            Some(rows) => {
-                let iter = rows
-                    .range::<[u8], _>((start, end))
-                    .map(|(k, v)| (k.as_slice(), v));
-                if reverse {
-                    iter.rev().collect()
-                } else {
-                    iter.collect()
-                }
-            }
-            None => Vec::new(),
-        };
-        if buffered.is_empty() {
-            return self.base_range(keyspace, start, end, limit, reverse);
-        }
-        // Each buffered row hides at most one base row, so this many base rows fill `limit`.
-        let base_limit = limit.map(|l| l.saturating_add(buffered.len()));
-        let base = self.base_range(keyspace, start, end, base_limit, reverse)?;
-        Ok(merge(base, buffered, take, reverse))
+        self.overlay
+            .range_through(keyspace, start, end, limit, reverse, |limit| {
+                self.base_range(keyspace, start, end, limit, reverse)
+            })
     }
 
     fn len(&self, keyspace: &str) -> Result<u64> {
-        let mut len = self.base_len(keyspace)? as i64;
-        if let Some(rows) = self.overlay.get(keyspace) {
-            for (key, value) in rows {
-                let existed = self.base_get(keyspace, key)?.is_some();
-                len += i64::from(value.is_some()) - i64::from(existed);
-            }
-        }
-        Ok(len.max(0) as u64)
+        self.overlay
+            .len_through(keyspace, self.base_len(keyspace)?, |key| {
+                Ok(self.base_get(keyspace, key)?.is_some())
+            })
     }
 }
 
 impl WriteTxn for RedbWrite {
     fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.buffer(keyspace, key, Some(value))
+        self.overlay.put(keyspace, key, value);
+        self.spill_if_large()
     }
 
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
         let existed = self.get(keyspace, key)?.is_some();
-        self.buffer(keyspace, key, None)?;
+        self.overlay.delete(keyspace, key);
+        self.spill_if_large()?;
         Ok(existed)
     }
 
@@ -495,42 +456,6 @@ impl WriteTxn for RedbWrite {
         self.base = None;
         self.txn.commit().map_err(storage)
     }
-}
-
-/// Merges base rows and buffered rows (both in scan order; a buffered `None` deletes), at most
-/// `take` rows.
-fn merge(
-    base: Vec<KeyValue>,
-    buffered: Vec<(&[u8], &Option<Vec<u8>>)>,
-    take: usize,
-    reverse: bool,
-) -> Vec<KeyValue> {
-    use std::cmp::Ordering;
-    let mut out = Vec::with_capacity(take.min(base.len() + buffered.len()));
-    let mut base = base.into_iter().peekable();
-    let mut buffered = buffered.into_iter().peekable();
-    while out.len() < take {
-        let order = match (base.peek(), buffered.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((b, _)), Some((k, _))) => {
-                let order = b.as_slice().cmp(k);
-                if reverse { order.reverse() } else { order }
-            }
-        };
-        if order == Ordering::Less {
-            out.extend(base.next());
-            continue;
-        }
-        if order == Ordering::Equal {
-            base.next(); // replaced or deleted by the buffered row
-        }
-        if let Some((key, Some(value))) = buffered.next() {
-            out.push((key.to_vec(), value.clone()));
-        }
-    }
-    out
 }
 
 fn get(
@@ -576,6 +501,8 @@ const _: () = {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     /// A tiny deterministic generator (no `rand` dependency here).

@@ -144,27 +144,49 @@ impl RestConfig {
         let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
             Error::config(format!("base_url `{}` is not a URL: {e}", self.base_url))
                 .field("base_url")
+                .setting(["base_url"])
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::config("base_url must be http or https").field("base_url"));
+            return Err(Error::config("base_url must be http or https")
+                .field("base_url")
+                .setting(["base_url"]));
         }
-        if self.connect_timeout_ms == 0 || self.request_timeout_ms == 0 {
-            return Err(Error::config("timeouts must be greater than zero").field("timeout"));
+        for (name, value) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(Error::config("timeouts must be greater than zero")
+                    .field("timeout")
+                    .setting([name]));
+            }
         }
         if self.max_response_bytes == 0 {
             return Err(
                 Error::config("max_response_bytes must be greater than zero")
-                    .field("max_response_bytes"),
+                    .field("max_response_bytes")
+                    .setting(["max_response_bytes"]),
             );
         }
-        for name in self.idempotency_header.iter().chain([&self.epoch_header]) {
+        let named_headers = self
+            .idempotency_header
+            .iter()
+            .map(|name| ("idempotency_header", name))
+            .chain([("epoch_header", &self.epoch_header)]);
+        for (setting, name) in named_headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(Error::config(format!("invalid header name `{name}`")));
+                return Err(
+                    Error::config(format!("invalid header name `{name}`")).setting([setting])
+                );
             }
         }
-        self.headers.validate("*", "headers")?;
+        self.headers
+            .validate("*", "headers")
+            .map_err(|e| e.within("headers"))?;
         for (table, routes) in &self.tables {
-            routes.validate(table)?;
+            routes
+                .validate(table)
+                .map_err(|e| e.within(table.as_str()).within("tables"))?;
         }
         Ok(())
     }

@@ -356,6 +356,7 @@ impl Feed {
     pub(crate) fn validate(&self, table: &str, at: &str, top: bool) -> Result<()> {
         let cfg = |msg: String| Error::config(format!("{at}: {msg}")).table(table);
         check_template(table, at, "url", &self.url, |n| FEED_ALWAYS.contains(&n)).map_err(|e| {
+            let e = e.setting(["url"]);
             if e.field_name().is_some_and(|f| FEED_OPTIONAL.contains(&f)) {
                 e.excerpt(
                     "placeholders that can be absent (cursor, after_key, token, \
@@ -367,13 +368,16 @@ impl Feed {
         })?;
         for (name, template) in &self.query {
             if name.is_empty() {
-                return Err(cfg("empty query parameter name".into()));
+                return Err(cfg("empty query parameter name".into()).setting(["query"]));
             }
             check_template(table, at, &format!("query `{name}`"), template, |n| {
                 FEED_ALWAYS.contains(&n) || FEED_OPTIONAL.contains(&n)
-            })?;
+            })
+            .map_err(|e| e.setting(["query", name]))?;
         }
-        self.headers.validate(table, at)?;
+        self.headers
+            .validate(table, at)
+            .map_err(|e| e.within("headers"))?;
         for (what, p) in [
             ("items", Some(&self.items)),
             ("pagination.has_more", self.pagination.has_more.as_ref()),
@@ -382,11 +386,15 @@ impl Feed {
             ("since_token", self.since_token.as_ref()),
         ] {
             if let Some(p) = p {
-                pointer::check(p).map_err(|e| cfg(format!("{what}: {e}")))?;
+                pointer::check(p)
+                    .map_err(|e| cfg(format!("{what}: {e}")).setting(what.split('.')))?;
             }
         }
-        if self.key.as_deref() == Some("") || self.cursor_field.as_deref() == Some("") {
-            return Err(cfg("empty field name".into()));
+        if self.key.as_deref() == Some("") {
+            return Err(cfg("empty field name".into()).setting(["key"]));
+        }
+        if self.cursor_field.as_deref() == Some("") {
+            return Err(cfg("empty field name".into()).setting(["cursor_field"]));
         }
         if self.filter != Filter::None {
             if self.cursor_field.is_none() {
@@ -394,14 +402,16 @@ impl Feed {
                     "filter `{:?}` needs `cursor_field` (the record's change timestamp)",
                     self.filter
                 ))
-                .field("cursor_field"));
+                .field("cursor_field")
+                .setting(["cursor_field"]));
             }
             if !self.uses("cursor") {
                 return Err(
                     cfg("a filter is set but no template uses `{cursor}`; add e.g. \
                      query `updated_after = \"{cursor}\"`"
                         .into())
-                    .field("cursor"),
+                    .field("cursor")
+                    .setting(["query"]),
                 );
             }
         } else if self.uses("cursor") || self.uses("after_key") {
@@ -410,20 +420,23 @@ impl Feed {
                  (`exclusive`, `inclusive` or `keyset`)"
                     .into(),
             )
-            .field("filter"));
+            .field("filter")
+            .setting(["filter"]));
         }
         if self.filter == Filter::Keyset {
             if !self.uses("after_key") {
                 return Err(
                     cfg("keyset filter needs `{after_key}` in a query entry".into())
-                        .field("after_key"),
+                        .field("after_key")
+                        .setting(["query"]),
                 );
             }
             if self.pagination.style != PageStyle::None {
                 return Err(cfg(
                     "keyset filter is its own pagination; use pagination style `none`".into(),
                 )
-                .field("pagination"));
+                .field("pagination")
+                .setting(["pagination", "style"]));
             }
         }
         let need = |placeholder: &str, style: &str| -> Result<()> {
@@ -434,7 +447,8 @@ impl Feed {
                     "pagination style `{style}` needs `{{{placeholder}}}` in the url or a \
                      query entry"
                 ))
-                .field(placeholder.to_owned()))
+                .field(placeholder.to_owned())
+                .setting(["pagination"]))
             }
         };
         match self.pagination.style {
@@ -447,36 +461,46 @@ impl Feed {
                     return Err(cfg(
                         "pagination style `token` needs `next` (where the token is)".into()
                     )
-                    .field("pagination.next"));
+                    .field("pagination.next")
+                    .setting(["pagination", "next"]));
                 }
             }
         }
         if self.uses("token") && self.pagination.style != PageStyle::Token {
             return Err(
-                cfg("`{token}` is only set by pagination style `token`".into()).field("token"),
+                cfg("`{token}` is only set by pagination style `token`".into())
+                    .field("token")
+                    .setting(["pagination", "style"]),
             );
         }
         if self.uses("since_token") && self.since_token.is_none() {
             return Err(
                 cfg("`{since_token}` needs `since_token` (where it is)".into())
-                    .field("since_token"),
+                    .field("since_token")
+                    .setting(["since_token"]),
             );
         }
         if let Some(t) = &self.tombstone {
             if !top {
-                return Err(cfg("a deleted-ids feed cannot have a tombstone flag".into()));
+                return Err(
+                    cfg("a deleted-ids feed cannot have a tombstone flag".into())
+                        .setting(["tombstone"]),
+                );
             }
             if t.field.is_empty() {
-                return Err(cfg("tombstone.field is empty".into()));
+                return Err(cfg("tombstone.field is empty".into()).setting(["tombstone", "field"]));
             }
         }
         if let Some(deleted) = &self.deleted {
             if !top {
-                return Err(cfg(
-                    "a deleted-ids feed cannot have its own deleted feed".into()
-                ));
+                return Err(
+                    cfg("a deleted-ids feed cannot have its own deleted feed".into())
+                        .setting(["deleted"]),
+                );
             }
-            deleted.validate(table, &format!("{at}.deleted"), false)?;
+            deleted
+                .validate(table, &format!("{at}.deleted"), false)
+                .map_err(|e| e.within("deleted"))?;
         }
         Ok(())
     }

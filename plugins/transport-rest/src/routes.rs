@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tidesync_core::{Error, Op, Result};
+use tidesync_core::{Error, Op, Result, TableSpec};
 
 use crate::feed::Feed;
 use crate::pointer::{self, Pointer};
@@ -68,14 +68,16 @@ impl Headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(Error::config(format!("{at}: invalid header name `{name}`"))
                     .table(table)
-                    .field(name.clone()));
+                    .field(name.clone())
+                    .setting([name.as_str()]));
             }
             if reqwest::header::HeaderValue::from_str(value).is_err() {
                 return Err(Error::config(format!(
                     "{at}: invalid value for header `{name}` (control characters?)"
                 ))
                 .table(table)
-                .field(name.clone()));
+                .field(name.clone())
+                .setting([name.as_str()]));
             }
         }
         Ok(())
@@ -734,11 +736,33 @@ impl TableRoutes {
         }
     }
 
+    /// Checks these routes against the table they serve: a pushed table needs a create,
+    /// update, delete or bulk route, a pulled one a pull feed. The engine runs this when it
+    /// starts (`Transport::check_table`), and `tidesync check` reports the same errors.
+    pub fn check_spec(&self, spec: &TableSpec) -> Result<()> {
+        let has_writes = self.create.is_some()
+            || self.update.is_some()
+            || self.delete.is_some()
+            || self.bulk.is_some();
+        if spec.push && !has_writes {
+            return Err(Error::config(
+                "the table is pushed but has no create, update, delete or bulk route",
+            )
+            .table(&spec.name));
+        }
+        if spec.pull && self.pull.is_none() {
+            return Err(Error::config("the table is pulled but has no pull route")
+                .table(&spec.name)
+                .setting(["pull"]));
+        }
+        Ok(())
+    }
+
     /// Checks the routes of table `table` (templates, headers, pointers, pagination).
     pub fn validate(&self, table: &str) -> Result<()> {
         let cfg = |msg: String| Error::config(msg).table(table);
         if self.key.is_empty() {
-            return Err(cfg("the key field name is empty".into()));
+            return Err(cfg("the key field name is empty".into()).setting(["key"]));
         }
         let mut record_fields: BTreeSet<&str> = self.fields.iter().map(String::as_str).collect();
         record_fields.insert(self.key.as_str());
@@ -748,68 +772,16 @@ impl TableRoutes {
             (Op::Delete, &self.delete),
         ] {
             let Some(route) = route else { continue };
-            let at = format!("{} route", op.as_str());
-            check_template(table, &at, "url", &route.url, |name| {
-                name == "key" || name == "version" || record_fields.contains(name)
-            })
-            .map_err(|e| {
-                e.excerpt(format!(
-                    "{}.url: record fields usable here: {record_fields:?} (declare more in \
-                     `fields`); built-ins: key, version",
-                    op.as_str()
-                ))
-            })?;
-            route.headers.validate(table, &at)?;
-            for (name, value) in &route.headers.0 {
-                check_header_template(table, &at, name, value)?;
-            }
-            for (i, rule) in route.answers.iter().enumerate() {
-                if !(100..=599).contains(&rule.status) {
-                    return Err(cfg(format!(
-                        "{at}: answers[{i}]: status {} is not an HTTP status",
-                        rule.status
-                    )));
-                }
-                if let Some(p) = &rule.pointer {
-                    pointer::check(p)
-                        .map_err(|e| cfg(format!("{at}: answers[{i}]: pointer: {e}")))?;
-                }
-            }
-            if let Some(p) = &route.response {
-                pointer::check(p).map_err(|e| cfg(format!("{at}: response: {e}")))?;
-            }
-            if route.envelope.as_deref() == Some("") {
-                return Err(cfg(format!("{at}: envelope name is empty")));
-            }
-            if route.body_mode(op) == BodyMode::Tombstone {
-                if op != Op::Delete {
-                    return Err(cfg(format!(
-                        "{at}: body `tombstone` is for the delete route only"
-                    ))
-                    .field("body"));
-                }
-                if self
-                    .pull
-                    .as_ref()
-                    .and_then(|p| p.tombstone.as_ref())
-                    .is_none()
-                {
-                    return Err(cfg(
-                        "delete route: body `tombstone` needs pull.tombstone (the field and \
-                         value that mark a deleted record)"
-                            .into(),
-                    )
-                    .field("tombstone"));
-                }
-            }
-            if route.body_mode(op) == BodyMode::Changed && op != Op::Update {
-                tracing::debug!(
-                    table,
-                    op = op.as_str(),
-                    "`changed` body on a non-update route sends the full record"
-                );
-            }
+            validate_write_route(table, op, route, self, &record_fields)
+                .map_err(|e| e.within(op.as_str()))?;
         }
+        self.validate_rest(table)
+    }
+
+    /// The checks after the write routes (each error's setting path is relative to the
+    /// table's routes).
+    fn validate_rest(&self, table: &str) -> Result<()> {
+        let cfg = |msg: String| Error::config(msg).table(table);
         if self.server_ids
             && let Some(create) = &self.create
             && let Some(name) = create
@@ -822,37 +794,140 @@ impl TableRoutes {
                  assigns the key: a create has only a temporary local one",
                 create.url
             ))
-            .field(name.to_owned()));
+            .field(name.to_owned())
+            .setting(["create", "url"]));
         }
         if let Some(fetch) = &self.fetch {
             check_template(table, "fetch route", "url", &fetch.url, |name| {
                 name == "key" || name == self.key
-            })?;
-            fetch.headers.validate(table, "fetch route")?;
+            })
+            .map_err(|e| e.setting(["fetch", "url"]))?;
+            fetch
+                .headers
+                .validate(table, "fetch route")
+                .map_err(|e| e.within("headers").within("fetch"))?;
             if let Some(p) = &fetch.response {
-                pointer::check(p).map_err(|e| cfg(format!("fetch route: response: {e}")))?;
+                pointer::check(p).map_err(|e| {
+                    cfg(format!("fetch route: response: {e}")).setting(["fetch", "response"])
+                })?;
             }
         }
         if let Some(bulk) = &self.bulk {
-            check_template(table, "bulk route", "url", &bulk.url, |_| false)?;
-            bulk.headers.validate(table, "bulk route")?;
-            pointer::check(&bulk.results).map_err(|e| cfg(format!("bulk route: results: {e}")))?;
-            pointer::check(&bulk.record).map_err(|e| cfg(format!("bulk route: record: {e}")))?;
-            if bulk.ops_field.is_empty() || bulk.status_field.is_empty() {
-                return Err(cfg("bulk route: empty field name".into()));
+            check_template(table, "bulk route", "url", &bulk.url, |_| false)
+                .map_err(|e| e.setting(["bulk", "url"]))?;
+            bulk.headers
+                .validate(table, "bulk route")
+                .map_err(|e| e.within("headers").within("bulk"))?;
+            pointer::check(&bulk.results).map_err(|e| {
+                cfg(format!("bulk route: results: {e}")).setting(["bulk", "results"])
+            })?;
+            pointer::check(&bulk.record)
+                .map_err(|e| cfg(format!("bulk route: record: {e}")).setting(["bulk", "record"]))?;
+            if bulk.ops_field.is_empty() {
+                return Err(
+                    cfg("bulk route: empty field name".into()).setting(["bulk", "ops_field"])
+                );
+            }
+            if bulk.status_field.is_empty() {
+                return Err(
+                    cfg("bulk route: empty field name".into()).setting(["bulk", "status_field"])
+                );
             }
         }
         if let Some(feed) = &self.pull {
-            feed.validate(table, "pull", true)?;
+            feed.validate(table, "pull", true)
+                .map_err(|e| e.within("pull"))?;
         }
         for p in &self.conflict_record {
-            pointer::check(p).map_err(|e| cfg(format!("conflict_record: {e}")))?;
+            pointer::check(p)
+                .map_err(|e| cfg(format!("conflict_record: {e}")).setting(["conflict_record"]))?;
         }
         if self.version.field.as_deref() == Some("") {
-            return Err(cfg("version.field is empty".into()));
+            return Err(cfg("version.field is empty".into()).setting(["version", "field"]));
         }
         Ok(())
     }
+}
+
+/// Checks one write route of `routes` (setting paths relative to the route).
+fn validate_write_route(
+    table: &str,
+    op: Op,
+    route: &WriteRoute,
+    routes: &TableRoutes,
+    record_fields: &BTreeSet<&str>,
+) -> Result<()> {
+    let cfg = |msg: String| Error::config(msg).table(table);
+    let at = format!("{} route", op.as_str());
+    check_template(table, &at, "url", &route.url, |name| {
+        name == "key" || name == "version" || record_fields.contains(name)
+    })
+    .map_err(|e| {
+        e.setting(["url"]).excerpt(format!(
+            "{}.url: record fields usable here: {record_fields:?} (declare more in \
+                 `fields`); built-ins: key, version",
+            op.as_str()
+        ))
+    })?;
+    route
+        .headers
+        .validate(table, &at)
+        .map_err(|e| e.within("headers"))?;
+    for (name, value) in &route.headers.0 {
+        check_header_template(table, &at, name, value)
+            .map_err(|e| e.setting(["headers", name.as_str()]))?;
+    }
+    for (i, rule) in route.answers.iter().enumerate() {
+        if !(100..=599).contains(&rule.status) {
+            return Err(cfg(format!(
+                "{at}: answers[{i}]: status {} is not an HTTP status",
+                rule.status
+            ))
+            .setting(["answers"]));
+        }
+        if let Some(p) = &rule.pointer {
+            pointer::check(p).map_err(|e| {
+                cfg(format!("{at}: answers[{i}]: pointer: {e}")).setting(["answers"])
+            })?;
+        }
+    }
+    if let Some(p) = &route.response {
+        pointer::check(p).map_err(|e| cfg(format!("{at}: response: {e}")).setting(["response"]))?;
+    }
+    if route.envelope.as_deref() == Some("") {
+        return Err(cfg(format!("{at}: envelope name is empty")).setting(["envelope"]));
+    }
+    if route.body_mode(op) == BodyMode::Tombstone {
+        if op != Op::Delete {
+            return Err(cfg(format!(
+                "{at}: body `tombstone` is for the delete route only"
+            ))
+            .field("body")
+            .setting(["body"]));
+        }
+        if routes
+            .pull
+            .as_ref()
+            .and_then(|p| p.tombstone.as_ref())
+            .is_none()
+        {
+            return Err(cfg(
+                "delete route: body `tombstone` needs pull.tombstone (the field and \
+                     value that mark a deleted record)"
+                    .into(),
+            )
+            .field("tombstone")
+            .setting(["body"]));
+        }
+    }
+    if route.body_mode(op) == BodyMode::Changed && op != Op::Update {
+        tracing::debug!(
+            table,
+            op = op.as_str(),
+            "`changed` body on a non-update route sends the full record"
+        );
+    }
+    Ok(())
 }
 
 /// Header values of write routes may use `{version}` (the base version) and `{key}`; any other

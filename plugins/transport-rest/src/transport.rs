@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use tidesync_core::{
-    Fetched, Key, PullPage, PullRequest, PushOutcome, PushRequest, Record, Result, Transport,
+    Error, Fetched, Key, PullPage, PullRequest, PushOutcome, PushRequest, Record, Result,
+    TableSpec, Transport,
 };
 
 use crate::client::RestTransport;
@@ -16,6 +17,19 @@ impl Transport for RestTransport {
 
     async fn push(&self, request: PushRequest) -> Result<PushOutcome> {
         self.push_one(&request).await
+    }
+
+    fn check_table(&self, spec: &TableSpec) -> Result<()> {
+        if !spec.push && !spec.pull {
+            return Ok(());
+        }
+        match self.config.tables.get(&spec.name) {
+            Some(routes) => routes.check_spec(spec),
+            None => Err(Error::config(
+                "the table syncs (push or pull) but the REST transport has no routes for it",
+            )
+            .table(&spec.name)),
+        }
     }
 
     fn supports_batch(&self, table: &str) -> bool {

@@ -279,3 +279,43 @@ fn check_refuses_a_server_id_table_whose_create_url_needs_the_key() {
          temporary local one (table `posts`, field `id`)"
     );
 }
+
+/// Where a validation error points comes from the error's structured setting path, not from
+/// its wording: each of these settings is checked by a plugin (the REST transport, a conflict
+/// strategy) and reported at its own line.
+#[test]
+fn check_points_at_the_setting_a_plugin_refused() {
+    let env = Env::new();
+    env.edit(|t| {
+        let t = replace(
+            t,
+            "request_timeout_ms = 30000\n",
+            "request_timeout_ms = 30000\nepoch_header = \"bad header\"\n",
+        );
+        let t = replace(
+            &t,
+            "posts = { strategy = \"last_write_wins\", timestamp_field = \"updatedAt\" }",
+            "posts = { strategy = \"last_write_wins\", timestamp_format = 7 }",
+        );
+        // The comments feed's cursor field is empty.
+        let field = "cursor_field = \"updatedAt\"";
+        let at = t.rfind(field).expect("comments feed");
+        format!("{}cursor_field = \"\"{}", &t[..at], &t[at + field.len()..])
+    });
+    let (message, _, code) = finding(&env, position(&env, "\"bad header\""));
+    assert_eq!(code, 2);
+    assert!(
+        message.starts_with("error: [server.epoch_header] invalid header name"),
+        "{message}"
+    );
+    let (message, _, _) = finding(&env, position(&env, "7 }"));
+    assert!(
+        message.starts_with("error: [conflicts.posts.timestamp_format] invalid options"),
+        "{message}"
+    );
+    let (message, _, _) = finding(&env, position(&env, "\"\"\n"));
+    assert!(
+        message.starts_with("error: [server.tables.comments.pull.cursor_field] pull:"),
+        "{message}"
+    );
+}

@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::hlc::{HybridClock, Stamp, wall_millis};
 use crate::outbox::{LocalChange, Op};
 use crate::record::{Key, Record, changed_fields, merge_patch};
-use crate::spec::{KeyKind, TableSpec, describe};
+use crate::spec::{TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use entry_state::{EntryState, OutboxSummary};
@@ -290,19 +290,7 @@ impl LocalDb {
     ) -> Result<Option<Change>> {
         let spec = self.schema.table(table)?;
         let mut record = as_object(spec, record, None)?;
-        let key = match spec.key_of(&record)? {
-            Some(key) => key,
-            None if spec.key_kind == KeyKind::String => {
-                let key = Key::Str(uuid::Uuid::now_v7().to_string());
-                record.insert(spec.key.clone(), key.to_json());
-                key
-            }
-            None => {
-                return Err(Error::invalid("integer-key tables need an explicit key")
-                    .table(table)
-                    .field(spec.key.clone()));
-            }
-        };
+        let key = spec.key_or_new(&mut record)?;
         check_record(spec, &key, &record)?;
         let old = self.get(&*txn, table, &key)?;
         if must_be_new && old.is_some() {

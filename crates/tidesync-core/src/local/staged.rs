@@ -1,18 +1,17 @@
 //! A write transaction inside a write transaction: buffers one request's writes so that a
 //! failing request can be dropped from a group commit without touching the others.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
-use crate::store::{KeyValue, ReadTxn, WriteTxn, bounds_select_nothing};
+use crate::store::{KeyValue, ReadTxn, WriteTxn};
+use crate::write_buffer::WriteBuffer;
 
 /// Buffers writes over `inner`; reads see the buffer first. [`Staged::apply`] moves the buffer
 /// into `inner`; dropping it discards the buffer.
 pub struct Staged<'a> {
     inner: &'a mut dyn WriteTxn,
-    // (keyspace, key) → Some(value) for a put, None for a delete.
-    overlay: BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>,
+    buffer: WriteBuffer,
 }
 
 impl<'a> Staged<'a> {
@@ -20,17 +19,19 @@ impl<'a> Staged<'a> {
     pub fn new(inner: &'a mut dyn WriteTxn) -> Self {
         Staged {
             inner,
-            overlay: BTreeMap::new(),
+            buffer: WriteBuffer::new(),
         }
     }
 
     /// Writes the buffered changes into the underlying transaction.
-    pub fn apply(self) -> Result<()> {
-        for ((keyspace, key), value) in self.overlay {
-            match value {
-                Some(value) => self.inner.put(&keyspace, &key, &value)?,
-                None => {
-                    self.inner.delete(&keyspace, &key)?;
+    pub fn apply(mut self) -> Result<()> {
+        for (keyspace, rows) in self.buffer.drain() {
+            for (key, value) in rows {
+                match value {
+                    Some(value) => self.inner.put(&keyspace, &key, &value)?,
+                    None => {
+                        self.inner.delete(&keyspace, &key)?;
+                    }
                 }
             }
         }
@@ -40,10 +41,8 @@ impl<'a> Staged<'a> {
 
 impl ReadTxn for Staged<'_> {
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.overlay.get(&(keyspace.to_owned(), key.to_vec())) {
-            Some(value) => Ok(value.clone()),
-            None => self.inner.get(keyspace, key),
-        }
+        self.buffer
+            .get_through(keyspace, key, || self.inner.get(keyspace, key))
     }
 
     fn range(
@@ -54,79 +53,29 @@ impl ReadTxn for Staged<'_> {
         limit: Option<usize>,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        // Only this keyspace's buffered rows within the bounds: a range over the overlay,
-        // not a scan of it (the overlay holds a whole page when a pull applies one).
-        let owned = |k: &[u8]| (keyspace.to_owned(), k.to_vec());
-        let lo = match start {
-            Bound::Included(s) => Bound::Included(owned(s)),
-            Bound::Excluded(s) => Bound::Excluded(owned(s)),
-            Bound::Unbounded => Bound::Included((keyspace.to_owned(), Vec::new())),
-        };
-        let hi = match end {
-            Bound::Included(e) => Bound::Included(owned(e)),
-            Bound::Excluded(e) => Bound::Excluded(owned(e)),
-            // `keyspace + "\0"` is the next keyspace name: every key of this one sorts before.
-            Bound::Unbounded => Bound::Excluded((format!("{keyspace}\0"), Vec::new())),
-        };
-        let staged: BTreeMap<&[u8], &Option<Vec<u8>>> =
-            if bounds_select_nothing(lo.as_ref(), hi.as_ref()) {
-                BTreeMap::new()
-            } else {
-                self.overlay
-                    // Exact: only `keyspace` lies between these tuple bounds.
-                    .range((lo, hi))
-                    .map(|((_, key), value)| (key.as_slice(), value))
-                    .collect()
-            };
-        // Deleted keys may hide base rows, so ask the base for enough rows to fill `limit`.
-        let base_limit = limit.map(|l| l + staged.len());
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .inner
-            .range(keyspace, start, end, base_limit, reverse)?
-            .into_iter()
-            .collect();
-        for (key, value) in staged {
-            match value {
-                Some(v) => merged.insert(key.to_vec(), v.clone()),
-                None => merged.remove(key),
-            };
-        }
-        let take = limit.unwrap_or(usize::MAX);
-        Ok(if reverse {
-            merged.into_iter().rev().take(take).collect()
-        } else {
-            merged.into_iter().take(take).collect()
-        })
+        self.buffer
+            .range_through(keyspace, start, end, limit, reverse, |limit| {
+                self.inner.range(keyspace, start, end, limit, reverse)
+            })
     }
 
     fn len(&self, keyspace: &str) -> Result<u64> {
-        let mut len = self.inner.len(keyspace)? as i64;
-        for ((ks, key), value) in &self.overlay {
-            if ks != keyspace {
-                continue;
-            }
-            let existed = self.inner.get(ks, key)?.is_some();
-            match (existed, value.is_some()) {
-                (false, true) => len += 1,
-                (true, false) => len -= 1,
-                _ => {}
-            }
-        }
-        Ok(len.max(0) as u64)
+        self.buffer
+            .len_through(keyspace, self.inner.len(keyspace)?, |key| {
+                Ok(self.inner.get(keyspace, key)?.is_some())
+            })
     }
 }
 
 impl WriteTxn for Staged<'_> {
     fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.overlay
-            .insert((keyspace.to_owned(), key.to_vec()), Some(value.to_vec()));
+        self.buffer.put(keyspace, key, value);
         Ok(())
     }
 
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
         let existed = self.get(keyspace, key)?.is_some();
-        self.overlay
-            .insert((keyspace.to_owned(), key.to_vec()), None);
+        self.buffer.delete(keyspace, key);
         Ok(existed)
     }
 

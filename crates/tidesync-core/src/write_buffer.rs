@@ -1,0 +1,252 @@
+//! The rows a write transaction has written but not yet handed to what lies below it.
+//!
+//! Every backend buffers (redb: to open each table once per commit; the memory store: to
+//! publish a commit at once), and so does [`Staged`](crate::local::Staged) (to drop one
+//! request from a group commit). Reading through a buffer has one set of rules, kept here
+//! once: a buffered put shadows the row below, a buffered delete hides it, scans merge both
+//! in key order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use crate::error::Result;
+use crate::store::{KeyValue, bounds_select_nothing};
+
+/// One keyspace's buffered rows: key → `Some(value)` for a put, `None` for a delete.
+pub type BufferedRows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Buffered writes, per keyspace.
+#[derive(Debug, Default)]
+pub struct WriteBuffer {
+    keyspaces: HashMap<String, BufferedRows>,
+    bytes: usize,
+}
+
+impl WriteBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Buffers a put of `value` under `key`.
+    pub fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) {
+        self.record(keyspace, key, Some(value.to_vec()));
+    }
+
+    /// Buffers a delete of `key`.
+    pub fn delete(&mut self, keyspace: &str, key: &[u8]) {
+        self.record(keyspace, key, None);
+    }
+
+    fn record(&mut self, keyspace: &str, key: &[u8], value: Option<Vec<u8>>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        match self.keyspaces.get_mut(keyspace) {
+            Some(rows) => {
+                rows.insert(key.to_vec(), value);
+            }
+            None => {
+                self.keyspaces.insert(
+                    keyspace.to_owned(),
+                    BufferedRows::from([(key.to_vec(), value)]),
+                );
+            }
+        }
+    }
+
+    /// What the buffer says about `key`: `None` if it holds nothing for it, `Some(None)` for a
+    /// buffered delete, `Some(Some(value))` for a buffered put.
+    pub fn lookup(&self, keyspace: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.keyspaces
+            .get(keyspace)
+            .and_then(|rows| rows.get(key))
+            .map(Option::as_deref)
+    }
+
+    /// The value of `key` read through the buffer; `below` reads what lies under it.
+    pub fn get_through(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        below: impl FnOnce() -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.lookup(keyspace, key) {
+            Some(value) => Ok(value.map(<[u8]>::to_vec)),
+            None => below(),
+        }
+    }
+
+    /// A scan read through the buffer. `below(limit)` scans what lies under it with the same
+    /// bounds and direction, returning at most `limit` rows.
+    pub fn range_through(
+        &self,
+        keyspace: &str,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: Option<usize>,
+        reverse: bool,
+        below: impl FnOnce(Option<usize>) -> Result<Vec<KeyValue>>,
+    ) -> Result<Vec<KeyValue>> {
+        let take = limit.unwrap_or(usize::MAX);
+        if take == 0 || bounds_select_nothing(start, end) {
+            return Ok(Vec::new());
+        }
+        let buffered: Vec<(&[u8], &Option<Vec<u8>>)> = match self.keyspaces.get(keyspace) {
+            Some(rows) => {
+                let iter = rows
+                    .range::<[u8], _>((start, end))
+                    .map(|(k, v)| (k.as_slice(), v));
+                if reverse {
+                    iter.rev().collect()
+                } else {
+                    iter.collect()
+                }
+            }
+            None => Vec::new(),
+        };
+        if buffered.is_empty() {
+            return below(limit);
+        }
+        // Each buffered row hides at most one row below, so this many rows fill `limit`.
+        let below_limit = limit.map(|l| l.saturating_add(buffered.len()));
+        Ok(merge(below(below_limit)?, buffered, take, reverse))
+    }
+
+    /// The number of keys in `keyspace` read through the buffer, from the count below and a
+    /// point check of each buffered key below.
+    pub fn len_through(
+        &self,
+        keyspace: &str,
+        below_len: u64,
+        below_has: impl Fn(&[u8]) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut len = i64::try_from(below_len).unwrap_or(i64::MAX);
+        for (key, value) in self.keyspaces.get(keyspace).into_iter().flatten() {
+            len += i64::from(value.is_some()) - i64::from(below_has(key)?);
+        }
+        Ok(u64::try_from(len).unwrap_or(0))
+    }
+
+    /// The bytes of keys and values buffered so far (for spilling a large transaction).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.keyspaces.is_empty()
+    }
+
+    /// Takes every buffered row out, per keyspace, leaving the buffer empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, BufferedRows)> + use<> {
+        self.bytes = 0;
+        std::mem::take(&mut self.keyspaces).into_iter()
+    }
+}
+
+/// Merges rows from below and buffered rows (both in scan order; a buffered `None` deletes),
+/// at most `take` rows.
+fn merge(
+    below: Vec<KeyValue>,
+    buffered: Vec<(&[u8], &Option<Vec<u8>>)>,
+    take: usize,
+    reverse: bool,
+) -> Vec<KeyValue> {
+    use std::cmp::Ordering;
+    let mut out = Vec::with_capacity(take.min(below.len() + buffered.len()));
+    let mut below = below.into_iter().peekable();
+    let mut buffered = buffered.into_iter().peekable();
+    while out.len() < take {
+        let order = match (below.peek(), buffered.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((b, _)), Some((k, _))) => {
+                let order = b.as_slice().cmp(k);
+                if reverse { order.reverse() } else { order }
+            }
+        };
+        if order == Ordering::Less {
+            out.extend(below.next());
+            continue;
+        }
+        if order == Ordering::Equal {
+            below.next(); // replaced or deleted by the buffered row
+        }
+        if let Some((key, Some(value))) = buffered.next() {
+            out.push((key.to_vec(), value.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn below() -> Vec<KeyValue> {
+        ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), b"old".to_vec()))
+            .collect()
+    }
+
+    fn scan(buffer: &WriteBuffer, limit: Option<usize>, reverse: bool) -> Vec<String> {
+        buffer
+            .range_through(
+                "t",
+                Bound::Unbounded,
+                Bound::Unbounded,
+                limit,
+                reverse,
+                |l| {
+                    let mut rows = below();
+                    if reverse {
+                        rows.reverse();
+                    }
+                    rows.truncate(l.unwrap_or(usize::MAX));
+                    Ok(rows)
+                },
+            )
+            .expect("scan")
+            .into_iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(&v)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn puts_shadow_deletes_hide_and_scans_merge_in_both_directions() {
+        let mut buffer = WriteBuffer::new();
+        buffer.put("t", b"b", b"new");
+        buffer.delete("t", b"c");
+        buffer.put("t", b"e", b"new");
+        buffer.put("other", b"a", b"x");
+        assert_eq!(
+            scan(&buffer, None, false),
+            ["a=old", "b=new", "d=old", "e=new"]
+        );
+        assert_eq!(scan(&buffer, Some(2), true), ["e=new", "d=old"]);
+        assert_eq!(scan(&buffer, Some(0), false), Vec::<String>::new());
+        assert_eq!(buffer.lookup("t", b"c"), Some(None));
+        assert_eq!(buffer.lookup("t", b"a"), None);
+        let len = buffer
+            .len_through("t", 4, |k| Ok(k < b"e".as_slice()))
+            .expect("len");
+        assert_eq!(len, 4, "b replaced, c deleted, e added");
+    }
+
+    #[test]
+    fn drain_empties_the_buffer() {
+        let mut buffer = WriteBuffer::new();
+        buffer.put("t", b"k", b"v");
+        assert_eq!(buffer.bytes(), 2);
+        let drained: Vec<_> = buffer.drain().collect();
+        assert_eq!(drained.len(), 1);
+        assert!(buffer.is_empty() && buffer.bytes() == 0);
+    }
+}
