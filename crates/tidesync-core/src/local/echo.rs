@@ -7,7 +7,7 @@ use crate::outbox::{Op, OutboxEntry};
 use crate::record::{Key, Record};
 use crate::store::WriteTxn;
 
-use super::pull_apply::AppliedPage;
+use super::AppliedPage;
 use super::record_write::{change_op, rebase_entry};
 use super::{Base, Change, LocalDb, Origin};
 

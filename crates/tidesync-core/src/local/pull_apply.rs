@@ -14,32 +14,8 @@ use super::ack::base_bytes;
 use super::echo::shows_write;
 use super::layout;
 use super::parked::{PARKED, parked_key};
-use super::quarantine_ops::Quarantined;
 use super::record_write::{change_op, prepare_write};
-use super::{Base, Change, LocalDb, Origin, Staged};
-
-/// What the transport knows about a pulled record.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoteMeta {
-    /// Its version token.
-    pub version: Option<String>,
-    /// When the server last modified it, in *local* clock milliseconds (the server's
-    /// timestamp corrected by the measured clock offset), when known.
-    pub modified_ms: Option<i64>,
-}
-
-/// What applying a pulled page did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AppliedPage {
-    /// Changes written to local records.
-    pub changes: Vec<Change>,
-    /// Remote versions that met pending local changes: to be resolved.
-    pub conflicts: Vec<(Conflict, Option<String>)>,
-    /// Remote records equal to their base while a local change is pending (no conflict).
-    pub unchanged: usize,
-    /// Items that could not be applied and were quarantined.
-    pub quarantined: Vec<Quarantined>,
-}
+use super::{AppliedPage, Base, Change, LocalDb, Origin, RemoteMeta, Staged};
 
 impl LocalDb {
     /// Applies one pulled page and stores its cursor, in the caller's transaction. Remote

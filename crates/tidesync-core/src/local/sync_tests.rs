@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::ack::base_bytes;
-use super::pull_apply::RemoteMeta;
+
 use super::*;
 use crate::conflict::{Conflict, Resolution};
 use crate::hlc::HybridClock;
