@@ -6,15 +6,24 @@
 //! come from the server (pulled pages, push acknowledgements, conflict outcomes) go through
 //! other functions that never create outbox entries (invariant 2).
 
+mod ack;
+mod echo;
 mod entry_state;
 pub mod layout;
 mod migrate;
 mod outbox_ops;
+mod parked;
+mod pull_apply;
+mod pulled;
 mod quarantine_ops;
 mod reconcile;
+mod record_write;
+mod remap;
+mod resolution;
 mod schema_sync;
 mod staged;
-mod sync_ops;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod test_txn;
 
@@ -32,13 +41,16 @@ use crate::record::{Key, Record, changed_fields, merge_patch};
 use crate::spec::{TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
+pub use ack::Acked;
 pub use entry_state::{EntryState, OutboxSummary};
 pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
+pub use parked::ParkedConflict;
+pub use pulled::{AppliedPage, RemoteMeta};
+pub use quarantine_ops::Quarantined;
 pub use reconcile::Reconciled;
 pub use schema_sync::SchemaChanges;
 pub use staged::Staged;
-pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
 /// Largest accepted record, serialized.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;

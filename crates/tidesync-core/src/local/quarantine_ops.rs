@@ -8,8 +8,38 @@ use crate::record::{Key, Record};
 use crate::spec::KeyKind;
 use crate::store::{ReadTxn, WriteTxn};
 
-use super::sync_ops::QUARANTINE;
-use super::{AppliedPage, LocalDb, Quarantined, RemoteMeta, read_u64};
+use serde::{Deserialize, Serialize};
+
+use super::layout;
+use super::{AppliedPage, LocalDb, RemoteMeta, now_ms, read_u64};
+
+/// Keyspace of quarantined pulled items: seq → [`Quarantined`] JSON.
+pub(super) const QUARANTINE: &str = "q";
+
+/// Meta key of the last quarantine sequence number.
+pub(super) const QUARANTINE_SEQ: &[u8] = b"quarantine_seq";
+
+/// A pulled item that could not be applied (bad key, wrong type …), kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The table.
+    pub table: String,
+    /// The record key, when it could be read.
+    pub key: Option<String>,
+    /// Why it was refused (names table, key and field).
+    pub error: String,
+    /// The start of the item's JSON.
+    pub excerpt: String,
+    /// When (wall-clock ms).
+    pub at_ms: u64,
+    /// Its number, to retry or discard it (assigned in order; read from the store).
+    #[serde(default)]
+    pub seq: u64,
+    /// The whole pulled record, to apply it again (`None` for a refused delete, and for items
+    /// quarantined before records were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+}
 
 /// Decodes a stored quarantined item, taking its number from its store key.
 pub(super) fn decode_quarantined(key: &[u8], value: &[u8]) -> Result<Quarantined> {
@@ -121,5 +151,59 @@ impl LocalDb {
             .key(&conflict.key));
         }
         Ok(applied)
+    }
+}
+
+impl LocalDb {
+    pub(super) fn quarantine(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: Option<&Key>,
+        remote: Option<&Record>,
+        err: &Error,
+        applied: &mut AppliedPage,
+    ) -> Result<()> {
+        let excerpt = remote
+            .map(|r| {
+                let text = serde_json::to_string(r).unwrap_or_default();
+                text.chars().take(512).collect::<String>()
+            })
+            .unwrap_or_default();
+        let item = Quarantined {
+            table: table.to_owned(),
+            key: key.map(|k| k.to_string()),
+            error: err.to_string(),
+            excerpt,
+            at_ms: now_ms(),
+            seq: 0,
+            record: remote.cloned(),
+        };
+        tracing::warn!(table, key = ?item.key, error = %item.error, "record quarantined");
+        let seq = match txn.get(layout::META, QUARANTINE_SEQ)? {
+            Some(bytes) => super::read_u64(&bytes)? + 1,
+            None => 1,
+        };
+        txn.put(layout::META, QUARANTINE_SEQ, &seq.to_be_bytes())?;
+        let item = Quarantined { seq, ..item };
+        let bytes = serde_json::to_vec(&item)
+            .map_err(|e| Error::internal(format!("cannot encode quarantined item: {e}")))?;
+        txn.put(QUARANTINE, &seq.to_be_bytes(), &bytes)?;
+        applied.quarantined.push(item);
+        Ok(())
+    }
+
+    /// Pulled items that could not be applied (newest last), at most `limit`.
+    pub fn quarantined(&self, txn: &dyn ReadTxn, limit: usize) -> Result<Vec<Quarantined>> {
+        txn.range(
+            QUARANTINE,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            Some(limit),
+            false,
+        )?
+        .iter()
+        .map(|(k, v)| super::quarantine_ops::decode_quarantined(k, v))
+        .collect()
     }
 }

@@ -1,0 +1,121 @@
+//! Acknowledging a push: the entry leaves the queue, the server's version becomes the
+//! base, server-owned fields merge into the local record, a server-assigned key is remapped.
+
+use crate::error::Result;
+use crate::outbox::{Op, OutboxEntry};
+use crate::record::Key;
+use crate::store::WriteTxn;
+use crate::transport::PushOutcome;
+
+use super::{Base, Change, LocalDb, Origin};
+
+/// What acknowledging a push did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    /// The acknowledged entry.
+    pub entry: OutboxEntry,
+    /// The local record changed (server-owned fields merged, or key remapped).
+    pub changes: Vec<Change>,
+    /// `Some((old, new))` when the server assigned a new key.
+    pub remapped: Option<(Key, Key)>,
+}
+
+/// The JSON of a [`Base`] around an already encoded record: what `serde_json::to_vec(&Base)`
+/// writes, without encoding the record a second time.
+pub(super) fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
+    let version = match version {
+        Some(v) => serde_json::Value::String(v.to_owned()).to_string(),
+        None => "null".to_owned(),
+    };
+    let mut out = Vec::with_capacity(record_json.len() + version.len() + 24);
+    out.extend_from_slice(b"{\"record\":");
+    out.extend_from_slice(record_json);
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(version.as_bytes());
+    out.push(b'}');
+    out
+}
+
+impl LocalDb {
+    /// Acknowledges a successful push of entry `seq`: drops it, records the server's version
+    /// as the base, merges the server's fields into the local record wherever the record was
+    /// not edited since the entry was sent, and remaps the key when the server assigned a new
+    /// one. One transaction, no outbox entries created.
+    pub fn ack_push(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        outcome: &PushOutcome,
+    ) -> Result<Acked> {
+        let entry = self.remove(txn, seq)?;
+        let spec = self.schema.table(&entry.table)?.clone();
+        let mut changes = Vec::new();
+        if entry.op == Op::Delete {
+            self.set_base(txn, &entry.table, &entry.key, None)?;
+            return Ok(Acked {
+                entry,
+                changes,
+                remapped: None,
+            });
+        }
+        let sent = entry.record.clone().unwrap_or_default();
+        let server = outcome.record.clone();
+        let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
+        // The base's key field reads like the local key (a server's integer id becomes "7" in a
+        // string-key table), so pulled copies compare equal to it.
+        base_record.insert(spec.key.clone(), entry.key.to_json());
+        let base = Base {
+            record: base_record,
+            version: outcome.version.clone(),
+        };
+        self.set_base(txn, &entry.table, &entry.key, Some(&base))?;
+
+        if let Some(server) = &server
+            && let Some(local) = self.get(&*txn, &entry.table, &entry.key)?
+        {
+            {
+                let mut merged = local.clone();
+                for (field, value) in server {
+                    if field == &spec.key {
+                        continue; // keys change only through a remap
+                    }
+                    // A field edited locally since the send keeps the local edit.
+                    if local.get(field) == sent.get(field) {
+                        merged.insert(field.clone(), value.clone());
+                    }
+                }
+                if merged != local {
+                    self.write_record(txn, &spec, &entry.key, Some(&local), Some(&merged))?;
+                    changes.push(Change {
+                        table: entry.table.clone(),
+                        key: entry.key.clone(),
+                        op: Op::Update,
+                        record: Some(merged),
+                        origin: Origin::PushAck,
+                    });
+                }
+            }
+        }
+
+        let mut remapped = None;
+        if let Some(new_key) = outcome.server_key.clone().filter(|k| k != &entry.key) {
+            let new_key = spec
+                .normalize_remote_key(new_key)
+                .map_err(|e| e.key(&entry.key))?;
+            if new_key == entry.key {
+                return Ok(Acked {
+                    entry,
+                    changes,
+                    remapped: None,
+                });
+            }
+            changes.extend(self.remap_key(txn, &entry.table, &entry.key, &new_key)?);
+            remapped = Some((entry.key.clone(), new_key));
+        }
+        Ok(Acked {
+            entry,
+            changes,
+            remapped,
+        })
+    }
+}

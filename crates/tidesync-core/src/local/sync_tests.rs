@@ -1,0 +1,500 @@
+//! Tests of the sync writes together: ack, pull apply, echo, remap and resolutions over one
+//! in-memory transaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::ack::base_bytes;
+
+use super::*;
+use crate::conflict::{Conflict, Resolution};
+use crate::hlc::HybridClock;
+use crate::local::test_txn::MapTxn;
+use crate::local::{Schema, WriteOp};
+use crate::transport::{PullPage, PushOutcome};
+
+fn db() -> LocalDb {
+    let schema = Schema::new([crate::TableSpec::new("posts").index("rank")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    LocalDb::new(schema, Arc::new(HybridClock::new()))
+}
+
+fn rec(v: Value) -> Record {
+    match v {
+        Value::Object(m) => m,
+        _ => Record::new(),
+    }
+}
+
+fn key(s: &str) -> Key {
+    Key::Str(s.to_owned())
+}
+
+fn meta(r: &Record) -> RemoteMeta {
+    RemoteMeta {
+        version: r.get("v").map(|v| v.to_string()),
+        modified_ms: None,
+    }
+}
+
+/// A page with a create, an update, an unchanged record, a bad record (object in an
+/// indexed field), a delete and a delete of an unknown key.
+fn page() -> PullPage {
+    PullPage {
+        records: vec![
+            rec(json!({"id": "a", "rank": 1, "v": 1})),
+            rec(json!({"id": "b", "rank": 5, "v": 2})),
+            rec(json!({"id": "c", "rank": 3, "v": 1})),
+            rec(json!({"id": "bad", "rank": {"x": 1}})),
+        ],
+        deleted: vec![key("d"), key("nope")],
+        cursor: Some(json!("c1")),
+        has_more: false,
+        server_time_ms: None,
+        total: None,
+    }
+}
+
+/// Records b, c, d as pulled earlier, plus `extra` (a record with a pending local edit
+/// when `pending`).
+fn seeded(db: &LocalDb, pending: bool) -> MapTxn {
+    let mut txn = MapTxn::default();
+    let earlier = PullPage {
+        records: vec![
+            rec(json!({"id": "b", "rank": 2, "v": 1})),
+            rec(json!({"id": "c", "rank": 3, "v": 1})),
+            rec(json!({"id": "d", "rank": 4, "v": 1})),
+            rec(json!({"id": "extra", "rank": 9, "v": 1})),
+        ],
+        ..PullPage::default()
+    };
+    db.apply_pull_page(&mut txn, "posts", &earlier, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    if pending {
+        db.apply_local(
+            &mut txn,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("extra"),
+                patch: json!({"title": "local"}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    txn
+}
+
+fn without(txn: &MapTxn, skip: &[&str]) -> BTreeMap<(String, Vec<u8>), Vec<u8>> {
+    txn.0
+        .iter()
+        .filter(|((ks, _), _)| !skip.iter().any(|s| ks.starts_with(s)))
+        .filter(|((_, k), _)| {
+            !(k.windows(5).any(|w| w == b"extra") || k.windows(9).any(|w| w == b"quarantin"))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Record `a` synced at `v` 1, then edited to `v` 2 (that entry sent: in flight) and to
+/// `title` "x" (queued behind it). Returns the transaction and the sent entry's seq.
+fn sent_head_with_an_edit_behind(db: &LocalDb) -> (MapTxn, u64) {
+    let mut txn = MapTxn::default();
+    let synced = PullPage {
+        records: vec![rec(json!({"id": "a", "v": 1}))],
+        ..PullPage::default()
+    };
+    db.apply_pull_page(&mut txn, "posts", &synced, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let update = |txn: &mut MapTxn, patch: Value| {
+        db.apply_local(
+            txn,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("a"),
+                patch,
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    update(&mut txn, json!({"v": 2}));
+    let head = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    db.mark_in_flight(&mut txn, head)
+        .unwrap_or_else(|e| panic!("{e}"));
+    update(&mut txn, json!({"title": "x"}));
+    (txn, head)
+}
+
+/// A pulled version showing what a sent head entry wrote (its answer lost) settles it and
+/// keeps the edit behind it; a version that differs in what the head wrote is a conflict.
+#[test]
+fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
+    let db = db();
+    let (mut txn, head) = sent_head_with_an_edit_behind(&db);
+    db.retry_later(&mut txn, head, 0, "answer lost")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let page = |record: Value| PullPage {
+        records: vec![rec(record)],
+        ..PullPage::default()
+    };
+
+    let mut other = txn.clone();
+    let applied = db
+        .apply_pull_page(
+            &mut other,
+            "posts",
+            &page(json!({"id": "a", "v": 3})),
+            &meta,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(applied.conflicts.len(), 1, "v 3 is not what the head wrote");
+
+    let echo = json!({"id": "a", "v": 2, "srv": 1});
+    let applied = db
+        .apply_pull_page(&mut txn, "posts", &page(echo.clone()), &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(applied.conflicts.is_empty());
+    let want = rec(json!({"id": "a", "v": 2, "srv": 1, "title": "x"}));
+    assert_eq!(
+        db.get(&txn, "posts", &key("a")).ok().flatten(),
+        Some(want.clone())
+    );
+    let base = db.base(&txn, "posts", &key("a")).ok().flatten();
+    assert_eq!(base.map(|b| b.record), Some(rec(echo)));
+    let queued = db
+        .pending(&txn, "posts", &key("a"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        queued.len(),
+        1,
+        "the head is settled, the edit behind it stays"
+    );
+    assert_eq!(queued[0].changed, vec!["title".to_owned()]);
+    assert_eq!(queued[0].record, Some(want));
+}
+
+/// A head dead-lettered on a 2xx whose body did not decode was applied by the server: the
+/// pulled version showing it settles the dead letter and frees the edit parked behind it.
+/// A head the server refused (a 4xx) is still a conflict.
+#[test]
+fn the_echo_of_a_dead_lettered_head_the_server_applied_settles_it() {
+    use crate::outbox::DeadLetterInfo;
+    let db = db();
+    let (txn, head) = sent_head_with_an_edit_behind(&db);
+    let echo = PullPage {
+        records: vec![rec(json!({"id": "a", "v": 2}))],
+        ..PullPage::default()
+    };
+    for (kind, status, settles) in [("decode", 200, true), ("permanent", 422, false)] {
+        let mut txn = txn.clone();
+        let info = DeadLetterInfo {
+            kind: kind.into(),
+            error: "e".into(),
+            status: Some(status),
+            response_excerpt: None,
+            at_ms: 0,
+        };
+        db.dead_letter(&mut txn, head, info)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let applied = db
+            .apply_pull_page(&mut txn, "posts", &echo, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(applied.conflicts.is_empty(), settles, "{kind} {status}");
+        let dead = db
+            .dead_letters(&txn, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dead.is_empty(), settles, "{kind} {status}: {dead:?}");
+        if settles {
+            let queued = db
+                .pending(&txn, "posts", &key("a"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(queued.len(), 1);
+            assert_eq!(queued[0].changed, vec!["title".to_owned()]);
+        }
+    }
+}
+
+/// A table waits to be pulled while a create was sent and the server may have applied it:
+/// in flight or waiting to retry, or dead-lettered on an answer that came after a commit;
+/// not before it is sent, not after a refusal, not once acknowledged.
+#[test]
+fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
+    use crate::outbox::DeadLetterInfo;
+    let db = db();
+    let mut txn = MapTxn::default();
+    let waits = |txn: &MapTxn| {
+        db.has_unacknowledged_create(txn, "posts")
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    db.apply_local(
+        &mut txn,
+        &[WriteOp::Put {
+            table: "posts".into(),
+            record: json!({"id": "tmp", "v": 1}),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    assert!(!waits(&txn), "not sent yet");
+    db.mark_in_flight(&mut txn, seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(waits(&txn), "in flight");
+    db.retry_later(&mut txn, seq, 0, "timeout")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(waits(&txn), "waiting to retry");
+    let dead = |kind: &str, status: Option<u16>| DeadLetterInfo {
+        kind: kind.into(),
+        error: "e".into(),
+        status,
+        response_excerpt: None,
+        at_ms: 0,
+    };
+    for (info, applied) in [
+        (dead("decode", Some(200)), true),
+        (dead("retries_exhausted", Some(503)), true),
+        (dead("ack_failed", Some(201)), true),
+        (dead("permanent", Some(422)), false),
+        (dead("decode", Some(400)), false),
+    ] {
+        let mut dead_txn = txn.clone();
+        db.dead_letter(&mut dead_txn, seq, info.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waits(&dead_txn), applied, "{info:?}");
+    }
+    let answer = PushOutcome::default();
+    db.ack_push(&mut txn, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!waits(&txn), "acknowledged");
+}
+
+/// A create whose answer was lost is pulled under its server id (with a server edit) while
+/// the application edits the temporary record; the replayed answer then remaps the record
+/// onto the pulled copy: the copy's newer fields, its base and the local edit all survive.
+#[test]
+fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
+    let db = db();
+    let mut txn = MapTxn::default();
+    let put = |txn: &mut MapTxn, op: WriteOp| {
+        db.apply_local(txn, &[op]).unwrap_or_else(|e| panic!("{e}"));
+    };
+    put(
+        &mut txn,
+        WriteOp::Put {
+            table: "posts".into(),
+            record: json!({"id": "tmp", "cid": "c1", "v": 1, "title": "t"}),
+        },
+    );
+    let create = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+    db.mark_in_flight(&mut txn, create.seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    put(
+        &mut txn,
+        WriteOp::Update {
+            table: "posts".into(),
+            key: key("tmp"),
+            patch: json!({"v": 2}),
+        },
+    );
+    let pulled = PullPage {
+        records: vec![rec(
+            json!({"id": "7", "cid": "c1", "v": 1, "title": "t", "srv": 9, "version": 2}),
+        )],
+        ..PullPage::default()
+    };
+    let version = |r: &Record| RemoteMeta {
+        version: r.get("version").map(|v| v.to_string()),
+        modified_ms: None,
+    };
+    db.apply_pull_page(&mut txn, "posts", &pulled, &version)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = PushOutcome {
+        record: Some(rec(
+            json!({"id": 7, "cid": "c1", "v": 1, "title": "t", "version": 1}),
+        )),
+        version: Some("1".into()),
+        server_key: Some(Key::Int(7)),
+        server_time_ms: None,
+    };
+    let acked = db
+        .ack_push(&mut txn, create.seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(acked.remapped, Some((key("tmp"), key("7"))));
+    assert_eq!(db.get(&txn, "posts", &key("tmp")).ok().flatten(), None);
+    assert_eq!(
+        db.get(&txn, "posts", &key("7")).ok().flatten(),
+        Some(rec(
+            json!({"id": "7", "cid": "c1", "v": 2, "title": "t", "srv": 9, "version": 2})
+        )),
+        "the pulled copy with the local edit on top"
+    );
+    let base = db.base(&txn, "posts", &key("7")).ok().flatten();
+    assert_eq!(base.and_then(|b| b.version), Some("2".into()));
+    let queued = db
+        .pending(&txn, "posts", &key("7"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].changed, vec!["v".to_owned()]);
+    assert_eq!(
+        queued[0].record.as_ref().and_then(|r| r.get("srv")),
+        Some(&json!(9)),
+        "a whole-record PUT of the edit carries the server's newer fields"
+    );
+    assert!(
+        db.pending(&txn, "posts", &key("tmp"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_quiet_page_writes_what_the_isolated_path_writes() {
+    let db = db();
+    let mut quiet = seeded(&db, false);
+    let mut busy = seeded(&db, true);
+    assert!(db.is_quiet(&quiet, "posts").unwrap_or(false));
+    assert!(!db.is_quiet(&busy, "posts").unwrap_or(true));
+    let a = db
+        .apply_pull_page_owned(&mut quiet, "posts", page(), &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = db
+        .apply_pull_page(&mut busy, "posts", &page(), &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.changes, b.changes);
+    let ops: Vec<(String, Op)> = a
+        .changes
+        .iter()
+        .map(|c| (c.key.to_string(), c.op))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("a".to_owned(), Op::Create),
+            ("b".to_owned(), Op::Update),
+            ("d".to_owned(), Op::Delete)
+        ]
+    );
+    assert_eq!(a.quarantined.len(), 1);
+    assert_eq!(b.quarantined.len(), 1);
+    assert_eq!(a.quarantined[0].key.as_deref(), Some("bad"));
+    assert!(a.conflicts.is_empty() && b.conflicts.is_empty());
+    // Records, index entries, bases and the checkpoint: byte for byte the same (the
+    // outbox and meta differ only by the pending edit of `extra`).
+    assert_eq!(
+        without(&quiet, &["o/", "m", "q"]),
+        without(&busy, &["o/", "m", "q"])
+    );
+    let base = db.base(&quiet, "posts", &key("b")).unwrap_or(None);
+    assert_eq!(
+        base,
+        Some(Base {
+            record: rec(json!({"id": "b", "rank": 5, "v": 2})),
+            version: Some("2".into()),
+        })
+    );
+    assert_eq!(db.base(&quiet, "posts", &key("d")).unwrap_or(None), None);
+    assert_eq!(db.get(&quiet, "posts", &key("bad")).unwrap_or(None), None);
+    assert_eq!(
+        db.checkpoint(&quiet, "posts").unwrap_or(None),
+        Some(json!("c1"))
+    );
+    // Pulls never enqueue.
+    assert_eq!(db.outbox(&quiet, None, 10).map(|o| o.len()).unwrap_or(9), 0);
+}
+
+#[test]
+fn a_page_meeting_a_pending_edit_returns_the_conflict() {
+    let db = db();
+    let mut txn = seeded(&db, true);
+    let page = PullPage {
+        records: vec![
+            rec(json!({"id": "extra", "rank": 9, "v": 2, "body": "remote"})),
+            rec(json!({"id": "z", "rank": 0, "v": 1})),
+        ],
+        ..PullPage::default()
+    };
+    let applied = db
+        .apply_pull_page_owned(&mut txn, "posts", page, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(applied.changes.len(), 1);
+    assert_eq!(applied.conflicts.len(), 1);
+    assert_eq!(applied.conflicts[0].0.key, key("extra"));
+}
+
+#[test]
+fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
+    let db = db();
+    let mut txn = seeded(&db, true);
+    db.apply_local(
+        &mut txn,
+        &[WriteOp::Update {
+            table: "posts".into(),
+            key: key("c"),
+            patch: json!({"title": "local c"}),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let page = PullPage {
+        records: vec![
+            rec(json!({"id": "extra", "rank": 9, "v": 2, "body": "remote"})),
+            rec(json!({"id": "c", "rank": 3, "v": 2, "body": "remote c"})),
+        ],
+        ..PullPage::default()
+    };
+    let applied = db
+        .apply_pull_page(&mut txn, "posts", &page, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(applied.conflicts.len(), 2);
+    let mut resolved: Vec<(Conflict, Option<String>, Resolution)> = Vec::new();
+    for (conflict, version) in applied.conflicts {
+        let resolution = if conflict.key == key("c") {
+            // Not storable: an object in the indexed field.
+            Resolution::Merged(rec(json!({"id": "c", "rank": {"bad": true}})))
+        } else {
+            Resolution::TakeRemote
+        };
+        resolved.push((conflict, version, resolution));
+    }
+    let (changes, refused) = db
+        .apply_resolutions(&mut txn, &resolved)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].key, key("extra"));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].record_key(), Some("c"));
+    // `extra` took the remote version, its pending edit dropped; `c` is untouched.
+    let extra = db.get(&txn, "posts", &key("extra")).unwrap_or(None);
+    assert_eq!(
+        extra.and_then(|r| r.get("body").cloned()),
+        Some(json!("remote"))
+    );
+    assert!(
+        db.pending(&txn, "posts", &key("extra"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        db.pending(&txn, "posts", &key("c"))
+            .map(|p| p.len())
+            .unwrap_or(0),
+        1
+    );
+}
+
+#[test]
+fn base_bytes_read_back_as_the_base() {
+    let mut record = Record::new();
+    record.insert("id".into(), serde_json::json!("a\"1"));
+    record.insert("n".into(), serde_json::json!({"x": [1, 2.5, null]}));
+    for version in [None, Some("7"), Some("W/\"q\\\u{1}\"")] {
+        let base = Base {
+            record: record.clone(),
+            version: version.map(str::to_owned),
+        };
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        let bytes = base_bytes(&json, version);
+        assert_eq!(bytes, serde_json::to_vec(&base).unwrap_or_default());
+        let back: Base = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, base);
+    }
+}
