@@ -149,7 +149,7 @@ impl tidesync::ConflictStrategy for Gate {
 
 /// BUG-12. A local write committed while its record's conflict is being resolved is thrown
 /// away when the resolution is applied: `LocalDb::apply_resolution`
-/// (crates/tidesync-core/src/local/sync_ops.rs) removes every pending entry of the record and,
+/// (crates/tidesync-core/src/local/remap.rs) removes every pending entry of the record and,
 /// for `TakeRemote` (and `Merged`), writes the outcome over the current record, without
 /// checking that the record is still the `local` the strategy decided on. The write was
 /// acknowledged to the application, is in no conflict, and never reaches the server. The
