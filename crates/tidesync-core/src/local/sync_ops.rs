@@ -250,6 +250,32 @@ impl LocalDb {
                 remapped: None,
             });
         }
+        if entry.deleted_remotely && self.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
+            // A pull showed the record deleted while this write's answer was unknown, and
+            // the answer says the server applied it (perhaps replaying an earlier attempt's
+            // answer): the delete came after the write, and the pull cursor is past it. The
+            // delete is the server's state: installing the answer would keep, for good, a
+            // record the server deleted (BUG-15). Had the write been applied after that pull,
+            // its change is past the cursor and the next pull brings the record back.
+            // Edits queued behind the write take the usual path instead: the answer becomes
+            // their base and they meet the delete on the server, as a conflict.
+            self.set_base(txn, &entry.table, &entry.key, None)?;
+            if let Some(local) = self.get(&*txn, &entry.table, &entry.key)? {
+                self.write_record(txn, &spec, &entry.key, Some(&local), None)?;
+                changes.push(Change {
+                    table: entry.table.clone(),
+                    key: entry.key.clone(),
+                    op: Op::Delete,
+                    record: None,
+                    origin: Origin::Pull,
+                });
+            }
+            return Ok(Acked {
+                entry,
+                changes,
+                remapped: None,
+            });
+        }
         let sent = entry.record.clone().unwrap_or_default();
         let server = outcome.record.clone();
         let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
@@ -323,6 +349,12 @@ impl LocalDb {
     ) -> Result<Vec<Change>> {
         let spec = self.schema.table(table)?.clone();
         let key_json = new.to_json();
+        // References to `old` written from now on are pointed at `new` (`follow_remaps`).
+        txn.put(
+            layout::REMAPPED,
+            &layout::record_prefix(table, old),
+            key_json.to_string().as_bytes(),
+        )?;
         let copy = self.get(&*txn, table, new)?;
         let mut changes = match &copy {
             Some(copy) => self.remap_onto_pulled_copy(txn, &spec, old, new, copy)?,
@@ -813,6 +845,27 @@ impl LocalDb {
                 version,
             });
             self.set_base(txn, table, key, base.as_ref())?;
+            return Ok(());
+        }
+        if remote.is_none()
+            && base.is_none()
+            && parked.is_none()
+            && let Some(head) = pending.first()
+            && head.op != Op::Delete
+            && head.attempts > 0
+            && head.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
+        {
+            // Deleted remotely, never known here. An unsent create decides (it comes later),
+            // but this write (a create, or one sent as an upsert) was sent and its answer is
+            // unknown: it may be what was deleted (BUG-15). Its answer tells, so the head
+            // keeps the delete for its acknowledgement (`ack_push`) instead of the delete
+            // being lost behind the cursor.
+            if !head.deleted_remotely {
+                let mut head = head.clone();
+                head.deleted_remotely = true;
+                self.rewrite(txn, &head)?;
+            }
+            applied.unchanged += 1;
             return Ok(());
         }
         if base.as_ref().map(|b| &b.record) == remote {
