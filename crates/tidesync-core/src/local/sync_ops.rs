@@ -828,6 +828,16 @@ impl LocalDb {
         let base = self.base(&*txn, table, key)?;
         let pending = self.pending(&*txn, table, key)?;
         let parked = txn.get(PARKED, &parked_key(table, key))?;
+        if remote.is_some()
+            && let Some(head) = pending.first()
+            && head.deleted_remotely
+        {
+            // A live version pulled after the delete the head kept (BUG-15) is the server's
+            // state now: the head's answer must not apply that older delete.
+            let mut head = head.clone();
+            head.deleted_remotely = false;
+            self.rewrite(txn, &head)?;
+        }
         if pending.is_empty() && parked.is_none() {
             // Nothing local in the way: the remote version becomes the local one and the base.
             if local.as_ref() != remote {
@@ -1515,6 +1525,22 @@ mod tests {
             db.base(txn, "posts", &key("a"))
                 .unwrap_or_else(|e| panic!("{e}"))
         };
+
+        // A later pull that shows the record live again (here: the create's echo, while its
+        // retry is in flight) replaces the delete: the answer is installed as usual.
+        let mut revived = txn.clone();
+        db.mark_in_flight(&mut revived, seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let echo = PullPage {
+            records: vec![rec(json!({"id": "a", "title": "local", "v": 1}))],
+            ..PullPage::default()
+        };
+        db.apply_pull_page(&mut revived, "posts", &echo, &meta)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(entry(&revived).is_some_and(|e| !e.deleted_remotely));
+        db.ack_push(&mut revived, seq, &answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(get(&revived).is_some(), "the later live version stands");
 
         // Nothing behind it: the record goes, as the server's delete says.
         let mut alone = txn.clone();
