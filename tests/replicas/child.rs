@@ -262,8 +262,6 @@ async fn write(
     };
     let at = model::now_ms();
     let (idem, hlc) = last_entry(engine, t.name, &local_key);
-    let ref_fixed =
-        t.references.is_some() && op != "delete" && fix_reference(engine, &local_key).await;
     Some(json!({
         "kind": "W",
         "replica": replica,
@@ -278,33 +276,5 @@ async fn write(
         "idem": idem,
         "hlc": hlc,
         "at": at,
-        "ref_fixed": ref_fixed,
     }))
-}
-
-/// The workaround for BUG-10 (see known_bugs.rs), as a careful application would do it: if
-/// the step references a task key that is gone (the task's create was acknowledged and its key
-/// remapped between our read and our write), point it at the task's server key, found by the
-/// task's `cid`. Returns whether it had to.
-async fn fix_reference(engine: &Engine, step_key: &str) -> bool {
-    let steps = engine.table::<Value>("steps").expect("steps");
-    let tasks = engine.table::<Value>("tasks").expect("tasks");
-    let Ok(Some(step)) = steps.get(step_key).await else {
-        return false;
-    };
-    let task_key = id_text(&step["task"]);
-    if tasks.get(task_key.as_str()).await.ok().flatten().is_some() {
-        return false;
-    }
-    let Some(cid) = step["tcid"].as_str() else {
-        return false;
-    };
-    let found = tasks.query_eq("cid", cid, 1).await.unwrap_or_default();
-    let Some(task) = found.first() else {
-        return false;
-    };
-    steps
-        .update(step_key, json!({"task": task["id"].clone()}))
-        .await
-        .is_ok()
 }

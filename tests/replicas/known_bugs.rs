@@ -21,7 +21,7 @@ use crate::verify::id_text;
 /// under that key any more) nor is mapped to the server's key. In the replica runs the race is
 /// an ordinary one: the app read the task (temporary key) just before the ack landed.
 #[tokio::test]
-#[ignore = "BUG-10: a reference to a temporary key written after its remap is pushed as is (dangling reference on the server)"]
+// Fixed: the remap is remembered and later references to the temporary key follow it.
 async fn bug10_a_reference_written_after_the_remap_keeps_the_temporary_key() {
     let server = ReferenceServer::builder()
         .collection("tasks", CollectionConfig::default().server_ids(true))
@@ -362,7 +362,7 @@ async fn bug14_a_push_conflict_compares_the_stamp_of_the_refused_entry() {
 /// again (seeds 1318212545 `cw/cw5`, 1318315336 `cw/cw1`, both with the server clock 3 s
 /// behind, which is not needed: the reproduction has no skew).
 #[tokio::test]
-#[ignore = "BUG-15: a remote delete pulled while the record's create awaits its (lost) answer is skipped; the replayed 201 then keeps the record alive locally for good"]
+// Fixed: the head entry keeps the pulled delete, and its acknowledgement applies it.
 async fn bug15_a_delete_pulled_during_a_lost_create_answer_is_never_applied() {
     use tidesync_testkit::server::{FaultFilter, FaultKind};
     let server = ReferenceServer::start().await;

@@ -266,6 +266,7 @@ mod tests {
             last_error: None,
             in_flight: false,
             dead: None,
+            deleted_remotely: false,
         }
     }
 

@@ -79,6 +79,14 @@ pub struct OutboxEntry {
     pub in_flight: bool,
     /// Moved to the dead-letter queue; the record's later entries wait behind it.
     pub dead: Option<DeadLetterInfo>,
+    /// A write of a record the server did not know (a create, or one sent as an upsert),
+    /// sent and still unanswered, met a pull that showed the record deleted on the server.
+    /// An answer saying the server applied the write then means that delete came after it:
+    /// the acknowledgement applies the delete instead of installing the answer
+    /// ([`crate::local::LocalDb::ack_push`]). A live version pulled later, or a refusal of
+    /// the create (no attempt applied it), clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted_remotely: bool,
 }
 
 /// Why an entry was dead-lettered.
@@ -200,6 +208,7 @@ mod tests {
             last_error: None,
             in_flight: false,
             dead: None,
+            deleted_remotely: false,
         }
     }
 

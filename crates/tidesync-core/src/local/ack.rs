@@ -58,6 +58,32 @@ impl LocalDb {
                 remapped: None,
             });
         }
+        if entry.deleted_remotely && self.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
+            // A pull showed the record deleted while this write's answer was unknown, and
+            // the answer says the server applied it (perhaps replaying an earlier attempt's
+            // answer): the delete came after the write, and the pull cursor is past it. The
+            // delete is the server's state: installing the answer would keep, for good, a
+            // record the server deleted (BUG-15). Had the write been applied after that pull,
+            // its change is past the cursor and the next pull brings the record back.
+            // Edits queued behind the write take the usual path instead: the answer becomes
+            // their base and they meet the delete on the server, as a conflict.
+            self.set_base(txn, &entry.table, &entry.key, None)?;
+            if let Some(local) = self.get(&*txn, &entry.table, &entry.key)? {
+                self.write_record(txn, &spec, &entry.key, Some(&local), None)?;
+                changes.push(Change {
+                    table: entry.table.clone(),
+                    key: entry.key.clone(),
+                    op: Op::Delete,
+                    record: None,
+                    origin: Origin::Pull,
+                });
+            }
+            return Ok(Acked {
+                entry,
+                changes,
+                remapped: None,
+            });
+        }
         let sent = entry.record.clone().unwrap_or_default();
         let server = outcome.record.clone();
         let mut base_record = server.clone().unwrap_or_else(|| sent.clone());

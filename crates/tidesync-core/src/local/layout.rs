@@ -12,6 +12,7 @@
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
 //! | `x/conflicts`       | table ‖ key                      | parked conflict     |
+//! | `x/remapped`        | table ‖ temporary key            | server key JSON     |
 //! | `q`                 | quarantine seq                   | quarantined item    |
 //! | `m`                 | meta name                        | meta value          |
 //! | `c`                 | table                            | pull cursor JSON    |
@@ -52,6 +53,9 @@ pub const DEAD: &str = "o/dead";
 pub const IN_FLIGHT: &str = "o/in_flight";
 /// Entries waiting out a retry delay, by sequence number, with the time they become due.
 pub const BACKOFF: &str = "o/backoff";
+/// Keys the server replaced (temporary key → the key it assigned), kept so that a reference
+/// to a temporary key written after its remap still points at the record (BUG-10).
+pub const REMAPPED: &str = "x/remapped";
 /// Engine metadata (sequence counter, clock, queue depths, epoch).
 pub const META: &str = "m";
 /// Pull checkpoints by table.

@@ -361,8 +361,11 @@ impl LocalDb {
         spec: &TableSpec,
         key: Key,
         old: Option<Record>,
-        new: Option<Record>,
+        mut new: Option<Record>,
     ) -> Result<Option<Change>> {
+        if let Some(record) = new.as_mut() {
+            self.follow_remaps(&*txn, spec, record)?;
+        }
         let (op, changed) = match (&old, &new) {
             (None, Some(_)) => (Op::Create, Vec::new()),
             (Some(old), Some(new)) => {
@@ -401,6 +404,45 @@ impl LocalDb {
             record: new,
             origin: Origin::Local,
         }))
+    }
+
+    /// Points the record's references to keys the server has replaced since
+    /// ([`LocalDb::remap_key`]) at the keys it assigned. The application may still hold a
+    /// temporary key it read before the create was acknowledged, and the server never had it:
+    /// the remap rewrote the references that existed then, this rewrites later ones (BUG-10).
+    /// A key that names a local record again is left alone.
+    fn follow_remaps(
+        &self,
+        txn: &dyn ReadTxn,
+        spec: &TableSpec,
+        record: &mut Record,
+    ) -> Result<()> {
+        for reference in &spec.references {
+            let Some(target) = record.get(&reference.field).and_then(Key::from_json) else {
+                continue;
+            };
+            let remapped = txn.get(
+                layout::REMAPPED,
+                &layout::record_prefix(&reference.table, &target),
+            )?;
+            let Some(bytes) = remapped else {
+                continue;
+            };
+            if self.get(txn, &reference.table, &target)?.is_some() {
+                continue;
+            }
+            let new_key = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(Key::from_json)
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::Decode, "unreadable remapped key")
+                        .table(reference.table.clone())
+                        .key(&target)
+                })?;
+            record.insert(reference.field.clone(), new_key.to_json());
+        }
+        Ok(())
     }
 
     /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.

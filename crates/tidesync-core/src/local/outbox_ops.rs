@@ -64,6 +64,7 @@ impl LocalDb {
                     last_error: None,
                     in_flight: false,
                     dead: None,
+                    deleted_remotely: false,
                 };
                 self.insert_entry(txn, &entry)?;
                 let mut by_record = layout::record_prefix(&spec.name, key);
@@ -522,6 +523,9 @@ impl LocalDb {
             .unwrap_or_default();
         entry.in_flight = false;
         entry.next_attempt_at_ms = 0;
+        // The server refused the create, so no attempt applied it: a delete a pull showed
+        // meanwhile came before it (see `OutboxEntry::deleted_remotely`).
+        entry.deleted_remotely = false;
         self.update_entry(txn, &before, &entry)
     }
 

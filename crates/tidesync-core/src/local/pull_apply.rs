@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use crate::conflict::{Conflict, DetectedBy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::Op;
 use crate::record::{Key, Record};
 use crate::store::{ReadTxn, WriteTxn};
 use crate::transport::PullPage;
@@ -286,6 +287,16 @@ impl LocalDb {
         let base = self.base(&*txn, table, key)?;
         let pending = self.pending(&*txn, table, key)?;
         let parked = txn.get(PARKED, &parked_key(table, key))?;
+        if remote.is_some()
+            && let Some(head) = pending.first()
+            && head.deleted_remotely
+        {
+            // A live version pulled after the delete the head kept (BUG-15) is the server's
+            // state now: the head's answer must not apply that older delete.
+            let mut head = head.clone();
+            head.deleted_remotely = false;
+            self.rewrite(txn, &head)?;
+        }
         if pending.is_empty() && parked.is_none() {
             // Nothing local in the way: the remote version becomes the local one and the base.
             if local.as_ref() != remote {
@@ -303,6 +314,27 @@ impl LocalDb {
                 version,
             });
             self.set_base(txn, table, key, base.as_ref())?;
+            return Ok(());
+        }
+        if remote.is_none()
+            && base.is_none()
+            && parked.is_none()
+            && let Some(head) = pending.first()
+            && head.op != Op::Delete
+            && head.attempts > 0
+            && head.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
+        {
+            // Deleted remotely, never known here. An unsent create decides (it comes later),
+            // but this write (a create, or one sent as an upsert) was sent and its answer is
+            // unknown: it may be what was deleted (BUG-15). Its answer tells, so the head
+            // keeps the delete for its acknowledgement (`ack_push`) instead of the delete
+            // being lost behind the cursor.
+            if !head.deleted_remotely {
+                let mut head = head.clone();
+                head.deleted_remotely = true;
+                self.rewrite(txn, &head)?;
+            }
+            applied.unchanged += 1;
             return Ok(());
         }
         if base.as_ref().map(|b| &b.record) == remote {

@@ -7,7 +7,7 @@ use crate::record::{Key, Record};
 use crate::store::WriteTxn;
 
 use super::record_write::{overlay_fields, rebase_entry};
-use super::{Change, LocalDb, Origin};
+use super::{Change, LocalDb, Origin, layout};
 
 /// A change made by an id remap.
 pub(super) fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Change {
@@ -33,6 +33,12 @@ impl LocalDb {
     ) -> Result<Vec<Change>> {
         let spec = self.schema.table(table)?.clone();
         let key_json = new.to_json();
+        // References to `old` written from now on are pointed at `new` (`follow_remaps`).
+        txn.put(
+            layout::REMAPPED,
+            &layout::record_prefix(table, old),
+            key_json.to_string().as_bytes(),
+        )?;
         let copy = self.get(&*txn, table, new)?;
         let mut changes = match &copy {
             Some(copy) => self.remap_onto_pulled_copy(txn, &spec, old, new, copy)?,

@@ -268,6 +268,184 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
     assert!(!waits(&txn), "acknowledged");
 }
 
+/// BUG-15. A create is sent and its answer lost; a pull shows the record deleted on the
+/// server. When the retry's answer says the create was applied (a replay), the delete came
+/// after it: the acknowledgement deletes the record instead of installing the answer. With
+/// an edit queued behind the create, the answer becomes that edit's base (the edit meets the
+/// delete on the server). A create the server refused (turned into an upsert) forgets the
+/// delete: no attempt applied it, so the delete came before it.
+#[test]
+fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
+    let db = db();
+    let mut txn = MapTxn::default();
+    db.apply_local(
+        &mut txn,
+        &[WriteOp::Put {
+            table: "posts".into(),
+            record: json!({"id": "a", "title": "local"}),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    db.mark_in_flight(&mut txn, seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    db.retry_later(&mut txn, seq, 0, "connection closed")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tombstone = PullPage {
+        deleted: vec![key("a")],
+        ..PullPage::default()
+    };
+    let applied = db
+        .apply_pull_page(&mut txn, "posts", &tombstone, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(applied.changes.is_empty() && applied.conflicts.is_empty());
+    let entry = |txn: &MapTxn| db.entry(txn, seq).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        entry(&txn).is_some_and(|e| e.deleted_remotely),
+        "the head keeps the delete"
+    );
+    let answer = PushOutcome {
+        record: Some(rec(json!({"id": "a", "title": "local", "v": 1}))),
+        version: Some("1".into()),
+        ..PushOutcome::default()
+    };
+    let get = |txn: &MapTxn| {
+        db.get(txn, "posts", &key("a"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let base = |txn: &MapTxn| {
+        db.base(txn, "posts", &key("a"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    // A later pull that shows the record live again (here: the create's echo, while its
+    // retry is in flight) replaces the delete: the answer is installed as usual.
+    let mut revived = txn.clone();
+    db.mark_in_flight(&mut revived, seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let echo = PullPage {
+        records: vec![rec(json!({"id": "a", "title": "local", "v": 1}))],
+        ..PullPage::default()
+    };
+    db.apply_pull_page(&mut revived, "posts", &echo, &meta)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(entry(&revived).is_some_and(|e| !e.deleted_remotely));
+    db.ack_push(&mut revived, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(get(&revived).is_some(), "the later live version stands");
+
+    // Nothing behind it: the record goes, as the server's delete says.
+    let mut alone = txn.clone();
+    let acked = db
+        .ack_push(&mut alone, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(get(&alone), None);
+    assert_eq!(base(&alone), None);
+    assert!(
+        db.pending(&alone, "posts", &key("a"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(
+        acked
+            .changes
+            .iter()
+            .any(|c| c.op == Op::Delete && c.origin == Origin::Pull)
+    );
+
+    // An edit queued behind it: the answer is its base, the edit stays queued.
+    let mut edited = txn.clone();
+    db.apply_local(
+        &mut edited,
+        &[WriteOp::Update {
+            table: "posts".into(),
+            key: key("a"),
+            patch: json!({"title": "edited"}),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    db.ack_push(&mut edited, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        get(&edited).and_then(|r| r.get("title").cloned()),
+        Some(json!("edited"))
+    );
+    assert_eq!(base(&edited).and_then(|b| b.version), Some("1".into()));
+    assert_eq!(
+        db.pending(&edited, "posts", &key("a"))
+            .unwrap_or_default()
+            .len(),
+        1
+    );
+
+    // Refused over the tombstone (409): the upsert forgets the delete and its ack keeps
+    // the record.
+    let mut refused = txn.clone();
+    db.create_as_upsert(&mut refused, seq)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(entry(&refused).is_some_and(|e| !e.deleted_remotely));
+    db.ack_push(&mut refused, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        get(&refused).and_then(|r| r.get("title").cloned()),
+        Some(json!("local"))
+    );
+    assert_eq!(base(&refused).and_then(|b| b.version), Some("1".into()));
+}
+
+/// BUG-10. After a key's remap, a reference written to the old (temporary) key follows it
+/// to the server's key, in the record and its outbox entry; a key that names a local
+/// record again is left alone.
+#[test]
+fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
+    let schema = Schema::new([
+        crate::TableSpec::new("tasks"),
+        crate::TableSpec::new("steps").references("task", "tasks"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+    let mut txn = MapTxn::default();
+    let put = |txn: &mut MapTxn, table: &str, record: Value| {
+        db.apply_local(
+            txn,
+            &[WriteOp::Put {
+                table: table.into(),
+                record,
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    put(&mut txn, "tasks", json!({"id": "tmp", "title": "t"}));
+    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    let answer = PushOutcome {
+        record: Some(rec(json!({"id": 7, "title": "t"}))),
+        server_key: Some(Key::Int(7)),
+        ..PushOutcome::default()
+    };
+    db.ack_push(&mut txn, seq, &answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    put(&mut txn, "steps", json!({"id": "s1", "task": "tmp"}));
+    let step = db
+        .get(&txn, "steps", &key("s1"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(step["task"], json!("7"), "the record follows the remap");
+    let entries = db.pending(&txn, "steps", &key("s1")).unwrap_or_default();
+    assert_eq!(
+        entries[0].record.as_ref().and_then(|r| r.get("task")),
+        Some(&json!("7")),
+        "so does the entry pushed"
+    );
+    // A local record under the old key again: a reference to it means it.
+    put(&mut txn, "tasks", json!({"id": "tmp", "title": "another"}));
+    put(&mut txn, "steps", json!({"id": "s2", "task": "tmp"}));
+    let step = db
+        .get(&txn, "steps", &key("s2"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(step["task"], json!("tmp"));
+}
+
 /// A create whose answer was lost is pulled under its server id (with a server edit) while
 /// the application edits the temporary record; the replayed answer then remaps the record
 /// onto the pulled copy: the copy's newer fields, its base and the local edit all survive.
