@@ -12,6 +12,7 @@ mod migrate;
 mod outbox_ops;
 mod quarantine_ops;
 mod reconcile;
+mod remote_decode;
 mod schema_sync;
 mod staged;
 mod sync_ops;
@@ -36,7 +37,7 @@ pub use entry_state::{EntryState, OutboxSummary};
 pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use reconcile::Reconciled;
-pub use schema_sync::SchemaChanges;
+pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn};
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
@@ -179,6 +180,9 @@ pub enum IndexRange {
 pub struct LocalDb {
     schema: Arc<Schema>,
     clock: Arc<HybridClock>,
+    /// The migrations and decoders records from the server go through (see
+    /// [`LocalDb::decode_remote`]).
+    migrations: Arc<Migrations>,
 }
 
 impl LocalDb {
@@ -187,7 +191,16 @@ impl LocalDb {
         LocalDb {
             schema: Arc::new(schema),
             clock,
+            migrations: Arc::default(),
         }
+    }
+
+    /// Records from the server (pulled pages, push answers) go through `migrations`: the
+    /// table's decoder, then the version steps from the version they carry (see
+    /// [`LocalDb::decode_remote`]).
+    pub fn with_migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = Arc::new(migrations);
+        self
     }
 
     /// The schema.

@@ -85,6 +85,44 @@ impl SchemaChanges {
     }
 }
 
+/// How far the schema work of an open got, reported after each batch (see
+/// [`LocalDb::reconcile_schema_with_progress`]). The work runs before the engine exists, so
+/// nothing can query the store meanwhile: a query never sees a half-built index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SchemaProgress {
+    /// A new index being built over the stored records.
+    IndexBuild {
+        /// The table.
+        table: String,
+        /// The indexed field.
+        index: String,
+        /// Records indexed so far.
+        done: u64,
+        /// Records to index.
+        total: u64,
+    },
+    /// A record migration step.
+    Migration {
+        /// The table.
+        table: String,
+        /// The version migrated to.
+        to_version: u32,
+        /// `records`, `outbox` (the table's queued entries, unsent ones rewritten) or `bases`.
+        phase: &'static str,
+        /// Rows of the phase handled so far (across a crash: a resumed step goes on counting).
+        done: u64,
+        /// Rows of the phase when it started.
+        total: u64,
+    },
+}
+
+/// Receives [`SchemaProgress`] reports.
+pub type SchemaProgressFn = dyn Fn(&SchemaProgress) + Send + Sync;
+
+/// Progress is also logged (tracing, info) at least every this many rows.
+pub(super) const LOG_EVERY: u64 = 10_000;
+
 impl LocalDb {
     /// Brings `store` in step with this schema (see the module docs) and records the schema.
     /// Call once at open, before anything reads the store.
@@ -92,6 +130,17 @@ impl LocalDb {
         &self,
         store: &dyn Store,
         migrations: &super::Migrations,
+    ) -> Result<SchemaChanges> {
+        self.reconcile_schema_with_progress(store, migrations, &|_| {})
+    }
+
+    /// [`LocalDb::reconcile_schema`], reporting each batch of index builds and migrations to
+    /// `progress` (on the calling thread, between two transactions).
+    pub fn reconcile_schema_with_progress(
+        &self,
+        store: &dyn Store,
+        migrations: &super::Migrations,
+        progress: &SchemaProgressFn,
     ) -> Result<SchemaChanges> {
         let stored = match read_stored(store)? {
             Some(stored) => Some(stored),
@@ -162,13 +211,13 @@ impl LocalDb {
             changes.indexes_dropped.push((table, field));
         }
         for (spec, from_version) in migrate {
-            for done in self.migrate_table(store, spec, from_version, migrations)? {
+            for done in self.migrate_table(store, spec, from_version, migrations, progress)? {
                 tracing::info!(table = %done.table, to_version = done.to_version, records = done.records, entries = done.entries, quarantined = done.quarantined, "migrated the stored records");
                 changes.migrations.push(done);
             }
         }
         for (spec, field) in build {
-            let indexed = self.build_index(store, spec, &field)?;
+            let indexed = self.build_index(store, spec, &field, progress)?;
             tracing::info!(table = %spec.name, field = %field, records = indexed, "built a new index over the stored records");
             changes
                 .indexes_built
@@ -229,10 +278,26 @@ impl LocalDb {
 
     /// Builds `field`'s index of `spec` over the stored records, one batch per transaction.
     /// Returns how many records it indexed.
-    fn build_index(&self, store: &dyn Store, spec: &TableSpec, field: &str) -> Result<u64> {
+    fn build_index(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        field: &str,
+        progress: &SchemaProgressFn,
+    ) -> Result<u64> {
         let keyspace = layout::index(&spec.name, field);
         clear_keyspace(store, &keyspace)?;
         let records = layout::records(&spec.name);
+        let total = store.read()?.len(&records)?;
+        let report = |done: u64| {
+            progress(&SchemaProgress::IndexBuild {
+                table: spec.name.clone(),
+                index: field.to_owned(),
+                done,
+                total,
+            })
+        };
+        report(0);
         let mut after: Option<Vec<u8>> = None;
         let mut indexed = 0u64;
         loop {
@@ -267,7 +332,12 @@ impl LocalDb {
                 txn.put(&keyspace, &entry, key_bytes)?;
             }
             txn.commit()?;
+            let before = indexed;
             indexed += rows.len() as u64;
+            report(indexed);
+            if before / LOG_EVERY != indexed / LOG_EVERY {
+                tracing::info!(table = %spec.name, field, indexed, total, "building an index");
+            }
         }
     }
 }

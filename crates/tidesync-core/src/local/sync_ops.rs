@@ -251,7 +251,7 @@ impl LocalDb {
             });
         }
         let sent = entry.record.clone().unwrap_or_default();
-        let server = outcome.record.clone();
+        let server = self.decode_answer(txn, &spec, &entry.key, outcome.record.as_ref())?;
         let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
         // The base's key field reads like the local key (a server's integer id becomes "7" in a
         // string-key table), so pulled copies compare equal to it.
@@ -529,7 +529,12 @@ impl LocalDb {
         let quiet = self
             .is_quiet(&*txn, table)?
             .then(|| (layout::records(table), layout::bases(table)));
-        for mut remote in records {
+        for remote in records {
+            // Versions and times are read off the record as the server sent it.
+            let meta = remote_meta(&remote);
+            let Some(mut remote) = self.decode_pulled(txn, &spec, remote, &mut applied)? else {
+                continue;
+            };
             let key = match spec.remote_key_of(&remote) {
                 Ok(Some(key)) => key,
                 Ok(None) => {
@@ -547,7 +552,6 @@ impl LocalDb {
                     continue;
                 }
             };
-            let meta = remote_meta(&remote);
             // Store the key field as the key reads (an integer id in a string-key table is
             // kept as "7"), so every later read sees a well-formed record.
             let key_json = key.to_json();
