@@ -9,6 +9,7 @@ mod conflicts;
 mod daemon;
 mod doctor;
 mod reconcile;
+mod schema;
 mod records;
 mod support;
 mod sync;

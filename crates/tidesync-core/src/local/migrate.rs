@@ -137,7 +137,7 @@ impl Phase {
 /// Rows per transaction.
 const BATCH: usize = 500;
 
-fn progress_key(table: &str) -> Vec<u8> {
+pub(super) fn progress_key(table: &str) -> Vec<u8> {
     format!("migration/{table}").into_bytes()
 }
 

@@ -37,7 +37,7 @@ pub use entry_state::{EntryState, OutboxSummary};
 pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use reconcile::Reconciled;
-pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn};
+pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn, TableSchemaStatus};
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 

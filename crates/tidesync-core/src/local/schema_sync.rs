@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::record::Key;
@@ -342,7 +343,101 @@ impl LocalDb {
     }
 }
 
+/// One table as the store holds it and what opening it with this schema would do, read
+/// without changing anything ([`LocalDb::schema_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableSchemaStatus {
+    /// The table.
+    pub table: String,
+    /// The version of the record shape the store holds (`None`: the store has not recorded
+    /// this table yet, e.g. a table never opened, or a store from before schemas were
+    /// recorded that holds no records of it).
+    pub stored_version: Option<u32>,
+    /// The version the schema declares (`None`: the table is no longer declared; it is kept).
+    pub declared_version: Option<u32>,
+    /// The migration steps the next open runs (the versions they migrate to).
+    pub pending_migrations: Vec<u32>,
+    /// A step a crash cut short, resumed by the next open.
+    pub interrupted_migration: Option<u32>,
+    /// Indexes the next open builds over the stored records.
+    pub indexes_to_build: Vec<String>,
+    /// Indexes the next open drops.
+    pub indexes_to_drop: Vec<String>,
+}
+
 impl LocalDb {
+    /// Per table (declared ones, then ones the store holds that are no longer declared): the
+    /// version the store holds and what [`LocalDb::reconcile_schema`] would do, read only.
+    pub fn schema_status(&self, store: &dyn Store) -> Result<Vec<TableSchemaStatus>> {
+        let stored = read_stored(store)?;
+        let read = store.read()?;
+        let mut out = Vec::new();
+        for spec in self.schema.tables() {
+            let has_records = read.len(&layout::records(&spec.name))? > 0;
+            let before = stored.as_ref().and_then(|s| s.tables.get(&spec.name)).cloned();
+            // Unrecorded tables that hold records are treated as version 0 with no index.
+            let before = before.or_else(|| {
+                has_records.then(|| StoredTable {
+                    indexes: Vec::new(),
+                    version: 0,
+                    ..StoredTable::of(spec)
+                })
+            });
+            let interrupted = read
+                .get(layout::META, &super::migrate::progress_key(&spec.name))?
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .and_then(|progress| progress["to_version"].as_u64())
+                .and_then(|v| u32::try_from(v).ok());
+            let status = match &before {
+                Some(before) => TableSchemaStatus {
+                    table: spec.name.clone(),
+                    stored_version: Some(before.version),
+                    declared_version: Some(spec.version),
+                    pending_migrations: (before.version + 1..=spec.version).collect(),
+                    interrupted_migration: interrupted,
+                    indexes_to_build: spec
+                        .indexes
+                        .iter()
+                        .filter(|f| !before.indexes.contains(f))
+                        .cloned()
+                        .collect(),
+                    indexes_to_drop: before
+                        .indexes
+                        .iter()
+                        .filter(|f| !spec.indexes.contains(f))
+                        .cloned()
+                        .collect(),
+                },
+                None => TableSchemaStatus {
+                    table: spec.name.clone(),
+                    stored_version: None,
+                    declared_version: Some(spec.version),
+                    pending_migrations: Vec::new(),
+                    interrupted_migration: None,
+                    indexes_to_build: Vec::new(),
+                    indexes_to_drop: Vec::new(),
+                },
+            };
+            out.push(status);
+        }
+        if let Some(stored) = &stored {
+            for (name, table) in &stored.tables {
+                if self.schema.table(name).is_err() {
+                    out.push(TableSchemaStatus {
+                        table: name.clone(),
+                        stored_version: Some(table.version),
+                        declared_version: None,
+                        pending_migrations: Vec::new(),
+                        interrupted_migration: None,
+                        indexes_to_build: Vec::new(),
+                        indexes_to_drop: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Records, in `txn`, that `table`'s stored records now have shape `version` (the last
     /// transaction of a migration step).
     pub(super) fn record_table_version(
