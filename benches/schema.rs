@@ -26,7 +26,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde_json::{Value, json};
 use tidesync::{BulkMode, Engine, RedbStore, TableSpec};
 use tidesync_store_redb::DEFAULT_CACHE_SIZE;
