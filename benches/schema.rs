@@ -163,7 +163,11 @@ fn raw_pass(seeded: &Path, copy: &Path, batch: usize, rewrite: bool) -> f64 {
                         .insert(key.as_slice(), bytes.as_slice())
                         .expect("insert");
                 } else {
-                    let mut entry = record["author"].as_str().expect("author").as_bytes().to_vec();
+                    let mut entry = record["author"]
+                        .as_str()
+                        .expect("author")
+                        .as_bytes()
+                        .to_vec();
                     entry.push(0);
                     entry.extend_from_slice(key);
                     index

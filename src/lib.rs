@@ -61,7 +61,8 @@ pub use tidesync_actors::events::Remaining;
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
 pub use tidesync_core::local::{
-    AppliedPage, Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges, SchemaProgress,
+    AppliedPage, Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges,
+    SchemaProgress,
 };
 pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{

@@ -230,8 +230,9 @@ fn run(records: usize, entries: usize) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        progress.iter().any(|l| l.starts_with("PROGRESS 1 bases")
-            || l.starts_with("PROGRESS 1 outbox")),
+        progress
+            .iter()
+            .any(|l| l.starts_with("PROGRESS 1 bases") || l.starts_with("PROGRESS 1 outbox")),
         "step 1 finished before the kill: {progress:?}"
     );
     eprintln!("killed in step 2 at {:?}", progress.last());
@@ -275,7 +276,11 @@ fn run(records: usize, entries: usize) {
             if sealed.contains(&entry.seq) {
                 assert_eq!(&payload, original, "a sealed entry is untouched");
             } else {
-                assert_eq!(payload, migrated(original.clone()), "an unsent entry migrated");
+                assert_eq!(
+                    payload,
+                    migrated(original.clone()),
+                    "an unsent entry migrated"
+                );
             }
         }
         assert!(engine.quarantined(1).unwrap().is_empty());
@@ -290,7 +295,10 @@ fn run(records: usize, entries: usize) {
                 break;
             }
         }
-        assert!(engine.outbox(None, 1).unwrap().is_empty(), "everything pushed");
+        assert!(
+            engine.outbox(None, 1).unwrap().is_empty(),
+            "everything pushed"
+        );
         engine.sync().await.unwrap();
         eprintln!("synced in {:?}", synced.elapsed());
         let local: HashMap<String, Value> = posts

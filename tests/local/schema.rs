@@ -374,7 +374,10 @@ async fn index_builds_and_migrations_report_progress_and_nothing_reads_a_half_bu
         .iter()
         .filter_map(|p| match p {
             SchemaProgress::IndexBuild {
-                table, index, done, total,
+                table,
+                index,
+                done,
+                total,
             } if table == "posts" && index == "title" => Some((*done, *total)),
             _ => None,
         })
@@ -396,11 +399,23 @@ async fn index_builds_and_migrations_report_progress_and_nothing_reads_a_half_bu
             _ => None,
         })
         .collect();
-    assert_eq!(records_phase.last(), Some(&(2_500, 2_500)), "{records_phase:?}");
+    assert_eq!(
+        records_phase.last(),
+        Some(&(2_500, 2_500)),
+        "{records_phase:?}"
+    );
     assert!(records_phase.len() >= 5, "{records_phase:?}");
     let outbox_phase = seen
         .iter()
-        .filter(|p| matches!(p, SchemaProgress::Migration { phase: "outbox", .. }))
+        .filter(|p| {
+            matches!(
+                p,
+                SchemaProgress::Migration {
+                    phase: "outbox",
+                    ..
+                }
+            )
+        })
         .count();
     assert!(outbox_phase >= 1, "{seen:?}");
     let opens = other_opens.lock().unwrap().clone();

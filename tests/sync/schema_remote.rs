@@ -41,7 +41,12 @@ fn app(server: &ReferenceServer, store: &MemoryStore, spec: TableSpec) -> Engine
 }
 
 async fn get(engine: &Engine, id: &str) -> Option<Value> {
-    engine.table::<Value>("posts").unwrap().get(id).await.unwrap()
+    engine
+        .table::<Value>("posts")
+        .unwrap()
+        .get(id)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -107,12 +112,19 @@ async fn pulled_records_of_older_shapes_are_migrated_and_newer_ones_wait_for_an_
 
     // A record the server still holds in shape 1 is migrated through both steps on pull.
     server
-        .insert_direct("posts", json!({"id": "late", "schemaVersion": 1, "name": "n"}))
+        .insert_direct(
+            "posts",
+            json!({"id": "late", "schemaVersion": 1, "name": "n"}),
+        )
         .unwrap();
     v3.sync().await.unwrap();
     let late = get(&v3, "late").await.unwrap();
     assert_eq!(
-        (late["title"].clone(), late["tags"].clone(), late["schemaVersion"].clone()),
+        (
+            late["title"].clone(),
+            late["tags"].clone(),
+            late["schemaVersion"].clone()
+        ),
         (json!("n"), json!([]), json!(3)),
         "{late}"
     );
@@ -145,7 +157,10 @@ async fn the_from_remote_decoder_runs_on_pulled_records_and_on_push_answers() {
     let server = ReferenceServer::start().await;
     // An older server shape the decoder understands (an envelope), and one it refuses.
     server
-        .insert_direct("posts", json!({"id": "wrapped", "data": {"title": "inner"}}))
+        .insert_direct(
+            "posts",
+            json!({"id": "wrapped", "data": {"title": "inner"}}),
+        )
         .unwrap();
     server
         .insert_direct("posts", json!({"id": "broken", "data": "not an object"}))
@@ -173,7 +188,11 @@ async fn the_from_remote_decoder_runs_on_pulled_records_and_on_push_answers() {
     engine.sync().await.unwrap();
     let wrapped = get(&engine, "wrapped").await.unwrap();
     assert_eq!(
-        (wrapped["title"].clone(), wrapped["decoded"].clone(), wrapped.get("data")),
+        (
+            wrapped["title"].clone(),
+            wrapped["decoded"].clone(),
+            wrapped.get("data")
+        ),
         (json!("inner"), json!(true), None),
         "{wrapped}"
     );
@@ -196,7 +215,10 @@ async fn the_from_remote_decoder_runs_on_pulled_records_and_on_push_answers() {
     // A local write: the server's answer carries the record, which is decoded too before
     // its fields are merged into the local record and kept as the base.
     let posts = engine.table::<Value>("posts").unwrap();
-    posts.put(&json!({"id": "mine", "title": "t"})).await.unwrap();
+    posts
+        .put(&json!({"id": "mine", "title": "t"}))
+        .await
+        .unwrap();
     engine.push().await.unwrap();
     assert!(engine.outbox(None, 10).unwrap().is_empty());
     let mine = get(&engine, "mine").await.unwrap();

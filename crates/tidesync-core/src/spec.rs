@@ -198,11 +198,11 @@ impl TableSpec {
             check_name(field, "remote version field")
                 .map_err(|e| e.table(self.name.clone()).field(field.clone()))?;
             if field == &self.key {
-                return Err(Error::config(
-                    "the key field cannot also be the remote version field",
-                )
-                .table(self.name.clone())
-                .field(field.clone()));
+                return Err(
+                    Error::config("the key field cannot also be the remote version field")
+                        .table(self.name.clone())
+                        .field(field.clone()),
+                );
             }
         }
         if let Some(assumed) = self.remote_default_version

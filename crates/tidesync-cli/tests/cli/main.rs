@@ -9,7 +9,7 @@ mod conflicts;
 mod daemon;
 mod doctor;
 mod reconcile;
-mod schema;
 mod records;
+mod schema;
 mod support;
 mod sync;

@@ -38,16 +38,32 @@ fn status_shows_schema_versions_index_builds_and_pending_migrations() {
     assert_eq!(table["indexes_built"], serde_json::json!([]), "{table}");
 
     // A config declaring version 2: the CLI cannot run Rust migrations; status names them.
-    env.edit(|text| replace(text, "name = \"posts\"\n", "name = \"posts\"\nversion = 2\n"));
+    env.edit(|text| {
+        replace(
+            text,
+            "name = \"posts\"\n",
+            "name = \"posts\"\nversion = 2\n",
+        )
+    });
     let run = env.run(&["status"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stderr.contains("table `posts`: the store holds version 0, the config declares 2")
+        run.stderr
+            .contains("table `posts`: the store holds version 0, the config declares 2")
             && run.stderr.contains("2 migration steps pending"),
         "{run:?}"
     );
     // Nothing was changed: the records are still there under the old config.
-    env.edit(|text| replace(text, "name = \"posts\"\nversion = 2\n", "name = \"posts\"\n"));
+    env.edit(|text| {
+        replace(
+            text,
+            "name = \"posts\"\nversion = 2\n",
+            "name = \"posts\"\n",
+        )
+    });
     let table = posts(&env.ok(&["status", "--json"]).json());
-    assert_eq!((table["records"].clone(), table["schema_version"].clone()), (1.into(), 0.into()));
+    assert_eq!(
+        (table["records"].clone(), table["schema_version"].clone()),
+        (1.into(), 0.into())
+    );
 }

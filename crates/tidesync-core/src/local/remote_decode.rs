@@ -86,15 +86,18 @@ impl LocalDb {
             ));
         }
         for to_version in version + 1..=spec.version {
-            let step = self.migrations.step(&spec.name, to_version).ok_or_else(|| {
-                refused(
-                    format!(
-                        "the record has shape version {version} and no migration to version \
+            let step = self
+                .migrations
+                .step(&spec.name, to_version)
+                .ok_or_else(|| {
+                    refused(
+                        format!(
+                            "the record has shape version {version} and no migration to version \
                          {to_version} is registered (EngineBuilder::migration)"
-                    ),
-                    Some(field),
-                )
-            })?;
+                        ),
+                        Some(field),
+                    )
+                })?;
             current = run(step, current).map_err(|why| {
                 refused(
                     format!("migration to version {to_version} failed: {why}"),
@@ -170,6 +173,9 @@ impl LocalDb {
 fn run(step: &MigrationFn, record: Record) -> std::result::Result<Record, String> {
     match step(Value::Object(record))? {
         Value::Object(record) => Ok(record),
-        other => Err(format!("it returned {}, not a JSON object", describe(&other))),
+        other => Err(format!(
+            "it returned {}, not a JSON object",
+            describe(&other)
+        )),
     }
 }

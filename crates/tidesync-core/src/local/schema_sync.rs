@@ -374,7 +374,10 @@ impl LocalDb {
         let mut out = Vec::new();
         for spec in self.schema.tables() {
             let has_records = read.len(&layout::records(&spec.name))? > 0;
-            let before = stored.as_ref().and_then(|s| s.tables.get(&spec.name)).cloned();
+            let before = stored
+                .as_ref()
+                .and_then(|s| s.tables.get(&spec.name))
+                .cloned();
             // Unrecorded tables that hold records are treated as version 0 with no index.
             let before = before.or_else(|| {
                 has_records.then(|| StoredTable {
