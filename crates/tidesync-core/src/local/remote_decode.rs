@@ -52,9 +52,27 @@ impl LocalDb {
             current = run(decoder, current)
                 .map_err(|why| refused(format!("the table's from_remote decoder: {why}"), None))?;
         }
-        let Some(field) = &spec.remote_version_field else {
-            return Ok(Some(current));
-        };
+        if let Some(field) = &spec.remote_version_field {
+            current = self.version_steps(spec, current, field, &refused)?;
+        }
+        let after = spec.remote_key_of(&current).ok().flatten();
+        if after != key {
+            return Err(refused(
+                "decoding changed or removed the record's key".to_owned(),
+                Some(&spec.key),
+            ));
+        }
+        Ok(Some(current))
+    }
+
+    /// The version steps of `spec` from the version `current` carries in `field`.
+    fn version_steps(
+        &self,
+        spec: &TableSpec,
+        mut current: Record,
+        field: &str,
+        refused: &dyn Fn(String, Option<&str>) -> Error,
+    ) -> Result<Record> {
         let version = match current.get(field) {
             None | Some(Value::Null) => spec.remote_default_version.unwrap_or(spec.version),
             Some(value) => value
@@ -72,7 +90,7 @@ impl LocalDb {
         };
         if version > spec.version {
             if spec.accept_newer_remote {
-                return Ok(Some(current));
+                return Ok(current);
             }
             return Err(refused(
                 format!(
@@ -106,16 +124,9 @@ impl LocalDb {
             })?;
         }
         if version < spec.version && current.contains_key(field) {
-            current.insert(field.clone(), Value::from(spec.version));
+            current.insert(field.to_owned(), Value::from(spec.version));
         }
-        let after = spec.remote_key_of(&current).ok().flatten();
-        if after != key {
-            return Err(refused(
-                "decoding changed or removed the record's key".to_owned(),
-                Some(&spec.key),
-            ));
-        }
-        Ok(Some(current))
+        Ok(current)
     }
 
     /// [`LocalDb::decode_remote`] by table name, for a record the server sent outside a page
@@ -177,5 +188,119 @@ fn run(step: &MigrationFn, record: Record) -> std::result::Result<Record, String
             "it returned {}, not a JSON object",
             describe(&other)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::hlc::HybridClock;
+    use crate::local::{Migrations, Schema};
+
+    fn db(spec: TableSpec, migrations: Migrations) -> LocalDb {
+        LocalDb::new(
+            Schema::new([spec]).expect("schema"),
+            Arc::new(HybridClock::new()),
+        )
+        .with_migrations(migrations)
+    }
+
+    fn rec(v: Value) -> Record {
+        v.as_object().expect("object").clone()
+    }
+
+    fn adds(field: &'static str) -> MigrationFn {
+        Arc::new(move |mut v: Value| {
+            v[field] = json!(true);
+            Ok(v)
+        })
+    }
+
+    #[test]
+    fn a_table_without_decoder_or_version_field_takes_records_as_they_are() {
+        let db = db(TableSpec::new("t").version(3), Migrations::default());
+        let spec = db.schema().table("t").unwrap().clone();
+        assert_eq!(
+            db.decode_remote(&spec, &rec(json!({"id": "a"}))).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn steps_run_from_the_record_version_and_errors_name_table_key_and_field() {
+        let mut migrations = Migrations::default();
+        migrations.add("t", 2, adds("two"));
+        let spec = TableSpec::new("t")
+            .version(2)
+            .remote_version_field("v")
+            .remote_default_version(1);
+        let db = db(spec, migrations);
+        let spec = db.schema().table("t").unwrap().clone();
+        // Missing field: the configured default (1), so step 2 runs; the field stays absent.
+        let out = db
+            .decode_remote(&spec, &rec(json!({"id": "a"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(Value::Object(out), json!({"id": "a", "two": true}));
+        // Version 0 needs step 1, which is not registered.
+        let err = db
+            .decode_remote(&spec, &rec(json!({"id": "b", "v": 0})))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no migration to version 1"),
+            "{err}"
+        );
+        assert_eq!(err.field_name(), Some("v"));
+        // Not a version number.
+        let err = db
+            .decode_remote(&spec, &rec(json!({"id": "c", "v": "2"})))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("not a version number")
+                && text.contains("table `t`")
+                && text.contains("key `c`"),
+            "{text}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Decode);
+    }
+
+    #[test]
+    fn a_decoder_that_changes_the_key_or_returns_no_object_is_refused() {
+        let mut migrations = Migrations::default();
+        migrations.add_decoder(
+            "t",
+            Arc::new(|v: Value| match v["id"].as_str() {
+                Some("moved") => Ok(json!({"id": "elsewhere"})),
+                Some("list") => Ok(json!([1])),
+                _ => Ok(v),
+            }),
+        );
+        let db = db(TableSpec::new("t"), migrations);
+        let spec = db.schema().table("t").unwrap().clone();
+        let err = db
+            .decode_remote(&spec, &rec(json!({"id": "moved"})))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("changed or removed the record's key"),
+            "{err}"
+        );
+        let err = db
+            .decode_remote(&spec, &rec(json!({"id": "list"})))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("an array, not a JSON object"),
+            "{err}"
+        );
+        assert_eq!(
+            db.decode_remote(&spec, &rec(json!({"id": "same"})))
+                .unwrap(),
+            Some(rec(json!({"id": "same"})))
+        );
     }
 }
