@@ -226,3 +226,64 @@ async fn the_from_remote_decoder_runs_on_pulled_records_and_on_push_answers() {
     assert_eq!(server.record("posts", "mine").unwrap().get("decoded"), None);
     engine.shutdown();
 }
+
+#[tokio::test]
+async fn a_push_conflict_sees_the_server_version_in_this_app_shape() {
+    // The server's current version (in the 409 answer) was written by an older app (shape 1):
+    // the strategy (server wins) gets it migrated, so the local record takes the new shape.
+    let server = ReferenceServer::start().await;
+    let store = MemoryStore::new();
+    let engine = app(&server, &store, posts(2)).start().unwrap();
+    let table = engine.table::<Value>("posts").unwrap();
+    table
+        .put(&json!({"id": "p", "schemaVersion": 2, "title": "base"}))
+        .await
+        .unwrap();
+    engine.sync().await.unwrap();
+    server
+        .update_direct(
+            "posts",
+            "p",
+            json!({"schemaVersion": 1, "name": "older app", "title": null}),
+        )
+        .unwrap();
+    table.update("p", json!({"title": "local"})).await.unwrap();
+    let report = engine.push().await.unwrap();
+    assert_eq!(report.conflicts, 1, "{report:?}");
+    let local = get(&engine, "p").await.unwrap();
+    assert_eq!(
+        (
+            local["title"].clone(),
+            local.get("name"),
+            local["schemaVersion"].clone()
+        ),
+        (json!("older app"), None, json!(2)),
+        "{local}"
+    );
+    assert!(engine.outbox(None, 10).unwrap().is_empty());
+
+    // A server version from a newer app cannot be decided on: the entry waits, with the
+    // reason, instead of handing the strategy a shape this version misreads.
+    engine.sync().await.unwrap();
+    server
+        .update_direct(
+            "posts",
+            "p",
+            json!({"schemaVersion": 3, "title": "newer app"}),
+        )
+        .unwrap();
+    table.update("p", json!({"title": "mine"})).await.unwrap();
+    let _ = engine.push().await;
+    let queued = engine.outbox(None, 10).unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert!(queued[0].dead.is_none(), "{queued:?}");
+    assert!(
+        queued[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("written by a newer app version")),
+        "{queued:?}"
+    );
+    assert_eq!(get(&engine, "p").await.unwrap()["title"], "mine");
+    engine.shutdown();
+}
