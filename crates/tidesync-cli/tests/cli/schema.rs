@@ -33,6 +33,15 @@ fn status_shows_schema_versions_index_builds_and_pending_migrations() {
     let run = env.ok(&["status"]);
     assert!(run.stdout.contains("SCHEMA"), "{run:?}");
     assert!(run.stdout.contains("v0, index title built"), "{run:?}");
+    // The build's progress went to stderr.
+    assert!(
+        run.stderr
+            .contains("building the new index posts.title over 1 records")
+            && run
+                .stderr
+                .contains("building the new index posts.title: 1 / 1"),
+        "{run:?}"
+    );
     // Built once: the next status has nothing to do.
     let table = posts(&env.ok(&["status", "--json"]).json());
     assert_eq!(table["indexes_built"], serde_json::json!([]), "{table}");
