@@ -17,7 +17,7 @@ use tidesync_actors::{
 use tidesync_core::hlc::wall_millis;
 use tidesync_core::local::{
     AppliedPage, Change, LocalDb, Migrations, OutboxStats, OutboxSummary, ParkedConflict,
-    Quarantined, Schema, SchemaChanges, WriteOp,
+    Quarantined, Schema, SchemaChanges, SchemaProgress, SchemaProgressFn, WriteOp,
 };
 use tidesync_core::{
     ConflictStrategy, Error, HybridClock, InProcessLeader, Key, LeaderElector, OutboxEntry, Record,
@@ -47,6 +47,7 @@ pub struct EngineBuilder {
     leader_every: Option<Duration>,
     metrics_every: Option<Duration>,
     migrations: Migrations,
+    schema_progress: Option<Arc<SchemaProgressFn>>,
     /// Created early when someone subscribes before `start` (see [`EngineBuilder::events`]).
     events: Option<EventBus>,
 }
@@ -82,6 +83,36 @@ impl EngineBuilder {
         + 'static,
     ) -> Self {
         self.migrations.add(table, to_version, Arc::new(step));
+        self
+    }
+
+    /// Registers `table`'s decoder of records from the server (pulled pages and the records
+    /// push answers carry), for shape changes that are not version steps (renamed wire fields,
+    /// an envelope, a version inferred from the shape). It runs first, on the record as the
+    /// server sent it; then, when the table names a `remote_version_field`, the version steps
+    /// from the version the record carries. `Err(why)` quarantines the record with the reason.
+    /// It must be idempotent (a retried quarantined item goes through it again). See
+    /// docs/schema.md.
+    pub fn from_remote(
+        mut self,
+        table: &str,
+        decode: impl Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.migrations.add_decoder(table, Arc::new(decode));
+        self
+    }
+
+    /// Receives the progress of the schema work [`EngineBuilder::start`] does before the
+    /// engine exists (index builds and record migrations, a report per batch), e.g. for a
+    /// progress bar. Runs on the thread that calls `start`.
+    pub fn on_schema_progress(
+        mut self,
+        progress: impl Fn(&SchemaProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.schema_progress = Some(Arc::new(progress));
         self
     }
 
@@ -190,11 +221,23 @@ impl EngineBuilder {
                 transport.check_table(spec)?;
             }
         }
-        let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+        for table in self.migrations.tables() {
+            schema.table(table).map_err(|_| {
+                Error::config("migration or from_remote decoder for an undeclared table")
+                    .table(table)
+            })?;
+        }
+        let db = LocalDb::new(schema, Arc::new(HybridClock::new()))
+            .with_migrations(self.migrations.clone());
         db.restore_clock(&*store.read()?)?;
         // Before anything can read: indexes declared since the last open are built over the
         // stored records, dropped ones removed, a changed key refused (invariant 13).
-        let schema_changes = db.reconcile_schema(&*store, &self.migrations)?;
+        let schema_changes = match &self.schema_progress {
+            Some(progress) => {
+                db.reconcile_schema_with_progress(&*store, &self.migrations, &**progress)?
+            }
+            None => db.reconcile_schema(&*store, &self.migrations)?,
+        };
         // Entries left in flight by a crash are re-queued when this instance claims
         // leadership (not here: in a multi-process setup they may belong to a live leader).
 

@@ -62,6 +62,7 @@ pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigge
 
 pub use tidesync_core::local::{
     AppliedPage, Change, EntryState, IndexRange, Origin, OutboxStats, OutboxSummary, SchemaChanges,
+    SchemaProgress,
 };
 pub use tidesync_core::local::{ParkedConflict, Quarantined};
 pub use tidesync_core::{

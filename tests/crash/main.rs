@@ -15,6 +15,8 @@
 //!
 //! `TIDESYNC_CRASH_ROUNDS` sets the number of kills (default 50).
 
+mod migration;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -322,3 +322,112 @@ async fn a_three_step_migration_covers_records_and_unsent_entries_once_across_a_
         "{missing}"
     );
 }
+
+/// The schema work of an open reports its progress, batch by batch, before the engine exists:
+/// nothing can query the store meanwhile (the engine is not returned yet, and the redb file is
+/// held, so no other handle can open it), so a half-built index is never seen.
+#[tokio::test]
+async fn index_builds_and_migrations_report_progress_and_nothing_reads_a_half_built_index() {
+    use std::sync::{Arc, Mutex};
+    use tidesync::SchemaProgress;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.redb");
+    let v1 = open(&path, &[TableSpec::new("posts")]).unwrap();
+    let mut batch = v1.batch();
+    for i in 0..2_500 {
+        batch = batch.put(
+            "posts",
+            &json!({"id": format!("p{i:05}"), "title": format!("t{}", i % 10)}),
+        );
+    }
+    batch.commit().await.unwrap();
+    v1.shutdown();
+    drop(v1);
+
+    let seen: Arc<Mutex<Vec<SchemaProgress>>> = Arc::default();
+    let other_opens: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let v2 = {
+        let seen = seen.clone();
+        let other_opens = other_opens.clone();
+        let probe = path.clone();
+        Engine::builder()
+            .store(RedbStore::open(&path).unwrap())
+            .table(TableSpec::new("posts").index("title").version(1))
+            .migration("posts", 1, |mut v| {
+                v["migrated"] = json!(true);
+                Ok(v)
+            })
+            .on_schema_progress(move |p| {
+                // While the work runs, another handle on the file is refused.
+                other_opens
+                    .lock()
+                    .unwrap()
+                    .push(RedbStore::open(&probe).is_ok());
+                seen.lock().unwrap().push(p.clone());
+            })
+            .start()
+            .unwrap()
+    };
+    let seen = seen.lock().unwrap().clone();
+    let builds: Vec<(u64, u64)> = seen
+        .iter()
+        .filter_map(|p| match p {
+            SchemaProgress::IndexBuild {
+                table,
+                index,
+                done,
+                total,
+            } if table == "posts" && index == "title" => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert!(builds.len() >= 3, "a report per batch: {builds:?}");
+    assert_eq!(builds.first(), Some(&(0, 2_500)), "{builds:?}");
+    assert_eq!(builds.last(), Some(&(2_500, 2_500)), "{builds:?}");
+    assert!(builds.windows(2).all(|w| w[0].0 < w[1].0), "{builds:?}");
+    let records_phase: Vec<(u64, u64)> = seen
+        .iter()
+        .filter_map(|p| match p {
+            SchemaProgress::Migration {
+                to_version: 1,
+                phase: "records",
+                done,
+                total,
+                ..
+            } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        records_phase.last(),
+        Some(&(2_500, 2_500)),
+        "{records_phase:?}"
+    );
+    assert!(records_phase.len() >= 5, "{records_phase:?}");
+    let outbox_phase = seen
+        .iter()
+        .filter(|p| {
+            matches!(
+                p,
+                SchemaProgress::Migration {
+                    phase: "outbox",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(outbox_phase >= 1, "{seen:?}");
+    let opens = other_opens.lock().unwrap().clone();
+    assert!(!opens.is_empty() && opens.iter().all(|ok| !ok), "{opens:?}");
+    // Once the engine exists, the index answers completely, over migrated records.
+    let hits = v2
+        .table::<Value>("posts")
+        .unwrap()
+        .query_eq("title", json!("t3"), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 250);
+    assert!(hits.iter().all(|r| r["migrated"] == true));
+    v2.shutdown();
+}

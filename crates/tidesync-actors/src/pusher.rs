@@ -641,6 +641,32 @@ impl PushCycle {
         })
     }
 
+    /// A conflict that cannot be decided now: the entry is tried again later, with the reason.
+    async fn retry_conflict_later(
+        &self,
+        entry: &OutboxEntry,
+        err: Error,
+        report: &mut PushReport,
+    ) -> Result<()> {
+        let delay = retry_delay(
+            &self.shared.settings,
+            entry.attempts,
+            err.retry_after_delay(),
+        );
+        self.fenced(RetryLater {
+            seq: entry.seq,
+            at_ms: wall_millis() + delay.as_millis() as u64,
+            message: err.to_string(),
+        })
+        .await?;
+        report.retried += 1;
+        report.retry_seqs.push(entry.seq);
+        report
+            .first_error
+            .get_or_insert((err.kind(), err.to_string()));
+        Ok(())
+    }
+
     /// A 409/412: find the server's current version, ask the table's strategy, and apply the
     /// outcome to the record, its base and its pending entries in one transaction.
     async fn resolve_push_conflict(
@@ -659,23 +685,19 @@ impl PushCycle {
             None => match sh.transport.fetch(&table, &key).await {
                 Ok(Some(fetched)) => (Some(fetched.record), fetched.version),
                 Ok(None) => (None, None),
-                Err(err) => {
-                    // Could not see the server's version: try the whole thing again later.
-                    let delay = retry_delay(&sh.settings, entry.attempts, err.retry_after_delay());
-                    self.fenced(RetryLater {
-                        seq: entry.seq,
-                        at_ms: wall_millis() + delay.as_millis() as u64,
-                        message: err.to_string(),
-                    })
-                    .await?;
-                    report.retried += 1;
-                    report.retry_seqs.push(entry.seq);
-                    report
-                        .first_error
-                        .get_or_insert((err.kind(), err.to_string()));
-                    return Ok(());
-                }
+                // Could not see the server's version: try the whole thing again later.
+                Err(err) => return self.retry_conflict_later(&entry, err, report).await,
             },
+        };
+        // The server's version in this app's shape (migrated, decoded), so the strategy
+        // compares like with like; one it cannot decode (e.g. written by a newer app version)
+        // waits, with the reason, until an upgrade can.
+        let remote = match remote
+            .map(|record| sh.db.decode_remote_record(&table, record))
+            .transpose()
+        {
+            Ok(remote) => remote,
+            Err(err) => return self.retry_conflict_later(&entry, err, report).await,
         };
         let (local, base, local_hlc) = {
             let read = sh.store.read()?;

@@ -202,7 +202,10 @@ pub fn engine(
     } else {
         settings
     };
-    let mut builder = Engine::builder().store(store).settings(settings);
+    let mut builder = Engine::builder()
+        .store(store)
+        .settings(settings)
+        .on_schema_progress(schema_note);
     for spec in &config.tables {
         builder = builder.table(spec.clone());
     }
@@ -219,6 +222,29 @@ pub fn engine(
         }
     }
     builder.start()
+}
+
+/// An index declared since the last open is built when the store opens, before the command
+/// runs: on stderr, a line when the build starts and every 10 000 records until it ends.
+fn schema_note(progress: &tidesync::SchemaProgress) {
+    let tidesync::SchemaProgress::IndexBuild {
+        table,
+        index,
+        done,
+        total,
+    } = progress
+    else {
+        // Migrations need the application's code: the CLI never runs one.
+        return;
+    };
+    let line = if *done == 0 {
+        format!("building the new index {table}.{index} over {total} records")
+    } else if done == total || done % 10_000 == 0 {
+        format!("building the new index {table}.{index}: {done} / {total}")
+    } else {
+        return;
+    };
+    crate::output::Output::new(false).note(line);
 }
 
 /// `takeover_hold` defaults to the server's `request_timeout_ms` (a deposed leader's request

@@ -56,6 +56,21 @@ pub struct TableSpec {
     /// payloads when the store opens.
     #[serde(default)]
     pub version: u32,
+    /// The field of a record *from the server* (pulled, or in a push answer) that says which
+    /// version of the record shape wrote it (e.g. `schemaVersion`). Records below `version`
+    /// run the table's migrations before they are stored; records above it are quarantined
+    /// ("written by a newer app version") unless `accept_newer_remote` is set. `None` (the default): records from the
+    /// server are taken to be in this version's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_version_field: Option<String>,
+    /// The version assumed for a record from the server without the version field (default:
+    /// `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_default_version: Option<u32>,
+    /// Stores records from the server written by a newer shape as they are, instead of
+    /// quarantining them (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_newer_remote: bool,
 }
 
 fn default_key_field() -> String {
@@ -78,6 +93,9 @@ impl TableSpec {
             push: true,
             pull: true,
             version: 0,
+            remote_version_field: None,
+            remote_default_version: None,
+            accept_newer_remote: false,
         }
     }
 
@@ -91,6 +109,27 @@ impl TableSpec {
     /// saw needs a migration registered with the engine (`EngineBuilder::migration`).
     pub fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// The field of records from the server that carries their shape's version (see the
+    /// field of the same name): older ones are migrated before they are stored, newer ones quarantined.
+    pub fn remote_version_field(mut self, field: impl Into<String>) -> Self {
+        self.remote_version_field = Some(field.into());
+        self
+    }
+
+    /// The version assumed for a record from the server that lacks the version field
+    /// (default: the table's version).
+    pub fn remote_default_version(mut self, version: u32) -> Self {
+        self.remote_default_version = Some(version);
+        self
+    }
+
+    /// Stores records from the server written by a newer shape than this app knows as they
+    /// are, instead of quarantining them.
+    pub fn accept_newer_remote(mut self) -> Self {
+        self.accept_newer_remote = true;
         self
     }
 
@@ -154,6 +193,27 @@ impl TableSpec {
                     .table(self.name.clone())
                     .field(index.clone()));
             }
+        }
+        if let Some(field) = &self.remote_version_field {
+            check_name(field, "remote version field")
+                .map_err(|e| e.table(self.name.clone()).field(field.clone()))?;
+            if field == &self.key {
+                return Err(
+                    Error::config("the key field cannot also be the remote version field")
+                        .table(self.name.clone())
+                        .field(field.clone()),
+                );
+            }
+        }
+        if let Some(assumed) = self.remote_default_version
+            && assumed > self.version
+        {
+            return Err(Error::config(format!(
+                "remote_default_version {assumed} is above the table's version {}",
+                self.version
+            ))
+            .table(self.name.clone())
+            .field("remote_default_version"));
         }
         for reference in &self.references {
             check_name(&reference.field, "reference field")

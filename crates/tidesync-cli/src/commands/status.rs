@@ -2,11 +2,16 @@
 //! (from their registrations, see [`crate::daemons`]) and which of them leads (the holder of
 //! the leader lock, see `tidesync-leader-lockfile`).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
+use tidesync::core::HybridClock;
+use tidesync::core::local::{LocalDb, TableSchemaStatus};
 use tidesync_leader_lockfile::LockfileLeader;
 
-use crate::commands::Ctx;
+use crate::build;
+use crate::commands::{Ctx, Local};
 use crate::config::LoadedConfig;
 use crate::daemons::{self, DaemonInfo};
 use crate::error::{CliError, Exit};
@@ -57,6 +62,15 @@ pub struct TableStatus {
     pub push: bool,
     /// Remote changes are pulled.
     pub pull: bool,
+    /// The version of the record shape the store held before this command opened it (`None`:
+    /// not recorded yet).
+    pub schema_version: Option<u32>,
+    /// The version the config declares (`[[tables]] version`).
+    pub declared_version: u32,
+    /// Indexes this open built over the stored records (declared since the last open).
+    pub indexes_built: Vec<String>,
+    /// Indexes this open dropped (no longer declared).
+    pub indexes_dropped: Vec<String>,
 }
 
 /// The `status` document.
@@ -138,13 +152,47 @@ fn outbox_states(summary: &tidesync::OutboxSummary) -> String {
 
 /// Prints the status (exit 3 while a daemon holds the store).
 pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
-    let local = ctx.open_local()?;
+    let config = ctx.load()?;
+    let store = build::open_store(&config)?;
+    // What the store holds, read before the engine brings it in step with the config.
+    let schema = tidesync::core::local::Schema::new(config.config.tables.clone())?;
+    let before = LocalDb::new(schema, Arc::new(HybridClock::new())).schema_status(&store)?;
+    let pending: Vec<&TableSchemaStatus> = before
+        .iter()
+        .filter(|t| !t.pending_migrations.is_empty())
+        .collect();
+    if !pending.is_empty() {
+        // The engine would refuse to open (no migrations registered): say what waits.
+        let what: Vec<String> = pending
+            .iter()
+            .map(|t| {
+                format!(
+                    "table `{}`: the store holds version {}, the config declares {}                      ({} migration step{} pending)",
+                    t.table,
+                    t.stored_version.unwrap_or(0),
+                    t.declared_version.unwrap_or(0),
+                    t.pending_migrations.len(),
+                    if t.pending_migrations.len() == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        return Err(CliError::msg(
+            Exit::Failed,
+            format!(
+                "{}; migrations are Rust code: open the store with the application that                  registers them (EngineBuilder::migration), then run status again",
+                what.join("; ")
+            ),
+        ));
+    }
+    let engine = build::engine(&config, store, None, config.config.sync.clone())?;
+    let local = Local { config, engine };
     let engine = &local.engine;
     let status = engine.status()?;
     let mut tables = Vec::new();
     for spec in &local.config.config.tables {
         let stats = engine.outbox_stats(&spec.name)?;
         let records = engine.table::<Value>(&spec.name)?.count().await?;
+        let schema = before.iter().find(|t| t.table == spec.name);
         tables.push(TableStatus {
             name: spec.name.clone(),
             records,
@@ -154,6 +202,14 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 .map(|t| tidesync::core::hlc::wall_millis().saturating_sub(t)),
             push: spec.push,
             pull: spec.pull,
+            schema_version: schema.and_then(|t| t.stored_version),
+            declared_version: spec.version,
+            indexes_built: schema
+                .map(|t| t.indexes_to_build.clone())
+                .unwrap_or_default(),
+            indexes_dropped: schema
+                .map(|t| t.indexes_to_drop.clone())
+                .unwrap_or_default(),
         });
     }
     let live = daemons::live(&local.config.store_path()).map_err(|e| {
@@ -276,15 +332,31 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
                         (false, false) => "local only",
                     }
                     .to_owned(),
+                    schema_cell(t),
                 ]
             })
             .collect();
         out.line(columns(
-            &["TABLE", "RECORDS", "WAITING", "OLDEST", "SYNC"],
+            &["TABLE", "RECORDS", "WAITING", "OLDEST", "SYNC", "SCHEMA"],
             &rows,
         ));
     }
     Ok(())
+}
+
+/// `v2`, or `v2, index title built (this open)`.
+fn schema_cell(t: &TableStatus) -> String {
+    let mut cell = format!("v{}", t.declared_version);
+    if t.schema_version.is_none() {
+        cell.push_str(" (new)");
+    }
+    for index in &t.indexes_built {
+        cell.push_str(&format!(", index {index} built"));
+    }
+    for index in &t.indexes_dropped {
+        cell.push_str(&format!(", index {index} dropped"));
+    }
+    cell
 }
 
 /// The process that leads the store's election, if it is alive: the holder recorded in the

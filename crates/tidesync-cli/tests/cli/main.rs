@@ -10,5 +10,6 @@ mod daemon;
 mod doctor;
 mod reconcile;
 mod records;
+mod schema;
 mod support;
 mod sync;

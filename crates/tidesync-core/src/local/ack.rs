@@ -85,7 +85,7 @@ impl LocalDb {
             });
         }
         let sent = entry.record.clone().unwrap_or_default();
-        let server = outcome.record.clone();
+        let server = self.decode_answer(txn, &spec, &entry.key, outcome.record.as_ref())?;
         let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
         // The base's key field reads like the local key (a server's integer id becomes "7" in a
         // string-key table), so pulled copies compare equal to it.

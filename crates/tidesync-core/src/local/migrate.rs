@@ -27,23 +27,31 @@ use crate::record::{Key, Record};
 use crate::spec::TableSpec;
 use crate::store::{Store, WriteTxn};
 
+use super::schema_sync::{LOG_EVERY, SchemaProgress, SchemaProgressFn};
 use super::{AppliedPage, Base, LocalDb, decode_record, layout, now_ms};
 
 /// One migration step: the record in the previous shape in, the record in the new shape out
 /// (or why it cannot be migrated).
 pub type MigrationFn = Arc<dyn Fn(Value) -> std::result::Result<Value, String> + Send + Sync>;
 
-/// The registered migrations, by table and the version each one migrates *to*.
+/// The registered migrations, by table and the version each one migrates *to*, and the
+/// per-table decoders of records from the server (see [`Migrations::add_decoder`]).
 #[derive(Clone, Default)]
 pub struct Migrations {
     steps: HashMap<(String, u32), MigrationFn>,
+    decoders: HashMap<String, MigrationFn>,
 }
 
 impl std::fmt::Debug for Migrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut steps: Vec<_> = self.steps.keys().collect();
         steps.sort();
-        f.debug_struct("Migrations").field("steps", &steps).finish()
+        let mut decoders: Vec<_> = self.decoders.keys().collect();
+        decoders.sort();
+        f.debug_struct("Migrations")
+            .field("steps", &steps)
+            .field("decoders", &decoders)
+            .finish()
     }
 }
 
@@ -53,8 +61,28 @@ impl Migrations {
         self.steps.insert((table.to_owned(), to_version), step);
     }
 
-    fn step(&self, table: &str, to_version: u32) -> Option<&MigrationFn> {
+    /// Registers `table`'s decoder of records from the server (pulled, or in a push answer):
+    /// it runs first, on the record as the server sent it, and returns the record in a shape
+    /// the version steps take from there (it may set the version field). `Err(why)`
+    /// quarantines the record with the reason.
+    pub fn add_decoder(&mut self, table: &str, decoder: MigrationFn) {
+        self.decoders.insert(table.to_owned(), decoder);
+    }
+
+    /// The tables that have a migration or a decoder registered.
+    pub fn tables(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .keys()
+            .map(|(table, _)| table.as_str())
+            .chain(self.decoders.keys().map(String::as_str))
+    }
+
+    pub(super) fn step(&self, table: &str, to_version: u32) -> Option<&MigrationFn> {
         self.steps.get(&(table.to_owned(), to_version))
+    }
+
+    pub(super) fn decoder(&self, table: &str) -> Option<&MigrationFn> {
+        self.decoders.get(table)
     }
 }
 
@@ -83,6 +111,9 @@ struct Progress {
     to_version: u32,
     phase: Phase,
     after: Option<Vec<u8>>,
+    /// Rows of the phase handled so far.
+    #[serde(default)]
+    visited: u64,
     done: MigrationDone,
 }
 
@@ -93,10 +124,20 @@ enum Phase {
     Bases,
 }
 
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Records => "records",
+            Phase::Outbox => "outbox",
+            Phase::Bases => "bases",
+        }
+    }
+}
+
 /// Rows per transaction.
 const BATCH: usize = 500;
 
-fn progress_key(table: &str) -> Vec<u8> {
+pub(super) fn progress_key(table: &str) -> Vec<u8> {
     format!("migration/{table}").into_bytes()
 }
 
@@ -109,6 +150,7 @@ impl LocalDb {
         spec: &TableSpec,
         from_version: u32,
         migrations: &Migrations,
+        progress: &SchemaProgressFn,
     ) -> Result<Vec<MigrationDone>> {
         let mut done = Vec::new();
         for to_version in from_version + 1..=spec.version {
@@ -122,7 +164,7 @@ impl LocalDb {
                 .table(spec.name.clone())
                 .field("version")
             })?;
-            done.push(self.migrate_step(store, spec, to_version, step)?);
+            done.push(self.migrate_step(store, spec, to_version, step, progress)?);
         }
         Ok(done)
     }
@@ -133,6 +175,7 @@ impl LocalDb {
         spec: &TableSpec,
         to_version: u32,
         step: &MigrationFn,
+        report: &SchemaProgressFn,
     ) -> Result<MigrationDone> {
         let key = progress_key(&spec.name);
         let resumed: Option<Progress> = store
@@ -150,6 +193,7 @@ impl LocalDb {
                 to_version,
                 phase: Phase::Records,
                 after: None,
+                visited: 0,
                 done: MigrationDone {
                     table: spec.name.clone(),
                     to_version,
@@ -157,11 +201,20 @@ impl LocalDb {
                 },
             },
         };
+        let mut counted: Option<u64> = None;
         loop {
             let keyspace = match progress.phase {
                 Phase::Records => layout::records(&spec.name),
                 Phase::Outbox => layout::OUTBOX_BY_TABLE.to_owned(),
                 Phase::Bases => layout::bases(&spec.name),
+            };
+            let total = match counted {
+                Some(total) => total,
+                None => {
+                    let total = self.phase_total(store, spec, progress.phase, &keyspace)?;
+                    counted = Some(total);
+                    total
+                }
             };
             let rows = self.batch_rows(store, spec, &keyspace, progress.phase, &progress.after)?;
             let mut txn = store.write()?;
@@ -190,9 +243,17 @@ impl LocalDb {
                 }
             }
             match rows.last() {
-                Some((last, _)) => progress.after = Some(last.clone()),
+                Some((last, _)) => {
+                    progress.after = Some(last.clone());
+                    let before = progress.visited;
+                    progress.visited += rows.len() as u64;
+                    if before / LOG_EVERY != progress.visited / LOG_EVERY {
+                        tracing::info!(table = %spec.name, to_version, phase = progress.phase.name(), done = progress.visited, total, "migrating");
+                    }
+                }
                 None => {
                     progress.after = None;
+                    progress.visited = 0;
                     progress.phase = match progress.phase {
                         Phase::Records => Phase::Outbox,
                         Phase::Outbox => Phase::Bases,
@@ -209,6 +270,34 @@ impl LocalDb {
                 .map_err(|e| Error::internal(format!("cannot encode migration progress: {e}")))?;
             txn.put(layout::META, &key, &bytes)?;
             txn.commit()?;
+            if rows.is_empty() {
+                // The next phase counts its own rows.
+                counted = None;
+            } else {
+                report(&SchemaProgress::Migration {
+                    table: spec.name.clone(),
+                    to_version,
+                    phase: progress.phase.name(),
+                    done: progress.visited,
+                    total,
+                });
+            }
+        }
+    }
+
+    /// The rows of `phase` to go through: the table's records, its queued entries or its
+    /// bases.
+    fn phase_total(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        phase: Phase,
+        keyspace: &str,
+    ) -> Result<u64> {
+        let read = store.read()?;
+        match phase {
+            Phase::Outbox => Ok(self.outbox_stats(&*read, &spec.name)?.depth),
+            Phase::Records | Phase::Bases => read.len(keyspace),
         }
     }
 

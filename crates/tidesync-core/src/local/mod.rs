@@ -19,6 +19,7 @@ mod quarantine_ops;
 mod reconcile;
 mod record_write;
 mod remap;
+mod remote_decode;
 mod resolution;
 mod schema_sync;
 mod staged;
@@ -49,7 +50,7 @@ pub use parked::ParkedConflict;
 pub use pulled::{AppliedPage, RemoteMeta};
 pub use quarantine_ops::Quarantined;
 pub use reconcile::Reconciled;
-pub use schema_sync::SchemaChanges;
+pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn, TableSchemaStatus};
 pub use staged::Staged;
 
 /// Largest accepted record, serialized.
@@ -191,6 +192,9 @@ pub enum IndexRange {
 pub struct LocalDb {
     schema: Arc<Schema>,
     clock: Arc<HybridClock>,
+    /// The migrations and decoders records from the server go through (see
+    /// [`LocalDb::decode_remote`]).
+    migrations: Arc<Migrations>,
 }
 
 impl LocalDb {
@@ -199,7 +203,16 @@ impl LocalDb {
         LocalDb {
             schema: Arc::new(schema),
             clock,
+            migrations: Arc::default(),
         }
+    }
+
+    /// Records from the server (pulled pages, push answers) go through `migrations`: the
+    /// table's decoder, then the version steps from the version they carry (see
+    /// [`LocalDb::decode_remote`]).
+    pub fn with_migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = Arc::new(migrations);
+        self
     }
 
     /// The schema.

@@ -72,7 +72,12 @@ impl LocalDb {
         let quiet = self
             .is_quiet(&*txn, table)?
             .then(|| (layout::records(table), layout::bases(table)));
-        for mut remote in records {
+        for remote in records {
+            // Versions and times are read off the record as the server sent it.
+            let meta = remote_meta(&remote);
+            let Some(mut remote) = self.decode_pulled(txn, &spec, remote, &mut applied)? else {
+                continue;
+            };
             let key = match spec.remote_key_of(&remote) {
                 Ok(Some(key)) => key,
                 Ok(None) => {
@@ -90,7 +95,6 @@ impl LocalDb {
                     continue;
                 }
             };
-            let meta = remote_meta(&remote);
             // Store the key field as the key reads (an integer id in a string-key table is
             // kept as "7"), so every later read sees a well-formed record.
             let key_json = key.to_json();

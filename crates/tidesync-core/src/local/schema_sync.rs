@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::record::Key;
@@ -85,6 +86,44 @@ impl SchemaChanges {
     }
 }
 
+/// How far the schema work of an open got, reported after each batch (see
+/// [`LocalDb::reconcile_schema_with_progress`]). The work runs before the engine exists, so
+/// nothing can query the store meanwhile: a query never sees a half-built index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SchemaProgress {
+    /// A new index being built over the stored records.
+    IndexBuild {
+        /// The table.
+        table: String,
+        /// The indexed field.
+        index: String,
+        /// Records indexed so far.
+        done: u64,
+        /// Records to index.
+        total: u64,
+    },
+    /// A record migration step.
+    Migration {
+        /// The table.
+        table: String,
+        /// The version migrated to.
+        to_version: u32,
+        /// `records`, `outbox` (the table's queued entries, unsent ones rewritten) or `bases`.
+        phase: &'static str,
+        /// Rows of the phase handled so far (across a crash: a resumed step goes on counting).
+        done: u64,
+        /// Rows of the phase when it started.
+        total: u64,
+    },
+}
+
+/// Receives [`SchemaProgress`] reports.
+pub type SchemaProgressFn = dyn Fn(&SchemaProgress) + Send + Sync;
+
+/// Progress is also logged (tracing, info) at least every this many rows.
+pub(super) const LOG_EVERY: u64 = 10_000;
+
 impl LocalDb {
     /// Brings `store` in step with this schema (see the module docs) and records the schema.
     /// Call once at open, before anything reads the store.
@@ -92,6 +131,17 @@ impl LocalDb {
         &self,
         store: &dyn Store,
         migrations: &super::Migrations,
+    ) -> Result<SchemaChanges> {
+        self.reconcile_schema_with_progress(store, migrations, &|_| {})
+    }
+
+    /// [`LocalDb::reconcile_schema`], reporting each batch of index builds and migrations to
+    /// `progress` (on the calling thread, between two transactions).
+    pub fn reconcile_schema_with_progress(
+        &self,
+        store: &dyn Store,
+        migrations: &super::Migrations,
+        progress: &SchemaProgressFn,
     ) -> Result<SchemaChanges> {
         let stored = match read_stored(store)? {
             Some(stored) => Some(stored),
@@ -162,13 +212,13 @@ impl LocalDb {
             changes.indexes_dropped.push((table, field));
         }
         for (spec, from_version) in migrate {
-            for done in self.migrate_table(store, spec, from_version, migrations)? {
+            for done in self.migrate_table(store, spec, from_version, migrations, progress)? {
                 tracing::info!(table = %done.table, to_version = done.to_version, records = done.records, entries = done.entries, quarantined = done.quarantined, "migrated the stored records");
                 changes.migrations.push(done);
             }
         }
         for (spec, field) in build {
-            let indexed = self.build_index(store, spec, &field)?;
+            let indexed = self.build_index(store, spec, &field, progress)?;
             tracing::info!(table = %spec.name, field = %field, records = indexed, "built a new index over the stored records");
             changes
                 .indexes_built
@@ -229,10 +279,26 @@ impl LocalDb {
 
     /// Builds `field`'s index of `spec` over the stored records, one batch per transaction.
     /// Returns how many records it indexed.
-    fn build_index(&self, store: &dyn Store, spec: &TableSpec, field: &str) -> Result<u64> {
+    fn build_index(
+        &self,
+        store: &dyn Store,
+        spec: &TableSpec,
+        field: &str,
+        progress: &SchemaProgressFn,
+    ) -> Result<u64> {
         let keyspace = layout::index(&spec.name, field);
         clear_keyspace(store, &keyspace)?;
         let records = layout::records(&spec.name);
+        let total = store.read()?.len(&records)?;
+        let report = |done: u64| {
+            progress(&SchemaProgress::IndexBuild {
+                table: spec.name.clone(),
+                index: field.to_owned(),
+                done,
+                total,
+            })
+        };
+        report(0);
         let mut after: Option<Vec<u8>> = None;
         let mut indexed = 0u64;
         loop {
@@ -267,12 +333,114 @@ impl LocalDb {
                 txn.put(&keyspace, &entry, key_bytes)?;
             }
             txn.commit()?;
+            let before = indexed;
             indexed += rows.len() as u64;
+            report(indexed);
+            if before / LOG_EVERY != indexed / LOG_EVERY {
+                tracing::info!(table = %spec.name, field, indexed, total, "building an index");
+            }
         }
     }
 }
 
+/// One table as the store holds it and what opening it with this schema would do, read
+/// without changing anything ([`LocalDb::schema_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableSchemaStatus {
+    /// The table.
+    pub table: String,
+    /// The version of the record shape the store holds (`None`: the store has not recorded
+    /// this table yet, e.g. a table never opened, or a store from before schemas were
+    /// recorded that holds no records of it).
+    pub stored_version: Option<u32>,
+    /// The version the schema declares (`None`: the table is no longer declared; it is kept).
+    pub declared_version: Option<u32>,
+    /// The migration steps the next open runs (the versions they migrate to).
+    pub pending_migrations: Vec<u32>,
+    /// A step a crash cut short, resumed by the next open.
+    pub interrupted_migration: Option<u32>,
+    /// Indexes the next open builds over the stored records.
+    pub indexes_to_build: Vec<String>,
+    /// Indexes the next open drops.
+    pub indexes_to_drop: Vec<String>,
+}
+
 impl LocalDb {
+    /// Per table (declared ones, then ones the store holds that are no longer declared): the
+    /// version the store holds and what [`LocalDb::reconcile_schema`] would do, read only.
+    pub fn schema_status(&self, store: &dyn Store) -> Result<Vec<TableSchemaStatus>> {
+        let stored = read_stored(store)?;
+        let read = store.read()?;
+        let mut out = Vec::new();
+        for spec in self.schema.tables() {
+            let has_records = read.len(&layout::records(&spec.name))? > 0;
+            let before = stored
+                .as_ref()
+                .and_then(|s| s.tables.get(&spec.name))
+                .cloned();
+            // Unrecorded tables that hold records are treated as version 0 with no index.
+            let before = before.or_else(|| {
+                has_records.then(|| StoredTable {
+                    indexes: Vec::new(),
+                    version: 0,
+                    ..StoredTable::of(spec)
+                })
+            });
+            let interrupted = read
+                .get(layout::META, &super::migrate::progress_key(&spec.name))?
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .and_then(|progress| progress["to_version"].as_u64())
+                .and_then(|v| u32::try_from(v).ok());
+            let status = match &before {
+                Some(before) => TableSchemaStatus {
+                    table: spec.name.clone(),
+                    stored_version: Some(before.version),
+                    declared_version: Some(spec.version),
+                    pending_migrations: (before.version + 1..=spec.version).collect(),
+                    interrupted_migration: interrupted,
+                    indexes_to_build: spec
+                        .indexes
+                        .iter()
+                        .filter(|f| !before.indexes.contains(f))
+                        .cloned()
+                        .collect(),
+                    indexes_to_drop: before
+                        .indexes
+                        .iter()
+                        .filter(|f| !spec.indexes.contains(f))
+                        .cloned()
+                        .collect(),
+                },
+                None => TableSchemaStatus {
+                    table: spec.name.clone(),
+                    stored_version: None,
+                    declared_version: Some(spec.version),
+                    pending_migrations: Vec::new(),
+                    interrupted_migration: None,
+                    indexes_to_build: Vec::new(),
+                    indexes_to_drop: Vec::new(),
+                },
+            };
+            out.push(status);
+        }
+        if let Some(stored) = &stored {
+            for (name, table) in &stored.tables {
+                if self.schema.table(name).is_err() {
+                    out.push(TableSchemaStatus {
+                        table: name.clone(),
+                        stored_version: Some(table.version),
+                        declared_version: None,
+                        pending_migrations: Vec::new(),
+                        interrupted_migration: None,
+                        indexes_to_build: Vec::new(),
+                        indexes_to_drop: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Records, in `txn`, that `table`'s stored records now have shape `version` (the last
     /// transaction of a migration step).
     pub(super) fn record_table_version(
