@@ -161,6 +161,8 @@ pub(crate) async fn run(
             Some(Err(err)) => {
                 tracing::debug!(channel = %describe, error = %err, attempt, "live channel: connect failed");
                 stats.set_state(LiveState::Disconnected);
+                // A 429/503 with `Retry-After`: the server says when to come back.
+                retry_floor = err.retry_after_delay();
             }
             Some(Ok(mut session)) => {
                 attempt = 0;
