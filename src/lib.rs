@@ -87,6 +87,7 @@ pub mod store {
 
 /// The transport plugins enabled by features: `rest` (`transport-rest`).
 pub mod transport {
+    pub use tidesync_core::live::{LiveChannel, LiveSession, LiveSignal};
     pub use tidesync_core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
     #[cfg(feature = "transport-rest")]
     pub use tidesync_transport_rest as rest;

@@ -154,15 +154,14 @@ pub(crate) async fn run(
                 None
             }
         };
-        let mut retry_floor = None;
-        match connected {
+        let retry_floor = match connected {
             // The wish changed while connecting: start over with the new one.
             None => continue,
             Some(Err(err)) => {
                 tracing::debug!(channel = %describe, error = %err, attempt, "live channel: connect failed");
                 stats.set_state(LiveState::Disconnected);
                 // A 429/503 with `Retry-After`: the server says when to come back.
-                retry_floor = err.retry_after_delay();
+                err.retry_after_delay()
             }
             Some(Ok(mut session)) => {
                 attempt = 0;
@@ -180,7 +179,7 @@ pub(crate) async fn run(
                 to.do_send(LiveEvent::Connected);
                 let why = read(&mut *session, &mut want, &stats, &to).await;
                 last_event_id = session.last_event_id().or(last_event_id);
-                retry_floor = session.retry_after();
+                let floor = session.retry_after();
                 stats.set_state(LiveState::Disconnected);
                 match &why {
                     Ended::Stopped => {
@@ -203,8 +202,9 @@ pub(crate) async fn run(
                 if matches!(why, Ended::Unwanted) {
                     continue;
                 }
+                floor
             }
-        }
+        };
         attempt = attempt.saturating_add(1);
         let settings = &sh.settings;
         let ceiling = exponential_ceiling(

@@ -351,22 +351,25 @@ pub(crate) async fn sse(State(st): State<Arc<Shared>>, headers: HeaderMap) -> Re
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let out = tx.clone();
-        let dropped = conn
-            .run(|item| {
-                let frame = match item {
-                    Out::Connected(id) => {
-                        format!("event: connected\ndata: {}\n\n", json!({ "clientId": id }))
-                    }
-                    Out::KeepAlive => ": keep-alive\n\n".to_owned(),
-                    Out::Change(change) => {
-                        let (name, body) = event_json(&change, payload, false);
-                        format!("id: {}\nevent: {name}\ndata: {body}\n\n", change.seq)
-                    }
-                };
-                let out = out.clone();
-                async move { out.send(Ok(Bytes::from(frame))).await.is_ok() }
-            })
-            .await;
+        let run = conn.run(|item| {
+            let frame = match item {
+                Out::Connected(id) => {
+                    format!("event: connected\ndata: {}\n\n", json!({ "clientId": id }))
+                }
+                Out::KeepAlive => ": keep-alive\n\n".to_owned(),
+                Out::Change(change) => {
+                    let (name, body) = event_json(&change, payload, false);
+                    format!("id: {}\nevent: {name}\ndata: {body}\n\n", change.seq)
+                }
+            };
+            let out = out.clone();
+            async move { out.send(Ok(Bytes::from(frame))).await.is_ok() }
+        });
+        // The client going away ends the channel at once (not at the next write).
+        let dropped = tokio::select! {
+            dropped = run => dropped,
+            () = tx.closed() => false,
+        };
         if dropped {
             // Break the response mid-stream: the client sees the connection fail.
             let _ = tx
@@ -434,23 +437,27 @@ async fn serve_socket(st: Arc<Shared>, socket: WebSocket, resume: Option<u64>) {
     };
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
     let out = sink.clone();
-    let dropped = conn
-        .run(|item| {
-            let msg = match item {
-                Out::Connected(id) => Message::Text(
-                    json!({ "type": "connected", "clientId": id })
-                        .to_string()
-                        .into(),
-                ),
-                Out::KeepAlive => Message::Ping(Bytes::from_static(b"keep-alive")),
-                Out::Change(change) => {
-                    Message::Text(event_json(&change, payload, true).1.to_string().into())
-                }
-            };
-            let out = out.clone();
-            async move { out.lock().await.send(msg).await.is_ok() }
-        })
-        .await;
+    let mut reader = reader;
+    let run = conn.run(|item| {
+        let msg = match item {
+            Out::Connected(id) => Message::Text(
+                json!({ "type": "connected", "clientId": id })
+                    .to_string()
+                    .into(),
+            ),
+            Out::KeepAlive => Message::Ping(Bytes::from_static(b"keep-alive")),
+            Out::Change(change) => {
+                Message::Text(event_json(&change, payload, true).1.to_string().into())
+            }
+        };
+        let out = out.clone();
+        async move { out.lock().await.send(msg).await.is_ok() }
+    });
+    // The client closing the socket ends the channel at once (not at the next write).
+    let dropped = tokio::select! {
+        dropped = run => dropped,
+        _ = &mut reader => false,
+    };
     reader.abort();
     if !dropped {
         let _ = sink.lock().await.send(Message::Close(None)).await;
