@@ -147,17 +147,11 @@ impl SseParser {
                 self.data.push('\n');
             }
             "event" => self.event = value.to_owned(),
-            "id" => {
-                if !value.contains('\0') {
-                    self.id_buffer = Some(value.to_owned());
-                }
-            }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // More digits than fit a u64 are not a delay anyone means: ignored.
-                    if let Ok(ms) = value.parse::<u64>() {
-                        self.retry = Some(Duration::from_millis(ms));
-                    }
+            "id" if !value.contains('\0') => self.id_buffer = Some(value.to_owned()),
+            // Digits only; more than fit a u64 are not a delay anyone means: ignored.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Ok(ms) = value.parse::<u64>() {
+                    self.retry = Some(Duration::from_millis(ms));
                 }
             }
             _ => {}
