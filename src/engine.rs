@@ -28,6 +28,7 @@ use crate::batch::Batch;
 use crate::status::{EngineView, Health, HealthCheck, HealthStatus, PendingEntry, Status};
 use crate::table::Table;
 use crate::watch::{Events, Watch};
+use tidesync_actors::LiveState;
 
 /// How many committed changes a slow watcher may fall behind before it is told it lagged.
 const WATCH_CAPACITY: usize = 4096;
@@ -245,6 +246,7 @@ impl EngineBuilder {
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
         let events = self.events.unwrap_or_else(|| EventBus::new(EVENT_CAPACITY));
         let state = Arc::new(EngineState::new());
+        let has_live = self.transport.as_ref().is_some_and(|t| t.live().is_some());
         let wiring = Wiring {
             store: store.clone(),
             db: db.clone(),
@@ -270,6 +272,7 @@ impl EngineBuilder {
                 state,
                 stale_after,
                 schema_changes,
+                has_live,
                 system: Mutex::new(system),
             }),
         })
@@ -328,6 +331,8 @@ struct Inner {
     state: Arc<EngineState>,
     stale_after: Duration,
     schema_changes: SchemaChanges,
+    /// The transport offers a live channel (`Status::live` is then reported).
+    has_live: bool,
     system: Mutex<ActorSystem>,
 }
 
@@ -574,6 +579,10 @@ impl Engine {
             parked_conflicts: self.inner.db.parked_conflicts(&*read, None)?.len() as u64,
             quarantined: self.inner.db.quarantined_count(&*read)?,
             paused_tables,
+            live: self
+                .inner
+                .has_live
+                .then(|| crate::status::LiveStatus::of(&state.live)),
         })
     }
 
@@ -656,6 +665,15 @@ impl Engine {
                     },
                     false,
                 );
+                if let Some(live) = &status.live {
+                    let open = live.state == LiveState::Connected;
+                    check(
+                        "live_channel",
+                        open,
+                        format!("{} ({} reconnects)", live.state.as_str(), live.reconnects),
+                        false,
+                    );
+                }
                 check(
                     "dead_letters",
                     status.dead_letters == 0,

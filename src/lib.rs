@@ -53,8 +53,9 @@ mod watch;
 pub use batch::Batch;
 pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
 pub use engine::{Engine, EngineBuilder};
-pub use status::{Health, HealthCheck, HealthStatus, PendingEntry, Status};
+pub use status::{Health, HealthCheck, HealthStatus, LiveStatus, PendingEntry, Status};
 pub use table::Table;
+pub use tidesync_actors::LiveState;
 pub use watch::{EventItem, Events, Watch, WatchEvent};
 
 pub use tidesync_actors::events::Remaining;
@@ -87,6 +88,7 @@ pub mod store {
 
 /// The transport plugins enabled by features: `rest` (`transport-rest`).
 pub mod transport {
+    pub use tidesync_core::live::{LiveChannel, LiveSession, LiveSignal};
     pub use tidesync_core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
     #[cfg(feature = "transport-rest")]
     pub use tidesync_transport_rest as rest;

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
-use tidesync_actors::EngineState;
 use tidesync_actors::events::human_ms;
+use tidesync_actors::{EngineState, LiveState, LiveStats};
 use tidesync_core::OutboxEntry;
 use tidesync_core::local::EntryState;
 
@@ -45,6 +45,36 @@ pub struct Status {
     pub quarantined: u64,
     /// Tables paused by the application.
     pub paused_tables: Vec<String>,
+    /// The server's live channel, when the transport has one (`None`: polling only).
+    pub live: Option<LiveStatus>,
+}
+
+/// The live channel's state (see `tidesync_core::live`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveStatus {
+    /// `connecting`, `connected`, `disconnected` (polling goes on), or `off` (not started).
+    pub state: LiveState,
+    /// Successful connects after the first one.
+    pub reconnects: u64,
+    /// Events received (hints and changes).
+    pub events: u64,
+    /// Wall-clock ms of the last event received.
+    pub last_event_ms: Option<u64>,
+    /// Wall-clock ms of the last successful connect.
+    pub connected_since_ms: Option<u64>,
+}
+
+impl LiveStatus {
+    pub(crate) fn of(stats: &LiveStats) -> Self {
+        let ms = |v: u64| (v > 0).then_some(v);
+        LiveStatus {
+            state: stats.state(),
+            reconnects: stats.reconnects.load(Ordering::SeqCst),
+            events: stats.events.load(Ordering::SeqCst),
+            last_event_ms: ms(stats.last_event_ms.load(Ordering::SeqCst)),
+            connected_since_ms: ms(stats.connected_since_ms.load(Ordering::SeqCst)),
+        }
+    }
 }
 
 /// Overall health.

@@ -28,6 +28,9 @@ pub enum Trigger {
     Probe,
     /// Entries waiting for their retry time became due.
     Retry,
+    /// The server's live channel: a hint or change event, or a (re)connect (which pulls
+    /// every table).
+    Live,
 }
 
 /// What a finished cycle did.
@@ -362,6 +365,13 @@ pub enum SyncEvent {
     Online,
     /// The network is unreachable; sync waits and probes.
     Offline,
+    /// The server's live channel (re)connected: a full delta pull follows.
+    LiveConnected,
+    /// The live channel closed; polling goes on and a reconnect is scheduled.
+    LiveDisconnected {
+        /// Why (closed by the server, broke, stalled, closed by the engine).
+        reason: String,
+    },
     /// Leadership changed.
     LeadershipChanged {
         /// Whether this instance now leads.

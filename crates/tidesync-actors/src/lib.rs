@@ -20,6 +20,7 @@ pub mod circuit;
 pub mod commands;
 pub mod events;
 pub mod leader;
+pub mod live;
 pub mod metrics;
 pub mod outbox;
 pub mod puller;
@@ -36,6 +37,7 @@ pub mod wiring;
 
 pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
+pub use live::{LiveEvent, LiveState, LiveStats};
 pub use metrics::{MetricsActor, Refresh};
 #[cfg(feature = "test-support")]
 pub use outbox::Write;

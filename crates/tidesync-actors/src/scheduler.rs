@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use tidesync_core::local::OutboxSummary;
 use tidesync_core::{Error, ErrorKind, Result};
@@ -19,6 +19,7 @@ use tidesync_core::{Error, ErrorKind, Result};
 use crate::backoff::exponential_ceiling;
 use crate::commands::TakeOver;
 use crate::events::{Remaining, SyncEvent, SyncReport, Trigger};
+use crate::live::{LiveEvent, Want};
 use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
@@ -169,6 +170,15 @@ pub struct SchedulerActor {
     progress_log: Option<SpawnHandle>,
     /// Since when the server is unreachable.
     offline_since: Option<Instant>,
+    /// The live channel's loop, when the transport has one (see `crate::live`).
+    live: Option<watch::Sender<Want>>,
+    /// The host said the network is gone: the live channel stays closed until it returns.
+    live_suspended: bool,
+    /// Tables named by live hints since the last hint-driven pull began (`None` in the set's
+    /// place: every table).
+    live_pending: Option<BTreeSet<String>>,
+    live_pending_all: bool,
+    live_debounce: Option<SpawnHandle>,
 }
 
 /// How often a running cycle logs its progress at `info`.
@@ -202,7 +212,47 @@ impl SchedulerActor {
             probe_attempt: 0,
             progress_log: None,
             offline_since: None,
+            live: None,
+            live_suspended: false,
+            live_pending: None,
+            live_pending_all: false,
+            live_debounce: None,
         }
+    }
+
+    /// Opens or closes the live channel as the engine's state asks: open while started,
+    /// leading and not told by the host that the network is gone.
+    fn update_live(&mut self) {
+        let open =
+            self.started && self.shared.state.leader.load(Ordering::SeqCst) && !self.live_suspended;
+        if let Some(want) = &self.live {
+            want.send_if_modified(|w| {
+                let changed = w.open != open;
+                w.open = open;
+                changed
+            });
+        }
+    }
+
+    /// Cuts the live channel's reconnect wait short (the network or the app came back).
+    fn kick_live(&mut self) {
+        if let Some(want) = &self.live {
+            want.send_modify(|w| w.kick = w.kick.wrapping_add(1));
+        }
+    }
+
+    /// Starts the live channel's loop once, if the transport offers a channel.
+    fn start_live(&mut self, ctx: &mut Context<Self>) {
+        if self.live.is_some() {
+            return;
+        }
+        let Some(channel) = self.shared.transport.live() else {
+            return;
+        };
+        let (tx, rx) = watch::channel(Want::default());
+        let fut = crate::live::run(self.shared.clone(), channel, rx, ctx.address().recipient());
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(fut));
+        self.live = Some(tx);
     }
 
     fn guard(&self) -> Result<()> {
@@ -236,7 +286,7 @@ impl SchedulerActor {
         if !online
             && !matches!(
                 trigger,
-                Trigger::Probe | Trigger::Online | Trigger::Foreground
+                Trigger::Probe | Trigger::Online | Trigger::Foreground | Trigger::Live
             )
         {
             return;
@@ -453,6 +503,8 @@ impl SchedulerActor {
         }
         self.started = true;
         self.shared.state.running.store(true, Ordering::SeqCst);
+        self.start_live(ctx);
+        self.update_live();
         if let Some(interval) = self.shared.settings.interval {
             self.interval = Some(ctx.run_interval(interval, |act, ctx| {
                 act.trigger(Trigger::Interval, Scope::all(), ctx);
@@ -471,9 +523,13 @@ impl SchedulerActor {
         }
         self.started = false;
         self.shared.state.running.store(false, Ordering::SeqCst);
+        self.update_live();
+        self.live_pending = None;
+        self.live_pending_all = false;
         for handle in [
             self.interval.take(),
             self.debounce.take(),
+            self.live_debounce.take(),
             self.retry_timer.take(),
             self.probe.take(),
         ]
@@ -530,6 +586,54 @@ impl Handler<OutboxChanged> for SchedulerActor {
     }
 }
 
+impl Handler<LiveEvent> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LiveEvent, ctx: &mut Context<Self>) {
+        match msg {
+            // Whatever changed while the channel was closed: a full delta pull of every table.
+            LiveEvent::Connected => self.trigger(Trigger::Live, Scope::pull_only(), ctx),
+            LiveEvent::Pull(tables) => {
+                if tables.is_empty() {
+                    self.live_pending_all = true;
+                } else {
+                    let schema = self.shared.db.schema();
+                    let pending = self.live_pending.get_or_insert_with(BTreeSet::new);
+                    for table in tables {
+                        if schema.tables().any(|s| s.pull && s.name == table) {
+                            pending.insert(table);
+                        } else {
+                            tracing::debug!(
+                                table,
+                                "live hint for a table this engine does not pull"
+                            );
+                        }
+                    }
+                }
+                let nothing = !self.live_pending_all
+                    && self.live_pending.as_ref().is_none_or(BTreeSet::is_empty);
+                if nothing || self.live_debounce.is_some() || !self.started {
+                    return;
+                }
+                // Debounced and coalesced: hints arriving meanwhile join this pull; a hint
+                // arriving while a cycle runs queues one more pull behind it (`trigger`).
+                let delay = self.shared.settings.live_debounce;
+                self.live_debounce = Some(ctx.run_later(delay, |act, ctx| {
+                    act.live_debounce = None;
+                    let tables = act.live_pending.take();
+                    let all = std::mem::take(&mut act.live_pending_all);
+                    let scope = Scope {
+                        push: false,
+                        pull: true,
+                        tables: if all { None } else { tables },
+                    };
+                    act.trigger(Trigger::Live, scope, ctx);
+                }));
+            }
+        }
+    }
+}
+
 impl Handler<Control> for SchedulerActor {
     type Result = ();
 
@@ -552,9 +656,21 @@ impl Handler<Control> for SchedulerActor {
                     self.trigger(Trigger::Manual, Scope::table(&table), ctx);
                 }
             }
-            Control::SetOnline(true) => self.go_online(ctx, true),
-            Control::SetOnline(false) => self.go_offline(ctx),
-            Control::Foreground => self.trigger(Trigger::Foreground, Scope::all(), ctx),
+            Control::SetOnline(true) => {
+                self.live_suspended = false;
+                self.update_live();
+                self.kick_live();
+                self.go_online(ctx, true);
+            }
+            Control::SetOnline(false) => {
+                self.live_suspended = true;
+                self.update_live();
+                self.go_offline(ctx);
+            }
+            Control::Foreground => {
+                self.kick_live();
+                self.trigger(Trigger::Foreground, Scope::all(), ctx);
+            }
             Control::CredentialsUpdated => {
                 if state.auth_required.swap(false, Ordering::SeqCst) {
                     self.trigger(Trigger::Manual, Scope::all(), ctx);
@@ -614,6 +730,7 @@ impl SchedulerActor {
         let state = &self.shared.state;
         let was = state.leader.swap(msg.leader, Ordering::SeqCst);
         state.epoch.store(msg.epoch.unwrap_or(0), Ordering::SeqCst);
+        self.update_live();
         metrics::gauge!(telemetry::LEADER).set(if msg.leader { 1.0 } else { 0.0 });
         metrics::gauge!(telemetry::LEADER_EPOCH).set(msg.epoch.unwrap_or(0) as f64);
         let first = !self.leadership_known;

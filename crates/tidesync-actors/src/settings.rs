@@ -89,6 +89,16 @@ pub struct SyncSettings {
     /// Replaces the built-in backoff when the server sent no `Retry-After`.
     #[serde(skip)]
     pub retry_delay: Option<RetryDelayFn>,
+    /// Quiet time after a live-channel hint before its pull starts: hints arriving meanwhile
+    /// join the same pull.
+    #[serde(with = "humantime_ms")]
+    pub live_debounce: Duration,
+    /// The live channel's reconnect backoff: full jitter in `0..=min(cap, base · 2^(n-1))`.
+    #[serde(with = "humantime_ms")]
+    pub live_backoff_base: Duration,
+    /// The live channel's longest reconnect delay.
+    #[serde(with = "humantime_ms")]
+    pub live_backoff_cap: Duration,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -106,6 +116,9 @@ impl std::fmt::Debug for SyncSettings {
             .field("initial_max_pages", &self.initial_max_pages)
             .field("takeover_hold", &self.takeover_hold)
             .field("custom_retry_delay", &self.retry_delay.is_some())
+            .field("live_debounce", &self.live_debounce)
+            .field("live_backoff_base", &self.live_backoff_base)
+            .field("live_backoff_cap", &self.live_backoff_cap)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +144,9 @@ impl Default for SyncSettings {
             stale_after: Duration::from_secs(600),
             takeover_hold: Duration::from_secs(30),
             retry_delay: None,
+            live_debounce: Duration::from_millis(5),
+            live_backoff_base: Duration::from_millis(500),
+            live_backoff_cap: Duration::from_secs(30),
         }
     }
 }
@@ -170,6 +186,12 @@ impl SyncSettings {
             return bad(
                 "probe_cap",
                 "probe_base must be > 0 and probe_cap >= probe_base",
+            );
+        }
+        if self.live_backoff_base.is_zero() || self.live_backoff_cap < self.live_backoff_base {
+            return bad(
+                "live_backoff_cap",
+                "live_backoff_base must be > 0 and live_backoff_cap >= live_backoff_base",
             );
         }
         if self.interval.is_some_and(|i| i < Duration::from_millis(10)) {

@@ -79,6 +79,8 @@ pub struct EngineState {
     pub paused_tables: Mutex<HashSet<String>>,
     /// The last cycle error, if the last cycle failed.
     pub last_error: Mutex<Option<String>>,
+    /// The live channel's state and counters.
+    pub live: Arc<crate::live::LiveStats>,
 }
 
 impl EngineState {

@@ -58,6 +58,12 @@ pub const AUTH_REQUIRED: &str = "tidesync_auth_required";
 pub const OUTBOX_ENTRIES: &str = "tidesync_outbox_entries";
 /// Seconds spent offline (the server unreachable), counted when it answers again.
 pub const OFFLINE_SECONDS_TOTAL: &str = "tidesync_offline_seconds_total";
+/// 1 while the server's live channel is open.
+pub const LIVE_CONNECTED: &str = "tidesync_live_connected";
+/// Live-channel reconnects (successful connects after the first).
+pub const LIVE_RECONNECTS_TOTAL: &str = "tidesync_live_reconnects_total";
+/// Live-channel events received (hints and changes).
+pub const LIVE_EVENTS_TOTAL: &str = "tidesync_live_events_total";
 
 /// Registers descriptions and units of every metric (call once, after installing a recorder).
 pub fn describe_all() {
@@ -118,6 +124,15 @@ pub fn describe_all() {
     describe_counter!(
         OFFLINE_SECONDS_TOTAL,
         "Seconds spent offline (server unreachable), added when it answers again"
+    );
+    describe_gauge!(LIVE_CONNECTED, "1 while the server's live channel is open");
+    describe_counter!(
+        LIVE_RECONNECTS_TOTAL,
+        "Live-channel reconnects (successful connects after the first)"
+    );
+    describe_counter!(
+        LIVE_EVENTS_TOTAL,
+        "Live-channel events received (hints and changes)"
     );
 }
 

@@ -13,6 +13,7 @@ pub mod conflict;
 pub mod error;
 pub mod hlc;
 pub mod leader;
+pub mod live;
 pub mod local;
 pub mod options;
 pub mod outbox;
@@ -27,6 +28,7 @@ pub use conflict::{Conflict, ConflictStrategy, DetectedBy, Resolution, ServerWin
 pub use error::{Error, ErrorKind, Result};
 pub use hlc::{HybridClock, Stamp};
 pub use leader::{InProcessLeader, LeaderElector};
+pub use live::{LiveChannel, LiveSession, LiveSignal};
 pub use outbox::{Op, OutboxEntry};
 pub use record::{Key, Record};
 pub use spec::{KeyKind, Reference, TableSpec};

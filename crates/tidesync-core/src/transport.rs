@@ -150,4 +150,11 @@ pub trait Transport: Send + Sync + 'static {
     fn modified_at_ms(&self, _table: &str, _record: &Record) -> Option<i64> {
         None
     }
+
+    /// The server's live channel (Server-Sent Events, WebSocket…), when one is configured;
+    /// `None` (the default): no live channel, changes arrive by polling only. See
+    /// [`crate::live`].
+    fn live(&self) -> Option<std::sync::Arc<dyn crate::live::LiveChannel>> {
+        None
+    }
 }

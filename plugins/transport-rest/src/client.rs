@@ -25,6 +25,9 @@ pub struct RestTransport {
     pub(crate) base: reqwest::Url,
     /// Page walks' in-memory state per (table, deleted-ids feed).
     pub(crate) walks: crate::pull::Walks,
+    /// The live channel's client (no whole-request timeout: the stream stays open; stalls
+    /// are caught by the channel's own timeout), when a channel is configured.
+    pub(crate) live_client: Option<reqwest::Client>,
 }
 
 impl fmt::Debug for RestTransport {
@@ -138,12 +141,26 @@ impl RestTransport {
             .map_err(|e| {
                 Error::config(format!("cannot build the HTTP client: {e}")).with_source(e)
             })?;
+        let live_client = match &config.live {
+            None => None,
+            Some(_) => Some(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+                    .user_agent(concat!("tidesync/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| {
+                        Error::config(format!("cannot build the live channel's HTTP client: {e}"))
+                            .with_source(e)
+                    })?,
+            ),
+        };
         Ok(RestTransport {
             config: Arc::new(config),
             auth,
             client,
             base,
             walks: crate::pull::Walks::default(),
+            live_client,
         })
     }
 

@@ -66,6 +66,10 @@ pub struct RestConfig {
     /// Routes per table name.
     #[serde(default)]
     pub tables: BTreeMap<String, TableRoutes>,
+    /// The server's live channel (SSE or WebSocket), if it has one: server changes then
+    /// arrive within a blink instead of at the next poll (`[server.live]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::live::LiveConfig>,
 }
 
 fn default_connect() -> u64 {
@@ -131,6 +135,7 @@ impl RestConfig {
             auth_retries: 1,
             headers: Headers::default(),
             tables: BTreeMap::new(),
+            live: None,
         }
     }
 
@@ -188,6 +193,9 @@ impl RestConfig {
                 .validate(table)
                 .map_err(|e| e.within(table.as_str()).within("tables"))?;
         }
+        if let Some(live) = &self.live {
+            live.validate()?;
+        }
         Ok(())
     }
 }
@@ -229,6 +237,12 @@ impl RestTransportBuilder {
     /// Sets a shared auth provider.
     pub fn auth_arc(mut self, provider: Arc<dyn AuthProvider>) -> Self {
         self.auth = Some(provider);
+        self
+    }
+
+    /// The server's live channel (SSE or WebSocket).
+    pub fn live(mut self, live: crate::live::LiveConfig) -> Self {
+        self.config.live = Some(live);
         self
     }
 

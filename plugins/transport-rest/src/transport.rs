@@ -75,6 +75,16 @@ impl Transport for RestTransport {
         i64::try_from(ns / 1_000_000).ok()
     }
 
+    fn live(&self) -> Option<std::sync::Arc<dyn tidesync_core::live::LiveChannel>> {
+        let config = self.config.live.clone()?;
+        let client = self.live_client.clone()?;
+        Some(std::sync::Arc::new(crate::live::RestLive::new(
+            self.clone(),
+            config,
+            client,
+        )))
+    }
+
     fn version_of(&self, table: &str, record: &Record) -> Option<String> {
         let field = self.config.tables.get(table)?.version.field.as_ref()?;
         match record.get(field)? {

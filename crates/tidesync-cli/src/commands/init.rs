@@ -41,6 +41,7 @@ connect_timeout_ms = 10000
 request_timeout_ms = 30000
 # idempotency_header = "Idempotency-Key"     # the default; false sends none
 # headers = { "X-Client" = "tidesync" }      # non-secret headers for every request
+# live = { kind = "sse", url = "/live/events" }  # server changes within a blink (docs/live.md)
 
 # Routes of each synced table (tidesync_transport_rest::TableRoutes).
 [server.tables.posts]

@@ -14,6 +14,7 @@ use super::auth::AuthState;
 use super::collection::CollectionConfig;
 use super::faults::{FaultEngine, Faults};
 use super::handle::ServerHandle;
+use super::live::{LiveHub, LiveOptions};
 use super::log::RequestLog;
 use super::net;
 use super::routes;
@@ -39,6 +40,7 @@ pub struct ReferenceServerBuilder {
     faults: Faults,
     default_collection: CollectionConfig,
     collections: HashMap<String, CollectionConfig>,
+    live: LiveOptions,
 }
 
 impl Default for ReferenceServerBuilder {
@@ -51,6 +53,7 @@ impl Default for ReferenceServerBuilder {
             faults: Faults::none(),
             default_collection: CollectionConfig::default(),
             collections: HashMap::new(),
+            live: LiveOptions::default(),
         }
     }
 }
@@ -106,6 +109,13 @@ impl ReferenceServerBuilder {
         self
     }
 
+    /// Options of the live channel (`/live/events`, `/live/ws`; both on by default).
+    #[must_use]
+    pub fn live(mut self, options: LiveOptions) -> Self {
+        self.live = options;
+        self
+    }
+
     /// Options of one collection.
     #[must_use]
     pub fn collection(mut self, name: &str, config: CollectionConfig) -> Self {
@@ -130,6 +140,7 @@ impl ReferenceServerBuilder {
                 self.auth_ttl.unwrap_or(DEFAULT_TTL),
             )),
             body_limit: self.body_limit,
+            live: Mutex::new(LiveHub::new(self.live)),
         })
     }
 

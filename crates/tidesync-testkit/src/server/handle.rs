@@ -11,8 +11,9 @@ use super::collection::{Body, CollectionConfig, Pre};
 use super::faults::{FaultFilter, FaultKind, Faults};
 use super::history::ServerChange;
 use super::ids::RecordId;
+use super::live::LiveOptions;
 use super::log::LoggedRequest;
-use super::state::Shared;
+use super::state::{Shared, lock};
 
 /// Why a direct write ([`ServerHandle::insert_direct`] and friends) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +67,39 @@ impl ServerHandle {
             shared,
             url: url.into(),
         }
+    }
+
+    /// Replaces the live channel's options (faults reseeded); open channels keep their
+    /// handshake and payload settings.
+    pub fn set_live(&self, options: LiveOptions) {
+        lock(&self.shared.live).set_options(options);
+    }
+
+    /// Breaks every open live channel now (the clients see the connection fail).
+    pub fn drop_live(&self) {
+        lock(&self.shared.live).drop_all();
+    }
+
+    /// Stalls every open live channel (nothing sent, keep-alives included) or lets them go
+    /// on; a stalled channel then sends what it held back.
+    pub fn stall_live(&self, stalled: bool) {
+        lock(&self.shared.live).stall(stalled);
+    }
+
+    /// Live channels open right now.
+    pub fn live_open(&self) -> usize {
+        lock(&self.shared.live).open
+    }
+
+    /// Live channels opened so far.
+    pub fn live_connects(&self) -> u64 {
+        lock(&self.shared.live).connects
+    }
+
+    /// Live events sent and lost on purpose so far: `(sent, lost)`.
+    pub fn live_events(&self) -> (u64, u64) {
+        let hub = lock(&self.shared.live);
+        (hub.sent, hub.lost)
     }
 
     /// The base URL, `http://127.0.0.1:PORT` (no trailing slash).

@@ -231,6 +231,7 @@ mod handle;
 mod history;
 mod idempotency;
 mod ids;
+mod live;
 mod log;
 mod net;
 mod pagination;
@@ -250,4 +251,5 @@ pub use faults::{
 pub use handle::{DirectError, ServerHandle};
 pub use history::ServerChange;
 pub use ids::RecordId;
+pub use live::{LiveOptions, LivePayload};
 pub use log::LoggedRequest;

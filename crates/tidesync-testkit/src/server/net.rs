@@ -67,7 +67,9 @@ async fn serve_connection(stream: TcpStream, router: Router) {
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        // The live channel's WebSocket upgrades the connection.
+        .with_upgrades();
     tokio::select! {
         biased;
         () = ctl.killed() => {

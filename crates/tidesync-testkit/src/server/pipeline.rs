@@ -260,7 +260,7 @@ pub(crate) async fn pipeline(State(st): State<Arc<Shared>>, req: Request, next: 
         _ => {}
     }
 
-    if is_api(&path) {
+    if is_api(&path) || path.starts_with("/live/") {
         let authorized = {
             let mut auth = st.auth();
             let ok = !auth.required || auth.authorized(&parts.headers);

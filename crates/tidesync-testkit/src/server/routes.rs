@@ -50,6 +50,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .delete(delete_one),
         )
         .route("/auth/token", post(token))
+        .route("/live/events", get(super::live::sse))
+        .route("/live/ws", get(super::live::websocket))
+        .route("/live/subscribe", post(super::live::subscribe_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Mutex<AuthState>,
     /// Largest accepted request body, in bytes.
     pub(crate) body_limit: usize,
+    /// The live channel (SSE, WebSocket).
+    pub(crate) live: Mutex<super::live::LiveHub>,
 }
 
 /// Locks a mutex; a poisoned lock is recovered (the state stays usable after a panic in a

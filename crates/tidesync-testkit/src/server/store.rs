@@ -63,6 +63,9 @@ pub(crate) struct Store {
     next_change: u64,
     /// How far the `Date` header is off the real time (ms, positive: ahead).
     pub(crate) date_skew_ms: i64,
+    /// The next change seq, published after every batch of changes (the live channel
+    /// waits on it).
+    pub(crate) live_seq: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -84,6 +87,7 @@ impl Store {
             changes: VecDeque::new(),
             next_change: 0,
             date_skew_ms: 0,
+            live_seq: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -106,6 +110,16 @@ impl Store {
                 self.next_change += 1;
             }
         }
+        self.live_seq.send_if_modified(|seq| {
+            let moved = *seq != self.next_change;
+            *seq = self.next_change;
+            moved
+        });
+    }
+
+    /// The seq the next change will get.
+    pub(crate) fn next_change_seq(&self) -> u64 {
+        self.next_change
     }
 
     /// The server clock in epoch milliseconds (frozen or system).
