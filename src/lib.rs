@@ -57,7 +57,7 @@ pub use status::{Health, HealthCheck, HealthStatus, PendingEntry, Status};
 pub use table::Table;
 pub use watch::{EventItem, Events, Watch, WatchEvent};
 
-pub use tidesync_actors::events::Remaining;
+pub use tidesync_actors::events::{Remaining, TablePullWarning};
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
 pub use tidesync_core::local::{
@@ -86,7 +86,9 @@ pub mod store {
 
 /// The transport plugins enabled by features: `rest` (`transport-rest`).
 pub mod transport {
-    pub use tidesync_core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
+    pub use tidesync_core::{
+        Fetched, PullPage, PullRequest, PullWarning, PushOutcome, PushRequest, Transport,
+    };
     #[cfg(feature = "transport-rest")]
     pub use tidesync_transport_rest as rest;
 }

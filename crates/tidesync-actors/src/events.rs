@@ -4,7 +4,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use tidesync_core::local::OutboxSummary;
-use tidesync_core::{DetectedBy, Key};
+use tidesync_core::{DetectedBy, Key, PullWarning};
 
 /// Why a sync cycle started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,6 +78,20 @@ pub struct Remaining {
     pub pulls_failed: Vec<String>,
     /// Pulled items in quarantine (could not be applied).
     pub quarantined: u64,
+    /// What was wrong with the pulled pages, per table, that the configuration can fix
+    /// (cursor values that do not parse, pages that did not move the checkpoint). The pages
+    /// were applied, so these warnings do not make a cycle incomplete; [`Remaining::reasons`]
+    /// lists them.
+    pub pull_warnings: Vec<TablePullWarning>,
+}
+
+/// A pull warning of one table, with its figures summed over the cycle's pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TablePullWarning {
+    /// The table.
+    pub table: String,
+    /// The finding.
+    pub warning: PullWarning,
 }
 
 impl Remaining {
@@ -189,6 +203,9 @@ impl Remaining {
         if !self.pulls_failed.is_empty() {
             lines.push(format!("failed pull: {}", self.pulls_failed.join(", ")));
         }
+        for found in &self.pull_warnings {
+            lines.push(format!("warning: pull {}: {}", found.table, found.warning));
+        }
         if self.quarantined > 0 {
             lines.push(format!(
                 "quarantined: {} pulled item{} could not be applied",
@@ -286,6 +303,14 @@ pub enum SyncEvent {
         pages: u64,
         /// Records and deletes applied.
         applied: u64,
+    },
+    /// A pulled page showed something the configuration can fix (sent once per kind of
+    /// finding and pull; the sync report sums it over the pages).
+    PullWarning {
+        /// The table.
+        table: String,
+        /// The finding, with the figures of the page it was first seen on.
+        warning: PullWarning,
     },
     /// A table's pull failed.
     PullFailed {

@@ -34,7 +34,7 @@ pub mod shared;
 pub mod telemetry;
 pub mod wiring;
 
-pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
+pub use events::{EventBus, SyncEvent, SyncReport, TablePullWarning, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
 pub use metrics::{MetricsActor, Refresh};
 #[cfg(feature = "test-support")]

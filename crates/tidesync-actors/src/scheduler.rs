@@ -18,7 +18,7 @@ use tidesync_core::{Error, ErrorKind, Result};
 
 use crate::backoff::exponential_ceiling;
 use crate::commands::TakeOver;
-use crate::events::{Remaining, SyncEvent, SyncReport, Trigger};
+use crate::events::{Remaining, SyncEvent, SyncReport, TablePullWarning, Trigger};
 use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
@@ -735,6 +735,12 @@ async fn cycle(
                     if pull.deferred {
                         remaining.pulls_deferred.push(table.clone());
                     }
+                    remaining
+                        .pull_warnings
+                        .extend(pull.warnings.iter().map(|warning| TablePullWarning {
+                            table: table.clone(),
+                            warning: warning.clone(),
+                        }));
                     report.pull_retries += pull.retries;
                     report.pages += pull.pages;
                     report.applied += pull.applied;
@@ -867,6 +873,16 @@ fn log_outcome(report: &SyncReport, failure: Option<&Error>, elapsed: Duration) 
     let idle = report.pushed + report.applied + report.conflicts + report.dead_lettered == 0;
     match failure {
         // A quiet converged cycle (an interval tick with nothing to do) is no news.
+        None if report.converged && !report.remaining.pull_warnings.is_empty() => {
+            tracing::warn!(
+                pushed = report.pushed,
+                pages = report.pages,
+                applied = report.applied,
+                elapsed_ms,
+                warnings = %reasons,
+                "sync cycle converged with warnings"
+            );
+        }
         None if report.converged && idle => {
             tracing::debug!(elapsed_ms, "sync cycle converged, nothing to do");
         }

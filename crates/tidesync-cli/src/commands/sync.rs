@@ -122,6 +122,9 @@ impl Progress {
                 "pull {table}: {applied} applied ({pages} page{})",
                 if *pages == 1 { "" } else { "s" }
             )),
+            SyncEvent::PullWarning { table, warning } => {
+                self.say(format!("warning: pull {table}: {warning}"));
+            }
             SyncEvent::PullFailed { table, error } => {
                 self.say(format!("pull {table} failed: {error}"));
             }
@@ -328,6 +331,10 @@ pub async fn run(ctx: &Ctx, table: Option<&str>) -> Result<(), CliError> {
     }
     let Some((mut failure, _)) = failure else {
         ctx.out.line(format!("sync ok: {}", describe(&report)));
+        // Converged, with what the configuration should fix (the pages were applied).
+        for reason in &reasons {
+            ctx.out.line(format!("  - {reason}"));
+        }
         return Ok(());
     };
     ctx.out

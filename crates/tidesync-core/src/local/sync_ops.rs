@@ -1199,6 +1199,7 @@ mod tests {
             has_more: false,
             server_time_ms: None,
             total: None,
+            warnings: Vec::new(),
         }
     }
 
