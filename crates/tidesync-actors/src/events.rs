@@ -49,6 +49,9 @@ pub struct SyncReport {
     pub tables_pulled: Vec<String>,
     /// Pull pages fetched again after a retryable failure within the cycle.
     pub pull_retries: u64,
+    /// Local records deleted by hard-delete reconciliation passes (the server no longer
+    /// lists them; see `reconcile_every`).
+    pub reconciled: u64,
     /// Everything is in sync: the outbox is empty (dead letters included), no pulled item is
     /// quarantined, the server answered, and every pull of the cycle ran to its end.
     pub converged: bool,
@@ -245,6 +248,7 @@ impl SyncReport {
         self.pages += other.pages;
         self.applied += other.applied;
         self.pull_retries += other.pull_retries;
+        self.reconciled += other.reconciled;
         // What remains is the later report's view.
         self.converged = other.converged;
         self.remaining = other.remaining.clone();
@@ -311,6 +315,19 @@ pub enum SyncEvent {
         table: String,
         /// The finding, with the figures of the page it was first seen on.
         warning: PullWarning,
+    },
+    /// A hard-delete reconciliation pass of a table completed (see `reconcile_every`).
+    Reconciled {
+        /// The table.
+        table: String,
+        /// Keys the server listed.
+        listed: u64,
+        /// Local records the server no longer has, deleted locally.
+        deleted: u64,
+        /// Local records the server no longer has, kept for their pending local change.
+        kept: u64,
+        /// How long the listing took, in milliseconds.
+        listing_ms: u64,
     },
     /// A table's pull failed.
     PullFailed {

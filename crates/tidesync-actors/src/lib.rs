@@ -26,6 +26,7 @@ pub mod puller;
 mod push_turn;
 pub mod pusher;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod resolver;
 pub mod runtime;
 pub mod scheduler;

@@ -73,6 +73,13 @@ impl PullerActor {
     }
 }
 
+impl PullerActor {
+    /// What a reconciliation pass needs: the shared parts and the store writer.
+    pub(crate) fn parts(&self) -> (SyncShared, Addr<OutboxActor>) {
+        (self.shared.clone(), self.outbox.clone())
+    }
+}
+
 impl Actor for PullerActor {
     type Context = Context<Self>;
 }

@@ -22,6 +22,7 @@ use crate::events::{Remaining, SyncEvent, SyncReport, TablePullWarning, Trigger}
 use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
+use crate::reconcile::ReconcileIfDue;
 use crate::shared::SyncShared;
 use crate::telemetry;
 
@@ -747,10 +748,41 @@ async fn cycle(
                     report.conflicts += pull.conflicts;
                     report.tables_pulled.push(table.clone());
                     sh.events.emit(SyncEvent::PullCompleted {
-                        table,
+                        table: table.clone(),
                         pages: pull.pages,
                         applied: pull.applied,
                     });
+                    // Hard deletes, when the table's interval says so: only after a pull
+                    // that ran to its end (the listing is compared with a complete table).
+                    if !pull.more && !pull.deferred {
+                        let reconciled = puller
+                            .send(ReconcileIfDue {
+                                table: table.clone(),
+                            })
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Error::new(ErrorKind::Closed, "the puller stopped"))
+                            });
+                        match reconciled {
+                            Ok(done) => {
+                                report.reconciled +=
+                                    done.map_or(0, |done| done.deleted.len() as u64);
+                            }
+                            Err(err) => {
+                                let err = Error::new(
+                                    err.kind(),
+                                    format!("hard-delete reconciliation: {err}"),
+                                )
+                                .table(&table);
+                                remaining.pulls_failed.push(table.clone());
+                                sh.events.emit(SyncEvent::PullFailed {
+                                    table,
+                                    error: err.to_string(),
+                                });
+                                failure.get_or_insert(err);
+                            }
+                        }
+                    }
                 }
                 Ok(Err(err)) => {
                     remaining.pulls_failed.push(table.clone());

@@ -202,6 +202,14 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// How often the engine reconciles `table`'s hard deletes: lists every key of the pull
+    /// feed (a [`Transport::pull`] walk from no cursor) and deletes locally the records the
+    /// server no longer has and that have no pending local change. `None` (the default):
+    /// never on its own.
+    fn reconcile_every(&self, _table: &str) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Pushes several entries of one table in one request where the API allows it. The outer
     /// error means the whole request failed; the inner results are per entry, in order.
     async fn push_batch(&self, requests: Vec<PushRequest>) -> Result<Vec<Result<PushOutcome>>> {
