@@ -233,7 +233,7 @@ async fn pull_table(
             )
             .table(table));
         }
-        if page.has_more && n + 1 < budget {
+        if sh.settings.pull_prefetch && page.has_more && n + 1 < budget {
             ahead = Some(Prefetch::start(&sh, &table, page.cursor.clone()));
         }
         cursor = page.cursor.clone();
