@@ -394,3 +394,49 @@ fn a_wrong_timestamp_setting_is_a_visible_warning_in_the_sync_report() {
     assert!(pull_warnings(&again, "posts").is_empty(), "{again:#}");
     assert_eq!(again["report"]["applied"], 0, "{again:#}");
 }
+
+#[test]
+fn a_first_sync_over_more_pages_than_max_pages_completes_and_a_later_cut_is_incomplete() {
+    let env = Env::new();
+    // 30 posts in pages of 5 (6 pages) against a budget of 2 pages per cycle; no
+    // `initial_max_pages`, as by default.
+    env.edit(|text| text.replace("page_size = 200", "page_size = 5\nmax_pages = 2"));
+    for n in 0..30 {
+        env.server
+            .insert_direct(
+                "posts",
+                json!({"id": format!("s{n:02}"), "title": "server"}),
+            )
+            .expect("server insert");
+    }
+    let first = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert_eq!(first["outcome"], "converged", "{first:#}");
+    assert_eq!(first["report"]["applied"], 30, "{first:#}");
+    assert_eq!(
+        env.ok(&["scan", "posts", "--json"])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(30)
+    );
+
+    // With a checkpoint, the budget holds: 20 changes take two cycles, and the first says so.
+    for n in 0..20 {
+        env.server
+            .update_direct(
+                "posts",
+                format!("s{n:02}").as_str(),
+                json!({"title": "edited"}),
+            )
+            .expect("server update");
+    }
+    let cut = env.run(&["sync", "--table", "posts"]);
+    assert_eq!(cut.code, 5, "incomplete: {cut:?}");
+    assert!(
+        cut.stdout
+            .contains("incomplete pull: posts stopped at the page budget"),
+        "{cut:?}"
+    );
+    let rest = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert_eq!(rest["outcome"], "converged", "{rest:#}");
+}
