@@ -23,7 +23,13 @@
 //!
 //! Env: `TIDESYNC_BENCH_RUNS` (default 3, medians), `TIDESYNC_BENCH_SYNC_RECORDS` (default
 //! 100000; replaces the size list), `TIDESYNC_BENCH_BIG=1` (adds 1 000 000),
-//! `TIDESYNC_BENCH_PAGE` (default 1000, the server's largest page).
+//! `TIDESYNC_BENCH_PAGE` (default 1000, the server's largest page), `TIDESYNC_BENCH_DEFAULTS=1`
+//! (the engine keeps the default `SyncSettings` paging: `page_size` 200, `max_pages` 1000, no
+//! `initial_max_pages`, and must get every record in ONE `pull`: a first sync is never cut;
+//! the raw side uses the same page size).
+//!
+//! The 1M first sync with default settings:
+//! `TIDESYNC_BENCH_DEFAULTS=1 TIDESYNC_BENCH_SYNC_RECORDS=1000000 TIDESYNC_BENCH_RUNS=1 cargo bench --bench initial_sync`.
 
 #[allow(dead_code)]
 mod common;
@@ -86,10 +92,15 @@ fn hwm() -> u64 {
 fn child_engine(url: &str, n: usize, page: usize) -> ChildResult {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = common::runtime();
-    let settings = SyncSettings {
-        page_size: page,
-        max_pages: n / page + 10,
-        ..common::manual_settings()
+    let defaults = common::env_flag("TIDESYNC_BENCH_DEFAULTS");
+    let settings = if defaults {
+        common::manual_settings()
+    } else {
+        SyncSettings {
+            page_size: page,
+            max_pages: n / page + 10,
+            ..common::manual_settings()
+        }
     };
     let engine = Engine::builder()
         .store(RedbStore::open(dir.path().join("engine.redb")).expect("open"))
@@ -104,6 +115,11 @@ fn child_engine(url: &str, n: usize, page: usize) -> ChildResult {
     let (mut records, mut pages) = (0u64, 0u64);
     while records < n as u64 {
         let report = rt.block_on(engine.pull(None)).expect("pull");
+        if defaults {
+            // A first sync with the default settings runs to its end in one cycle.
+            assert!(report.converged, "first sync cut: {:?}", report.remaining);
+            assert_eq!(report.applied, n as u64, "first sync: {report:?}");
+        }
         if report.pages == 0 || report.applied == 0 {
             break;
         }
@@ -255,7 +271,11 @@ fn main() {
     }
 
     let runs = common::runs();
-    let page = common::env_usize("TIDESYNC_BENCH_PAGE", 1000, 100);
+    let page = if common::env_flag("TIDESYNC_BENCH_DEFAULTS") {
+        SyncSettings::default().page_size
+    } else {
+        common::env_usize("TIDESYNC_BENCH_PAGE", 1000, 100)
+    };
     let sizes: Vec<usize> = match std::env::var("TIDESYNC_BENCH_SYNC_RECORDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -58,7 +58,7 @@ pub use table::Table;
 pub use tidesync_actors::LiveState;
 pub use watch::{EventItem, Events, Watch, WatchEvent};
 
-pub use tidesync_actors::events::Remaining;
+pub use tidesync_actors::events::{Remaining, TablePullWarning};
 pub use tidesync_actors::{RateLimit, SyncEvent, SyncReport, SyncSettings, Trigger};
 
 pub use tidesync_core::local::{
@@ -89,7 +89,9 @@ pub mod store {
 /// The transport plugins enabled by features: `rest` (`transport-rest`).
 pub mod transport {
     pub use tidesync_core::live::{LiveChannel, LiveSession, LiveSignal};
-    pub use tidesync_core::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
+    pub use tidesync_core::{
+        Fetched, PullPage, PullRequest, PullWarning, PushOutcome, PushRequest, Transport,
+    };
     #[cfg(feature = "transport-rest")]
     pub use tidesync_transport_rest as rest;
 }

@@ -8,6 +8,7 @@ mod failures;
 mod lifecycle;
 mod push_pull;
 mod quarantine;
+mod reconcile;
 mod schema_remote;
 mod seed_scenarios;
 mod support;

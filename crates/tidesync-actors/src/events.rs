@@ -4,7 +4,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use tidesync_core::local::OutboxSummary;
-use tidesync_core::{DetectedBy, Key};
+use tidesync_core::{DetectedBy, Key, PullWarning};
 
 /// Why a sync cycle started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +52,9 @@ pub struct SyncReport {
     pub tables_pulled: Vec<String>,
     /// Pull pages fetched again after a retryable failure within the cycle.
     pub pull_retries: u64,
+    /// Local records deleted by hard-delete reconciliation passes (the server no longer
+    /// lists them; see `reconcile_every`).
+    pub reconciled: u64,
     /// Everything is in sync: the outbox is empty (dead letters included), no pulled item is
     /// quarantined, the server answered, and every pull of the cycle ran to its end.
     pub converged: bool,
@@ -81,6 +84,20 @@ pub struct Remaining {
     pub pulls_failed: Vec<String>,
     /// Pulled items in quarantine (could not be applied).
     pub quarantined: u64,
+    /// What was wrong with the pulled pages, per table, that the configuration can fix
+    /// (cursor values that do not parse, pages that did not move the checkpoint). The pages
+    /// were applied, so these warnings do not make a cycle incomplete; [`Remaining::reasons`]
+    /// lists them.
+    pub pull_warnings: Vec<TablePullWarning>,
+}
+
+/// A pull warning of one table, with its figures summed over the cycle's pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TablePullWarning {
+    /// The table.
+    pub table: String,
+    /// The finding.
+    pub warning: PullWarning,
 }
 
 impl Remaining {
@@ -192,6 +209,9 @@ impl Remaining {
         if !self.pulls_failed.is_empty() {
             lines.push(format!("failed pull: {}", self.pulls_failed.join(", ")));
         }
+        for found in &self.pull_warnings {
+            lines.push(format!("warning: pull {}: {}", found.table, found.warning));
+        }
         if self.quarantined > 0 {
             lines.push(format!(
                 "quarantined: {} pulled item{} could not be applied",
@@ -231,6 +251,7 @@ impl SyncReport {
         self.pages += other.pages;
         self.applied += other.applied;
         self.pull_retries += other.pull_retries;
+        self.reconciled += other.reconciled;
         // What remains is the later report's view.
         self.converged = other.converged;
         self.remaining = other.remaining.clone();
@@ -289,6 +310,27 @@ pub enum SyncEvent {
         pages: u64,
         /// Records and deletes applied.
         applied: u64,
+    },
+    /// A pulled page showed something the configuration can fix (sent once per kind of
+    /// finding and pull; the sync report sums it over the pages).
+    PullWarning {
+        /// The table.
+        table: String,
+        /// The finding, with the figures of the page it was first seen on.
+        warning: PullWarning,
+    },
+    /// A hard-delete reconciliation pass of a table completed (see `reconcile_every`).
+    Reconciled {
+        /// The table.
+        table: String,
+        /// Keys the server listed.
+        listed: u64,
+        /// Local records the server no longer has, deleted locally.
+        deleted: u64,
+        /// Local records the server no longer has, kept for their pending local change.
+        kept: u64,
+        /// How long the listing took, in milliseconds.
+        listing_ms: u64,
     },
     /// A table's pull failed.
     PullFailed {

@@ -27,6 +27,7 @@ pub mod puller;
 mod push_turn;
 pub mod pusher;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod resolver;
 pub mod runtime;
 pub mod scheduler;
@@ -35,7 +36,7 @@ pub mod shared;
 pub mod telemetry;
 pub mod wiring;
 
-pub use events::{EventBus, SyncEvent, SyncReport, Trigger};
+pub use events::{EventBus, SyncEvent, SyncReport, TablePullWarning, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
 pub use live::{LiveEvent, LiveState, LiveStats};
 pub use metrics::{MetricsActor, Refresh};

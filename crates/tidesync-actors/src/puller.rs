@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
-use tidesync_core::{Conflict, Error, ErrorKind, PullPage, PullRequest, Result, Transport};
+use tidesync_core::{
+    Conflict, Error, ErrorKind, PullPage, PullRequest, PullWarning, Result, Transport,
+};
 
 use crate::backoff::retry_delay;
 use crate::commands::{ApplyPage, ApplyResolutions};
@@ -45,6 +47,8 @@ pub struct PullReport {
     ///
     /// [`Transport::assigns_keys`]: tidesync_core::Transport::assigns_keys
     pub deferred: bool,
+    /// What the pulled pages showed that the configuration can fix, summed over the pages.
+    pub warnings: Vec<PullWarning>,
 }
 
 /// The Puller actor.
@@ -66,6 +70,13 @@ impl PullerActor {
             outbox,
             resolver,
         }
+    }
+}
+
+impl PullerActor {
+    /// What a reconciliation pass needs: the shared parts and the store writer.
+    pub(crate) fn parts(&self) -> (SyncShared, Addr<OutboxActor>) {
+        (self.shared.clone(), self.outbox.clone())
     }
 }
 
@@ -208,7 +219,7 @@ async fn pull_table(
                 .await
             }
         };
-        let page = match fetched {
+        let mut page = match fetched {
             Ok(page) => page,
             Err(err) => refetch(&sh, &table, &cursor, err, &mut report).await?,
         };
@@ -222,10 +233,13 @@ async fn pull_table(
             )
             .table(table));
         }
-        if page.has_more && n + 1 < budget {
+        if sh.settings.pull_prefetch && page.has_more && n + 1 < budget {
             ahead = Some(Prefetch::start(&sh, &table, page.cursor.clone()));
         }
         cursor = page.cursor.clone();
+        for warning in std::mem::take(&mut page.warnings) {
+            note_warning(&sh, &table, &mut report.warnings, warning);
+        }
         let received = (page.records.len() + page.deleted.len()) as u64;
         let (has_more, total) = (page.has_more, page.total);
         let apply = ApplyPage {
@@ -271,6 +285,18 @@ async fn pull_table(
     }
     report.more = true;
     Ok(report)
+}
+
+/// Adds a page's warning to the pull's: the first of its kind is announced as an event.
+fn note_warning(sh: &SyncShared, table: &str, found: &mut Vec<PullWarning>, warning: PullWarning) {
+    if found.iter_mut().any(|seen| seen.absorb(&warning)) {
+        return;
+    }
+    sh.events.emit(SyncEvent::PullWarning {
+        table: table.to_owned(),
+        warning: warning.clone(),
+    });
+    found.push(warning);
 }
 
 /// Times one page is fetched again within a pull after a retryable answer (5xx, 429).

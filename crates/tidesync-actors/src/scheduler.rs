@@ -18,11 +18,12 @@ use tidesync_core::{Error, ErrorKind, Result};
 
 use crate::backoff::exponential_ceiling;
 use crate::commands::TakeOver;
-use crate::events::{Remaining, SyncEvent, SyncReport, Trigger};
+use crate::events::{Remaining, SyncEvent, SyncReport, TablePullWarning, Trigger};
 use crate::live::{LiveEvent, Want};
 use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
+use crate::reconcile::ReconcileIfDue;
 use crate::shared::SyncShared;
 use crate::telemetry;
 
@@ -852,16 +853,53 @@ async fn cycle(
                     if pull.deferred {
                         remaining.pulls_deferred.push(table.clone());
                     }
+                    remaining
+                        .pull_warnings
+                        .extend(pull.warnings.iter().map(|warning| TablePullWarning {
+                            table: table.clone(),
+                            warning: warning.clone(),
+                        }));
                     report.pull_retries += pull.retries;
                     report.pages += pull.pages;
                     report.applied += pull.applied;
                     report.conflicts += pull.conflicts;
                     report.tables_pulled.push(table.clone());
                     sh.events.emit(SyncEvent::PullCompleted {
-                        table,
+                        table: table.clone(),
                         pages: pull.pages,
                         applied: pull.applied,
                     });
+                    // Hard deletes, when the table's interval says so: only after a pull
+                    // that ran to its end (the listing is compared with a complete table).
+                    if !pull.more && !pull.deferred {
+                        let reconciled = puller
+                            .send(ReconcileIfDue {
+                                table: table.clone(),
+                            })
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Error::new(ErrorKind::Closed, "the puller stopped"))
+                            });
+                        match reconciled {
+                            Ok(done) => {
+                                report.reconciled +=
+                                    done.map_or(0, |done| done.deleted.len() as u64);
+                            }
+                            Err(err) => {
+                                let err = Error::new(
+                                    err.kind(),
+                                    format!("hard-delete reconciliation: {err}"),
+                                )
+                                .table(&table);
+                                remaining.pulls_failed.push(table.clone());
+                                sh.events.emit(SyncEvent::PullFailed {
+                                    table,
+                                    error: err.to_string(),
+                                });
+                                failure.get_or_insert(err);
+                            }
+                        }
+                    }
                 }
                 Ok(Err(err)) => {
                     remaining.pulls_failed.push(table.clone());
@@ -984,6 +1022,16 @@ fn log_outcome(report: &SyncReport, failure: Option<&Error>, elapsed: Duration) 
     let idle = report.pushed + report.applied + report.conflicts + report.dead_lettered == 0;
     match failure {
         // A quiet converged cycle (an interval tick with nothing to do) is no news.
+        None if report.converged && !report.remaining.pull_warnings.is_empty() => {
+            tracing::warn!(
+                pushed = report.pushed,
+                pages = report.pages,
+                applied = report.applied,
+                elapsed_ms,
+                warnings = %reasons,
+                "sync cycle converged with warnings"
+            );
+        }
         None if report.converged && idle => {
             tracing::debug!(elapsed_ms, "sync cycle converged, nothing to do");
         }

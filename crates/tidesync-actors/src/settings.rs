@@ -66,6 +66,10 @@ pub struct SyncSettings {
     /// checkpoint yet: `None` (the default) pulls until done, so a first sync never stops
     /// part way; set a number to spread a very large first sync over several cycles.
     pub initial_max_pages: Option<usize>,
+    /// Fetch a table's next page while the current one is applied (at most one page ahead,
+    /// so memory stays flat; a checkpoint still commits only with its own page). Off: one
+    /// pull request at a time, for APIs that allow a client one request in flight.
+    pub pull_prefetch: bool,
     /// Request budget per table.
     pub rate_limits: HashMap<String, RateLimit>,
     /// Request budget for all tables together.
@@ -114,6 +118,7 @@ impl std::fmt::Debug for SyncSettings {
             .field("page_size", &self.page_size)
             .field("max_pages", &self.max_pages)
             .field("initial_max_pages", &self.initial_max_pages)
+            .field("pull_prefetch", &self.pull_prefetch)
             .field("takeover_hold", &self.takeover_hold)
             .field("custom_retry_delay", &self.retry_delay.is_some())
             .field("live_debounce", &self.live_debounce)
@@ -137,6 +142,7 @@ impl Default for SyncSettings {
             page_size: 200,
             max_pages: 1000,
             initial_max_pages: None,
+            pull_prefetch: true,
             rate_limits: HashMap::new(),
             global_rate_limit: None,
             probe_base: Duration::from_secs(1),

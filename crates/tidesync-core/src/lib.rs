@@ -33,4 +33,6 @@ pub use outbox::{Op, OutboxEntry};
 pub use record::{Key, Record};
 pub use spec::{KeyKind, Reference, TableSpec};
 pub use store::{KeyValue, ReadTxn, Store, WriteTxn};
-pub use transport::{Fetched, PullPage, PullRequest, PushOutcome, PushRequest, Transport};
+pub use transport::{
+    Fetched, PullPage, PullRequest, PullWarning, PushOutcome, PushRequest, Transport,
+};

@@ -79,6 +79,94 @@ pub struct PullPage {
     pub server_time_ms: Option<i64>,
     /// Total number of changes the server reported, when it does (for progress).
     pub total: Option<u64>,
+    /// What was wrong with this page that the configuration can fix (the page was still
+    /// applied); the engine reports it per table in the sync report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<PullWarning>,
+}
+
+/// Something wrong with a pulled page that the configuration can fix. The page was applied,
+/// but the pull cannot make the progress it should (the next sync reads the same items again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PullWarning {
+    /// Items whose cursor field does not parse in the configured timestamp format (or is
+    /// missing): they were applied, but the checkpoint cannot move past them.
+    CursorUnparsed {
+        /// The cursor field.
+        field: String,
+        /// The configured timestamp format.
+        format: String,
+        /// How many items.
+        items: u64,
+        /// One of them (`key K: value`), to show what the server writes.
+        example: String,
+    },
+    /// The page (or the page walk it ended) delivered new items but the checkpoint's filter
+    /// value did not move: the next sync asks for the same items again.
+    NoProgress {
+        /// How many new items the page or walk delivered.
+        items: u64,
+        /// Why, as far as the transport can tell.
+        reason: String,
+    },
+}
+
+impl PullWarning {
+    /// Adds `other`'s figures to this warning when it is the same finding (the same kind,
+    /// field and format); returns whether it did.
+    pub fn absorb(&mut self, other: &PullWarning) -> bool {
+        match (self, other) {
+            (
+                PullWarning::CursorUnparsed {
+                    field,
+                    format,
+                    items,
+                    ..
+                },
+                PullWarning::CursorUnparsed {
+                    field: f2,
+                    format: fmt2,
+                    items: n2,
+                    ..
+                },
+            ) if field == f2 && format == fmt2 => {
+                *items = items.saturating_add(*n2);
+                true
+            }
+            (PullWarning::NoProgress { items, .. }, PullWarning::NoProgress { items: n2, .. }) => {
+                *items = items.saturating_add(*n2);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PullWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullWarning::CursorUnparsed {
+                field,
+                format,
+                items,
+                example,
+            } => write!(
+                f,
+                "{items} pulled item{} whose cursor field `{field}` does not parse as the \
+                 configured timestamp `{format}` (e.g. {example}): applied, but the checkpoint \
+                 cannot move past them and every sync reads them again; fix the route's \
+                 `timestamp` (`tidesync doctor` shows what the server writes)",
+                if *items == 1 { "" } else { "s" }
+            ),
+            PullWarning::NoProgress { items, reason } => write!(
+                f,
+                "{items} new item{} pulled without moving the checkpoint ({reason}): every \
+                 sync reads them again",
+                if *items == 1 { "" } else { "s" }
+            ),
+        }
+    }
 }
 
 /// A record fetched by key, for conflict follow-up.
@@ -122,6 +210,14 @@ pub trait Transport: Send + Sync + 'static {
     /// or discarding that dead letter lets the table be pulled again.
     fn assigns_keys(&self, _table: &str) -> bool {
         false
+    }
+
+    /// How often the engine reconciles `table`'s hard deletes: lists every key of the pull
+    /// feed (a [`Transport::pull`] walk from no cursor) and deletes locally the records the
+    /// server no longer has and that have no pending local change. `None` (the default):
+    /// never on its own.
+    fn reconcile_every(&self, _table: &str) -> Option<std::time::Duration> {
+        None
     }
 
     /// Pushes several entries of one table in one request where the API allows it. The outer

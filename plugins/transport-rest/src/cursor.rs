@@ -101,6 +101,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 fn one() -> u32 {
     1
 }
@@ -188,6 +192,10 @@ pub struct Pass {
     /// Fingerprint of the last page read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp: Option<u64>,
+    /// New items (past the checkpoint) delivered so far in this pass: a pass that delivered
+    /// some and ends without moving the checkpoint is reported.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub fresh: u64,
 }
 
 impl TableCursor {

@@ -30,7 +30,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use tidesync_core::{Error, ErrorKind, Key, Record, Result};
+use tidesync_core::{Error, ErrorKind, Key, PullWarning, Record, Result};
 
 use crate::cursor::{Edge, FeedCursor, Mark, Pass};
 use crate::feed::{Feed, Filter, PageStyle};
@@ -141,6 +141,8 @@ pub struct Step {
     pub more: bool,
     /// The total the server reported.
     pub total: Option<u64>,
+    /// What the configuration can fix (unparsed cursor values, no progress).
+    pub warnings: Vec<PullWarning>,
 }
 
 /// What [`advance`] needs to know about the feed.
@@ -264,7 +266,8 @@ struct Entry {
     delete: bool,
 }
 
-fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
+/// Decodes a page's items; the warning counts the items whose cursor field does not parse.
+fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> (Vec<Entry>, Option<PullWarning>) {
     let feed = ctx.feed;
     let mut out = Vec::with_capacity(items.len());
     let mut unparsed = 0usize;
@@ -327,8 +330,15 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
             delete,
         });
     }
+    let mut warning = None;
     if unparsed > 0 {
-        // One visible warning per page (not one per item, not a debug line).
+        // One warning per page (not one per item), and in the sync report.
+        warning = Some(PullWarning::CursorUnparsed {
+            field: feed.cursor_field.clone().unwrap_or_default(),
+            format: feed.timestamp.to_string(),
+            items: unparsed as u64,
+            example: example.clone().unwrap_or_default(),
+        });
         tracing::warn!(
             table = ctx.table,
             field = feed.cursor_field.as_deref().unwrap_or_default(),
@@ -341,7 +351,7 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> Vec<Entry> {
              reads them again); fix `timestamp`"
         );
     }
-    out
+    (out, warning)
 }
 
 /// The key and raw timestamp of a raw item, as [`Edge`] (for the offset overlap check).
@@ -443,6 +453,19 @@ fn ordered(entries: &[&Entry]) -> bool {
     true
 }
 
+/// New items were delivered and the checkpoint's filter value did not move.
+fn no_progress(ctx: &FeedCtx<'_>, items: u64) -> PullWarning {
+    let field = ctx.feed.cursor_field.as_deref().unwrap_or_default();
+    PullWarning::NoProgress {
+        items,
+        reason: format!(
+            "none of them carries a `{field}` past the checkpoint that the configured \
+             timestamp `{}` reads",
+            ctx.feed.timestamp
+        ),
+    }
+}
+
 fn repeat_error(ctx: &FeedCtx<'_>, what: &str) -> Error {
     Error::new(
         ErrorKind::Permanent,
@@ -499,7 +522,8 @@ pub fn advance_walk(
         }
     }
     let count = page.items.len() as u64;
-    let entries = decode_entries(ctx, &page.items);
+    let (entries, unparsed) = decode_entries(ctx, &page.items);
+    let mut warnings: Vec<PullWarning> = unparsed.into_iter().collect();
     let since_ns = state.since.as_ref().map(|m| parse_ts(ctx, m)).transpose()?;
 
     // Drop what an earlier page already delivered.
@@ -598,6 +622,9 @@ pub fn advance_walk(
                         "returned no record past the keyset cursor",
                     ));
                 }
+                if !fresh.is_empty() && next.since == state.since {
+                    warnings.push(no_progress(ctx, fresh.len() as u64));
+                }
                 more
             }
             Filter::Inclusive | Filter::Exclusive => {
@@ -644,6 +671,9 @@ pub fn advance_walk(
                     next.boost = 1;
                     if let Some(high) = high_mark(state.since.as_ref(), since_ns, &emit) {
                         next.since = Some(trim_mark(filter, high));
+                    }
+                    if !emit.is_empty() && next.since == state.since {
+                        warnings.push(no_progress(ctx, emit.len() as u64));
                     }
                 }
                 more
@@ -779,6 +809,7 @@ pub fn advance_walk(
                 }
                 pass.high = high;
                 pass.fp = Some(fp);
+                pass.fresh = pass.fresh.saturating_add(fresh.len() as u64);
                 next.pass = Some(pass);
             } else {
                 next.pass = None;
@@ -801,15 +832,34 @@ pub fn advance_walk(
                     };
                     next.since = Some(trim_mark(filter, merged));
                 }
+                // The walk delivered new items and the filter value stayed where it was.
+                let walk_fresh = pass.fresh.saturating_add(fresh.len() as u64);
+                if filter != Filter::None && walk_fresh > 0 && next.since == state.since {
+                    warnings.push(no_progress(ctx, walk_fresh));
+                }
             }
             more
         }
     };
 
+    // (Unparsed cursor values were logged above: they explain a page without progress.)
+    let explained = warnings
+        .iter()
+        .any(|w| matches!(w, PullWarning::CursorUnparsed { .. }));
+    for warning in warnings.iter().filter(|_| !explained) {
+        if let PullWarning::NoProgress { items, .. } = warning {
+            tracing::warn!(
+                table = ctx.table,
+                items,
+                "pulled new items without moving the checkpoint: every sync reads them again"
+            );
+        }
+    }
     let mut step = Step {
         state: next,
         more,
         total: page.total,
+        warnings,
         ..Step::default()
     };
     for entry in emit {
@@ -1259,6 +1309,91 @@ mod tests {
         assert_eq!(step.state.since, None, "not checkpointed");
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(warned[0].contains("fix `timestamp`"), "{warned:?}");
+        // Typed, for the sync report: both items unparsed, and no progress.
+        assert_eq!(
+            step.warnings,
+            vec![
+                PullWarning::CursorUnparsed {
+                    field: "updatedAt".into(),
+                    format: "epoch_ms".into(),
+                    items: 2,
+                    example: "key a: \"2024-05-01 12:00:00.000Z\"".into(),
+                },
+                PullWarning::NoProgress {
+                    items: 2,
+                    reason: "none of them carries a `updatedAt` past the checkpoint that the \
+                             configured timestamp `epoch_ms` reads"
+                        .into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_page_walk_that_delivers_items_without_moving_the_checkpoint_is_a_warning() {
+        // A page walk whose items carry no cursor value: the walk ends where it began.
+        let f = feed(Filter::Inclusive, Pagination::page(1)).query("page", "{page}");
+        let ctx = ctx(&f);
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 2).unwrap();
+        let step = advance(
+            &ctx,
+            &state,
+            &p,
+            RawPage {
+                items: vec![json!({"id": "a"}), json!({"id": "b"})],
+                has_more: Some(true),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(step.more);
+        assert!(
+            !step
+                .warnings
+                .iter()
+                .any(|w| matches!(w, PullWarning::NoProgress { .. })),
+            "mid-walk the checkpoint does not move by design: {:?}",
+            step.warnings
+        );
+        let p2 = plan(&ctx, &step.state, 2).unwrap();
+        let last = advance(
+            &ctx,
+            &step.state,
+            &p2,
+            RawPage {
+                items: vec![json!({"id": "c"})],
+                has_more: Some(false),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(!last.more);
+        assert_eq!(last.state.since, None);
+        assert!(
+            last.warnings
+                .iter()
+                .any(|w| matches!(w, PullWarning::NoProgress { items: 3, .. })),
+            "the whole walk's new items: {:?}",
+            last.warnings
+        );
+
+        // A walk that moves the checkpoint is clean.
+        let state = FeedCursor::default();
+        let p = plan(&ctx, &state, 2).unwrap();
+        let clean = advance(
+            &ctx,
+            &state,
+            &p,
+            RawPage {
+                items: items(&[("a", 1)]),
+                has_more: Some(false),
+                ..RawPage::default()
+            },
+        )
+        .unwrap();
+        assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
+        assert!(clean.state.since.is_some());
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl RestTransport {
             has_more,
             server_time_ms: resp.server_time_ms(),
             total: step.total,
+            warnings: step.warnings,
         })
     }
 

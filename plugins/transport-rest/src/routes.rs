@@ -562,6 +562,66 @@ pub struct TableRoutes {
     /// candidate must be an object with the key field. Default `["/current", "/data", ""]`.
     #[serde(default = "default_conflict_record")]
     pub conflict_record: Vec<Pointer>,
+    /// Hard-delete reconciliation on an interval (`"1h"`, `"30m"`, `"1d"`, or milliseconds):
+    /// when due, a sync cycle lists every key of the pull feed after the table's pull and
+    /// deletes locally the records the server no longer has (unless they have a pending local
+    /// change). For APIs that delete rows for good and have no tombstones or deleted-ids feed.
+    /// It costs one walk of the whole feed; absent (the default): only on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "every_ms")]
+    pub reconcile_every: Option<std::time::Duration>,
+}
+
+/// `reconcile_every`: milliseconds, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
+mod every_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30m, 1h, 1d"))?;
+        let ms = match unit.trim() {
+            "" | "ms" => n,
+            "s" => n.saturating_mul(1000),
+            "m" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            "d" => n.saturating_mul(86_400_000),
+            other => {
+                return Err(format!(
+                    "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+                ));
+            }
+        };
+        Ok(Duration::from_millis(ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Millis(ms)) => Ok(Some(Duration::from_millis(ms))),
+            Some(Raw::Text(text)) => parse(&text).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 fn default_key() -> String {
@@ -593,6 +653,7 @@ impl Default for TableRoutes {
             pull: None,
             version: Versioning::default(),
             conflict_record: default_conflict_record(),
+            reconcile_every: None,
         }
     }
 }
@@ -704,6 +765,13 @@ impl TableRoutes {
         self
     }
 
+    /// Reconciles hard deletes every `every` (see
+    /// [`TableRoutes::reconcile_every`](#structfield.reconcile_every)).
+    pub fn reconcile_every(mut self, every: std::time::Duration) -> Self {
+        self.reconcile_every = Some(every);
+        self
+    }
+
     /// Version tokens travel in this record field.
     pub fn version_field(mut self, field: impl Into<String>) -> Self {
         self.version.field = Some(field.into());
@@ -763,6 +831,21 @@ impl TableRoutes {
         let cfg = |msg: String| Error::config(msg).table(table);
         if self.key.is_empty() {
             return Err(cfg("the key field name is empty".into()).setting(["key"]));
+        }
+        if let Some(every) = self.reconcile_every {
+            if self.pull.is_none() {
+                return Err(cfg(
+                    "reconcile_every needs a pull route: the reconciliation lists the keys of \
+                     the pull feed"
+                        .into(),
+                )
+                .field("reconcile_every"));
+            }
+            if every < std::time::Duration::from_secs(1) {
+                return Err(
+                    cfg("reconcile_every must be at least 1s".into()).field("reconcile_every")
+                );
+            }
         }
         let mut record_fields: BTreeSet<&str> = self.fields.iter().map(String::as_str).collect();
         record_fields.insert(self.key.as_str());
@@ -980,4 +1063,37 @@ pub(crate) fn check_template(
 
 pub(crate) fn template_lenient(text: &str) -> Template {
     Template::lenient(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reconcile_every_reads_units_and_needs_a_pull_route() {
+        let routes: TableRoutes = serde_json::from_value(serde_json::json!({
+            "pull": { "url": "/api/posts" },
+            "reconcile_every": "1h"
+        }))
+        .unwrap();
+        assert_eq!(routes.reconcile_every, Some(Duration::from_secs(3_600)));
+        assert!(routes.validate("posts").is_ok());
+        let routes: TableRoutes = serde_json::from_value(serde_json::json!({
+            "pull": { "url": "/api/posts" },
+            "reconcile_every": 90_000
+        }))
+        .unwrap();
+        assert_eq!(routes.reconcile_every, Some(Duration::from_secs(90)));
+        let err = serde_json::from_value::<TableRoutes>(
+            serde_json::json!({ "reconcile_every": "2 fortnights" }),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+        let no_pull = TableRoutes::new().reconcile_every(Duration::from_secs(60));
+        let err = no_pull.validate("posts").unwrap_err();
+        assert_eq!(err.field_name(), Some("reconcile_every"));
+        let too_often = TableRoutes::rest("/api/posts").reconcile_every(Duration::from_millis(10));
+        assert!(too_often.validate("posts").is_err());
+    }
 }

@@ -39,6 +39,10 @@ impl Transport for RestTransport {
             .is_some_and(|routes| routes.bulk.is_some())
     }
 
+    fn reconcile_every(&self, table: &str) -> Option<std::time::Duration> {
+        self.config.tables.get(table)?.reconcile_every
+    }
+
     fn assigns_keys(&self, table: &str) -> bool {
         self.config
             .tables

@@ -11,21 +11,17 @@
 //! It is idempotent: after a crash or an interrupted listing nothing was written, and running
 //! it again starts the listing over.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use tidesync::actors::reconcile::list_server_keys;
 use tidesync::core::hlc::HybridClock;
 use tidesync::core::local::{LocalDb, Schema};
-use tidesync::core::{PullRequest, Transport};
 
 use crate::build;
 use crate::commands::{Ctx, unknown_table};
-use crate::error::{CliError, Exit};
-
-/// Pages walked at most (a feed that never ends is an error, not a hang).
-const MAX_PAGES: usize = 10_000_000;
+use crate::error::CliError;
 
 /// Runs a reconciliation pass.
 pub async fn run(ctx: &Ctx, table: &str, dry_run: bool) -> Result<(), CliError> {
@@ -46,54 +42,15 @@ pub async fn run(ctx: &Ctx, table: &str, dry_run: bool) -> Result<(), CliError> 
     let page_size = loaded.config.sync.page_size.max(1);
 
     let started = Instant::now();
-    let mut keys: HashSet<Vec<u8>> = HashSet::new();
-    let mut cursor = None;
-    let mut pages = 0usize;
-    loop {
-        let page = transport
-            .pull(PullRequest {
-                table: table.to_owned(),
-                cursor: cursor.take(),
-                page_size,
-            })
-            .await
-            .map_err(|e| {
-                CliError::engine(e).hint(
-                    "nothing was deleted: the listing must be complete; run `tidesync doctor` to \
-                     check the pull feed",
-                )
-            })?;
-        pages += 1;
-        for record in &page.records {
-            match spec.remote_key_of(record) {
-                Ok(Some(key)) => {
-                    keys.insert(key.encode());
-                }
-                Ok(None) | Err(_) => {
-                    return Err(CliError::msg(
-                        Exit::Failed,
-                        format!(
-                            "table `{table}`: a listed record has no valid key field `{}`; \
-                             nothing was deleted",
-                            spec.key
-                        ),
-                    ));
-                }
-            }
-        }
-        if !page.has_more {
-            break;
-        }
-        if pages >= MAX_PAGES {
-            return Err(CliError::msg(
-                Exit::Failed,
-                format!(
-                    "table `{table}`: the feed did not end after {pages} pages; nothing was deleted"
-                ),
-            ));
-        }
-        cursor = page.cursor;
-    }
+    // The same listing as the engine's scheduled passes (`reconcile_every`).
+    let (keys, pages) = list_server_keys(&transport, &spec, page_size)
+        .await
+        .map_err(|e| {
+            CliError::engine(e).hint(
+                "nothing was deleted: the listing must be complete; run `tidesync doctor` to \
+                 check the pull feed",
+            )
+        })?;
     let listing = started.elapsed();
     let keys_per_s = if listing.as_secs_f64() > 0.0 {
         keys.len() as f64 / listing.as_secs_f64()

@@ -122,6 +122,20 @@ impl Progress {
                 "pull {table}: {applied} applied ({pages} page{})",
                 if *pages == 1 { "" } else { "s" }
             )),
+            SyncEvent::Reconciled {
+                table,
+                listed,
+                deleted,
+                kept,
+                listing_ms,
+            } => self.say(format!(
+                "reconcile {table}: {listed} server keys listed in {:.1}s; {deleted} deleted \
+                 locally, {kept} kept for their pending change",
+                *listing_ms as f64 / 1000.0
+            )),
+            SyncEvent::PullWarning { table, warning } => {
+                self.say(format!("warning: pull {table}: {warning}"));
+            }
             SyncEvent::PullFailed { table, error } => {
                 self.say(format!("pull {table} failed: {error}"));
             }
@@ -233,6 +247,12 @@ fn describe(report: &SyncReport) -> String {
     if report.conflicts > 0 {
         parts.push(format!("{} conflicts", report.conflicts));
     }
+    if report.reconciled > 0 {
+        parts.push(format!(
+            "{} deleted by reconciliation (gone from the server)",
+            report.reconciled
+        ));
+    }
     parts.join(", ")
 }
 
@@ -328,6 +348,10 @@ pub async fn run(ctx: &Ctx, table: Option<&str>) -> Result<(), CliError> {
     }
     let Some((mut failure, _)) = failure else {
         ctx.out.line(format!("sync ok: {}", describe(&report)));
+        // Converged, with what the configuration should fix (the pages were applied).
+        for reason in &reasons {
+            ctx.out.line(format!("  - {reason}"));
+        }
         return Ok(());
     };
     ctx.out

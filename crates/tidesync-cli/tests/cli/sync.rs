@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tidesync_testkit::server::{FaultFilter, FaultKind, Faults, ReferenceServer, RetryAfter};
+use tidesync_testkit::server::{
+    CollectionConfig, FaultFilter, FaultKind, Faults, ReferenceServer, RetryAfter, TimestampFormat,
+};
 
 use crate::support::{Env, replace};
 
@@ -302,4 +304,139 @@ fn credentials_come_from_the_environment() {
         .output()
         .expect("runs");
     assert_eq!(run.status.code(), Some(1), "{run:?}");
+}
+
+/// The pull warnings of one table in a `sync --json` outcome.
+fn pull_warnings(outcome: &serde_json::Value, table: &str) -> Vec<serde_json::Value> {
+    outcome["report"]["remaining"]["pull_warnings"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|w| w["table"] == table)
+                .map(|w| w["warning"].clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_wrong_timestamp_setting_is_a_visible_warning_in_the_sync_report() {
+    // The server writes `updatedAt` as RFC 3339 text; the sample config reads it as epoch
+    // milliseconds, so no cursor value parses and the checkpoint can never move.
+    let env = Env::with_server(
+        ReferenceServer::builder()
+            .collection(
+                "posts",
+                CollectionConfig::default().timestamps(TimestampFormat::Rfc3339),
+            )
+            .start_background(),
+    );
+    for id in ["a", "b", "c"] {
+        env.server
+            .insert_direct("posts", json!({"id": id, "title": id}))
+            .expect("server insert");
+    }
+
+    let run = env.ok(&["sync", "--table", "posts"]);
+    assert!(run.stdout.contains("sync ok"), "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "warning: pull posts: 3 pulled items whose cursor field `updatedAt` does not parse \
+             as the configured timestamp `epoch_ms`"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("warning: pull posts: 3 new items pulled without moving the checkpoint"),
+        "{run:?}"
+    );
+    // The event, as the progress shows it.
+    assert!(run.stderr.contains("warning: pull posts:"), "{run:?}");
+
+    // Typed in the JSON report; and the next sync reads the same items again.
+    let outcome = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert_eq!(outcome["ok"], true, "{outcome:#}");
+    let warnings = pull_warnings(&outcome, "posts");
+    let unparsed = warnings
+        .iter()
+        .find(|w| w["kind"] == "cursor_unparsed")
+        .unwrap_or_else(|| panic!("no cursor_unparsed warning: {outcome:#}"));
+    assert_eq!(unparsed["field"], "updatedAt");
+    assert_eq!(unparsed["format"], "epoch_ms");
+    assert_eq!(unparsed["items"], 3);
+    assert!(
+        unparsed["example"]
+            .as_str()
+            .is_some_and(|e| e.contains('T')),
+        "the example shows the server's text: {unparsed}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["kind"] == "no_progress" && w["items"] == 3),
+        "{outcome:#}"
+    );
+    assert!(
+        outcome["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|l| l
+                .as_str()
+                .is_some_and(|l| l.starts_with("warning: pull posts:")))),
+        "{outcome:#}"
+    );
+
+    // Fixed: the same pull is clean, and the next one reads nothing again.
+    env.edit(|text| text.replacen("timestamp = \"epoch_ms\"", "timestamp = \"rfc3339\"", 1));
+    let fixed = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert!(pull_warnings(&fixed, "posts").is_empty(), "{fixed:#}");
+    let again = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert!(pull_warnings(&again, "posts").is_empty(), "{again:#}");
+    assert_eq!(again["report"]["applied"], 0, "{again:#}");
+}
+
+#[test]
+fn a_first_sync_over_more_pages_than_max_pages_completes_and_a_later_cut_is_incomplete() {
+    let env = Env::new();
+    // 30 posts in pages of 5 (6 pages) against a budget of 2 pages per cycle; no
+    // `initial_max_pages`, as by default.
+    env.edit(|text| text.replace("page_size = 200", "page_size = 5\nmax_pages = 2"));
+    for n in 0..30 {
+        env.server
+            .insert_direct(
+                "posts",
+                json!({"id": format!("s{n:02}"), "title": "server"}),
+            )
+            .expect("server insert");
+    }
+    let first = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert_eq!(first["outcome"], "converged", "{first:#}");
+    assert_eq!(first["report"]["applied"], 30, "{first:#}");
+    assert_eq!(
+        env.ok(&["scan", "posts", "--json"])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(30)
+    );
+
+    // With a checkpoint, the budget holds: 20 changes take two cycles, and the first says so.
+    for n in 0..20 {
+        env.server
+            .update_direct(
+                "posts",
+                format!("s{n:02}").as_str(),
+                json!({"title": "edited"}),
+            )
+            .expect("server update");
+    }
+    let cut = env.run(&["sync", "--table", "posts"]);
+    assert_eq!(cut.code, 5, "incomplete: {cut:?}");
+    assert!(
+        cut.stdout
+            .contains("incomplete pull: posts stopped at the page budget"),
+        "{cut:?}"
+    );
+    let rest = env.ok(&["sync", "--table", "posts", "--json"]).json();
+    assert_eq!(rest["outcome"], "converged", "{rest:#}");
 }

@@ -71,6 +71,12 @@ pub const META_EPOCH: &[u8] = b"leader_epoch";
 /// written before they existed get them rebuilt once).
 pub const META_STATE_INDEXES: &[u8] = b"outbox_state_indexes";
 
+/// Meta key of when `table`'s last hard-delete reconciliation listed the server (wall-clock
+/// ms, 8 bytes big-endian).
+pub fn meta_reconciled(table: &str) -> Vec<u8> {
+    format!("reconciled/{table}").into_bytes()
+}
+
 /// Meta key of the queue depth of `table`.
 pub fn meta_depth(table: &str) -> Vec<u8> {
     format!("depth/{table}").into_bytes()

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::ops::Bound;
 
 use super::{Change, LocalDb, RemoteMeta, layout};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::Key;
-use crate::store::WriteTxn;
+use crate::store::{ReadTxn, WriteTxn};
 
 /// Local keys read per range scan.
 const SCAN_BATCH: usize = 1024;
@@ -32,6 +32,30 @@ pub struct Reconciled {
 }
 
 impl LocalDb {
+    /// When `table`'s last completed reconciliation began listing the server (wall-clock
+    /// ms); `None` if it never ran (see [`LocalDb::set_reconciled_at`]).
+    pub fn reconciled_at(&self, txn: &dyn ReadTxn, table: &str) -> Result<Option<u64>> {
+        let Some(bytes) = txn.get(layout::META, &layout::meta_reconciled(table))? else {
+            return Ok(None);
+        };
+        let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            Error::internal("corrupt reconciliation time in the meta keyspace").table(table)
+        })?;
+        Ok(Some(u64::from_be_bytes(raw)))
+    }
+
+    /// Records that a reconciliation of `table` completed, listing from `at_ms` on: written
+    /// in the transaction that applies its deletes, so a crash before that leaves the pass
+    /// due again (it starts its listing over; nothing was written).
+    pub fn set_reconciled_at(&self, txn: &mut dyn WriteTxn, table: &str, at_ms: u64) -> Result<()> {
+        self.schema.table(table)?;
+        txn.put(
+            layout::META,
+            &layout::meta_reconciled(table),
+            &at_ms.to_be_bytes(),
+        )
+    }
+
     /// Compares `table`'s local records with `server_keys` (every key the server lists, each
     /// [`Key::encode`]d) and deletes locally, as a pulled delete, every record the server no
     /// longer has and that has neither a pending outbox entry nor a parked conflict. Nothing is
@@ -161,6 +185,11 @@ mod tests {
             outbox_before
         );
         assert_eq!(db.checkpoint(&txn, "posts")?, Some(json!({ "at": 5 })));
+
+        assert_eq!(db.reconciled_at(&txn, "posts")?, None);
+        db.set_reconciled_at(&mut txn, "posts", 1_234)?;
+        assert_eq!(db.reconciled_at(&txn, "posts")?, Some(1_234));
+        assert!(db.set_reconciled_at(&mut txn, "nope", 1).is_err());
         Ok(())
     }
 }

@@ -54,6 +54,7 @@ fn page() -> PullPage {
         has_more: false,
         server_time_ms: None,
         total: None,
+        warnings: Vec::new(),
     }
 }
 

@@ -504,6 +504,7 @@ impl Transport for ChannelTransport {
             has_more: page["hasMore"].as_bool().ok_or_else(undecodable)?,
             server_time_ms: None,
             total: None,
+            warnings: Vec::new(),
         })
     }
 
