@@ -67,6 +67,11 @@ impl LocalDb {
             // its change is past the cursor and the next pull brings the record back.
             // Edits queued behind the write take the usual path instead: the answer becomes
             // their base and they meet the delete on the server, as a conflict.
+            tracing::debug!(
+                table = %entry.table,
+                key = %entry.key,
+                "the server deleted the record after this acknowledged write: the delete applies"
+            );
             self.set_base(txn, &entry.table, &entry.key, None)?;
             if let Some(local) = self.get(&*txn, &entry.table, &entry.key)? {
                 self.write_record(txn, &spec, &entry.key, Some(&local), None)?;

@@ -453,6 +453,13 @@ impl LocalDb {
                         .table(reference.table.clone())
                         .key(&target)
                 })?;
+            tracing::debug!(
+                table = %spec.name,
+                field = %reference.field,
+                from = %target,
+                to = %new_key,
+                "a reference to a remapped key follows the remap"
+            );
             record.insert(reference.field.clone(), new_key.to_json());
         }
         Ok(())
