@@ -10,4 +10,5 @@ mod push_pull;
 mod quarantine;
 mod seed_scenarios;
 mod support;
+mod unchecked_servers;
 mod write_shapes;

@@ -271,6 +271,90 @@ impl RestTransport {
         headers
     }
 
+    /// Fetch before write (`conflict_detection`): reads the server's current record of an
+    /// update or delete based on a known version and compares the versions. `Ok(None)`: send
+    /// the write; `Ok(Some(outcome))`: settled without writing (a delete of a record that is
+    /// gone already); `Err` with kind `Conflict`: the record changed on the server since the
+    /// base (the error carries the server's record when it is live).
+    pub(crate) async fn check_before_write(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+    ) -> Result<Option<PushOutcome>> {
+        let Some(base) = req.base_version.as_deref() else {
+            return Ok(None); // nothing agreed to compare with (a create, an upsert)
+        };
+        if !routes.conflict_detection.fetches_before_write() || req.op == Op::Create {
+            return Ok(None);
+        }
+        let fetched = self
+            .fetch_one(&req.table, &req.key)
+            .await
+            .map_err(|e| e.key(&req.key))?;
+        let Some(fetched) = fetched else {
+            if req.op == Op::Delete {
+                tracing::debug!(table = %req.table, key = %req.key, "fetch before delete: already gone");
+                return Ok(Some(PushOutcome::default()));
+            }
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "fetch before write: the record was deleted on the server",
+            )
+            .table(req.table.clone())
+            .key(&req.key));
+        };
+        let current = fetched.version.as_deref().map(|v| v.trim_matches('"'));
+        if current == Some(base.trim_matches('"')) {
+            return Ok(None);
+        }
+        if req.op == Op::Update && self.shows_write(routes, req, &fetched.record) {
+            // Our own earlier attempt, whose answer was lost: the write is sent again (the
+            // server replays it or writes the same values).
+            tracing::debug!(table = %req.table, key = %req.key, "fetch before write: the server shows this write already");
+            return Ok(None);
+        }
+        tracing::debug!(
+            table = %req.table,
+            key = %req.key,
+            base,
+            current = current.unwrap_or("none"),
+            "fetch before write: the record changed on the server since the base"
+        );
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "fetch before write: the server's version is `{}`, the edit was based on `{base}`",
+                current.unwrap_or("none")
+            ),
+        )
+        .table(req.table.clone())
+        .key(&req.key)
+        .remote(fetched.record))
+    }
+
+    /// Whether `remote` already holds every value an update writes (server-owned fields
+    /// aside: the version, the pull cursor field, local-only fields).
+    fn shows_write(&self, routes: &TableRoutes, req: &PushRequest, remote: &Record) -> bool {
+        let Some(record) = &req.record else {
+            return false;
+        };
+        let cursor = routes.pull.as_ref().and_then(|f| f.cursor_field.as_deref());
+        let skip = |field: &str| {
+            Some(field) == routes.version.field.as_deref()
+                || Some(field) == cursor
+                || routes.local_only.iter().any(|f| f == field)
+        };
+        let fields: Vec<&String> = if req.changed.is_empty() {
+            record.keys().collect()
+        } else {
+            req.changed.iter().collect()
+        };
+        fields.into_iter().filter(|f| !skip(f)).all(|f| {
+            record.get(f.as_str()).unwrap_or(&Value::Null)
+                == remote.get(f.as_str()).unwrap_or(&Value::Null)
+        })
+    }
+
     /// One push.
     pub(crate) async fn push_one(&self, req: &PushRequest) -> Result<PushOutcome> {
         let routes = self.routes(&req.table)?;
@@ -279,6 +363,9 @@ impl RestTransport {
                 .table(req.table.clone())
                 .key(&req.key)
         })?;
+        if let Some(settled) = self.check_before_write(routes, req).await? {
+            return Ok(settled);
+        }
         let url = self.write_url(routes, route, req)?;
         let body = self.route_body(routes, route, req)?;
         let out = Outgoing {
@@ -487,11 +574,50 @@ impl RestTransport {
         Ok(())
     }
 
-    /// Several pushes through the bulk endpoint.
+    /// Several pushes through the bulk endpoint (after the fetch before write, when the
+    /// table asks for it: what that settles is not sent).
     pub(crate) async fn push_bulk(
         &self,
         requests: &[PushRequest],
     ) -> Result<Vec<Result<PushOutcome>>> {
+        let fetches = requests.first().is_some_and(|first| {
+            self.routes(&first.table)
+                .is_ok_and(|r| r.conflict_detection.fetches_before_write())
+        });
+        if !fetches {
+            return self.send_bulk(requests).await;
+        }
+        let mut settled: Vec<Option<Result<PushOutcome>>> = Vec::with_capacity(requests.len());
+        let mut to_send = Vec::new();
+        for req in requests {
+            let routes = self.routes(&req.table)?;
+            match self.check_before_write(routes, req).await {
+                Ok(None) => {
+                    settled.push(None);
+                    to_send.push(req.clone());
+                }
+                Ok(Some(outcome)) => settled.push(Some(Ok(outcome))),
+                Err(err) => settled.push(Some(Err(err))),
+            }
+        }
+        let mut sent = if to_send.is_empty() {
+            Vec::new()
+        } else {
+            self.send_bulk(&to_send).await?
+        }
+        .into_iter();
+        settled
+            .into_iter()
+            .map(|early| {
+                early.or_else(|| sent.next()).ok_or_else(|| {
+                    Error::internal("the bulk answer has fewer results than requests")
+                })
+            })
+            .collect()
+    }
+
+    /// Sends requests through the bulk endpoint, one result per request, in order.
+    async fn send_bulk(&self, requests: &[PushRequest]) -> Result<Vec<Result<PushOutcome>>> {
         let Some(first) = requests.first() else {
             return Ok(Vec::new());
         };

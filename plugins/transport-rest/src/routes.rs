@@ -512,6 +512,58 @@ pub struct Versioning {
     pub etag: bool,
 }
 
+/// How conflicts are found for a table, for servers that check nothing.
+///
+/// The default, `server`, trusts the server to refuse a write based on a stale version (a 409,
+/// a 412 or an answer rule). Most simple CRUD APIs refuse nothing: the last write wins there,
+/// silently. The other modes find the conflicts on the client side, each with a race window
+/// (a remote edit inside it is still overwritten):
+///
+/// - `pull_first`: a sync cycle pulls the table before it pushes it, so pending local edits
+///   meet the remote changes on the pull path, where the table's conflict strategy decides.
+///   Window: from the pull of the record to the push of the local edit (one cycle's push
+///   phase). Costs one extra pull per cycle that pushes.
+/// - `fetch_before_write`: before each update or delete of a record with a base version, the
+///   fetch route reads the server's current record; a version that differs from the base is a
+///   conflict (unless the server already shows exactly what the write sends: the echo of an
+///   earlier attempt whose answer was lost), resolved like a refused write. Window: one round
+///   trip (the fetch to the write). Costs one GET per update and delete. Needs a fetch route
+///   and a version (`version.field` or `version.etag`); a server that only stamps an update
+///   time can use that field as its version.
+/// - `both`: both of the above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictDetection {
+    /// The server refuses stale writes (the default).
+    #[default]
+    Server,
+    /// Pull the table before pushing it in every cycle.
+    PullFirst,
+    /// Fetch the server's record before each update and delete and compare its version.
+    FetchBeforeWrite,
+    /// `pull_first` and `fetch_before_write`.
+    Both,
+}
+
+impl ConflictDetection {
+    /// Whether cycles pull the table before pushing it.
+    pub fn pulls_first(self) -> bool {
+        matches!(self, ConflictDetection::PullFirst | ConflictDetection::Both)
+    }
+
+    /// Whether updates and deletes fetch the server's record first.
+    pub fn fetches_before_write(self) -> bool {
+        matches!(
+            self,
+            ConflictDetection::FetchBeforeWrite | ConflictDetection::Both
+        )
+    }
+}
+
+fn is_default_detection(d: &ConflictDetection) -> bool {
+    *d == ConflictDetection::Server
+}
+
 /// All routes of one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -560,6 +612,11 @@ pub struct TableRoutes {
     /// candidate must be an object with the key field. Default `["/current", "/data", ""]`.
     #[serde(default = "default_conflict_record")]
     pub conflict_record: Vec<Pointer>,
+    /// How conflicts are found: `server` (default: the server refuses stale writes),
+    /// `pull_first`, `fetch_before_write` or `both`, for servers that check nothing (see
+    /// [`ConflictDetection`]).
+    #[serde(default, skip_serializing_if = "is_default_detection")]
+    pub conflict_detection: ConflictDetection,
 }
 
 fn default_key() -> String {
@@ -591,6 +648,7 @@ impl Default for TableRoutes {
             pull: None,
             version: Versioning::default(),
             conflict_record: default_conflict_record(),
+            conflict_detection: ConflictDetection::default(),
         }
     }
 }
@@ -726,6 +784,12 @@ impl TableRoutes {
         self
     }
 
+    /// How conflicts are found on this table's server (see [`ConflictDetection`]).
+    pub fn conflict_detection(mut self, detection: ConflictDetection) -> Self {
+        self.conflict_detection = detection;
+        self
+    }
+
     pub(crate) fn route(&self, op: Op) -> Option<&WriteRoute> {
         match op {
             Op::Create => self.create.as_ref(),
@@ -850,6 +914,27 @@ impl TableRoutes {
         }
         if self.version.field.as_deref() == Some("") {
             return Err(cfg("version.field is empty".into()));
+        }
+        if self.conflict_detection.fetches_before_write() {
+            if self.fetch.is_none() {
+                return Err(cfg(
+                    "conflict_detection: fetching before a write needs a fetch route".into(),
+                )
+                .field("fetch"));
+            }
+            if self.version.field.is_none() && !self.version.etag {
+                return Err(cfg(
+                    "conflict_detection: fetching before a write compares versions: set \
+                     version.field (an update time will do) or version.etag"
+                        .into(),
+                )
+                .field("version"));
+            }
+        }
+        if self.conflict_detection.pulls_first() && self.pull.is_none() {
+            return Err(
+                cfg("conflict_detection: pulling first needs a pull route".into()).field("pull"),
+            );
         }
         Ok(())
     }

@@ -61,6 +61,13 @@ impl Transport for RestTransport {
         i64::try_from(ns / 1_000_000).ok()
     }
 
+    fn pull_before_push(&self, table: &str) -> bool {
+        self.config
+            .tables
+            .get(table)
+            .is_some_and(|routes| routes.conflict_detection.pulls_first())
+    }
+
     fn version_of(&self, table: &str, record: &Record) -> Option<String> {
         let field = self.config.tables.get(table)?.version.field.as_ref()?;
         match record.get(field)? {
