@@ -5,7 +5,7 @@
 //! pull path) or `fetch_before_write` (the current record is fetched before each update and
 //! delete and its version compared with the base: the push path). Every strategy then gives
 //! its promised outcome, whichever of the two edits came first, and one more cycle sends
-//! nothing.
+//! nothing. The routes are recipe 11 of `docs/rest-routes.md`, parsed from the doc.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tidesync::{Engine, EngineBuilder, MemoryStore, TableSpec};
 use tidesync_conflict_merge::FieldMerge;
 use tidesync_conflict_policies::{ClientWins, LastWriteWins, ParkForApp, ServerWins};
 use tidesync_testkit::server::{CollectionConfig, Concurrency, ReferenceServer};
-use tidesync_transport_rest::{ConflictDetection, RestTransport, TableRoutes};
+use tidesync_transport_rest::{ConflictDetection, RestConfig, RestTransport};
 
 use crate::support::settings;
 
@@ -52,11 +52,32 @@ async fn unchecked_server() -> ReferenceServer {
         .await
 }
 
+const DOC: &str = include_str!("../../docs/rest-routes.md");
+
+/// Recipe 11 of `docs/rest-routes.md`, with the detection under test.
+fn recipe(detection: ConflictDetection) -> RestConfig {
+    let section = DOC
+        .split("\n## ")
+        .find(|s| s.starts_with("11. A server that checks nothing"))
+        .expect("recipe 11 in docs/rest-routes.md");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("its TOML block");
+    let mut config: RestConfig = toml::from_str(block).expect("recipe 11 parses");
+    if let Some(posts) = config.tables.get_mut("posts") {
+        assert_eq!(posts.conflict_detection, ConflictDetection::PullFirst);
+        posts.conflict_detection = detection;
+    }
+    config
+}
+
 fn engine(server: &ReferenceServer, detection: ConflictDetection, strategy: Strategy) -> Engine {
-    let routes = TableRoutes::reference_server("posts").conflict_detection(detection);
-    let transport = RestTransport::builder(server.url())
+    let mut config = recipe(detection);
+    config.base_url = server.url().to_owned();
+    let transport = RestTransport::from_config(config)
         .request_timeout(Duration::from_secs(2))
-        .table("posts", routes)
         .build()
         .expect("transport");
     let builder = Engine::builder()

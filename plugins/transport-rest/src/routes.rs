@@ -403,12 +403,52 @@ impl FetchRoute {
     }
 }
 
+/// The body shape of a bulk endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkFormat {
+    /// Operations with their own status each (the default): `{"ops": [{"op", "id", "record",
+    /// "idempotencyKey"}, ..]}` answered with `{"results": [{"status", "record"}, ..]}`.
+    #[default]
+    Ops,
+    /// Plain records, as most bulk APIs take them (PostgREST's array insert, NocoDB's bulk
+    /// routes): `{"<ops_field>": [{..record..}, ..]}` (a bare array when `ops_field` is `""`;
+    /// a delete sends only each record's key field). One request per operation kind, through
+    /// the table's `bulk_create` / `bulk_update` / `bulk_delete` routes. The answer holds the
+    /// written records (or only their keys, or ids) at `results`, matched back to the entries
+    /// by position or by key (`match_by`); an empty answer acknowledges every entry. The whole
+    /// request succeeds or fails: a refusal is every entry's.
+    Rows,
+}
+
+/// How the results of a `rows` bulk answer are matched back to the entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkMatch {
+    /// The n-th result is the n-th record sent (the default).
+    #[default]
+    Position,
+    /// By the key field of each result (creates of server-id tables match by position). An
+    /// update missing from the answer matched nothing on the server (a conflict: the record is
+    /// gone), a delete missing from it was gone already.
+    Key,
+}
+
+fn is_default_format(f: &BulkFormat) -> bool {
+    *f == BulkFormat::Ops
+}
+
+fn is_default_match(m: &BulkMatch) -> bool {
+    *m == BulkMatch::Position
+}
+
 /// A bulk endpoint taking several operations in one request.
 ///
-/// Request: `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>, "record": {..},
-/// "idempotencyKey": ".."}, ..]}`. Response: an array at `results` with one item per operation,
-/// in order: `{"status": <http status>, "record": {..}}` on success, `{"status": 409, "current":
-/// {..}}` on conflict. Field names are configurable.
+/// Format `ops` (default): `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>,
+/// "record": {..}, "idempotencyKey": ".."}, ..]}`. Response: an array at `results` with one
+/// item per operation, in order: `{"status": <http status>, "record": {..}}` on success,
+/// `{"status": 409, "current": {..}}` on conflict. Field names are configurable. Format
+/// `rows`: plain records, see [`BulkFormat::Rows`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRoute {
@@ -432,6 +472,12 @@ pub struct BulkRoute {
     /// Extra headers.
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
+    /// The body shape: `ops` (default) or `rows` (plain records).
+    #[serde(default, skip_serializing_if = "is_default_format")]
+    pub format: BulkFormat,
+    /// `rows` format: how results are matched back to entries (`position` or `key`).
+    #[serde(default, skip_serializing_if = "is_default_match")]
+    pub match_by: BulkMatch,
 }
 
 fn default_post() -> Method {
@@ -461,7 +507,33 @@ impl BulkRoute {
             status_field: default_status(),
             record: default_result_record(),
             headers: Headers::default(),
+            format: BulkFormat::Ops,
+            match_by: BulkMatch::Position,
         }
+    }
+
+    /// A `rows` bulk route (plain records under `rows_field`, `""` for a bare array) with
+    /// `method`; results are read at `results` (e.g. `/rows`, `""` for a bare array).
+    pub fn rows(method: Method, url: &str, rows_field: &str, results: &str) -> Self {
+        BulkRoute {
+            method,
+            ops_field: rows_field.to_owned(),
+            results: pointer::lenient(results),
+            format: BulkFormat::Rows,
+            ..BulkRoute::post(url)
+        }
+    }
+
+    /// Matches `rows` results back to entries by key (default: by position).
+    pub fn match_by_key(mut self) -> Self {
+        self.match_by = BulkMatch::Key;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
     }
 
     /// Name of the operations array in the request.
@@ -599,9 +671,18 @@ pub struct TableRoutes {
     /// Fetch-one route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchRoute>,
-    /// Bulk route.
+    /// Bulk route (every operation kind in one request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk: Option<BulkRoute>,
+    /// Bulk route for creates only (taken before `bulk` for creates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_create: Option<BulkRoute>,
+    /// Bulk route for updates only (taken before `bulk` for updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_update: Option<BulkRoute>,
+    /// Bulk route for deletes only (taken before `bulk` for deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_delete: Option<BulkRoute>,
     /// Pull (change feed) route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<Feed>,
@@ -645,6 +726,9 @@ impl Default for TableRoutes {
             delete_not_found_ok: true,
             fetch: None,
             bulk: None,
+            bulk_create: None,
+            bulk_update: None,
+            bulk_delete: None,
             pull: None,
             version: Versioning::default(),
             conflict_record: default_conflict_record(),
@@ -752,6 +836,34 @@ impl TableRoutes {
     pub fn bulk(mut self, route: BulkRoute) -> Self {
         self.bulk = Some(route);
         self
+    }
+
+    /// Sets the bulk route for one operation kind (`rows` format, typically).
+    pub fn bulk_for(mut self, op: Op, route: BulkRoute) -> Self {
+        match op {
+            Op::Create => self.bulk_create = Some(route),
+            Op::Update => self.bulk_update = Some(route),
+            Op::Delete => self.bulk_delete = Some(route),
+        }
+        self
+    }
+
+    /// The bulk route that sends `op`: its own, else the mixed one.
+    pub(crate) fn bulk_route(&self, op: Op) -> Option<&BulkRoute> {
+        match op {
+            Op::Create => self.bulk_create.as_ref(),
+            Op::Update => self.bulk_update.as_ref(),
+            Op::Delete => self.bulk_delete.as_ref(),
+        }
+        .or(self.bulk.as_ref())
+    }
+
+    /// Whether any bulk route is configured.
+    pub fn has_bulk(&self) -> bool {
+        self.bulk.is_some()
+            || self.bulk_create.is_some()
+            || self.bulk_update.is_some()
+            || self.bulk_delete.is_some()
     }
 
     /// Sets the pull feed.
@@ -897,13 +1009,40 @@ impl TableRoutes {
                 pointer::check(p).map_err(|e| cfg(format!("fetch route: response: {e}")))?;
             }
         }
-        if let Some(bulk) = &self.bulk {
-            check_template(table, "bulk route", "url", &bulk.url, |_| false)?;
-            bulk.headers.validate(table, "bulk route")?;
-            pointer::check(&bulk.results).map_err(|e| cfg(format!("bulk route: results: {e}")))?;
-            pointer::check(&bulk.record).map_err(|e| cfg(format!("bulk route: record: {e}")))?;
-            if bulk.ops_field.is_empty() || bulk.status_field.is_empty() {
-                return Err(cfg("bulk route: empty field name".into()));
+        for (at, bulk) in [
+            ("bulk route", &self.bulk),
+            ("bulk_create route", &self.bulk_create),
+            ("bulk_update route", &self.bulk_update),
+            ("bulk_delete route", &self.bulk_delete),
+        ] {
+            let Some(bulk) = bulk else { continue };
+            check_template(table, at, "url", &bulk.url, |_| false)?;
+            bulk.headers.validate(table, at)?;
+            pointer::check(&bulk.results).map_err(|e| cfg(format!("{at}: results: {e}")))?;
+            pointer::check(&bulk.record).map_err(|e| cfg(format!("{at}: record: {e}")))?;
+            let rows = bulk.format == BulkFormat::Rows;
+            if (bulk.ops_field.is_empty() && !rows) || bulk.status_field.is_empty() {
+                return Err(cfg(format!("{at}: empty field name")));
+            }
+            if rows && at == "bulk route" {
+                return Err(cfg(
+                    "bulk route: format `rows` sends one kind of operation per request: use \
+                     bulk_create, bulk_update and bulk_delete"
+                        .into(),
+                )
+                .field("format"));
+            }
+            if rows
+                && bulk.match_by == BulkMatch::Key
+                && at == "bulk_create route"
+                && self.server_ids
+            {
+                return Err(cfg(
+                    "bulk_create route: with `server_ids` the answer's keys are new: match \
+                     results by position"
+                        .into(),
+                )
+                .field("match_by"));
             }
         }
         if let Some(feed) = &self.pull {

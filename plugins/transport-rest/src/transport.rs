@@ -7,6 +7,7 @@ use tidesync_core::{
 };
 
 use crate::client::RestTransport;
+use crate::routes::TableRoutes;
 
 #[async_trait]
 impl Transport for RestTransport {
@@ -22,7 +23,7 @@ impl Transport for RestTransport {
         self.config
             .tables
             .get(table)
-            .is_some_and(|routes| routes.bulk.is_some())
+            .is_some_and(TableRoutes::has_bulk)
     }
 
     fn assigns_keys(&self, table: &str) -> bool {
