@@ -12,4 +12,5 @@ mod reconcile;
 mod schema_remote;
 mod seed_scenarios;
 mod support;
+mod unchecked_servers;
 mod write_shapes;

@@ -1,4 +1,5 @@
-//! The Scheduler actor: decides when to sync, runs one cycle (push, then pull) at a time, and
+//! The Scheduler actor: decides when to sync, runs one cycle (push, then pull; tables whose
+//! transport asks for it are pulled before the push) at a time, and
 //! keeps the engine's lifecycle: start/stop, pause/resume, online/offline, leadership.
 //!
 //! Manual calls (`sync`, `push`, `pull`, `sync_table`) obey the same guards as automatic
@@ -771,7 +772,8 @@ impl SchedulerActor {
     }
 }
 
-/// One cycle: push, then pull each table. Returns the outcome and whether the server looked
+/// One cycle: pull the tables that ask to be pulled first, push, then pull each other table.
+/// Returns the outcome and whether the server looked
 /// unreachable (for offline detection).
 async fn cycle(
     began: Arc<AtomicBool>,
@@ -792,11 +794,52 @@ async fn cycle(
     let mut network_down = false;
     let tables: Option<Vec<String>> = scope.tables.as_ref().map(|t| t.iter().cloned().collect());
 
-    if scope.push {
+    let mut remaining = Remaining::default();
+    let paused = sh.state.paused_tables();
+    let pullable: Vec<String> = sh
+        .db
+        .schema()
+        .tables()
+        .filter(|s| s.pull && !paused.contains(&s.name))
+        .filter(|s| tables.as_ref().is_none_or(|only| only.contains(&s.name)))
+        .map(|s| s.name.clone())
+        .collect();
+    // Tables whose server checks nothing may ask to be pulled before they are pushed
+    // (`Transport::pull_before_push`): their pending edits then meet remote changes on the
+    // pull path, where the resolver decides, before they go out. A push never skips that.
+    let (pull_first, pull_after): (Vec<String>, Vec<String>) = if scope.push {
+        pullable
+            .into_iter()
+            .partition(|table| sh.transport.pull_before_push(table))
+    } else {
+        (Vec::new(), pullable)
+    };
+    let mut phase = PullPhase {
+        report: &mut report,
+        remaining: &mut remaining,
+        failure: &mut failure,
+        network_down: &mut network_down,
+    };
+    let first_failed = pull_phase(&sh, &puller, pull_first, &mut phase).await;
+    if scope.push && !network_down {
+        // A table whose pull-first pull failed is not pushed in this cycle.
+        let push_tables = if first_failed.is_empty() {
+            tables.clone()
+        } else {
+            Some(
+                sh.db
+                    .schema()
+                    .tables()
+                    .map(|s| s.name.clone())
+                    .filter(|t| tables.as_ref().is_none_or(|only| only.contains(t)))
+                    .filter(|t| !first_failed.contains(t))
+                    .collect(),
+            )
+        };
         sh.events.emit(SyncEvent::PushStarted);
         match pusher
             .send(PushNow {
-                tables: tables.clone(),
+                tables: push_tables,
             })
             .await
         {
@@ -820,116 +863,23 @@ async fn cycle(
                     push_failure = Some(Error::new(kind, format!("push: {message}")));
                 }
             }
-            Ok(Err(err)) => failure = Some(err),
-            Err(_) => failure = Some(Error::new(ErrorKind::Closed, "the pusher stopped")),
-        }
-    }
-    let mut remaining = Remaining::default();
-
-    if scope.pull && !network_down {
-        let paused = sh.state.paused_tables();
-        let pull_tables: Vec<String> = sh
-            .db
-            .schema()
-            .tables()
-            .filter(|s| s.pull && !paused.contains(&s.name))
-            .filter(|s| tables.as_ref().is_none_or(|only| only.contains(&s.name)))
-            .map(|s| s.name.clone())
-            .collect();
-        for table in pull_tables {
-            sh.events.emit(SyncEvent::PullStarted {
-                table: table.clone(),
-            });
-            match puller
-                .send(PullNow {
-                    table: table.clone(),
-                })
-                .await
-            {
-                Ok(Ok(pull)) => {
-                    if pull.more {
-                        remaining.pulls_cut_at_budget.push(table.clone());
-                    }
-                    if pull.deferred {
-                        remaining.pulls_deferred.push(table.clone());
-                    }
-                    remaining
-                        .pull_warnings
-                        .extend(pull.warnings.iter().map(|warning| TablePullWarning {
-                            table: table.clone(),
-                            warning: warning.clone(),
-                        }));
-                    report.pull_retries += pull.retries;
-                    report.pages += pull.pages;
-                    report.applied += pull.applied;
-                    report.conflicts += pull.conflicts;
-                    report.tables_pulled.push(table.clone());
-                    sh.events.emit(SyncEvent::PullCompleted {
-                        table: table.clone(),
-                        pages: pull.pages,
-                        applied: pull.applied,
-                    });
-                    // Hard deletes, when the table's interval says so: only after a pull
-                    // that ran to its end (the listing is compared with a complete table).
-                    if !pull.more && !pull.deferred {
-                        let reconciled = puller
-                            .send(ReconcileIfDue {
-                                table: table.clone(),
-                            })
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Error::new(ErrorKind::Closed, "the puller stopped"))
-                            });
-                        match reconciled {
-                            Ok(done) => {
-                                report.reconciled +=
-                                    done.map_or(0, |done| done.deleted.len() as u64);
-                            }
-                            Err(err) => {
-                                let err = Error::new(
-                                    err.kind(),
-                                    format!("hard-delete reconciliation: {err}"),
-                                )
-                                .table(&table);
-                                remaining.pulls_failed.push(table.clone());
-                                sh.events.emit(SyncEvent::PullFailed {
-                                    table,
-                                    error: err.to_string(),
-                                });
-                                failure.get_or_insert(err);
-                            }
-                        }
-                    }
-                }
-                Ok(Err(err)) => {
-                    remaining.pulls_failed.push(table.clone());
-                    if err.kind() == ErrorKind::UpgradeRequired
-                        && !sh.state.upgrade_required.swap(true, Ordering::SeqCst)
-                    {
-                        sh.events.emit(SyncEvent::UpgradeRequired {
-                            table: table.clone(),
-                        });
-                    }
-                    sh.events.emit(SyncEvent::PullFailed {
-                        table: table.clone(),
-                        error: err.to_string(),
-                    });
-                    let unreachable = matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout);
-                    if unreachable {
-                        network_down =
-                            err.was_unsent() || (report.pushed == 0 && report.pages == 0);
-                    }
-                    failure.get_or_insert(err);
-                    if unreachable {
-                        break; // the other tables would only wait for the same timeout
-                    }
-                }
-                Err(_) => {
-                    failure.get_or_insert(Error::new(ErrorKind::Closed, "the puller stopped"));
-                    break;
-                }
+            Ok(Err(err)) => {
+                failure.get_or_insert(err);
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::new(ErrorKind::Closed, "the pusher stopped"));
             }
         }
+    }
+
+    if scope.pull && !network_down {
+        let mut phase = PullPhase {
+            report: &mut report,
+            remaining: &mut remaining,
+            failure: &mut failure,
+            network_down: &mut network_down,
+        };
+        pull_phase(&sh, &puller, pull_after, &mut phase).await;
     }
 
     // What remains, and why: the honest outcome of the cycle.
@@ -984,6 +934,125 @@ async fn cycle(
             (Err(err), network_down)
         }
     }
+}
+
+/// What a cycle's pull phases add to.
+struct PullPhase<'a> {
+    report: &'a mut SyncReport,
+    remaining: &'a mut Remaining,
+    failure: &'a mut Option<Error>,
+    network_down: &'a mut bool,
+}
+
+/// Pulls `pull_tables` one after the other; returns the tables whose pull failed.
+async fn pull_phase(
+    sh: &SyncShared,
+    puller: &Addr<PullerActor>,
+    pull_tables: Vec<String>,
+    phase: &mut PullPhase<'_>,
+) -> Vec<String> {
+    let PullPhase {
+        report,
+        remaining,
+        failure,
+        network_down,
+    } = phase;
+    let mut failed = Vec::new();
+    for table in pull_tables {
+        sh.events.emit(SyncEvent::PullStarted {
+            table: table.clone(),
+        });
+        match puller
+            .send(PullNow {
+                table: table.clone(),
+            })
+            .await
+        {
+            Ok(Ok(pull)) => {
+                if pull.more {
+                    remaining.pulls_cut_at_budget.push(table.clone());
+                }
+                if pull.deferred {
+                    remaining.pulls_deferred.push(table.clone());
+                }
+                remaining
+                    .pull_warnings
+                    .extend(pull.warnings.iter().map(|warning| TablePullWarning {
+                        table: table.clone(),
+                        warning: warning.clone(),
+                    }));
+                report.pull_retries += pull.retries;
+                report.pages += pull.pages;
+                report.applied += pull.applied;
+                report.conflicts += pull.conflicts;
+                report.tables_pulled.push(table.clone());
+                sh.events.emit(SyncEvent::PullCompleted {
+                    table: table.clone(),
+                    pages: pull.pages,
+                    applied: pull.applied,
+                });
+                // Hard deletes, when the table's interval says so: only after a pull that ran
+                // to its end (the listing is compared with a complete table).
+                if !pull.more && !pull.deferred {
+                    let reconciled = puller
+                        .send(ReconcileIfDue {
+                            table: table.clone(),
+                        })
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::new(ErrorKind::Closed, "the puller stopped"))
+                        });
+                    match reconciled {
+                        Ok(done) => {
+                            report.reconciled += done.map_or(0, |done| done.deleted.len() as u64);
+                        }
+                        Err(err) => {
+                            let err = Error::new(
+                                err.kind(),
+                                format!("hard-delete reconciliation: {err}"),
+                            )
+                            .table(&table);
+                            remaining.pulls_failed.push(table.clone());
+                            failed.push(table.clone());
+                            sh.events.emit(SyncEvent::PullFailed {
+                                table,
+                                error: err.to_string(),
+                            });
+                            failure.get_or_insert(err);
+                        }
+                    }
+                }
+            }
+            Ok(Err(err)) => {
+                remaining.pulls_failed.push(table.clone());
+                failed.push(table.clone());
+                if err.kind() == ErrorKind::UpgradeRequired
+                    && !sh.state.upgrade_required.swap(true, Ordering::SeqCst)
+                {
+                    sh.events.emit(SyncEvent::UpgradeRequired {
+                        table: table.clone(),
+                    });
+                }
+                sh.events.emit(SyncEvent::PullFailed {
+                    table: table.clone(),
+                    error: err.to_string(),
+                });
+                let unreachable = matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout);
+                if unreachable {
+                    **network_down = err.was_unsent() || (report.pushed == 0 && report.pages == 0);
+                }
+                failure.get_or_insert(err);
+                if unreachable {
+                    break; // the other tables would only wait for the same timeout
+                }
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::new(ErrorKind::Closed, "the puller stopped"));
+                break;
+            }
+        }
+    }
+    failed
 }
 
 /// How many outbox entries the end-of-cycle summary reads at most (the total stays exact).

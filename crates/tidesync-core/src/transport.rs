@@ -253,4 +253,12 @@ pub trait Transport: Send + Sync + 'static {
     fn live(&self) -> Option<std::sync::Arc<dyn crate::live::LiveChannel>> {
         None
     }
+
+    /// Whether a sync cycle pulls `table` before it pushes it (default: push, then pull).
+    /// For servers that refuse no stale write: pending local edits then meet the remote
+    /// changes on the pull path, where the table's conflict strategy decides, before they go
+    /// out. What changes on the server between that pull and the push is still overwritten.
+    fn pull_before_push(&self, _table: &str) -> bool {
+        false
+    }
 }

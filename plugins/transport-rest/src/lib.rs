@@ -28,8 +28,8 @@ pub use probe::{FeedProbe, ProbeResponse};
 pub use pull::link_next;
 pub use query::QueryParams;
 pub use routes::{
-    Answer, AnswerRule, BodyMode, BodyVersion, BulkRoute, FetchRoute, Headers, Method, TableRoutes,
-    Versioning, WriteRoute,
+    Answer, AnswerRule, BodyMode, BodyVersion, BulkFormat, BulkMatch, BulkRoute, ConflictDetection,
+    FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
 };
 pub use template::Template;
 pub use time::{Separator, TextFormat, TimeFormat, Zone};

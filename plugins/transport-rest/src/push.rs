@@ -6,7 +6,10 @@ use serde_json::{Map, Value};
 use tidesync_core::{Error, ErrorKind, Key, Op, PushOutcome, PushRequest, Record, Result};
 
 use crate::client::{Incoming, Outgoing, RestTransport, unwrap_single};
-use crate::routes::{Answer, BodyMode, BodyVersion, Headers, TableRoutes, WriteRoute};
+use crate::routes::{
+    Answer, BodyMode, BodyVersion, BulkFormat, BulkMatch, BulkRoute, Headers, TableRoutes,
+    WriteRoute,
+};
 use crate::template::Value as Slot;
 
 fn permanent(req: &PushRequest, message: String) -> Error {
@@ -271,6 +274,90 @@ impl RestTransport {
         headers
     }
 
+    /// Fetch before write (`conflict_detection`): reads the server's current record of an
+    /// update or delete based on a known version and compares the versions. `Ok(None)`: send
+    /// the write; `Ok(Some(outcome))`: settled without writing (a delete of a record that is
+    /// gone already); `Err` with kind `Conflict`: the record changed on the server since the
+    /// base (the error carries the server's record when it is live).
+    pub(crate) async fn check_before_write(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+    ) -> Result<Option<PushOutcome>> {
+        let Some(base) = req.base_version.as_deref() else {
+            return Ok(None); // nothing agreed to compare with (a create, an upsert)
+        };
+        if !routes.conflict_detection.fetches_before_write() || req.op == Op::Create {
+            return Ok(None);
+        }
+        let fetched = self
+            .fetch_one(&req.table, &req.key)
+            .await
+            .map_err(|e| e.key(&req.key))?;
+        let Some(fetched) = fetched else {
+            if req.op == Op::Delete {
+                tracing::debug!(table = %req.table, key = %req.key, "fetch before delete: already gone");
+                return Ok(Some(PushOutcome::default()));
+            }
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "fetch before write: the record was deleted on the server",
+            )
+            .table(req.table.clone())
+            .key(&req.key));
+        };
+        let current = fetched.version.as_deref().map(|v| v.trim_matches('"'));
+        if current == Some(base.trim_matches('"')) {
+            return Ok(None);
+        }
+        if req.op == Op::Update && self.shows_write(routes, req, &fetched.record) {
+            // Our own earlier attempt, whose answer was lost: the write is sent again (the
+            // server replays it or writes the same values).
+            tracing::debug!(table = %req.table, key = %req.key, "fetch before write: the server shows this write already");
+            return Ok(None);
+        }
+        tracing::debug!(
+            table = %req.table,
+            key = %req.key,
+            base,
+            current = current.unwrap_or("none"),
+            "fetch before write: the record changed on the server since the base"
+        );
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "fetch before write: the server's version is `{}`, the edit was based on `{base}`",
+                current.unwrap_or("none")
+            ),
+        )
+        .table(req.table.clone())
+        .key(&req.key)
+        .remote(fetched.record))
+    }
+
+    /// Whether `remote` already holds every value an update writes (server-owned fields
+    /// aside: the version, the pull cursor field, local-only fields).
+    fn shows_write(&self, routes: &TableRoutes, req: &PushRequest, remote: &Record) -> bool {
+        let Some(record) = &req.record else {
+            return false;
+        };
+        let cursor = routes.pull.as_ref().and_then(|f| f.cursor_field.as_deref());
+        let skip = |field: &str| {
+            Some(field) == routes.version.field.as_deref()
+                || Some(field) == cursor
+                || routes.local_only.iter().any(|f| f == field)
+        };
+        let fields: Vec<&String> = if req.changed.is_empty() {
+            record.keys().collect()
+        } else {
+            req.changed.iter().collect()
+        };
+        fields.into_iter().filter(|f| !skip(f)).all(|f| {
+            record.get(f.as_str()).unwrap_or(&Value::Null)
+                == remote.get(f.as_str()).unwrap_or(&Value::Null)
+        })
+    }
+
     /// One push.
     pub(crate) async fn push_one(&self, req: &PushRequest) -> Result<PushOutcome> {
         let routes = self.routes(&req.table)?;
@@ -279,6 +366,9 @@ impl RestTransport {
                 .table(req.table.clone())
                 .key(&req.key)
         })?;
+        if let Some(settled) = self.check_before_write(routes, req).await? {
+            return Ok(settled);
+        }
         let url = self.write_url(routes, route, req)?;
         let body = self.route_body(routes, route, req)?;
         let out = Outgoing {
@@ -487,11 +577,53 @@ impl RestTransport {
         Ok(())
     }
 
-    /// Several pushes through the bulk endpoint.
+    /// Several pushes through the bulk endpoint (after the fetch before write, when the
+    /// table asks for it: what that settles is not sent).
     pub(crate) async fn push_bulk(
         &self,
         requests: &[PushRequest],
     ) -> Result<Vec<Result<PushOutcome>>> {
+        let fetches = requests.first().is_some_and(|first| {
+            self.routes(&first.table)
+                .is_ok_and(|r| r.conflict_detection.fetches_before_write())
+        });
+        if !fetches {
+            return self.send_bulk(requests).await;
+        }
+        let mut settled: Vec<Option<Result<PushOutcome>>> = Vec::with_capacity(requests.len());
+        let mut to_send = Vec::new();
+        for req in requests {
+            let routes = self.routes(&req.table)?;
+            match self.check_before_write(routes, req).await {
+                Ok(None) => {
+                    settled.push(None);
+                    to_send.push(req.clone());
+                }
+                Ok(Some(outcome)) => settled.push(Some(Ok(outcome))),
+                Err(err) => settled.push(Some(Err(err))),
+            }
+        }
+        let mut sent = if to_send.is_empty() {
+            Vec::new()
+        } else {
+            self.send_bulk(&to_send).await?
+        }
+        .into_iter();
+        settled
+            .into_iter()
+            .map(|early| {
+                early.or_else(|| sent.next()).ok_or_else(|| {
+                    Error::internal("the bulk answer has fewer results than requests")
+                })
+            })
+            .collect()
+    }
+
+    /// Sends requests through the bulk endpoint, one result per request, in order.
+    /// Each operation kind goes through its bulk route (`bulk_create` … or the mixed `bulk`),
+    /// one request per route; an operation with none is sent alone. A refused request is the
+    /// refusal of each of its entries.
+    async fn send_bulk(&self, requests: &[PushRequest]) -> Result<Vec<Result<PushOutcome>>> {
         let Some(first) = requests.first() else {
             return Ok(Vec::new());
         };
@@ -503,9 +635,270 @@ impl RestTransport {
             )));
         }
         let routes = self.routes(table)?;
-        let Some(bulk) = &routes.bulk else {
-            return Err(Error::config("no bulk route configured").table(table));
+        let mut results: Vec<Option<Result<PushOutcome>>> =
+            (0..requests.len()).map(|_| None).collect();
+        // Routes in a fixed order (creates first), each with the entries it sends.
+        let mut groups: Vec<(&BulkRoute, Vec<usize>)> = Vec::new();
+        for (i, req) in requests.iter().enumerate() {
+            match routes.bulk_route(req.op) {
+                Some(bulk) => match groups.iter_mut().find(|(b, _)| std::ptr::eq(*b, bulk)) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((bulk, vec![i])),
+                },
+                None => results[i] = Some(self.push_one(req).await),
+            }
+        }
+        for (bulk, members) in groups {
+            let batch: Vec<&PushRequest> = members.iter().map(|&i| &requests[i]).collect();
+            let sent = match bulk.format {
+                BulkFormat::Ops => self.send_ops(routes, bulk, &batch).await,
+                BulkFormat::Rows => self.send_rows(routes, bulk, &batch).await,
+            };
+            match sent {
+                Ok(outcomes) => {
+                    for (i, outcome) in members.into_iter().zip(outcomes) {
+                        results[i] = Some(outcome);
+                    }
+                }
+                // A plain-row request is all or nothing: refused for one entry's sake, it
+                // says nothing of the others. Each is sent alone then, to get its own answer.
+                Err(err)
+                    if bulk.format == BulkFormat::Rows
+                        && members.len() > 1
+                        && matches!(
+                            err.kind(),
+                            ErrorKind::Conflict | ErrorKind::Permanent | ErrorKind::NotFound
+                        ) =>
+                {
+                    tracing::debug!(table, error = %err, entries = members.len(), "a plain-row bulk request was refused: its entries go one by one");
+                    for i in members {
+                        results[i] = Some(self.push_one(&requests[i]).await);
+                    }
+                }
+                Err(err) => {
+                    for i in members {
+                        results[i] = Some(Err(err.duplicate()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::internal("a bulk entry got no result").table(table)))
+            .collect()
+    }
+
+    /// The headers of a bulk request: the route's and the leader's epoch.
+    fn bulk_headers(
+        &self,
+        bulk: &BulkRoute,
+        requests: &[&PushRequest],
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = self.headers(&bulk.headers);
+        if let Some(epoch) = requests.iter().find_map(|r| r.epoch)
+            && let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(self.config.epoch_header.as_bytes()),
+                HeaderValue::from_str(&epoch.to_string()),
+            )
+        {
+            headers.push((n, v));
+        }
+        headers
+    }
+
+    /// A `rows` bulk request: plain records (for deletes, their keys), results matched back by
+    /// position or key.
+    async fn send_rows(
+        &self,
+        routes: &TableRoutes,
+        bulk: &BulkRoute,
+        requests: &[&PushRequest],
+    ) -> Result<Vec<Result<PushOutcome>>> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
         };
+        let table = first.table.as_str();
+        let mut rows = Vec::with_capacity(requests.len());
+        for req in requests {
+            let row = match req.op {
+                Op::Delete => {
+                    let mut row = Map::new();
+                    row.insert(routes.key.clone(), req.key.to_json());
+                    Value::Object(row)
+                }
+                op => {
+                    let mode = match op {
+                        Op::Update => routes
+                            .update
+                            .as_ref()
+                            .map_or(BodyMode::Full, |r| r.body_mode(Op::Update)),
+                        _ => BodyMode::Full,
+                    };
+                    let mut body = self.write_body(routes, mode, req)?.unwrap_or_default();
+                    if op == Op::Update
+                        && let Value::Object(map) = &mut body
+                    {
+                        // A changed-fields row still names its record.
+                        map.entry(routes.key.clone())
+                            .or_insert_with(|| req.key.to_json());
+                    }
+                    body
+                }
+            };
+            rows.push(row);
+        }
+        let body = if bulk.ops_field.is_empty() {
+            Value::Array(rows)
+        } else {
+            let mut envelope = Map::new();
+            envelope.insert(bulk.ops_field.clone(), Value::Array(rows));
+            Value::Object(envelope)
+        };
+        let path = bulk
+            .url
+            .render::<Error>(true, |_| Ok(Slot::Absent))?
+            .unwrap_or_default();
+        let out = Outgoing {
+            method: bulk.method.to_reqwest(),
+            url: self.url(&path, &[]).map_err(|e| e.table(table))?,
+            headers: self.bulk_headers(bulk, requests),
+            body: Some(body.to_string().into_bytes()),
+        };
+        let resp = self.execute(table, &out).await?;
+        if !resp.success() {
+            return Err(self.status_error(table, None, Some(routes), &resp));
+        }
+        let server_time_ms = resp.server_time_ms();
+        let done = || PushOutcome {
+            server_time_ms,
+            ..PushOutcome::default()
+        };
+        if resp.body_is_empty() && !resp.overflow {
+            return Ok(requests.iter().map(|_| Ok(done())).collect());
+        }
+        let answer = self.json_body(table, None, &resp)?;
+        let items = bulk
+            .results
+            .get(&answer)
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                self.decode_error(
+                    table,
+                    None,
+                    &resp,
+                    format!("expected an array of results at `{}`", bulk.results),
+                )
+            })?;
+        let by_key = bulk.match_by == BulkMatch::Key;
+        let positional = !by_key || (routes.server_ids && first.op == Op::Create);
+        if positional && items.len() != requests.len() {
+            return Err(self.decode_error(
+                table,
+                None,
+                &resp,
+                format!(
+                    "expected {} results at `{}`, found {}",
+                    requests.len(),
+                    bulk.results,
+                    items.len()
+                ),
+            ));
+        }
+        let key_of = |item: &Value| -> Option<Key> {
+            match item {
+                Value::Object(map) => map.get(&routes.key).and_then(Key::from_json),
+                other => Key::from_json(other),
+            }
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        for (n, req) in requests.iter().enumerate() {
+            let item = if positional {
+                items.get(n)
+            } else {
+                items.iter().find(|item| {
+                    key_of(item)
+                        .is_some_and(|k| k == req.key || k.to_string() == req.key.to_string())
+                })
+            };
+            let Some(item) = item else {
+                out.push(match req.op {
+                    Op::Delete => Ok(done()),
+                    Op::Update => Err(Error::new(
+                        ErrorKind::Conflict,
+                        "the bulk update's answer does not list the record: it matched nothing \
+                         on the server",
+                    )
+                    .table(table)
+                    .key(&req.key)),
+                    Op::Create => Err(self.decode_error(
+                        table,
+                        Some(&req.key),
+                        &resp,
+                        "the bulk create's answer does not list the record",
+                    )),
+                });
+                continue;
+            };
+            out.push(self.row_result(routes, req, item, server_time_ms, &resp));
+        }
+        Ok(out)
+    }
+
+    /// One result of a `rows` answer: a record (full, or only its key) or a bare id.
+    fn row_result(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+        item: &Value,
+        server_time_ms: Option<i64>,
+        resp: &Incoming,
+    ) -> Result<PushOutcome> {
+        let mut outcome = PushOutcome {
+            server_time_ms,
+            ..PushOutcome::default()
+        };
+        if req.op == Op::Delete {
+            return Ok(outcome);
+        }
+        let record = match item {
+            Value::Object(map) => map.clone(),
+            id => {
+                let mut map = Map::new();
+                map.insert(routes.key.clone(), id.clone());
+                map
+            }
+        };
+        self.check_record(routes, req.op, &req.key, &record, &mut outcome)
+            .map_err(|msg| {
+                self.decode_error(&req.table, Some(&req.key), resp, msg)
+                    .field(routes.key.clone())
+            })?;
+        if crate::client::is_tombstone(routes, &record) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the answer shows the record deleted on the server (the table's tombstone rule)",
+            )
+            .table(req.table.clone())
+            .key(&req.key));
+        }
+        // Only a key (or an id): acknowledged, nothing to learn about the record.
+        if record.len() > 1 {
+            outcome.record = Some(record);
+        }
+        Ok(outcome)
+    }
+
+    /// An `ops` bulk request: operations with a status each.
+    async fn send_ops(
+        &self,
+        routes: &TableRoutes,
+        bulk: &BulkRoute,
+        requests: &[&PushRequest],
+    ) -> Result<Vec<Result<PushOutcome>>> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        let table = first.table.as_str();
         let mut ops = Vec::with_capacity(requests.len());
         for req in requests {
             let mode = match req.op {
@@ -540,19 +933,10 @@ impl RestTransport {
             .url
             .render::<Error>(true, |_| Ok(Slot::Absent))?
             .unwrap_or_default();
-        let mut headers = self.headers(&bulk.headers);
-        if let Some(epoch) = requests.iter().find_map(|r| r.epoch)
-            && let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(self.config.epoch_header.as_bytes()),
-                HeaderValue::from_str(&epoch.to_string()),
-            )
-        {
-            headers.push((n, v));
-        }
         let out = Outgoing {
             method: bulk.method.to_reqwest(),
             url: self.url(&path, &[]).map_err(|e| e.table(table))?,
-            headers,
+            headers: self.bulk_headers(bulk, requests),
             body: Some(Value::Object(envelope).to_string().into_bytes()),
         };
         let resp = self.execute(table, &out).await?;
@@ -580,7 +964,7 @@ impl RestTransport {
         let server_time_ms = resp.server_time_ms();
         let mut out = Vec::with_capacity(requests.len());
         for (req, result) in requests.iter().zip(results) {
-            out.push(self.bulk_result(routes, req, result, server_time_ms));
+            out.push(self.bulk_result(routes, bulk, req, result, server_time_ms));
         }
         Ok(out)
     }
@@ -588,13 +972,11 @@ impl RestTransport {
     fn bulk_result(
         &self,
         routes: &TableRoutes,
+        bulk: &BulkRoute,
         req: &PushRequest,
         result: &Value,
         server_time_ms: Option<i64>,
     ) -> Result<PushOutcome> {
-        let Some(bulk) = &routes.bulk else {
-            return Err(Error::internal("bulk route vanished"));
-        };
         let excerpt =
             || crate::classify::excerpt(result.to_string().as_bytes(), self.config.excerpt_bytes);
         let status = result

@@ -405,12 +405,52 @@ impl FetchRoute {
     }
 }
 
+/// The body shape of a bulk endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkFormat {
+    /// Operations with their own status each (the default): `{"ops": [{"op", "id", "record",
+    /// "idempotencyKey"}, ..]}` answered with `{"results": [{"status", "record"}, ..]}`.
+    #[default]
+    Ops,
+    /// Plain records, as most bulk APIs take them (PostgREST's array insert, NocoDB's bulk
+    /// routes): `{"<ops_field>": [{..record..}, ..]}` (a bare array when `ops_field` is `""`;
+    /// a delete sends only each record's key field). One request per operation kind, through
+    /// the table's `bulk_create` / `bulk_update` / `bulk_delete` routes. The answer holds the
+    /// written records (or only their keys, or ids) at `results`, matched back to the entries
+    /// by position or by key (`match_by`); an empty answer acknowledges every entry. The whole
+    /// request succeeds or fails: a refusal is every entry's.
+    Rows,
+}
+
+/// How the results of a `rows` bulk answer are matched back to the entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkMatch {
+    /// The n-th result is the n-th record sent (the default).
+    #[default]
+    Position,
+    /// By the key field of each result (creates of server-id tables match by position). An
+    /// update missing from the answer matched nothing on the server (a conflict: the record is
+    /// gone), a delete missing from it was gone already.
+    Key,
+}
+
+fn is_default_format(f: &BulkFormat) -> bool {
+    *f == BulkFormat::Ops
+}
+
+fn is_default_match(m: &BulkMatch) -> bool {
+    *m == BulkMatch::Position
+}
+
 /// A bulk endpoint taking several operations in one request.
 ///
-/// Request: `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>, "record": {..},
-/// "idempotencyKey": ".."}, ..]}`. Response: an array at `results` with one item per operation,
-/// in order: `{"status": <http status>, "record": {..}}` on success, `{"status": 409, "current":
-/// {..}}` on conflict. Field names are configurable.
+/// Format `ops` (default): `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>,
+/// "record": {..}, "idempotencyKey": ".."}, ..]}`. Response: an array at `results` with one
+/// item per operation, in order: `{"status": <http status>, "record": {..}}` on success,
+/// `{"status": 409, "current": {..}}` on conflict. Field names are configurable. Format
+/// `rows`: plain records, see [`BulkFormat::Rows`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRoute {
@@ -434,6 +474,12 @@ pub struct BulkRoute {
     /// Extra headers.
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
+    /// The body shape: `ops` (default) or `rows` (plain records).
+    #[serde(default, skip_serializing_if = "is_default_format")]
+    pub format: BulkFormat,
+    /// `rows` format: how results are matched back to entries (`position` or `key`).
+    #[serde(default, skip_serializing_if = "is_default_match")]
+    pub match_by: BulkMatch,
 }
 
 fn default_post() -> Method {
@@ -463,7 +509,33 @@ impl BulkRoute {
             status_field: default_status(),
             record: default_result_record(),
             headers: Headers::default(),
+            format: BulkFormat::Ops,
+            match_by: BulkMatch::Position,
         }
+    }
+
+    /// A `rows` bulk route (plain records under `rows_field`, `""` for a bare array) with
+    /// `method`; results are read at `results` (e.g. `/rows`, `""` for a bare array).
+    pub fn rows(method: Method, url: &str, rows_field: &str, results: &str) -> Self {
+        BulkRoute {
+            method,
+            ops_field: rows_field.to_owned(),
+            results: pointer::lenient(results),
+            format: BulkFormat::Rows,
+            ..BulkRoute::post(url)
+        }
+    }
+
+    /// Matches `rows` results back to entries by key (default: by position).
+    pub fn match_by_key(mut self) -> Self {
+        self.match_by = BulkMatch::Key;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
     }
 
     /// Name of the operations array in the request.
@@ -514,6 +586,58 @@ pub struct Versioning {
     pub etag: bool,
 }
 
+/// How conflicts are found for a table, for servers that check nothing.
+///
+/// The default, `server`, trusts the server to refuse a write based on a stale version (a 409,
+/// a 412 or an answer rule). Most simple CRUD APIs refuse nothing: the last write wins there,
+/// silently. The other modes find the conflicts on the client side, each with a race window
+/// (a remote edit inside it is still overwritten):
+///
+/// - `pull_first`: a sync cycle pulls the table before it pushes it, so pending local edits
+///   meet the remote changes on the pull path, where the table's conflict strategy decides.
+///   Window: from the pull of the record to the push of the local edit (one cycle's push
+///   phase). Costs one extra pull per cycle that pushes.
+/// - `fetch_before_write`: before each update or delete of a record with a base version, the
+///   fetch route reads the server's current record; a version that differs from the base is a
+///   conflict (unless the server already shows exactly what the write sends: the echo of an
+///   earlier attempt whose answer was lost), resolved like a refused write. Window: one round
+///   trip (the fetch to the write). Costs one GET per update and delete. Needs a fetch route
+///   and a version (`version.field` or `version.etag`); a server that only stamps an update
+///   time can use that field as its version.
+/// - `both`: both of the above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictDetection {
+    /// The server refuses stale writes (the default).
+    #[default]
+    Server,
+    /// Pull the table before pushing it in every cycle.
+    PullFirst,
+    /// Fetch the server's record before each update and delete and compare its version.
+    FetchBeforeWrite,
+    /// `pull_first` and `fetch_before_write`.
+    Both,
+}
+
+impl ConflictDetection {
+    /// Whether cycles pull the table before pushing it.
+    pub fn pulls_first(self) -> bool {
+        matches!(self, ConflictDetection::PullFirst | ConflictDetection::Both)
+    }
+
+    /// Whether updates and deletes fetch the server's record first.
+    pub fn fetches_before_write(self) -> bool {
+        matches!(
+            self,
+            ConflictDetection::FetchBeforeWrite | ConflictDetection::Both
+        )
+    }
+}
+
+fn is_default_detection(d: &ConflictDetection) -> bool {
+    *d == ConflictDetection::Server
+}
+
 /// All routes of one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,9 +673,18 @@ pub struct TableRoutes {
     /// Fetch-one route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchRoute>,
-    /// Bulk route.
+    /// Bulk route (every operation kind in one request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk: Option<BulkRoute>,
+    /// Bulk route for creates only (taken before `bulk` for creates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_create: Option<BulkRoute>,
+    /// Bulk route for updates only (taken before `bulk` for updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_update: Option<BulkRoute>,
+    /// Bulk route for deletes only (taken before `bulk` for deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_delete: Option<BulkRoute>,
     /// Pull (change feed) route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<Feed>,
@@ -569,6 +702,12 @@ pub struct TableRoutes {
     /// It costs one walk of the whole feed; absent (the default): only on demand.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "every_ms")]
     pub reconcile_every: Option<std::time::Duration>,
+
+    /// How conflicts are found: `server` (default: the server refuses stale writes),
+    /// `pull_first`, `fetch_before_write` or `both`, for servers that check nothing (see
+    /// [`ConflictDetection`]).
+    #[serde(default, skip_serializing_if = "is_default_detection")]
+    pub conflict_detection: ConflictDetection,
 }
 
 /// `reconcile_every`: milliseconds, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
@@ -650,10 +789,14 @@ impl Default for TableRoutes {
             delete_not_found_ok: true,
             fetch: None,
             bulk: None,
+            bulk_create: None,
+            bulk_update: None,
+            bulk_delete: None,
             pull: None,
             version: Versioning::default(),
             conflict_record: default_conflict_record(),
             reconcile_every: None,
+            conflict_detection: ConflictDetection::default(),
         }
     }
 }
@@ -759,6 +902,34 @@ impl TableRoutes {
         self
     }
 
+    /// Sets the bulk route for one operation kind (`rows` format, typically).
+    pub fn bulk_for(mut self, op: Op, route: BulkRoute) -> Self {
+        match op {
+            Op::Create => self.bulk_create = Some(route),
+            Op::Update => self.bulk_update = Some(route),
+            Op::Delete => self.bulk_delete = Some(route),
+        }
+        self
+    }
+
+    /// The bulk route that sends `op`: its own, else the mixed one.
+    pub(crate) fn bulk_route(&self, op: Op) -> Option<&BulkRoute> {
+        match op {
+            Op::Create => self.bulk_create.as_ref(),
+            Op::Update => self.bulk_update.as_ref(),
+            Op::Delete => self.bulk_delete.as_ref(),
+        }
+        .or(self.bulk.as_ref())
+    }
+
+    /// Whether any bulk route is configured.
+    pub fn has_bulk(&self) -> bool {
+        self.bulk.is_some()
+            || self.bulk_create.is_some()
+            || self.bulk_update.is_some()
+            || self.bulk_delete.is_some()
+    }
+
     /// Sets the pull feed.
     pub fn pull(mut self, feed: Feed) -> Self {
         self.pull = Some(feed);
@@ -796,6 +967,12 @@ impl TableRoutes {
         self
     }
 
+    /// How conflicts are found on this table's server (see [`ConflictDetection`]).
+    pub fn conflict_detection(mut self, detection: ConflictDetection) -> Self {
+        self.conflict_detection = detection;
+        self
+    }
+
     pub(crate) fn route(&self, op: Op) -> Option<&WriteRoute> {
         match op {
             Op::Create => self.create.as_ref(),
@@ -811,7 +988,10 @@ impl TableRoutes {
         let has_writes = self.create.is_some()
             || self.update.is_some()
             || self.delete.is_some()
-            || self.bulk.is_some();
+            || self.bulk.is_some()
+            || self.bulk_create.is_some()
+            || self.bulk_update.is_some()
+            || self.bulk_delete.is_some();
         if spec.push && !has_writes {
             return Err(Error::config(
                 "the table is pushed but has no create, update, delete or bulk route",
@@ -895,27 +1075,14 @@ impl TableRoutes {
                 })?;
             }
         }
-        if let Some(bulk) = &self.bulk {
-            check_template(table, "bulk route", "url", &bulk.url, |_| false)
-                .map_err(|e| e.setting(["bulk", "url"]))?;
-            bulk.headers
-                .validate(table, "bulk route")
-                .map_err(|e| e.within("headers").within("bulk"))?;
-            pointer::check(&bulk.results).map_err(|e| {
-                cfg(format!("bulk route: results: {e}")).setting(["bulk", "results"])
-            })?;
-            pointer::check(&bulk.record)
-                .map_err(|e| cfg(format!("bulk route: record: {e}")).setting(["bulk", "record"]))?;
-            if bulk.ops_field.is_empty() {
-                return Err(
-                    cfg("bulk route: empty field name".into()).setting(["bulk", "ops_field"])
-                );
-            }
-            if bulk.status_field.is_empty() {
-                return Err(
-                    cfg("bulk route: empty field name".into()).setting(["bulk", "status_field"])
-                );
-            }
+        for (name, bulk) in [
+            ("bulk", &self.bulk),
+            ("bulk_create", &self.bulk_create),
+            ("bulk_update", &self.bulk_update),
+            ("bulk_delete", &self.bulk_delete),
+        ] {
+            let Some(bulk) = bulk else { continue };
+            validate_bulk_route(table, name, bulk, self.server_ids).map_err(|e| e.within(name))?;
         }
         if let Some(feed) = &self.pull {
             feed.validate(table, "pull", true)
@@ -927,6 +1094,27 @@ impl TableRoutes {
         }
         if self.version.field.as_deref() == Some("") {
             return Err(cfg("version.field is empty".into()).setting(["version", "field"]));
+        }
+        if self.conflict_detection.fetches_before_write() {
+            if self.fetch.is_none() {
+                return Err(cfg(
+                    "conflict_detection: fetching before a write needs a fetch route".into(),
+                )
+                .field("fetch"));
+            }
+            if self.version.field.is_none() && !self.version.etag {
+                return Err(cfg(
+                    "conflict_detection: fetching before a write compares versions: set \
+                     version.field (an update time will do) or version.etag"
+                        .into(),
+                )
+                .field("version"));
+            }
+        }
+        if self.conflict_detection.pulls_first() && self.pull.is_none() {
+            return Err(
+                cfg("conflict_detection: pulling first needs a pull route".into()).field("pull"),
+            );
         }
         Ok(())
     }
@@ -1009,6 +1197,46 @@ fn validate_write_route(
             op = op.as_str(),
             "`changed` body on a non-update route sends the full record"
         );
+    }
+    Ok(())
+}
+
+/// Checks one bulk route (`name`: `bulk`, `bulk_create` …; setting paths relative to it).
+fn validate_bulk_route(table: &str, name: &str, bulk: &BulkRoute, server_ids: bool) -> Result<()> {
+    let cfg = |msg: String| Error::config(msg).table(table);
+    let at = format!("{name} route");
+    check_template(table, &at, "url", &bulk.url, |_| false).map_err(|e| e.setting(["url"]))?;
+    bulk.headers
+        .validate(table, &at)
+        .map_err(|e| e.within("headers"))?;
+    pointer::check(&bulk.results)
+        .map_err(|e| cfg(format!("{at}: results: {e}")).setting(["results"]))?;
+    pointer::check(&bulk.record)
+        .map_err(|e| cfg(format!("{at}: record: {e}")).setting(["record"]))?;
+    let rows = bulk.format == BulkFormat::Rows;
+    if bulk.ops_field.is_empty() && !rows {
+        return Err(cfg(format!("{at}: empty field name")).setting(["ops_field"]));
+    }
+    if bulk.status_field.is_empty() {
+        return Err(cfg(format!("{at}: empty field name")).setting(["status_field"]));
+    }
+    if rows && name == "bulk" {
+        return Err(cfg(
+            "bulk route: format `rows` sends one kind of operation per request: use \
+             bulk_create, bulk_update and bulk_delete"
+                .into(),
+        )
+        .field("format")
+        .setting(["format"]));
+    }
+    if rows && bulk.match_by == BulkMatch::Key && name == "bulk_create" && server_ids {
+        return Err(cfg(
+            "bulk_create route: with `server_ids` the answer's keys are new: match \
+             results by position"
+                .into(),
+        )
+        .field("match_by")
+        .setting(["match_by"]));
     }
     Ok(())
 }

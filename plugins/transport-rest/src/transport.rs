@@ -8,6 +8,7 @@ use tidesync_core::{
 };
 
 use crate::client::RestTransport;
+use crate::routes::TableRoutes;
 
 #[async_trait]
 impl Transport for RestTransport {
@@ -36,7 +37,7 @@ impl Transport for RestTransport {
         self.config
             .tables
             .get(table)
-            .is_some_and(|routes| routes.bulk.is_some())
+            .is_some_and(TableRoutes::has_bulk)
     }
 
     fn reconcile_every(&self, table: &str) -> Option<std::time::Duration> {
@@ -87,6 +88,13 @@ impl Transport for RestTransport {
             config,
             client,
         )))
+    }
+
+    fn pull_before_push(&self, table: &str) -> bool {
+        self.config
+            .tables
+            .get(table)
+            .is_some_and(|routes| routes.conflict_detection.pulls_first())
     }
 
     fn version_of(&self, table: &str, record: &Record) -> Option<String> {

@@ -849,6 +849,11 @@ impl Collection {
         reply
     }
 
+    /// Whether `key` names a record: `Some(true)` live, `Some(false)` a tombstone.
+    pub(crate) fn holds(&self, key: &str) -> Option<bool> {
+        self.records.get(key).map(|r| !r.deleted)
+    }
+
     /// POST: creates; 409 `exists` if the id is taken (also by a tombstone).
     pub(crate) fn create(&mut self, body: Body, now: i64) -> Reply {
         if self.config.server_ids && self.config.refuse_client_ids && body.id.is_some() {

@@ -39,7 +39,7 @@
 //!   assigns a uuid (v7) string. With [`CollectionConfig::server_ids`], the server assigns
 //!   integers from a counter (1, 2, …) and ignores any client id on create.
 //!   `5` and `"5"` name the same record (the storage key is the decimal/string form).
-//!   The ids `bulk` and `deleted` are reserved by the routes below.
+//!   The ids `bulk`, `rows` and `deleted` are reserved by the routes below.
 //! - `updatedAt`: server-owned (client values are ignored), stamped on every change; epoch
 //!   milliseconds by default, or epoch seconds or RFC 3339 per [`TimestampFormat`].
 //! - `version`: server-owned integer, 1 on create, +1 on every change (delete included).
@@ -62,6 +62,7 @@
 //! | `DELETE /api/{c}?id=eq.{id}` | as `DELETE /api/{c}/{id}` | idem |
 //! | `GET /api/{c}?id=eq.{id}` (or `id=in.(a,b)`) | a pull restricted to those ids | |
 //! | `POST /api/{c}/bulk` | 200 `{"results":[…]}` (see below) | 400 if the body is not `{"ops":[…]}` or has > 1000 ops |
+//! | `POST`/`PATCH`/`DELETE /api/{c}/rows` | 201/200 `{"rows":[…]}` (plain-row bulk, see below) | 400 if the body is not `{"rows":[…]}`; 409/404 for a taken or missing id, nothing applied |
 //! | `GET /api/{c}` | 200 pull page (see below) | 400 on a malformed filter, page or cursor |
 //! | `GET /api/{c}/deleted` | 200 `{"data":[{"id":…,"deletedAt":…}],…}` | idem |
 //! | `POST /auth/token` | 200 `{"access_token","token_type":"Bearer","expires_in"}` | 400 `invalid_request` / `invalid_grant` |
@@ -88,6 +89,14 @@
 //! `{"status":201|200,"record":{…}}`, `{"status":204}`,
 //! `{"status":409,"error":"…","current":{…}}`, `{"status":404,"error":"not found"}`,
 //! `{"status":400,"error":"…"}`; a replayed op adds `"replayed":true`.
+//!
+//! Plain-row bulk, as NocoDB's bulk routes or PostgREST's array insert: `POST /api/{c}/rows`
+//! creates, `PATCH` merges like PATCH, `DELETE` soft-deletes, each with `{"rows": [{…}, …]}`
+//! (records; an update or delete row needs its `id`). All or nothing, with no version check:
+//! a create of a taken id (a tombstone included) answers 409 `{"error":"exists","id":…}`, an
+//! update or delete of a record that is not live 404 `{"error":"not found","id":…}`, and no
+//! row is written. Success: `{"rows": [<records>]}` in row order (201 for creates; a delete
+//! lists `{"id": …}` only). The request's `Idempotency-Key` covers the whole request.
 //!
 //! ## Pulls: `GET /api/{c}` and `GET /api/{c}/deleted`
 //!

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::collection::{Body, Collection, Pre, etag};
 use super::feed::{self, Feed, LinkBase};
 use super::idempotency::{Action, Fingerprint, valid_key};
-use super::ids::key_from_json;
+use super::ids::{id_json_from_key, key_from_json};
 use super::pipeline::pipeline;
 use super::query::{param, parse_id_filter, parse_pairs};
 use super::reply::Reply;
@@ -41,6 +41,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .delete(delete_by_query),
         )
         .route("/api/{collection}/bulk", post(bulk))
+        .route(
+            "/api/{collection}/rows",
+            post(rows_create).patch(rows_update).delete(rows_delete),
+        )
         .route("/api/{collection}/deleted", get(deleted_feed))
         .route(
             "/api/{collection}/{id}",
@@ -751,6 +755,145 @@ fn bulk_inner(
             })
             .collect();
         Reply::json(StatusCode::OK, json!({ "results": results }))
+    }))
+}
+
+// ---- plain-row bulk ------------------------------------------------------------------------
+
+/// What a plain-row bulk request does to every row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowsOp {
+    Create,
+    Update,
+    Delete,
+}
+
+async fn rows_create(
+    State(st): St,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(rows_inner(&st, path, &headers, &body, RowsOp::Create))
+}
+
+async fn rows_update(
+    State(st): St,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(rows_inner(&st, path, &headers, &body, RowsOp::Update))
+}
+
+async fn rows_delete(
+    State(st): St,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(rows_inner(&st, path, &headers, &body, RowsOp::Delete))
+}
+
+/// `POST|PATCH|DELETE /api/{c}/rows` with `{"rows": [{..}, ..]}`: plain records, one kind of
+/// write per request, applied all or nothing (as a bulk route of NocoDB, or PostgREST's array
+/// insert, in one transaction), with no version check. A create of a taken id (a tombstone
+/// included) is 409 `{"error":"exists","id":…}`; an update or delete of a record that is not
+/// live is 404 `{"error":"not found","id":…}`; nothing is applied then. Answers: 201 (create)
+/// or 200 `{"rows": [<records>]}`; a delete answers `{"rows": [{"id": …}, ..]}`.
+fn rows_inner(
+    st: &Shared,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+    op: RowsOp,
+) -> Result<Reply, Reply> {
+    let c = one(path)?;
+    let ctx = WriteCtx::from_headers(headers)?;
+    let rows = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut m)) => match m.remove("rows") {
+            Some(Value::Array(rows)) => rows,
+            _ => return Err(Reply::bad_request("`rows` must be an array")),
+        },
+        Ok(_) => return Err(Reply::bad_request("request body must be a JSON object")),
+        Err(e) => {
+            return Err(Reply::bad_request(format!(
+                "request body is not valid JSON: {e}"
+            )));
+        }
+    };
+    if rows.len() > MAX_BULK_OPS {
+        return Err(Reply::bad_request(format!(
+            "too many rows ({}, at most {MAX_BULK_OPS})",
+            rows.len()
+        )));
+    }
+    let mut parsed = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let Value::Object(row) = row else {
+            return Err(Reply::bad_request(format!(
+                "rows[{i}] must be a JSON object"
+            )));
+        };
+        let body = Body::split(row).map_err(|e| Reply::bad_request(format!("rows[{i}]: {e}")))?;
+        let key = body.id.as_ref().and_then(|id| key_from_json(id).ok());
+        if op != RowsOp::Create && key.is_none() {
+            return Err(Reply::bad_request(format!("rows[{i}]: `id` is required")));
+        }
+        parsed.push((key, body));
+    }
+    let fp = Fingerprint {
+        collection: c.clone(),
+        action: Action::Bulk,
+        id: None,
+    };
+    let mut store = st.store();
+    Ok(store.mutate(&ctx, fp, |s| {
+        let now = s.now();
+        let coll = s.collection_mut(&c);
+        // All or nothing: every row is checked before any is written.
+        for (key, _) in &parsed {
+            let Some(key) = key else { continue };
+            let refused = match op {
+                RowsOp::Create if !coll.config.server_ids => coll
+                    .holds(key)
+                    .is_some()
+                    .then_some((StatusCode::CONFLICT, "exists")),
+                RowsOp::Create => None,
+                RowsOp::Update | RowsOp::Delete => {
+                    (coll.holds(key) != Some(true)).then_some((StatusCode::NOT_FOUND, "not found"))
+                }
+            };
+            if let Some((status, error)) = refused {
+                return Reply::json(status, json!({ "error": error, "id": key }));
+            }
+        }
+        let no_check = Pre::default();
+        let mut written = Vec::with_capacity(parsed.len());
+        for (key, body) in parsed {
+            let key = key.unwrap_or_default();
+            let reply = match op {
+                RowsOp::Create => coll.create(body, now),
+                RowsOp::Update => coll.patch(&key, body, &no_check, now),
+                RowsOp::Delete => coll.delete(&key, &no_check, now),
+            };
+            if !reply.status.is_success() {
+                // Checked above; a row the checks let through that still fails (a bad id)
+                // answers as it is. Rows before it are written: the checks cover what the
+                // clients send.
+                return reply;
+            }
+            written.push(match op {
+                RowsOp::Delete => json!({ "id": id_json_from_key(&key) }),
+                _ => reply.body.unwrap_or(Value::Null),
+            });
+        }
+        let status = if op == RowsOp::Create {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Reply::json(status, json!({ "rows": written }))
     }))
 }
 

@@ -131,9 +131,10 @@ fn against(config: &RestConfig, server: &ReferenceServer) -> anyhow::Result<Rest
 }
 
 #[test]
-fn the_doc_has_ten_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()> {
+fn the_doc_has_twelve_toml_blocks_and_the_first_three_equal_their_rust_forms() -> anyhow::Result<()>
+{
     let blocks = toml_blocks();
-    assert_eq!(blocks.len(), 10);
+    assert_eq!(blocks.len(), 12);
     for block in &blocks[3..] {
         parse(block).validate()?;
     }
@@ -712,5 +713,198 @@ async fn server_assigned_keys_config_works() -> anyhow::Result<()> {
     }
     let err = bad.validate().expect_err("create url needs the key");
     assert!(err.to_string().contains("server_ids"), "{err}");
+    Ok(())
+}
+
+/// Recipe 11 on a server with no concurrency control: the table asks to be pulled first, and
+/// with `fetch_before_write` a stale update or delete is a conflict found by the fetch (which
+/// the server itself would have accepted), while one on the current version goes through.
+#[tokio::test]
+async fn a_server_that_checks_nothing_config_works() -> anyhow::Result<()> {
+    use tidesync_transport_rest::ConflictDetection;
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "posts",
+            CollectionConfig::default().concurrency(Concurrency::Unchecked),
+        )
+        .start()
+        .await;
+    let config = parse(toml_blocks()[10]);
+    let t = against(&config, &server)?;
+    assert!(t.pull_before_push("posts"));
+    // Pulling first finds nothing by itself on the push path: a stale update is accepted.
+    t.push(push(
+        "posts",
+        Op::Create,
+        "k1",
+        Some(json!({"id": "k1", "title": "a"})),
+    ))
+    .await?;
+    t.push(based("posts", Op::Update, "k1", "b", "1")).await?;
+    t.push(based("posts", Op::Update, "k1", "stale", "1"))
+        .await
+        .expect("the server checks nothing");
+    assert_eq!(
+        server.record("posts", "k1").expect("live")["title"],
+        json!("stale")
+    );
+    // Fetching before the write finds it.
+    let mut fetching = config;
+    if let Some(posts) = fetching.tables.get_mut("posts") {
+        posts.conflict_detection = ConflictDetection::FetchBeforeWrite;
+    }
+    let t = against(&fetching, &server)?;
+    assert!(!t.pull_before_push("posts"));
+    for op in [Op::Update, Op::Delete] {
+        let err = t
+            .push(based("posts", op, "k1", "late", "1"))
+            .await
+            .expect_err("stale");
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{op:?}: {err}");
+        assert_eq!(err.record_key(), Some("k1"));
+        let mut remote = err;
+        let current = remote.take_remote_record().expect("the fetched record");
+        assert_eq!(current["title"], json!("stale"), "{op:?}");
+    }
+    assert_eq!(
+        server.record("posts", "k1").expect("unchanged")["version"],
+        json!(3)
+    );
+    t.push(based("posts", Op::Update, "k1", "c", "3")).await?;
+    t.push(based("posts", Op::Delete, "k1", "", "4")).await?;
+    assert!(server.record("posts", "k1").is_none());
+    // A delete of a record that is gone already is done, without sending it.
+    server.clear_log();
+    t.push(based("posts", Op::Delete, "k1", "", "5")).await?;
+    assert!(server.request_log().iter().all(|r| r.method == "GET"));
+    // Without a fetch route or a version to compare, the setting is refused when built.
+    let mut no_fetch = fetching.clone();
+    if let Some(posts) = no_fetch.tables.get_mut("posts") {
+        posts.fetch = None;
+    }
+    let err = no_fetch.validate().expect_err("needs a fetch route");
+    assert_eq!(err.field_name(), Some("fetch"), "{err}");
+    let mut no_version = fetching;
+    if let Some(posts) = no_version.tables.get_mut("posts") {
+        posts.version = Default::default();
+    }
+    let err = no_version.validate().expect_err("needs a version");
+    assert_eq!(err.field_name(), Some("version"), "{err}");
+    Ok(())
+}
+
+/// Recipe 12: creates, updates and deletes of one batch go out as one plain-row request per
+/// kind, and every entry gets its own result back (by position for creates, by key for the
+/// others); a refused request is every entry's refusal.
+#[tokio::test]
+async fn plain_row_bulk_config_works() -> anyhow::Result<()> {
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection("lines", CollectionConfig::default())
+        .start()
+        .await;
+    let t = against(&parse(toml_blocks()[11]), &server)?;
+    assert!(t.supports_batch("lines"));
+    let line = |key: &str, title: &str| Some(json!({"id": key, "title": title, "n": 1}));
+    let created = t
+        .push_batch(vec![
+            push("lines", Op::Create, "a", line("a", "a")),
+            push("lines", Op::Create, "b", line("b", "b")),
+            push("lines", Op::Create, "c", line("c", "c")),
+        ])
+        .await?;
+    for (result, key) in created.iter().zip(["a", "b", "c"]) {
+        let outcome = result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(outcome.version.as_deref(), Some("1"), "{key}");
+        assert_eq!(
+            outcome.record.as_ref().map(|r| r["id"].clone()),
+            Some(json!(key))
+        );
+    }
+    // A mixed batch: updates (changed fields only, listed in another order by no one) and a
+    // delete, each kind in its own request.
+    let mut update_b = based("lines", Op::Update, "b", "b2", "1");
+    update_b.changed = vec!["title".into()];
+    let mixed = t
+        .push_batch(vec![
+            based("lines", Op::Update, "a", "a2", "1"),
+            based("lines", Op::Delete, "c", "", "1"),
+            update_b,
+        ])
+        .await?;
+    assert_eq!(mixed.len(), 3);
+    assert_eq!(
+        mixed[0].as_ref().map(|o| o.version.clone()).ok(),
+        Some(Some("2".into()))
+    );
+    assert!(mixed[1].is_ok());
+    assert_eq!(
+        mixed[2].as_ref().map(|o| o.version.clone()).ok(),
+        Some(Some("2".into()))
+    );
+    let log = server.request_log();
+    let sent: Vec<(String, String)> = log
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("POST".to_owned(), "/api/lines/rows".to_owned()),
+            ("PATCH".to_owned(), "/api/lines/rows".to_owned()),
+            ("DELETE".to_owned(), "/api/lines/rows".to_owned()),
+        ]
+    );
+    let bodies: Vec<serde_json::Value> = log
+        .iter()
+        .map(|r| serde_json::from_str(&r.body))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(bodies[0]["rows"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        bodies[1]["rows"],
+        json!([{"id": "a", "title": "a2", "version": 1}, {"id": "b", "title": "b2", "version": 1}])
+    );
+    assert_eq!(bodies[2], json!({"rows": [{"id": "c"}]}));
+    assert_eq!(server.record("lines", "a").expect("live")["title"], "a2");
+    assert_eq!(server.record("lines", "b").expect("live")["title"], "b2");
+    assert!(server.record("lines", "c").is_none());
+    // All or nothing: a create of a taken id refuses the whole request; its entries are then
+    // sent one by one, so each gets its own answer.
+    server.clear_log();
+    let refused = t
+        .push_batch(vec![
+            push("lines", Op::Create, "d", line("d", "d")),
+            push("lines", Op::Create, "c", line("c", "again")),
+        ])
+        .await?;
+    assert!(refused[0].is_ok(), "{:?}", refused[0]);
+    let err = refused[1].as_ref().expect_err("taken by a tombstone");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(err.record_key(), Some("c"));
+    assert_eq!(
+        server.record("lines", "d").expect("created alone")["title"],
+        "d"
+    );
+    let statuses: Vec<(String, Option<u16>)> = server
+        .request_log()
+        .into_iter()
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("/api/lines/rows".to_owned(), Some(409)),
+            ("/api/lines".to_owned(), Some(201)),
+            ("/api/lines".to_owned(), Some(409)),
+        ]
+    );
+    // The mixed `bulk` route cannot take plain rows: one kind of operation per request.
+    let mut mixed_rows = parse(toml_blocks()[11]);
+    if let Some(lines) = mixed_rows.tables.get_mut("lines") {
+        lines.bulk = lines.bulk_create.take();
+    }
+    let err = mixed_rows.validate().expect_err("rows on the mixed route");
+    assert_eq!(err.field_name(), Some("format"), "{err}");
     Ok(())
 }
