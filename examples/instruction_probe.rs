@@ -1,0 +1,64 @@
+//! A fixed workload for instruction counts (`valgrind --tool=callgrind`), which stay the same
+//! whatever else the machine is doing, so two commits can be compared on a busy machine:
+//! N sequential durable writes through the table API on a redb file, then, when a server URL
+//! is given, one push of all N to that server (start `tidesync-reference-server` first).
+//!
+//! ```text
+//! cargo build --release --example instruction_probe
+//! valgrind --tool=callgrind target/release/examples/instruction_probe 300
+//! valgrind --tool=callgrind target/release/examples/instruction_probe 1300
+//! ```
+//! The difference of the two totals over 1 000 is the cost of one write (the start-up cost
+//! cancels out); with `http://127.0.0.1:PORT` as a second argument, of one write and its push.
+//! BENCHMARKS.md ("Instruction counts") has the figures.
+
+use serde_json::json;
+use tidesync::{Engine, RedbStore, SyncSettings, TableSpec};
+use tidesync_transport_rest::{RestTransport, TableRoutes};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let url = std::env::args().nth(2);
+    let dir = tempfile::tempdir()?;
+    let mut builder = Engine::builder()
+        .store(RedbStore::open(dir.path().join("probe.redb"))?)
+        .table(TableSpec::new("posts"));
+    if let Some(url) = &url {
+        let transport = RestTransport::builder(url.as_str())
+            .table("posts", TableRoutes::reference_server("posts"))
+            .build()?;
+        builder = builder.transport(transport).settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: std::time::Duration::from_secs(3600),
+            ..SyncSettings::default()
+        });
+    }
+    let engine = builder.start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let posts = engine.table::<serde_json::Value>("posts")?;
+        let body = "x".repeat(200);
+        // Keys unique per run, so a server kept between runs never sees the same record twice.
+        let run = std::process::id();
+        for i in 0..n {
+            posts
+                .put(&json!({"id": format!("k{run}-{i:08}"), "title": "probe", "body": body, "n": i}))
+                .await?;
+        }
+        if url.is_some() {
+            let report = engine.push().await?;
+            if report.pushed as usize != n {
+                return Err(format!("pushed {} of {n}: {report:?}", report.pushed).into());
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    engine.shutdown();
+    Ok(())
+}
