@@ -11,6 +11,8 @@
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
+//! | `o/settled`         | seq                              | settlement JSON     |
+//! | `o/settled_order`   | settlement ordinal               | seq                 |
 //! | `x/conflicts`       | table ‖ key                      | parked conflict     |
 //! | `q`                 | quarantine seq                   | quarantined item    |
 //! | `m`                 | meta name                        | meta value          |
@@ -52,6 +54,11 @@ pub const DEAD: &str = "o/dead";
 pub const IN_FLIGHT: &str = "o/in_flight";
 /// Entries waiting out a retry delay, by sequence number, with the time they become due.
 pub const BACKOFF: &str = "o/backoff";
+/// How entries left the outbox (acknowledged, settled by a conflict, cancelled, discarded),
+/// by sequence number: the durable part of write receipts (bounded, see `settled`).
+pub const SETTLED: &str = "o/settled";
+/// The order settlements happened in: ordinal → seq (what the bound prunes by).
+pub const SETTLED_ORDER: &str = "o/settled_order";
 /// Engine metadata (sequence counter, clock, queue depths, epoch).
 pub const META: &str = "m";
 /// Pull checkpoints by table.
@@ -66,6 +73,9 @@ pub const META_EPOCH: &[u8] = b"leader_epoch";
 /// Meta key set once [`IN_FLIGHT`] and [`BACKOFF`] are maintained for every entry (databases
 /// written before they existed get them rebuilt once).
 pub const META_STATE_INDEXES: &[u8] = b"outbox_state_indexes";
+
+/// Meta key of the next settlement ordinal ([`SETTLED_ORDER`]).
+pub const META_SETTLED_ORDINAL: &[u8] = b"settled_ordinal";
 
 /// Meta key of the queue depth of `table`.
 pub fn meta_depth(table: &str) -> Vec<u8> {

@@ -13,6 +13,7 @@ mod outbox_ops;
 mod quarantine_ops;
 mod reconcile;
 mod schema_sync;
+mod settled;
 mod staged;
 mod sync_ops;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use reconcile::Reconciled;
 pub use schema_sync::SchemaChanges;
+pub use settled::{ChangeState, SETTLED_KEEP, SettledEntry, Settlement};
 pub use staged::Staged;
 pub use sync_ops::{Acked, AppliedPage, ParkedConflict, Quarantined, RemoteMeta};
 
@@ -125,6 +127,17 @@ pub enum WriteOp {
         /// The record key.
         key: Key,
     },
+}
+
+/// What [`LocalDb::apply_local_tracked`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalWritten {
+    /// The changes in order (a write that changes nothing yields no change).
+    pub changes: Vec<Change>,
+    /// For each op, in order: the sequence number of the outbox entry that carries it (a new
+    /// entry, or the unsent entry it was folded into); `None` when the op queued nothing (it
+    /// changed nothing, its table does not push, or it cancelled an unsent create).
+    pub seqs: Vec<Option<u64>>,
 }
 
 /// Who made a change.
@@ -263,16 +276,32 @@ impl LocalDb {
     /// Applies the application's writes, all or nothing, each with its outbox entry.
     /// Returns the changes in order (a write that changes nothing yields no change).
     pub fn apply_local(&self, txn: &mut dyn WriteTxn, ops: &[WriteOp]) -> Result<Vec<Change>> {
-        let mut changes = Vec::with_capacity(ops.len());
-        for op in ops {
-            if let Some(change) = self.apply_one(txn, op)? {
-                changes.push(change);
-            }
-        }
-        Ok(changes)
+        Ok(self.apply_local_tracked(txn, ops)?.changes)
     }
 
-    fn apply_one(&self, txn: &mut dyn WriteTxn, op: &WriteOp) -> Result<Option<Change>> {
+    /// [`LocalDb::apply_local`], also telling which outbox entry carries each op (what a
+    /// write receipt follows).
+    pub fn apply_local_tracked(
+        &self,
+        txn: &mut dyn WriteTxn,
+        ops: &[WriteOp],
+    ) -> Result<LocalWritten> {
+        let mut written = LocalWritten {
+            changes: Vec::with_capacity(ops.len()),
+            seqs: Vec::with_capacity(ops.len()),
+        };
+        for op in ops {
+            let (change, seq) = match self.apply_one(txn, op)? {
+                Some((change, seq)) => (Some(change), seq),
+                None => (None, None),
+            };
+            written.changes.extend(change);
+            written.seqs.push(seq);
+        }
+        Ok(written)
+    }
+
+    fn apply_one(&self, txn: &mut dyn WriteTxn, op: &WriteOp) -> Result<Option<(Change, Option<u64>)>> {
         match op {
             WriteOp::Put { table, record } => self.put(txn, table, record, false),
             WriteOp::Insert { table, record } => self.put(txn, table, record, true),
@@ -287,7 +316,7 @@ impl LocalDb {
         table: &str,
         record: &Value,
         must_be_new: bool,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         let mut record = as_object(spec, record, None)?;
         let key = match spec.key_of(&record)? {
@@ -321,7 +350,7 @@ impl LocalDb {
         table: &str,
         key: &Key,
         patch: &Value,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         spec.check_key(key).map_err(|e| e.key(key))?;
         let patch = as_object(spec, patch, Some(key))?;
@@ -344,7 +373,12 @@ impl LocalDb {
         self.write_local(txn, spec, key.clone(), Some(old), Some(new))
     }
 
-    fn delete(&self, txn: &mut dyn WriteTxn, table: &str, key: &Key) -> Result<Option<Change>> {
+    fn delete(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         spec.check_key(key).map_err(|e| e.key(key))?;
         let old = self.get(&*txn, table, key)?;
@@ -354,7 +388,8 @@ impl LocalDb {
         self.write_local(txn, spec, key.clone(), old, None)
     }
 
-    /// Writes a local change and queues it (when the table pushes).
+    /// Writes a local change and queues it (when the table pushes); returns the change and
+    /// the outbox entry that carries it.
     fn write_local(
         &self,
         txn: &mut dyn WriteTxn,
@@ -362,7 +397,7 @@ impl LocalDb {
         key: Key,
         old: Option<Record>,
         new: Option<Record>,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let (op, changed) = match (&old, &new) {
             (None, Some(_)) => (Op::Create, Vec::new()),
             (Some(old), Some(new)) => {
@@ -376,6 +411,7 @@ impl LocalDb {
             (None, None) => return Ok(None),
         };
         self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        let mut seq = None;
         let new = if spec.push {
             let stamp = self.clock.now();
             txn.put(layout::META, layout::META_HLC, &stamp.0.to_be_bytes())?;
@@ -384,7 +420,7 @@ impl LocalDb {
                 record: if op == Op::Delete { old } else { new },
                 changed,
             };
-            self.enqueue(txn, spec, &key, &change, stamp.0)?;
+            seq = self.enqueue(txn, spec, &key, &change, stamp.0)?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
                 None
@@ -394,13 +430,14 @@ impl LocalDb {
         } else {
             new
         };
-        Ok(Some(Change {
+        let change = Change {
             table: spec.name.clone(),
             key,
             op,
             record: new,
             origin: Origin::Local,
-        }))
+        };
+        Ok(Some((change, seq)))
     }
 
     /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.
