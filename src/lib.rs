@@ -46,13 +46,15 @@
 mod batch;
 mod bulk;
 mod engine;
+pub mod receipt;
 mod status;
 mod table;
 mod watch;
 
-pub use batch::Batch;
+pub use batch::{Batch, BatchWritten};
 pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, SyncedThrough};
+pub use receipt::{ChangeId, PushError, Pushed, Receipt, ReceiptState, Written};
 pub use status::{Health, HealthCheck, HealthStatus, PendingEntry, Status};
 pub use table::Table;
 pub use watch::{EventItem, Events, Watch, WatchEvent};
