@@ -114,7 +114,9 @@ pub enum PushError {
     },
     /// The engine has no transport: nothing is pushed by it (the entry stays queued for an
     /// engine that syncs).
-    #[error("change {change} ({table}/{key}) waits in the outbox of a local-only engine (no transport): it is not pushed")]
+    #[error(
+        "change {change} ({table}/{key}) waits in the outbox of a local-only engine (no transport): it is not pushed"
+    )]
     LocalOnly {
         /// The change.
         change: ChangeId,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use tidesync_actors::outbox::Writer;
-use tidesync_core::local::{Change, IndexRange, LocalWritten, WriteOp};
+use tidesync_core::local::{IndexRange, LocalWritten, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, KeyKind, Record, Result};
 

@@ -301,7 +301,11 @@ impl LocalDb {
         Ok(written)
     }
 
-    fn apply_one(&self, txn: &mut dyn WriteTxn, op: &WriteOp) -> Result<Option<(Change, Option<u64>)>> {
+    fn apply_one(
+        &self,
+        txn: &mut dyn WriteTxn,
+        op: &WriteOp,
+    ) -> Result<Option<(Change, Option<u64>)>> {
         match op {
             WriteOp::Put { table, record } => self.put(txn, table, record, false),
             WriteOp::Insert { table, record } => self.put(txn, table, record, true),

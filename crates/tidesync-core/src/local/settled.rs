@@ -152,9 +152,12 @@ fn record_within(
         ordinal,
     };
     let bytes = serde_json::to_vec(&row).map_err(|e| {
-        Error::internal(format!("cannot encode settlement of entry #{}: {e}", row.seq))
-            .table(row.table.clone())
-            .key(&row.key)
+        Error::internal(format!(
+            "cannot encode settlement of entry #{}: {e}",
+            row.seq
+        ))
+        .table(row.table.clone())
+        .key(&row.key)
     })?;
     txn.put(
         layout::META,
