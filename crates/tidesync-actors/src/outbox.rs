@@ -691,11 +691,11 @@ mod tests {
             .into_iter()
             .map(|mut r| r.try_recv().unwrap())
             .collect();
-        assert_eq!(outcomes[0].as_ref().unwrap().len(), 1);
+        assert_eq!(outcomes[0].as_ref().unwrap().changes.len(), 1);
         let err = outcomes[1].as_ref().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(err.table_name(), Some("posts"));
-        assert_eq!(outcomes[2].as_ref().unwrap().len(), 1);
+        assert_eq!(outcomes[2].as_ref().unwrap().changes.len(), 1);
         assert!(stored(&store, &db, "a") && stored(&store, &db, "c"));
         assert!(!stored(&store, &db, "b"));
         assert_eq!(outbox_len(&store, &db), 2);
