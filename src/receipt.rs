@@ -108,7 +108,7 @@ pub enum PushError {
         /// The record key.
         key: Key,
         /// The dead letter's reason (kind, message, HTTP status, response excerpt).
-        reason: DeadLetterInfo,
+        reason: Box<DeadLetterInfo>,
         /// The application discarded the dead letter (it can no longer be retried).
         discarded: bool,
     },
@@ -223,13 +223,13 @@ impl Receipt {
                     change,
                     table,
                     key,
-                    reason: dead.unwrap_or_else(|| DeadLetterInfo {
+                    reason: Box::new(dead.unwrap_or_else(|| DeadLetterInfo {
                         kind: "unknown".into(),
                         error: "dead-lettered".into(),
                         status: None,
                         response_excerpt: None,
                         at_ms: 0,
-                    }),
+                    })),
                     discarded: false,
                 }))
             }
@@ -247,7 +247,7 @@ impl Receipt {
                     change,
                     table: row.table,
                     key: row.key,
-                    reason,
+                    reason: Box::new(reason),
                     discarded: true,
                 }),
             }),
