@@ -15,6 +15,7 @@ use tidesync::{
     ChangeId, Engine, EventItem, MemoryStore, PushError, Pushed, Receipt, ReceiptState, RedbStore,
     SyncEvent, SyncSettings, TableSpec,
 };
+use tidesync_conflict_merge::{FieldMerge, MergePolicy};
 use tidesync_conflict_policies::ClientWins;
 use tidesync_testkit::server::{FaultFilter, FaultKind, ReferenceServer};
 use tidesync_transport_rest::{RestTransport, TableRoutes};
@@ -343,6 +344,48 @@ async fn client_wins_names_the_follow_up_change_which_then_resolves_acked() {
     engine.push().await.unwrap();
     assert_eq!(resolve(&next).await, Ok(Pushed::Acked));
     assert_eq!(server.record("posts", "p1").unwrap()["title"], "local");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn a_field_merge_resolves_merged_and_its_follow_up_pushes_the_merged_record() {
+    let server = ReferenceServer::start().await;
+    let engine = builder(server.url(), settings())
+        .store(MemoryStore::new())
+        .conflicts("posts", FieldMerge::with_default(MergePolicy::PreferRemote))
+        .start()
+        .unwrap();
+    let posts = synced_post(&engine).await;
+    // Both sides edit different fields: the merge keeps both.
+    server
+        .update_direct("posts", "p1", json!({"title": "remote title"}))
+        .unwrap();
+    let edit = posts
+        .update_with_receipt("p1", json!({"body": "local body"}))
+        .await
+        .unwrap();
+    let waiting = {
+        let receipt = edit.receipt.clone();
+        tokio::spawn(async move { resolve(&receipt).await })
+    };
+    engine.push().await.unwrap();
+    let follow_up = match waiting.await.unwrap() {
+        Ok(Pushed::Conflict {
+            resolution,
+            follow_up: Some(follow_up),
+        }) => {
+            assert_eq!(resolution, "merged");
+            follow_up
+        }
+        other => panic!("expected merged with a follow-up, got {other:?}"),
+    };
+    engine.push().await.unwrap();
+    assert_eq!(resolve(&engine.receipt(follow_up)).await, Ok(Pushed::Acked));
+    let on_server = server.record("posts", "p1").unwrap();
+    assert_eq!(
+        (&on_server["title"], &on_server["body"]),
+        (&json!("remote title"), &json!("local body"))
+    );
     engine.shutdown();
 }
 
