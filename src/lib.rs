@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! To know when a write is on the server, write it with a receipt
+//! (`posts.put_with_receipt(&post).await?.receipt.pushed().await`): see [`receipt`] (it
+//! survives restarts through [`Engine::receipt`]). [`Engine::synced_through`] tells which
+//! server cursor each table's local copy reflects.
+//!
 //! The pieces: [`tidesync_core`] (types and plugin traits), [`tidesync_actors`] (the actors),
 //! and the plugins, each behind a cargo feature of this crate (in the style of sqlx):
 //!
