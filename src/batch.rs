@@ -7,7 +7,17 @@ use tidesync_core::local::{Change, WriteOp};
 use tidesync_core::{Error, Key, Result};
 
 use crate::engine::Engine;
+use crate::receipt::{ChangeId, Receipt};
 use crate::table::to_json;
+
+/// What [`Batch::commit_with_receipts`] wrote.
+#[derive(Debug, Clone)]
+pub struct BatchWritten {
+    /// The changes, as [`Batch::commit`] returns them.
+    pub changes: Vec<Change>,
+    /// One receipt per write, in the order the writes were added.
+    pub receipts: Vec<Receipt>,
+}
 
 /// Writes that commit together or not at all, each with its outbox entry.
 #[derive(Debug)]
@@ -64,5 +74,29 @@ impl Batch {
             return Err(err);
         }
         self.engine.write(self.ops).await
+    }
+
+    /// [`Batch::commit`], with one [`Receipt`] per write, in the order they were added
+    /// (writes to one record share their change id: they travel in one outbox entry).
+    pub async fn commit_with_receipts(self) -> Result<BatchWritten> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let written = self
+            .engine
+            .actors()
+            .writer()
+            .await?
+            .local_write_tracked(self.ops)
+            .await?;
+        let receipts = written
+            .seqs
+            .iter()
+            .map(|seq| Receipt::new(self.engine.clone(), seq.map(ChangeId)))
+            .collect();
+        Ok(BatchWritten {
+            changes: written.changes,
+            receipts,
+        })
     }
 }

@@ -25,6 +25,7 @@ use tidesync_core::{
 };
 
 use crate::batch::Batch;
+use crate::receipt::{ChangeId, Receipt};
 use crate::status::{EngineView, Health, HealthCheck, HealthStatus, PendingEntry, Status};
 use crate::table::Table;
 use crate::watch::{Events, Watch};
@@ -34,6 +35,23 @@ use tidesync_actors::LiveState;
 const WATCH_CAPACITY: usize = 4096;
 /// How many events a slow event subscriber may fall behind.
 const EVENT_CAPACITY: usize = 4096;
+
+/// Which server cursor the local store reflects, per table that pulls (see
+/// [`Engine::synced_through`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncedThrough {
+    /// Each pulling table's stored checkpoint (the transport's cursor, as the server gave
+    /// it); `None` for a table never pulled.
+    pub tables: std::collections::BTreeMap<String, Option<serde_json::Value>>,
+}
+
+impl SyncedThrough {
+    /// The cursor `table` was last pulled through; `None` if it was never pulled (or does
+    /// not pull).
+    pub fn table(&self, table: &str) -> Option<&serde_json::Value> {
+        self.tables.get(table).and_then(Option::as_ref)
+    }
+}
 
 /// Configures and starts an [`Engine`].
 #[derive(Default)]
@@ -482,6 +500,47 @@ impl Engine {
     /// Engine events (sync started/completed/failed, conflicts, dead letters, …).
     pub fn events(&self) -> Events {
         Events::new(self.inner.events.subscribe())
+    }
+
+    // ----- receipts and checkpoints ---------------------------------------------------------
+
+    /// The receipt of a change, by the id a [`crate::Receipt`] gave before (e.g. in a run of
+    /// the application before a restart). Reads nothing until asked: see
+    /// [`crate::Receipt::pushed`] and [`crate::Receipt::state`].
+    pub fn receipt(&self, change: ChangeId) -> Receipt {
+        Receipt::new(self.clone(), Some(change))
+    }
+
+    /// Which server cursor (pull checkpoint) the local store reflects, per table that pulls:
+    /// `None` for a table never pulled. Read from the stored checkpoints, so it is what a
+    /// restart would resume from.
+    pub fn synced_through(&self) -> Result<SyncedThrough> {
+        let read = self.inner.store.read()?;
+        let mut tables = std::collections::BTreeMap::new();
+        for spec in self.inner.db.schema().tables().filter(|spec| spec.pull) {
+            let cursor = self.inner.db.checkpoint(&*read, &spec.name)?;
+            tables.insert(spec.name.clone(), cursor);
+        }
+        Ok(SyncedThrough { tables })
+    }
+
+    /// A raw subscription to the engine's events (receipts wait on it).
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<tidesync_actors::SyncEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether the engine syncs (has a transport).
+    pub(crate) fn syncs(&self) -> bool {
+        self.inner.actors.syncs()
+    }
+
+    /// Whether the engine's store writer still runs (false after [`Engine::shutdown`]).
+    pub(crate) fn is_running(&self) -> bool {
+        self.inner
+            .actors
+            .liveness()
+            .first()
+            .is_none_or(|(_, alive)| *alive)
     }
 
     // ----- inspection ----------------------------------------------------------------------

@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! To know when a write is on the server, write it with a receipt
+//! (`posts.put_with_receipt(&post).await?.receipt.pushed().await`): see [`receipt`] (it
+//! survives restarts through [`Engine::receipt`]). [`Engine::synced_through`] tells which
+//! server cursor each table's local copy reflects.
+//!
 //! The pieces: [`tidesync_core`] (types and plugin traits), [`tidesync_actors`] (the actors),
 //! and the plugins, each behind a cargo feature of this crate (in the style of sqlx):
 //!
@@ -46,13 +51,15 @@
 mod batch;
 mod bulk;
 mod engine;
+pub mod receipt;
 mod status;
 mod table;
 mod watch;
 
-pub use batch::Batch;
+pub use batch::{Batch, BatchWritten};
 pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, SyncedThrough};
+pub use receipt::{ChangeId, PushError, Pushed, Receipt, ReceiptState, Written};
 pub use status::{Health, HealthCheck, HealthStatus, LiveStatus, PendingEntry, Status};
 pub use table::Table;
 pub use tidesync_actors::LiveState;

@@ -12,12 +12,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use tidesync_actors::outbox::Writer;
-use tidesync_core::local::{Change, IndexRange, WriteOp};
+use tidesync_core::local::{IndexRange, LocalWritten, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, Record, Result};
 
 use crate::bulk::{self, BatchResult, BulkMode, BulkReport, Rejected};
 use crate::engine::Engine;
+use crate::receipt::{ChangeId, Receipt, Written};
 use crate::watch::Watch;
 
 /// A handle on one table. Cheap to clone.
@@ -74,13 +75,20 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         }
     }
 
-    /// Applies `ops` through the store writer, once durable.
-    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+    /// Applies `ops` through the store writer, once durable; tells which outbox entry
+    /// carries each.
+    async fn write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
         let writer = self
             .writer
             .get_or_try_init(|| async { self.engine.actors().writer().await })
             .await?;
-        writer.local_write(ops).await
+        writer.local_write_tracked(ops).await
+    }
+
+    /// The receipt of the single op of a write.
+    fn receipt(&self, written: &LocalWritten) -> Receipt {
+        let change = written.seqs.first().copied().flatten().map(ChangeId);
+        Receipt::new(self.engine.clone(), change)
     }
 
     /// The table name.
@@ -127,53 +135,84 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Inserts or replaces a record; returns its key (generated when missing). Queued for push.
     pub async fn put(&self, value: &T) -> Result<Key> {
+        Ok(self.put_with_receipt(value).await?.value)
+    }
+
+    /// [`Table::put`], with the write's [`Receipt`] (await `receipt.pushed()` to know when
+    /// the server has it).
+    pub async fn put_with_receipt(&self, value: &T) -> Result<Written<Key>> {
         let (key, record) = self.keyed_record(value)?;
-        self.write(vec![WriteOp::Put {
-            table: self.name.to_string(),
-            record,
-        }])
-        .await?;
-        Ok(key)
+        let written = self
+            .write_tracked(vec![WriteOp::Put {
+                table: self.name.to_string(),
+                record,
+            }])
+            .await?;
+        Ok(Written {
+            value: key,
+            receipt: self.receipt(&written),
+        })
     }
 
     /// Inserts a record that must not exist yet; returns its key.
     pub async fn insert(&self, value: &T) -> Result<Key> {
+        Ok(self.insert_with_receipt(value).await?.value)
+    }
+
+    /// [`Table::insert`], with the write's [`Receipt`].
+    pub async fn insert_with_receipt(&self, value: &T) -> Result<Written<Key>> {
         let (key, record) = self.keyed_record(value)?;
-        self.write(vec![WriteOp::Insert {
-            table: self.name.to_string(),
-            record,
-        }])
-        .await?;
-        Ok(key)
+        let written = self
+            .write_tracked(vec![WriteOp::Insert {
+                table: self.name.to_string(),
+                record,
+            }])
+            .await?;
+        Ok(Written {
+            value: key,
+            receipt: self.receipt(&written),
+        })
     }
 
     /// Applies a JSON merge patch (RFC 7386: `null` removes a field) to an existing record;
     /// returns the updated record. Only the changed fields are pushed where the route uses
     /// PATCH.
     pub async fn update(&self, key: impl Into<Key>, patch: Value) -> Result<T> {
+        Ok(self.update_with_receipt(key, patch).await?.value)
+    }
+
+    /// [`Table::update`], with the write's [`Receipt`].
+    pub async fn update_with_receipt(
+        &self,
+        key: impl Into<Key>,
+        patch: Value,
+    ) -> Result<Written<T>> {
         let key = key.into();
-        let changes = self
-            .write(vec![WriteOp::Update {
+        let written = self
+            .write_tracked(vec![WriteOp::Update {
                 table: self.name.to_string(),
                 key: key.clone(),
                 patch,
             }])
             .await?;
+        let receipt = self.receipt(&written);
         // The record as this write left it: reading it back could meet a later change (a
         // pulled delete), and the write did commit (BUG-13).
-        let written = changes
+        let record = written
+            .changes
             .into_iter()
             .find(|c| c.key == key)
             .and_then(|c| c.record);
-        match written {
-            Some(record) => self.decode(&key, record),
+        let value = match record {
+            Some(record) => self.decode(&key, record)?,
             // A patch that changed nothing: the record is as it was.
             None => self.get(key.clone()).await?.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, "record vanished after update")
                     .table(self.name.to_string())
                     .key(&key)
-            }),
-        }
+            })?,
+        };
+        Ok(Written { value, receipt })
     }
 
     /// Writes `records` in one transaction: every accepted record and its outbox entry commit
@@ -283,13 +322,23 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Deletes a record; returns whether it existed.
     pub async fn delete(&self, key: impl Into<Key>) -> Result<bool> {
-        let changes = self
-            .write(vec![WriteOp::Delete {
+        Ok(self.delete_with_receipt(key).await?.value)
+    }
+
+    /// [`Table::delete`], with the write's [`Receipt`]. A delete that cancels an unsent
+    /// create queues nothing ([`crate::Pushed::NothingToPush`]); the create's own receipt
+    /// says [`crate::Pushed::Superseded`].
+    pub async fn delete_with_receipt(&self, key: impl Into<Key>) -> Result<Written<bool>> {
+        let written = self
+            .write_tracked(vec![WriteOp::Delete {
                 table: self.name.to_string(),
                 key: key.into(),
             }])
             .await?;
-        Ok(!changes.is_empty())
+        Ok(Written {
+            value: !written.changes.is_empty(),
+            receipt: self.receipt(&written),
+        })
     }
 
     /// Records in key order after `after` (exclusive), at most `limit`.

@@ -350,6 +350,18 @@ pub enum SyncEvent {
         /// Total records, when the server reports it.
         total: Option<u64>,
     },
+    /// The server acknowledged an outbox entry (what a write receipt waits for; see
+    /// `tidesync::Receipt`). Acknowledgements that come another way (a pulled version showing
+    /// the write, a conflict's outcome) are not announced one by one: receipts read them from
+    /// the store after the cycle's `PushCompleted`/`PullCompleted`.
+    Acknowledged {
+        /// The table.
+        table: String,
+        /// The record key (as sent: before a server-assigned remap).
+        key: Key,
+        /// The entry's sequence number: the write's change id.
+        seq: u64,
+    },
     /// A conflict was resolved (or parked).
     Conflict {
         /// The table.

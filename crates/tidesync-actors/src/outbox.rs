@@ -22,7 +22,7 @@ use std::sync::{Arc, mpsc};
 use actix::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 
-use tidesync_core::local::{Change, LocalDb, Origin, Staged, WriteOp};
+use tidesync_core::local::{Change, LocalDb, LocalWritten, Origin, Staged, WriteOp};
 use tidesync_core::{Error, ErrorKind, Result, Store, WriteTxn};
 
 /// Most write jobs committed in one transaction.
@@ -82,16 +82,16 @@ where
 /// The application's writes as a job: plain data, so it can run again.
 struct LocalJob {
     ops: Vec<WriteOp>,
-    changes: Option<Vec<Change>>,
-    reply: oneshot::Sender<Result<Vec<Change>>>,
+    written: Option<LocalWritten>,
+    reply: oneshot::Sender<Result<LocalWritten>>,
 }
 
 impl LocalJob {
-    fn boxed(ops: Vec<WriteOp>) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<Vec<Change>>>) {
+    fn boxed(ops: Vec<WriteOp>) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<LocalWritten>>) {
         let (reply, rx) = oneshot::channel();
         let job = LocalJob {
             ops,
-            changes: None,
+            written: None,
             reply,
         };
         (Box::new(job), rx)
@@ -100,15 +100,16 @@ impl LocalJob {
 
 impl WriteJob for LocalJob {
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
-        let changes = db.apply_local(txn, &self.ops)?;
-        self.changes = Some(changes.clone());
+        let written = db.apply_local_tracked(txn, &self.ops)?;
+        let changes = written.changes.clone();
+        self.written = Some(written);
         Ok(changes)
     }
 
     fn finish(self: Box<Self>, outcome: Result<()>) {
-        let LocalJob { changes, reply, .. } = *self;
+        let LocalJob { written, reply, .. } = *self;
         let result = outcome.and_then(|()| {
-            changes.ok_or_else(|| Error::internal("write job finished without a value"))
+            written.ok_or_else(|| Error::internal("write job finished without a value"))
         });
         let _ = reply.send(result);
     }
@@ -271,6 +272,12 @@ impl Writer {
     /// Applies the application's writes, all or nothing with their outbox entries, once
     /// durable; returns the changes.
     pub async fn local_write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+        Ok(self.local_write_tracked(ops).await?.changes)
+    }
+
+    /// [`Writer::local_write`], also telling which outbox entry carries each op (what a
+    /// write receipt follows).
+    pub async fn local_write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
         let (job, reply) = LocalJob::boxed(ops);
         self.submit(job);
         await_reply(reply).await
@@ -609,7 +616,7 @@ impl Handler<LocalWrite> for OutboxActor {
     fn handle(&mut self, msg: LocalWrite, _ctx: &mut Context<Self>) -> Self::Result {
         let (job, reply) = LocalJob::boxed(msg.0);
         self.enqueue(job);
-        Box::pin(await_reply(reply))
+        Box::pin(async move { Ok(await_reply(reply).await?.changes) })
     }
 }
 
@@ -684,11 +691,11 @@ mod tests {
             .into_iter()
             .map(|mut r| r.try_recv().unwrap())
             .collect();
-        assert_eq!(outcomes[0].as_ref().unwrap().len(), 1);
+        assert_eq!(outcomes[0].as_ref().unwrap().changes.len(), 1);
         let err = outcomes[1].as_ref().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(err.table_name(), Some("posts"));
-        assert_eq!(outcomes[2].as_ref().unwrap().len(), 1);
+        assert_eq!(outcomes[2].as_ref().unwrap().changes.len(), 1);
         assert!(stored(&store, &db, "a") && stored(&store, &db, "c"));
         assert!(!stored(&store, &db, "b"));
         assert_eq!(outbox_len(&store, &db), 2);

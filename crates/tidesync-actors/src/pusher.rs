@@ -383,6 +383,11 @@ impl PushCycle {
                     unsettled.remove(&acked.entry.seq);
                     report.pushed += 1;
                     sh.state.cycle_pushed.fetch_add(1, Ordering::Relaxed);
+                    sh.events.emit(SyncEvent::Acknowledged {
+                        table: acked.entry.table.clone(),
+                        key: acked.entry.key.clone(),
+                        seq: acked.entry.seq,
+                    });
                     if let Some((from, to)) = acked.remapped {
                         sh.events.emit(SyncEvent::IdRemapped {
                             table: acked.entry.table,

@@ -132,12 +132,20 @@ pub enum Command {
         key: String,
     },
     /// Insert or replace a record (queued for push); JSON object as argument or `-` for stdin.
+    /// With --wait, push it now and wait until the server has it: exit 6 if the server
+    /// refused it (dead-lettered), 5 if it is not on the server within --timeout.
     Put {
         /// The table.
         table: String,
         /// The record as a JSON object, or `-` to read it from stdin.
         #[arg(value_name = "JSON")]
         record: String,
+        /// Push the write now and wait for the server's answer (needs the server).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. `30s`, `500ms`); the write stays queued after it.
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "wait")]
+        timeout: Duration,
     },
     /// Delete a record (queued for push).
     Delete {

@@ -25,6 +25,8 @@ pub enum Exit {
     /// (behind a dead letter, waiting for a referenced create, paused for credentials), the
     /// server is unreachable, or a pull stopped early. Nothing is lost; a later sync goes on.
     Incomplete,
+    /// 6: `put --wait`: the server refused the write for good (it was dead-lettered).
+    Refused,
 }
 
 impl Exit {
@@ -37,6 +39,7 @@ impl Exit {
             Exit::Locked => 3,
             Exit::NotFound => 4,
             Exit::Incomplete => 5,
+            Exit::Refused => 6,
         }
     }
 }
@@ -50,7 +53,9 @@ Exit codes:
   3  the store is locked by another process (a running `tidesync run`)
   4  not found (record, dead letter, parked conflict, quarantined item)
   5  sync incomplete: something could not be sent yet (waiting to retry, blocked, offline);
-     nothing is lost, the reasons are printed";
+     nothing is lost, the reasons are printed; `put --wait`: not on the server
+     within --timeout (the write stays queued)
+  6  `put --wait`: the server refused the write (dead-lettered; see `dead-letters list`)";
 
 /// A command's failure: what to print and which exit code to use.
 #[derive(Debug)]

@@ -167,7 +167,18 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Reconcile { table, dry_run } => reconcile::run(&ctx, &table, dry_run).await,
         Command::Conflicts(command) => conflicts::run(&ctx, command).await,
         Command::Get { table, key } => records::get(&ctx, &table, &key).await,
-        Command::Put { table, record } => records::put(&ctx, &table, &record).await,
+        Command::Put {
+            table,
+            record,
+            wait: false,
+            ..
+        } => records::put(&ctx, &table, &record).await,
+        Command::Put {
+            table,
+            record,
+            wait: true,
+            timeout,
+        } => records::put_and_wait(&ctx, &table, &record, timeout).await,
         Command::Delete { table, key } => records::delete(&ctx, &table, &key).await,
         Command::Scan {
             table,

@@ -2,12 +2,16 @@
 //! Writes are queued in the outbox like any application write and pushed by the next `sync`
 //! or by `run`.
 
-use serde_json::Value;
-use tidesync::{Key, Table};
+use std::time::Duration;
 
+use serde_json::Value;
+use tidesync::actors::events::human_ms;
+use tidesync::{Key, PushError, Pushed, ReceiptState, Table, Written};
+
+use crate::build;
 use crate::cli::LimitArgs;
-use crate::commands::{Ctx, Local, read_record};
-use crate::error::CliError;
+use crate::commands::{Ctx, Local, read_record, unknown_table};
+use crate::error::{CliError, Exit};
 use crate::output::{JsonLines, stderr_is_terminal, truncation_note};
 
 /// `scan`'s default limit (text output).
@@ -52,6 +56,121 @@ pub async fn put(ctx: &Ctx, name: &str, json: &str) -> Result<(), CliError> {
         "put {name}/{key}: queued for push by the next `tidesync sync` or `tidesync run`"
     ));
     Ok(())
+}
+
+/// `tidesync put --wait [--timeout 30s] TABLE JSON|-`: puts the record, pushes it now (with a
+/// syncing engine on the configured server) and waits for its receipt. Exit 0 once the server
+/// has it (acknowledged, or settled by a conflict: the outcome is printed), 6 if the server
+/// refused it (dead-lettered, with the reason), 5 if it is not on the server within the
+/// timeout (it stays queued: nothing is lost).
+pub async fn put_and_wait(
+    ctx: &Ctx,
+    name: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let loaded = ctx.load()?;
+    loaded
+        .table(name)
+        .ok_or_else(|| unknown_table(&loaded, name))?;
+    let record = read_record(json, "the record")?;
+    let transport = build::transport(&loaded, &build::process_env)?;
+    let store = build::open_store(&loaded)?;
+    let mut settings = loaded.config.sync.clone();
+    settings.interval = None;
+    settings.sync_on_start = false;
+    let engine = build::engine(&loaded, store, Some(transport), settings)?;
+    let guard = ShutdownOnDrop(engine.clone());
+    let handle = engine.table::<Value>(name)?;
+    let Written {
+        value: key,
+        receipt,
+    } = handle.put_with_receipt(&Value::Object(record)).await?;
+    let change = receipt.change_id();
+    // Push now (later attempts, after a retry delay or once the server is back, are the
+    // engine's own); then wait for the receipt, whatever push settles it.
+    let waited = tokio::time::timeout(timeout, async {
+        if let Err(err) = engine.push().await {
+            tracing::debug!(error = %err, "push before waiting for the receipt");
+        }
+        receipt.pushed().await
+    })
+    .await;
+    let pending_reason = match receipt.state() {
+        ReceiptState::Pending(entry) => entry.last_error,
+        ReceiptState::Done(_) => None,
+    };
+    drop(guard);
+    let outcome = match waited {
+        Ok(Ok(pushed)) => Ok(pushed),
+        Ok(Err(err)) => Err(err),
+        Err(_) => {
+            let why = pending_reason
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            return Err(CliError::msg(
+                Exit::Incomplete,
+                format!(
+                    "{name}/{key} is not on the server after {}{why}",
+                    human_ms(timeout.as_millis() as u64)
+                ),
+            )
+            .hint(
+                "nothing is lost: it stays queued for the next `tidesync sync` or `tidesync run`",
+            ));
+        }
+    };
+    let pushed = match outcome {
+        Ok(pushed) => pushed,
+        Err(err @ PushError::Refused { .. }) => {
+            return Err(CliError::msg(Exit::Refused, err)
+                .hint("see it with `tidesync dead-letters list`; fix and retry, or discard it"));
+        }
+        Err(err) => return Err(CliError::msg(Exit::Failed, err)),
+    };
+    let (outcome, detail) = match &pushed {
+        Pushed::Acked => ("acked", String::new()),
+        Pushed::Conflict {
+            resolution,
+            follow_up,
+        } => (
+            "conflict",
+            match follow_up {
+                Some(id) => format!(" ({resolution}; the outcome is pushed as change {id})"),
+                None => format!(" ({resolution})"),
+            },
+        ),
+        Pushed::Superseded => ("superseded", String::new()),
+        Pushed::NothingToPush => ("nothing_to_push", String::new()),
+    };
+    if ctx.out.json {
+        let stored = engine.table::<Value>(name)?.get(key.clone()).await?;
+        return ctx.out.json_line(&serde_json::json!({
+            "table": name,
+            "key": key,
+            "record": stored,
+            "change_id": change.map(|c| c.0),
+            "pushed": outcome,
+            "resolution": match &pushed {
+                Pushed::Conflict { resolution, .. } => Some(resolution.clone()),
+                _ => None,
+            },
+        }));
+    }
+    ctx.out.line(key.to_string());
+    ctx.out.note(format!(
+        "put {name}/{key}: on the server: {outcome}{detail}"
+    ));
+    Ok(())
+}
+
+/// Shuts the engine down when the command ends, however it ends.
+struct ShutdownOnDrop(tidesync::Engine);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 /// `tidesync delete TABLE KEY`: deletes a record (exit 4 if there is none).

@@ -440,3 +440,69 @@ fn a_first_sync_over_more_pages_than_max_pages_completes_and_a_later_cut_is_inco
     let rest = env.ok(&["sync", "--table", "posts", "--json"]).json();
     assert_eq!(rest["outcome"], "converged", "{rest:#}");
 }
+
+#[test]
+fn put_wait_exits_0_once_the_server_has_it_6_when_refused_5_after_the_timeout() {
+    let env = Env::new();
+    // On the server: exit 0, the key on stdout, the outcome on stderr.
+    let run = env.ok(&[
+        "put",
+        "posts",
+        r#"{"id": "w1", "title": "waited"}"#,
+        "--wait",
+    ]);
+    assert_eq!(run.stdout.trim(), "w1", "{run:?}");
+    assert!(run.stderr.contains("on the server: acked"), "{run:?}");
+    assert_eq!(env.server.record("posts", "w1").unwrap()["title"], "waited");
+    let json = env
+        .ok(&["put", "posts", r#"{"id": "w2"}"#, "--wait", "--json"])
+        .json();
+    assert_eq!(json["pushed"], "acked", "{json}");
+    assert_eq!(json["key"], "w2");
+    assert!(json["change_id"].as_u64().is_some(), "{json}");
+
+    // Refused by the server (422): dead-lettered, exit 6 with the reason.
+    env.server
+        .fail_next_where(FaultFilter::method("POST"), 1, FaultKind::status(422));
+    let run = env.run(&["put", "posts", r#"{"id": "w3"}"#, "--wait"]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("the server refused"), "{run:?}");
+    assert!(run.stderr.contains("posts/w3"), "{run:?}");
+    assert!(run.stderr.contains("dead-letters list"), "{run:?}");
+    assert!(env.server.record("posts", "w3").is_none());
+    let dead = env.ok(&["dead-letters", "list", "--json"]).json();
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+
+    // Not on the server within the timeout (the server asks for a minute): exit 5, queued.
+    env.server
+        .set_faults(Faults::none().filter(FaultFilter::writes()).errors(
+            1.0,
+            503,
+            Some(RetryAfter::Seconds(60)),
+        ));
+    let run = env.run(&[
+        "put",
+        "posts",
+        r#"{"id": "w4"}"#,
+        "--wait",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(
+        run.stderr.contains("posts/w4 is not on the server after"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("nothing is lost"), "{run:?}");
+    let outbox = env.ok(&["outbox", "--json"]).json();
+    assert!(
+        outbox
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["key"] == "w4"),
+        "{outbox}"
+    );
+    // --timeout without --wait is a usage error.
+    assert_eq!(env.run(&["put", "posts", "{}", "--timeout", "1s"]).code, 2);
+}

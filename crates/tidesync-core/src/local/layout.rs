@@ -11,6 +11,8 @@
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
+//! | `o/settled`         | seq                              | settlement JSON     |
+//! | `o/settled_order`   | settlement ordinal               | seq                 |
 //! | `x/conflicts`       | table ‖ key                      | parked conflict     |
 //! | `x/remapped`        | table ‖ temporary key            | server key JSON     |
 //! | `q`                 | quarantine seq                   | quarantined item    |
@@ -56,6 +58,11 @@ pub const BACKOFF: &str = "o/backoff";
 /// Keys the server replaced (temporary key → the key it assigned), kept so that a reference
 /// to a temporary key written after its remap still points at the record (BUG-10).
 pub const REMAPPED: &str = "x/remapped";
+/// How entries left the outbox (acknowledged, settled by a conflict, cancelled, discarded),
+/// by sequence number: the durable part of write receipts (bounded, see `settled`).
+pub const SETTLED: &str = "o/settled";
+/// The order settlements happened in: ordinal → seq (what the bound prunes by).
+pub const SETTLED_ORDER: &str = "o/settled_order";
 /// Engine metadata (sequence counter, clock, queue depths, epoch).
 pub const META: &str = "m";
 /// Pull checkpoints by table.
@@ -76,6 +83,8 @@ pub const META_STATE_INDEXES: &[u8] = b"outbox_state_indexes";
 pub fn meta_reconciled(table: &str) -> Vec<u8> {
     format!("reconciled/{table}").into_bytes()
 }
+/// Meta key of the next settlement ordinal ([`SETTLED_ORDER`]).
+pub const META_SETTLED_ORDINAL: &[u8] = b"settled_ordinal";
 
 /// Meta key of the queue depth of `table`.
 pub fn meta_depth(table: &str) -> Vec<u8> {

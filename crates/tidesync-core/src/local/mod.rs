@@ -22,6 +22,7 @@ mod remap;
 mod remote_decode;
 mod resolution;
 mod schema_sync;
+mod settled;
 mod staged;
 #[cfg(test)]
 mod sync_tests;
@@ -51,6 +52,7 @@ pub use pulled::{AppliedPage, RemoteMeta};
 pub use quarantine_ops::Quarantined;
 pub use reconcile::Reconciled;
 pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn, TableSchemaStatus};
+pub use settled::{ChangeState, SETTLED_KEEP, SettledEntry, Settlement};
 pub use staged::Staged;
 
 /// Largest accepted record, serialized.
@@ -138,6 +140,17 @@ pub enum WriteOp {
         /// The record key.
         key: Key,
     },
+}
+
+/// What [`LocalDb::apply_local_tracked`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalWritten {
+    /// The changes in order (a write that changes nothing yields no change).
+    pub changes: Vec<Change>,
+    /// For each op, in order: the sequence number of the outbox entry that carries it (a new
+    /// entry, or the unsent entry it was folded into); `None` when the op queued nothing (it
+    /// changed nothing, its table does not push, or it cancelled an unsent create).
+    pub seqs: Vec<Option<u64>>,
 }
 
 /// Who made a change.
@@ -288,16 +301,36 @@ impl LocalDb {
     /// Applies the application's writes, all or nothing, each with its outbox entry.
     /// Returns the changes in order (a write that changes nothing yields no change).
     pub fn apply_local(&self, txn: &mut dyn WriteTxn, ops: &[WriteOp]) -> Result<Vec<Change>> {
-        let mut changes = Vec::with_capacity(ops.len());
-        for op in ops {
-            if let Some(change) = self.apply_one(txn, op)? {
-                changes.push(change);
-            }
-        }
-        Ok(changes)
+        Ok(self.apply_local_tracked(txn, ops)?.changes)
     }
 
-    fn apply_one(&self, txn: &mut dyn WriteTxn, op: &WriteOp) -> Result<Option<Change>> {
+    /// [`LocalDb::apply_local`], also telling which outbox entry carries each op (what a
+    /// write receipt follows).
+    pub fn apply_local_tracked(
+        &self,
+        txn: &mut dyn WriteTxn,
+        ops: &[WriteOp],
+    ) -> Result<LocalWritten> {
+        let mut written = LocalWritten {
+            changes: Vec::with_capacity(ops.len()),
+            seqs: Vec::with_capacity(ops.len()),
+        };
+        for op in ops {
+            let (change, seq) = match self.apply_one(txn, op)? {
+                Some((change, seq)) => (Some(change), seq),
+                None => (None, None),
+            };
+            written.changes.extend(change);
+            written.seqs.push(seq);
+        }
+        Ok(written)
+    }
+
+    fn apply_one(
+        &self,
+        txn: &mut dyn WriteTxn,
+        op: &WriteOp,
+    ) -> Result<Option<(Change, Option<u64>)>> {
         match op {
             WriteOp::Put { table, record } => self.put(txn, table, record, false),
             WriteOp::Insert { table, record } => self.put(txn, table, record, true),
@@ -312,7 +345,7 @@ impl LocalDb {
         table: &str,
         record: &Value,
         must_be_new: bool,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         let mut record = as_object(spec, record, None)?;
         let key = spec.key_or_new(&mut record)?;
@@ -334,7 +367,7 @@ impl LocalDb {
         table: &str,
         key: &Key,
         patch: &Value,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         spec.check_key(key).map_err(|e| e.key(key))?;
         let patch = as_object(spec, patch, Some(key))?;
@@ -357,7 +390,12 @@ impl LocalDb {
         self.write_local(txn, spec, key.clone(), Some(old), Some(new))
     }
 
-    fn delete(&self, txn: &mut dyn WriteTxn, table: &str, key: &Key) -> Result<Option<Change>> {
+    fn delete(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<Option<(Change, Option<u64>)>> {
         let spec = self.schema.table(table)?;
         spec.check_key(key).map_err(|e| e.key(key))?;
         let old = self.get(&*txn, table, key)?;
@@ -367,7 +405,8 @@ impl LocalDb {
         self.write_local(txn, spec, key.clone(), old, None)
     }
 
-    /// Writes a local change and queues it (when the table pushes).
+    /// Writes a local change and queues it (when the table pushes); returns the change and
+    /// the outbox entry that carries it.
     fn write_local(
         &self,
         txn: &mut dyn WriteTxn,
@@ -375,7 +414,7 @@ impl LocalDb {
         key: Key,
         old: Option<Record>,
         mut new: Option<Record>,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<(Change, Option<u64>)>> {
         if let Some(record) = new.as_mut() {
             self.follow_remaps(&*txn, spec, record)?;
         }
@@ -392,6 +431,7 @@ impl LocalDb {
             (None, None) => return Ok(None),
         };
         self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        let mut seq = None;
         let new = if spec.push {
             let stamp = self.clock.now();
             txn.put(layout::META, layout::META_HLC, &stamp.0.to_be_bytes())?;
@@ -400,7 +440,7 @@ impl LocalDb {
                 record: if op == Op::Delete { old } else { new },
                 changed,
             };
-            self.enqueue(txn, spec, &key, &change, stamp.0)?;
+            seq = self.enqueue(txn, spec, &key, &change, stamp.0)?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
                 None
@@ -410,13 +450,14 @@ impl LocalDb {
         } else {
             new
         };
-        Ok(Some(Change {
+        let change = Change {
             table: spec.name.clone(),
             key,
             op,
             record: new,
             origin: Origin::Local,
-        }))
+        };
+        Ok(Some((change, seq)))
     }
 
     /// Points the record's references to keys the server has replaced since

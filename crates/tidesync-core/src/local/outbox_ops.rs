@@ -10,6 +10,7 @@ use crate::spec::TableSpec;
 use crate::store::{ReadTxn, WriteTxn};
 
 use super::layout::{self, seq_bytes};
+use super::settled::Settlement;
 use super::{LocalDb, now_ms, read_u64};
 
 /// The `last_error` of an entry a new leader holds back because the previous leader left it
@@ -28,6 +29,8 @@ pub struct OutboxStats {
 
 impl LocalDb {
     /// Queues `change` for the record, folding it into the record's unsent tail entry.
+    /// Returns the sequence number of the entry that now carries the change (`None` when it
+    /// cancelled the unsent tail: a create, then a delete).
     pub(super) fn enqueue(
         &self,
         txn: &mut dyn WriteTxn,
@@ -35,17 +38,23 @@ impl LocalDb {
         key: &Key,
         change: &LocalChange,
         hlc: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let tail = self.pending(&*txn, &spec.name, key)?.pop();
         match coalesce(tail.as_ref(), change, hlc) {
-            Coalesced::Replace(entry) => match &tail {
-                Some(tail) => self.update_entry(txn, tail, &entry),
-                None => self.insert_entry(txn, &entry),
-            },
-            Coalesced::RemoveTail => match tail {
-                Some(tail) => self.remove_entry(txn, &tail),
-                None => Ok(()),
-            },
+            Coalesced::Replace(entry) => {
+                match &tail {
+                    Some(tail) => self.update_entry(txn, tail, &entry)?,
+                    None => self.insert_entry(txn, &entry)?,
+                }
+                Ok(Some(entry.seq))
+            }
+            Coalesced::RemoveTail => {
+                if let Some(tail) = tail {
+                    self.remove_entry(txn, &tail)?;
+                    self.record_settlement(txn, &tail, Settlement::Superseded)?;
+                }
+                Ok(None)
+            }
             Coalesced::Append => {
                 let seq = self.next_seq(txn)?;
                 let entry = OutboxEntry {
@@ -73,7 +82,8 @@ impl LocalDb {
                 let mut by_table = layout::table_prefix(&spec.name);
                 by_table.extend_from_slice(&seq_bytes(seq));
                 txn.put(layout::OUTBOX_BY_TABLE, &by_table, &[])?;
-                self.add_depth(txn, &spec.name, 1)
+                self.add_depth(txn, &spec.name, 1)?;
+                Ok(Some(seq))
             }
         }
     }
@@ -493,8 +503,29 @@ impl LocalDb {
         self.update_entry(txn, &before, &entry)
     }
 
-    /// Removes an acknowledged entry.
+    /// Removes an acknowledged entry (and records it as acknowledged, for its receipt).
     pub fn remove(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
+        let entry = self.entry_or_err(&*txn, seq)?;
+        self.remove_entry(txn, &entry)?;
+        self.record_settlement(txn, &entry, Settlement::Acked)?;
+        Ok(entry)
+    }
+
+    /// Removes entry `seq` and records how it left the outbox.
+    #[cfg(test)]
+    pub(super) fn remove_as(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        settlement: Settlement,
+    ) -> Result<OutboxEntry> {
+        let entry = self.remove_raw(txn, seq)?;
+        self.record_settlement(txn, &entry, settlement)?;
+        Ok(entry)
+    }
+
+    /// Removes entry `seq`; the caller records how it left the outbox.
+    pub(super) fn remove_raw(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
         let entry = self.entry_or_err(&*txn, seq)?;
         self.remove_entry(txn, &entry)?;
         Ok(entry)
@@ -620,6 +651,9 @@ impl LocalDb {
             );
         }
         self.remove_entry(txn, &entry)?;
+        if let Some(reason) = entry.dead.clone() {
+            self.record_settlement(txn, &entry, Settlement::Discarded { reason })?;
+        }
         Ok(entry)
     }
 

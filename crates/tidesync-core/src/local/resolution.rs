@@ -8,6 +8,7 @@ use crate::record::{Record, changed_fields};
 use crate::store::WriteTxn;
 
 use super::parked::{PARKED, parked_key};
+use super::settled::Settlement;
 use super::{Base, Change, LocalDb, Origin, Staged};
 
 /// The outcome of a conflict with the local writes made after the decision on top: the
@@ -75,8 +76,9 @@ impl LocalDb {
         } else {
             decided
         };
-        for entry in self.pending(&*txn, table, key)? {
-            self.remove(txn, entry.seq)?;
+        let settled = self.pending(&*txn, table, key)?;
+        for entry in &settled {
+            self.remove_raw(txn, entry.seq)?;
         }
         let base = conflict.remote.clone().map(|record| Base {
             record,
@@ -98,6 +100,7 @@ impl LocalDb {
                 origin: Origin::Resolution,
             });
         }
+        let mut follow_up = None;
         if (later_write || !matches!(resolution, Resolution::TakeRemote)) && spec.push {
             // Push the outcome against the remote version.
             let change = match (&conflict.remote, &outcome) {
@@ -120,8 +123,17 @@ impl LocalDb {
             };
             if let Some(change) = change {
                 let stamp = self.clock.now();
-                self.enqueue(txn, &spec, key, &change, stamp.0)?;
+                follow_up = self.enqueue(txn, &spec, key, &change, stamp.0)?;
             }
+        }
+        // The settled entries' receipts: resolved through this conflict (and followed by the
+        // entry pushing the outcome, if any).
+        for entry in &settled {
+            let settlement = Settlement::Conflict {
+                resolution: resolution.as_str().to_owned(),
+                follow_up,
+            };
+            self.record_settlement(txn, entry, settlement)?;
         }
         Ok(changes)
     }
