@@ -259,6 +259,8 @@ pub fn plan(
 
 /// One decoded item.
 struct Entry {
+    /// Its place among the page's decoded entries.
+    pos: usize,
     key: Key,
     /// The timestamp (parsed, raw).
     ts: Option<(i128, Value)>,
@@ -266,14 +268,16 @@ struct Entry {
     delete: bool,
 }
 
-/// Decodes a page's items; the warning counts the items whose cursor field does not parse.
-fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> (Vec<Entry>, Option<PullWarning>) {
+/// Decodes a page's items (moving each record out, no copy); the warning counts the items
+/// whose cursor field does not parse.
+fn decode_entries(ctx: &FeedCtx<'_>, items: Vec<Value>) -> (Vec<Entry>, Option<PullWarning>) {
     let feed = ctx.feed;
     let mut out = Vec::with_capacity(items.len());
     let mut unparsed = 0usize;
     let mut example: Option<String> = None;
-    for (index, item) in items.iter().enumerate() {
-        let (key_value, ts_value, record) = match item {
+    let total = items.len();
+    for (index, item) in items.into_iter().enumerate() {
+        let (key_value, ts_value, record) = match &item {
             Value::Object(map) => (
                 map.get(ctx.key_field),
                 feed.cursor_field.as_ref().and_then(|f| map.get(f)),
@@ -319,14 +323,15 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> (Vec<Entry>, Option<Pul
                 .tombstone
                 .as_ref()
                 .is_some_and(|t| record.and_then(|r| r.get(&t.field)) == Some(&t.value));
+        let record = match item {
+            Value::Object(map) if !ctx.deletes_only => Some(map),
+            _ => None,
+        };
         out.push(Entry {
+            pos: out.len(),
             key,
             ts,
-            record: if ctx.deletes_only {
-                None
-            } else {
-                record.cloned()
-            },
+            record,
             delete,
         });
     }
@@ -344,7 +349,7 @@ fn decode_entries(ctx: &FeedCtx<'_>, items: &[Value]) -> (Vec<Entry>, Option<Pul
             field = feed.cursor_field.as_deref().unwrap_or_default(),
             format = %feed.timestamp,
             unparsed,
-            items = items.len(),
+            items = total,
             example = example.as_deref().unwrap_or_default(),
             "pulled items whose cursor field does not parse in the configured `timestamp` \
              format: they are applied, but the checkpoint cannot move past them (every sync \
@@ -522,7 +527,14 @@ pub fn advance_walk(
         }
     }
     let count = page.items.len() as u64;
-    let (entries, unparsed) = decode_entries(ctx, &page.items);
+    let items_empty = page.items.is_empty();
+    // Offset walks remember the last item (the next page must start with it).
+    let last_edge = if style == PageStyle::Offset {
+        page.items.last().and_then(|item| edge_of(ctx, item))
+    } else {
+        None
+    };
+    let (entries, unparsed) = decode_entries(ctx, std::mem::take(&mut page.items));
     let mut warnings: Vec<PullWarning> = unparsed.into_iter().collect();
     let since_ns = state.since.as_ref().map(|m| parse_ts(ctx, m)).transpose()?;
 
@@ -560,7 +572,7 @@ pub fn advance_walk(
         PageStyle::Token | PageStyle::Link => true,
         _ => page.has_more.is_some() || (style != PageStyle::None && page.total.is_some()),
     };
-    let more = if page.items.is_empty() && raw_count == 0 {
+    let more = if items_empty && raw_count == 0 {
         false
     } else if explicit {
         signalled
@@ -803,9 +815,9 @@ pub fn advance_walk(
                 if style == PageStyle::Link {
                     mem.next_link = page.next_link;
                 }
-                if style == PageStyle::Offset && !page.items.is_empty() {
+                if style == PageStyle::Offset && !items_empty {
                     // (An undecodable last item leaves no edge: that boundary goes unchecked.)
-                    pass.last = page.items.last().and_then(|item| edge_of(ctx, item));
+                    pass.last = last_edge;
                 }
                 pass.high = high;
                 pass.fp = Some(fp);
@@ -862,11 +874,21 @@ pub fn advance_walk(
         warnings,
         ..Step::default()
     };
-    for entry in emit {
+    // The emitted entries, moved out in page order (no copy of a record).
+    let mut chosen = vec![false; entries.len()];
+    for entry in &emit {
+        chosen[entry.pos] = true;
+    }
+    drop(emit);
+    drop(fresh);
+    for (entry, keep) in entries.into_iter().zip(chosen) {
+        if !keep {
+            continue;
+        }
         if entry.delete {
-            step.deleted.push(entry.key.clone());
-        } else if let Some(record) = &entry.record {
-            step.records.push(record.clone());
+            step.deleted.push(entry.key);
+        } else if let Some(record) = entry.record {
+            step.records.push(record);
         }
     }
     Ok(step)

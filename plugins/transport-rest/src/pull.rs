@@ -134,9 +134,9 @@ impl RestTransport {
         request_url: &reqwest::Url,
         resp: &Incoming,
     ) -> Result<RawPage> {
-        let body = self.json_body(table, None, resp)?;
+        let mut body = self.json_body(table, None, resp)?;
         let items = match feed.items.get(&body) {
-            Some(Value::Array(items)) => items.clone(),
+            Some(Value::Array(_)) => Vec::new(), // moved out below, once the rest is read
             Some(Value::Null) | None if !feed.items.is_root() => {
                 return Err(self.decode_error(
                     table,
@@ -170,7 +170,7 @@ impl RestTransport {
         } else {
             None
         };
-        Ok(RawPage {
+        let mut page = RawPage {
             items,
             has_more: p
                 .has_more
@@ -189,7 +189,12 @@ impl RestTransport {
                 .as_ref()
                 .and_then(|ptr| ptr.get(&body))
                 .cloned(),
-        })
+        };
+        // Checked above to be an array.
+        if let Some(Value::Array(items)) = feed.items.take(&mut body) {
+            page.items = items;
+        }
+        Ok(page)
     }
 
     /// One pull step.
