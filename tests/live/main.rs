@@ -37,6 +37,9 @@ fn settings() -> SyncSettings {
         backoff_cap: Duration::from_millis(200),
         live_backoff_base: Duration::from_millis(20),
         live_backoff_cap: Duration::from_millis(200),
+        // Offline probes would reopen the channel on their own: keep them out of the way.
+        probe_base: Duration::from_secs(30),
+        probe_cap: Duration::from_secs(60),
         ..SyncSettings::default()
     }
 }

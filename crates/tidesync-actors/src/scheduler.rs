@@ -493,6 +493,12 @@ impl SchedulerActor {
                 .store(true, Ordering::SeqCst);
             metrics::gauge!(telemetry::ONLINE).set(1.0);
             self.shared.events.emit(SyncEvent::Online);
+            // The server answered: the live channel may open again even if the host's
+            // `set_online(true)` never comes.
+            if std::mem::take(&mut self.live_suspended) {
+                self.update_live();
+                self.kick_live();
+            }
             if sync_now {
                 self.trigger(Trigger::Online, Scope::all(), ctx);
             }
