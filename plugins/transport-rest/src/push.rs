@@ -361,11 +361,13 @@ impl RestTransport {
     /// One push.
     pub(crate) async fn push_one(&self, req: &PushRequest) -> Result<PushOutcome> {
         let routes = self.routes(&req.table)?;
-        let route = routes.route(req.op).ok_or_else(|| {
-            Error::config(format!("no `{}` route configured", req.op.as_str()))
-                .table(req.table.clone())
-                .key(&req.key)
-        })?;
+        let route = routes
+            .route_for(req.op, req.base_version.as_deref())
+            .ok_or_else(|| {
+                Error::config(format!("no `{}` route configured", req.op.as_str()))
+                    .table(req.table.clone())
+                    .key(&req.key)
+            })?;
         if let Some(settled) = self.check_before_write(routes, req).await? {
             return Ok(settled);
         }
@@ -417,7 +419,65 @@ impl RestTransport {
                 ..PushOutcome::default()
             });
         }
-        Err(self.status_error(&req.table, Some(&req.key), Some(routes), &resp))
+        let failed = self.status_error(&req.table, Some(&req.key), Some(routes), &resp);
+        if req.op == Op::Create
+            && resp.status >= 500
+            && !routes.server_ids
+            && routes.fetch.is_some()
+            && routes.recreate.is_some()
+        {
+            return self.probe_failed_create(routes, req, failed).await;
+        }
+        Err(failed)
+    }
+
+    /// A create answered 5xx on a table with a `recreate` route: the write may have committed
+    /// (the answer was an error anyway), or the id may be held by a deleted record (a unique
+    /// index the API lets fail as a 500). The fetch route settles it: the server showing what
+    /// the create wrote is its success; another live record there is a conflict; nothing live
+    /// there is a conflict too (the engine then writes the record again through `recreate`).
+    /// A fetch that fails leaves the failure as it was (retried).
+    async fn probe_failed_create(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+        failed: Error,
+    ) -> Result<PushOutcome> {
+        let fetched = match self.fetch_one(&req.table, &req.key).await {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                tracing::debug!(table = %req.table, key = %req.key, error = %err, "the probe after a failed create got no answer");
+                return Err(failed);
+            }
+        };
+        match fetched {
+            Some(found) if self.shows_write(routes, req, &found.record) => {
+                tracing::debug!(table = %req.table, key = %req.key, "the probe shows the failed create committed");
+                Ok(PushOutcome {
+                    version: found.version,
+                    record: Some(found.record),
+                    ..PushOutcome::default()
+                })
+            }
+            Some(found) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the create failed ({failed}) and the server holds another record with this key"
+                ),
+            )
+            .table(req.table.clone())
+            .key(&req.key)
+            .remote(found.record)),
+            None => {
+                tracing::debug!(table = %req.table, key = %req.key, "the probe finds no live record after a failed create: written again through the recreate route");
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the create failed ({failed}) and no live record holds the key: a deleted one may"),
+                )
+                .table(req.table.clone())
+                .key(&req.key))
+            }
+        }
     }
 
     /// What an answer means when an answer rule decided it.

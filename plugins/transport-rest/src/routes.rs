@@ -668,6 +668,15 @@ pub struct TableRoutes {
     /// then a refusal, a conflict, unless an answer rule says otherwise.
     #[serde(default = "default_true")]
     pub delete_not_found_ok: bool,
+    /// The route that writes a record again over a server tombstone (an upsert with no agreed
+    /// version: a kept local record against a remote delete, or a create refused because a
+    /// deleted record holds its id), e.g. `PUT /posts/{id}` or an upsert endpoint. Default:
+    /// the update route. With it (and a fetch route), a create answered 5xx is settled by a
+    /// fetch: the record as sent is the create's success (its answer was an error anyway),
+    /// another live record a conflict, nothing live the id held by a tombstone: the record
+    /// goes again through this route instead of being retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate: Option<WriteRoute>,
     /// Fetch-one route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchRoute>,
@@ -724,6 +733,7 @@ impl Default for TableRoutes {
             update: None,
             delete: None,
             delete_not_found_ok: true,
+            recreate: None,
             fetch: None,
             bulk: None,
             bulk_create: None,
@@ -826,6 +836,23 @@ impl TableRoutes {
         self
     }
 
+    /// Sets the route that writes a record again over a server tombstone (see
+    /// [`TableRoutes::recreate`](#structfield.recreate)).
+    pub fn recreate(mut self, route: WriteRoute) -> Self {
+        self.recreate = Some(route);
+        self
+    }
+
+    /// The route a push goes through: an update with no agreed version on a versioned table
+    /// (an upsert over a tombstone) takes the `recreate` route when there is one.
+    pub(crate) fn route_for(&self, op: Op, base_version: Option<&str>) -> Option<&WriteRoute> {
+        let versioned = self.version.field.is_some() || self.version.etag;
+        match (&self.recreate, op, base_version) {
+            (Some(recreate), Op::Update, None) if versioned => Some(recreate),
+            _ => self.route(op),
+        }
+    }
+
     /// Sets the fetch route.
     pub fn fetch(mut self, route: FetchRoute) -> Self {
         self.fetch = Some(route);
@@ -922,6 +949,7 @@ impl TableRoutes {
             (Op::Create, &self.create),
             (Op::Update, &self.update),
             (Op::Delete, &self.delete),
+            (Op::Update, &self.recreate),
         ] {
             let Some(route) = route else { continue };
             let at = format!("{} route", op.as_str());

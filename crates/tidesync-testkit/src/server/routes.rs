@@ -855,10 +855,10 @@ fn rows_inner(
                 RowsOp::Create if !coll.config.server_ids => coll
                     .holds(key)
                     .is_some()
-                    .then(|| (StatusCode::CONFLICT, "exists")),
+                    .then_some((StatusCode::CONFLICT, "exists")),
                 RowsOp::Create => None,
                 RowsOp::Update | RowsOp::Delete => {
-                    (coll.holds(key) != Some(true)).then(|| (StatusCode::NOT_FOUND, "not found"))
+                    (coll.holds(key) != Some(true)).then_some((StatusCode::NOT_FOUND, "not found"))
                 }
             };
             if let Some((status, error)) = refused {
