@@ -981,7 +981,7 @@ fn validate_server(
                 && routes.create.is_none()
                 && routes.update.is_none()
                 && routes.delete.is_none()
-                && routes.bulk.is_none()
+                && !routes.has_bulk()
             {
                 push(
                     Diagnostic::error(
@@ -1253,6 +1253,7 @@ fn lint(
                 ("create", &routes.create),
                 ("update", &routes.update),
                 ("delete", &routes.delete),
+                ("recreate", &routes.recreate),
             ] {
                 if let Some(route) = route {
                     urls.push((vec![name, "url"], route.url.as_str()));
@@ -1261,8 +1262,15 @@ fn lint(
             if let Some(fetch) = &routes.fetch {
                 urls.push((vec!["fetch", "url"], fetch.url.as_str()));
             }
-            if let Some(bulk) = &routes.bulk {
-                urls.push((vec!["bulk", "url"], bulk.url.as_str()));
+            for (name, bulk) in [
+                ("bulk", &routes.bulk),
+                ("bulk_create", &routes.bulk_create),
+                ("bulk_update", &routes.bulk_update),
+                ("bulk_delete", &routes.bulk_delete),
+            ] {
+                if let Some(bulk) = bulk {
+                    urls.push((vec![name, "url"], bulk.url.as_str()));
+                }
             }
             if let Some(pull) = &routes.pull {
                 urls.push((vec!["pull", "url"], pull.url.as_str()));
