@@ -442,6 +442,34 @@ fn is_default_match(m: &BulkMatch) -> bool {
     *m == BulkMatch::Position
 }
 
+/// The route that reads many records by key in one request, for a batched fetch before write:
+/// `GET url`, where `{keys}` is the keys, each percent-encoded, joined by `,` (e.g.
+/// `/posts?id=in.({keys})`). Records missing from the answer, or tombstones by the table's
+/// rule, are not there. Needs `version.field` (an answer list carries no ETags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchManyRoute {
+    /// URL template (GET) with `{keys}`.
+    pub url: Template,
+    /// Where the list of records is in the answer (default: the whole body).
+    #[serde(default)]
+    pub items: Pointer,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+}
+
+impl FetchManyRoute {
+    /// `GET url`, the list at `items`.
+    pub fn get(url: &str, items: &str) -> Self {
+        FetchManyRoute {
+            url: template_lenient(url),
+            items: pointer::lenient(items),
+            headers: Headers::default(),
+        }
+    }
+}
+
 /// A bulk endpoint taking several operations in one request.
 ///
 /// Format `ops` (default): `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>,
@@ -680,6 +708,10 @@ pub struct TableRoutes {
     /// Fetch-one route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchRoute>,
+    /// Fetch-many route: batches the fetch before write of a bulk push (see
+    /// [`FetchManyRoute`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_many: Option<FetchManyRoute>,
     /// Bulk route (every operation kind in one request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk: Option<BulkRoute>,
@@ -735,6 +767,7 @@ impl Default for TableRoutes {
             delete_not_found_ok: true,
             recreate: None,
             fetch: None,
+            fetch_many: None,
             bulk: None,
             bulk_create: None,
             bulk_update: None,
@@ -1093,6 +1126,21 @@ impl TableRoutes {
                 return Err(cfg(
                     "conflict_detection: fetching before a write compares versions: set \
                      version.field (an update time will do) or version.etag"
+                        .into(),
+                )
+                .field("version"));
+            }
+        }
+        if let Some(many) = &self.fetch_many {
+            check_template(table, "fetch_many route", "url", &many.url, |name| {
+                name == "keys"
+            })?;
+            many.headers.validate(table, "fetch_many route")?;
+            pointer::check(&many.items)
+                .map_err(|e| cfg(format!("fetch_many route: items: {e}")))?;
+            if self.version.field.is_none() {
+                return Err(cfg(
+                    "fetch_many route: a list of records carries no ETags: set version.field"
                         .into(),
                 )
                 .field("version"));
