@@ -137,9 +137,17 @@ fn notes_routes() -> TableRoutes {
         )
 }
 
+/// Posts run on a server with no concurrency control at all (docs/rest-routes.md, recipe 11):
+/// the table is pulled before it is pushed in every cycle, so remote edits meet pending local
+/// ones on the pull path, where client wins decides.
+fn posts_routes() -> TableRoutes {
+    TableRoutes::reference_server("posts")
+        .conflict_detection(tidesync_transport_rest::ConflictDetection::PullFirst)
+}
+
 fn engine(url: &str, profile: &Profile) -> Engine {
     let transport = RestTransport::builder(url)
-        .table("posts", TableRoutes::reference_server("posts"))
+        .table("posts", posts_routes())
         .table("notes", notes_routes())
         .table("tasks", TableRoutes::reference_server("tasks").server_ids())
         .request_timeout(profile.timeout)
@@ -375,6 +383,10 @@ async fn run(profile: Profile) -> RunStats {
     let server = ReferenceServer::builder()
         .seed(profile.seed)
         .collection("tasks", CollectionConfig::default().server_ids(true))
+        .collection(
+            "posts",
+            CollectionConfig::default().concurrency(Concurrency::Unchecked),
+        )
         .collection(
             "notes",
             CollectionConfig::default().concurrency(Concurrency::Conflict400),

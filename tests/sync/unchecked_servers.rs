@@ -400,3 +400,87 @@ async fn fetch_before_write_reads_the_record_before_updates_and_deletes_only() {
     assert!(server.record("posts", "b").is_none());
     converged_and_quiet(&server, &engine, "fetch before write").await;
 }
+
+/// A soft delete that keeps the id: the server answers a create of a deleted record's id with
+/// 500 "duplicate id". Client wins against that remote delete creates the record again: the
+/// 500 is settled by the probe (no live record: a tombstone holds the id) and the record goes
+/// out through the recipe's `recreate` route (a PUT), never dead-lettered.
+#[tokio::test]
+async fn keep_local_over_a_soft_delete_that_keeps_the_id_recreates_through_the_recreate_route() {
+    for detection in DETECTIONS {
+        let what = format!("{detection:?}");
+        let server = ReferenceServer::builder()
+            .without_auth()
+            .collection(
+                "posts",
+                CollectionConfig::default()
+                    .concurrency(Concurrency::Unchecked)
+                    .duplicate_id_500(true),
+            )
+            .start()
+            .await;
+        let engine = engine(&server, detection, Strategy::ClientWins);
+        let t = engine.table::<Value>("posts").expect("table");
+        t.put(&json!({"id": "p1", "title": "base"}))
+            .await
+            .expect("put");
+        engine.sync().await.expect("sync");
+        server.delete_direct("posts", "p1").expect("remote delete");
+        t.update("p1", json!({"title": "local"}))
+            .await
+            .expect("local edit");
+        let mut cycles = 0;
+        while !engine.outbox(None, 10).expect("outbox").is_empty() {
+            cycles += 1;
+            assert!(cycles <= 3, "{what}: not settled in 3 cycles");
+            let report = engine.sync().await.expect("sync");
+            assert_eq!(report.dead_lettered, 0, "{what}: {report:?}");
+        }
+        let statuses: Vec<(String, Option<u16>)> = server
+            .request_log()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| (r.method, r.status))
+            .collect();
+        assert!(
+            statuses.contains(&("POST".to_owned(), Some(500))),
+            "{what}: the create met the kept id: {statuses:?}"
+        );
+        assert_eq!(
+            server.record("posts", "p1").expect("written again")["title"],
+            "local",
+            "{what}: {statuses:?}"
+        );
+        converged_and_quiet(&server, &engine, &what).await;
+    }
+}
+
+/// A create that committed but was answered 500: the probe finds the record as sent, so it
+/// is acknowledged at once (no retry, no duplicate).
+#[tokio::test]
+async fn a_create_answered_500_after_it_committed_is_settled_by_the_probe() {
+    use tidesync_testkit::server::{FaultFilter, FaultKind};
+    let server = unchecked_server().await;
+    let engine = engine(
+        &server,
+        ConflictDetection::FetchBeforeWrite,
+        Strategy::ServerWins,
+    );
+    let t = engine.table::<Value>("posts").expect("table");
+    t.put(&json!({"id": "p1", "title": "a"}))
+        .await
+        .expect("put");
+    server.fail_next_where(
+        FaultFilter::writes().under("/api/posts"),
+        1,
+        FaultKind::CommitThenStatus(500),
+    );
+    let report = engine.sync().await.expect("sync");
+    assert_eq!(
+        (report.pushed, report.retried, report.dead_lettered),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(server.create_count("posts", "p1"), 1);
+    converged_and_quiet(&server, &engine, "create answered 500").await;
+}

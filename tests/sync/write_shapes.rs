@@ -632,3 +632,57 @@ async fn plain_row_bulk_routes_converge() {
     assert_eq!(local(&engine, "lines").await, on_server, "converged");
     quiet_cycle(&server, &engine, heading).await;
 }
+
+/// `dead-letters edit` on a server-assigned-key table: the fixed record is written as the
+/// server's records are, without its key; the dead letter keeps its key and goes out again,
+/// and the minted id replaces the temporary one.
+#[tokio::test]
+async fn a_dead_lettered_create_of_a_server_id_table_is_edited_without_its_key() {
+    use tidesync_testkit::server::{FaultFilter, FaultKind};
+    let heading = "10. Server-assigned keys";
+    let server = server_for(
+        "memos",
+        CollectionConfig::default()
+            .server_ids(true)
+            .refuse_client_ids(true),
+    )
+    .await;
+    let engine = engine_for(&server, heading, "memos", false);
+    let t = engine.table::<Value>("memos").expect("table");
+    t.put(&json!({"id": "tmp-1", "text": "typo"}))
+        .await
+        .expect("put");
+    server.fail_next_where(
+        FaultFilter::writes().under("/api/memos"),
+        1,
+        FaultKind::status(422),
+    );
+    let report = engine.sync().await.expect("sync");
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    let dead = engine.dead_letters(Some("memos")).expect("dead letters");
+    let seq = dead.first().expect("one").seq;
+    // A record with another key is still refused.
+    let err = engine
+        .retry_dead_letter(
+            seq,
+            json!({"id": "tmp-9", "text": "x"}).as_object().cloned(),
+        )
+        .await
+        .expect_err("another key");
+    assert_eq!(err.kind(), tidesync::ErrorKind::InvalidInput, "{err}");
+    let edited = engine
+        .retry_dead_letter(seq, json!({"text": "fixed"}).as_object().cloned())
+        .await
+        .expect("edited without its key");
+    assert_eq!(
+        edited.record.as_ref().map(|r| r["id"].clone()),
+        Some(json!("tmp-1"))
+    );
+    let report = engine.sync().await.expect("sync");
+    assert_eq!((report.pushed, report.dead_lettered), (1, 0), "{report:?}");
+    let on_server = by_id(server.records("memos"));
+    assert_eq!(on_server.len(), 1);
+    assert_eq!(on_server.values().next().expect("one")["text"], "fixed");
+    assert_eq!(local(&engine, "memos").await, on_server, "remapped");
+    quiet_cycle(&server, &engine, heading).await;
+}

@@ -1152,6 +1152,7 @@ fn lint(
                 ("create", &routes.create),
                 ("update", &routes.update),
                 ("delete", &routes.delete),
+                ("recreate", &routes.recreate),
             ] {
                 if let Some(route) = route {
                     urls.push((vec![name, "url"], route.url.as_str()));
@@ -1160,8 +1161,15 @@ fn lint(
             if let Some(fetch) = &routes.fetch {
                 urls.push((vec!["fetch", "url"], fetch.url.as_str()));
             }
-            if let Some(bulk) = &routes.bulk {
-                urls.push((vec!["bulk", "url"], bulk.url.as_str()));
+            for (name, bulk) in [
+                ("bulk", &routes.bulk),
+                ("bulk_create", &routes.bulk_create),
+                ("bulk_update", &routes.bulk_update),
+                ("bulk_delete", &routes.bulk_delete),
+            ] {
+                if let Some(bulk) = bulk {
+                    urls.push((vec![name, "url"], bulk.url.as_str()));
+                }
             }
             if let Some(pull) = &routes.pull {
                 urls.push((vec!["pull", "url"], pull.url.as_str()));

@@ -29,7 +29,7 @@ pub use pull::link_next;
 pub use query::QueryParams;
 pub use routes::{
     Answer, AnswerRule, BodyMode, BodyVersion, BulkFormat, BulkMatch, BulkRoute, ConflictDetection,
-    FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
+    FetchManyRoute, FetchRoute, Headers, Method, TableRoutes, Versioning, WriteRoute,
 };
 pub use template::Template;
 pub use time::{Separator, TextFormat, TimeFormat, Zone};

@@ -294,6 +294,17 @@ impl RestTransport {
             .fetch_one(&req.table, &req.key)
             .await
             .map_err(|e| e.key(&req.key))?;
+        self.judge_fetched(routes, req, base, fetched)
+    }
+
+    /// Whether an update or delete based on `base` may go, given the server's current record.
+    fn judge_fetched(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+        base: &str,
+        fetched: Option<tidesync_core::Fetched>,
+    ) -> Result<Option<PushOutcome>> {
         let Some(fetched) = fetched else {
             if req.op == Op::Delete {
                 tracing::debug!(table = %req.table, key = %req.key, "fetch before delete: already gone");
@@ -361,11 +372,13 @@ impl RestTransport {
     /// One push.
     pub(crate) async fn push_one(&self, req: &PushRequest) -> Result<PushOutcome> {
         let routes = self.routes(&req.table)?;
-        let route = routes.route(req.op).ok_or_else(|| {
-            Error::config(format!("no `{}` route configured", req.op.as_str()))
-                .table(req.table.clone())
-                .key(&req.key)
-        })?;
+        let route = routes
+            .route_for(req.op, req.base_version.as_deref())
+            .ok_or_else(|| {
+                Error::config(format!("no `{}` route configured", req.op.as_str()))
+                    .table(req.table.clone())
+                    .key(&req.key)
+            })?;
         if let Some(settled) = self.check_before_write(routes, req).await? {
             return Ok(settled);
         }
@@ -417,7 +430,65 @@ impl RestTransport {
                 ..PushOutcome::default()
             });
         }
-        Err(self.status_error(&req.table, Some(&req.key), Some(routes), &resp))
+        let failed = self.status_error(&req.table, Some(&req.key), Some(routes), &resp);
+        if req.op == Op::Create
+            && resp.status >= 500
+            && !routes.server_ids
+            && routes.fetch.is_some()
+            && routes.recreate.is_some()
+        {
+            return self.probe_failed_create(routes, req, failed).await;
+        }
+        Err(failed)
+    }
+
+    /// A create answered 5xx on a table with a `recreate` route: the write may have committed
+    /// (the answer was an error anyway), or the id may be held by a deleted record (a unique
+    /// index the API lets fail as a 500). The fetch route settles it: the server showing what
+    /// the create wrote is its success; another live record there is a conflict; nothing live
+    /// there is a conflict too (the engine then writes the record again through `recreate`).
+    /// A fetch that fails leaves the failure as it was (retried).
+    async fn probe_failed_create(
+        &self,
+        routes: &TableRoutes,
+        req: &PushRequest,
+        failed: Error,
+    ) -> Result<PushOutcome> {
+        let fetched = match self.fetch_one(&req.table, &req.key).await {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                tracing::debug!(table = %req.table, key = %req.key, error = %err, "the probe after a failed create got no answer");
+                return Err(failed);
+            }
+        };
+        match fetched {
+            Some(found) if self.shows_write(routes, req, &found.record) => {
+                tracing::debug!(table = %req.table, key = %req.key, "the probe shows the failed create committed");
+                Ok(PushOutcome {
+                    version: found.version,
+                    record: Some(found.record),
+                    ..PushOutcome::default()
+                })
+            }
+            Some(found) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the create failed ({failed}) and the server holds another record with this key"
+                ),
+            )
+            .table(req.table.clone())
+            .key(&req.key)
+            .remote(found.record)),
+            None => {
+                tracing::debug!(table = %req.table, key = %req.key, "the probe finds no live record after a failed create: written again through the recreate route");
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the create failed ({failed}) and no live record holds the key: a deleted one may"),
+                )
+                .table(req.table.clone())
+                .key(&req.key))
+            }
+        }
     }
 
     /// What an answer means when an answer rule decided it.
@@ -592,9 +663,17 @@ impl RestTransport {
         }
         let mut settled: Vec<Option<Result<PushOutcome>>> = Vec::with_capacity(requests.len());
         let mut to_send = Vec::new();
+        let mut fetched_many = self.fetch_many(requests).await;
         for req in requests {
             let routes = self.routes(&req.table)?;
-            match self.check_before_write(routes, req).await {
+            let checked = match (&mut fetched_many, req.base_version.as_deref()) {
+                (Some(found), Some(base)) if req.op != Op::Create => {
+                    let current = found.remove(&req.key.to_string());
+                    self.judge_fetched(routes, req, base, current)
+                }
+                _ => self.check_before_write(routes, req).await,
+            };
+            match checked {
                 Ok(None) => {
                     settled.push(None);
                     to_send.push(req.clone());
@@ -617,6 +696,81 @@ impl RestTransport {
                 })
             })
             .collect()
+    }
+
+    /// The fetch before write of a whole batch in one request, through the table's
+    /// `fetch_many` route: the live records by key text (`None`: no such route, fewer than two
+    /// records to check, or the request failed, so each is fetched alone).
+    async fn fetch_many(
+        &self,
+        requests: &[PushRequest],
+    ) -> Option<std::collections::HashMap<String, tidesync_core::Fetched>> {
+        let first = requests.first()?;
+        let table = first.table.as_str();
+        let routes = self.routes(table).ok()?;
+        let many = routes.fetch_many.as_ref()?;
+        let version_field = routes.version.field.as_ref()?;
+        let keys: Vec<String> = requests
+            .iter()
+            .filter(|r| r.op != Op::Create && r.base_version.is_some())
+            .map(|r| {
+                let mut encoded = String::new();
+                crate::template::encode_component(&r.key.to_string(), &mut encoded);
+                encoded
+            })
+            .collect();
+        if keys.len() < 2 {
+            return None;
+        }
+        let joined = keys.join(",");
+        let path = many
+            .url
+            .render::<Error>(false, |_| Ok(Slot::Text(joined.clone())))
+            .ok()??;
+        let out = Outgoing {
+            method: reqwest::Method::GET,
+            url: self.url(&path, &[]).ok()?,
+            headers: self.headers(&many.headers),
+            body: None,
+        };
+        let resp = match self.execute(table, &out).await {
+            Ok(resp) if resp.success() => resp,
+            Ok(resp) => {
+                tracing::debug!(
+                    table,
+                    status = resp.status,
+                    "fetch_many refused: records are fetched one by one"
+                );
+                return None;
+            }
+            Err(err) => {
+                tracing::debug!(table, error = %err, "fetch_many failed: records are fetched one by one");
+                return None;
+            }
+        };
+        let body = self.json_body(table, None, &resp).ok()?;
+        let items = many.items.get(&body)?.as_array()?;
+        let mut found = std::collections::HashMap::new();
+        for item in items {
+            let Some(record) = item.as_object() else {
+                continue;
+            };
+            let Some(key) = record.get(&routes.key).and_then(Key::from_json) else {
+                continue;
+            };
+            if crate::client::is_tombstone(routes, record) {
+                continue;
+            }
+            let version = record.get(version_field).and_then(scalar_text);
+            found.insert(
+                key.to_string(),
+                tidesync_core::Fetched {
+                    record: record.clone(),
+                    version,
+                },
+            );
+        }
+        Some(found)
     }
 
     /// Sends requests through the bulk endpoint, one result per request, in order.

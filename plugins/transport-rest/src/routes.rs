@@ -444,6 +444,34 @@ fn is_default_match(m: &BulkMatch) -> bool {
     *m == BulkMatch::Position
 }
 
+/// The route that reads many records by key in one request, for a batched fetch before write:
+/// `GET url`, where `{keys}` is the keys, each percent-encoded, joined by `,` (e.g.
+/// `/posts?id=in.({keys})`). Records missing from the answer, or tombstones by the table's
+/// rule, are not there. Needs `version.field` (an answer list carries no ETags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchManyRoute {
+    /// URL template (GET) with `{keys}`.
+    pub url: Template,
+    /// Where the list of records is in the answer (default: the whole body).
+    #[serde(default)]
+    pub items: Pointer,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+}
+
+impl FetchManyRoute {
+    /// `GET url`, the list at `items`.
+    pub fn get(url: &str, items: &str) -> Self {
+        FetchManyRoute {
+            url: template_lenient(url),
+            items: pointer::lenient(items),
+            headers: Headers::default(),
+        }
+    }
+}
+
 /// A bulk endpoint taking several operations in one request.
 ///
 /// Format `ops` (default): `{"<ops_field>": [{"op": "create"|"update"|"delete", "id": <key>,
@@ -670,9 +698,22 @@ pub struct TableRoutes {
     /// then a refusal, a conflict, unless an answer rule says otherwise.
     #[serde(default = "default_true")]
     pub delete_not_found_ok: bool,
+    /// The route that writes a record again over a server tombstone (an upsert with no agreed
+    /// version: a kept local record against a remote delete, or a create refused because a
+    /// deleted record holds its id), e.g. `PUT /posts/{id}` or an upsert endpoint. Default:
+    /// the update route. With it (and a fetch route), a create answered 5xx is settled by a
+    /// fetch: the record as sent is the create's success (its answer was an error anyway),
+    /// another live record a conflict, nothing live the id held by a tombstone: the record
+    /// goes again through this route instead of being retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate: Option<WriteRoute>,
     /// Fetch-one route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchRoute>,
+    /// Fetch-many route: batches the fetch before write of a bulk push (see
+    /// [`FetchManyRoute`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_many: Option<FetchManyRoute>,
     /// Bulk route (every operation kind in one request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk: Option<BulkRoute>,
@@ -787,7 +828,9 @@ impl Default for TableRoutes {
             update: None,
             delete: None,
             delete_not_found_ok: true,
+            recreate: None,
             fetch: None,
+            fetch_many: None,
             bulk: None,
             bulk_create: None,
             bulk_update: None,
@@ -890,6 +933,23 @@ impl TableRoutes {
         self
     }
 
+    /// Sets the route that writes a record again over a server tombstone (see
+    /// [`TableRoutes::recreate`](#structfield.recreate)).
+    pub fn recreate(mut self, route: WriteRoute) -> Self {
+        self.recreate = Some(route);
+        self
+    }
+
+    /// The route a push goes through: an update with no agreed version on a versioned table
+    /// (an upsert over a tombstone) takes the `recreate` route when there is one.
+    pub(crate) fn route_for(&self, op: Op, base_version: Option<&str>) -> Option<&WriteRoute> {
+        let versioned = self.version.field.is_some() || self.version.etag;
+        match (&self.recreate, op, base_version) {
+            (Some(recreate), Op::Update, None) if versioned => Some(recreate),
+            _ => self.route(op),
+        }
+    }
+
     /// Sets the fetch route.
     pub fn fetch(mut self, route: FetchRoute) -> Self {
         self.fetch = Some(route);
@@ -988,10 +1048,7 @@ impl TableRoutes {
         let has_writes = self.create.is_some()
             || self.update.is_some()
             || self.delete.is_some()
-            || self.bulk.is_some()
-            || self.bulk_create.is_some()
-            || self.bulk_update.is_some()
-            || self.bulk_delete.is_some();
+            || self.has_bulk();
         if spec.push && !has_writes {
             return Err(Error::config(
                 "the table is pushed but has no create, update, delete or bulk route",
@@ -1033,6 +1090,7 @@ impl TableRoutes {
             (Op::Create, &self.create),
             (Op::Update, &self.update),
             (Op::Delete, &self.delete),
+            (Op::Update, &self.recreate),
         ] {
             let Some(route) = route else { continue };
             validate_write_route(table, op, route, self, &record_fields)
@@ -1106,6 +1164,21 @@ impl TableRoutes {
                 return Err(cfg(
                     "conflict_detection: fetching before a write compares versions: set \
                      version.field (an update time will do) or version.etag"
+                        .into(),
+                )
+                .field("version"));
+            }
+        }
+        if let Some(many) = &self.fetch_many {
+            check_template(table, "fetch_many route", "url", &many.url, |name| {
+                name == "keys"
+            })?;
+            many.headers.validate(table, "fetch_many route")?;
+            pointer::check(&many.items)
+                .map_err(|e| cfg(format!("fetch_many route: items: {e}")))?;
+            if self.version.field.is_none() {
+                return Err(cfg(
+                    "fetch_many route: a list of records carries no ETags: set version.field"
                         .into(),
                 )
                 .field("version"));

@@ -319,3 +319,25 @@ fn check_points_at_the_setting_a_plugin_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn check_refuses_fetch_before_write_without_a_fetch_route() {
+    let env = Env::new();
+    env.edit(|t| {
+        let t = replace(
+            t,
+            "create = { method = \"POST\", url = \"/api/posts\" }",
+            "conflict_detection = \"fetch_before_write\"\ncreate = { method = \"POST\", url = \"/api/posts\" }",
+        );
+        replace(&t, "fetch = { url = \"/api/posts/{id}\" }\n", "")
+    });
+    let run = env.run(&["check"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "conflict_detection: fetching before a write needs a fetch route (table `posts`, \
+             field `fetch`)"
+        ),
+        "{run:?}"
+    );
+}

@@ -621,13 +621,21 @@ impl LocalDb {
             );
         }
         let mut entry = before.clone();
-        if let Some(record) = edited {
+        if let Some(mut record) = edited {
             let spec = self.schema.table(&entry.table)?;
-            if spec.key_of(&record)?.as_ref() != Some(&entry.key) {
-                return Err(Error::invalid("an edited dead letter must keep its key")
-                    .table(entry.table.clone())
-                    .key(&entry.key)
-                    .field(spec.key.clone()));
+            match spec.key_of(&record)? {
+                // Written without its key (as a server-id table's record is sent, or a
+                // record whose key the server assigns): it keeps the entry's.
+                None => {
+                    record.insert(spec.key.clone(), entry.key.to_json());
+                }
+                Some(key) if key == entry.key => {}
+                Some(_) => {
+                    return Err(Error::invalid("an edited dead letter must keep its key")
+                        .table(entry.table.clone())
+                        .key(&entry.key)
+                        .field(spec.key.clone()));
+                }
             }
             entry.record = Some(record);
         }

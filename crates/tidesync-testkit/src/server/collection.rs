@@ -113,6 +113,10 @@ pub struct CollectionConfig {
     /// with 400 (`id` is assigned by the server), as servers that mint their own ids do,
     /// instead of the id being replaced silently.
     pub refuse_client_ids: bool,
+    /// A soft delete keeps the id in a unique index the API does not map to a status: a create
+    /// of an id held by a tombstone fails with 500 `{"error": "duplicate id"}` (instead of 409
+    /// `exists`), as APIs that let the database error through do.
+    pub duplicate_id_500: bool,
 }
 
 impl Default for CollectionConfig {
@@ -134,6 +138,7 @@ impl Default for CollectionConfig {
             required_fields: Vec::new(),
             row_envelope: false,
             refuse_client_ids: false,
+            duplicate_id_500: false,
         }
     }
 }
@@ -241,6 +246,13 @@ impl CollectionConfig {
     #[must_use]
     pub fn refuse_client_ids(mut self, on: bool) -> Self {
         self.refuse_client_ids = on;
+        self
+    }
+
+    /// Sets [`CollectionConfig::duplicate_id_500`].
+    #[must_use]
+    pub fn duplicate_id_500(mut self, on: bool) -> Self {
+        self.duplicate_id_500 = on;
         self
     }
 
@@ -864,6 +876,9 @@ impl Collection {
             Err(e) => return Reply::bad_request(e),
         };
         if let Some(cur) = self.records.get(&key) {
+            if cur.deleted && self.config.duplicate_id_500 {
+                return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "duplicate id");
+            }
             return Reply::conflict(StatusCode::CONFLICT, "exists", Some(self.render(cur)));
         }
         let sent = body.version;

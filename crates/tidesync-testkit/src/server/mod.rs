@@ -153,7 +153,8 @@
 //!   soft-deleted row writes it and answers it with `deleted: true`).
 //! - [`CollectionConfig::required_fields`], [`CollectionConfig::row_envelope`] (`{"row": …}`
 //!   bodies with a `return` option), [`CollectionConfig::refuse_client_ids`] (with server ids,
-//!   a create carrying an `id` is refused with 400).
+//!   a create carrying an `id` is refused with 400), [`CollectionConfig::duplicate_id_500`]
+//!   (a soft delete keeps the id: a create of a tombstone's id fails with 500 `duplicate id`).
 //! - Conditional writes by query on every collection: `PUT /api/<c>?where.id.eq=<id>&where.version.eq=<v>`
 //!   replaces the record's fields and `DELETE` with the same filter soft-deletes it; both answer
 //!   200 with the written rows as an array, `[]` when the filter matches nothing (a stale

@@ -908,3 +908,77 @@ async fn plain_row_bulk_config_works() -> anyhow::Result<()> {
     assert_eq!(err.field_name(), Some("format"), "{err}");
     Ok(())
 }
+
+/// Fetch before write, batched: a bulk push of recipe 12 with `fetch_before_write` and a
+/// `fetch_many` route reads every record it updates or deletes in one GET; the stale update is
+/// a conflict carrying the server's record and is not sent, the others go in one request.
+#[tokio::test]
+async fn fetch_before_write_is_batched_through_fetch_many() -> anyhow::Result<()> {
+    use tidesync_transport_rest::{ConflictDetection, FetchManyRoute};
+    let server = ReferenceServer::builder()
+        .without_auth()
+        .collection(
+            "lines",
+            CollectionConfig::default().concurrency(Concurrency::Unchecked),
+        )
+        .start()
+        .await;
+    let mut config = parse(toml_blocks()[11]);
+    if let Some(lines) = config.tables.get_mut("lines") {
+        lines.conflict_detection = ConflictDetection::FetchBeforeWrite;
+        lines.fetch_many = Some(FetchManyRoute::get(
+            "/api/lines?id=in.({keys})&limit=1000",
+            "/data",
+        ));
+    }
+    let t = against(&config, &server)?;
+    for key in ["a", "b", "c"] {
+        t.push(push(
+            "lines",
+            Op::Create,
+            key,
+            Some(json!({"id": key, "title": key})),
+        ))
+        .await?;
+    }
+    server
+        .update_direct("lines", "b", json!({"title": "remote"}))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    server.clear_log();
+    let results = t
+        .push_batch(vec![
+            based("lines", Op::Update, "a", "a2", "1"),
+            based("lines", Op::Update, "b", "b2", "1"),
+            based("lines", Op::Delete, "c", "", "1"),
+        ])
+        .await?;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let mut stale = results[1]
+        .as_ref()
+        .map(|_| ())
+        .expect_err("b changed on the server")
+        .duplicate();
+    assert_eq!(stale.kind(), ErrorKind::Conflict, "{stale}");
+    assert_eq!(
+        stale.take_remote_record().map(|r| r["title"].clone()),
+        Some(json!("remote"))
+    );
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let sent: Vec<String> = server
+        .request_log()
+        .into_iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query.unwrap_or_default()))
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent[0].starts_with("GET /api/lines?id=in.(a,b,c)"),
+        "{sent:?}"
+    );
+    assert_eq!(server.record("lines", "a").expect("live")["title"], "a2");
+    assert_eq!(
+        server.record("lines", "b").expect("live")["title"],
+        "remote"
+    );
+    assert!(server.record("lines", "c").is_none());
+    Ok(())
+}
