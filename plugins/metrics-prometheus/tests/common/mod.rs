@@ -215,6 +215,10 @@ pub fn record_every_metric() {
         ..Default::default()
     });
     telemetry::offline_for(Duration::from_secs(90));
+    // As in live.rs (the live channel's connection loop).
+    metrics::gauge!(telemetry::LIVE_CONNECTED).set(1.0);
+    metrics::counter!(telemetry::LIVE_RECONNECTS_TOTAL).increment(2);
+    metrics::counter!(telemetry::LIVE_EVENTS_TOTAL).increment(5);
 }
 
 /// Normalises exposition text for the snapshot: sample values become `<v>`, families are
