@@ -546,3 +546,154 @@ fn the_live_section_reads_from_toml() {
     assert_eq!(live.events.len(), 1);
     assert!(live.subscribe.unwrap().url.is_none());
 }
+
+const CRASH_CHILD_DB: &str = "TIDESYNC_LIVE_CHILD_DB";
+const CRASH_CHILD_URL: &str = "TIDESYNC_LIVE_CHILD_URL";
+
+/// A live engine on a redb file, as both the killed child and the restarted parent run it.
+fn live_engine_on_file(path: &std::path::Path, url: &str) -> (Engine, Events) {
+    let transport = RestTransport::builder(url)
+        .table("posts", TableRoutes::reference_server("posts"))
+        .request_timeout(Duration::from_secs(5))
+        .live(LiveConfig::sse("/live/events"))
+        .build()
+        .expect("transport");
+    let mut builder = Engine::builder()
+        .store(tidesync::RedbStore::open(path).expect("the store opens"))
+        .table(TableSpec::new("posts"))
+        .transport(transport)
+        .settings(settings());
+    let events = builder.events();
+    (builder.start().expect("engine starts"), events)
+}
+
+/// The child side of the crash test: connect, show the records so far, say `ready`, then
+/// keep applying what the channel brings until the parent kills the process.
+fn live_crash_child(path: &str, url: &str) -> ! {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (engine, mut events) = live_engine_on_file(std::path::Path::new(path), url);
+        connected(&mut events).await;
+        let posts = engine.table::<Value>("posts").expect("posts");
+        let deadline = std::time::Instant::now() + BOUND;
+        while posts.get("before-4").await.expect("a local read").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child pulled nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("\nlive-child-ready");
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    })
+}
+
+/// A client killed (SIGKILL) while its live channel delivers changes loses none of them: the
+/// changes made on the server while it was down, and those whose events were in flight when
+/// it died, arrive with the delta pull of the restarted engine's first connect, from the
+/// checkpoint the dead process committed.
+#[test]
+fn a_client_killed_while_changes_stream_in_loses_none_of_them() {
+    if let (Ok(path), Ok(url)) = (
+        std::env::var(CRASH_CHILD_DB),
+        std::env::var(CRASH_CHILD_URL),
+    ) {
+        live_crash_child(&path, &url);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(ReferenceServer::builder().start());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("live.redb");
+    for i in 0..5 {
+        server
+            .insert_direct("posts", json!({"id": format!("before-{i}"), "n": 0}))
+            .unwrap();
+    }
+
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "a_client_killed_while_changes_stream_in_loses_none_of_them",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD_DB, &path)
+        .env(CRASH_CHILD_URL, server.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the child starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(std::result::Result::ok)
+            .any(|line| line.trim() == "live-child-ready")
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ready.join().expect("reader"), "the child said ready");
+
+    // Changes stream in; the child dies in the middle of them.
+    for i in 0..20 {
+        server
+            .insert_direct("posts", json!({"id": format!("during-{i}"), "n": i}))
+            .unwrap();
+        server
+            .update_direct(
+                "posts",
+                format!("before-{}", i % 5).as_str(),
+                json!({"n": i + 1}),
+            )
+            .unwrap();
+        if i == 10 {
+            child.kill().expect("SIGKILL");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().expect("reaped");
+    for i in 0..5 {
+        server
+            .insert_direct("posts", json!({"id": format!("after-{i}"), "n": 0}))
+            .unwrap();
+    }
+
+    // Restarted on the same file: everything the server holds arrives, as the server has it.
+    runtime.block_on(async {
+        let (engine, mut events) = live_engine_on_file(&path, server.url());
+        connected(&mut events).await;
+        let posts = engine.table::<Value>("posts").unwrap();
+        let on_server = server.records("posts");
+        assert_eq!(on_server.len(), 30);
+        for record in &on_server {
+            let id = record["id"].as_str().expect("string id").to_owned();
+            let deadline = std::time::Instant::now() + BOUND;
+            loop {
+                let local = posts.get(id.as_str()).await.unwrap();
+                if local.as_ref().is_some_and(|l| l["n"] == record["n"]) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{id}: local {local:?}, server {record}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(posts.count().await.unwrap(), 30);
+        assert!(
+            engine.outbox(None, 10).unwrap().is_empty(),
+            "nothing to push"
+        );
+        engine.shutdown();
+    });
+}
