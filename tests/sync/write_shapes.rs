@@ -1,8 +1,9 @@
 //! The write-path recipes of `docs/rest-routes.md` (bare `If-Match` + 404, conflict as 400,
 //! conditional update by query, row envelopes with required fields) through the whole engine, parsed from the doc and run against
 //! the reference server configured to behave that way: queued creates, updates and deletes
-//! converge exactly; a concurrent edit on both sides gives server-wins and client-wins their
-//! promised outcome on the push path; one more cycle sends nothing.
+//! converge exactly; a concurrent edit on both sides gives each strategy its promised outcome
+//! (server wins, client wins, field merge and last write wins on the push and the pull path;
+//! park on the push path); one more cycle sends nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -685,4 +686,151 @@ async fn a_dead_lettered_create_of_a_server_id_table_is_edited_without_its_key()
     assert_eq!(on_server.values().next().expect("one")["text"], "fixed");
     assert_eq!(local(&engine, "memos").await, on_server, "remapped");
     quiet_cycle(&server, &engine, heading).await;
+}
+
+#[tokio::test]
+async fn server_wins_on_the_pull_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_for(&server, heading, table, false);
+        both_edited(&server, &engine, table).await;
+        let pulled = engine.pull(None).await.expect("pull");
+        assert_eq!(pulled.conflicts, 1, "{heading}: {pulled:?}");
+        assert_eq!(
+            local(&engine, table).await["p1"]["title"],
+            "remote",
+            "{heading}: the server's version replaced the local edit"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}: the local edit was dropped, not queued"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (on_server["title"].clone(), on_server["version"].clone()),
+            (json!("remote"), json!(2)),
+            "{heading}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn field_merge_on_the_pull_path_on_every_write_shape() {
+    for (heading, table, server_config) in shapes() {
+        let server = server_for(table, server_config).await;
+        let engine = engine_with(&server, heading, table, |b| {
+            b.conflicts(table, tidesync_conflict_merge::FieldMerge::new())
+        });
+        let t = engine.table::<Value>(table).expect("table");
+        t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+            .await
+            .expect("put");
+        engine.sync().await.expect("sync");
+        server
+            .update_direct(table, "p1", json!({"body": "remote body", "version": 2}))
+            .expect("remote edit");
+        t.update("p1", json!({"title": "local title"}))
+            .await
+            .expect("edit");
+        let pulled = engine.pull(None).await.expect("pull");
+        assert_eq!(pulled.conflicts, 1, "{heading}: {pulled:?}");
+        let merged = local(&engine, table).await;
+        assert_eq!(
+            (merged["p1"]["title"].clone(), merged["p1"]["body"].clone()),
+            (json!("local title"), json!("remote body")),
+            "{heading}: merged locally"
+        );
+        let report = engine.push().await.expect("push");
+        assert_eq!(
+            (report.pushed, report.conflicts, report.dead_lettered),
+            (1, 0, 0),
+            "{heading}: the merge goes out against the remote version: {report:?}"
+        );
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            (
+                on_server["title"].clone(),
+                on_server["body"].clone(),
+                on_server["version"].clone()
+            ),
+            (json!("local title"), json!("remote body"), json!(3)),
+            "{heading}: both edits kept"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}"
+        );
+    }
+}
+
+/// Last write wins, the local edit being the later one (made 2.1 s after the server's: the
+/// server's clock is known through its `Date` header, to the second, so edits closer than that
+/// cannot be ordered and a tie goes to the server): on the push path the refused write is
+/// decided for the local side and written over the remote version; on the pull path the pulled
+/// version loses to the pending edit, which then goes out. Either way the server ends with the
+/// local edit, once.
+#[tokio::test]
+async fn last_write_wins_on_both_paths_on_every_write_shape() {
+    let mut cases = Vec::new();
+    for pull_first in [false, true] {
+        for (heading, table, server_config) in shapes() {
+            let server = server_for(table, server_config).await;
+            let engine = engine_with(&server, heading, table, |b| {
+                b.conflicts(table, tidesync_conflict_policies::LastWriteWins::new())
+            });
+            let t = engine.table::<Value>(table).expect("table");
+            t.put(&json!({"id": "p1", "title": "base", "body": "b"}))
+                .await
+                .expect("put");
+            engine.sync().await.expect("sync");
+            server
+                .update_direct(table, "p1", json!({"title": "remote", "version": 2}))
+                .expect("remote edit");
+            cases.push((pull_first, heading, table, server, engine));
+        }
+    }
+    // One wait for every case: the local edits come clearly later.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (pull_first, heading, table, server, engine) in cases {
+        let path = if pull_first { "pull path" } else { "push path" };
+        let t = engine.table::<Value>(table).expect("table");
+        t.update("p1", json!({"title": "local"}))
+            .await
+            .expect("edit");
+        if pull_first {
+            let pulled = engine.pull(None).await.expect("pull");
+            assert_eq!(pulled.conflicts, 1, "{heading}, {path}: {pulled:?}");
+            assert_eq!(
+                local(&engine, table).await["p1"]["title"],
+                "local",
+                "{heading}, {path}: the later local edit is kept"
+            );
+        }
+        engine.sync().await.expect("sync");
+        engine.sync().await.expect("sync");
+        let on_server = server.record(table, "p1").expect("live");
+        assert_eq!(
+            on_server["title"],
+            json!("local"),
+            "{heading}, {path}: the later write wins"
+        );
+        assert!(
+            engine.outbox(None, 10).expect("outbox").is_empty(),
+            "{heading}, {path}"
+        );
+        quiet_cycle(&server, &engine, heading).await;
+        assert_eq!(
+            local(&engine, table).await,
+            by_id(server.records(table)),
+            "{heading}, {path}"
+        );
+    }
 }
