@@ -3,47 +3,13 @@
 //! the metrics endpoint, and the [`Engine`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use tidesync::{ConflictStrategy, Engine, Error, ErrorKind, RedbStore, SyncSettings};
+use tidesync::{Engine, Error, ErrorKind, RedbStore, SyncSettings};
 use tidesync_metrics_prometheus::PrometheusMetrics;
 use tidesync_transport_rest::{RestTransport, StaticAuth};
 
-use crate::config::{AuthConfig, ConflictConfig, LoadedConfig, MetricsConfig};
+use crate::config::{AuthConfig, LoadedConfig, MetricsConfig};
 use crate::daemons;
-
-/// Every conflict strategy name the config accepts: `tidesync-conflict-policies`' names, then
-/// `tidesync-conflict-merge`'s.
-pub fn strategy_names() -> Vec<&'static str> {
-    tidesync_conflict_policies::STRATEGY_NAMES
-        .iter()
-        .chain(tidesync_conflict_merge::STRATEGY_NAMES)
-        .copied()
-        .collect()
-}
-
-/// Whether `name` is a known conflict strategy.
-pub fn is_strategy_name(name: &str) -> bool {
-    strategy_names().contains(&name)
-}
-
-/// Builds a table's conflict strategy, dispatching on its name to the plugin that owns it.
-/// An unknown name is one `Config` error listing every valid name.
-pub fn strategy(config: &ConflictConfig) -> Result<Arc<dyn ConflictStrategy>, Error> {
-    let name = config.strategy.as_str();
-    let options = serde_json::Value::Object(config.options.clone());
-    if tidesync_conflict_policies::STRATEGY_NAMES.contains(&name) {
-        tidesync_conflict_policies::by_name(name, &options)
-    } else if tidesync_conflict_merge::STRATEGY_NAMES.contains(&name) {
-        tidesync_conflict_merge::by_name(name, &options)
-    } else {
-        Err(Error::config(format!(
-            "unknown conflict strategy `{name}`; valid names: {}",
-            strategy_names().join(", ")
-        ))
-        .field("strategy"))
-    }
-}
 
 /// Reads an environment variable (`None` when unset or not UTF-8).
 pub fn process_env(name: &str) -> Option<String> {
@@ -217,7 +183,8 @@ pub fn engine(
             builder = builder.leader(elector, config.leader.campaign_every);
         }
         for (table, conflict) in &config.conflicts {
-            let strategy = strategy(conflict).map_err(|e| e.table(table.clone()))?;
+            let strategy = crate::strategies::build(&conflict.strategy, &conflict.options)
+                .map_err(|e| e.table(table.clone()))?;
             builder = builder.shared_conflicts(table, strategy);
         }
     }
@@ -281,25 +248,6 @@ pub fn metrics(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn strategies_dispatch_to_both_plugins() {
-        let conflict = |name: &str| ConflictConfig {
-            strategy: name.to_owned(),
-            options: serde_json::Map::new(),
-        };
-        for name in strategy_names() {
-            let built = strategy(&conflict(name)).map(|s| s.name().to_owned());
-            assert_eq!(built.ok().as_deref(), Some(name));
-        }
-        let err = strategy(&conflict("lww")).err().map(|e| e.to_string());
-        assert!(
-            err.as_deref().is_some_and(|e| e.contains(
-                "valid names: server_wins, client_wins, last_write_wins, park, field_merge"
-            )),
-            "{err:?}"
-        );
-    }
 
     #[test]
     fn auth_reads_the_environment_and_names_missing_variables() {

@@ -796,8 +796,8 @@ pub fn validate(loaded: &LoadedConfig) -> Vec<Diagnostic> {
                 &[Seg::Key("conflicts"), Seg::Key(table)],
             );
         }
-        if let Err(err) = crate::build::strategy(conflict) {
-            let at_name = !crate::build::is_strategy_name(&conflict.strategy);
+        if let Err(err) = crate::strategies::build(&conflict.strategy, &conflict.options) {
+            let at_name = !crate::strategies::is_strategy_name(&conflict.strategy);
             let diag = Diagnostic::from_error(&err).table(table);
             if at_name {
                 push(

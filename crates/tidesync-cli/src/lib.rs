@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemons;
 pub mod error;
 pub mod output;
+pub mod strategies;
 
 use std::process::ExitCode;
 
