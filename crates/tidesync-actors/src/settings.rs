@@ -242,26 +242,7 @@ mod humantime_ms {
     }
 
     pub(super) fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 30s, 5m"))?;
-        let ms = match unit.trim() {
-            "" | "ms" => n,
-            "s" => n.saturating_mul(1000),
-            "m" => n.saturating_mul(60_000),
-            "h" => n.saturating_mul(3_600_000),
-            other => {
-                return Err(format!(
-                    "invalid duration unit {other:?} in {text:?}: use ms, s, m or h"
-                ));
-            }
-        };
-        Ok(Duration::from_millis(ms))
+        tidesync_core::duration::parse(text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

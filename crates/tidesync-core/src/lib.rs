@@ -10,6 +10,7 @@
 //! decides; plugins and actors act.
 
 pub mod conflict;
+pub mod duration;
 pub mod error;
 pub mod hlc;
 pub mod leader;
