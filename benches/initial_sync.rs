@@ -157,34 +157,7 @@ fn child_raw(url: &str, n: usize, page: usize, store: bool) -> ChildResult {
     let mut cursor: Option<(String, String)> = None;
     rt.block_on(async {
         loop {
-            // The engine's keyset query (ids are `rec-NNNNNNNN`, nothing to escape).
-            let target = match &cursor {
-                Some((ts, id)) => {
-                    format!("{url}/api/posts?after_updated={ts}&after_id={id}&limit={page}")
-                }
-                None => format!("{url}/api/posts?limit={page}"),
-            };
-            let body = client
-                .get(target)
-                .send()
-                .await
-                .expect("get")
-                .error_for_status()
-                .expect("status")
-                .bytes()
-                .await
-                .expect("body");
-            let mut body: Value = serde_json::from_slice(&body).expect("json");
-            let has_more = body["hasMore"].as_bool().unwrap_or(false);
-            let Value::Array(items) = body["data"].take() else {
-                panic!("no data array");
-            };
-            if let Some(last) = items.last() {
-                cursor = Some((
-                    last["updatedAt"].to_string(),
-                    last["id"].as_str().expect("string id").to_owned(),
-                ));
-            }
+            let (items, has_more) = common::raw_keyset_page(&client, url, page, &mut cursor).await;
             if let Some(db) = &db {
                 let mut txn = db.begin_write().expect("begin");
                 txn.set_durability(Durability::Immediate)

@@ -21,7 +21,6 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tidesync::{Engine, RedbStore, SyncEvent, SyncSettings};
 use tidesync_testkit::server::{CollectionConfig, ReferenceServer};
 use tidesync_transport_rest::RestTransport;
@@ -33,34 +32,11 @@ async fn raw_listing(client: &reqwest::Client, url: &str, page: usize) -> HashSe
     let mut ids = HashSet::new();
     let mut cursor: Option<(String, String)> = None;
     loop {
-        let target = match &cursor {
-            Some((ts, id)) => {
-                format!("{url}/api/posts?after_updated={ts}&after_id={id}&limit={page}")
-            }
-            None => format!("{url}/api/posts?limit={page}"),
-        };
-        let body = client
-            .get(target)
-            .send()
-            .await
-            .expect("get")
-            .error_for_status()
-            .expect("status")
-            .bytes()
-            .await
-            .expect("body");
-        let body: Value = serde_json::from_slice(&body).expect("json");
-        let items = body["data"].as_array().expect("data array");
-        for item in items {
+        let (items, has_more) = common::raw_keyset_page(client, url, page, &mut cursor).await;
+        for item in &items {
             ids.insert(item["id"].as_str().expect("string id").to_owned());
         }
-        if let Some(last) = items.last() {
-            cursor = Some((
-                last["updatedAt"].to_string(),
-                last["id"].as_str().expect("string id").to_owned(),
-            ));
-        }
-        if !body["hasMore"].as_bool().unwrap_or(false) {
+        if !has_more {
             return ids;
         }
     }

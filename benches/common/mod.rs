@@ -157,6 +157,44 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("reqwest client")
 }
 
+/// One page of the reference server's keyset feed of `posts` (the engine's query), read the
+/// way the benches' raw clients read it: the items and whether more follow. Moves `cursor` to
+/// the page's last item.
+pub async fn raw_keyset_page(
+    client: &reqwest::Client,
+    url: &str,
+    page: usize,
+    cursor: &mut Option<(String, String)>,
+) -> (Vec<Value>, bool) {
+    // Ids are `rec-NNNNNNNN` or alike: nothing to escape.
+    let target = match cursor.as_ref() {
+        Some((ts, id)) => format!("{url}/api/posts?after_updated={ts}&after_id={id}&limit={page}"),
+        None => format!("{url}/api/posts?limit={page}"),
+    };
+    let body = client
+        .get(target)
+        .send()
+        .await
+        .expect("get")
+        .error_for_status()
+        .expect("status")
+        .bytes()
+        .await
+        .expect("body");
+    let mut body: Value = serde_json::from_slice(&body).expect("json");
+    let has_more = body["hasMore"].as_bool().unwrap_or(false);
+    let Value::Array(items) = body["data"].take() else {
+        panic!("no data array");
+    };
+    if let Some(last) = items.last() {
+        *cursor = Some((
+            last["updatedAt"].to_string(),
+            last["id"].as_str().expect("string id").to_owned(),
+        ));
+    }
+    (items, has_more)
+}
+
 /// Routes for a reference-server collection, as in `tests/sync/support.rs`: CRUD with a
 /// version field and a keyset change feed; with `bulk`, also the bulk endpoint.
 pub fn routes(collection: &str, bulk: bool) -> TableRoutes {
