@@ -248,6 +248,8 @@ impl EngineBuilder {
         }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()))
             .with_migrations(self.migrations.clone());
+        // A store written by an older storage layout is upgraded first (resumable).
+        db.upgrade_layout(&*store)?;
         db.restore_clock(&*store.read()?)?;
         // Before anything can read: indexes declared since the last open are built over the
         // stored records, dropped ones removed, a changed key refused (invariant 13).

@@ -205,7 +205,7 @@ impl LocalDb {
         loop {
             let keyspace = match progress.phase {
                 Phase::Records => layout::records(&spec.name),
-                Phase::Outbox => layout::OUTBOX_BY_TABLE.to_owned(),
+                Phase::Outbox => layout::OUTBOX_BY_RECORD.to_owned(),
                 Phase::Bases => layout::bases(&spec.name),
             };
             let total = match counted {
@@ -302,7 +302,7 @@ impl LocalDb {
     }
 
     /// The next batch of a phase's keyspace after `after` (the outbox phase reads only this
-    /// table's part of the per-table index).
+    /// table's part of the per-record queue index, whose keys start with the table).
     fn batch_rows(
         &self,
         store: &dyn Store,

@@ -10,6 +10,7 @@ mod ack;
 mod echo;
 mod entry_state;
 pub mod layout;
+mod layout_upgrade;
 mod migrate;
 mod outbox_ops;
 mod parked;
@@ -45,6 +46,7 @@ use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 pub use ack::Acked;
 pub use entry_state::{EntryState, OutboxSummary};
+pub use layout_upgrade::{LAYOUT_VERSION, LayoutUpgrade};
 pub use migrate::{MigrationDone, MigrationFn, Migrations};
 pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use parked::ParkedConflict;
@@ -246,13 +248,27 @@ impl LocalDb {
         Ok(())
     }
 
+    /// Keeps the clock's last stamp in the store, so a restarted clock does not issue stamps
+    /// below it ([`LocalDb::restore_clock`]). Called by commits of the sync path (entries
+    /// leaving the outbox, a leader's claim), not by local writes: a stamp a crash loses
+    /// before the next such commit is still carried by the pending entry it was given to, and
+    /// the next write to that record stamps past it (`enqueue`).
+    pub(super) fn persist_clock(&self, txn: &mut dyn WriteTxn) -> Result<()> {
+        txn.put(
+            layout::META,
+            layout::META_HLC,
+            &self.clock.last().0.to_be_bytes(),
+        )
+    }
+
     // ----- fencing ------------------------------------------------------------------------
 
     /// Records that leadership `epoch` now owns this database (never lowers the stored epoch).
     /// Fails with [`ErrorKind::Fenced`] if a newer leader already claimed it.
     pub fn claim_epoch(&self, txn: &mut dyn WriteTxn, epoch: u64) -> Result<()> {
         self.check_epoch(&*txn, Some(epoch))?;
-        txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())
+        txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())?;
+        self.persist_clock(txn)
     }
 
     /// What a leader does when it wins `epoch`, in one transaction: claims the database
@@ -433,8 +449,9 @@ impl LocalDb {
         self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
         let mut seq = None;
         let new = if spec.push {
+            // Not persisted here: the clock's last stamp is kept by the sync path's commits
+            // and the record's queue carries its own (layout v2, `LocalDb::persist_clock`).
             let stamp = self.clock.now();
-            txn.put(layout::META, layout::META_HLC, &stamp.0.to_be_bytes())?;
             let change = LocalChange {
                 op,
                 record: if op == Op::Delete { old } else { new },
