@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
 
     let read = store.read()?;
     let pulled = db
+        .records()
         .get(&*read, "posts", &Key::from("from-server"))?
         .context("the server's post was pulled")?;
     println!(

@@ -354,14 +354,23 @@ impl LocalDb {
         let old = decode_record(spec, &key, value)?;
         match run_step(spec, &key, step, &old) {
             Ok(new) => {
-                self.write_record(txn, spec, &key, Some(&old), Some(&new))?;
+                self.records()
+                    .write_record(txn, spec, &key, Some(&old), Some(&new))?;
                 done.records += 1;
             }
             Err(err) => {
                 tracing::warn!(table = %spec.name, key = %key, error = %err, "record quarantined by a migration");
-                self.write_record(txn, spec, &key, Some(&old), None)?;
+                self.records()
+                    .write_record(txn, spec, &key, Some(&old), None)?;
                 let mut sink = AppliedPage::default();
-                self.quarantine(txn, &spec.name, Some(&key), Some(&old), &err, &mut sink)?;
+                self.parked().quarantine(
+                    txn,
+                    &spec.name,
+                    Some(&key),
+                    Some(&old),
+                    &err,
+                    &mut sink,
+                )?;
                 done.quarantined += 1;
             }
         }
@@ -427,7 +436,8 @@ impl LocalDb {
             // Without a base a later conflict is decided two-way; never a wrong three-way.
             Err(_) => None,
         };
-        self.set_base(txn, &spec.name, &key, migrated.as_ref())?;
+        self.records()
+            .set_base(txn, &spec.name, &key, migrated.as_ref())?;
         done.bases += 1;
         Ok(())
     }
