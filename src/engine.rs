@@ -252,10 +252,14 @@ impl EngineBuilder {
         // Before anything can read: indexes declared since the last open are built over the
         // stored records, dropped ones removed, a changed key refused (invariant 13).
         let schema_changes = match &self.schema_progress {
-            Some(progress) => {
-                db.reconcile_schema_with_progress(&*store, &self.migrations, &**progress)?
-            }
-            None => db.reconcile_schema(&*store, &self.migrations)?,
+            Some(progress) => db.schema_sync().reconcile_schema_with_progress(
+                &*store,
+                &self.migrations,
+                &**progress,
+            )?,
+            None => db
+                .schema_sync()
+                .reconcile_schema(&*store, &self.migrations)?,
         };
         // Entries left in flight by a crash are re-queued when this instance claims
         // leadership (not here: in a multi-process setup they may belong to a live leader).

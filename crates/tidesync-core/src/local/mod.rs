@@ -11,7 +11,7 @@
 //! | [`RemoteChanges`] (`db.remote()`) | `remote.rs` (+ `ack.rs`, `pull_apply.rs`, `echo.rs`, `remap.rs`, `resolution.rs`, `reconcile.rs`, `remote_decode.rs`) | what the server said: push acks, pulled pages and checkpoints, echoes, key remaps, conflict outcomes, hard deletes, decoding |
 //! | [`Parked`] (`db.parked()`) | `parked.rs`, `quarantine_ops.rs` | parked conflicts, quarantined pulled items |
 //! | [`Fence`] (`db.fence()`) | `fence.rs` | the leadership epoch (claim, take over, check) |
-//! | schema upgrade (on [`LocalDb`]) | `schema_sync.rs`, `migrate.rs` | the recorded schema, index builds, record migrations |
+//! | [`SchemaSync`] (`db.schema_sync()`) | `schema_sync.rs`, `migrate.rs` | the recorded schema, index builds, record migrations |
 //!
 //! The views hold only a `&LocalDb`, and every method takes the caller's transaction, so several
 //! of them act on one shared transaction: a local write, its index entries and its outbox entry
@@ -71,7 +71,9 @@ pub use reconcile::Reconciled;
 pub use records::Records;
 use records::{decode_record, encode_record, index_entry};
 pub use remote::RemoteChanges;
-pub use schema_sync::{SchemaChanges, SchemaProgress, SchemaProgressFn, TableSchemaStatus};
+pub use schema_sync::{
+    SchemaChanges, SchemaProgress, SchemaProgressFn, SchemaSync, TableSchemaStatus,
+};
 pub use settled::{ChangeState, SETTLED_KEEP, SettledEntry, Settlement};
 pub use staged::Staged;
 
@@ -277,6 +279,12 @@ impl LocalDb {
     /// The leadership epoch: claim, take over, check (see [`Fence`]).
     pub fn fence(&self) -> Fence<'_> {
         Fence { db: self }
+    }
+
+    /// Bringing a store in step with this schema at open: indexes, migrations (see
+    /// [`SchemaSync`]).
+    pub fn schema_sync(&self) -> SchemaSync<'_> {
+        SchemaSync { db: self }
     }
 
     /// Restores the clock from the last stamp persisted in the store (call once at start-up).
