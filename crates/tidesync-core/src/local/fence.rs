@@ -20,7 +20,7 @@ pub struct Fence<'a> {
 impl Fence<'_> {
     /// Records that leadership `epoch` now owns this database (never lowers the stored epoch).
     /// Fails with [`ErrorKind::Fenced`] if a newer leader already claimed it.
-    pub fn claim_epoch(&self, txn: &mut dyn WriteTxn, epoch: u64) -> Result<()> {
+    pub(super) fn claim_epoch(&self, txn: &mut dyn WriteTxn, epoch: u64) -> Result<()> {
         self.check_epoch(&*txn, Some(epoch))?;
         txn.put(layout::META, layout::META_EPOCH, &epoch.to_be_bytes())
     }

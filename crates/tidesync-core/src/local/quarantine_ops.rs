@@ -63,7 +63,11 @@ impl Parked<'_> {
     }
 
     /// The quarantined item number `seq`.
-    pub fn quarantined_item(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<Quarantined>> {
+    pub(super) fn quarantined_item(
+        &self,
+        txn: &dyn ReadTxn,
+        seq: u64,
+    ) -> Result<Option<Quarantined>> {
         txn.get(QUARANTINE, &seq.to_be_bytes())?
             .map(|bytes| decode_quarantined(&seq.to_be_bytes(), &bytes))
             .transpose()

@@ -241,7 +241,7 @@ impl Records<'_> {
 
     /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.
     /// Creates no outbox entry.
-    pub fn write_record(
+    pub(super) fn write_record(
         &self,
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,

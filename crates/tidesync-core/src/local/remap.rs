@@ -24,7 +24,7 @@ impl RemoteChanges<'_> {
     /// Moves a record from `old` to `new` key (server-assigned id): the record, its base, its
     /// pending entries and every declared reference to it in other records and their pending
     /// entries. No outbox entries are created for the rewrite itself.
-    pub fn remap_key(
+    pub(super) fn remap_key(
         &self,
         txn: &mut dyn WriteTxn,
         table: &str,

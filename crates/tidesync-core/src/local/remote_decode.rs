@@ -31,7 +31,11 @@ impl RemoteChanges<'_> {
     /// of the app stores (see the module docs). `Ok(None)`: the record is taken as it is.
     /// The error (kind `Decode`) names the table, the key when the record has one, and the
     /// field.
-    pub fn decode_remote(&self, spec: &TableSpec, record: &Record) -> Result<Option<Record>> {
+    pub(super) fn decode_remote(
+        &self,
+        spec: &TableSpec,
+        record: &Record,
+    ) -> Result<Option<Record>> {
         let decoder = self.db.migrations.decoder(&spec.name);
         if decoder.is_none() && spec.remote_version_field.is_none() {
             return Ok(None);
