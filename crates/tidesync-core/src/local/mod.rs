@@ -13,10 +13,11 @@
 //! | [`Fence`] (`db.fence()`) | `fence.rs` | the leadership epoch (claim, take over, check) |
 //! | [`SchemaSync`] (`db.schema_sync()`) | `schema_sync.rs`, `migrate.rs` | the recorded schema, index builds, record migrations |
 //!
-//! The views hold only a `&LocalDb`, and every method takes the caller's transaction, so several
-//! of them act on one shared transaction: a local write, its index entries and its outbox entry
-//! always commit together (DESIGN invariant 1). Writes that come from the server (pulled pages,
-//! push acknowledgements, conflict outcomes) go through [`RemoteChanges`], which never turns them
+//! The views hold only a `&LocalDb`, and their methods take the caller's transaction (except
+//! [`SchemaSync`], which runs at open on the store itself), so several of them act on one
+//! shared transaction: a local write, its index entries and its outbox entry always commit
+//! together (DESIGN invariant 1). Writes that come from the server (pulled pages, push
+//! acknowledgements, conflict outcomes) go through [`RemoteChanges`], which never turns them
 //! into outbox entries (invariant 2).
 
 mod ack;

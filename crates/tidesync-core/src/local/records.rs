@@ -1,12 +1,14 @@
-//! Records and their indexes ([`Records`]): the application's writes and reads, and the one
-//! place a record is stored.
+//! Records and their indexes ([`Records`]): where records, their secondary indexes and their
+//! bases are written and read, and the application's writes.
 //!
 //! It owns the records keyspace of every table, its secondary indexes and the bases (the last
-//! version both sides agreed on). It guards two rules: a record and its index entries always
-//! change together ([`Records::write_record`] is the only writer of both, used by every other
-//! type), and an application write commits with its outbox entry in the caller's transaction
-//! (DESIGN invariant 1: [`Records::apply_local`] queues through the outbox queue of
-//! [`LocalDb`]). Writes that come from the server go through
+//! version both sides agreed on). It guards two rules. A record and its index entries always
+//! change together: [`Records::write_record`] writes both, and the other types write records
+//! through it (only the quiet pull path computes the same rows with
+//! `record_write::prepare_write`; index builds at open belong to
+//! [`SchemaSync`](super::SchemaSync)). An application write commits with its outbox entry in
+//! the caller's transaction (DESIGN invariant 1: [`Records::apply_local`] queues through the
+//! outbox queue of [`LocalDb`]). Writes that come from the server go through
 //! [`RemoteChanges`](super::RemoteChanges), which never queues them.
 
 use std::ops::Bound;
