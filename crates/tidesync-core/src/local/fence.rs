@@ -26,7 +26,7 @@ impl Fence<'_> {
     }
 
     /// What a leader does when it wins `epoch`, in one transaction: claims the database
-    /// ([`Fence::claim_epoch`]) and puts back in the queue the entries left in flight. When
+    /// (`claim_epoch`) and puts back in the queue the entries left in flight. When
     /// another epoch held the database before (a new leader after another one, or after this
     /// process restarted under a new epoch), they are held until `hold_until_ms`
     /// ([`LocalDb::reset_in_flight_held`]): the previous leader's requests may still land. The

@@ -229,7 +229,7 @@ pub struct LocalDb {
     schema: Arc<Schema>,
     clock: Arc<HybridClock>,
     /// The migrations and decoders records from the server go through (see
-    /// [`RemoteChanges::decode_remote`]).
+    /// [`RemoteChanges`]).
     migrations: Arc<Migrations>,
 }
 
@@ -245,7 +245,7 @@ impl LocalDb {
 
     /// Records from the server (pulled pages, push answers) go through `migrations`: the
     /// table's decoder, then the version steps from the version they carry (see
-    /// [`RemoteChanges::decode_remote`]).
+    /// [`RemoteChanges`]).
     pub fn with_migrations(mut self, migrations: Migrations) -> Self {
         self.migrations = Arc::new(migrations);
         self

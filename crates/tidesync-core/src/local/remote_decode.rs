@@ -134,7 +134,7 @@ impl RemoteChanges<'_> {
         Ok(current)
     }
 
-    /// [`RemoteChanges::decode_remote`] by table name, for a record the server sent outside a page
+    /// `decode_remote` by table name, for a record the server sent outside a page
     /// (a conflict's current version).
     pub fn decode_remote_record(&self, table: &str, record: Record) -> Result<Record> {
         let spec = self.db.schema.table(table)?;
