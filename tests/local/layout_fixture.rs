@@ -48,13 +48,14 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
     let mut tables = BTreeMap::new();
     for spec in db.schema().tables() {
         let records = db
+            .records()
             .scan(txn, &spec.name, None, usize::MAX)
             .expect("scan records");
         let rows: Vec<Value> = records
             .into_iter()
             .map(|record| {
                 let key = Key::from_json(&record[&spec.key]).expect("record key");
-                let base = db.base(txn, &spec.name, &key).expect("read base");
+                let base = db.records().base(txn, &spec.name, &key).expect("read base");
                 json!({"key": key.to_json(), "record": record, "base": base})
             })
             .collect();
@@ -63,6 +64,7 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
             .iter()
             .map(|field| {
                 let hits = db
+                    .records()
                     .query(
                         txn,
                         &spec.name,
@@ -83,8 +85,8 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
             json!({
                 "records": rows,
                 "indexes": indexed,
-                "checkpoint": db.checkpoint(txn, &spec.name).expect("checkpoint"),
-                "reconciled_at": db.reconciled_at(txn, &spec.name).expect("reconciled_at"),
+                "checkpoint": db.remote().checkpoint(txn, &spec.name).expect("checkpoint"),
+                "reconciled_at": db.remote().reconciled_at(txn, &spec.name).expect("reconciled_at"),
                 "outbox_depth": db.outbox_stats(txn, &spec.name).expect("stats").depth,
             }),
         );
@@ -106,11 +108,11 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
         "tables": tables,
         "outbox": entries,
         "dead_letters": db.dead_letters(txn, None).expect("dead letters"),
-        "parked": db.parked_conflicts(txn, None).expect("parked"),
-        "quarantined": db.quarantined(txn, usize::MAX).expect("quarantined"),
+        "parked": db.parked().parked_conflicts(txn, None).expect("parked"),
+        "quarantined": db.parked().quarantined(txn, usize::MAX).expect("quarantined"),
         "states": states,
-        "epoch_7_accepted": db.check_epoch(txn, Some(7)).is_ok(),
-        "epoch_6_refused": db.check_epoch(txn, Some(6)).is_err(),
+        "epoch_7_accepted": db.fence().check_epoch(txn, Some(7)).is_ok(),
+        "epoch_6_refused": db.fence().check_epoch(txn, Some(6)).is_err(),
     })
 }
 

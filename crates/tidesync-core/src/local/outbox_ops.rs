@@ -841,14 +841,15 @@ mod tests {
     }
 
     fn put(db: &LocalDb, txn: &mut MapTxn, id: &str, title: &str) {
-        db.apply_local(
-            txn,
-            &[WriteOp::Put {
-                table: "posts".into(),
-                record: json!({"id": id, "title": title}),
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Put {
+                    table: "posts".into(),
+                    record: json!({"id": id, "title": title}),
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn ready_keys(db: &LocalDb, txn: &MapTxn, now: u64) -> Vec<(String, String)> {
@@ -886,17 +887,17 @@ mod tests {
         // The first claim, and the same epoch again (an always-leader election restarting):
         // re-queued at once.
         let seq = in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 1, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(0));
         in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 1, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(0));
         // A new epoch after another one: held.
         in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 2, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 2, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(5_000));
         // A deposed leader's claim is refused and changes nothing.
-        assert!(db.take_over(&mut txn, 1, 9_000).is_err());
+        assert!(db.fence().take_over(&mut txn, 1, 9_000).is_err());
         assert_eq!(due(&db, &txn, seq), Some(5_000));
     }
 
