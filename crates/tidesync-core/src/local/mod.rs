@@ -22,6 +22,7 @@
 
 mod ack;
 mod echo;
+mod entry_codec;
 mod entry_state;
 mod fence;
 pub mod layout;

@@ -132,11 +132,7 @@ impl LocalDb {
 
     /// Writes a new entry (not in flight, not in backoff: no state index rows).
     fn insert_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| {
-            Error::internal(format!("cannot encode outbox entry: {e}"))
-                .table(entry.table.clone())
-                .key(&entry.key)
-        })?;
+        let bytes = super::entry_codec::encode_entry(entry)?;
         txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)
     }
 
@@ -817,10 +813,7 @@ impl EntryState {
     }
 }
 
-pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::internal(format!("corrupt outbox entry in store: {e}")))
-}
+pub(super) use super::entry_codec::decode_entry;
 
 #[cfg(test)]
 mod tests {
