@@ -20,22 +20,6 @@ pub struct Acked {
     pub remapped: Option<(Key, Key)>,
 }
 
-/// The JSON of a [`Base`] around an already encoded record: what `serde_json::to_vec(&Base)`
-/// writes, without encoding the record a second time.
-pub(super) fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
-    let version = match version {
-        Some(v) => serde_json::Value::String(v.to_owned()).to_string(),
-        None => "null".to_owned(),
-    };
-    let mut out = Vec::with_capacity(record_json.len() + version.len() + 24);
-    out.extend_from_slice(b"{\"record\":");
-    out.extend_from_slice(record_json);
-    out.extend_from_slice(b",\"version\":");
-    out.extend_from_slice(version.as_bytes());
-    out.push(b'}');
-    out
-}
-
 impl RemoteChanges<'_> {
     /// Acknowledges a successful push of entry `seq`: drops it, records the server's version
     /// as the base, merges the server's fields into the local record wherever the record was

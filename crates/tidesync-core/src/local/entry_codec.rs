@@ -135,10 +135,7 @@ fn decode_binary(bytes: &[u8]) -> Result<OutboxEntry> {
         None
     };
     let record = if flags & HAS_RECORD != 0 {
-        Some(
-            serde_json::from_slice::<Record>(r.0)
-                .map_err(|e| corrupt(&format!("record: {e}")))?,
-        )
+        Some(serde_json::from_slice::<Record>(r.0).map_err(|e| corrupt(&format!("record: {e}")))?)
     } else if !r.0.is_empty() {
         return Err(corrupt("bytes after the last field"));
     } else {
@@ -292,7 +289,10 @@ mod tests {
         let bytes = encode_entry(&entry()).unwrap();
         for cut in 1..bytes.len() {
             // The record is flagged and comes last, so every strict prefix is incomplete.
-            assert!(decode_entry(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+            assert!(
+                decode_entry(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
         }
         let mut garbled = bytes.clone();
         garbled[1 + 8 * 4 + 4 * 2] = 9; // the operation byte

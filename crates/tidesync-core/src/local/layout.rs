@@ -4,8 +4,8 @@
 //! |---------------------|----------------------------------|---------------------|
 //! | `r/<table>`         | key                              | record JSON         |
 //! | `i/<table>/<field>` | index value ‖ key                | key                 |
-//! | `b/<table>`         | key                              | [`Base`] JSON       |
-//! | `o/entries`         | seq (u64 BE)                     | outbox entry JSON   |
+//! | `b/<table>`         | key                              | base (`base_row`)   |
+//! | `o/entries`         | seq (u64 BE)                     | entry (`entry_codec`) |
 //! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
@@ -20,7 +20,7 @@
 //!
 //! `‖` is concatenation of self-delimiting encodings, so prefix scans are exact.
 //!
-//! This is layout v2 ([`super::layout_upgrade`] upgrades older stores). What a local write
+//! This is layout v2 (`layout_upgrade` upgrades older stores, see [`super::LocalDb::upgrade_layout`]). What a local write
 //! commits: its record (and index rows), its outbox entry and, for a new entry, its
 //! `o/by_record` row; nothing else. The sequence counter is derived from the last entry (a
 //! floor in `m` is raised by removals), the clock's last stamp is kept by the sync path's

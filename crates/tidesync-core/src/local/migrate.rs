@@ -425,11 +425,14 @@ impl SchemaSync<'_> {
         done: &mut MigrationDone,
     ) -> Result<()> {
         let (key, _) = Key::decode(key_bytes)?;
-        let base: Base = serde_json::from_slice(value).map_err(|e| {
-            Error::internal(format!("corrupt base in store: {e}"))
-                .table(spec.name.clone())
-                .key(&key)
-        })?;
+        let base: Base = match super::base_row::decode(value, &spec.name, &key)? {
+            super::base_row::BaseRow::Own(base) => base,
+            // The base is the record row, which the records phase migrated already.
+            super::base_row::BaseRow::AsRecord(_) => {
+                done.bases += 1;
+                return Ok(());
+            }
+        };
         let migrated = match run_step(spec, &key, step, &base.record) {
             Ok(record) => Some(Base {
                 record,

@@ -21,6 +21,7 @@
 //! into outbox entries (invariant 2).
 
 mod ack;
+mod base_row;
 mod echo;
 mod entry_codec;
 mod entry_state;

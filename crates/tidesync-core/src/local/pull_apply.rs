@@ -11,7 +11,6 @@ use crate::record::{Key, Record};
 use crate::store::{ReadTxn, WriteTxn};
 use crate::transport::PullPage;
 
-use super::ack::base_bytes;
 use super::echo::shows_write;
 use super::layout;
 use super::parked::{PARKED, parked_key};
@@ -191,7 +190,6 @@ impl RemoteChanges<'_> {
             .get(records, &key_bytes)?
             .map(|bytes| super::decode_record(spec, key, &bytes))
             .transpose()?;
-        let mut encoded = None;
         let changed = local.as_ref() != remote.as_deref();
         if changed {
             let prepared = match prepare_write(spec, key, local.as_ref(), remote.as_deref()) {
@@ -222,19 +220,16 @@ impl RemoteChanges<'_> {
                     txn.delete(records, &key_bytes)?;
                 }
             }
-            encoded = prepared.record;
         }
         match &remote {
-            Some(record) => {
-                let record = match encoded {
-                    Some(bytes) => bytes,
-                    None => serde_json::to_vec(record).map_err(|e| {
-                        Error::internal(format!("cannot encode base: {e}"))
-                            .table(table)
-                            .key(key)
-                    })?,
-                };
-                txn.put(bases, &key_bytes, &base_bytes(&record, version.as_deref()))?;
+            // The record row now holds exactly the remote version: the base is stored as "the
+            // record row" (see `base_row`), one copy instead of two.
+            Some(_) => {
+                txn.put(
+                    bases,
+                    &key_bytes,
+                    &super::base_row::as_record(version.as_deref()),
+                )?;
             }
             None => {
                 txn.delete(bases, &key_bytes)?;

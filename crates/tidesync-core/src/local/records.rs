@@ -22,7 +22,8 @@ use crate::spec::{TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 use super::{
-    Base, Change, IndexRange, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin, WriteOp, layout,
+    Base, Change, IndexRange, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin, WriteOp, base_row,
+    layout,
 };
 
 /// The records, indexes and bases of a [`LocalDb`], and the application's writes. Borrowed
@@ -268,13 +269,63 @@ impl Records<'_> {
             }
         }
         let keyspace = layout::records(&spec.name);
-        match new {
-            Some(record) => txn.put(&keyspace, &key_bytes, &encode_record(spec, key, record)?)?,
+        let encoded = new
+            .map(|record| encode_record(spec, key, record))
+            .transpose()?;
+        self.keep_base_true(txn, spec, &key_bytes, old, encoded.as_deref())?;
+        match &encoded {
+            Some(bytes) => txn.put(&keyspace, &key_bytes, bytes)?,
             None => {
                 txn.delete(&keyspace, &key_bytes)?;
             }
         }
         Ok(())
+    }
+
+    /// Before a record row changes from `old` to `new_json`: a base stored as "the record row"
+    /// (see [`base_row`]) is written out as the old record, so it stays what it was; a base of
+    /// its own that holds exactly the new record becomes such a marker (the store keeps one
+    /// copy).
+    fn keep_base_true(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key_bytes: &[u8],
+        old: Option<&Record>,
+        new_json: Option<&[u8]>,
+    ) -> Result<()> {
+        let bases = layout::bases(&spec.name);
+        let Some(row) = txn.get(&bases, key_bytes)? else {
+            return Ok(());
+        };
+        let key = Key::decode(key_bytes)?.0;
+        match base_row::decode(&row, &spec.name, &key)? {
+            base_row::BaseRow::AsRecord(version) => match old {
+                Some(old) => {
+                    if new_json
+                        .is_some_and(|new| encode_record(spec, &key, old).is_ok_and(|o| o == new))
+                    {
+                        return Ok(()); // the row does not change
+                    }
+                    let old_json = encode_record(spec, &key, old)?;
+                    txn.put(
+                        &bases,
+                        key_bytes,
+                        &base_row::own(&old_json, version.as_deref()),
+                    )
+                }
+                // No record to be the base: the marker pointed at nothing.
+                None => txn.delete(&bases, key_bytes).map(|_| ()),
+            },
+            base_row::BaseRow::Own(base) => match new_json {
+                Some(new) if base_row::holds_record(&row, new) => txn.put(
+                    &bases,
+                    key_bytes,
+                    &base_row::as_record(base.version.as_deref()),
+                ),
+                _ => Ok(()),
+            },
+        }
     }
 
     // ----- reads ----------------------------------------------------------------------------
@@ -397,15 +448,15 @@ impl Records<'_> {
     /// The base (last agreed version) of a record.
     pub fn base(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<Option<Base>> {
         self.db.schema.table(table)?;
-        txn.get(&layout::bases(table), &key.encode())?
-            .map(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::internal(format!("corrupt base in store: {e}"))
-                        .table(table)
-                        .key(key)
-                })
-            })
-            .transpose()
+        let Some(row) = txn.get(&layout::bases(table), &key.encode())? else {
+            return Ok(None);
+        };
+        Ok(match base_row::decode(&row, table, key)? {
+            base_row::BaseRow::Own(base) => Some(base),
+            base_row::BaseRow::AsRecord(version) => self
+                .get(txn, table, key)?
+                .map(|record| Base { record, version }),
+        })
     }
 
     /// Stores (or clears) the base of a record.
@@ -417,16 +468,21 @@ impl Records<'_> {
         base: Option<&Base>,
     ) -> Result<()> {
         let keyspace = layout::bases(table);
+        let spec = self.db.schema.table(table)?;
+        let key_bytes = key.encode();
         match base {
             Some(base) => {
-                let bytes = serde_json::to_vec(base).map_err(|e| {
-                    Error::internal(format!("cannot encode base: {e}"))
-                        .table(table)
-                        .key(key)
-                })?;
-                txn.put(&keyspace, &key.encode(), &bytes)
+                let record_json = encode_record(spec, key, &base.record)?;
+                // The same as the record row: stored once (see `base_row`).
+                let row = match txn.get(&layout::records(table), &key_bytes)? {
+                    Some(current) if current == record_json => {
+                        base_row::as_record(base.version.as_deref())
+                    }
+                    _ => base_row::own(&record_json, base.version.as_deref()),
+                };
+                txn.put(&keyspace, &key_bytes, &row)
             }
-            None => txn.delete(&keyspace, &key.encode()).map(|_| ()),
+            None => txn.delete(&keyspace, &key_bytes).map(|_| ()),
         }
     }
 }

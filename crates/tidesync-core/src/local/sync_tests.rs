@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ack::base_bytes;
-
 use super::*;
 use crate::conflict::{Conflict, Resolution};
 use crate::hlc::HybridClock;
@@ -712,20 +710,70 @@ fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
     );
 }
 
+/// Layout v2 keeps a base equal to its record as a marker (`base_row`): the base must read the
+/// same as if it were stored whole, through local edits, deletes, acknowledgements and pulls.
 #[test]
-fn base_bytes_read_back_as_the_base() {
-    let mut record = Record::new();
-    record.insert("id".into(), serde_json::json!("a\"1"));
-    record.insert("n".into(), serde_json::json!({"x": [1, 2.5, null]}));
-    for version in [None, Some("7"), Some("W/\"q\\\u{1}\"")] {
-        let base = Base {
-            record: record.clone(),
-            version: version.map(str::to_owned),
-        };
-        let json = serde_json::to_vec(&record).unwrap_or_default();
-        let bytes = base_bytes(&json, version);
-        assert_eq!(bytes, serde_json::to_vec(&base).unwrap_or_default());
-        let back: Base = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back, base);
-    }
+fn a_base_kept_as_the_record_row_reads_as_the_agreed_version_through_every_change() {
+    let db = db();
+    let mut txn = seeded(&db, false);
+    let raw_base = |txn: &MapTxn| {
+        txn.get(&layout::bases("posts"), &key("b").encode())
+            .unwrap()
+    };
+    let pulled = rec(json!({"id": "b", "rank": 2, "v": 1}));
+    let base_of = |txn: &MapTxn| db.records().base(txn, "posts", &key("b")).unwrap();
+    // Pulled: one copy, the base is a marker that reads as the pulled version.
+    assert_eq!(raw_base(&txn).map(|r| r[0]), Some(0x01));
+    assert_eq!(base_of(&txn).map(|b| b.record), Some(pulled.clone()));
+    // A local edit changes the record row: the base is written out first, unchanged.
+    db.records()
+        .apply_local(
+            &mut txn,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("b"),
+                patch: json!({"rank": 7}),
+            }],
+        )
+        .unwrap();
+    assert_eq!(raw_base(&txn).map(|r| r[0]), Some(b'{'));
+    assert_eq!(base_of(&txn).map(|b| b.record), Some(pulled.clone()));
+    // Its acknowledgement makes the server's answer the base and the record: a marker again.
+    let seq = db.outbox(&txn, None, 10).unwrap()[0].seq;
+    db.mark_in_flight(&mut txn, seq).unwrap();
+    let answer = rec(json!({"id": "b", "rank": 7, "v": 2}));
+    db.remote()
+        .ack_push(
+            &mut txn,
+            seq,
+            &PushOutcome {
+                record: Some(answer.clone()),
+                version: Some("2".into()),
+                server_key: None,
+                server_time_ms: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        db.records().get(&txn, "posts", &key("b")).unwrap(),
+        Some(answer.clone())
+    );
+    assert_eq!(raw_base(&txn).map(|r| r[0]), Some(0x01));
+    let base = base_of(&txn).unwrap();
+    assert_eq!(
+        (base.record, base.version),
+        (answer.clone(), Some("2".into()))
+    );
+    // A local delete removes the record row: the base is written out, not lost.
+    db.records()
+        .apply_local(
+            &mut txn,
+            &[WriteOp::Delete {
+                table: "posts".into(),
+                key: key("b"),
+            }],
+        )
+        .unwrap();
+    assert_eq!(db.records().get(&txn, "posts", &key("b")).unwrap(), None);
+    assert_eq!(base_of(&txn).map(|b| b.record), Some(answer));
 }
