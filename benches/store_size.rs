@@ -435,9 +435,11 @@ fn main() {
     let burst = dir.path().join("burst.redb");
     let mut done = |m: Measure| {
         println!(
-            "  {:<26}: {}   [{}]",
+            "  {:<26}: {}; file {} bytes, compacted {} bytes   [{}]",
             m.label,
             m.note,
+            thousands(m.file_bytes as f64),
+            thousands(m.compacted_bytes as f64),
             common::machine_note()
         );
         rows.push(m);
