@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
     // clock and bring the store in step with the schema. Entries a previous run left in
     // flight go back in the queue when the scheduler claims the database for its epoch.
     db.restore_clock(&*store.read()?)?;
-    db.reconcile_schema(&*store, &Default::default())?;
+    db.schema_sync()
+        .reconcile_schema(&*store, &Default::default())?;
 
     let transport = RestTransport::builder(server.url())
         .table("posts", TableRoutes::reference_server("posts"))
@@ -142,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
 
     let read = store.read()?;
     let pulled = db
+        .records()
         .get(&*read, "posts", &Key::from("from-server"))?
         .context("the server's post was pulled")?;
     println!(

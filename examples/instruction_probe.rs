@@ -9,7 +9,9 @@
 //! valgrind --tool=callgrind target/release/examples/instruction_probe 1300
 //! ```
 //! The difference of the two totals over 1 000 is the cost of one write (the start-up cost
-//! cancels out); with `http://127.0.0.1:PORT` as a second argument, of one write and its push.
+//! cancels out); with `http://127.0.0.1:PORT` as a second argument, of one write and its push;
+//! with `raw` as the second argument, of the baseline: one raw redb durable commit of one row
+//! with the same record bytes.
 //! BENCHMARKS.md ("Instruction counts") has the figures.
 
 use serde_json::json;
@@ -23,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(2000);
     let url = std::env::args().nth(2);
     let dir = tempfile::tempdir()?;
+    if url.as_deref() == Some("raw") {
+        return raw_commits(n, dir.path());
+    }
     let mut builder = Engine::builder()
         .store(RedbStore::open(dir.path().join("probe.redb"))?)
         .table(TableSpec::new("posts"));
@@ -60,5 +65,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     engine.shutdown();
+    Ok(())
+}
+
+/// The baseline: `n` durable redb commits of one row each, the same record bytes the table API
+/// writes (serialized the same way), into one table.
+fn raw_commits(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let table = redb::TableDefinition::<&[u8], &[u8]>::new("raw");
+    let db = redb::Database::builder()
+        .set_cache_size(tidesync_store_redb::DEFAULT_CACHE_SIZE)
+        .create(dir.join("raw.redb"))?;
+    let body = "x".repeat(200);
+    let run = std::process::id();
+    for i in 0..n {
+        let id = format!("k{run}-{i:08}");
+        let record = json!({"id": id, "title": "probe", "body": body, "n": i});
+        let bytes = serde_json::to_vec(&record)?;
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(table)?;
+            t.insert(id.as_bytes(), bytes.as_slice())?;
+        }
+        txn.commit()?;
+    }
     Ok(())
 }

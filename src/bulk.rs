@@ -211,7 +211,10 @@ impl StoreCommand for BatchJob {
         if isolate {
             for (i, op) in ops.iter().enumerate() {
                 let mut staged = Staged::new(&mut *txn);
-                match db.apply_local(&mut staged, std::slice::from_ref(op)) {
+                match db
+                    .records()
+                    .apply_local(&mut staged, std::slice::from_ref(op))
+                {
                     Ok(done) => {
                         staged.apply()?;
                         changes.extend(done);
@@ -228,7 +231,10 @@ impl StoreCommand for BatchJob {
                     skip.next();
                     continue;
                 }
-                match db.apply_local(&mut *txn, std::slice::from_ref(op)) {
+                match db
+                    .records()
+                    .apply_local(&mut *txn, std::slice::from_ref(op))
+                {
                     Ok(done) => changes.extend(done),
                     Err(err) => {
                         if is_record_error(&err)

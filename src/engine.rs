@@ -248,14 +248,20 @@ impl EngineBuilder {
         }
         let db = LocalDb::new(schema, Arc::new(HybridClock::new()))
             .with_migrations(self.migrations.clone());
+        // A store written by an older storage layout is upgraded first (resumable).
+        db.upgrade_layout(&*store)?;
         db.restore_clock(&*store.read()?)?;
         // Before anything can read: indexes declared since the last open are built over the
         // stored records, dropped ones removed, a changed key refused (invariant 13).
         let schema_changes = match &self.schema_progress {
-            Some(progress) => {
-                db.reconcile_schema_with_progress(&*store, &self.migrations, &**progress)?
-            }
-            None => db.reconcile_schema(&*store, &self.migrations)?,
+            Some(progress) => db.schema_sync().reconcile_schema_with_progress(
+                &*store,
+                &self.migrations,
+                &**progress,
+            )?,
+            None => db
+                .schema_sync()
+                .reconcile_schema(&*store, &self.migrations)?,
         };
         // Entries left in flight by a crash are re-queued when this instance claims
         // leadership (not here: in a multi-process setup they may belong to a live leader).
@@ -518,7 +524,7 @@ impl Engine {
         let read = self.inner.store.read()?;
         let mut tables = std::collections::BTreeMap::new();
         for spec in self.inner.db.schema().tables().filter(|spec| spec.pull) {
-            let cursor = self.inner.db.checkpoint(&*read, &spec.name)?;
+            let cursor = self.inner.db.remote().checkpoint(&*read, &spec.name)?;
             tables.insert(spec.name.clone(), cursor);
         }
         Ok(SyncedThrough { tables })
@@ -635,8 +641,8 @@ impl Engine {
             queue_depth: depth,
             oldest_pending_age_ms: oldest.map(|t| wall_millis().saturating_sub(t)),
             dead_letters: self.inner.db.dead_letter_count(&*read)?,
-            parked_conflicts: self.inner.db.parked_conflicts(&*read, None)?.len() as u64,
-            quarantined: self.inner.db.quarantined_count(&*read)?,
+            parked_conflicts: self.inner.db.parked().parked_conflicts(&*read, None)?.len() as u64,
+            quarantined: self.inner.db.parked().quarantined_count(&*read)?,
             paused_tables,
             live: self
                 .inner
@@ -806,7 +812,10 @@ impl Engine {
 
     /// Pulled items that could not be applied (bad key, wrong type …), oldest first.
     pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>> {
-        self.inner.db.quarantined(&*self.inner.store.read()?, limit)
+        self.inner
+            .db
+            .parked()
+            .quarantined(&*self.inner.store.read()?, limit)
     }
 
     /// Applies quarantined item `seq` again, as the pulled version it was (e.g. after the
@@ -826,6 +835,7 @@ impl Engine {
     pub fn parked_conflicts(&self, table: Option<&str>) -> Result<Vec<ParkedConflict>> {
         self.inner
             .db
+            .parked()
             .parked_conflicts(&*self.inner.store.read()?, table)
     }
 
@@ -908,7 +918,7 @@ impl Engine {
 
     fn requeue_in_flight(&self, epoch: u64) -> Result<()> {
         let mut txn = self.inner.store.write()?;
-        self.inner.db.check_epoch(&*txn, Some(epoch))?;
+        self.inner.db.fence().check_epoch(&*txn, Some(epoch))?;
         self.inner.db.reset_in_flight(&mut *txn)?;
         txn.commit()
     }

@@ -126,10 +126,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// The record under `key`.
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<T>> {
         let key = key.into();
-        let record = self
-            .engine
-            .db()
-            .get(&*self.engine.store().read()?, &self.name, &key)?;
+        let record =
+            self.engine
+                .db()
+                .records()
+                .get(&*self.engine.store().read()?, &self.name, &key)?;
         record.map(|r| self.decode(&key, r)).transpose()
     }
 
@@ -343,16 +344,18 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Records in key order after `after` (exclusive), at most `limit`.
     pub async fn scan(&self, after: Option<&Key>, limit: usize) -> Result<Vec<T>> {
-        let records =
-            self.engine
-                .db()
-                .scan(&*self.engine.store().read()?, &self.name, after, limit)?;
+        let records = self.engine.db().records().scan(
+            &*self.engine.store().read()?,
+            &self.name,
+            after,
+            limit,
+        )?;
         self.decode_all(records)
     }
 
     /// Records whose indexed `field` matches `range`, in index order, at most `limit`.
     pub async fn query(&self, field: &str, range: IndexRange, limit: usize) -> Result<Vec<T>> {
-        let records = self.engine.db().query(
+        let records = self.engine.db().records().query(
             &*self.engine.store().read()?,
             &self.name,
             field,
@@ -376,6 +379,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     pub async fn count(&self) -> Result<u64> {
         self.engine
             .db()
+            .records()
             .count(&*self.engine.store().read()?, &self.name)
     }
 

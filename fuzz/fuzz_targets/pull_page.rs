@@ -1,6 +1,6 @@
 //! A pull response body of any bytes: decoded as the REST transport does (JSON, the item list
 //! at `/data`, `pagination::advance` with the first byte choosing filter and feed kind), then
-//! applied with `LocalDb::apply_pull_page` to a memory store. Must never panic; whatever the
+//! applied with `RemoteChanges::apply_pull_page` to a memory store. Must never panic; whatever the
 //! transport hands over must apply (bad items are quarantined, not errors).
 #![no_main]
 
@@ -90,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
         ..PullPage::default()
     };
     let mut txn = store.write().unwrap();
-    db.apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
+    db.remote().apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
         .expect("a page the transport accepted applies");
     txn.commit().unwrap();
 });

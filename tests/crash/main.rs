@@ -140,7 +140,8 @@ async fn pusher_step(engine: &Engine, rng: &mut StdRng) {
                         version: None,
                     }),
                 };
-                db.set_base(txn, &entry.table, &entry.key, base.as_ref())?;
+                db.records()
+                    .set_base(txn, &entry.table, &entry.key, base.as_ref())?;
                 Ok(((), Vec::new()))
             }))
             .await
@@ -253,7 +254,10 @@ async fn engine_base(engine: &Engine, key: &str) -> Option<serde_json::Map<Strin
     engine
         .writer()
         .send(Write::new(move |db, txn| {
-            Ok((db.base(&*txn, "posts", &key)?.map(|b| b.record), Vec::new()))
+            Ok((
+                db.records().base(&*txn, "posts", &key)?.map(|b| b.record),
+                Vec::new(),
+            ))
         }))
         .await
         .unwrap()

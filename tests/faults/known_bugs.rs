@@ -224,10 +224,12 @@ fn bug5_floats_change_through_the_store() {
         ..PullPage::default()
     };
     let mut txn = store.write().unwrap();
-    db.apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
+    db.remote()
+        .apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
         .unwrap();
     txn.commit().unwrap();
     let stored = db
+        .records()
         .get(&*store.read().unwrap(), "posts", &"f1".into())
         .unwrap()
         .unwrap();

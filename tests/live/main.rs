@@ -68,7 +68,7 @@ fn checkpoint(store: &MemoryStore) -> Option<Value> {
     let schema = Schema::new([TableSpec::new("posts")]).expect("schema");
     let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
     let read = store.read().expect("read");
-    db.checkpoint(&*read, "posts").expect("checkpoint")
+    db.remote().checkpoint(&*read, "posts").expect("checkpoint")
 }
 
 /// Waits for the channel to connect and for the full delta pull that follows.

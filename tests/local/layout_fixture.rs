@@ -1,6 +1,8 @@
 //! A store written by storage layout v1 (the layout before issue 20), kept as a fixture file:
-//! `tests/fixtures/layout-v1.redb`, with what the v1 code read back from it in
-//! `tests/fixtures/layout-v1.expected.json`. Newer layouts must open it and read the same.
+//! `tests/fixtures/layout-v1.redb`, with what the v1 code read back from it (through
+//! [`describe_store`]) in `tests/fixtures/layout-v1.expected.json`. Newer layouts must open it
+//! and read the same. Both files were written by the v1 code at commit `5a8b23c` (the test
+//! `make_layout_v1_fixture` there, removed since: today's code writes today's layout).
 //!
 //! The fixture holds every kind of state the v1 layout stores: records of four tables (one
 //! local-only, one with integer keys, one with an index, one with references), bases, pending
@@ -15,12 +17,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tidesync::RedbStore;
-use tidesync::core::local::{ChangeState, LocalDb, RemoteMeta, Schema, WriteOp};
-use tidesync::core::outbox::DeadLetterInfo;
-use tidesync::core::transport::{PullPage, PushOutcome};
-use tidesync::core::{
-    Conflict, DetectedBy, HybridClock, Key, ReadTxn, Resolution, Store, TableSpec,
-};
+use tidesync::core::local::{ChangeState, LocalDb, Schema};
+use tidesync::core::{HybridClock, Key, ReadTxn, Store, TableSpec};
 
 /// Where the fixture files live.
 pub fn fixture_dir() -> PathBuf {
@@ -44,23 +42,20 @@ fn fixture_db() -> LocalDb {
     )
 }
 
-fn key(s: &str) -> Key {
-    Key::from_json(&json!(s)).expect("string key")
-}
-
 /// Everything the local database logic reads back from a store, as JSON: what a newer layout
 /// must read the same from a migrated store.
 pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
     let mut tables = BTreeMap::new();
     for spec in db.schema().tables() {
         let records = db
+            .records()
             .scan(txn, &spec.name, None, usize::MAX)
             .expect("scan records");
         let rows: Vec<Value> = records
             .into_iter()
             .map(|record| {
                 let key = Key::from_json(&record[&spec.key]).expect("record key");
-                let base = db.base(txn, &spec.name, &key).expect("read base");
+                let base = db.records().base(txn, &spec.name, &key).expect("read base");
                 json!({"key": key.to_json(), "record": record, "base": base})
             })
             .collect();
@@ -69,6 +64,7 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
             .iter()
             .map(|field| {
                 let hits = db
+                    .records()
                     .query(
                         txn,
                         &spec.name,
@@ -89,8 +85,8 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
             json!({
                 "records": rows,
                 "indexes": indexed,
-                "checkpoint": db.checkpoint(txn, &spec.name).expect("checkpoint"),
-                "reconciled_at": db.reconciled_at(txn, &spec.name).expect("reconciled_at"),
+                "checkpoint": db.remote().checkpoint(txn, &spec.name).expect("checkpoint"),
+                "reconciled_at": db.remote().reconciled_at(txn, &spec.name).expect("reconciled_at"),
                 "outbox_depth": db.outbox_stats(txn, &spec.name).expect("stats").depth,
             }),
         );
@@ -112,231 +108,165 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
         "tables": tables,
         "outbox": entries,
         "dead_letters": db.dead_letters(txn, None).expect("dead letters"),
-        "parked": db.parked_conflicts(txn, None).expect("parked"),
-        "quarantined": db.quarantined(txn, usize::MAX).expect("quarantined"),
+        "parked": db.parked().parked_conflicts(txn, None).expect("parked"),
+        "quarantined": db.parked().quarantined(txn, usize::MAX).expect("quarantined"),
         "states": states,
-        "epoch_7_accepted": db.check_epoch(txn, Some(7)).is_ok(),
-        "epoch_6_refused": db.check_epoch(txn, Some(6)).is_err(),
+        "epoch_7_accepted": db.fence().check_epoch(txn, Some(7)).is_ok(),
+        "epoch_6_refused": db.fence().check_epoch(txn, Some(6)).is_err(),
     })
 }
 
-/// Writes the v1 fixture with the v1 code. It was run once, at the commit that added it; the
-/// files it wrote are committed. Kept for the record of how they were made.
-#[test]
-#[ignore = "writes tests/fixtures/layout-v1.*; run only by hand, with the layout it records"]
-fn make_layout_v1_fixture() {
-    let dir = fixture_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+/// A copy of the v1 fixture in `dir` (the committed file is never opened for writing).
+fn fixture_copy(dir: &Path) -> PathBuf {
     let path = dir.join("layout-v1.redb");
-    let _ = std::fs::remove_file(&path);
-    let store = RedbStore::open(&path).unwrap();
+    std::fs::copy(fixture_dir().join("layout-v1.redb"), &path).expect("copy the fixture");
+    path
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture_dir().join("layout-v1.expected.json"))
+        .expect("read the fixture's expected reading");
+    serde_json::from_str(&text).expect("parse the fixture's expected reading")
+}
+
+fn legacy_rows(store: &RedbStore) -> (u64, usize) {
+    let read = store.read().unwrap();
+    let by_table = read
+        .len(tidesync::core::local::layout::LEGACY_OUTBOX_BY_TABLE)
+        .unwrap();
+    let depths = read
+        .scan_prefix(
+            tidesync::core::local::layout::META,
+            tidesync::core::local::layout::LEGACY_META_DEPTH_PREFIX,
+            None,
+        )
+        .unwrap()
+        .len();
+    (by_table, depths)
+}
+
+#[test]
+fn a_store_written_by_layout_v1_is_upgraded_and_reads_exactly_as_v1_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(fixture_copy(dir.path())).unwrap();
     let db = fixture_db();
-    let write = |f: &dyn Fn(&mut dyn tidesync::core::WriteTxn)| {
-        let mut txn = store.write().unwrap();
-        f(&mut *txn);
-        txn.commit().unwrap();
-    };
-    let seq_of = |table: &str, k: &Key| -> u64 {
-        let txn = store.read().unwrap();
-        db.pending(&*txn, table, k).unwrap().last().unwrap().seq
-    };
-    // Creates (seq 1..), a local-only record and integer keys.
-    write(&|txn| {
-        for i in 1..=7 {
-            let author = if i % 2 == 0 { "ann" } else { "bob" };
-            db.apply_local(
-                txn,
-                &[WriteOp::Put {
-                    table: "posts".into(),
-                    record: json!({"id": format!("p{i}"), "title": format!("post {i}"), "author": author}),
-                }],
-            )
-            .unwrap();
-        }
-        db.apply_local(
-            txn,
-            &[
-                WriteOp::Put {
-                    table: "comments".into(),
-                    record: json!({"id": "c1", "postId": "p1", "text": "first"}),
-                },
-                WriteOp::Put {
-                    table: "comments".into(),
-                    record: json!({"id": "c2", "postId": "p6", "text": "on a temporary key"}),
-                },
-                WriteOp::Put {
-                    table: "counters".into(),
-                    record: json!({"id": 1, "n": 10}),
-                },
-                WriteOp::Put {
-                    table: "counters".into(),
-                    record: json!({"id": 2, "n": 20}),
-                },
-                WriteOp::Put {
-                    table: "drafts".into(),
-                    record: json!({"id": "d1", "body": "never pushed"}),
-                },
-            ],
-        )
-        .unwrap();
-        // Coalesced into p2's pending create.
-        db.apply_local(
-            txn,
-            &[WriteOp::Update {
-                table: "posts".into(),
-                key: key("p2"),
-                patch: json!({"title": "post 2, edited"}),
-            }],
-        )
-        .unwrap();
-    });
-    // p1 and p7: sent and acknowledged (bases, Acked receipts).
-    for k in ["p1", "p7"] {
-        let seq = seq_of("posts", &key(k));
-        write(&|txn| {
-            db.mark_in_flight(txn, seq).unwrap();
-            let mut record = db.get(&*txn, "posts", &key(k)).unwrap().unwrap();
-            record.insert("version".into(), json!("v1"));
-            db.ack_push(
-                txn,
-                seq,
-                &PushOutcome {
-                    record: Some(record),
-                    version: Some("v1".into()),
-                    server_key: None,
-                    server_time_ms: Some(1_765_000_000_000),
-                },
-            )
-            .unwrap();
-        });
-    }
-    // p3 in flight; p4 waiting out a retry delay; p5 dead-lettered.
-    let (s3, s4, s5) = (
-        seq_of("posts", &key("p3")),
-        seq_of("posts", &key("p4")),
-        seq_of("posts", &key("p5")),
+    let (by_table, depths) = legacy_rows(&store);
+    assert_eq!(
+        (by_table, depths),
+        (11, 3),
+        "the fixture holds v1's per-table rows"
     );
-    write(&|txn| {
-        db.mark_in_flight(txn, s3).unwrap();
-        db.mark_in_flight(txn, s4).unwrap();
-        db.retry_later(txn, s4, 4_102_444_800_000, "503 Service Unavailable")
+
+    let upgrade = db
+        .upgrade_layout(&store)
+        .unwrap()
+        .expect("a v1 store is upgraded");
+    assert_eq!((upgrade.from, upgrade.to), (1, 2));
+    assert_eq!(upgrade.rows_removed, 14);
+    assert_eq!(legacy_rows(&store), (0, 0));
+    assert_eq!(db.upgrade_layout(&store).unwrap(), None, "once is enough");
+
+    let read = store.read().unwrap();
+    assert_eq!(describe_store(&db, &*read), expected());
+}
+
+#[test]
+fn an_upgrade_cut_short_is_finished_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(fixture_copy(dir.path())).unwrap();
+    // What a crash after the upgrade's first batch leaves: some v1 rows gone, no new version.
+    {
+        let mut txn = store.write().unwrap();
+        let rows = txn
+            .range(
+                tidesync::core::local::layout::LEGACY_OUTBOX_BY_TABLE,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                Some(5),
+                false,
+            )
             .unwrap();
-        db.mark_in_flight(txn, s5).unwrap();
-        db.dead_letter(
-            txn,
-            s5,
-            DeadLetterInfo {
-                kind: "permanent".into(),
-                error: "422 Unprocessable Entity: title too long".into(),
-                status: Some(422),
-                response_excerpt: Some("{\"error\":\"title too long\"}".into()),
-                at_ms: 1_765_000_000_500,
-            },
-        )
+        for (key, _) in rows {
+            txn.delete(tidesync::core::local::layout::LEGACY_OUTBOX_BY_TABLE, &key)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let db = fixture_db();
+    let upgrade = db.upgrade_layout(&store).unwrap().expect("still v1");
+    assert_eq!(upgrade.rows_removed, 9);
+    assert_eq!(legacy_rows(&store), (0, 0));
+    assert_eq!(describe_store(&db, &*store.read().unwrap()), expected());
+}
+
+#[test]
+fn the_engine_opens_a_v1_store_and_goes_on_numbering_after_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture_copy(dir.path());
+    let mut builder = tidesync::Engine::builder().store(RedbStore::open(&path).unwrap());
+    for spec in fixture_specs() {
+        builder = builder.table(spec);
+    }
+    let engine = builder.start().expect("the engine opens a v1 store");
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 6);
+    assert_eq!(engine.outbox_stats("comments").unwrap().depth, 2);
+    assert_eq!(engine.dead_letters(None).unwrap().len(), 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    });
-    // p6 acknowledged under a server-assigned key: c2's reference is remapped, and the old
-    // key is remembered.
-    let s6 = seq_of("posts", &key("p6"));
-    write(&|txn| {
-        db.mark_in_flight(txn, s6).unwrap();
-        let mut record = db.get(&*txn, "posts", &key("p6")).unwrap().unwrap();
-        record.insert("id".into(), json!("srv-6"));
-        db.ack_push(
-            txn,
-            s6,
-            &PushOutcome {
-                record: Some(record),
-                version: Some("v1".into()),
-                server_key: Some(key("srv-6")),
-                server_time_ms: None,
-            },
-        )
-        .unwrap();
-    });
-    // After the acks: an update of p1 (not coalesced), a delete of p7, a create and its delete
-    // (the create is superseded), a pending update behind p3's in-flight create.
-    write(&|txn| {
-        db.apply_local(
-            txn,
-            &[
-                WriteOp::Update {
-                    table: "posts".into(),
-                    key: key("p1"),
-                    patch: json!({"title": "post 1, after sync"}),
-                },
-                WriteOp::Delete {
-                    table: "posts".into(),
-                    key: key("p7"),
-                },
-                WriteOp::Put {
-                    table: "posts".into(),
-                    record: json!({"id": "p8", "title": "short-lived", "author": "ann"}),
-                },
-                WriteOp::Delete {
-                    table: "posts".into(),
-                    key: key("p8"),
-                },
-                WriteOp::Update {
-                    table: "posts".into(),
-                    key: key("p3"),
-                    patch: json!({"title": "post 3, edited in flight"}),
-                },
-            ],
-        )
-        .unwrap();
-    });
-    // A pulled page: one record applied, one without a key quarantined, and a checkpoint.
-    write(&|txn| {
-        let page = PullPage {
-            records: vec![
-                serde_json::from_value(
-                    json!({"id": "s1", "title": "from the server", "author": "cy", "version": "v9"}),
-                )
-                .unwrap(),
-                serde_json::from_value(json!({"title": "no key"})).unwrap(),
-            ],
-            deleted: vec![],
-            cursor: Some(json!({"since": 1_765_000_001_000_i64, "id": "s1"})),
-            has_more: false,
-            server_time_ms: Some(1_765_000_001_000),
-            total: Some(2),
-            warnings: vec![],
-        };
-        db.apply_pull_page(txn, "posts", &page, &|r| RemoteMeta {
-            version: r.get("version").and_then(Value::as_str).map(str::to_owned),
-            modified_ms: None,
+    let written = runtime
+        .block_on(async {
+            engine
+                .table::<Value>("posts")?
+                .put_with_receipt(&json!({"id": "p9", "title": "after the upgrade"}))
+                .await
         })
         .unwrap();
-        db.set_checkpoint(txn, "comments", Some(&json!("opaque-cursor-17")))
-            .unwrap();
-        db.set_reconciled_at(txn, "posts", 1_765_000_002_000)
-            .unwrap();
-        db.claim_epoch(txn, 7).unwrap();
-    });
-    // A parked conflict on counter 1 (its create is pending).
-    write(&|txn| {
-        let local = db.get(&*txn, "counters", &Key::Int(1)).unwrap();
-        let conflict = Conflict {
-            table: "counters".into(),
-            key: Key::Int(1),
-            base: None,
-            local,
-            remote: Some(serde_json::from_value(json!({"id": 1, "n": 11})).unwrap()),
-            detected_by: DetectedBy::Pull,
-            local_hlc: 1,
-            remote_time_ms: Some(1_765_000_003_000),
-        };
-        db.apply_resolution(txn, &conflict, Some("r3".into()), &Resolution::Park)
-            .unwrap();
-    });
-    drop(store);
+    assert_eq!(
+        written.receipt.change_id().map(|c| c.0),
+        Some(16),
+        "numbers continue after the last one v1 issued (15), none reused"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn a_store_written_by_a_newer_layout_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let mut txn = store.write().unwrap();
+        txn.put(
+            tidesync::core::local::layout::META,
+            tidesync::core::local::layout::META_LAYOUT,
+            &3u64.to_be_bytes(),
+        )
+        .unwrap();
+        txn.commit().unwrap();
+    }
+    let mut builder = tidesync::Engine::builder().store(RedbStore::open(&path).unwrap());
+    for spec in fixture_specs() {
+        builder = builder.table(spec);
+    }
+    let Err(err) = builder.start() else {
+        panic!("a store of a newer layout was opened");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("storage layout v3") && message.contains("up to v2"),
+        "{message}"
+    );
+    // Refused, not touched: the version is still 3.
     let store = RedbStore::open(&path).unwrap();
-    let txn = store.read().unwrap();
-    let described = describe_store(&db, &*txn);
-    std::fs::write(
-        dir.join("layout-v1.expected.json"),
-        serde_json::to_string_pretty(&described).unwrap() + "\n",
-    )
-    .unwrap();
+    let version = store
+        .read()
+        .unwrap()
+        .get(
+            tidesync::core::local::layout::META,
+            tidesync::core::local::layout::META_LAYOUT,
+        )
+        .unwrap();
+    assert_eq!(version, Some(3u64.to_be_bytes().to_vec()));
 }

@@ -134,7 +134,7 @@ impl Model {
     }
 
     fn local(&self, op: WriteOp) {
-        match self.write(|db, txn| db.apply_local(txn, &[op])) {
+        match self.write(|db, txn| db.records().apply_local(txn, &[op])) {
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists) => {}
             Err(e) => panic!("a valid local write failed: {e}"),
@@ -191,7 +191,7 @@ impl Model {
                         version: Some(entry.seq.to_string()),
                         ..PushOutcome::default()
                     };
-                    self.write(|db, txn| db.ack_push(txn, entry.seq, &outcome))
+                    self.write(|db, txn| db.remote().ack_push(txn, entry.seq, &outcome))
                         .unwrap();
                 }
             }
@@ -267,7 +267,7 @@ impl Model {
                     modified_ms: None,
                 };
                 let applied = self
-                    .write(|db, txn| db.apply_pull_page(txn, TABLE, &page, &meta))
+                    .write(|db, txn| db.remote().apply_pull_page(txn, TABLE, &page, &meta))
                     .unwrap();
                 assert!(applied.quarantined.is_empty());
                 for (conflict, version) in applied.conflicts {
@@ -277,7 +277,8 @@ impl Model {
                         Resolution::TakeRemote
                     };
                     self.write(|db, txn| {
-                        db.apply_resolution(txn, &conflict, version.clone(), &resolution)
+                        db.remote()
+                            .apply_resolution(txn, &conflict, version.clone(), &resolution)
                     })
                     .unwrap();
                     // A resolution settles the record anew (keep-local re-pushes it).
@@ -310,8 +311,13 @@ impl Model {
         for k in 0..KEYS {
             let key = key(k);
             let queue: Vec<_> = entries.iter().filter(|e| e.key == key).collect();
-            let current = self.db.get(&*read, TABLE, &key).unwrap();
-            let base = self.db.base(&*read, TABLE, &key).unwrap().map(|b| b.record);
+            let current = self.db.records().get(&*read, TABLE, &key).unwrap();
+            let base = self
+                .db
+                .records()
+                .base(&*read, TABLE, &key)
+                .unwrap()
+                .map(|b| b.record);
             for pair in queue.windows(2) {
                 prop_assert!(pair[0].seq < pair[1].seq);
                 prop_assert!(

@@ -1,5 +1,5 @@
 //! Pulled pages of any shape: through the REST transport's page decoding
-//! (`pagination::advance`, a pure function) and into `LocalDb::apply_pull_page` on a memory
+//! (`pagination::advance`, a pure function) and into `RemoteChanges::apply_pull_page` on a memory
 //! store. Nothing panics; good items are applied exactly; bad items are quarantined with an
 //! error naming the table and the key or field; pulled records never create outbox entries.
 
@@ -131,7 +131,7 @@ proptest! {
         };
         let mut txn = store.write().unwrap();
         let applied = db
-            .apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
+            .remote().apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
             .expect("a bad item never fails the page");
         txn.commit().unwrap();
 
@@ -153,7 +153,7 @@ proptest! {
         }
         for (i, item) in items.iter().enumerate() {
             let key = Key::Str(format!("k{i}"));
-            let stored = db.get(&*read, "posts", &key).unwrap();
+            let stored = db.records().get(&*read, "posts", &key).unwrap();
             match item {
                 Item::NestedIndex(_) => {
                     prop_assert!(stored.is_none());
@@ -176,9 +176,9 @@ proptest! {
                 _ => {}
             }
         }
-        prop_assert_eq!(db.quarantined(&*read, 1000).unwrap().len(), applied.quarantined.len());
+        prop_assert_eq!(db.parked().quarantined(&*read, 1000).unwrap().len(), applied.quarantined.len());
         prop_assert!(db.outbox(&*read, None, 10).unwrap().is_empty(), "a pull echoed");
-        prop_assert_eq!(db.checkpoint(&*read, "posts").unwrap(), page.cursor.clone());
+        prop_assert_eq!(db.remote().checkpoint(&*read, "posts").unwrap(), page.cursor.clone());
     }
 
     #[test]
@@ -191,7 +191,7 @@ proptest! {
         let page = PullPage { records, ..PullPage::default() };
         let mut txn = store.write().unwrap();
         let applied = db
-            .apply_pull_page(&mut *txn, "counters", &page, &|_| RemoteMeta::default())
+            .remote().apply_pull_page(&mut *txn, "counters", &page, &|_| RemoteMeta::default())
             .expect("never fails the page");
         txn.commit().unwrap();
         let good = ids.iter().filter(|v| v.as_i64().is_some()).count();
@@ -255,7 +255,7 @@ proptest! {
             ..PullPage::default()
         };
         let mut txn = store.write().unwrap();
-        db.apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
+        db.remote().apply_pull_page(&mut *txn, "posts", &page, &|_| RemoteMeta::default())
             .expect("whatever the transport hands over applies");
         txn.commit().unwrap();
     }

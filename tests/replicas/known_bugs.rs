@@ -148,7 +148,7 @@ impl tidesync::ConflictStrategy for Gate {
 }
 
 /// BUG-12. A local write committed while its record's conflict is being resolved is thrown
-/// away when the resolution is applied: `LocalDb::apply_resolution`
+/// away when the resolution is applied: `RemoteChanges::apply_resolution`
 /// (crates/tidesync-core/src/local/remap.rs) removes every pending entry of the record and,
 /// for `TakeRemote` (and `Merged`), writes the outcome over the current record, without
 /// checking that the record is still the `local` the strategy decided on. The write was

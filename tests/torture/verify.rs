@@ -173,7 +173,10 @@ pub async fn scan_raw(engine: &Engine, table: &str) -> Vec<Value> {
     engine
         .writer()
         .send(tidesync::actors::Write::new(move |db, txn| {
-            Ok((db.scan(&*txn, &table, None, usize::MAX)?, Vec::new()))
+            Ok((
+                db.records().scan(&*txn, &table, None, usize::MAX)?,
+                Vec::new(),
+            ))
         }))
         .await
         .expect("the store writer runs")

@@ -129,7 +129,9 @@ impl StoreCommand for ApplyPushResolution {
         if self.resolution == Resolution::Park {
             db.retry_later(txn, self.seq, 0, "conflict parked for the application")?;
         }
-        let changes = db.apply_resolution(txn, &self.conflict, self.version, &self.resolution)?;
+        let changes =
+            db.remote()
+                .apply_resolution(txn, &self.conflict, self.version, &self.resolution)?;
         Ok(((), changes))
     }
 }
@@ -164,7 +166,9 @@ impl StoreCommand for ApplyPage {
                 .modified_at_ms(&table, record)
                 .map(|ms| ms - clock_offset_ms),
         };
-        let mut applied = db.apply_pull_page_owned(txn, &table, page, &meta)?;
+        let mut applied = db
+            .remote()
+            .apply_pull_page_owned(txn, &table, page, &meta)?;
         // The changes go to the watchers; the puller only needs their number.
         let changes = std::mem::take(&mut applied.changes);
         Ok(((changes.len() as u64, applied), changes))
@@ -179,7 +183,7 @@ impl StoreCommand for ApplyResolutions {
     type Output = Vec<Error>;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(Vec<Error>, Vec<Change>)> {
-        let (changes, refused) = db.apply_resolutions(txn, &self.0)?;
+        let (changes, refused) = db.remote().apply_resolutions(txn, &self.0)?;
         Ok((refused, changes))
     }
 }
@@ -199,7 +203,7 @@ impl StoreCommand for TakeOver {
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(usize, Vec<Change>)> {
         Ok((
-            db.take_over(txn, self.epoch, self.hold_until_ms)?,
+            db.fence().take_over(txn, self.epoch, self.hold_until_ms)?,
             Vec::new(),
         ))
     }
@@ -248,7 +252,7 @@ impl StoreCommand for RetryQuarantined {
     type Output = AppliedPage;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(AppliedPage, Vec<Change>)> {
-        let applied = db.retry_quarantined(txn, self.seq)?;
+        let applied = db.parked().retry_quarantined(txn, self.seq)?;
         let changes = applied.changes.clone();
         Ok((applied, changes))
     }
@@ -264,7 +268,7 @@ impl StoreCommand for DiscardQuarantined {
     type Output = Quarantined;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(Quarantined, Vec<Change>)> {
-        Ok((db.discard_quarantined(txn, self.seq)?, Vec::new()))
+        Ok((db.parked().discard_quarantined(txn, self.seq)?, Vec::new()))
     }
 }
 
@@ -287,13 +291,20 @@ impl StoreCommand for SettleParked {
             key,
             resolution,
         } = self;
-        let parked = db.parked_conflict(&*txn, &table, &key)?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "no parked conflict for this record")
-                .table(table.clone())
-                .key(&key)
-        })?;
-        let changes =
-            db.apply_resolution(txn, &parked.conflict, parked.remote_version, &resolution)?;
+        let parked = db
+            .parked()
+            .parked_conflict(&*txn, &table, &key)?
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "no parked conflict for this record")
+                    .table(table.clone())
+                    .key(&key)
+            })?;
+        let changes = db.remote().apply_resolution(
+            txn,
+            &parked.conflict,
+            parked.remote_version,
+            &resolution,
+        )?;
         Ok(((), changes))
     }
 }

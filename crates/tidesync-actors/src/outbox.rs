@@ -100,7 +100,7 @@ impl LocalJob {
 
 impl WriteJob for LocalJob {
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
-        let written = db.apply_local_tracked(txn, &self.ops)?;
+        let written = db.records().apply_local_tracked(txn, &self.ops)?;
         let changes = written.changes.clone();
         self.written = Some(written);
         Ok(changes)
@@ -214,7 +214,7 @@ impl<C: StoreCommand> WriteJob for CommandJob<C> {
             .take()
             .ok_or_else(|| Error::internal("store command ran twice"))?;
         if let Some(epoch) = self.epoch {
-            db.check_epoch(&*txn, Some(epoch))?;
+            db.fence().check_epoch(&*txn, Some(epoch))?;
         }
         let (value, changes) = command.run(db, txn)?;
         self.value = Some(value);
@@ -667,7 +667,8 @@ mod tests {
     }
 
     fn stored(store: &MemoryStore, db: &LocalDb, id: &str) -> bool {
-        db.get(&*store.read().unwrap(), "posts", &Key::from(id))
+        db.records()
+            .get(&*store.read().unwrap(), "posts", &Key::from(id))
             .unwrap()
             .is_some()
     }
@@ -717,7 +718,7 @@ mod tests {
     fn a_single_failing_job_writes_nothing_and_gets_its_error() {
         let (store, db, changes) = setup();
         let write = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
-            db.apply_local(txn, &put("a"))?;
+            db.records().apply_local(txn, &put("a"))?;
             Err::<((), Vec<Change>), _>(Error::invalid("refused after writing").table("posts"))
         });
         let mut reply = write.reply;
@@ -732,7 +733,7 @@ mod tests {
     fn a_mixed_group_stages_each_job() {
         let (store, db, changes) = setup();
         let closure = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
-            let changes = db.apply_local(txn, &put("a"))?;
+            let changes = db.records().apply_local(txn, &put("a"))?;
             Ok(((), changes))
         });
         let mut closure_reply = closure.reply;

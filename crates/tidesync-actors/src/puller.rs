@@ -194,7 +194,7 @@ async fn pull_table(
     }
     // Only this pull writes the checkpoint, one page at a time: after the first read, the
     // cursor to ask for next is the one the last applied page stored.
-    let mut cursor = sh.db.checkpoint(&*sh.store.read()?, &table)?;
+    let mut cursor = sh.db.remote().checkpoint(&*sh.store.read()?, &table)?;
     let initial = cursor.is_none();
     let mut records_so_far = 0u64;
     let mut ahead: Option<Prefetch> = None;

@@ -102,7 +102,7 @@ pub(crate) fn run_turn(
             Settle::Ack { entry, outcome } => {
                 // Staged, so that an answer that cannot be applied leaves nothing behind.
                 let mut staged = Staged::new(&mut *txn);
-                match db.ack_push(&mut staged, entry.seq, &outcome) {
+                match db.remote().ack_push(&mut staged, entry.seq, &outcome) {
                     Ok(acked) => {
                         staged.apply()?;
                         changes.extend(acked.changes.iter().cloned());
@@ -173,6 +173,7 @@ pub(crate) fn run_turn(
                 // Read by the scan in this transaction: current, no need to read it again.
                 let entry = db.mark_read_entry_in_flight(txn, head)?;
                 let base_version = db
+                    .records()
                     .base(&*txn, &entry.table, &entry.key)?
                     .and_then(|b| b.version);
                 let request = PushRequest {

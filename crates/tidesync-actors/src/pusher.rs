@@ -698,7 +698,7 @@ impl PushCycle {
         // compares like with like; one it cannot decode (e.g. written by a newer app version)
         // waits, with the reason, until an upgrade can.
         let remote = match remote
-            .map(|record| sh.db.decode_remote_record(&table, record))
+            .map(|record| sh.db.remote().decode_remote_record(&table, record))
             .transpose()
         {
             Ok(remote) => remote,
@@ -717,8 +717,8 @@ impl PushCycle {
                 .unwrap_or(entry.hlc)
                 .max(entry.hlc);
             (
-                sh.db.get(&*read, &table, &key)?,
-                sh.db.base(&*read, &table, &key)?,
+                sh.db.records().get(&*read, &table, &key)?,
+                sh.db.records().base(&*read, &table, &key)?,
                 latest_hlc,
             )
         };

@@ -5,7 +5,7 @@
 //! key of the pull feed (a walk from no cursor, page by page, the checkpoint neither read nor
 //! moved) and deletes locally, like a pulled delete, each record the server no longer lists
 //! and that has no pending local change or parked conflict
-//! ([`LocalDb::reconcile_deletes`](tidesync_core::local::LocalDb::reconcile_deletes)).
+//! ([`RemoteChanges::reconcile_deletes`](tidesync_core::local::RemoteChanges::reconcile_deletes)).
 //!
 //! When it last ran is stored in the transaction that applies its deletes, so a restart does
 //! not redo it at once; a crash during the listing wrote nothing, and the pass is due again at
@@ -122,8 +122,11 @@ impl StoreCommand for ReconcileDeletes {
     type Output = Reconciled;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(Reconciled, Vec<Change>)> {
-        let mut done = db.reconcile_deletes(txn, &self.table, &self.server_keys, false)?;
-        db.set_reconciled_at(txn, &self.table, self.listed_from_ms)?;
+        let mut done = db
+            .remote()
+            .reconcile_deletes(txn, &self.table, &self.server_keys, false)?;
+        db.remote()
+            .set_reconciled_at(txn, &self.table, self.listed_from_ms)?;
         let changes = std::mem::take(&mut done.changes);
         Ok((done, changes))
     }
@@ -157,7 +160,7 @@ async fn reconcile_if_due(
         return Ok(None);
     };
     let spec = sh.db.schema().table(&table)?.clone();
-    let last = sh.db.reconciled_at(&*sh.store.read()?, &table)?;
+    let last = sh.db.remote().reconciled_at(&*sh.store.read()?, &table)?;
     let now = tidesync_core::hlc::wall_millis();
     if !due(last, every, now) {
         return Ok(None);

@@ -1080,7 +1080,11 @@ async fn store_view(sh: &SyncShared, failed: Vec<u64>) -> Result<(OutboxSummary,
                 break;
             }
         }
-        Ok((summary, db.quarantined_count(&*read)?, still_queued))
+        Ok((
+            summary,
+            db.parked().quarantined_count(&*read)?,
+            still_queued,
+        ))
     })
     .await
     .map_err(|e| Error::internal(format!("the outbox summary task failed: {e}")))?

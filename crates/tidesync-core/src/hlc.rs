@@ -75,6 +75,17 @@ impl HybridClock {
         Stamp(*last)
     }
 
+    /// The last stamp this clock issued or observed (what the store keeps, so a restarted
+    /// clock never goes back).
+    pub fn last(&self) -> Stamp {
+        Stamp(
+            *self
+                .last
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     /// Moves the clock past a stamp seen elsewhere (e.g. restored from the store at start-up).
     pub fn observe(&self, seen: Stamp) {
         let mut last = self

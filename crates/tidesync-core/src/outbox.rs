@@ -83,7 +83,7 @@ pub struct OutboxEntry {
     /// sent and still unanswered, met a pull that showed the record deleted on the server.
     /// An answer saying the server applied the write then means that delete came after it:
     /// the acknowledgement applies the delete instead of installing the answer
-    /// ([`crate::local::LocalDb::ack_push`]). A live version pulled later, or a refusal of
+    /// ([`crate::local::RemoteChanges::ack_push`]). A live version pulled later, or a refusal of
     /// the create (no attempt applied it), clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted_remotely: bool,

@@ -34,7 +34,9 @@ pub fn run(ctx: &Ctx, command: CheckpointCommand) -> Result<(), CliError> {
     let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
     let read = |store: &tidesync::RedbStore| -> Result<Option<Value>, CliError> {
         let txn = tidesync::core::Store::read(store).map_err(CliError::engine)?;
-        db.checkpoint(txn.as_ref(), table).map_err(CliError::engine)
+        db.remote()
+            .checkpoint(txn.as_ref(), table)
+            .map_err(CliError::engine)
     };
     let current = read(&store)?;
     match command {
@@ -61,7 +63,8 @@ pub fn run(ctx: &Ctx, command: CheckpointCommand) -> Result<(), CliError> {
                 (Some(value), true) => Some(keep_filter_values(table, value)?),
             };
             let mut txn = tidesync::core::Store::write(&store).map_err(CliError::engine)?;
-            db.set_checkpoint(txn.as_mut(), table, next.as_ref())
+            db.remote()
+                .set_checkpoint(txn.as_mut(), table, next.as_ref())
                 .map_err(CliError::engine)?;
             txn.commit().map_err(CliError::engine)?;
             if ctx.out.json {

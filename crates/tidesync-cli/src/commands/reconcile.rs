@@ -62,6 +62,7 @@ pub async fn run(ctx: &Ctx, table: &str, dry_run: bool) -> Result<(), CliError> 
     let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
     let mut txn = tidesync::core::Store::write(&store).map_err(CliError::engine)?;
     let result = db
+        .remote()
         .reconcile_deletes(txn.as_mut(), table, &keys, dry_run)
         .map_err(CliError::engine)?;
     txn.commit().map_err(CliError::engine)?;

@@ -156,7 +156,9 @@ pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
     let store = build::open_store(&config)?;
     // What the store holds, read before the engine brings it in step with the config.
     let schema = tidesync::core::local::Schema::new(config.config.tables.clone())?;
-    let before = LocalDb::new(schema, Arc::new(HybridClock::new())).schema_status(&store)?;
+    let before = LocalDb::new(schema, Arc::new(HybridClock::new()))
+        .schema_sync()
+        .schema_status(&store)?;
     let pending: Vec<&TableSchemaStatus> = before
         .iter()
         .filter(|t| !t.pending_migrations.is_empty())

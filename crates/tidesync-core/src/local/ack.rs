@@ -7,7 +7,7 @@ use crate::record::Key;
 use crate::store::WriteTxn;
 use crate::transport::PushOutcome;
 
-use super::{Base, Change, LocalDb, Origin};
+use super::{Base, Change, Origin, RemoteChanges};
 
 /// What acknowledging a push did.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,7 @@ pub(super) fn base_bytes(record_json: &[u8], version: Option<&str>) -> Vec<u8> {
     out
 }
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// Acknowledges a successful push of entry `seq`: drops it, records the server's version
     /// as the base, merges the server's fields into the local record wherever the record was
     /// not edited since the entry was sent, and remaps the key when the server assigned a new
@@ -47,18 +47,20 @@ impl LocalDb {
         seq: u64,
         outcome: &PushOutcome,
     ) -> Result<Acked> {
-        let entry = self.remove(txn, seq)?;
-        let spec = self.schema.table(&entry.table)?.clone();
+        let entry = self.db.remove(txn, seq)?;
+        let spec = self.db.schema.table(&entry.table)?.clone();
         let mut changes = Vec::new();
         if entry.op == Op::Delete {
-            self.set_base(txn, &entry.table, &entry.key, None)?;
+            self.db
+                .records()
+                .set_base(txn, &entry.table, &entry.key, None)?;
             return Ok(Acked {
                 entry,
                 changes,
                 remapped: None,
             });
         }
-        if entry.deleted_remotely && self.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
+        if entry.deleted_remotely && self.db.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
             // A pull showed the record deleted while this write's answer was unknown, and
             // the answer says the server applied it (perhaps replaying an earlier attempt's
             // answer): the delete came after the write, and the pull cursor is past it. The
@@ -72,9 +74,13 @@ impl LocalDb {
                 key = %entry.key,
                 "the server deleted the record after this acknowledged write: the delete applies"
             );
-            self.set_base(txn, &entry.table, &entry.key, None)?;
-            if let Some(local) = self.get(&*txn, &entry.table, &entry.key)? {
-                self.write_record(txn, &spec, &entry.key, Some(&local), None)?;
+            self.db
+                .records()
+                .set_base(txn, &entry.table, &entry.key, None)?;
+            if let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)? {
+                self.db
+                    .records()
+                    .write_record(txn, &spec, &entry.key, Some(&local), None)?;
                 changes.push(Change {
                     table: entry.table.clone(),
                     key: entry.key.clone(),
@@ -99,10 +105,12 @@ impl LocalDb {
             record: base_record,
             version: outcome.version.clone(),
         };
-        self.set_base(txn, &entry.table, &entry.key, Some(&base))?;
+        self.db
+            .records()
+            .set_base(txn, &entry.table, &entry.key, Some(&base))?;
 
         if let Some(server) = &server
-            && let Some(local) = self.get(&*txn, &entry.table, &entry.key)?
+            && let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)?
         {
             {
                 let mut merged = local.clone();
@@ -116,7 +124,13 @@ impl LocalDb {
                     }
                 }
                 if merged != local {
-                    self.write_record(txn, &spec, &entry.key, Some(&local), Some(&merged))?;
+                    self.db.records().write_record(
+                        txn,
+                        &spec,
+                        &entry.key,
+                        Some(&local),
+                        Some(&merged),
+                    )?;
                     changes.push(Change {
                         table: entry.table.clone(),
                         key: entry.key.clone(),

@@ -9,7 +9,7 @@ use crate::store::WriteTxn;
 
 use super::AppliedPage;
 use super::record_write::{change_op, rebase_entry};
-use super::{Base, Change, LocalDb, Origin};
+use super::{Base, Change, Origin, RemoteChanges};
 
 /// Whether `remote` shows what `sent` (an entry that went to the server) wrote: the record
 /// gone for a delete; the changed fields (an update), or every field but the key (a create),
@@ -45,7 +45,7 @@ pub(super) fn shows_write(
     }
 }
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// A pulled version that shows the write of `pending[0]` (sent, not in flight, perhaps
     /// dead-lettered on an answer that came after the server applied it): that entry counts
     /// as acknowledged and the version becomes the base. The entries behind it stay,
@@ -64,12 +64,12 @@ impl LocalDb {
         applied: &mut AppliedPage,
     ) -> Result<()> {
         let table = spec.name.as_str();
-        self.remove(txn, pending[0].seq)?;
+        self.db.remove(txn, pending[0].seq)?;
         let base = remote.map(|r| Base {
             record: r.clone(),
             version,
         });
-        self.set_base(txn, table, key, base.as_ref())?;
+        self.db.records().set_base(txn, table, key, base.as_ref())?;
         let queued = &pending[1..];
         let merged = match remote {
             _ if queued.is_empty() => remote.cloned(),
@@ -79,14 +79,16 @@ impl LocalDb {
                 for entry in queued {
                     let mut entry = entry.clone();
                     rebase_entry(&mut onto, &mut entry);
-                    self.rewrite(txn, &entry)?;
+                    self.db.rewrite(txn, &entry)?;
                 }
                 Some(onto)
             }
             _ => local.clone(),
         };
         if merged != local {
-            self.write_record(txn, spec, key, local.as_ref(), merged.as_ref())?;
+            self.db
+                .records()
+                .write_record(txn, spec, key, local.as_ref(), merged.as_ref())?;
             applied.changes.push(Change {
                 table: table.into(),
                 key: key.clone(),

@@ -288,14 +288,15 @@ mod tests {
     }
 
     fn put(db: &LocalDb, txn: &mut MapTxn, table: &str, record: serde_json::Value) {
-        db.apply_local(
-            txn,
-            &[WriteOp::Put {
-                table: table.into(),
-                record,
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Put {
+                    table: table.into(),
+                    record,
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn dead() -> DeadLetterInfo {

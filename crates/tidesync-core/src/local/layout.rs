@@ -7,7 +7,6 @@
 //! | `b/<table>`         | key                              | [`Base`] JSON       |
 //! | `o/entries`         | seq (u64 BE)                     | outbox entry JSON   |
 //! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
-//! | `o/by_table`        | table ‖ seq                      | empty               |
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
@@ -20,6 +19,14 @@
 //! | `c`                 | table                            | pull cursor JSON    |
 //!
 //! `‖` is concatenation of self-delimiting encodings, so prefix scans are exact.
+//!
+//! This is layout v2 ([`super::layout_upgrade`] upgrades older stores). What a local write
+//! commits: its record (and index rows), its outbox entry and, for a new entry, its
+//! `o/by_record` row; nothing else. The sequence counter is derived from the last entry (a
+//! floor in `m` is raised by removals), the clock's last stamp is kept by the sync path's
+//! commits, and queue depths are counted from `o/by_record` when asked. Layout v1 also kept
+//! `o/by_table` and a depth counter per table, and wrote the counter and the clock on every
+//! local write.
 
 use serde_json::Value;
 
@@ -46,8 +53,8 @@ pub fn bases(table: &str) -> String {
 pub const OUTBOX: &str = "o/entries";
 /// Per-record queues: table ‖ key ‖ seq.
 pub const OUTBOX_BY_RECORD: &str = "o/by_record";
-/// Per-table order: table ‖ seq.
-pub const OUTBOX_BY_TABLE: &str = "o/by_table";
+/// Layout v1's per-table order (table ‖ seq); layout v2 drops it when it opens such a store.
+pub const LEGACY_OUTBOX_BY_TABLE: &str = "o/by_table";
 /// Dead-lettered entries by sequence number.
 pub const DEAD: &str = "o/dead";
 /// Entries handed to the transport and not settled yet, by sequence number (so that
@@ -68,8 +75,10 @@ pub const META: &str = "m";
 /// Pull checkpoints by table.
 pub const CHECKPOINTS: &str = "c";
 
-/// Meta key of the next outbox sequence number.
+/// Meta key of the floor of the next outbox sequence number (raised when entries leave).
 pub const META_NEXT_SEQ: &[u8] = b"next_seq";
+/// Meta key of the storage layout version the store is written in (absent: layout v1).
+pub const META_LAYOUT: &[u8] = b"layout_version";
 /// Meta key of the last issued HLC stamp.
 pub const META_HLC: &[u8] = b"hlc";
 /// Meta key of the highest leadership epoch that claimed this database.
@@ -86,10 +95,8 @@ pub fn meta_reconciled(table: &str) -> Vec<u8> {
 /// Meta key of the next settlement ordinal ([`SETTLED_ORDER`]).
 pub const META_SETTLED_ORDINAL: &[u8] = b"settled_ordinal";
 
-/// Meta key of the queue depth of `table`.
-pub fn meta_depth(table: &str) -> Vec<u8> {
-    format!("depth/{table}").into_bytes()
-}
+/// Prefix of layout v1's per-table queue depth counters (dropped by layout v2).
+pub const LEGACY_META_DEPTH_PREFIX: &[u8] = b"depth/";
 
 /// `table ‖ key`: the prefix of one record's queue in [`OUTBOX_BY_RECORD`].
 pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
@@ -98,7 +105,7 @@ pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
     out
 }
 
-/// `table`: the prefix of one table in [`OUTBOX_BY_TABLE`] and [`OUTBOX_BY_RECORD`].
+/// `table`: the prefix of one table's rows in [`OUTBOX_BY_RECORD`].
 pub fn table_prefix(table: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(table.len() + 2);
     escape_into(table.as_bytes(), &mut out);

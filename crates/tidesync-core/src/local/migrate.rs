@@ -28,7 +28,7 @@ use crate::spec::TableSpec;
 use crate::store::{Store, WriteTxn};
 
 use super::schema_sync::{LOG_EVERY, SchemaProgress, SchemaProgressFn};
-use super::{AppliedPage, Base, LocalDb, decode_record, layout, now_ms};
+use super::{AppliedPage, Base, SchemaSync, decode_record, layout, now_ms};
 
 /// One migration step: the record in the previous shape in, the record in the new shape out
 /// (or why it cannot be migrated).
@@ -141,7 +141,7 @@ pub(super) fn progress_key(table: &str) -> Vec<u8> {
     format!("migration/{table}").into_bytes()
 }
 
-impl LocalDb {
+impl SchemaSync<'_> {
     /// Runs the steps of `spec` from `from_version` to its declared version (see the module
     /// docs). Fails, changing nothing more, when a step has no registered migration.
     pub(super) fn migrate_table(
@@ -205,7 +205,7 @@ impl LocalDb {
         loop {
             let keyspace = match progress.phase {
                 Phase::Records => layout::records(&spec.name),
-                Phase::Outbox => layout::OUTBOX_BY_TABLE.to_owned(),
+                Phase::Outbox => layout::OUTBOX_BY_RECORD.to_owned(),
                 Phase::Bases => layout::bases(&spec.name),
             };
             let total = match counted {
@@ -296,13 +296,13 @@ impl LocalDb {
     ) -> Result<u64> {
         let read = store.read()?;
         match phase {
-            Phase::Outbox => Ok(self.outbox_stats(&*read, &spec.name)?.depth),
+            Phase::Outbox => Ok(self.db.outbox_stats(&*read, &spec.name)?.depth),
             Phase::Records | Phase::Bases => read.len(keyspace),
         }
     }
 
     /// The next batch of a phase's keyspace after `after` (the outbox phase reads only this
-    /// table's part of the per-table index).
+    /// table's part of the per-record queue index, whose keys start with the table).
     fn batch_rows(
         &self,
         store: &dyn Store,
@@ -354,14 +354,25 @@ impl LocalDb {
         let old = decode_record(spec, &key, value)?;
         match run_step(spec, &key, step, &old) {
             Ok(new) => {
-                self.write_record(txn, spec, &key, Some(&old), Some(&new))?;
+                self.db
+                    .records()
+                    .write_record(txn, spec, &key, Some(&old), Some(&new))?;
                 done.records += 1;
             }
             Err(err) => {
                 tracing::warn!(table = %spec.name, key = %key, error = %err, "record quarantined by a migration");
-                self.write_record(txn, spec, &key, Some(&old), None)?;
+                self.db
+                    .records()
+                    .write_record(txn, spec, &key, Some(&old), None)?;
                 let mut sink = AppliedPage::default();
-                self.quarantine(txn, &spec.name, Some(&key), Some(&old), &err, &mut sink)?;
+                self.db.parked().quarantine(
+                    txn,
+                    &spec.name,
+                    Some(&key),
+                    Some(&old),
+                    &err,
+                    &mut sink,
+                )?;
                 done.quarantined += 1;
             }
         }
@@ -376,7 +387,7 @@ impl LocalDb {
         step: &MigrationFn,
         done: &mut MigrationDone,
     ) -> Result<()> {
-        let Some(mut entry) = self.entry(&*txn, seq)? else {
+        let Some(mut entry) = self.db.entry(&*txn, seq)? else {
             return Ok(());
         };
         let sealed = entry.attempts > 0 || entry.in_flight || entry.dead.is_some();
@@ -386,7 +397,7 @@ impl LocalDb {
         match run_step(spec, &entry.key, step, record) {
             Ok(new) => {
                 entry.record = Some(new);
-                self.rewrite(txn, &entry)?;
+                self.db.rewrite(txn, &entry)?;
                 done.entries += 1;
             }
             Err(err) => {
@@ -397,7 +408,7 @@ impl LocalDb {
                     response_excerpt: None,
                     at_ms: now_ms(),
                 };
-                self.dead_letter(txn, seq, info)?;
+                self.db.dead_letter(txn, seq, info)?;
                 done.dead_lettered += 1;
             }
         }
@@ -427,7 +438,9 @@ impl LocalDb {
             // Without a base a later conflict is decided two-way; never a wrong three-way.
             Err(_) => None,
         };
-        self.set_base(txn, &spec.name, &key, migrated.as_ref())?;
+        self.db
+            .records()
+            .set_base(txn, &spec.name, &key, migrated.as_ref())?;
         done.bases += 1;
         Ok(())
     }

@@ -40,6 +40,15 @@ impl LocalDb {
         hlc: u64,
     ) -> Result<Option<u64>> {
         let tail = self.pending(&*txn, &spec.name, key)?.pop();
+        // A record's stamps only grow, even if the stamp last persisted was lost to a crash
+        // and the wall clock went back (the clock is not persisted by local writes).
+        let hlc = match &tail {
+            Some(tail) if tail.hlc >= hlc => {
+                self.clock.observe(crate::hlc::Stamp(tail.hlc));
+                self.clock.now().0
+            }
+            _ => hlc,
+        };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
                 match &tail {
@@ -56,7 +65,7 @@ impl LocalDb {
                 Ok(None)
             }
             Coalesced::Append => {
-                let seq = self.next_seq(txn)?;
+                let seq = self.next_seq(&*txn)?;
                 let entry = OutboxEntry {
                     seq,
                     table: spec.name.clone(),
@@ -79,40 +88,46 @@ impl LocalDb {
                 let mut by_record = layout::record_prefix(&spec.name, key);
                 by_record.extend_from_slice(&seq_bytes(seq));
                 txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])?;
-                let mut by_table = layout::table_prefix(&spec.name);
-                by_table.extend_from_slice(&seq_bytes(seq));
-                txn.put(layout::OUTBOX_BY_TABLE, &by_table, &[])?;
-                self.add_depth(txn, &spec.name, 1)?;
                 Ok(Some(seq))
             }
         }
     }
 
-    fn next_seq(&self, txn: &mut dyn WriteTxn) -> Result<u64> {
-        let next = match txn.get(layout::META, layout::META_NEXT_SEQ)? {
-            Some(bytes) => read_u64(&bytes)?,
-            None => {
-                // The first entry of a new database: its state indexes start complete.
-                txn.put(layout::META, layout::META_STATE_INDEXES, &[1])?;
-                1
-            }
+    /// The next sequence number: one past the last entry in the outbox, and never below the
+    /// floor that removals raise ([`LocalDb::raise_seq_floor`]), so a number is never issued
+    /// twice. Read, not written: a local write keeps the counter off its commit (layout v2).
+    fn next_seq(&self, txn: &dyn ReadTxn) -> Result<u64> {
+        let after_last = match txn
+            .range(
+                layout::OUTBOX,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                Some(1),
+                true,
+            )?
+            .first()
+        {
+            Some((k, _)) => layout::seq_from_suffix(k)? + 1,
+            None => 1,
         };
-        txn.put(
-            layout::META,
-            layout::META_NEXT_SEQ,
-            &(next + 1).to_be_bytes(),
-        )?;
-        Ok(next)
+        let floor = match txn.get(layout::META, layout::META_NEXT_SEQ)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 1,
+        };
+        Ok(after_last.max(floor))
     }
 
-    fn add_depth(&self, txn: &mut dyn WriteTxn, table: &str, delta: i64) -> Result<()> {
-        let key = layout::meta_depth(table);
-        let current = match txn.get(layout::META, &key)? {
+    /// Remembers that numbers below `next` were issued: a removal of the last entry must not
+    /// let the next write reuse its number (receipts name entries by it).
+    fn raise_seq_floor(&self, txn: &mut dyn WriteTxn, next: u64) -> Result<()> {
+        let floor = match txn.get(layout::META, layout::META_NEXT_SEQ)? {
             Some(bytes) => read_u64(&bytes)?,
-            None => 0,
+            None => 1,
         };
-        let next = (current as i64 + delta).max(0) as u64;
-        txn.put(layout::META, &key, &next.to_be_bytes())
+        if next > floor {
+            txn.put(layout::META, layout::META_NEXT_SEQ, &next.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     /// Writes a new entry (not in flight, not in backoff: no state index rows).
@@ -165,15 +180,13 @@ impl LocalDb {
         let mut by_record = layout::record_prefix(&entry.table, &entry.key);
         by_record.extend_from_slice(&seq_bytes(entry.seq));
         txn.delete(layout::OUTBOX_BY_RECORD, &by_record)?;
-        let mut by_table = layout::table_prefix(&entry.table);
-        by_table.extend_from_slice(&seq_bytes(entry.seq));
-        txn.delete(layout::OUTBOX_BY_TABLE, &by_table)?;
         if entry.dead.is_some() {
             txn.delete(layout::DEAD, &seq_bytes(entry.seq))?;
-            Ok(())
-        } else {
-            self.add_depth(txn, &entry.table, -1)
         }
+        self.raise_seq_floor(txn, entry.seq + 1)?;
+        // Removals are the sync path's commits (and a create cancelled by its delete): the
+        // clock's last stamp is kept here, off the local write's commit (layout v2).
+        self.persist_clock(txn)
     }
 
     /// The outbox entry with sequence number `seq`.
@@ -211,21 +224,30 @@ impl LocalDb {
     /// until it finds one: sent entries sit near its head, so this is short unless the table
     /// holds a long queue of which nothing was sent yet (it is then read whole).
     pub fn has_unacknowledged_create(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
-        let mut after = None;
-        loop {
-            let page = self.outbox_after(txn, table, after, 512)?;
-            let Some(last) = page.last() else {
-                return Ok(false);
-            };
-            after = Some(last.seq);
-            if page.iter().any(|e| {
-                e.op == crate::Op::Create
-                    && e.attempts > 0
-                    && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
-            }) {
+        for seq in self.table_seqs(txn, table)? {
+            let e = self.entry_or_err(txn, seq)?;
+            if e.op == crate::Op::Create
+                && e.attempts > 0
+                && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
+            {
                 return Ok(true);
             }
         }
+        Ok(false)
+    }
+
+    /// The sequence numbers of `table`'s entries, in enqueue order (dead letters included),
+    /// read from the per-record queue index: its keys start with the table, so this reads the
+    /// table's index rows once, and no entry.
+    pub fn table_seqs(&self, txn: &dyn ReadTxn, table: &str) -> Result<Vec<u64>> {
+        self.schema.table(table)?;
+        let rows = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &layout::table_prefix(table), None)?;
+        let mut seqs = rows
+            .iter()
+            .map(|(k, _)| layout::seq_from_suffix(k))
+            .collect::<Result<Vec<u64>>>()?;
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
     /// Outbox entries in enqueue order, optionally of one table, at most `limit`.
@@ -247,17 +269,12 @@ impl LocalDb {
                 .iter()
                 .map(|(_, v)| decode_entry(v))
                 .collect(),
-            Some(table) => {
-                self.schema.table(table)?;
-                let rows = txn.scan_prefix(
-                    layout::OUTBOX_BY_TABLE,
-                    &layout::table_prefix(table),
-                    Some(limit),
-                )?;
-                rows.iter()
-                    .map(|(k, _)| self.entry_or_err(txn, layout::seq_from_suffix(k)?))
-                    .collect()
-            }
+            Some(table) => self
+                .table_seqs(txn, table)?
+                .into_iter()
+                .take(limit)
+                .map(|seq| self.entry_or_err(txn, seq))
+                .collect(),
         }
     }
 
@@ -270,49 +287,33 @@ impl LocalDb {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>> {
-        self.schema.table(table)?;
-        let prefix = layout::table_prefix(table);
-        let start = after.map(|seq| {
-            let mut key = prefix.clone();
-            key.extend_from_slice(&seq_bytes(seq));
-            key
-        });
-        let end = crate::store::prefix_end(&prefix);
-        let rows = txn.range(
-            layout::OUTBOX_BY_TABLE,
-            match &start {
-                Some(key) => std::ops::Bound::Excluded(key.as_slice()),
-                None => std::ops::Bound::Included(prefix.as_slice()),
-            },
-            match &end {
-                Some(key) => std::ops::Bound::Excluded(key.as_slice()),
-                None => std::ops::Bound::Unbounded,
-            },
-            Some(limit),
-            false,
-        )?;
-        rows.iter()
-            .map(|(k, _)| self.entry_or_err(txn, layout::seq_from_suffix(k)?))
+        self.table_seqs(txn, table)?
+            .into_iter()
+            .filter(|seq| after.is_none_or(|after| *seq > after))
+            .take(limit)
+            .map(|seq| self.entry_or_err(txn, seq))
             .collect()
     }
 
-    /// Queue depth and oldest pending entry of `table`: two point reads.
+    /// Queue depth and oldest entry of `table`: one read of the table's queue index rows and
+    /// of the dead-letter numbers (no counter is kept on the write path, layout v2), and one
+    /// entry read.
     pub fn outbox_stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
-        self.schema.table(table)?;
-        let depth = match txn.get(layout::META, &layout::meta_depth(table))? {
-            Some(bytes) => read_u64(&bytes)?,
-            None => 0,
-        };
-        let first = txn.scan_prefix(
-            layout::OUTBOX_BY_TABLE,
-            &layout::table_prefix(table),
-            Some(1),
-        )?;
-        let oldest_created_at_ms = match first.first() {
-            Some((k, _)) => Some(
-                self.entry_or_err(txn, layout::seq_from_suffix(k)?)?
-                    .created_at_ms,
-            ),
+        let seqs = self.table_seqs(txn, table)?;
+        let dead: HashSet<u64> = txn
+            .range(
+                layout::DEAD,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                None,
+                false,
+            )?
+            .iter()
+            .map(|(k, _)| layout::seq_from_suffix(k))
+            .collect::<Result<_>>()?;
+        let depth = seqs.iter().filter(|seq| !dead.contains(seq)).count() as u64;
+        let oldest_created_at_ms = match seqs.first() {
+            Some(&seq) => Some(self.entry_or_err(txn, seq)?.created_at_ms),
             None => None,
         };
         Ok(OutboxStats {
@@ -569,9 +570,6 @@ impl LocalDb {
         info: DeadLetterInfo,
     ) -> Result<()> {
         let before = self.entry_or_err(&*txn, seq)?;
-        if before.dead.is_none() {
-            self.add_depth(txn, &before.table, -1)?;
-        }
         let mut entry = before.clone();
         entry.in_flight = false;
         entry.last_error = Some(info.error.clone());
@@ -643,7 +641,6 @@ impl LocalDb {
         entry.next_attempt_at_ms = 0;
         entry.failures = 0; // a fresh budget: the user decided to try again
         txn.delete(layout::DEAD, &seq_bytes(seq))?;
-        self.add_depth(txn, &entry.table, 1)?;
         self.update_entry(txn, &before, &entry)?;
         Ok(entry)
     }
@@ -844,14 +841,15 @@ mod tests {
     }
 
     fn put(db: &LocalDb, txn: &mut MapTxn, id: &str, title: &str) {
-        db.apply_local(
-            txn,
-            &[WriteOp::Put {
-                table: "posts".into(),
-                record: json!({"id": id, "title": title}),
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Put {
+                    table: "posts".into(),
+                    record: json!({"id": id, "title": title}),
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn ready_keys(db: &LocalDb, txn: &MapTxn, now: u64) -> Vec<(String, String)> {
@@ -889,17 +887,17 @@ mod tests {
         // The first claim, and the same epoch again (an always-leader election restarting):
         // re-queued at once.
         let seq = in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 1, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(0));
         in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 1, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 1, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(0));
         // A new epoch after another one: held.
         in_flight(&db, &mut txn);
-        assert_eq!(db.take_over(&mut txn, 2, 5_000).ok(), Some(1));
+        assert_eq!(db.fence().take_over(&mut txn, 2, 5_000).ok(), Some(1));
         assert_eq!(due(&db, &txn, seq), Some(5_000));
         // A deposed leader's claim is refused and changes nothing.
-        assert!(db.take_over(&mut txn, 1, 9_000).is_err());
+        assert!(db.fence().take_over(&mut txn, 1, 9_000).is_err());
         assert_eq!(due(&db, &txn, seq), Some(5_000));
     }
 

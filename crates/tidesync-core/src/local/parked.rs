@@ -1,5 +1,12 @@
-//! Conflicts left for the application to settle: parked with both sides, the record's
-//! pending entries waiting behind them.
+//! What sync set aside for the application or an operator ([`Parked`]): conflicts parked with
+//! both sides (this file), and pulled items that could not be stored, kept in quarantine
+//! (`quarantine_ops.rs`) to be retried or discarded.
+//!
+//! It owns the parked-conflict and quarantine keyspaces. The rule it guards: a record with a
+//! parked conflict keeps its pending entries waiting (the outbox queue asks
+//! `LocalDb::is_parked` before it offers a head) until the conflict is settled through
+//! [`RemoteChanges::apply_resolutions`](super::RemoteChanges::apply_resolutions). Refused
+//! outbox entries (dead letters) belong to the outbox queue on [`LocalDb`].
 
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +32,18 @@ pub struct ParkedConflict {
     pub parked_at_ms: u64,
 }
 
+/// Parked conflicts and quarantined pulled items of a [`LocalDb`]. Borrowed from
+/// [`LocalDb::parked`]; its methods act on the caller's transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked<'a> {
+    pub(super) db: &'a LocalDb,
+}
+
 pub(super) fn parked_key(table: &str, key: &Key) -> Vec<u8> {
     layout::record_prefix(table, key)
 }
 
-impl LocalDb {
+impl Parked<'_> {
     pub(super) fn park(
         &self,
         txn: &mut dyn WriteTxn,
@@ -84,9 +98,12 @@ impl LocalDb {
             })
             .transpose()
     }
+}
 
-    /// Whether the record has a parked conflict (its pending entries then wait).
-    pub fn is_parked(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<bool> {
+impl LocalDb {
+    /// Whether the record has a parked conflict (its pending entries then wait): the outbox
+    /// queue asks this of every head it offers.
+    pub(super) fn is_parked(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<bool> {
         Ok(txn.get(PARKED, &parked_key(table, key))?.is_some())
     }
 }

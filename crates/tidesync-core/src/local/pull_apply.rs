@@ -16,9 +16,9 @@ use super::echo::shows_write;
 use super::layout;
 use super::parked::{PARKED, parked_key};
 use super::record_write::{change_op, prepare_write};
-use super::{AppliedPage, Base, Change, LocalDb, Origin, RemoteMeta, Staged};
+use super::{AppliedPage, Base, Change, Origin, RemoteChanges, RemoteMeta, Staged};
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// Applies one pulled page and stores its cursor, in the caller's transaction. Remote
     /// records that meet a pending local change (or a parked conflict) are not applied but
     /// returned as conflicts; a remote record equal to its base is no conflict.
@@ -67,7 +67,7 @@ impl LocalDb {
         cursor: Option<&serde_json::Value>,
         remote_meta: &dyn Fn(&Record) -> RemoteMeta,
     ) -> Result<AppliedPage> {
-        let spec = self.schema.table(table)?.clone();
+        let spec = self.db.schema.table(table)?.clone();
         let mut applied = AppliedPage::default();
         let quiet = self
             .is_quiet(&*txn, table)?
@@ -84,14 +84,28 @@ impl LocalDb {
                     let err = Error::new(ErrorKind::Decode, "pulled record has no key")
                         .table(table)
                         .field(spec.key.clone());
-                    self.quarantine(txn, table, None, Some(&remote), &err, &mut applied)?;
+                    self.db.parked().quarantine(
+                        txn,
+                        table,
+                        None,
+                        Some(&remote),
+                        &err,
+                        &mut applied,
+                    )?;
                     continue;
                 }
                 Err(err) => {
                     let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                         .table(table)
                         .field(spec.key.clone());
-                    self.quarantine(txn, table, None, Some(&remote), &err, &mut applied)?;
+                    self.db.parked().quarantine(
+                        txn,
+                        table,
+                        None,
+                        Some(&remote),
+                        &err,
+                        &mut applied,
+                    )?;
                     continue;
                 }
             };
@@ -128,7 +142,9 @@ impl LocalDb {
                 let err = Error::new(ErrorKind::Decode, err.message().to_owned())
                     .table(table)
                     .key(key);
-                self.quarantine(txn, table, Some(key), None, &err, &mut applied)?;
+                self.db
+                    .parked()
+                    .quarantine(txn, table, Some(key), None, &err, &mut applied)?;
                 continue;
             }
             if let Some(keyspaces) = &quiet {
@@ -181,7 +197,7 @@ impl LocalDb {
             let prepared = match prepare_write(spec, key, local.as_ref(), remote.as_deref()) {
                 Ok(prepared) => prepared,
                 Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
-                    return self.quarantine(
+                    return self.db.parked().quarantine(
                         txn,
                         table,
                         Some(key),
@@ -269,7 +285,9 @@ impl LocalDb {
             }
             Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
                 drop(staged);
-                self.quarantine(txn, &spec.name, Some(key), remote, &err, applied)
+                self.db
+                    .parked()
+                    .quarantine(txn, &spec.name, Some(key), remote, &err, applied)
             }
             Err(err) => Err(err),
         }
@@ -287,9 +305,9 @@ impl LocalDb {
         applied: &mut AppliedPage,
     ) -> Result<()> {
         let table = spec.name.as_str();
-        let local = self.get(&*txn, table, key)?;
-        let base = self.base(&*txn, table, key)?;
-        let pending = self.pending(&*txn, table, key)?;
+        let local = self.db.records().get(&*txn, table, key)?;
+        let base = self.db.records().base(&*txn, table, key)?;
+        let pending = self.db.pending(&*txn, table, key)?;
         let parked = txn.get(PARKED, &parked_key(table, key))?;
         if remote.is_some()
             && let Some(head) = pending.first()
@@ -299,12 +317,14 @@ impl LocalDb {
             // state now: the head's answer must not apply that older delete.
             let mut head = head.clone();
             head.deleted_remotely = false;
-            self.rewrite(txn, &head)?;
+            self.db.rewrite(txn, &head)?;
         }
         if pending.is_empty() && parked.is_none() {
             // Nothing local in the way: the remote version becomes the local one and the base.
             if local.as_ref() != remote {
-                self.write_record(txn, spec, key, local.as_ref(), remote)?;
+                self.db
+                    .records()
+                    .write_record(txn, spec, key, local.as_ref(), remote)?;
                 applied.changes.push(Change {
                     table: table.into(),
                     key: key.clone(),
@@ -317,7 +337,7 @@ impl LocalDb {
                 record: r.clone(),
                 version,
             });
-            self.set_base(txn, table, key, base.as_ref())?;
+            self.db.records().set_base(txn, table, key, base.as_ref())?;
             return Ok(());
         }
         if remote.is_none()
@@ -336,7 +356,7 @@ impl LocalDb {
             if !head.deleted_remotely {
                 let mut head = head.clone();
                 head.deleted_remotely = true;
-                self.rewrite(txn, &head)?;
+                self.db.rewrite(txn, &head)?;
             }
             applied.unchanged += 1;
             return Ok(());
@@ -348,13 +368,13 @@ impl LocalDb {
         if parked.is_none() && local.as_ref() == remote {
             // Both sides already agree: no conflict, nothing left to push.
             for entry in &pending {
-                self.remove(txn, entry.seq)?;
+                self.db.remove(txn, entry.seq)?;
             }
             let base = remote.map(|r| Base {
                 record: r.clone(),
                 version,
             });
-            self.set_base(txn, table, key, base.as_ref())?;
+            self.db.records().set_base(txn, table, key, base.as_ref())?;
             applied.unchanged += 1;
             return Ok(());
         }
@@ -398,7 +418,7 @@ impl LocalDb {
         };
         if parked.is_some() {
             // Keep the parked conflict current; the application settles it later.
-            self.park(txn, &conflict, version)?;
+            self.db.parked().park(txn, &conflict, version)?;
             return Ok(());
         }
         applied.conflicts.push((conflict, version));

@@ -11,7 +11,7 @@ use crate::store::{ReadTxn, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::layout;
-use super::{AppliedPage, LocalDb, RemoteMeta, now_ms, read_u64};
+use super::{AppliedPage, Parked, RemoteMeta, now_ms, read_u64};
 
 /// Keyspace of quarantined pulled items: seq → [`Quarantined`] JSON.
 pub(super) const QUARANTINE: &str = "q";
@@ -56,14 +56,18 @@ fn not_found(seq: u64) -> Error {
     )
 }
 
-impl LocalDb {
+impl Parked<'_> {
     /// Number of quarantined items.
     pub fn quarantined_count(&self, txn: &dyn ReadTxn) -> Result<u64> {
         txn.len(QUARANTINE)
     }
 
     /// The quarantined item number `seq`.
-    pub fn quarantined_item(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<Quarantined>> {
+    pub(super) fn quarantined_item(
+        &self,
+        txn: &dyn ReadTxn,
+        seq: u64,
+    ) -> Result<Option<Quarantined>> {
         txn.get(QUARANTINE, &seq.to_be_bytes())?
             .map(|bytes| decode_quarantined(&seq.to_be_bytes(), &bytes))
             .transpose()
@@ -86,7 +90,7 @@ impl LocalDb {
     pub fn retry_quarantined(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<AppliedPage> {
         let item = self.discard_quarantined(txn, seq)?;
         let table = item.table.clone();
-        let spec = self.schema.table(&table)?;
+        let spec = self.db.schema.table(&table)?;
         let record: Option<Record> = match item.record {
             Some(record) => Some(record),
             // Items quarantined before whole records were kept: the excerpt, when complete.
@@ -104,10 +108,10 @@ impl LocalDb {
             }
             None => None,
         };
-        let cursor = self.checkpoint(&*txn, &table)?;
+        let cursor = self.db.remote().checkpoint(&*txn, &table)?;
         let meta = |_: &Record| RemoteMeta::default();
         let applied = match record {
-            Some(record) => self.apply_page(
+            Some(record) => self.db.remote().apply_page(
                 txn,
                 &table,
                 std::iter::once(Cow::Owned(record)),
@@ -131,7 +135,7 @@ impl LocalDb {
                     })?,
                     KeyKind::String => Key::Str(text),
                 };
-                self.apply_page(
+                self.db.remote().apply_page(
                     txn,
                     &table,
                     std::iter::empty(),
@@ -154,7 +158,7 @@ impl LocalDb {
     }
 }
 
-impl LocalDb {
+impl Parked<'_> {
     pub(super) fn quarantine(
         &self,
         txn: &mut dyn WriteTxn,

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use super::{Change, LocalDb, RemoteMeta, layout};
+use super::{Change, RemoteChanges, RemoteMeta, layout};
 use crate::error::{Error, Result};
 use crate::record::Key;
 use crate::store::{ReadTxn, WriteTxn};
@@ -31,9 +31,9 @@ pub struct Reconciled {
     pub changes: Vec<Change>,
 }
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// When `table`'s last completed reconciliation began listing the server (wall-clock
-    /// ms); `None` if it never ran (see [`LocalDb::set_reconciled_at`]).
+    /// ms); `None` if it never ran (see [`RemoteChanges::set_reconciled_at`]).
     pub fn reconciled_at(&self, txn: &dyn ReadTxn, table: &str) -> Result<Option<u64>> {
         let Some(bytes) = txn.get(layout::META, &layout::meta_reconciled(table))? else {
             return Ok(None);
@@ -48,7 +48,7 @@ impl LocalDb {
     /// in the transaction that applies its deletes, so a crash before that leaves the pass
     /// due again (it starts its listing over; nothing was written).
     pub fn set_reconciled_at(&self, txn: &mut dyn WriteTxn, table: &str, at_ms: u64) -> Result<()> {
-        self.schema.table(table)?;
+        self.db.schema.table(table)?;
         txn.put(
             layout::META,
             &layout::meta_reconciled(table),
@@ -70,7 +70,7 @@ impl LocalDb {
         server_keys: &HashSet<Vec<u8>>,
         dry_run: bool,
     ) -> Result<Reconciled> {
-        self.schema.table(table)?;
+        self.db.schema.table(table)?;
         let keyspace = layout::records(table);
         let mut out = Reconciled::default();
         let mut gone = Vec::new();
@@ -96,8 +96,8 @@ impl LocalDb {
                     continue;
                 }
                 let (key, _) = Key::decode(encoded).map_err(|e| e.table(table))?;
-                if !self.pending(&*txn, table, &key)?.is_empty()
-                    || self.is_parked(&*txn, table, &key)?
+                if !self.db.pending(&*txn, table, &key)?.is_empty()
+                    || self.db.is_parked(&*txn, table, &key)?
                 {
                     out.kept.push(key);
                 } else {
@@ -134,7 +134,7 @@ mod tests {
 
     use super::*;
     use crate::local::test_txn::MapTxn;
-    use crate::local::{Schema, WriteOp};
+    use crate::local::{LocalDb, Schema, WriteOp};
     use crate::{HybridClock, PullPage, Record, TableSpec};
 
     fn rec(id: &str) -> Record {
@@ -154,9 +154,10 @@ mod tests {
             cursor: Some(json!({ "at": 5 })),
             ..PullPage::default()
         };
-        db.apply_pull_page(&mut txn, "posts", &page, &|_| RemoteMeta::default())?;
+        db.remote()
+            .apply_pull_page(&mut txn, "posts", &page, &|_| RemoteMeta::default())?;
         // A local edit of `c` waits to be pushed.
-        db.apply_local(
+        db.records().apply_local(
             &mut txn,
             &[WriteOp::Update {
                 table: "posts".into(),
@@ -166,30 +167,37 @@ mod tests {
         )?;
         let listed: HashSet<Vec<u8>> = [Key::from("a")].iter().map(Key::encode).collect();
 
-        let dry = db.reconcile_deletes(&mut txn, "posts", &listed, true)?;
+        let dry = db
+            .remote()
+            .reconcile_deletes(&mut txn, "posts", &listed, true)?;
         assert_eq!(dry.deleted, vec![Key::from("b"), Key::from("d")]);
-        assert!(db.get(&txn, "posts", &Key::from("b"))?.is_some());
+        assert!(db.records().get(&txn, "posts", &Key::from("b"))?.is_some());
 
         let outbox_before = db.pending(&txn, "posts", &Key::from("c"))?.len();
-        let done = db.reconcile_deletes(&mut txn, "posts", &listed, false)?;
+        let done = db
+            .remote()
+            .reconcile_deletes(&mut txn, "posts", &listed, false)?;
         assert_eq!(done.checked, 4);
         assert_eq!(done.deleted, vec![Key::from("b"), Key::from("d")]);
         assert_eq!(done.kept, vec![Key::from("c")]);
         assert_eq!(done.changes.len(), 2);
-        assert!(db.get(&txn, "posts", &Key::from("b"))?.is_none());
-        assert!(db.get(&txn, "posts", &Key::from("c"))?.is_some());
-        assert!(db.get(&txn, "posts", &Key::from("a"))?.is_some());
+        assert!(db.records().get(&txn, "posts", &Key::from("b"))?.is_none());
+        assert!(db.records().get(&txn, "posts", &Key::from("c"))?.is_some());
+        assert!(db.records().get(&txn, "posts", &Key::from("a"))?.is_some());
         assert!(db.pending(&txn, "posts", &Key::from("b"))?.is_empty());
         assert_eq!(
             db.pending(&txn, "posts", &Key::from("c"))?.len(),
             outbox_before
         );
-        assert_eq!(db.checkpoint(&txn, "posts")?, Some(json!({ "at": 5 })));
+        assert_eq!(
+            db.remote().checkpoint(&txn, "posts")?,
+            Some(json!({ "at": 5 }))
+        );
 
-        assert_eq!(db.reconciled_at(&txn, "posts")?, None);
-        db.set_reconciled_at(&mut txn, "posts", 1_234)?;
-        assert_eq!(db.reconciled_at(&txn, "posts")?, Some(1_234));
-        assert!(db.set_reconciled_at(&mut txn, "nope", 1).is_err());
+        assert_eq!(db.remote().reconciled_at(&txn, "posts")?, None);
+        db.remote().set_reconciled_at(&mut txn, "posts", 1_234)?;
+        assert_eq!(db.remote().reconciled_at(&txn, "posts")?, Some(1_234));
+        assert!(db.remote().set_reconciled_at(&mut txn, "nope", 1).is_err());
         Ok(())
     }
 }

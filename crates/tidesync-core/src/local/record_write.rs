@@ -12,7 +12,7 @@ use super::layout;
 /// `(keyspace, old entry, new entry)` of an index whose entry changes.
 pub(super) type IndexChange = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The writes of [`LocalDb::write_record`], computed without writing.
+/// The writes of [`Records::write_record`], computed without writing.
 pub(super) struct PreparedWrite {
     pub(super) index: Vec<IndexChange>,
     /// The encoded new record (`None`: delete).

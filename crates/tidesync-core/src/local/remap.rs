@@ -7,7 +7,7 @@ use crate::record::{Key, Record};
 use crate::store::WriteTxn;
 
 use super::record_write::{overlay_fields, rebase_entry};
-use super::{Change, LocalDb, Origin, layout};
+use super::{Change, Origin, RemoteChanges, layout};
 
 /// A change made by an id remap.
 pub(super) fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record>) -> Change {
@@ -20,18 +20,18 @@ pub(super) fn remap_change(table: &str, key: &Key, op: Op, record: Option<Record
     }
 }
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// Moves a record from `old` to `new` key (server-assigned id): the record, its base, its
     /// pending entries and every declared reference to it in other records and their pending
     /// entries. No outbox entries are created for the rewrite itself.
-    pub fn remap_key(
+    pub(super) fn remap_key(
         &self,
         txn: &mut dyn WriteTxn,
         table: &str,
         old: &Key,
         new: &Key,
     ) -> Result<Vec<Change>> {
-        let spec = self.schema.table(table)?.clone();
+        let spec = self.db.schema.table(table)?.clone();
         let key_json = new.to_json();
         // References to `old` written from now on are pointed at `new` (`follow_remaps`).
         txn.put(
@@ -39,7 +39,7 @@ impl LocalDb {
             &layout::record_prefix(table, old),
             key_json.to_string().as_bytes(),
         )?;
-        let copy = self.get(&*txn, table, new)?;
+        let copy = self.db.records().get(&*txn, table, new)?;
         let mut changes = match &copy {
             Some(copy) => self.remap_onto_pulled_copy(txn, &spec, old, new, copy)?,
             None => self.move_record(txn, &spec, old, new)?,
@@ -48,8 +48,8 @@ impl LocalDb {
         // records are rebased onto it, so a route that sends whole records does not send the
         // create-time fields over newer ones.
         let mut rebased = copy;
-        for mut entry in self.pending(&*txn, table, old)? {
-            self.unindex_entry(txn, &entry)?;
+        for mut entry in self.db.pending(&*txn, table, old)? {
+            self.db.unindex_entry(txn, &entry)?;
             entry.key = new.clone();
             if let Some(onto) = rebased.as_mut() {
                 rebase_entry(onto, &mut entry);
@@ -57,11 +57,12 @@ impl LocalDb {
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
             }
-            self.index_entry(txn, &entry)?;
-            self.rewrite(txn, &entry)?;
+            self.db.index_entry(txn, &entry)?;
+            self.db.rewrite(txn, &entry)?;
         }
         // Declared references from other tables.
         let referencing: Vec<(crate::TableSpec, String)> = self
+            .db
             .schema
             .tables()
             .flat_map(|s| {
@@ -76,7 +77,10 @@ impl LocalDb {
         for (other, field) in referencing {
             let mut after: Option<Key> = None;
             loop {
-                let page = self.scan(&*txn, &other.name, after.as_ref(), 512)?;
+                let page = self
+                    .db
+                    .records()
+                    .scan(&*txn, &other.name, after.as_ref(), 512)?;
                 let Some(last) = page.last() else { break };
                 after = other.key_of(last)?;
                 for record in page {
@@ -88,7 +92,13 @@ impl LocalDb {
                     };
                     let mut updated = record.clone();
                     updated.insert(field.clone(), key_json.clone());
-                    self.write_record(txn, &other, &key, Some(&record), Some(&updated))?;
+                    self.db.records().write_record(
+                        txn,
+                        &other,
+                        &key,
+                        Some(&record),
+                        Some(&updated),
+                    )?;
                     changes.push(remap_change(&other.name, &key, Op::Update, Some(updated)));
                 }
                 if after.is_none() {
@@ -99,7 +109,7 @@ impl LocalDb {
             // (the queue may be long).
             let mut after_seq: Option<u64> = None;
             loop {
-                let page = self.outbox_after(&*txn, &other.name, after_seq, 512)?;
+                let page = self.db.outbox_after(&*txn, &other.name, after_seq, 512)?;
                 let Some(last) = page.last() else { break };
                 after_seq = Some(last.seq);
                 for mut entry in page {
@@ -107,7 +117,7 @@ impl LocalDb {
                         && record.get(&field) == Some(&old_json)
                     {
                         record.insert(field.clone(), key_json.clone());
-                        self.rewrite(txn, &entry)?;
+                        self.db.rewrite(txn, &entry)?;
                     }
                 }
             }
@@ -126,18 +136,22 @@ impl LocalDb {
         let table = spec.name.as_str();
         let key_json = new.to_json();
         let mut changes = Vec::new();
-        if let Some(mut record) = self.get(&*txn, table, old)? {
+        if let Some(mut record) = self.db.records().get(&*txn, table, old)? {
             let before = record.clone();
             record.insert(spec.key.clone(), key_json.clone());
-            self.write_record(txn, spec, old, Some(&before), None)?;
-            self.write_record(txn, spec, new, None, Some(&record))?;
+            self.db
+                .records()
+                .write_record(txn, spec, old, Some(&before), None)?;
+            self.db
+                .records()
+                .write_record(txn, spec, new, None, Some(&record))?;
             changes.push(remap_change(table, old, Op::Delete, None));
             changes.push(remap_change(table, new, Op::Create, Some(record)));
         }
-        if let Some(mut base) = self.base(&*txn, table, old)? {
+        if let Some(mut base) = self.db.records().base(&*txn, table, old)? {
             base.record.insert(spec.key.clone(), key_json);
-            self.set_base(txn, table, old, None)?;
-            self.set_base(txn, table, new, Some(&base))?;
+            self.db.records().set_base(txn, table, old, None)?;
+            self.db.records().set_base(txn, table, new, Some(&base))?;
         }
         Ok(changes)
     }
@@ -156,8 +170,8 @@ impl LocalDb {
         copy: &Record,
     ) -> Result<Vec<Change>> {
         let table = spec.name.as_str();
-        let queued = self.pending(&*txn, table, old)?;
-        let local = self.get(&*txn, table, old)?;
+        let queued = self.db.pending(&*txn, table, old)?;
+        let local = self.db.records().get(&*txn, table, old)?;
         let merged = match &local {
             // Deleted locally after the create was sent: the delete is queued.
             None if queued.iter().any(|e| e.op == Op::Delete) => None,
@@ -176,12 +190,16 @@ impl LocalDb {
         };
         let mut changes = Vec::new();
         if local.is_some() {
-            self.write_record(txn, spec, old, local.as_ref(), None)?;
+            self.db
+                .records()
+                .write_record(txn, spec, old, local.as_ref(), None)?;
             changes.push(remap_change(table, old, Op::Delete, None));
         }
-        self.set_base(txn, table, old, None)?;
+        self.db.records().set_base(txn, table, old, None)?;
         if merged.as_ref() != Some(copy) {
-            self.write_record(txn, spec, new, Some(copy), merged.as_ref())?;
+            self.db
+                .records()
+                .write_record(txn, spec, new, Some(copy), merged.as_ref())?;
             let op = if merged.is_some() {
                 Op::Update
             } else {

@@ -24,15 +24,19 @@ use crate::record::{Key, Record};
 use crate::spec::{TableSpec, describe};
 use crate::store::WriteTxn;
 
-use super::{AppliedPage, LocalDb, MigrationFn};
+use super::{AppliedPage, MigrationFn, RemoteChanges};
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// Brings `record`, as the server sent it for `spec`'s table, to the shape this version
     /// of the app stores (see the module docs). `Ok(None)`: the record is taken as it is.
     /// The error (kind `Decode`) names the table, the key when the record has one, and the
     /// field.
-    pub fn decode_remote(&self, spec: &TableSpec, record: &Record) -> Result<Option<Record>> {
-        let decoder = self.migrations.decoder(&spec.name);
+    pub(super) fn decode_remote(
+        &self,
+        spec: &TableSpec,
+        record: &Record,
+    ) -> Result<Option<Record>> {
+        let decoder = self.db.migrations.decoder(&spec.name);
         if decoder.is_none() && spec.remote_version_field.is_none() {
             return Ok(None);
         }
@@ -105,6 +109,7 @@ impl LocalDb {
         }
         for to_version in version + 1..=spec.version {
             let step = self
+                .db
                 .migrations
                 .step(&spec.name, to_version)
                 .ok_or_else(|| {
@@ -129,10 +134,10 @@ impl LocalDb {
         Ok(current)
     }
 
-    /// [`LocalDb::decode_remote`] by table name, for a record the server sent outside a page
+    /// `decode_remote` by table name, for a record the server sent outside a page
     /// (a conflict's current version).
     pub fn decode_remote_record(&self, table: &str, record: Record) -> Result<Record> {
-        let spec = self.schema.table(table)?;
+        let spec = self.db.schema.table(table)?;
         Ok(self.decode_remote(spec, &record)?.unwrap_or(record))
     }
 
@@ -150,7 +155,14 @@ impl LocalDb {
             Ok(Some(decoded)) => Ok(Some(Cow::Owned(decoded))),
             Err(err) => {
                 let key = spec.remote_key_of(&remote).ok().flatten();
-                self.quarantine(txn, &spec.name, key.as_ref(), Some(&remote), &err, applied)?;
+                self.db.parked().quarantine(
+                    txn,
+                    &spec.name,
+                    key.as_ref(),
+                    Some(&remote),
+                    &err,
+                    applied,
+                )?;
                 Ok(None)
             }
         }
@@ -174,7 +186,14 @@ impl LocalDb {
             Ok(Some(decoded)) => Ok(Some(decoded)),
             Err(err) => {
                 let mut sink = AppliedPage::default();
-                self.quarantine(txn, &spec.name, Some(key), Some(record), &err, &mut sink)?;
+                self.db.parked().quarantine(
+                    txn,
+                    &spec.name,
+                    Some(key),
+                    Some(record),
+                    &err,
+                    &mut sink,
+                )?;
                 Ok(None)
             }
         }
@@ -199,7 +218,7 @@ mod tests {
 
     use super::*;
     use crate::hlc::HybridClock;
-    use crate::local::{Migrations, Schema};
+    use crate::local::{LocalDb, Migrations, Schema};
 
     fn db(spec: TableSpec, migrations: Migrations) -> LocalDb {
         LocalDb::new(
@@ -225,7 +244,9 @@ mod tests {
         let db = db(TableSpec::new("t").version(3), Migrations::default());
         let spec = db.schema().table("t").unwrap().clone();
         assert_eq!(
-            db.decode_remote(&spec, &rec(json!({"id": "a"}))).unwrap(),
+            db.remote()
+                .decode_remote(&spec, &rec(json!({"id": "a"})))
+                .unwrap(),
             None
         );
     }
@@ -242,12 +263,14 @@ mod tests {
         let spec = db.schema().table("t").unwrap().clone();
         // Missing field: the configured default (1), so step 2 runs; the field stays absent.
         let out = db
+            .remote()
             .decode_remote(&spec, &rec(json!({"id": "a"})))
             .unwrap()
             .unwrap();
         assert_eq!(Value::Object(out), json!({"id": "a", "two": true}));
         // Version 0 needs step 1, which is not registered.
         let err = db
+            .remote()
             .decode_remote(&spec, &rec(json!({"id": "b", "v": 0})))
             .unwrap_err();
         assert!(
@@ -257,6 +280,7 @@ mod tests {
         assert_eq!(err.field_name(), Some("v"));
         // Not a version number.
         let err = db
+            .remote()
             .decode_remote(&spec, &rec(json!({"id": "c", "v": "2"})))
             .unwrap_err();
         let text = err.to_string();
@@ -283,6 +307,7 @@ mod tests {
         let db = db(TableSpec::new("t"), migrations);
         let spec = db.schema().table("t").unwrap().clone();
         let err = db
+            .remote()
             .decode_remote(&spec, &rec(json!({"id": "moved"})))
             .unwrap_err();
         assert!(
@@ -291,6 +316,7 @@ mod tests {
             "{err}"
         );
         let err = db
+            .remote()
             .decode_remote(&spec, &rec(json!({"id": "list"})))
             .unwrap_err();
         assert!(
@@ -298,7 +324,8 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            db.decode_remote(&spec, &rec(json!({"id": "same"})))
+            db.remote()
+                .decode_remote(&spec, &rec(json!({"id": "same"})))
                 .unwrap(),
             Some(rec(json!({"id": "same"})))
         );

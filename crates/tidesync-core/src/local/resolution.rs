@@ -9,7 +9,7 @@ use crate::store::WriteTxn;
 
 use super::parked::{PARKED, parked_key};
 use super::settled::Settlement;
-use super::{Base, Change, LocalDb, Origin, Staged};
+use super::{Base, Change, Origin, RemoteChanges, Staged};
 
 /// The outcome of a conflict with the local writes made after the decision on top: the
 /// fields those writes changed (from the `decided_on` local to the `current` record) are
@@ -38,7 +38,7 @@ pub(super) fn rebase_later_write(
     Some(outcome)
 }
 
-impl LocalDb {
+impl RemoteChanges<'_> {
     /// Applies a conflict's resolution in one transaction: rewrites the local record, the
     /// base and the pending entries. Take-remote drops pending entries; keep-local and merged
     /// replace them with one entry pushing the outcome against the remote version.
@@ -49,14 +49,14 @@ impl LocalDb {
         remote_version: Option<String>,
         resolution: &Resolution,
     ) -> Result<Vec<Change>> {
-        let spec = self.schema.table(&conflict.table)?.clone();
+        let spec = self.db.schema.table(&conflict.table)?.clone();
         let (table, key) = (conflict.table.as_str(), &conflict.key);
         if let Resolution::Park = resolution {
-            self.park(txn, conflict, remote_version)?;
+            self.db.parked().park(txn, conflict, remote_version)?;
             return Ok(Vec::new());
         }
         txn.delete(PARKED, &parked_key(table, key))?;
-        let current = self.get(&*txn, table, key)?;
+        let current = self.db.records().get(&*txn, table, key)?;
         let decided: Option<Record> = match resolution {
             Resolution::TakeRemote => conflict.remote.clone(),
             Resolution::KeepLocal => current.clone(),
@@ -76,18 +76,20 @@ impl LocalDb {
         } else {
             decided
         };
-        let settled = self.pending(&*txn, table, key)?;
+        let settled = self.db.pending(&*txn, table, key)?;
         for entry in &settled {
-            self.remove_raw(txn, entry.seq)?;
+            self.db.remove_raw(txn, entry.seq)?;
         }
         let base = conflict.remote.clone().map(|record| Base {
             record,
             version: remote_version,
         });
-        self.set_base(txn, table, key, base.as_ref())?;
+        self.db.records().set_base(txn, table, key, base.as_ref())?;
         let mut changes = Vec::new();
         if current != outcome {
-            self.write_record(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
+            self.db
+                .records()
+                .write_record(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
             changes.push(Change {
                 table: table.into(),
                 key: key.clone(),
@@ -122,8 +124,8 @@ impl LocalDb {
                 _ => None,
             };
             if let Some(change) = change {
-                let stamp = self.clock.now();
-                follow_up = self.enqueue(txn, &spec, key, &change, stamp.0)?;
+                let stamp = self.db.clock.now();
+                follow_up = self.db.enqueue(txn, &spec, key, &change, stamp.0)?;
             }
         }
         // The settled entries' receipts: resolved through this conflict (and followed by the
@@ -133,7 +135,7 @@ impl LocalDb {
                 resolution: resolution.as_str().to_owned(),
                 follow_up,
             };
-            self.record_settlement(txn, entry, settlement)?;
+            self.db.record_settlement(txn, entry, settlement)?;
         }
         Ok(changes)
     }

@@ -1,5 +1,6 @@
 //! The schema a store was last opened with, and bringing the store in step with the schema it
-//! is opened with now (DESIGN invariant 13: schema changes never answer wrongly).
+//! is opened with now ([`SchemaSync`]; DESIGN invariant 13: schema changes never answer
+//! wrongly). The record migrations it runs live in `migrate.rs`.
 //!
 //! At open, for each declared table: an index the store does not hold yet is built over the
 //! existing records (in batches, before any query can run, so a query never sees a half-built
@@ -87,7 +88,7 @@ impl SchemaChanges {
 }
 
 /// How far the schema work of an open got, reported after each batch (see
-/// [`LocalDb::reconcile_schema_with_progress`]). The work runs before the engine exists, so
+/// [`SchemaSync::reconcile_schema_with_progress`]). The work runs before the engine exists, so
 /// nothing can query the store meanwhile: a query never sees a half-built index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -118,13 +119,22 @@ pub enum SchemaProgress {
     },
 }
 
+/// Brings a store in step with the schema of a [`LocalDb`] at open: builds and drops indexes,
+/// runs record migrations, refuses a changed key, records the schema. Borrowed from
+/// [`LocalDb::schema_sync`]. Unlike the other views it works on the store itself, one
+/// transaction per batch, because it runs once at open, before anything else reads the store.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaSync<'a> {
+    pub(super) db: &'a LocalDb,
+}
+
 /// Receives [`SchemaProgress`] reports.
 pub type SchemaProgressFn = dyn Fn(&SchemaProgress) + Send + Sync;
 
 /// Progress is also logged (tracing, info) at least every this many rows.
 pub(super) const LOG_EVERY: u64 = 10_000;
 
-impl LocalDb {
+impl SchemaSync<'_> {
     /// Brings `store` in step with this schema (see the module docs) and records the schema.
     /// Call once at open, before anything reads the store.
     pub fn reconcile_schema(
@@ -135,7 +145,7 @@ impl LocalDb {
         self.reconcile_schema_with_progress(store, migrations, &|_| {})
     }
 
-    /// [`LocalDb::reconcile_schema`], reporting each batch of index builds and migrations to
+    /// [`SchemaSync::reconcile_schema`], reporting each batch of index builds and migrations to
     /// `progress` (on the calling thread, between two transactions).
     pub fn reconcile_schema_with_progress(
         &self,
@@ -154,7 +164,7 @@ impl LocalDb {
         let mut migrate: Vec<(&TableSpec, u32)> = Vec::new();
         {
             let read = store.read()?;
-            for spec in self.schema.tables() {
+            for spec in self.db.schema.tables() {
                 let has_records = read.len(&layout::records(&spec.name))? > 0;
                 match stored.as_ref().and_then(|s| s.tables.get(&spec.name)) {
                     Some(before) => {
@@ -201,7 +211,7 @@ impl LocalDb {
         }
         if let Some(stored) = &stored {
             for name in stored.tables.keys() {
-                if self.schema.table(name).is_err() {
+                if self.db.schema.table(name).is_err() {
                     changes.tables_not_declared.push(name.clone());
                 }
             }
@@ -232,7 +242,7 @@ impl LocalDb {
         }
         // Record the schema (tables no longer declared keep their entry: their data is there).
         let mut recorded = stored.unwrap_or_default();
-        for spec in self.schema.tables() {
+        for spec in self.db.schema.tables() {
             recorded
                 .tables
                 .insert(spec.name.clone(), StoredTable::of(spec));
@@ -253,7 +263,7 @@ impl LocalDb {
         let mut recorded = StoredSchema::default();
         {
             let read = store.read()?;
-            for spec in self.schema.tables() {
+            for spec in self.db.schema.tables() {
                 if read.len(&layout::records(&spec.name))? > 0 {
                     recorded.tables.insert(
                         spec.name.clone(),
@@ -344,7 +354,7 @@ impl LocalDb {
 }
 
 /// One table as the store holds it and what opening it with this schema would do, read
-/// without changing anything ([`LocalDb::schema_status`]).
+/// without changing anything ([`SchemaSync::schema_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableSchemaStatus {
     /// The table.
@@ -365,14 +375,14 @@ pub struct TableSchemaStatus {
     pub indexes_to_drop: Vec<String>,
 }
 
-impl LocalDb {
+impl SchemaSync<'_> {
     /// Per table (declared ones, then ones the store holds that are no longer declared): the
-    /// version the store holds and what [`LocalDb::reconcile_schema`] would do, read only.
+    /// version the store holds and what [`SchemaSync::reconcile_schema`] would do, read only.
     pub fn schema_status(&self, store: &dyn Store) -> Result<Vec<TableSchemaStatus>> {
         let stored = read_stored(store)?;
         let read = store.read()?;
         let mut out = Vec::new();
-        for spec in self.schema.tables() {
+        for spec in self.db.schema.tables() {
             let has_records = read.len(&layout::records(&spec.name))? > 0;
             let before = stored
                 .as_ref()
@@ -425,7 +435,7 @@ impl LocalDb {
         }
         if let Some(stored) = &stored {
             for (name, table) in &stored.tables {
-                if self.schema.table(name).is_err() {
+                if self.db.schema.table(name).is_err() {
                     out.push(TableSchemaStatus {
                         table: name.clone(),
                         stored_version: Some(table.version),

@@ -222,6 +222,7 @@ mod tests {
 
     fn put(db: &LocalDb, txn: &mut MapTxn, id: &str, title: &str) -> Option<u64> {
         let written = db
+            .records()
             .apply_local_tracked(
                 txn,
                 &[WriteOp::Put {
@@ -264,6 +265,7 @@ mod tests {
         let mut txn = MapTxn::default();
         let seq = put(&db, &mut txn, "p1", "a").unwrap();
         let deleted = db
+            .records()
             .apply_local_tracked(
                 &mut txn,
                 &[WriteOp::Delete {

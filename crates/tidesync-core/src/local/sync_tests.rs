@@ -71,18 +71,20 @@ fn seeded(db: &LocalDb, pending: bool) -> MapTxn {
         ],
         ..PullPage::default()
     };
-    db.apply_pull_page(&mut txn, "posts", &earlier, &meta)
+    db.remote()
+        .apply_pull_page(&mut txn, "posts", &earlier, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     if pending {
-        db.apply_local(
-            &mut txn,
-            &[WriteOp::Update {
-                table: "posts".into(),
-                key: key("extra"),
-                patch: json!({"title": "local"}),
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                &mut txn,
+                &[WriteOp::Update {
+                    table: "posts".into(),
+                    key: key("extra"),
+                    patch: json!({"title": "local"}),
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     txn
 }
@@ -106,18 +108,20 @@ fn sent_head_with_an_edit_behind(db: &LocalDb) -> (MapTxn, u64) {
         records: vec![rec(json!({"id": "a", "v": 1}))],
         ..PullPage::default()
     };
-    db.apply_pull_page(&mut txn, "posts", &synced, &meta)
+    db.remote()
+        .apply_pull_page(&mut txn, "posts", &synced, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     let update = |txn: &mut MapTxn, patch: Value| {
-        db.apply_local(
-            txn,
-            &[WriteOp::Update {
-                table: "posts".into(),
-                key: key("a"),
-                patch,
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Update {
+                    table: "posts".into(),
+                    key: key("a"),
+                    patch,
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     update(&mut txn, json!({"v": 2}));
     let head = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
@@ -142,6 +146,7 @@ fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
 
     let mut other = txn.clone();
     let applied = db
+        .remote()
         .apply_pull_page(
             &mut other,
             "posts",
@@ -153,15 +158,16 @@ fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
 
     let echo = json!({"id": "a", "v": 2, "srv": 1});
     let applied = db
+        .remote()
         .apply_pull_page(&mut txn, "posts", &page(echo.clone()), &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(applied.conflicts.is_empty());
     let want = rec(json!({"id": "a", "v": 2, "srv": 1, "title": "x"}));
     assert_eq!(
-        db.get(&txn, "posts", &key("a")).ok().flatten(),
+        db.records().get(&txn, "posts", &key("a")).ok().flatten(),
         Some(want.clone())
     );
-    let base = db.base(&txn, "posts", &key("a")).ok().flatten();
+    let base = db.records().base(&txn, "posts", &key("a")).ok().flatten();
     assert_eq!(base.map(|b| b.record), Some(rec(echo)));
     let queued = db
         .pending(&txn, "posts", &key("a"))
@@ -199,6 +205,7 @@ fn the_echo_of_a_dead_lettered_head_the_server_applied_settles_it() {
         db.dead_letter(&mut txn, head, info)
             .unwrap_or_else(|e| panic!("{e}"));
         let applied = db
+            .remote()
             .apply_pull_page(&mut txn, "posts", &echo, &meta)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(applied.conflicts.is_empty(), settles, "{kind} {status}");
@@ -228,14 +235,15 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
         db.has_unacknowledged_create(txn, "posts")
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    db.apply_local(
-        &mut txn,
-        &[WriteOp::Put {
-            table: "posts".into(),
-            record: json!({"id": "tmp", "v": 1}),
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    db.records()
+        .apply_local(
+            &mut txn,
+            &[WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": "tmp", "v": 1}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
     assert!(!waits(&txn), "not sent yet");
     db.mark_in_flight(&mut txn, seq)
@@ -264,7 +272,8 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
         assert_eq!(waits(&dead_txn), applied, "{info:?}");
     }
     let answer = PushOutcome::default();
-    db.ack_push(&mut txn, seq, &answer)
+    db.remote()
+        .ack_push(&mut txn, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!waits(&txn), "acknowledged");
 }
@@ -279,14 +288,15 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
 fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     let db = db();
     let mut txn = MapTxn::default();
-    db.apply_local(
-        &mut txn,
-        &[WriteOp::Put {
-            table: "posts".into(),
-            record: json!({"id": "a", "title": "local"}),
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    db.records()
+        .apply_local(
+            &mut txn,
+            &[WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": "a", "title": "local"}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
     db.mark_in_flight(&mut txn, seq)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -297,6 +307,7 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
         ..PullPage::default()
     };
     let applied = db
+        .remote()
         .apply_pull_page(&mut txn, "posts", &tombstone, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(applied.changes.is_empty() && applied.conflicts.is_empty());
@@ -311,11 +322,13 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
         ..PushOutcome::default()
     };
     let get = |txn: &MapTxn| {
-        db.get(txn, "posts", &key("a"))
+        db.records()
+            .get(txn, "posts", &key("a"))
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let base = |txn: &MapTxn| {
-        db.base(txn, "posts", &key("a"))
+        db.records()
+            .base(txn, "posts", &key("a"))
             .unwrap_or_else(|e| panic!("{e}"))
     };
 
@@ -328,16 +341,19 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
         records: vec![rec(json!({"id": "a", "title": "local", "v": 1}))],
         ..PullPage::default()
     };
-    db.apply_pull_page(&mut revived, "posts", &echo, &meta)
+    db.remote()
+        .apply_pull_page(&mut revived, "posts", &echo, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(entry(&revived).is_some_and(|e| !e.deleted_remotely));
-    db.ack_push(&mut revived, seq, &answer)
+    db.remote()
+        .ack_push(&mut revived, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(get(&revived).is_some(), "the later live version stands");
 
     // Nothing behind it: the record goes, as the server's delete says.
     let mut alone = txn.clone();
     let acked = db
+        .remote()
         .ack_push(&mut alone, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(get(&alone), None);
@@ -356,16 +372,18 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
 
     // An edit queued behind it: the answer is its base, the edit stays queued.
     let mut edited = txn.clone();
-    db.apply_local(
-        &mut edited,
-        &[WriteOp::Update {
-            table: "posts".into(),
-            key: key("a"),
-            patch: json!({"title": "edited"}),
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    db.ack_push(&mut edited, seq, &answer)
+    db.records()
+        .apply_local(
+            &mut edited,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("a"),
+                patch: json!({"title": "edited"}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    db.remote()
+        .ack_push(&mut edited, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         get(&edited).and_then(|r| r.get("title").cloned()),
@@ -385,7 +403,8 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     db.create_as_upsert(&mut refused, seq)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(entry(&refused).is_some_and(|e| !e.deleted_remotely));
-    db.ack_push(&mut refused, seq, &answer)
+    db.remote()
+        .ack_push(&mut refused, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         get(&refused).and_then(|r| r.get("title").cloned()),
@@ -407,14 +426,15 @@ fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
     let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
     let mut txn = MapTxn::default();
     let put = |txn: &mut MapTxn, table: &str, record: Value| {
-        db.apply_local(
-            txn,
-            &[WriteOp::Put {
-                table: table.into(),
-                record,
-            }],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Put {
+                    table: table.into(),
+                    record,
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     put(&mut txn, "tasks", json!({"id": "tmp", "title": "t"}));
     let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
@@ -423,10 +443,12 @@ fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
         server_key: Some(Key::Int(7)),
         ..PushOutcome::default()
     };
-    db.ack_push(&mut txn, seq, &answer)
+    db.remote()
+        .ack_push(&mut txn, seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     put(&mut txn, "steps", json!({"id": "s1", "task": "tmp"}));
     let step = db
+        .records()
         .get(&txn, "steps", &key("s1"))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_default();
@@ -441,6 +463,7 @@ fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
     put(&mut txn, "tasks", json!({"id": "tmp", "title": "another"}));
     put(&mut txn, "steps", json!({"id": "s2", "task": "tmp"}));
     let step = db
+        .records()
         .get(&txn, "steps", &key("s2"))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_default();
@@ -455,7 +478,9 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
     let db = db();
     let mut txn = MapTxn::default();
     let put = |txn: &mut MapTxn, op: WriteOp| {
-        db.apply_local(txn, &[op]).unwrap_or_else(|e| panic!("{e}"));
+        db.records()
+            .apply_local(txn, &[op])
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     put(
         &mut txn,
@@ -485,7 +510,8 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
         version: r.get("version").map(|v| v.to_string()),
         modified_ms: None,
     };
-    db.apply_pull_page(&mut txn, "posts", &pulled, &version)
+    db.remote()
+        .apply_pull_page(&mut txn, "posts", &pulled, &version)
         .unwrap_or_else(|e| panic!("{e}"));
     let answer = PushOutcome {
         record: Some(rec(
@@ -496,18 +522,22 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
         server_time_ms: None,
     };
     let acked = db
+        .remote()
         .ack_push(&mut txn, create.seq, &answer)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(acked.remapped, Some((key("tmp"), key("7"))));
-    assert_eq!(db.get(&txn, "posts", &key("tmp")).ok().flatten(), None);
     assert_eq!(
-        db.get(&txn, "posts", &key("7")).ok().flatten(),
+        db.records().get(&txn, "posts", &key("tmp")).ok().flatten(),
+        None
+    );
+    assert_eq!(
+        db.records().get(&txn, "posts", &key("7")).ok().flatten(),
         Some(rec(
             json!({"id": "7", "cid": "c1", "v": 2, "title": "t", "srv": 9, "version": 2})
         )),
         "the pulled copy with the local edit on top"
     );
-    let base = db.base(&txn, "posts", &key("7")).ok().flatten();
+    let base = db.records().base(&txn, "posts", &key("7")).ok().flatten();
     assert_eq!(base.and_then(|b| b.version), Some("2".into()));
     let queued = db
         .pending(&txn, "posts", &key("7"))
@@ -531,12 +561,14 @@ fn a_quiet_page_writes_what_the_isolated_path_writes() {
     let db = db();
     let mut quiet = seeded(&db, false);
     let mut busy = seeded(&db, true);
-    assert!(db.is_quiet(&quiet, "posts").unwrap_or(false));
-    assert!(!db.is_quiet(&busy, "posts").unwrap_or(true));
+    assert!(db.remote().is_quiet(&quiet, "posts").unwrap_or(false));
+    assert!(!db.remote().is_quiet(&busy, "posts").unwrap_or(true));
     let a = db
+        .remote()
         .apply_pull_page_owned(&mut quiet, "posts", page(), &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     let b = db
+        .remote()
         .apply_pull_page(&mut busy, "posts", &page(), &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a.changes, b.changes);
@@ -563,7 +595,10 @@ fn a_quiet_page_writes_what_the_isolated_path_writes() {
         without(&quiet, &["o/", "m", "q"]),
         without(&busy, &["o/", "m", "q"])
     );
-    let base = db.base(&quiet, "posts", &key("b")).unwrap_or(None);
+    let base = db
+        .records()
+        .base(&quiet, "posts", &key("b"))
+        .unwrap_or(None);
     assert_eq!(
         base,
         Some(Base {
@@ -571,10 +606,20 @@ fn a_quiet_page_writes_what_the_isolated_path_writes() {
             version: Some("2".into()),
         })
     );
-    assert_eq!(db.base(&quiet, "posts", &key("d")).unwrap_or(None), None);
-    assert_eq!(db.get(&quiet, "posts", &key("bad")).unwrap_or(None), None);
     assert_eq!(
-        db.checkpoint(&quiet, "posts").unwrap_or(None),
+        db.records()
+            .base(&quiet, "posts", &key("d"))
+            .unwrap_or(None),
+        None
+    );
+    assert_eq!(
+        db.records()
+            .get(&quiet, "posts", &key("bad"))
+            .unwrap_or(None),
+        None
+    );
+    assert_eq!(
+        db.remote().checkpoint(&quiet, "posts").unwrap_or(None),
         Some(json!("c1"))
     );
     // Pulls never enqueue.
@@ -593,6 +638,7 @@ fn a_page_meeting_a_pending_edit_returns_the_conflict() {
         ..PullPage::default()
     };
     let applied = db
+        .remote()
         .apply_pull_page_owned(&mut txn, "posts", page, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied.changes.len(), 1);
@@ -604,15 +650,16 @@ fn a_page_meeting_a_pending_edit_returns_the_conflict() {
 fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
     let db = db();
     let mut txn = seeded(&db, true);
-    db.apply_local(
-        &mut txn,
-        &[WriteOp::Update {
-            table: "posts".into(),
-            key: key("c"),
-            patch: json!({"title": "local c"}),
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    db.records()
+        .apply_local(
+            &mut txn,
+            &[WriteOp::Update {
+                table: "posts".into(),
+                key: key("c"),
+                patch: json!({"title": "local c"}),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     let page = PullPage {
         records: vec![
             rec(json!({"id": "extra", "rank": 9, "v": 2, "body": "remote"})),
@@ -621,6 +668,7 @@ fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
         ..PullPage::default()
     };
     let applied = db
+        .remote()
         .apply_pull_page(&mut txn, "posts", &page, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied.conflicts.len(), 2);
@@ -635,6 +683,7 @@ fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
         resolved.push((conflict, version, resolution));
     }
     let (changes, refused) = db
+        .remote()
         .apply_resolutions(&mut txn, &resolved)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(changes.len(), 1);
@@ -642,7 +691,10 @@ fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].record_key(), Some("c"));
     // `extra` took the remote version, its pending edit dropped; `c` is untouched.
-    let extra = db.get(&txn, "posts", &key("extra")).unwrap_or(None);
+    let extra = db
+        .records()
+        .get(&txn, "posts", &key("extra"))
+        .unwrap_or(None);
     assert_eq!(
         extra.and_then(|r| r.get("body").cloned()),
         Some(json!("remote"))

@@ -1,0 +1,510 @@
+//! Records and their indexes ([`Records`]): where records, their secondary indexes and their
+//! bases are written and read, and the application's writes.
+//!
+//! It owns the records keyspace of every table, its secondary indexes and the bases (the last
+//! version both sides agreed on). It guards two rules. A record and its index entries always
+//! change together: [`Records::write_record`] writes both, and the other types write records
+//! through it (only the quiet pull path computes the same rows with
+//! `record_write::prepare_write`; index builds at open belong to
+//! [`SchemaSync`](super::SchemaSync)). An application write commits with its outbox entry in
+//! the caller's transaction (DESIGN invariant 1: [`Records::apply_local`] queues through the
+//! outbox queue of [`LocalDb`]). Writes that come from the server go through
+//! [`RemoteChanges`](super::RemoteChanges), which never queues them.
+
+use std::ops::Bound;
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::{LocalChange, Op};
+use crate::record::{Key, Record, changed_fields, merge_patch};
+use crate::spec::{TableSpec, describe};
+use crate::store::{ReadTxn, WriteTxn, prefix_end};
+
+use super::{
+    Base, Change, IndexRange, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin, WriteOp, layout,
+};
+
+/// The records, indexes and bases of a [`LocalDb`], and the application's writes. Borrowed
+/// from [`LocalDb::records`]; its methods act on the caller's transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    pub(super) db: &'a LocalDb,
+}
+
+impl Records<'_> {
+    /// Applies the application's writes, all or nothing, each with its outbox entry.
+    /// Returns the changes in order (a write that changes nothing yields no change).
+    pub fn apply_local(&self, txn: &mut dyn WriteTxn, ops: &[WriteOp]) -> Result<Vec<Change>> {
+        Ok(self.apply_local_tracked(txn, ops)?.changes)
+    }
+
+    /// [`Records::apply_local`], also telling which outbox entry carries each op (what a
+    /// write receipt follows).
+    pub fn apply_local_tracked(
+        &self,
+        txn: &mut dyn WriteTxn,
+        ops: &[WriteOp],
+    ) -> Result<LocalWritten> {
+        let mut written = LocalWritten {
+            changes: Vec::with_capacity(ops.len()),
+            seqs: Vec::with_capacity(ops.len()),
+        };
+        for op in ops {
+            let (change, seq) = match self.apply_one(txn, op)? {
+                Some((change, seq)) => (Some(change), seq),
+                None => (None, None),
+            };
+            written.changes.extend(change);
+            written.seqs.push(seq);
+        }
+        Ok(written)
+    }
+
+    fn apply_one(
+        &self,
+        txn: &mut dyn WriteTxn,
+        op: &WriteOp,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        match op {
+            WriteOp::Put { table, record } => self.put(txn, table, record, false),
+            WriteOp::Insert { table, record } => self.put(txn, table, record, true),
+            WriteOp::Update { table, key, patch } => self.update(txn, table, key, patch),
+            WriteOp::Delete { table, key } => self.delete(txn, table, key),
+        }
+    }
+
+    fn put(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        record: &Value,
+        must_be_new: bool,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        let spec = self.db.schema.table(table)?;
+        let mut record = as_object(spec, record, None)?;
+        let key = spec.key_or_new(&mut record)?;
+        check_record(spec, &key, &record)?;
+        let old = self.get(&*txn, table, &key)?;
+        if must_be_new && old.is_some() {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "record already exists")
+                    .table(table)
+                    .key(&key),
+            );
+        }
+        self.write_local(txn, spec, key, old, Some(record))
+    }
+
+    fn update(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+        patch: &Value,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        let spec = self.db.schema.table(table)?;
+        spec.check_key(key).map_err(|e| e.key(key))?;
+        let patch = as_object(spec, patch, Some(key))?;
+        if let Some(value) = patch.get(&spec.key)
+            && Key::from_json(value).as_ref() != Some(key)
+        {
+            return Err(Error::invalid("a patch cannot change the record's key")
+                .table(table)
+                .key(key)
+                .field(spec.key.clone()));
+        }
+        let Some(old) = self.get(&*txn, table, key)? else {
+            return Err(Error::new(ErrorKind::NotFound, "no such record")
+                .table(table)
+                .key(key));
+        };
+        let mut new = old.clone();
+        merge_patch(&mut new, &patch);
+        check_record(spec, key, &new)?;
+        self.write_local(txn, spec, key.clone(), Some(old), Some(new))
+    }
+
+    fn delete(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        let spec = self.db.schema.table(table)?;
+        spec.check_key(key).map_err(|e| e.key(key))?;
+        let old = self.get(&*txn, table, key)?;
+        if old.is_none() {
+            return Ok(None);
+        }
+        self.write_local(txn, spec, key.clone(), old, None)
+    }
+
+    /// Writes a local change and queues it (when the table pushes); returns the change and
+    /// the outbox entry that carries it.
+    fn write_local(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key: Key,
+        old: Option<Record>,
+        mut new: Option<Record>,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        if let Some(record) = new.as_mut() {
+            self.follow_remaps(&*txn, spec, record)?;
+        }
+        let (op, changed) = match (&old, &new) {
+            (None, Some(_)) => (Op::Create, Vec::new()),
+            (Some(old), Some(new)) => {
+                let changed = changed_fields(old, new);
+                if changed.is_empty() {
+                    return Ok(None); // identical write: nothing to store, nothing to push
+                }
+                (Op::Update, changed)
+            }
+            (Some(_), None) => (Op::Delete, Vec::new()),
+            (None, None) => return Ok(None),
+        };
+        self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        let mut seq = None;
+        let new = if spec.push {
+            // Not persisted here: the clock's last stamp is kept by the sync path's commits
+            // and the record's queue carries its own (layout v2, `LocalDb::persist_clock`).
+            let stamp = self.db.clock.now();
+            let change = LocalChange {
+                op,
+                record: if op == Op::Delete { old } else { new },
+                changed,
+            };
+            seq = self.db.enqueue(txn, spec, &key, &change, stamp.0)?;
+            // The outbox only borrowed the record: hand it on instead of copying it.
+            if op == Op::Delete {
+                None
+            } else {
+                change.record
+            }
+        } else {
+            new
+        };
+        let change = Change {
+            table: spec.name.clone(),
+            key,
+            op,
+            record: new,
+            origin: Origin::Local,
+        };
+        Ok(Some((change, seq)))
+    }
+
+    /// Points the record's references to keys the server has replaced since
+    /// ([`RemoteChanges::remap_key`]) at the keys it assigned. The application may still hold a
+    /// temporary key it read before the create was acknowledged, and the server never had it:
+    /// the remap rewrote the references that existed then, this rewrites later ones (BUG-10).
+    /// A key that names a local record again is left alone.
+    fn follow_remaps(
+        &self,
+        txn: &dyn ReadTxn,
+        spec: &TableSpec,
+        record: &mut Record,
+    ) -> Result<()> {
+        for reference in &spec.references {
+            let Some(target) = record.get(&reference.field).and_then(Key::from_json) else {
+                continue;
+            };
+            let remapped = txn.get(
+                layout::REMAPPED,
+                &layout::record_prefix(&reference.table, &target),
+            )?;
+            let Some(bytes) = remapped else {
+                continue;
+            };
+            if self.get(txn, &reference.table, &target)?.is_some() {
+                continue;
+            }
+            let new_key = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .as_ref()
+                .and_then(Key::from_json)
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::Decode, "unreadable remapped key")
+                        .table(reference.table.clone())
+                        .key(&target)
+                })?;
+            tracing::debug!(
+                table = %spec.name,
+                field = %reference.field,
+                from = %target,
+                to = %new_key,
+                "a reference to a remapped key follows the remap"
+            );
+            record.insert(reference.field.clone(), new_key.to_json());
+        }
+        Ok(())
+    }
+
+    /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.
+    /// Creates no outbox entry.
+    pub(super) fn write_record(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key: &Key,
+        old: Option<&Record>,
+        new: Option<&Record>,
+    ) -> Result<()> {
+        let key_bytes = key.encode();
+        for field in &spec.indexes {
+            let keyspace = layout::index(&spec.name, field);
+            let old_entry = old.map(|r| index_entry(spec, key, r, field)).transpose()?;
+            let new_entry = new.map(|r| index_entry(spec, key, r, field)).transpose()?;
+            if old_entry == new_entry {
+                continue;
+            }
+            if let Some(entry) = old_entry {
+                txn.delete(&keyspace, &entry)?;
+            }
+            if let Some(entry) = new_entry {
+                txn.put(&keyspace, &entry, &key_bytes)?;
+            }
+        }
+        let keyspace = layout::records(&spec.name);
+        match new {
+            Some(record) => txn.put(&keyspace, &key_bytes, &encode_record(spec, key, record)?)?,
+            None => {
+                txn.delete(&keyspace, &key_bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- reads ----------------------------------------------------------------------------
+
+    /// The record of `table` under `key`.
+    pub fn get(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<Option<Record>> {
+        let spec = self.db.schema.table(table)?;
+        txn.get(&layout::records(table), &key.encode())?
+            .map(|bytes| decode_record(spec, key, &bytes))
+            .transpose()
+    }
+
+    /// Records of `table` in key order, after `after` (exclusive), at most `limit`.
+    pub fn scan(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let spec = self.db.schema.table(table)?;
+        let start = after.map(Key::encode);
+        let rows = txn.range(
+            &layout::records(table),
+            match &start {
+                Some(s) => Bound::Excluded(s.as_slice()),
+                None => Bound::Unbounded,
+            },
+            Bound::Unbounded,
+            Some(limit),
+            false,
+        )?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let (key, _) = Key::decode(&k)?;
+                decode_record(spec, &key, &v)
+            })
+            .collect()
+    }
+
+    /// Records of `table` whose indexed `field` matches `range`, in index order, at most `limit`.
+    pub fn query(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        field: &str,
+        range: &IndexRange,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let spec = self.db.schema.table(table)?;
+        if !spec.indexes.iter().any(|f| f == field) {
+            return Err(Error::invalid(format!(
+                "no index on this field (indexed: {})",
+                spec.indexes.join(", ")
+            ))
+            .table(table)
+            .field(field));
+        }
+        let encode = |v: &Value| {
+            layout::index_value(v).map_err(|got| {
+                Error::invalid(format!("cannot query an index by {got}"))
+                    .table(table)
+                    .field(field)
+            })
+        };
+        let (start, end): (Bound<Vec<u8>>, Bound<Vec<u8>>) = match range {
+            IndexRange::Eq(value) => {
+                let prefix = encode(value)?;
+                let end = prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+                (Bound::Included(prefix), end)
+            }
+            IndexRange::Between(lower, upper) => {
+                let start = match lower {
+                    Bound::Included(v) => Bound::Included(encode(v)?),
+                    Bound::Excluded(v) => {
+                        prefix_end(&encode(v)?).map_or(Bound::Unbounded, Bound::Included)
+                    }
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let end = match upper {
+                    Bound::Included(v) => {
+                        prefix_end(&encode(v)?).map_or(Bound::Unbounded, Bound::Excluded)
+                    }
+                    Bound::Excluded(v) => Bound::Excluded(encode(v)?),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                (start, end)
+            }
+        };
+        let hits = txn.range(
+            &layout::index(table, field),
+            as_slice_bound(&start),
+            as_slice_bound(&end),
+            Some(limit),
+            false,
+        )?;
+        let records_keyspace = layout::records(table);
+        let mut out = Vec::with_capacity(hits.len());
+        for (_, key_bytes) in hits {
+            let (key, _) = Key::decode(&key_bytes)?;
+            match txn.get(&records_keyspace, &key_bytes)? {
+                Some(bytes) => out.push(decode_record(spec, &key, &bytes)?),
+                None => {
+                    return Err(Error::internal("index entry without its record")
+                        .table(table)
+                        .key(&key)
+                        .field(field));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of records in `table`.
+    pub fn count(&self, txn: &dyn ReadTxn, table: &str) -> Result<u64> {
+        self.db.schema.table(table)?;
+        txn.len(&layout::records(table))
+    }
+
+    /// The base (last agreed version) of a record.
+    pub fn base(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<Option<Base>> {
+        self.db.schema.table(table)?;
+        txn.get(&layout::bases(table), &key.encode())?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::internal(format!("corrupt base in store: {e}"))
+                        .table(table)
+                        .key(key)
+                })
+            })
+            .transpose()
+    }
+
+    /// Stores (or clears) the base of a record.
+    pub fn set_base(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+        base: Option<&Base>,
+    ) -> Result<()> {
+        let keyspace = layout::bases(table);
+        match base {
+            Some(base) => {
+                let bytes = serde_json::to_vec(base).map_err(|e| {
+                    Error::internal(format!("cannot encode base: {e}"))
+                        .table(table)
+                        .key(key)
+                })?;
+                txn.put(&keyspace, &key.encode(), &bytes)
+            }
+            None => txn.delete(&keyspace, &key.encode()).map(|_| ()),
+        }
+    }
+}
+
+fn as_slice_bound(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn as_object(spec: &TableSpec, value: &Value, key: Option<&Key>) -> Result<Record> {
+    match value {
+        Value::Object(map) => Ok(map.clone()),
+        other => {
+            let err = Error::invalid(format!(
+                "a record must be a JSON object, got {}",
+                describe(other)
+            ))
+            .table(spec.name.clone());
+            Err(match key {
+                Some(key) => err.key(key),
+                None => err,
+            })
+        }
+    }
+}
+
+fn check_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<()> {
+    for field in &spec.indexes {
+        index_entry(spec, key, record, field)?;
+    }
+    Ok(())
+}
+
+/// `index value ‖ key` for `field` of `record`; a missing field indexes as null.
+pub(super) fn index_entry(
+    spec: &TableSpec,
+    key: &Key,
+    record: &Record,
+    field: &str,
+) -> Result<Vec<u8>> {
+    let value = record.get(field).unwrap_or(&Value::Null);
+    let mut entry = layout::index_value(value).map_err(|got| {
+        Error::invalid(format!(
+            "an indexed field must be null, a boolean, a number or a string, got {got}"
+        ))
+        .table(spec.name.clone())
+        .key(key)
+        .field(field)
+    })?;
+    key.encode_into(&mut entry);
+    Ok(entry)
+}
+
+pub(super) fn encode_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec(record).map_err(|e| {
+        Error::invalid(format!("record is not serializable: {e}"))
+            .table(spec.name.clone())
+            .key(key)
+    })?;
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(Error::invalid(format!(
+            "record is {} bytes, more than the {} byte limit",
+            bytes.len(),
+            MAX_RECORD_BYTES
+        ))
+        .table(spec.name.clone())
+        .key(key));
+    }
+    Ok(bytes)
+}
+
+pub(super) fn decode_record(spec: &TableSpec, key: &Key, bytes: &[u8]) -> Result<Record> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::internal(format!("corrupt record in store: {e}"))
+            .table(spec.name.clone())
+            .key(key)
+    })
+}
