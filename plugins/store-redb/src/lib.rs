@@ -80,6 +80,8 @@ pub struct RedbOptions {
     cache_size: usize,
     durability: Durability,
     multi_process: bool,
+    compact_at_open: bool,
+    compact_min_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -88,9 +90,15 @@ impl Default for RedbOptions {
             cache_size: DEFAULT_CACHE_SIZE,
             durability: Durability::Immediate,
             multi_process: false,
+            compact_at_open: true,
+            compact_min_bytes: COMPACT_MIN_FILE_BYTES,
         }
     }
 }
+
+/// By default, a file smaller than this is never compacted at open: the space is not worth the
+/// time ([`RedbOptions::compact_min_bytes`]).
+pub const COMPACT_MIN_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl RedbOptions {
     /// The defaults: a [`DEFAULT_CACHE_SIZE`] cache, [`Durability::Immediate`], and the file
@@ -125,6 +133,26 @@ impl RedbOptions {
         self
     }
 
+    /// Whether [`open`](RedbOptions::open) compacts a file that is mostly free space (on by
+    /// default). redb never gives a file's pages back on its own: after a burst of writes
+    /// has been pushed and acknowledged, the file keeps the burst's size. At open, when the file
+    /// is at least [`compact_min_bytes`](RedbOptions::compact_min_bytes) and less than half of
+    /// it holds data, it is
+    /// compacted once (redb's `Database::compact`, crash-safe), which takes time in proportion
+    /// to the data kept. Never in [`multi_process`](RedbOptions::multi_process) mode, where
+    /// other processes may hold the file.
+    pub fn compact_at_open(mut self, enabled: bool) -> Self {
+        self.compact_at_open = enabled;
+        self
+    }
+
+    /// The smallest file [`compact_at_open`](RedbOptions::compact_at_open) considers
+    /// ([`COMPACT_MIN_FILE_BYTES`] by default).
+    pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
+        self.compact_min_bytes = bytes;
+        self
+    }
+
     /// Opens the database file at `path`, creating it if it is missing.
     ///
     /// Fails with [`ErrorKind::Storage`] if the file is already open (in another process, or by
@@ -145,16 +173,54 @@ impl RedbOptions {
         } else {
             ConcurrencyMode::ExclusiveWriter
         };
-        let db = Database::builder()
+        let mut db = Database::builder()
             .set_cache_size(self.cache_size)
             .set_concurrency_mode(mode)
             .create(path)
             .map_err(|e| open_error(path, self.multi_process, e))?;
+        if self.compact_at_open && !self.multi_process {
+            compact_if_sparse(&mut db, path, self.compact_min_bytes)?;
+        }
         Ok(RedbStore {
             db: Arc::new(db),
             durability: self.durability,
         })
     }
+}
+
+/// Compacts the freshly opened `db` when its file is at least `min_bytes` and less than half
+/// of it is allocated; returns whether it did.
+fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) -> Result<bool> {
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if file_bytes < min_bytes {
+        return Ok(false);
+    }
+    let used_bytes = {
+        let txn = db.begin_write().map_err(storage)?;
+        let stats = txn.stats().map_err(storage)?;
+        let used = stats.allocated_pages() * stats.page_size() as u64;
+        txn.abort().map_err(storage)?;
+        used
+    };
+    if used_bytes * 2 >= file_bytes {
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    // Each call moves what it can; a few rounds reach the end of what can be given back.
+    for _ in 0..4 {
+        if !db.compact().map_err(storage)? {
+            break;
+        }
+    }
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        path = %path.display(),
+        before_bytes = file_bytes,
+        after_bytes = after,
+        ms = started.elapsed().as_millis() as u64,
+        "redb store: compacted a mostly free file at open"
+    );
+    Ok(true)
 }
 
 /// A [`Store`] on a redb database file. Clones share the same open database.

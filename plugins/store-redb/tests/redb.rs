@@ -313,3 +313,74 @@ fn a_killed_peer_leaves_a_shared_file_usable() {
     assert_eq!(get(&reopened, "ks", b"after"), Some(b"3".to_vec()));
     assert_eq!(get(&reopened, "ks", b"from child"), Some(b"1".to_vec()));
 }
+
+/// Writes `n` rows of `size` bytes one commit each, then deletes all but every tenth: what an
+/// outbox burst that was pushed and acknowledged leaves behind.
+fn burst_then_drain(path: &std::path::Path, n: u32, size: usize) {
+    let store = RedbOptions::new()
+        .compact_at_open(false)
+        .open(path)
+        .expect("open");
+    let value = vec![7u8; size];
+    for i in 0..n {
+        put(&store, "o/entries", &i.to_be_bytes(), &value);
+    }
+    let mut txn = store.write().expect("write");
+    for i in (0..n).filter(|i| i % 10 != 0) {
+        txn.delete("o/entries", &i.to_be_bytes()).expect("delete");
+    }
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn a_mostly_free_file_is_compacted_at_open_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("burst.redb");
+    burst_then_drain(&path, 2_000, 2_000);
+    let before = std::fs::metadata(&path).expect("size").len();
+    assert!(
+        before > 4 * 1024 * 1024,
+        "the burst grew the file: {before}"
+    );
+
+    // Below the threshold it is not compacted (redb may trim a few pages at open and close).
+    drop(
+        RedbOptions::new()
+            .compact_min_bytes(before + 1)
+            .open(&path)
+            .expect("open"),
+    );
+    let untouched = std::fs::metadata(&path).expect("size").len();
+    assert!(untouched * 10 > before * 9, "{before} -> {untouched} bytes");
+    let before = untouched;
+
+    let store = RedbOptions::new()
+        .compact_min_bytes(1024 * 1024)
+        .open(&path)
+        .expect("open and compact");
+    let after = std::fs::metadata(&path).expect("size").len();
+    assert!(after * 2 < before, "compacted {before} -> {after} bytes");
+    for i in 0..2_000u32 {
+        let expected = (i % 10 == 0).then(|| vec![7u8; 2_000]);
+        assert_eq!(
+            get(&store, "o/entries", &i.to_be_bytes()),
+            expected,
+            "row {i}"
+        );
+    }
+}
+
+#[test]
+fn a_file_open_in_several_processes_is_never_compacted_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.redb");
+    burst_then_drain(&path, 2_000, 2_000);
+    let before = std::fs::metadata(&path).expect("size").len();
+    let _store = RedbOptions::new()
+        .multi_process(true)
+        .compact_min_bytes(1024 * 1024)
+        .open(&path)
+        .expect("open");
+    let after = std::fs::metadata(&path).expect("size").len();
+    assert!(after * 10 > before * 9, "{before} -> {after} bytes");
+}
