@@ -11,7 +11,9 @@
 //! The difference of the two totals over 1 000 is the cost of one write (the start-up cost
 //! cancels out); with `http://127.0.0.1:PORT` as a second argument, of one write and its push;
 //! with `raw` as the second argument, of the baseline: one raw redb durable commit of one row
-//! with the same record bytes.
+//! with the same record bytes. `bulk` writes the N records through `Table::bulk_write` in
+//! batches of 1 000 (upsert, a pushed table), `raw-bulk` the same rows into redb, 1 000 per
+//! commit: the cost of one imported record and of its baseline.
 //! BENCHMARKS.md ("Instruction counts") has the figures.
 
 use serde_json::json;
@@ -27,6 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     if url.as_deref() == Some("raw") {
         return raw_commits(n, dir.path());
+    }
+    if url.as_deref() == Some("raw-bulk") {
+        return raw_bulk(n, dir.path());
+    }
+    if url.as_deref() == Some("bulk") {
+        return bulk(n, dir.path());
     }
     let mut builder = Engine::builder()
         .store(RedbStore::open(dir.path().join("probe.redb"))?)
@@ -85,6 +93,58 @@ fn raw_commits(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error
         {
             let mut t = txn.open_table(table)?;
             t.insert(id.as_bytes(), bytes.as_slice())?;
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+fn probe_record(run: u32, i: usize, body: &str) -> serde_json::Value {
+    json!({"id": format!("k{run}-{i:08}"), "title": "probe", "body": body, "n": i})
+}
+
+/// `n` records through the bulk API, batches of 1 000.
+fn bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = Engine::builder()
+        .store(RedbStore::open(dir.join("bulk.redb"))?)
+        .table(TableSpec::new("posts"))
+        .start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = "x".repeat(200);
+    let run = std::process::id();
+    let records: Vec<serde_json::Value> = (0..n).map(|i| probe_record(run, i, &body)).collect();
+    let report = runtime.block_on(async {
+        engine
+            .table::<serde_json::Value>("posts")?
+            .bulk_write(records, tidesync::BulkMode::Upsert, 1_000)
+            .await
+    })?;
+    if report.written() != n {
+        return Err(format!("wrote {} of {n}", report.written()).into());
+    }
+    engine.shutdown();
+    Ok(())
+}
+
+/// The baseline of `bulk`: the same rows into one redb table, 1 000 per durable commit.
+fn raw_bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let table = redb::TableDefinition::<&[u8], &[u8]>::new("raw");
+    let db = redb::Database::builder()
+        .set_cache_size(tidesync_store_redb::DEFAULT_CACHE_SIZE)
+        .create(dir.join("raw.redb"))?;
+    let body = "x".repeat(200);
+    let run = std::process::id();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(table)?;
+            for &i in chunk {
+                let record = probe_record(run, i, &body);
+                let bytes = serde_json::to_vec(&record)?;
+                t.insert(format!("k{run}-{i:08}").as_bytes(), bytes.as_slice())?;
+            }
         }
         txn.commit()?;
     }
