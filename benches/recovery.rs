@@ -54,12 +54,13 @@ fn build_backlog(path: &Path, n: usize, in_flight: usize) -> ! {
             .writer()
             .send(Write::new(move |db, txn| {
                 let heads: Vec<u64> = db
-                    .outbox(&*txn, None, in_flight)?
+                    .outbox()
+                    .entries(&*txn, None, in_flight)?
                     .iter()
                     .map(|e| e.seq)
                     .collect();
                 for &seq in &heads {
-                    db.mark_in_flight(txn, seq)?;
+                    db.outbox().mark_in_flight(txn, seq)?;
                 }
                 Ok((heads.len(), Vec::new()))
             }))

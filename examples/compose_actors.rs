@@ -153,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
     // The writes may already have gone out with the debounced push their commit triggered;
     // either way, SyncNow answers only after a cycle that started after the call.
     ensure!(server.record("posts", "p1").is_some() && server.record("posts", "p2").is_some());
-    ensure!(db.outbox(&*read, None, 10)?.is_empty(), "outbox drained");
+    ensure!(
+        db.outbox().entries(&*read, None, 10)?.is_empty(),
+        "outbox drained"
+    );
 
     // Shut down as `Engine::shutdown` does: stop scheduling, give up leadership (a real
     // elector releases its lease). The System and its actors end when `main` returns.

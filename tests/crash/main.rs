@@ -132,7 +132,7 @@ async fn pusher_step(engine: &Engine, rng: &mut StdRng) {
         engine
             .writer()
             .send(Write::new(move |db, txn| {
-                let entry = db.remove(txn, seq)?;
+                let entry = db.outbox().remove(txn, seq)?;
                 let base = match entry.op {
                     Op::Delete => None,
                     _ => entry.record.clone().map(|record| Base {
@@ -152,7 +152,7 @@ async fn pusher_step(engine: &Engine, rng: &mut StdRng) {
         engine
             .writer()
             .send(Write::new(move |db, txn| {
-                Ok((db.mark_in_flight(txn, seq)?, Vec::new()))
+                Ok((db.outbox().mark_in_flight(txn, seq)?, Vec::new()))
             }))
             .await
             .unwrap()

@@ -166,7 +166,7 @@ fn run(records: usize, entries: usize) {
         v0.writer()
             .send(Write::new(move |db, txn| {
                 for seq in &marked {
-                    db.mark_in_flight(txn, *seq)?;
+                    db.outbox().mark_in_flight(txn, *seq)?;
                 }
                 Ok(((), Vec::new()))
             }))

@@ -11,7 +11,7 @@ async fn ack(engine: &tidesync::Engine, seq: u64) {
     engine
         .writer()
         .send(Write::new(move |db, txn| {
-            Ok((db.remove(txn, seq)?, Vec::new()))
+            Ok((db.outbox().remove(txn, seq)?, Vec::new()))
         }))
         .await
         .unwrap()
@@ -23,7 +23,7 @@ async fn mark_in_flight(engine: &tidesync::Engine, seq: u64) {
     engine
         .writer()
         .send(Write::new(move |db, txn| {
-            Ok((db.mark_in_flight(txn, seq)?, Vec::new()))
+            Ok((db.outbox().mark_in_flight(txn, seq)?, Vec::new()))
         }))
         .await
         .unwrap()
@@ -234,7 +234,7 @@ async fn a_table_queue_can_be_walked_page_by_page() {
             let mut seqs = Vec::new();
             let mut after = None;
             loop {
-                let page = db.outbox_after(&*txn, "posts", after, 7)?;
+                let page = db.outbox().entries_after(&*txn, "posts", after, 7)?;
                 assert!(page.len() <= 7 && page.iter().all(|e| e.table == "posts"));
                 let Some(last) = page.last() else { break };
                 after = Some(last.seq);

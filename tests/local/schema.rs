@@ -234,7 +234,7 @@ async fn a_three_step_migration_covers_records_and_unsent_entries_once_across_a_
         let sealed = v0.outbox(None, 1).unwrap()[0].seq;
         v0.writer()
             .send(tidesync::actors::Write::new(move |db, txn| {
-                Ok((db.mark_in_flight(txn, sealed)?, Vec::new()))
+                Ok((db.outbox().mark_in_flight(txn, sealed)?, Vec::new()))
             }))
             .await
             .unwrap()

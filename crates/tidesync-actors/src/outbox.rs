@@ -674,7 +674,10 @@ mod tests {
     }
 
     fn outbox_len(store: &MemoryStore, db: &LocalDb) -> usize {
-        db.outbox(&*store.read().unwrap(), None, 100).unwrap().len()
+        db.outbox()
+            .entries(&*store.read().unwrap(), None, 100)
+            .unwrap()
+            .len()
     }
 
     #[test]
@@ -767,7 +770,10 @@ mod tests {
         let err = runtime.block_on(writer.local_write(put("c"))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed);
         assert_eq!(
-            db.outbox(&*store.read().unwrap(), None, 10).unwrap().len(),
+            db.outbox()
+                .entries(&*store.read().unwrap(), None, 10)
+                .unwrap()
+                .len(),
             2
         );
     }

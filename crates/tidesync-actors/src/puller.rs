@@ -183,6 +183,7 @@ async fn pull_table(
     if sh.transport.assigns_keys(&table)
         && sh
             .db
+            .outbox()
             .has_unacknowledged_create(&*sh.store.read()?, &table)?
     {
         tracing::debug!(

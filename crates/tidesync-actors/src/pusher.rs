@@ -710,6 +710,7 @@ impl PushCycle {
             // latest local write's: edits queued behind the refused entry count (BUG-14).
             let latest_hlc = sh
                 .db
+                .outbox()
                 .pending(&*read, &table, &key)?
                 .iter()
                 .map(|pending| pending.hlc)
@@ -796,6 +797,6 @@ async fn poll_turn(turn: &mut Option<TurnFuture>) -> Result<TurnDone> {
 pub fn next_due_in(shared: &SyncShared, after_ms: u64) -> Result<Option<Duration>> {
     let read = shared.store.read()?;
     let now = wall_millis();
-    let earliest = shared.db.earliest_retry_after(&*read, after_ms)?;
+    let earliest = shared.db.outbox().earliest_retry_after(&*read, after_ms)?;
     Ok(earliest.map(|at| Duration::from_millis(at.saturating_sub(now))))
 }

@@ -1072,10 +1072,11 @@ async fn store_view(sh: &SyncShared, failed: Vec<u64>) -> Result<(OutboxSummary,
     tokio::task::spawn_blocking(move || {
         let read = store.read()?;
         let summary =
-            db.outbox_summary(&*read, tidesync_core::hlc::wall_millis(), SUMMARY_LIMIT)?;
+            db.outbox()
+                .summary(&*read, tidesync_core::hlc::wall_millis(), SUMMARY_LIMIT)?;
         let mut still_queued = false;
         for seq in failed {
-            if db.entry(&*read, seq)?.is_some() {
+            if db.outbox().entry(&*read, seq)?.is_some() {
                 still_queued = true;
                 break;
             }

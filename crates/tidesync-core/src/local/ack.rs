@@ -47,7 +47,7 @@ impl RemoteChanges<'_> {
         seq: u64,
         outcome: &PushOutcome,
     ) -> Result<Acked> {
-        let entry = self.db.remove(txn, seq)?;
+        let entry = self.db.outbox().remove(txn, seq)?;
         let spec = self.db.schema.table(&entry.table)?.clone();
         let mut changes = Vec::new();
         if entry.op == Op::Delete {
@@ -60,7 +60,13 @@ impl RemoteChanges<'_> {
                 remapped: None,
             });
         }
-        if entry.deleted_remotely && self.db.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
+        if entry.deleted_remotely
+            && self
+                .db
+                .outbox()
+                .pending(&*txn, &entry.table, &entry.key)?
+                .is_empty()
+        {
             // A pull showed the record deleted while this write's answer was unknown, and
             // the answer says the server applied it (perhaps replaying an earlier attempt's
             // answer): the delete came after the write, and the pull cursor is past it. The

@@ -307,7 +307,7 @@ impl RemoteChanges<'_> {
         let table = spec.name.as_str();
         let local = self.db.records().get(&*txn, table, key)?;
         let base = self.db.records().base(&*txn, table, key)?;
-        let pending = self.db.pending(&*txn, table, key)?;
+        let pending = self.db.outbox().pending(&*txn, table, key)?;
         let parked = txn.get(PARKED, &parked_key(table, key))?;
         if remote.is_some()
             && let Some(head) = pending.first()
@@ -317,7 +317,7 @@ impl RemoteChanges<'_> {
             // state now: the head's answer must not apply that older delete.
             let mut head = head.clone();
             head.deleted_remotely = false;
-            self.db.rewrite(txn, &head)?;
+            self.db.outbox().rewrite(txn, &head)?;
         }
         if pending.is_empty() && parked.is_none() {
             // Nothing local in the way: the remote version becomes the local one and the base.
@@ -356,7 +356,7 @@ impl RemoteChanges<'_> {
             if !head.deleted_remotely {
                 let mut head = head.clone();
                 head.deleted_remotely = true;
-                self.db.rewrite(txn, &head)?;
+                self.db.outbox().rewrite(txn, &head)?;
             }
             applied.unchanged += 1;
             return Ok(());
@@ -368,7 +368,7 @@ impl RemoteChanges<'_> {
         if parked.is_none() && local.as_ref() == remote {
             // Both sides already agree: no conflict, nothing left to push.
             for entry in &pending {
-                self.db.remove(txn, entry.seq)?;
+                self.db.outbox().remove(txn, entry.seq)?;
             }
             let base = remote.map(|r| Base {
                 record: r.clone(),

@@ -6,7 +6,6 @@ use crate::outbox::{Op, OutboxEntry};
 use crate::record::{Key, Record};
 use crate::store::WriteTxn;
 
-use super::LocalDb;
 use super::layout;
 
 /// `(keyspace, old entry, new entry)` of an index whose entry changes.
@@ -78,19 +77,5 @@ pub(super) fn overlay_fields<'f>(
             Some(value) => onto.insert(field.clone(), value.clone()),
             None => onto.remove(field),
         };
-    }
-}
-
-impl LocalDb {
-    pub(super) fn unindex_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.delete(layout::OUTBOX_BY_RECORD, &by_record).map(|_| ())
-    }
-
-    pub(super) fn index_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
     }
 }

@@ -8,7 +8,7 @@
 //! `record_write::prepare_write`; index builds at open belong to
 //! [`SchemaSync`](super::SchemaSync)). An application write commits with its outbox entry in
 //! the caller's transaction (DESIGN invariant 1: [`Records::apply_local`] queues through the
-//! outbox queue of [`LocalDb`]). Writes that come from the server go through
+//! [`Outbox`](super::Outbox)). Writes that come from the server go through
 //! [`RemoteChanges`](super::RemoteChanges), which never queues them.
 
 use std::ops::Bound;
@@ -176,7 +176,10 @@ impl Records<'_> {
                 record: if op == Op::Delete { old } else { new },
                 changed,
             };
-            seq = self.db.enqueue(txn, spec, &key, &change, stamp.0)?;
+            seq = self
+                .db
+                .outbox()
+                .enqueue(txn, spec, &key, &change, stamp.0)?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
                 None

@@ -48,8 +48,8 @@ impl RemoteChanges<'_> {
         // records are rebased onto it, so a route that sends whole records does not send the
         // create-time fields over newer ones.
         let mut rebased = copy;
-        for mut entry in self.db.pending(&*txn, table, old)? {
-            self.db.unindex_entry(txn, &entry)?;
+        for mut entry in self.db.outbox().pending(&*txn, table, old)? {
+            self.db.outbox().unindex_by_record(txn, &entry)?;
             entry.key = new.clone();
             if let Some(onto) = rebased.as_mut() {
                 rebase_entry(onto, &mut entry);
@@ -57,8 +57,8 @@ impl RemoteChanges<'_> {
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
             }
-            self.db.index_entry(txn, &entry)?;
-            self.db.rewrite(txn, &entry)?;
+            self.db.outbox().index_by_record(txn, &entry)?;
+            self.db.outbox().rewrite(txn, &entry)?;
         }
         // Declared references from other tables.
         let referencing: Vec<(crate::TableSpec, String)> = self
@@ -109,7 +109,10 @@ impl RemoteChanges<'_> {
             // (the queue may be long).
             let mut after_seq: Option<u64> = None;
             loop {
-                let page = self.db.outbox_after(&*txn, &other.name, after_seq, 512)?;
+                let page = self
+                    .db
+                    .outbox()
+                    .entries_after(&*txn, &other.name, after_seq, 512)?;
                 let Some(last) = page.last() else { break };
                 after_seq = Some(last.seq);
                 for mut entry in page {
@@ -117,7 +120,7 @@ impl RemoteChanges<'_> {
                         && record.get(&field) == Some(&old_json)
                     {
                         record.insert(field.clone(), key_json.clone());
-                        self.db.rewrite(txn, &entry)?;
+                        self.db.outbox().rewrite(txn, &entry)?;
                     }
                 }
             }
@@ -170,7 +173,7 @@ impl RemoteChanges<'_> {
         copy: &Record,
     ) -> Result<Vec<Change>> {
         let table = spec.name.as_str();
-        let queued = self.db.pending(&*txn, table, old)?;
+        let queued = self.db.outbox().pending(&*txn, table, old)?;
         let local = self.db.records().get(&*txn, table, old)?;
         let merged = match &local {
             // Deleted locally after the create was sent: the delete is queued.
