@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use tidesync::actors::Write;
+use tidesync::actors::StoreClosure;
 use tidesync::{Engine, RedbStore};
 
 use common::{median, record, secs};
@@ -51,8 +51,8 @@ fn build_backlog(path: &Path, n: usize, in_flight: usize) -> ! {
             batch.commit().await.expect("backlog write");
         }
         let marked = engine
-            .writer()
-            .send(Write::new(move |db, txn| {
+            .store_writer()
+            .send(StoreClosure::new(move |db, txn| {
                 let heads: Vec<u64> = db
                     .outbox()
                     .entries(&*txn, None, in_flight)?

@@ -11,7 +11,7 @@
 //!
 //! | actor | role | messages used here |
 //! |---|---|---|
-//! | `OutboxActor` | the single store writer (group commit) | `LocalWrite` |
+//! | `StoreWriterActor` | the single store writer (group commit) | `LocalWrite` |
 //! | `ConflictResolverActor` | per-table strategies | (from pusher/puller) |
 //! | `PusherActor` / `PullerActor` | push the outbox / pull changes | (from the scheduler) |
 //! | `SchedulerActor` | one sync cycle at a time, lifecycle | `Control::Start`, `SyncNow` |

@@ -878,12 +878,12 @@ impl Engine {
     }
 
     /// The store writer, for tests and tools that run closures against the local database
-    /// (`tidesync_actors::Write`). Only with the `test-support` feature: applications write
+    /// (`tidesync_actors::StoreClosure`). Only with the `test-support` feature: applications write
     /// through tables, batches and the typed commands, which keep the engine's rules.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn writer(&self) -> actix::Addr<tidesync_actors::OutboxActor> {
-        self.inner.actors.outbox_addr()
+    pub fn store_writer(&self) -> actix::Addr<tidesync_actors::StoreWriterActor> {
+        self.inner.actors.store_writer_addr()
     }
 
     /// Stops the actors and the engine thread (resigning leadership first). Later writes fail
@@ -936,7 +936,7 @@ impl Engine {
         &self.inner.store
     }
 
-    pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+    pub(crate) async fn local_write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
         self.inner.actors.local_write(ops).await
     }
 }

@@ -1,7 +1,7 @@
 //! The typed writes of the sync actors and of the application's maintenance calls, as
 //! [`StoreCommand`]s the store writer runs. Sync commands go out wrapped in
-//! [`Fenced`](crate::outbox::Fenced) (the writer checks the cycle's epoch once before each);
-//! maintenance commands in [`Unfenced`](crate::outbox::Unfenced).
+//! [`Fenced`](crate::store_writer::Fenced) (the writer checks the cycle's epoch once before each);
+//! maintenance commands in [`Unfenced`](crate::store_writer::Unfenced).
 //!
 //! | command | sent by | does |
 //! |---|---|---|
@@ -26,8 +26,8 @@ use tidesync_core::{
     WriteTxn,
 };
 
-use crate::outbox::StoreCommand;
 use crate::push_turn::{TurnDone, TurnPlan, run_turn};
+use crate::store_writer::StoreCommand;
 
 /// One turn of the push loop (see `push_turn`).
 pub(crate) struct PushTurn(pub TurnPlan);

@@ -15,9 +15,9 @@ use tidesync_core::{
 use crate::backoff::retry_delay;
 use crate::commands::{ApplyPage, ApplyResolutions};
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::resolver::{ConflictResolverActor, ResolveAll};
 use crate::shared::{EngineState, SyncShared};
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 use crate::telemetry;
 
 /// Pull one table until it is up to date (or its page budget ran out: `max_pages`, and
@@ -54,7 +54,7 @@ pub struct PullReport {
 /// The Puller actor.
 pub struct PullerActor {
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    outbox: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
 }
 
@@ -62,7 +62,7 @@ impl PullerActor {
     /// A puller writing through `outbox` and resolving conflicts with `resolver`.
     pub fn new(
         shared: SyncShared,
-        outbox: Addr<OutboxActor>,
+        outbox: Addr<StoreWriterActor>,
         resolver: Addr<ConflictResolverActor>,
     ) -> Self {
         PullerActor {
@@ -75,7 +75,7 @@ impl PullerActor {
 
 impl PullerActor {
     /// What a reconciliation pass needs: the shared parts and the store writer.
-    pub(crate) fn parts(&self) -> (SyncShared, Addr<OutboxActor>) {
+    pub(crate) fn parts(&self) -> (SyncShared, Addr<StoreWriterActor>) {
         (self.shared.clone(), self.outbox.clone())
     }
 }
@@ -101,7 +101,7 @@ impl Handler<PullNow> for PullerActor {
 
 /// Runs a sync command under the pull's epoch (the writer checks it first).
 async fn fenced<C: StoreCommand>(
-    outbox: &Addr<OutboxActor>,
+    outbox: &Addr<StoreWriterActor>,
     epoch: u64,
     command: C,
 ) -> Result<C::Output> {
@@ -167,7 +167,7 @@ impl Drop for Prefetch {
 
 async fn pull_table(
     sh: SyncShared,
-    outbox: Addr<OutboxActor>,
+    outbox: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     table: String,
 ) -> Result<PullReport> {
@@ -349,7 +349,7 @@ async fn refetch(
 /// in one write job. Returns how many were applied; the first failure, if any, after the
 /// others were committed.
 async fn resolve_page(
-    outbox: &Addr<OutboxActor>,
+    outbox: &Addr<StoreWriterActor>,
     resolver: &Addr<ConflictResolverActor>,
     epoch: u64,
     conflicts: Vec<(Conflict, Option<String>)>,

@@ -31,11 +31,11 @@ use crate::commands::{
     ApplyPushResolution, CreateAsUpsert, MakeDue, PushTurn, RequeueUnsent, RetryLater,
 };
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan};
 use crate::rate_limit::RateLimiter;
 use crate::resolver::{ConflictResolverActor, Resolve};
 use crate::shared::SyncShared;
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 use crate::telemetry;
 
 /// Push ready entries until none is left (or the server refuses our credentials).
@@ -74,7 +74,7 @@ pub struct PushReport {
 /// The Pusher actor. See the module docs.
 pub struct PusherActor {
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    outbox: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     limiter: Arc<RateLimiter>,
 }
@@ -83,7 +83,7 @@ impl PusherActor {
     /// A pusher writing through `outbox` and resolving conflicts with `resolver`.
     pub fn new(
         shared: SyncShared,
-        outbox: Addr<OutboxActor>,
+        outbox: Addr<StoreWriterActor>,
         resolver: Addr<ConflictResolverActor>,
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(&shared.settings));
@@ -171,7 +171,7 @@ struct PushCycle {
     /// The leadership epoch this cycle runs under; every write it makes is fenced by it.
     epoch: u64,
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    outbox: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     limiter: Arc<RateLimiter>,
 }

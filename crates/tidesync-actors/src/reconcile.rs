@@ -21,9 +21,9 @@ use tidesync_core::local::{Change, LocalDb, Reconciled};
 use tidesync_core::{Error, ErrorKind, Key, PullRequest, Result, TableSpec, Transport, WriteTxn};
 
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::puller::PullerActor;
 use crate::shared::SyncShared;
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 
 /// Pages a listing walks at most (a feed that never ends is an error, not a hang).
 pub const MAX_LISTING_PAGES: usize = 10_000_000;
@@ -153,7 +153,7 @@ impl Handler<ReconcileIfDue> for PullerActor {
 }
 
 async fn reconcile_if_due(
-    (sh, outbox): (SyncShared, Addr<OutboxActor>),
+    (sh, outbox): (SyncShared, Addr<StoreWriterActor>),
     table: String,
 ) -> Result<Option<ReconcileReport>> {
     let Some(every) = sh.transport.reconcile_every(&table) else {

@@ -15,12 +15,12 @@ use tidesync_core::{ConflictStrategy, LeaderElector};
 
 use crate::leader::LeaderActor;
 use crate::metrics::MetricsActor;
-use crate::outbox::OutboxActor;
 use crate::puller::PullerActor;
 use crate::pusher::PusherActor;
 use crate::resolver::ConflictResolverActor;
 use crate::scheduler::{Control, SchedulerActor};
 use crate::shared::SyncShared;
+use crate::store_writer::StoreWriterActor;
 
 /// Everything the seven actors need.
 pub struct SyncParts {
@@ -44,7 +44,7 @@ pub struct SyncParts {
 #[derive(Clone)]
 pub struct SyncActors {
     /// The single store writer.
-    pub outbox: Addr<OutboxActor>,
+    pub outbox: Addr<StoreWriterActor>,
     /// Decides when to sync; lifecycle.
     pub scheduler: Addr<SchedulerActor>,
     /// Pushes the outbox.
@@ -77,7 +77,7 @@ impl SyncActors {
         // pusher and puller, which write through the outbox: the scheduler's address is needed
         // before it runs.
         let scheduler_ctx: Context<SchedulerActor> = Context::new();
-        let outbox = OutboxActor::new(shared.store.clone(), shared.db.clone(), changes)
+        let outbox = StoreWriterActor::new(shared.store.clone(), shared.db.clone(), changes)
             .notify_local_changes(scheduler_ctx.address().recipient())
             .start();
         let mut resolver = ConflictResolverActor::new(strategies, shared.events.clone());
@@ -113,7 +113,7 @@ impl SyncActors {
 /// (and the applications on it) need not depend on actix. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineActors {
-    outbox: Addr<OutboxActor>,
+    outbox: Addr<StoreWriterActor>,
     sync: Option<SyncActors>,
 }
 
@@ -126,7 +126,7 @@ impl EngineActors {
         changes: broadcast::Sender<Change>,
     ) -> Self {
         EngineActors {
-            outbox: OutboxActor::new(store, db, changes).start(),
+            outbox: StoreWriterActor::new(store, db, changes).start(),
             sync: None,
         }
     }
@@ -152,12 +152,12 @@ impl EngineActors {
     }
 
     /// Runs a maintenance command through the store writer (no epoch check).
-    pub async fn command<C: crate::outbox::StoreCommand>(
+    pub async fn command<C: crate::store_writer::StoreCommand>(
         &self,
         command: C,
     ) -> tidesync_core::Result<C::Output> {
         self.outbox
-            .send(crate::outbox::Unfenced(command))
+            .send(crate::store_writer::Unfenced(command))
             .await
             .map_err(|_| closed())?
     }
@@ -168,15 +168,15 @@ impl EngineActors {
         ops: Vec<tidesync_core::local::WriteOp>,
     ) -> tidesync_core::Result<Vec<Change>> {
         self.outbox
-            .send(crate::outbox::LocalWrite(ops))
+            .send(crate::store_writer::LocalWrite(ops))
             .await
             .map_err(|_| closed())?
     }
 
     /// A direct line to the writer thread, for the table API's writes.
-    pub async fn writer(&self) -> tidesync_core::Result<crate::outbox::Writer> {
+    pub async fn store_writer(&self) -> tidesync_core::Result<crate::store_writer::StoreWriter> {
         self.outbox
-            .send(crate::outbox::GetWriter)
+            .send(crate::store_writer::GetStoreWriter)
             .await
             .map_err(|_| closed())?
     }
@@ -204,7 +204,7 @@ impl EngineActors {
     /// a conflict settled): it pushes soon.
     pub fn outbox_changed(&self) {
         if let Some(sync) = &self.sync {
-            sync.scheduler.do_send(crate::outbox::OutboxChanged);
+            sync.scheduler.do_send(crate::store_writer::OutboxChanged);
         }
     }
 
@@ -235,7 +235,7 @@ impl EngineActors {
 
     /// The writer actor's address, for tests and tools (`test-support`).
     #[cfg(feature = "test-support")]
-    pub fn outbox_addr(&self) -> Addr<OutboxActor> {
+    pub fn store_writer_addr(&self) -> Addr<StoreWriterActor> {
         self.outbox.clone()
     }
 }

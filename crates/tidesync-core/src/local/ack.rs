@@ -86,7 +86,7 @@ impl RemoteChanges<'_> {
             if let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)? {
                 self.db
                     .records()
-                    .write_record(txn, &spec, &entry.key, Some(&local), None)?;
+                    .write_row(txn, &spec, &entry.key, Some(&local), None)?;
                 changes.push(Change {
                     table: entry.table.clone(),
                     key: entry.key.clone(),
@@ -130,7 +130,7 @@ impl RemoteChanges<'_> {
                     }
                 }
                 if merged != local {
-                    self.db.records().write_record(
+                    self.db.records().write_row(
                         txn,
                         &spec,
                         &entry.key,

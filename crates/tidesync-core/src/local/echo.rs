@@ -88,7 +88,7 @@ impl RemoteChanges<'_> {
         if merged != local {
             self.db
                 .records()
-                .write_record(txn, spec, key, local.as_ref(), merged.as_ref())?;
+                .write_row(txn, spec, key, local.as_ref(), merged.as_ref())?;
             applied.changes.push(Change {
                 table: table.into(),
                 key: key.clone(),

@@ -356,14 +356,14 @@ impl SchemaSync<'_> {
             Ok(new) => {
                 self.db
                     .records()
-                    .write_record(txn, spec, &key, Some(&old), Some(&new))?;
+                    .write_row(txn, spec, &key, Some(&old), Some(&new))?;
                 done.records += 1;
             }
             Err(err) => {
                 tracing::warn!(table = %spec.name, key = %key, error = %err, "record quarantined by a migration");
                 self.db
                     .records()
-                    .write_record(txn, spec, &key, Some(&old), None)?;
+                    .write_row(txn, spec, &key, Some(&old), None)?;
                 let mut sink = AppliedPage::default();
                 self.db.parked().quarantine(
                     txn,

@@ -15,7 +15,7 @@ use super::ack::base_bytes;
 use super::echo::shows_write;
 use super::layout;
 use super::parked::{PARKED, parked_key};
-use super::record_write::{change_op, prepare_write};
+use super::record_write::{change_op, prepare_row};
 use super::{AppliedPage, Base, Change, Origin, RemoteChanges, RemoteMeta, Staged};
 
 impl RemoteChanges<'_> {
@@ -194,7 +194,7 @@ impl RemoteChanges<'_> {
         let mut encoded = None;
         let changed = local.as_ref() != remote.as_deref();
         if changed {
-            let prepared = match prepare_write(spec, key, local.as_ref(), remote.as_deref()) {
+            let prepared = match prepare_row(spec, key, local.as_ref(), remote.as_deref()) {
                 Ok(prepared) => prepared,
                 Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
                     return self.db.parked().quarantine(
@@ -324,7 +324,7 @@ impl RemoteChanges<'_> {
             if local.as_ref() != remote {
                 self.db
                     .records()
-                    .write_record(txn, spec, key, local.as_ref(), remote)?;
+                    .write_row(txn, spec, key, local.as_ref(), remote)?;
                 applied.changes.push(Change {
                     table: table.into(),
                     key: key.clone(),

@@ -4,27 +4,26 @@
 use crate::error::Result;
 use crate::outbox::{Op, OutboxEntry};
 use crate::record::{Key, Record};
-use crate::store::WriteTxn;
 
 use super::layout;
 
 /// `(keyspace, old entry, new entry)` of an index whose entry changes.
 pub(super) type IndexChange = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The writes of [`Records::write_record`], computed without writing.
-pub(super) struct PreparedWrite {
+/// The writes of [`Records::write_row`], computed without writing.
+pub(super) struct PreparedRow {
     pub(super) index: Vec<IndexChange>,
     /// The encoded new record (`None`: delete).
     pub(super) record: Option<Vec<u8>>,
 }
 
 /// Checks and encodes a record write (index entries, size limit) without touching the store.
-pub(super) fn prepare_write(
+pub(super) fn prepare_row(
     spec: &crate::TableSpec,
     key: &Key,
     old: Option<&Record>,
     new: Option<&Record>,
-) -> Result<PreparedWrite> {
+) -> Result<PreparedRow> {
     let mut index = Vec::new();
     for field in &spec.indexes {
         let old_entry = old
@@ -40,7 +39,7 @@ pub(super) fn prepare_write(
     let record = new
         .map(|r| super::encode_record(spec, key, r))
         .transpose()?;
-    Ok(PreparedWrite { index, record })
+    Ok(PreparedRow { index, record })
 }
 
 /// The operation a change of a record is: `before` and `after` say whether it exists.

@@ -3,9 +3,9 @@
 //!
 //! It owns the records keyspace of every table, its secondary indexes and the bases (the last
 //! version both sides agreed on). It guards two rules. A record and its index entries always
-//! change together: [`Records::write_record`] writes both, and the other types write records
+//! change together: [`Records::write_row`] writes both, and the other types write records
 //! through it (only the quiet pull path computes the same rows with
-//! `record_write::prepare_write`; index builds at open belong to
+//! `record_write::prepare_row`; index builds at open belong to
 //! [`SchemaSync`](super::SchemaSync)). An application write commits with its outbox entry in
 //! the caller's transaction (DESIGN invariant 1: [`Records::apply_local`] queues through the
 //! [`Outbox`](super::Outbox)). Writes that come from the server go through
@@ -165,7 +165,7 @@ impl Records<'_> {
             (Some(_), None) => (Op::Delete, Vec::new()),
             (None, None) => return Ok(None),
         };
-        self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        self.write_row(txn, spec, &key, old.as_ref(), new.as_ref())?;
         let mut seq = None;
         let new = if spec.push {
             // Not persisted here: the clock's last stamp is kept by the sync path's commits
@@ -245,9 +245,10 @@ impl Records<'_> {
         Ok(())
     }
 
-    /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.
-    /// Creates no outbox entry.
-    pub(super) fn write_record(
+    /// A row write: writes (or deletes, when `new` is `None`) a record's row and keeps its
+    /// index rows in step. Creates no outbox entry: it is not a local write
+    /// ([`Records::apply_local`] queues one), only the storage of a record.
+    pub(super) fn write_row(
         &self,
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,

@@ -92,7 +92,7 @@ impl RemoteChanges<'_> {
                     };
                     let mut updated = record.clone();
                     updated.insert(field.clone(), key_json.clone());
-                    self.db.records().write_record(
+                    self.db.records().write_row(
                         txn,
                         &other,
                         &key,
@@ -144,10 +144,10 @@ impl RemoteChanges<'_> {
             record.insert(spec.key.clone(), key_json.clone());
             self.db
                 .records()
-                .write_record(txn, spec, old, Some(&before), None)?;
+                .write_row(txn, spec, old, Some(&before), None)?;
             self.db
                 .records()
-                .write_record(txn, spec, new, None, Some(&record))?;
+                .write_row(txn, spec, new, None, Some(&record))?;
             changes.push(remap_change(table, old, Op::Delete, None));
             changes.push(remap_change(table, new, Op::Create, Some(record)));
         }
@@ -195,14 +195,14 @@ impl RemoteChanges<'_> {
         if local.is_some() {
             self.db
                 .records()
-                .write_record(txn, spec, old, local.as_ref(), None)?;
+                .write_row(txn, spec, old, local.as_ref(), None)?;
             changes.push(remap_change(table, old, Op::Delete, None));
         }
         self.db.records().set_base(txn, table, old, None)?;
         if merged.as_ref() != Some(copy) {
             self.db
                 .records()
-                .write_record(txn, spec, new, Some(copy), merged.as_ref())?;
+                .write_row(txn, spec, new, Some(copy), merged.as_ref())?;
             let op = if merged.is_some() {
                 Op::Update
             } else {

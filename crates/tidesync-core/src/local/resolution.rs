@@ -89,7 +89,7 @@ impl RemoteChanges<'_> {
         if current != outcome {
             self.db
                 .records()
-                .write_record(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
+                .write_row(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
             changes.push(Change {
                 table: table.into(),
                 key: key.clone(),
