@@ -54,20 +54,20 @@ pub struct PullReport {
 /// The Puller actor.
 pub struct PullerActor {
     shared: SyncShared,
-    outbox: Addr<StoreWriterActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
 }
 
 impl PullerActor {
-    /// A puller writing through `outbox` and resolving conflicts with `resolver`.
+    /// A puller writing through `store_writer` and resolving conflicts with `resolver`.
     pub fn new(
         shared: SyncShared,
-        outbox: Addr<StoreWriterActor>,
+        store_writer: Addr<StoreWriterActor>,
         resolver: Addr<ConflictResolverActor>,
     ) -> Self {
         PullerActor {
             shared,
-            outbox,
+            store_writer,
             resolver,
         }
     }
@@ -76,7 +76,7 @@ impl PullerActor {
 impl PullerActor {
     /// What a reconciliation pass needs: the shared parts and the store writer.
     pub(crate) fn parts(&self) -> (SyncShared, Addr<StoreWriterActor>) {
-        (self.shared.clone(), self.outbox.clone())
+        (self.shared.clone(), self.store_writer.clone())
     }
 }
 
@@ -91,7 +91,7 @@ impl Handler<PullNow> for PullerActor {
     fn handle(&mut self, msg: PullNow, _ctx: &mut Context<Self>) -> Self::Result {
         let fut = pull_table(
             self.shared.clone(),
-            self.outbox.clone(),
+            self.store_writer.clone(),
             self.resolver.clone(),
             msg.table,
         );
@@ -101,11 +101,11 @@ impl Handler<PullNow> for PullerActor {
 
 /// Runs a sync command under the pull's epoch (the writer checks it first).
 async fn fenced<C: StoreCommand>(
-    outbox: &Addr<StoreWriterActor>,
+    store_writer: &Addr<StoreWriterActor>,
     epoch: u64,
     command: C,
 ) -> Result<C::Output> {
-    outbox
+    store_writer
         .send(Fenced { epoch, command })
         .await
         .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
@@ -167,7 +167,7 @@ impl Drop for Prefetch {
 
 async fn pull_table(
     sh: SyncShared,
-    outbox: Addr<StoreWriterActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     table: String,
 ) -> Result<PullReport> {
@@ -253,7 +253,7 @@ async fn pull_table(
                 .clock_offset_ms
                 .load(std::sync::atomic::Ordering::Relaxed),
         };
-        let applied = fenced(&outbox, epoch, apply).await?;
+        let applied = fenced(&store_writer, epoch, apply).await?;
         let (changed, applied) = applied;
         report.pages += 1;
         for item in &applied.quarantined {
@@ -269,7 +269,8 @@ async fn pull_table(
             .fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
         telemetry::pulled_page(&table, changed);
         if !applied.conflicts.is_empty() {
-            report.conflicts += resolve_page(&outbox, &resolver, epoch, applied.conflicts).await?;
+            report.conflicts +=
+                resolve_page(&store_writer, &resolver, epoch, applied.conflicts).await?;
         }
         records_so_far += received;
         if initial {
@@ -349,7 +350,7 @@ async fn refetch(
 /// in one write job. Returns how many were applied; the first failure, if any, after the
 /// others were committed.
 async fn resolve_page(
-    outbox: &Addr<StoreWriterActor>,
+    store_writer: &Addr<StoreWriterActor>,
     resolver: &Addr<ConflictResolverActor>,
     epoch: u64,
     conflicts: Vec<(Conflict, Option<String>)>,
@@ -371,7 +372,7 @@ async fn resolve_page(
     }
     let count = resolved.len() as u64;
     if count > 0 {
-        let refused = fenced(outbox, epoch, ApplyResolutions(resolved)).await?;
+        let refused = fenced(store_writer, epoch, ApplyResolutions(resolved)).await?;
         let refused_count = refused.len() as u64;
         if let Some(err) = failed.or_else(|| refused.into_iter().next()) {
             return Err(err);

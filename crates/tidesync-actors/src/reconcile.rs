@@ -153,7 +153,7 @@ impl Handler<ReconcileIfDue> for PullerActor {
 }
 
 async fn reconcile_if_due(
-    (sh, outbox): (SyncShared, Addr<StoreWriterActor>),
+    (sh, store_writer): (SyncShared, Addr<StoreWriterActor>),
     table: String,
 ) -> Result<Option<ReconcileReport>> {
     let Some(every) = sh.transport.reconcile_every(&table) else {
@@ -176,7 +176,7 @@ async fn reconcile_if_due(
         list_server_keys(&*sh.transport, &spec, sh.settings.page_size).await?;
     let listing = started.elapsed();
     let listed = server_keys.len() as u64;
-    let done = outbox
+    let done = store_writer
         .send(Fenced {
             epoch,
             command: ReconcileDeletes {

@@ -44,7 +44,7 @@ pub struct SyncParts {
 #[derive(Clone)]
 pub struct SyncActors {
     /// The single store writer.
-    pub outbox: Addr<StoreWriterActor>,
+    pub store_writer: Addr<StoreWriterActor>,
     /// Decides when to sync; lifecycle.
     pub scheduler: Addr<SchedulerActor>,
     /// Pushes the outbox.
@@ -73,11 +73,11 @@ impl SyncActors {
             campaign_every,
             metrics_every,
         } = parts;
-        // The outbox tells the scheduler about local writes and the scheduler drives the
-        // pusher and puller, which write through the outbox: the scheduler's address is needed
-        // before it runs.
+        // The store writer tells the scheduler about local writes and the scheduler drives
+        // the pusher and puller, which write through the store writer: the scheduler's
+        // address is needed before it runs.
         let scheduler_ctx: Context<SchedulerActor> = Context::new();
-        let outbox = StoreWriterActor::new(shared.store.clone(), shared.db.clone(), changes)
+        let store_writer = StoreWriterActor::new(shared.store.clone(), shared.db.clone(), changes)
             .notify_local_changes(scheduler_ctx.address().recipient())
             .start();
         let mut resolver = ConflictResolverActor::new(strategies, shared.events.clone());
@@ -85,20 +85,22 @@ impl SyncActors {
             resolver = resolver.with_default(default);
         }
         let resolver = resolver.start();
-        let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-        let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
+        let pusher =
+            PusherActor::new(shared.clone(), store_writer.clone(), resolver.clone()).start();
+        let puller =
+            PullerActor::new(shared.clone(), store_writer.clone(), resolver.clone()).start();
         let scheduler = scheduler_ctx.run(SchedulerActor::new(
             shared.clone(),
             pusher.clone(),
             puller.clone(),
-            outbox.clone(),
+            store_writer.clone(),
         ));
         scheduler.do_send(Control::Start);
         let leader =
             LeaderActor::new(elector, scheduler.clone().recipient(), campaign_every).start();
         let metrics = MetricsActor::new(shared, metrics_every).start();
         SyncActors {
-            outbox,
+            store_writer,
             scheduler,
             pusher,
             puller,
@@ -113,7 +115,7 @@ impl SyncActors {
 /// (and the applications on it) need not depend on actix. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineActors {
-    outbox: Addr<StoreWriterActor>,
+    store_writer: Addr<StoreWriterActor>,
     sync: Option<SyncActors>,
 }
 
@@ -126,7 +128,7 @@ impl EngineActors {
         changes: broadcast::Sender<Change>,
     ) -> Self {
         EngineActors {
-            outbox: StoreWriterActor::new(store, db, changes).start(),
+            store_writer: StoreWriterActor::new(store, db, changes).start(),
             sync: None,
         }
     }
@@ -135,7 +137,7 @@ impl EngineActors {
     pub fn start_sync(parts: SyncParts) -> Self {
         let sync = SyncActors::start(parts);
         EngineActors {
-            outbox: sync.outbox.clone(),
+            store_writer: sync.store_writer.clone(),
             sync: Some(sync),
         }
     }
@@ -156,7 +158,7 @@ impl EngineActors {
         &self,
         command: C,
     ) -> tidesync_core::Result<C::Output> {
-        self.outbox
+        self.store_writer
             .send(crate::store_writer::Unfenced(command))
             .await
             .map_err(|_| closed())?
@@ -167,7 +169,7 @@ impl EngineActors {
         &self,
         ops: Vec<tidesync_core::local::WriteOp>,
     ) -> tidesync_core::Result<Vec<Change>> {
-        self.outbox
+        self.store_writer
             .send(crate::store_writer::LocalWrite(ops))
             .await
             .map_err(|_| closed())?
@@ -175,7 +177,7 @@ impl EngineActors {
 
     /// A direct line to the writer thread, for the table API's writes.
     pub async fn store_writer(&self) -> tidesync_core::Result<crate::store_writer::StoreWriter> {
-        self.outbox
+        self.store_writer
             .send(crate::store_writer::GetStoreWriter)
             .await
             .map_err(|_| closed())?
@@ -210,7 +212,7 @@ impl EngineActors {
 
     /// Which actors are alive, by name.
     pub fn liveness(&self) -> Vec<(&'static str, bool)> {
-        let mut alive = vec![("outbox", self.outbox.connected())];
+        let mut alive = vec![("outbox", self.store_writer.connected())];
         if let Some(sync) = &self.sync {
             alive.extend([
                 ("scheduler", sync.scheduler.connected()),
@@ -236,7 +238,7 @@ impl EngineActors {
     /// The writer actor's address, for tests and tools (`test-support`).
     #[cfg(feature = "test-support")]
     pub fn store_writer_addr(&self) -> Addr<StoreWriterActor> {
-        self.outbox.clone()
+        self.store_writer.clone()
     }
 }
 
