@@ -132,7 +132,9 @@ impl Schema {
     }
 }
 
-/// A local write requested by the application.
+/// One operation of an application's local write: a change to one record made through the
+/// table API, applied by [`Records::apply_local`] together with its outbox entry. (Not a row
+/// write, [`Records`]' storage of a record, nor a store transaction, [`WriteTxn`].)
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
     /// Insert or replace a record; a record without a key gets a UUIDv7 (string-key tables).
