@@ -813,9 +813,7 @@ impl Outbox<'_> {
             false,
         )
     }
-}
 
-impl Outbox<'_> {
     /// Removes `entry`'s row from its record's queue index (the entry moves to another key).
     pub(super) fn unindex_by_record(
         &self,
