@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use tidesync::actors::Write;
+use tidesync::actors::StoreClosure;
 use tidesync::{Engine, RedbStore};
 
 use common::{median, record, secs};
@@ -51,15 +51,16 @@ fn build_backlog(path: &Path, n: usize, in_flight: usize) -> ! {
             batch.commit().await.expect("backlog write");
         }
         let marked = engine
-            .writer()
-            .send(Write::new(move |db, txn| {
+            .store_writer()
+            .send(StoreClosure::new(move |db, txn| {
                 let heads: Vec<u64> = db
-                    .outbox(&*txn, None, in_flight)?
+                    .outbox()
+                    .entries(&*txn, None, in_flight)?
                     .iter()
                     .map(|e| e.seq)
                     .collect();
                 for &seq in &heads {
-                    db.mark_in_flight(txn, seq)?;
+                    db.outbox().mark_in_flight(txn, seq)?;
                 }
                 Ok((heads.len(), Vec::new()))
             }))

@@ -11,7 +11,7 @@
 //!
 //! | actor | role | messages used here |
 //! |---|---|---|
-//! | `OutboxActor` | the single store writer (group commit) | `LocalWrite` |
+//! | `StoreWriterActor` | the single store writer (group commit) | `LocalWrite` |
 //! | `ConflictResolverActor` | per-table strategies | (from pusher/puller) |
 //! | `PusherActor` / `PullerActor` | push the outbox / pull changes | (from the scheduler) |
 //! | `SchedulerActor` | one sync cycle at a time, lifecycle | `Control::Start`, `SyncNow` |
@@ -78,9 +78,9 @@ async fn main() -> anyhow::Result<()> {
     let (changes, _) = tokio::sync::broadcast::channel(1024);
 
     // -- Start and wire the actors -----------------------------------------------------------
-    // One call starts the seven actors in this System and wires them (the outbox notifies the
+    // One call starts the seven actors in this System and wires them (the store writer notifies the
     // scheduler, the scheduler drives pusher and puller and claims the database for each
-    // leadership epoch through the outbox, the leader tells the scheduler).
+    // leadership epoch through the store writer, the leader tells the scheduler).
     let actors = SyncActors::start(SyncParts {
         shared: shared.clone(),
         changes,
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         campaign_every: Duration::from_secs(2),
         metrics_every: Duration::from_secs(5),
     });
-    let (outbox, scheduler, leader) = (actors.outbox, actors.scheduler, actors.leader);
+    let (store_writer, scheduler, leader) = (actors.store_writer, actors.scheduler, actors.leader);
     println!("actors started in the host's System");
 
     // The host follows the engine's events like any other stream, on its own arbiter.
@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // -- Use them ----------------------------------------------------------------------------
-    let changes = outbox
+    let changes = store_writer
         .send(LocalWrite(vec![
             WriteOp::Put {
                 table: "posts".into(),
@@ -153,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
     // The writes may already have gone out with the debounced push their commit triggered;
     // either way, SyncNow answers only after a cycle that started after the call.
     ensure!(server.record("posts", "p1").is_some() && server.record("posts", "p2").is_some());
-    ensure!(db.outbox(&*read, None, 10)?.is_empty(), "outbox drained");
+    ensure!(
+        db.outbox().entries(&*read, None, 10)?.is_empty(),
+        "outbox drained"
+    );
 
     // Shut down as `Engine::shutdown` does: stop scheduling, give up leadership (a real
     // elector releases its lease). The System and its actors end when `main` returns.

@@ -73,7 +73,7 @@ impl Batch {
         if let Some(err) = self.error {
             return Err(err);
         }
-        self.engine.write(self.ops).await
+        self.engine.local_write(self.ops).await
     }
 
     /// [`Batch::commit`], with one [`Receipt`] per write, in the order they were added
@@ -85,7 +85,7 @@ impl Batch {
         let written = self
             .engine
             .actors()
-            .writer()
+            .store_writer()
             .await?
             .local_write_tracked(self.ops)
             .await?;

@@ -555,20 +555,22 @@ impl Engine {
     pub fn outbox(&self, table: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.inner
             .db
-            .outbox(&*self.inner.store.read()?, table, limit)
+            .outbox()
+            .entries(&*self.inner.store.read()?, table, limit)
     }
 
     /// Queue depth and oldest pending entry of `table` (two point reads).
     pub fn outbox_stats(&self, table: &str) -> Result<OutboxStats> {
         self.inner
             .db
-            .outbox_stats(&*self.inner.store.read()?, table)
+            .outbox()
+            .stats(&*self.inner.store.read()?, table)
     }
 
     /// The entries the pusher may send now (per-record heads that are due and whose
     /// references have been created), at most `limit`, in push order.
     pub fn ready_for_push(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        self.inner.db.ready_heads(
+        self.inner.db.outbox().ready_heads(
             &*self.inner.store.read()?,
             wall_millis(),
             limit,
@@ -585,10 +587,11 @@ impl Engine {
         let db = &self.inner.db;
         let now = wall_millis();
         let engine = EngineView::of(&self.inner.state);
-        db.outbox(&*read, table, limit)?
+        db.outbox()
+            .entries(&*read, table, limit)?
             .into_iter()
             .map(|entry| {
-                let state = db.entry_state(&*read, &entry, now)?;
+                let state = db.outbox().entry_state(&*read, &entry, now)?;
                 let reason = engine.reason(&entry, &state, now);
                 Ok(PendingEntry {
                     entry,
@@ -604,7 +607,8 @@ impl Engine {
     pub fn outbox_summary(&self, limit: usize) -> Result<OutboxSummary> {
         self.inner
             .db
-            .outbox_summary(&*self.inner.store.read()?, wall_millis(), limit)
+            .outbox()
+            .summary(&*self.inner.store.read()?, wall_millis(), limit)
     }
 
     /// A snapshot of the engine's state; queue figures are read live from the store.
@@ -613,7 +617,7 @@ impl Engine {
         let read = self.inner.store.read()?;
         let (mut depth, mut oldest) = (0u64, None::<u64>);
         for spec in self.inner.db.schema().tables() {
-            let stats = self.inner.db.outbox_stats(&*read, &spec.name)?;
+            let stats = self.inner.db.outbox().stats(&*read, &spec.name)?;
             depth += stats.depth;
             oldest = match (oldest, stats.oldest_created_at_ms) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -640,7 +644,7 @@ impl Engine {
             last_error: state.last_error(),
             queue_depth: depth,
             oldest_pending_age_ms: oldest.map(|t| wall_millis().saturating_sub(t)),
-            dead_letters: self.inner.db.dead_letter_count(&*read)?,
+            dead_letters: self.inner.db.outbox().dead_letter_count(&*read)?,
             parked_conflicts: self.inner.db.parked().parked_conflicts(&*read, None)?.len() as u64,
             quarantined: self.inner.db.parked().quarantined_count(&*read)?,
             paused_tables,
@@ -787,6 +791,7 @@ impl Engine {
     pub fn dead_letters(&self, table: Option<&str>) -> Result<Vec<OutboxEntry>> {
         self.inner
             .db
+            .outbox()
             .dead_letters(&*self.inner.store.read()?, table)
     }
 
@@ -873,12 +878,12 @@ impl Engine {
     }
 
     /// The store writer, for tests and tools that run closures against the local database
-    /// (`tidesync_actors::Write`). Only with the `test-support` feature: applications write
+    /// (`tidesync_actors::StoreClosure`). Only with the `test-support` feature: applications write
     /// through tables, batches and the typed commands, which keep the engine's rules.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn writer(&self) -> actix::Addr<tidesync_actors::OutboxActor> {
-        self.inner.actors.outbox_addr()
+    pub fn store_writer(&self) -> actix::Addr<tidesync_actors::StoreWriterActor> {
+        self.inner.actors.store_writer_addr()
     }
 
     /// Stops the actors and the engine thread (resigning leadership first). Later writes fail
@@ -919,7 +924,7 @@ impl Engine {
     fn requeue_in_flight(&self, epoch: u64) -> Result<()> {
         let mut txn = self.inner.store.write()?;
         self.inner.db.fence().check_epoch(&*txn, Some(epoch))?;
-        self.inner.db.reset_in_flight(&mut *txn)?;
+        self.inner.db.outbox().reset_in_flight(&mut *txn)?;
         txn.commit()
     }
 
@@ -931,7 +936,7 @@ impl Engine {
         &self.inner.store
     }
 
-    pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
+    pub(crate) async fn local_write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
         self.inner.actors.local_write(ops).await
     }
 }

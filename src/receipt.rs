@@ -202,7 +202,7 @@ impl Receipt {
             .engine
             .store()
             .read()
-            .and_then(|read| self.engine.db().change_state(&*read, change.0));
+            .and_then(|read| self.engine.db().outbox().change_state(&*read, change.0));
         let state = match read {
             Ok(state) => state,
             Err(error) => {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use tidesync_actors::outbox::Writer;
+use tidesync_actors::store_writer::StoreWriter;
 use tidesync_core::local::{IndexRange, LocalWritten, WriteOp};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, Record, Result};
@@ -27,7 +27,7 @@ pub struct Table<T> {
     name: Arc<str>,
     // A direct line to the store writer, fetched on the first write and shared by clones:
     // writes then skip the actor's thread on their way in and out.
-    writer: Arc<tokio::sync::OnceCell<Writer>>,
+    store_writer: Arc<tokio::sync::OnceCell<StoreWriter>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -36,7 +36,7 @@ impl<T> Clone for Table<T> {
         Table {
             engine: self.engine.clone(),
             name: self.name.clone(),
-            writer: self.writer.clone(),
+            store_writer: self.store_writer.clone(),
             _type: PhantomData,
         }
     }
@@ -70,17 +70,17 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         Table {
             engine,
             name: Arc::from(name),
-            writer: Arc::new(tokio::sync::OnceCell::new()),
+            store_writer: Arc::new(tokio::sync::OnceCell::new()),
             _type: PhantomData,
         }
     }
 
     /// Applies `ops` through the store writer, once durable; tells which outbox entry
     /// carries each.
-    async fn write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
+    async fn local_write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
         let writer = self
-            .writer
-            .get_or_try_init(|| async { self.engine.actors().writer().await })
+            .store_writer
+            .get_or_try_init(|| async { self.engine.actors().store_writer().await })
             .await?;
         writer.local_write_tracked(ops).await
     }
@@ -144,7 +144,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     pub async fn put_with_receipt(&self, value: &T) -> Result<Written<Key>> {
         let (key, record) = self.keyed_record(value)?;
         let written = self
-            .write_tracked(vec![WriteOp::Put {
+            .local_write_tracked(vec![WriteOp::Put {
                 table: self.name.to_string(),
                 record,
             }])
@@ -164,7 +164,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     pub async fn insert_with_receipt(&self, value: &T) -> Result<Written<Key>> {
         let (key, record) = self.keyed_record(value)?;
         let written = self
-            .write_tracked(vec![WriteOp::Insert {
+            .local_write_tracked(vec![WriteOp::Insert {
                 table: self.name.to_string(),
                 record,
             }])
@@ -190,7 +190,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     ) -> Result<Written<T>> {
         let key = key.into();
         let written = self
-            .write_tracked(vec![WriteOp::Update {
+            .local_write_tracked(vec![WriteOp::Update {
                 table: self.name.to_string(),
                 key: key.clone(),
                 patch,
@@ -331,7 +331,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// says [`crate::Pushed::Superseded`].
     pub async fn delete_with_receipt(&self, key: impl Into<Key>) -> Result<Written<bool>> {
         let written = self
-            .write_tracked(vec![WriteOp::Delete {
+            .local_write_tracked(vec![WriteOp::Delete {
                 table: self.name.to_string(),
                 key: key.into(),
             }])

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use tidesync::actors::Write;
+use tidesync::actors::StoreClosure;
 use tidesync::core::local::Base;
 use tidesync::{Engine, Key, Op, RedbStore, TableSpec};
 
@@ -130,9 +130,9 @@ async fn pusher_step(engine: &Engine, rng: &mut StdRng) {
     if !in_flight.is_empty() && rng.random_bool(0.6) {
         let seq = in_flight[rng.random_range(0..in_flight.len())].seq;
         engine
-            .writer()
-            .send(Write::new(move |db, txn| {
-                let entry = db.remove(txn, seq)?;
+            .store_writer()
+            .send(StoreClosure::new(move |db, txn| {
+                let entry = db.outbox().remove(txn, seq)?;
                 let base = match entry.op {
                     Op::Delete => None,
                     _ => entry.record.clone().map(|record| Base {
@@ -150,9 +150,9 @@ async fn pusher_step(engine: &Engine, rng: &mut StdRng) {
     } else if let Some(head) = engine.ready_for_push(5).unwrap().first() {
         let seq = head.seq;
         engine
-            .writer()
-            .send(Write::new(move |db, txn| {
-                Ok((db.mark_in_flight(txn, seq)?, Vec::new()))
+            .store_writer()
+            .send(StoreClosure::new(move |db, txn| {
+                Ok((db.outbox().mark_in_flight(txn, seq)?, Vec::new()))
             }))
             .await
             .unwrap()
@@ -252,8 +252,8 @@ async fn verify(engine: &Engine, acked: &HashMap<String, u64>) {
 async fn engine_base(engine: &Engine, key: &str) -> Option<serde_json::Map<String, Value>> {
     let key = Key::from(key);
     engine
-        .writer()
-        .send(Write::new(move |db, txn| {
+        .store_writer()
+        .send(StoreClosure::new(move |db, txn| {
             Ok((
                 db.records().base(&*txn, "posts", &key)?.map(|b| b.record),
                 Vec::new(),

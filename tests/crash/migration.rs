@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tidesync::actors::Write;
+use tidesync::actors::StoreClosure;
 use tidesync::{Engine, EngineBuilder, RedbStore, SchemaProgress, SyncSettings, TableSpec};
 use tidesync_testkit::server::ReferenceServer;
 use tidesync_transport_rest::{RestTransport, TableRoutes};
@@ -163,10 +163,10 @@ fn run(records: usize, entries: usize) {
         let heads = v0.ready_for_push(entries / 5).unwrap();
         let seqs: Vec<u64> = heads.iter().map(|e| e.seq).collect();
         let marked = seqs.clone();
-        v0.writer()
-            .send(Write::new(move |db, txn| {
+        v0.store_writer()
+            .send(StoreClosure::new(move |db, txn| {
                 for seq in &marked {
-                    db.mark_in_flight(txn, *seq)?;
+                    db.outbox().mark_in_flight(txn, *seq)?;
                 }
                 Ok(((), Vec::new()))
             }))

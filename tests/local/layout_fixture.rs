@@ -87,15 +87,15 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
                 "indexes": indexed,
                 "checkpoint": db.remote().checkpoint(txn, &spec.name).expect("checkpoint"),
                 "reconciled_at": db.remote().reconciled_at(txn, &spec.name).expect("reconciled_at"),
-                "outbox_depth": db.outbox_stats(txn, &spec.name).expect("stats").depth,
+                "outbox_depth": db.outbox().stats(txn, &spec.name).expect("stats").depth,
             }),
         );
     }
-    let entries = db.outbox(txn, None, usize::MAX).expect("outbox");
+    let entries = db.outbox().entries(txn, None, usize::MAX).expect("outbox");
     let max_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0) + 3;
     let states: Vec<Value> = (1..=max_seq)
         .map(|seq| {
-            let state = match db.change_state(txn, seq).expect("change state") {
+            let state = match db.outbox().change_state(txn, seq).expect("change state") {
                 ChangeState::Pending(entry) => json!({"pending": entry.seq}),
                 ChangeState::Refused(entry) => json!({"refused": entry.seq}),
                 ChangeState::Settled(settled) => json!({"settled": settled}),
@@ -107,7 +107,7 @@ pub fn describe_store(db: &LocalDb, txn: &dyn ReadTxn) -> Value {
     json!({
         "tables": tables,
         "outbox": entries,
-        "dead_letters": db.dead_letters(txn, None).expect("dead letters"),
+        "dead_letters": db.outbox().dead_letters(txn, None).expect("dead letters"),
         "parked": db.parked().parked_conflicts(txn, None).expect("parked"),
         "quarantined": db.parked().quarantined(txn, usize::MAX).expect("quarantined"),
         "states": states,

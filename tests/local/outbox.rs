@@ -1,7 +1,7 @@
 //! The outbox as the application's writes leave it: same transaction, coalesced, no echo.
 
 use serde_json::{Value, json};
-use tidesync::actors::Write;
+use tidesync::actors::StoreClosure;
 use tidesync::{Op, Record};
 
 use crate::memory_engine;
@@ -9,9 +9,9 @@ use crate::memory_engine;
 /// What the pusher does when the server acknowledged an entry.
 async fn ack(engine: &tidesync::Engine, seq: u64) {
     engine
-        .writer()
-        .send(Write::new(move |db, txn| {
-            Ok((db.remove(txn, seq)?, Vec::new()))
+        .store_writer()
+        .send(StoreClosure::new(move |db, txn| {
+            Ok((db.outbox().remove(txn, seq)?, Vec::new()))
         }))
         .await
         .unwrap()
@@ -21,9 +21,9 @@ async fn ack(engine: &tidesync::Engine, seq: u64) {
 /// What the pusher does when it hands an entry to the transport.
 async fn mark_in_flight(engine: &tidesync::Engine, seq: u64) {
     engine
-        .writer()
-        .send(Write::new(move |db, txn| {
-            Ok((db.mark_in_flight(txn, seq)?, Vec::new()))
+        .store_writer()
+        .send(StoreClosure::new(move |db, txn| {
+            Ok((db.outbox().mark_in_flight(txn, seq)?, Vec::new()))
         }))
         .await
         .unwrap()
@@ -229,12 +229,12 @@ async fn a_table_queue_can_be_walked_page_by_page() {
         .collect();
     assert_eq!(all.len(), 25);
     let walked = engine
-        .writer()
-        .send(Write::new(|db, txn| {
+        .store_writer()
+        .send(StoreClosure::new(|db, txn| {
             let mut seqs = Vec::new();
             let mut after = None;
             loop {
-                let page = db.outbox_after(&*txn, "posts", after, 7)?;
+                let page = db.outbox().entries_after(&*txn, "posts", after, 7)?;
                 assert!(page.len() <= 7 && page.iter().all(|e| e.table == "posts"));
                 let Some(last) = page.last() else { break };
                 after = Some(last.seq);

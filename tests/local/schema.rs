@@ -232,9 +232,9 @@ async fn a_three_step_migration_covers_records_and_unsent_entries_once_across_a_
             .unwrap();
         // One entry was already handed to the transport: sealed, it keeps its bytes.
         let sealed = v0.outbox(None, 1).unwrap()[0].seq;
-        v0.writer()
-            .send(tidesync::actors::Write::new(move |db, txn| {
-                Ok((db.mark_in_flight(txn, sealed)?, Vec::new()))
+        v0.store_writer()
+            .send(tidesync::actors::StoreClosure::new(move |db, txn| {
+                Ok((db.outbox().mark_in_flight(txn, sealed)?, Vec::new()))
             }))
             .await
             .unwrap()

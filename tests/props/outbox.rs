@@ -114,7 +114,8 @@ impl Model {
 
     fn entries(&self) -> Vec<tidesync::OutboxEntry> {
         self.db
-            .outbox(&*self.store.read().unwrap(), None, usize::MAX)
+            .outbox()
+            .entries(&*self.store.read().unwrap(), None, usize::MAX)
             .unwrap()
     }
 
@@ -166,6 +167,7 @@ impl Model {
             Step::Send(n) => {
                 let heads = self
                     .db
+                    .outbox()
                     .ready_heads(
                         &*self.store.read().unwrap(),
                         u64::MAX,
@@ -175,7 +177,7 @@ impl Model {
                     )
                     .unwrap();
                 if let Some(head) = pick(heads, *n) {
-                    self.write(|db, txn| db.mark_in_flight(txn, head.seq))
+                    self.write(|db, txn| db.outbox().mark_in_flight(txn, head.seq))
                         .unwrap();
                 }
             }
@@ -199,7 +201,7 @@ impl Model {
                 if let Some(entry) = pick(self.in_flight(), *n) {
                     // Odd picks wait out a delay (the backoff index), even ones are due now.
                     let at_ms = u64::from(*n % 2) * (1_000 + entry.seq);
-                    self.write(|db, txn| db.retry_later(txn, entry.seq, at_ms, "503"))
+                    self.write(|db, txn| db.outbox().retry_later(txn, entry.seq, at_ms, "503"))
                         .unwrap();
                 }
             }
@@ -212,35 +214,43 @@ impl Model {
                         response_excerpt: None,
                         at_ms: 0,
                     };
-                    self.write(|db, txn| db.dead_letter(txn, entry.seq, info))
+                    self.write(|db, txn| db.outbox().dead_letter(txn, entry.seq, info))
                         .unwrap();
                 }
             }
             Step::RetryDead => {
-                let dead = self.db.dead_letters(&*self.store.read().unwrap(), None);
+                let dead = self
+                    .db
+                    .outbox()
+                    .dead_letters(&*self.store.read().unwrap(), None);
                 if let Some(entry) = dead.unwrap().first() {
-                    self.write(|db, txn| db.retry_dead_letter(txn, entry.seq, None))
+                    self.write(|db, txn| db.outbox().retry_dead_letter(txn, entry.seq, None))
                         .unwrap();
                 }
             }
             Step::DiscardDead => {
-                let dead = self.db.dead_letters(&*self.store.read().unwrap(), None);
+                let dead = self
+                    .db
+                    .outbox()
+                    .dead_letters(&*self.store.read().unwrap(), None);
                 if let Some(entry) = dead.unwrap().first() {
                     self.discarded.insert(entry.key.to_string());
-                    self.write(|db, txn| db.discard_dead_letter(txn, entry.seq))
+                    self.write(|db, txn| db.outbox().discard_dead_letter(txn, entry.seq))
                         .unwrap();
                 }
             }
             Step::Restart => {
-                self.write(|db, txn| db.reset_in_flight(txn)).unwrap();
+                self.write(|db, txn| db.outbox().reset_in_flight(txn))
+                    .unwrap();
             }
             Step::Release(n) => {
                 if let Some(entry) = pick(self.in_flight(), *n) {
-                    self.write(|db, txn| db.release(txn, entry.seq)).unwrap();
+                    self.write(|db, txn| db.outbox().release(txn, entry.seq))
+                        .unwrap();
                 }
             }
             Step::MakeDue => {
-                self.write(|db, txn| db.make_due(txn, 0)).unwrap();
+                self.write(|db, txn| db.outbox().make_due(txn, 0)).unwrap();
             }
             Step::Pull(k, v, keep_local) => {
                 // The engine pulls only between push phases: nothing is in flight then.
@@ -403,7 +413,7 @@ impl Model {
             .map(|e| (e.seq, e.next_attempt_at_ms))
             .collect();
         prop_assert_eq!(
-            self.db.earliest_retry_at(&*read).unwrap(),
+            self.db.outbox().earliest_retry_at(&*read).unwrap(),
             waiting.iter().map(|(_, at)| *at).min()
         );
         prop_assert_eq!(
@@ -413,7 +423,7 @@ impl Model {
             history
         );
         let live = entries.iter().filter(|e| e.dead.is_none()).count() as u64;
-        let depth = self.db.outbox_stats(&*read, TABLE).unwrap().depth;
+        let depth = self.db.outbox().stats(&*read, TABLE).unwrap().depth;
         prop_assert_eq!(depth, live, "depth counter drifted; steps {:?}", history);
         Ok(())
     }

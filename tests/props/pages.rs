@@ -177,7 +177,7 @@ proptest! {
             }
         }
         prop_assert_eq!(db.parked().quarantined(&*read, 1000).unwrap().len(), applied.quarantined.len());
-        prop_assert!(db.outbox(&*read, None, 10).unwrap().is_empty(), "a pull echoed");
+        prop_assert!(db.outbox().entries(&*read, None, 10).unwrap().is_empty(), "a pull echoed");
         prop_assert_eq!(db.remote().checkpoint(&*read, "posts").unwrap(), page.cursor.clone());
     }
 

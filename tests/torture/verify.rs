@@ -171,8 +171,8 @@ fn short(value: &impl serde::Serialize) -> String {
 pub async fn scan_raw(engine: &Engine, table: &str) -> Vec<Value> {
     let table = table.to_owned();
     engine
-        .writer()
-        .send(tidesync::actors::Write::new(move |db, txn| {
+        .store_writer()
+        .send(tidesync::actors::StoreClosure::new(move |db, txn| {
             Ok((
                 db.records().scan(&*txn, &table, None, usize::MAX)?,
                 Vec::new(),

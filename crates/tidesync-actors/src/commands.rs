@@ -1,7 +1,7 @@
 //! The typed writes of the sync actors and of the application's maintenance calls, as
 //! [`StoreCommand`]s the store writer runs. Sync commands go out wrapped in
-//! [`Fenced`](crate::outbox::Fenced) (the writer checks the cycle's epoch once before each);
-//! maintenance commands in [`Unfenced`](crate::outbox::Unfenced).
+//! [`Fenced`](crate::store_writer::Fenced) (the writer checks the cycle's epoch once before each);
+//! maintenance commands in [`Unfenced`](crate::store_writer::Unfenced).
 //!
 //! | command | sent by | does |
 //! |---|---|---|
@@ -26,8 +26,8 @@ use tidesync_core::{
     WriteTxn,
 };
 
-use crate::outbox::StoreCommand;
 use crate::push_turn::{TurnDone, TurnPlan, run_turn};
+use crate::store_writer::StoreCommand;
 
 /// One turn of the push loop (see `push_turn`).
 pub(crate) struct PushTurn(pub TurnPlan);
@@ -50,7 +50,7 @@ impl StoreCommand for MakeDue {
     type Output = usize;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(usize, Vec<Change>)> {
-        Ok((db.make_due(txn, self.now_ms)?, Vec::new()))
+        Ok((db.outbox().make_due(txn, self.now_ms)?, Vec::new()))
     }
 }
 
@@ -66,8 +66,9 @@ impl StoreCommand for RequeueUnsent {
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<((), Vec<Change>)> {
         for seq in self.seqs {
-            if db.entry(&*txn, seq)?.is_some_and(|e| e.in_flight) {
-                db.retry_later(txn, seq, 0, "push cycle stopped early")?;
+            if db.outbox().entry(&*txn, seq)?.is_some_and(|e| e.in_flight) {
+                db.outbox()
+                    .retry_later(txn, seq, 0, "push cycle stopped early")?;
             }
         }
         Ok(((), Vec::new()))
@@ -88,7 +89,8 @@ impl StoreCommand for RetryLater {
     type Output = ();
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<((), Vec<Change>)> {
-        db.retry_later(txn, self.seq, self.at_ms, &self.message)?;
+        db.outbox()
+            .retry_later(txn, self.seq, self.at_ms, &self.message)?;
         Ok(((), Vec::new()))
     }
 }
@@ -104,7 +106,7 @@ impl StoreCommand for CreateAsUpsert {
     type Output = ();
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<((), Vec<Change>)> {
-        db.create_as_upsert(txn, self.seq)?;
+        db.outbox().create_as_upsert(txn, self.seq)?;
         Ok(((), Vec::new()))
     }
 }
@@ -127,7 +129,8 @@ impl StoreCommand for ApplyPushResolution {
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<((), Vec<Change>)> {
         if self.resolution == Resolution::Park {
-            db.retry_later(txn, self.seq, 0, "conflict parked for the application")?;
+            db.outbox()
+                .retry_later(txn, self.seq, 0, "conflict parked for the application")?;
         }
         let changes =
             db.remote()
@@ -222,7 +225,7 @@ impl StoreCommand for RetryDeadLetter {
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(OutboxEntry, Vec<Change>)> {
         Ok((
-            db.retry_dead_letter(txn, self.seq, self.edited)?,
+            db.outbox().retry_dead_letter(txn, self.seq, self.edited)?,
             Vec::new(),
         ))
     }
@@ -238,7 +241,7 @@ impl StoreCommand for DiscardDeadLetter {
     type Output = OutboxEntry;
 
     fn run(self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<(OutboxEntry, Vec<Change>)> {
-        Ok((db.discard_dead_letter(txn, self.seq)?, Vec::new()))
+        Ok((db.outbox().discard_dead_letter(txn, self.seq)?, Vec::new()))
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! | actor | owns | receives |
 //! |---|---|---|
-//! | [`OutboxActor`] | every store write, group commit | [`LocalWrite`], [`Write`] |
+//! | [`StoreWriterActor`] | every store write (the store writer thread), group commit | [`LocalWrite`], [`Fenced`], [`Unfenced`], [`GetStoreWriter`](store_writer::GetStoreWriter) |
 //! | [`PusherActor`] | in-flight pushes, per-record order | [`PushNow`] |
 //! | [`PullerActor`] | the paging loop per table | [`PullNow`] |
 //! | [`ConflictResolverActor`] | per-table strategies | [`Resolve`] |
@@ -22,7 +22,6 @@ pub mod events;
 pub mod leader;
 pub mod live;
 pub mod metrics;
-pub mod outbox;
 pub mod puller;
 mod push_turn;
 pub mod pusher;
@@ -33,6 +32,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod settings;
 pub mod shared;
+pub mod store_writer;
 pub mod telemetry;
 pub mod wiring;
 
@@ -40,11 +40,6 @@ pub use events::{EventBus, SyncEvent, SyncReport, TablePullWarning, Trigger};
 pub use leader::{Campaign, LeaderActor, Resign};
 pub use live::{LiveEvent, LiveState, LiveStats};
 pub use metrics::{MetricsActor, Refresh};
-#[cfg(feature = "test-support")]
-pub use outbox::Write;
-pub use outbox::{
-    Fenced, LocalWrite, OutboxActor, OutboxChanged, StoreCommand, Unfenced, WriteJob,
-};
 pub use puller::{PullNow, PullReport, PullerActor};
 pub use pusher::{PushNow, PushReport, PusherActor};
 pub use resolver::{ConflictResolverActor, Resolve};
@@ -52,4 +47,9 @@ pub use runtime::ActorSystem;
 pub use scheduler::{Control, LeadershipChanged, SchedulerActor, Scope, SyncNow};
 pub use settings::{RateLimit, RetryDelayFn, SyncSettings};
 pub use shared::{EngineState, SyncShared};
+#[cfg(feature = "test-support")]
+pub use store_writer::StoreClosure;
+pub use store_writer::{
+    Fenced, LocalWrite, OutboxChanged, StoreCommand, StoreWriterActor, Unfenced, WriterJob,
+};
 pub use wiring::{EngineActors, SyncActors, SyncParts};

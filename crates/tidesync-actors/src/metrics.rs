@@ -47,7 +47,7 @@ impl MetricsActor {
             }
         };
         for spec in sh.db.schema().tables() {
-            if let Ok(stats) = sh.db.outbox_stats(&*read, &spec.name) {
+            if let Ok(stats) = sh.db.outbox().stats(&*read, &spec.name) {
                 gauge!(telemetry::OUTBOX_DEPTH, "table" => spec.name.clone())
                     .set(stats.depth as f64);
                 let age = stats
@@ -62,7 +62,7 @@ impl MetricsActor {
                     .set(now.saturating_sub(*at) as f64 / 1000.0);
             }
         }
-        if let Ok(count) = sh.db.dead_letter_count(&*read) {
+        if let Ok(count) = sh.db.outbox().dead_letter_count(&*read) {
             gauge!(telemetry::DEAD_LETTERS).set(count as f64);
         }
         let auth = sh.state.auth_required.load(Ordering::SeqCst);

@@ -15,9 +15,9 @@ use tidesync_core::{
 use crate::backoff::retry_delay;
 use crate::commands::{ApplyPage, ApplyResolutions};
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::resolver::{ConflictResolverActor, ResolveAll};
 use crate::shared::{EngineState, SyncShared};
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 use crate::telemetry;
 
 /// Pull one table until it is up to date (or its page budget ran out: `max_pages`, and
@@ -54,20 +54,20 @@ pub struct PullReport {
 /// The Puller actor.
 pub struct PullerActor {
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
 }
 
 impl PullerActor {
-    /// A puller writing through `outbox` and resolving conflicts with `resolver`.
+    /// A puller writing through `store_writer` and resolving conflicts with `resolver`.
     pub fn new(
         shared: SyncShared,
-        outbox: Addr<OutboxActor>,
+        store_writer: Addr<StoreWriterActor>,
         resolver: Addr<ConflictResolverActor>,
     ) -> Self {
         PullerActor {
             shared,
-            outbox,
+            store_writer,
             resolver,
         }
     }
@@ -75,8 +75,8 @@ impl PullerActor {
 
 impl PullerActor {
     /// What a reconciliation pass needs: the shared parts and the store writer.
-    pub(crate) fn parts(&self) -> (SyncShared, Addr<OutboxActor>) {
-        (self.shared.clone(), self.outbox.clone())
+    pub(crate) fn parts(&self) -> (SyncShared, Addr<StoreWriterActor>) {
+        (self.shared.clone(), self.store_writer.clone())
     }
 }
 
@@ -91,7 +91,7 @@ impl Handler<PullNow> for PullerActor {
     fn handle(&mut self, msg: PullNow, _ctx: &mut Context<Self>) -> Self::Result {
         let fut = pull_table(
             self.shared.clone(),
-            self.outbox.clone(),
+            self.store_writer.clone(),
             self.resolver.clone(),
             msg.table,
         );
@@ -101,11 +101,11 @@ impl Handler<PullNow> for PullerActor {
 
 /// Runs a sync command under the pull's epoch (the writer checks it first).
 async fn fenced<C: StoreCommand>(
-    outbox: &Addr<OutboxActor>,
+    store_writer: &Addr<StoreWriterActor>,
     epoch: u64,
     command: C,
 ) -> Result<C::Output> {
-    outbox
+    store_writer
         .send(Fenced { epoch, command })
         .await
         .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
@@ -167,7 +167,7 @@ impl Drop for Prefetch {
 
 async fn pull_table(
     sh: SyncShared,
-    outbox: Addr<OutboxActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     table: String,
 ) -> Result<PullReport> {
@@ -183,6 +183,7 @@ async fn pull_table(
     if sh.transport.assigns_keys(&table)
         && sh
             .db
+            .outbox()
             .has_unacknowledged_create(&*sh.store.read()?, &table)?
     {
         tracing::debug!(
@@ -252,7 +253,7 @@ async fn pull_table(
                 .clock_offset_ms
                 .load(std::sync::atomic::Ordering::Relaxed),
         };
-        let applied = fenced(&outbox, epoch, apply).await?;
+        let applied = fenced(&store_writer, epoch, apply).await?;
         let (changed, applied) = applied;
         report.pages += 1;
         for item in &applied.quarantined {
@@ -268,7 +269,8 @@ async fn pull_table(
             .fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
         telemetry::pulled_page(&table, changed);
         if !applied.conflicts.is_empty() {
-            report.conflicts += resolve_page(&outbox, &resolver, epoch, applied.conflicts).await?;
+            report.conflicts +=
+                resolve_page(&store_writer, &resolver, epoch, applied.conflicts).await?;
         }
         records_so_far += received;
         if initial {
@@ -348,7 +350,7 @@ async fn refetch(
 /// in one write job. Returns how many were applied; the first failure, if any, after the
 /// others were committed.
 async fn resolve_page(
-    outbox: &Addr<OutboxActor>,
+    store_writer: &Addr<StoreWriterActor>,
     resolver: &Addr<ConflictResolverActor>,
     epoch: u64,
     conflicts: Vec<(Conflict, Option<String>)>,
@@ -370,7 +372,7 @@ async fn resolve_page(
     }
     let count = resolved.len() as u64;
     if count > 0 {
-        let refused = fenced(outbox, epoch, ApplyResolutions(resolved)).await?;
+        let refused = fenced(store_writer, epoch, ApplyResolutions(resolved)).await?;
         let refused_count = refused.len() as u64;
         if let Some(err) = failed.or_else(|| refused.into_iter().next()) {
             return Err(err);

@@ -119,18 +119,19 @@ pub(crate) fn run_turn(
                 charged,
             } => {
                 if charged {
-                    db.retry_later_charged(txn, entry.seq, at_ms, &message)?;
+                    db.outbox()
+                        .retry_later_charged(txn, entry.seq, at_ms, &message)?;
                 } else {
-                    db.retry_later(txn, entry.seq, at_ms, &message)?;
+                    db.outbox().retry_later(txn, entry.seq, at_ms, &message)?;
                 }
                 settled.push(Settled::Retried(entry));
             }
             Settle::DeadLetter { entry, info } => {
-                db.dead_letter(txn, entry.seq, info.clone())?;
+                db.outbox().dead_letter(txn, entry.seq, info.clone())?;
                 settled.push(Settled::DeadLettered(entry, info));
             }
             Settle::Release { entry } => {
-                db.release(txn, entry.seq)?;
+                db.outbox().release(txn, entry.seq)?;
                 settled.push(Settled::Released(entry));
             }
         }
@@ -144,7 +145,7 @@ pub(crate) fn run_turn(
         } else {
             plan.batch_size
         };
-        let found = db.scan_ready(
+        let found = db.outbox().scan_ready(
             &*txn,
             plan.now_ms,
             plan.scan_after,
@@ -171,7 +172,7 @@ pub(crate) fn run_turn(
             let mut request_group = Vec::with_capacity(group.len());
             for head in group {
                 // Read by the scan in this transaction: current, no need to read it again.
-                let entry = db.mark_read_entry_in_flight(txn, head)?;
+                let entry = db.outbox().mark_read_entry_in_flight(txn, head)?;
                 let base_version = db
                     .records()
                     .base(&*txn, &entry.table, &entry.key)?

@@ -31,11 +31,11 @@ use crate::commands::{
     ApplyPushResolution, CreateAsUpsert, MakeDue, PushTurn, RequeueUnsent, RetryLater,
 };
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::push_turn::{Settle, Settled, TurnDone, TurnPlan};
 use crate::rate_limit::RateLimiter;
 use crate::resolver::{ConflictResolverActor, Resolve};
 use crate::shared::SyncShared;
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 use crate::telemetry;
 
 /// Push ready entries until none is left (or the server refuses our credentials).
@@ -74,22 +74,22 @@ pub struct PushReport {
 /// The Pusher actor. See the module docs.
 pub struct PusherActor {
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     limiter: Arc<RateLimiter>,
 }
 
 impl PusherActor {
-    /// A pusher writing through `outbox` and resolving conflicts with `resolver`.
+    /// A pusher writing through `store_writer` and resolving conflicts with `resolver`.
     pub fn new(
         shared: SyncShared,
-        outbox: Addr<OutboxActor>,
+        store_writer: Addr<StoreWriterActor>,
         resolver: Addr<ConflictResolverActor>,
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(&shared.settings));
         PusherActor {
             shared,
-            outbox,
+            store_writer,
             resolver,
             limiter,
         }
@@ -112,7 +112,7 @@ impl Handler<PushNow> for PusherActor {
         let cycle = PushCycle {
             epoch,
             shared: self.shared.clone(),
-            outbox: self.outbox.clone(),
+            store_writer: self.store_writer.clone(),
             resolver: self.resolver.clone(),
             limiter: self.limiter.clone(),
         };
@@ -171,7 +171,7 @@ struct PushCycle {
     /// The leadership epoch this cycle runs under; every write it makes is fenced by it.
     epoch: u64,
     shared: SyncShared,
-    outbox: Addr<OutboxActor>,
+    store_writer: Addr<StoreWriterActor>,
     resolver: Addr<ConflictResolverActor>,
     limiter: Arc<RateLimiter>,
 }
@@ -180,7 +180,7 @@ impl PushCycle {
     /// Runs a sync command under this cycle's epoch (the writer checks it first).
     async fn fenced<C: StoreCommand>(&self, command: C) -> Result<C::Output> {
         let epoch = self.epoch;
-        self.outbox
+        self.store_writer
             .send(Fenced { epoch, command })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "the store writer stopped"))?
@@ -356,7 +356,7 @@ impl PushCycle {
 
     /// Sends `plan` to the store writer; the returned future resolves when it committed.
     fn start_turn(&self, plan: TurnPlan) -> TurnFuture {
-        let reply = self.outbox.send(Fenced {
+        let reply = self.store_writer.send(Fenced {
             epoch: self.epoch,
             command: PushTurn(plan),
         });
@@ -710,6 +710,7 @@ impl PushCycle {
             // latest local write's: edits queued behind the refused entry count (BUG-14).
             let latest_hlc = sh
                 .db
+                .outbox()
                 .pending(&*read, &table, &key)?
                 .iter()
                 .map(|pending| pending.hlc)
@@ -796,6 +797,6 @@ async fn poll_turn(turn: &mut Option<TurnFuture>) -> Result<TurnDone> {
 pub fn next_due_in(shared: &SyncShared, after_ms: u64) -> Result<Option<Duration>> {
     let read = shared.store.read()?;
     let now = wall_millis();
-    let earliest = shared.db.earliest_retry_after(&*read, after_ms)?;
+    let earliest = shared.db.outbox().earliest_retry_after(&*read, after_ms)?;
     Ok(earliest.map(|at| Duration::from_millis(at.saturating_sub(now))))
 }

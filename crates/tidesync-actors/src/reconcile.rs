@@ -21,9 +21,9 @@ use tidesync_core::local::{Change, LocalDb, Reconciled};
 use tidesync_core::{Error, ErrorKind, Key, PullRequest, Result, TableSpec, Transport, WriteTxn};
 
 use crate::events::SyncEvent;
-use crate::outbox::{Fenced, OutboxActor, StoreCommand};
 use crate::puller::PullerActor;
 use crate::shared::SyncShared;
+use crate::store_writer::{Fenced, StoreCommand, StoreWriterActor};
 
 /// Pages a listing walks at most (a feed that never ends is an error, not a hang).
 pub const MAX_LISTING_PAGES: usize = 10_000_000;
@@ -153,7 +153,7 @@ impl Handler<ReconcileIfDue> for PullerActor {
 }
 
 async fn reconcile_if_due(
-    (sh, outbox): (SyncShared, Addr<OutboxActor>),
+    (sh, store_writer): (SyncShared, Addr<StoreWriterActor>),
     table: String,
 ) -> Result<Option<ReconcileReport>> {
     let Some(every) = sh.transport.reconcile_every(&table) else {
@@ -176,7 +176,7 @@ async fn reconcile_if_due(
         list_server_keys(&*sh.transport, &spec, sh.settings.page_size).await?;
     let listing = started.elapsed();
     let listed = server_keys.len() as u64;
-    let done = outbox
+    let done = store_writer
         .send(Fenced {
             epoch,
             command: ReconcileDeletes {

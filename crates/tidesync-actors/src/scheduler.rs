@@ -21,11 +21,11 @@ use crate::backoff::exponential_ceiling;
 use crate::commands::TakeOver;
 use crate::events::{Remaining, SyncEvent, SyncReport, TablePullWarning, Trigger};
 use crate::live::{LiveEvent, Want};
-use crate::outbox::{OutboxActor, OutboxChanged, Unfenced};
 use crate::puller::{PullNow, PullerActor};
 use crate::pusher::{PushNow, PusherActor, next_due_in};
 use crate::reconcile::ReconcileIfDue;
 use crate::shared::SyncShared;
+use crate::store_writer::{OutboxChanged, StoreWriterActor, Unfenced};
 use crate::telemetry;
 
 /// What a cycle covers.
@@ -152,7 +152,7 @@ pub struct SchedulerActor {
     shared: SyncShared,
     pusher: Addr<PusherActor>,
     puller: Addr<PullerActor>,
-    writer: Addr<OutboxActor>,
+    writer: Addr<StoreWriterActor>,
     started: bool,
     leadership_known: bool,
     cycle_running: bool,
@@ -193,7 +193,7 @@ impl SchedulerActor {
         shared: SyncShared,
         pusher: Addr<PusherActor>,
         puller: Addr<PullerActor>,
-        writer: Addr<OutboxActor>,
+        writer: Addr<StoreWriterActor>,
     ) -> Self {
         SchedulerActor {
             shared,
@@ -1072,10 +1072,11 @@ async fn store_view(sh: &SyncShared, failed: Vec<u64>) -> Result<(OutboxSummary,
     tokio::task::spawn_blocking(move || {
         let read = store.read()?;
         let summary =
-            db.outbox_summary(&*read, tidesync_core::hlc::wall_millis(), SUMMARY_LIMIT)?;
+            db.outbox()
+                .summary(&*read, tidesync_core::hlc::wall_millis(), SUMMARY_LIMIT)?;
         let mut still_queued = false;
         for seq in failed {
-            if db.entry(&*read, seq)?.is_some() {
+            if db.outbox().entry(&*read, seq)?.is_some() {
                 still_queued = true;
                 break;
             }

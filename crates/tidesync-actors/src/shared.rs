@@ -14,7 +14,7 @@ use crate::settings::SyncSettings;
 /// Shared, read-mostly context of the sync actors.
 #[derive(Clone)]
 pub struct SyncShared {
-    /// The store (reads go straight to it; writes go through the Outbox actor).
+    /// The store (reads go straight to it; writes go through the store writer actor).
     pub store: Arc<dyn Store>,
     /// The local database logic.
     pub db: LocalDb,

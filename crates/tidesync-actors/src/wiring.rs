@@ -15,12 +15,12 @@ use tidesync_core::{ConflictStrategy, LeaderElector};
 
 use crate::leader::LeaderActor;
 use crate::metrics::MetricsActor;
-use crate::outbox::OutboxActor;
 use crate::puller::PullerActor;
 use crate::pusher::PusherActor;
 use crate::resolver::ConflictResolverActor;
 use crate::scheduler::{Control, SchedulerActor};
 use crate::shared::SyncShared;
+use crate::store_writer::StoreWriterActor;
 
 /// Everything the seven actors need.
 pub struct SyncParts {
@@ -44,7 +44,7 @@ pub struct SyncParts {
 #[derive(Clone)]
 pub struct SyncActors {
     /// The single store writer.
-    pub outbox: Addr<OutboxActor>,
+    pub store_writer: Addr<StoreWriterActor>,
     /// Decides when to sync; lifecycle.
     pub scheduler: Addr<SchedulerActor>,
     /// Pushes the outbox.
@@ -73,11 +73,11 @@ impl SyncActors {
             campaign_every,
             metrics_every,
         } = parts;
-        // The outbox tells the scheduler about local writes and the scheduler drives the
-        // pusher and puller, which write through the outbox: the scheduler's address is needed
-        // before it runs.
+        // The store writer tells the scheduler about local writes and the scheduler drives
+        // the pusher and puller, which write through the store writer: the scheduler's
+        // address is needed before it runs.
         let scheduler_ctx: Context<SchedulerActor> = Context::new();
-        let outbox = OutboxActor::new(shared.store.clone(), shared.db.clone(), changes)
+        let store_writer = StoreWriterActor::new(shared.store.clone(), shared.db.clone(), changes)
             .notify_local_changes(scheduler_ctx.address().recipient())
             .start();
         let mut resolver = ConflictResolverActor::new(strategies, shared.events.clone());
@@ -85,20 +85,22 @@ impl SyncActors {
             resolver = resolver.with_default(default);
         }
         let resolver = resolver.start();
-        let pusher = PusherActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
-        let puller = PullerActor::new(shared.clone(), outbox.clone(), resolver.clone()).start();
+        let pusher =
+            PusherActor::new(shared.clone(), store_writer.clone(), resolver.clone()).start();
+        let puller =
+            PullerActor::new(shared.clone(), store_writer.clone(), resolver.clone()).start();
         let scheduler = scheduler_ctx.run(SchedulerActor::new(
             shared.clone(),
             pusher.clone(),
             puller.clone(),
-            outbox.clone(),
+            store_writer.clone(),
         ));
         scheduler.do_send(Control::Start);
         let leader =
             LeaderActor::new(elector, scheduler.clone().recipient(), campaign_every).start();
         let metrics = MetricsActor::new(shared, metrics_every).start();
         SyncActors {
-            outbox,
+            store_writer,
             scheduler,
             pusher,
             puller,
@@ -113,7 +115,7 @@ impl SyncActors {
 /// (and the applications on it) need not depend on actix. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineActors {
-    outbox: Addr<OutboxActor>,
+    store_writer: Addr<StoreWriterActor>,
     sync: Option<SyncActors>,
 }
 
@@ -126,7 +128,7 @@ impl EngineActors {
         changes: broadcast::Sender<Change>,
     ) -> Self {
         EngineActors {
-            outbox: OutboxActor::new(store, db, changes).start(),
+            store_writer: StoreWriterActor::new(store, db, changes).start(),
             sync: None,
         }
     }
@@ -135,7 +137,7 @@ impl EngineActors {
     pub fn start_sync(parts: SyncParts) -> Self {
         let sync = SyncActors::start(parts);
         EngineActors {
-            outbox: sync.outbox.clone(),
+            store_writer: sync.store_writer.clone(),
             sync: Some(sync),
         }
     }
@@ -152,12 +154,12 @@ impl EngineActors {
     }
 
     /// Runs a maintenance command through the store writer (no epoch check).
-    pub async fn command<C: crate::outbox::StoreCommand>(
+    pub async fn command<C: crate::store_writer::StoreCommand>(
         &self,
         command: C,
     ) -> tidesync_core::Result<C::Output> {
-        self.outbox
-            .send(crate::outbox::Unfenced(command))
+        self.store_writer
+            .send(crate::store_writer::Unfenced(command))
             .await
             .map_err(|_| closed())?
     }
@@ -167,16 +169,16 @@ impl EngineActors {
         &self,
         ops: Vec<tidesync_core::local::WriteOp>,
     ) -> tidesync_core::Result<Vec<Change>> {
-        self.outbox
-            .send(crate::outbox::LocalWrite(ops))
+        self.store_writer
+            .send(crate::store_writer::LocalWrite(ops))
             .await
             .map_err(|_| closed())?
     }
 
     /// A direct line to the writer thread, for the table API's writes.
-    pub async fn writer(&self) -> tidesync_core::Result<crate::outbox::Writer> {
-        self.outbox
-            .send(crate::outbox::GetWriter)
+    pub async fn store_writer(&self) -> tidesync_core::Result<crate::store_writer::StoreWriter> {
+        self.store_writer
+            .send(crate::store_writer::GetStoreWriter)
             .await
             .map_err(|_| closed())?
     }
@@ -204,13 +206,13 @@ impl EngineActors {
     /// a conflict settled): it pushes soon.
     pub fn outbox_changed(&self) {
         if let Some(sync) = &self.sync {
-            sync.scheduler.do_send(crate::outbox::OutboxChanged);
+            sync.scheduler.do_send(crate::store_writer::OutboxChanged);
         }
     }
 
     /// Which actors are alive, by name.
     pub fn liveness(&self) -> Vec<(&'static str, bool)> {
-        let mut alive = vec![("outbox", self.outbox.connected())];
+        let mut alive = vec![("outbox", self.store_writer.connected())];
         if let Some(sync) = &self.sync {
             alive.extend([
                 ("scheduler", sync.scheduler.connected()),
@@ -235,8 +237,8 @@ impl EngineActors {
 
     /// The writer actor's address, for tests and tools (`test-support`).
     #[cfg(feature = "test-support")]
-    pub fn outbox_addr(&self) -> Addr<OutboxActor> {
-        self.outbox.clone()
+    pub fn store_writer_addr(&self) -> Addr<StoreWriterActor> {
+        self.store_writer.clone()
     }
 }
 

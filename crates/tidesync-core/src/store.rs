@@ -32,7 +32,7 @@ pub trait Store: Send + Sync + 'static {
     /// Opens the (single) write transaction, waiting for a running one to finish.
     ///
     /// Calling it again on a thread that already holds a write transaction of the same store
-    /// waits forever: the engine has exactly one writer (the Outbox actor) for this reason.
+    /// waits forever: the engine has exactly one writer (the store writer actor of `tidesync-actors`) for this reason.
     fn write(&self) -> Result<Box<dyn WriteTxn>, Error>;
 }
 

@@ -31,7 +31,7 @@ impl RemoteChanges<'_> {
         seq: u64,
         outcome: &PushOutcome,
     ) -> Result<Acked> {
-        let entry = self.db.remove(txn, seq)?;
+        let entry = self.db.outbox().remove(txn, seq)?;
         let spec = self.db.schema.table(&entry.table)?.clone();
         let mut changes = Vec::new();
         if entry.op == Op::Delete {
@@ -44,7 +44,13 @@ impl RemoteChanges<'_> {
                 remapped: None,
             });
         }
-        if entry.deleted_remotely && self.db.pending(&*txn, &entry.table, &entry.key)?.is_empty() {
+        if entry.deleted_remotely
+            && self
+                .db
+                .outbox()
+                .pending(&*txn, &entry.table, &entry.key)?
+                .is_empty()
+        {
             // A pull showed the record deleted while this write's answer was unknown, and
             // the answer says the server applied it (perhaps replaying an earlier attempt's
             // answer): the delete came after the write, and the pull cursor is past it. The
@@ -64,7 +70,7 @@ impl RemoteChanges<'_> {
             if let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)? {
                 self.db
                     .records()
-                    .write_record(txn, &spec, &entry.key, Some(&local), None)?;
+                    .write_row(txn, &spec, &entry.key, Some(&local), None)?;
                 changes.push(Change {
                     table: entry.table.clone(),
                     key: entry.key.clone(),
@@ -108,7 +114,7 @@ impl RemoteChanges<'_> {
                     }
                 }
                 if merged != local {
-                    self.db.records().write_record(
+                    self.db.records().write_row(
                         txn,
                         &spec,
                         &entry.key,

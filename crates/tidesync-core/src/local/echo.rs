@@ -64,7 +64,7 @@ impl RemoteChanges<'_> {
         applied: &mut AppliedPage,
     ) -> Result<()> {
         let table = spec.name.as_str();
-        self.db.remove(txn, pending[0].seq)?;
+        self.db.outbox().remove(txn, pending[0].seq)?;
         let base = remote.map(|r| Base {
             record: r.clone(),
             version,
@@ -79,7 +79,7 @@ impl RemoteChanges<'_> {
                 for entry in queued {
                     let mut entry = entry.clone();
                     rebase_entry(&mut onto, &mut entry);
-                    self.db.rewrite(txn, &entry)?;
+                    self.db.outbox().rewrite(txn, &entry)?;
                 }
                 Some(onto)
             }
@@ -88,7 +88,7 @@ impl RemoteChanges<'_> {
         if merged != local {
             self.db
                 .records()
-                .write_record(txn, spec, key, local.as_ref(), merged.as_ref())?;
+                .write_row(txn, spec, key, local.as_ref(), merged.as_ref())?;
             applied.changes.push(Change {
                 table: table.into(),
                 key: key.clone(),

@@ -11,8 +11,8 @@ use crate::outbox::{Op, OutboxEntry};
 use crate::record::Key;
 use crate::store::ReadTxn;
 
-use super::LocalDb;
 use super::layout;
+use super::outbox_ops::Outbox;
 use super::outbox_ops::decode_entry;
 
 /// Why a pending entry has not been acknowledged yet, as far as the store can tell.
@@ -124,7 +124,7 @@ impl OutboxSummary {
     }
 }
 
-impl LocalDb {
+impl Outbox<'_> {
     /// Where `entry` stands at wall-clock `now_ms`.
     pub fn entry_state(
         &self,
@@ -137,12 +137,7 @@ impl LocalDb {
     }
 
     /// Counts the outbox by [`EntryState`], reading at most `limit` entries (oldest first).
-    pub fn outbox_summary(
-        &self,
-        txn: &dyn ReadTxn,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<OutboxSummary> {
+    pub fn summary(&self, txn: &dyn ReadTxn, now_ms: u64, limit: usize) -> Result<OutboxSummary> {
         let mut summary = OutboxSummary {
             total: txn.len(layout::OUTBOX)?,
             complete: true,
@@ -224,7 +219,7 @@ impl LocalDb {
         if entry.in_flight {
             return Ok(EntryState::InFlight);
         }
-        if self.is_parked(txn, &entry.table, &entry.key)? {
+        if self.db.parked().is_parked(txn, &entry.table, &entry.key)? {
             return Ok(EntryState::Parked);
         }
         if let Some((table, key, dead)) = self.pending_reference(txn, entry)? {
@@ -245,7 +240,7 @@ impl LocalDb {
         txn: &dyn ReadTxn,
         entry: &OutboxEntry,
     ) -> Result<Option<(String, Key, bool)>> {
-        let spec = self.schema.table(&entry.table)?;
+        let spec = self.db.schema.table(&entry.table)?;
         let Some(record) = &entry.record else {
             return Ok(None);
         };
@@ -274,7 +269,7 @@ mod tests {
 
     use super::*;
     use crate::local::test_txn::MapTxn;
-    use crate::local::{Schema, WriteOp};
+    use crate::local::{LocalDb, Schema, WriteOp};
     use crate::outbox::DeadLetterInfo;
     use crate::{HybridClock, TableSpec};
 
@@ -317,7 +312,10 @@ mod tests {
         put(&db, &mut txn, "comments", json!({"id": "c1", "post": "p1"}));
         put(&db, &mut txn, "posts", json!({"id": "p2", "v": 1}));
         put(&db, &mut txn, "posts", json!({"id": "p3", "v": 1}));
-        let all = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"));
+        let all = db
+            .outbox()
+            .entries(&txn, None, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
         let seq = |key: &str| {
             all.iter()
                 .find(|e| e.key == Key::from(key.to_owned()))
@@ -327,25 +325,32 @@ mod tests {
         let (p1, c1, p2, p3) = (seq("p1"), seq("c1"), seq("p2"), seq("p3"));
 
         // p1's create is sent and refused for good; an edit of p1 queues behind it.
-        db.mark_in_flight(&mut txn, p1)
+        db.outbox()
+            .mark_in_flight(&mut txn, p1)
             .unwrap_or_else(|e| panic!("{e}"));
-        db.dead_letter(&mut txn, p1, dead())
+        db.outbox()
+            .dead_letter(&mut txn, p1, dead())
             .unwrap_or_else(|e| panic!("{e}"));
         put(&db, &mut txn, "posts", json!({"id": "p1", "v": 2}));
         // p2 waits out a retry delay; p3 is in flight.
-        db.mark_in_flight(&mut txn, p2)
+        db.outbox()
+            .mark_in_flight(&mut txn, p2)
             .unwrap_or_else(|e| panic!("{e}"));
-        db.retry_later_charged(&mut txn, p2, 5_000, "503")
+        db.outbox()
+            .retry_later_charged(&mut txn, p2, 5_000, "503")
             .unwrap_or_else(|e| panic!("{e}"));
-        db.mark_in_flight(&mut txn, p3)
+        db.outbox()
+            .mark_in_flight(&mut txn, p3)
             .unwrap_or_else(|e| panic!("{e}"));
 
         let state_of = |seq: u64| {
             let entry = db
+                .outbox()
                 .entry(&txn, seq)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .unwrap_or_else(|| panic!("no entry #{seq}"));
-            db.entry_state(&txn, &entry, 1_000)
+            db.outbox()
+                .entry_state(&txn, &entry, 1_000)
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         assert_eq!(state_of(p1), EntryState::DeadLetter);
@@ -360,6 +365,7 @@ mod tests {
         assert_eq!(state_of(p2), EntryState::RetryAt { at_ms: 5_000 });
         assert_eq!(state_of(p3), EntryState::InFlight);
         let behind = db
+            .outbox()
             .pending(&txn, "posts", &Key::from("p1".to_owned()))
             .unwrap_or_else(|e| panic!("{e}"))[1]
             .seq;
@@ -374,10 +380,14 @@ mod tests {
             state_of(behind).describe(),
             format!("blocked behind #{p1} (dead letter)")
         );
-        assert_eq!(db.entry(&txn, p2).unwrap().map(|e| e.failures), Some(1));
+        assert_eq!(
+            db.outbox().entry(&txn, p2).unwrap().map(|e| e.failures),
+            Some(1)
+        );
 
         let summary = db
-            .outbox_summary(&txn, 1_000, 100)
+            .outbox()
+            .summary(&txn, 1_000, 100)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             summary,
@@ -397,12 +407,14 @@ mod tests {
         );
         // Past the retry time p2 is ready; a limit cuts the walk and says so.
         let later = db
-            .outbox_summary(&txn, 6_000, 2)
+            .outbox()
+            .summary(&txn, 6_000, 2)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!later.complete);
         assert_eq!(later.total, 5);
         let later = db
-            .outbox_summary(&txn, 6_000, 100)
+            .outbox()
+            .summary(&txn, 6_000, 100)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((later.ready, later.waiting), (1, 0));
     }

@@ -30,7 +30,7 @@ impl Fence<'_> {
     /// (`claim_epoch`) and puts back in the queue the entries left in flight. When
     /// another epoch held the database before (a new leader after another one, or after this
     /// process restarted under a new epoch), they are held until `hold_until_ms`
-    /// ([`LocalDb::reset_in_flight_held`]): the previous leader's requests may still land. The
+    /// ([`Outbox::reset_in_flight_held`](super::Outbox::reset_in_flight_held)): the previous leader's requests may still land. The
     /// same epoch again (an always-leader election after a restart) re-queues them at once.
     /// Returns how many were re-queued.
     pub fn take_over(
@@ -47,7 +47,7 @@ impl Fence<'_> {
         let hold = previous
             .is_some_and(|p| p != epoch)
             .then_some(hold_until_ms);
-        self.db.reset_in_flight_held(txn, hold)
+        self.db.outbox().reset_in_flight_held(txn, hold)
     }
 
     /// Refuses a sync write made under `epoch` when a newer leader has claimed the database

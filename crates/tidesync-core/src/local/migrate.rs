@@ -296,7 +296,7 @@ impl SchemaSync<'_> {
     ) -> Result<u64> {
         let read = store.read()?;
         match phase {
-            Phase::Outbox => Ok(self.db.outbox_stats(&*read, &spec.name)?.depth),
+            Phase::Outbox => Ok(self.db.outbox().stats(&*read, &spec.name)?.depth),
             Phase::Records | Phase::Bases => read.len(keyspace),
         }
     }
@@ -356,14 +356,14 @@ impl SchemaSync<'_> {
             Ok(new) => {
                 self.db
                     .records()
-                    .write_record(txn, spec, &key, Some(&old), Some(&new))?;
+                    .write_row(txn, spec, &key, Some(&old), Some(&new))?;
                 done.records += 1;
             }
             Err(err) => {
                 tracing::warn!(table = %spec.name, key = %key, error = %err, "record quarantined by a migration");
                 self.db
                     .records()
-                    .write_record(txn, spec, &key, Some(&old), None)?;
+                    .write_row(txn, spec, &key, Some(&old), None)?;
                 let mut sink = AppliedPage::default();
                 self.db.parked().quarantine(
                     txn,
@@ -387,7 +387,7 @@ impl SchemaSync<'_> {
         step: &MigrationFn,
         done: &mut MigrationDone,
     ) -> Result<()> {
-        let Some(mut entry) = self.db.entry(&*txn, seq)? else {
+        let Some(mut entry) = self.db.outbox().entry(&*txn, seq)? else {
             return Ok(());
         };
         let sealed = entry.attempts > 0 || entry.in_flight || entry.dead.is_some();
@@ -397,7 +397,7 @@ impl SchemaSync<'_> {
         match run_step(spec, &entry.key, step, record) {
             Ok(new) => {
                 entry.record = Some(new);
-                self.db.rewrite(txn, &entry)?;
+                self.db.outbox().rewrite(txn, &entry)?;
                 done.entries += 1;
             }
             Err(err) => {
@@ -408,7 +408,7 @@ impl SchemaSync<'_> {
                     response_excerpt: None,
                     at_ms: now_ms(),
                 };
-                self.db.dead_letter(txn, seq, info)?;
+                self.db.outbox().dead_letter(txn, seq, info)?;
                 done.dead_lettered += 1;
             }
         }

@@ -1,13 +1,13 @@
 //! The local database: records, secondary indexes and the atomic, coalescing outbox, written on
 //! top of any [`Store`](crate::Store).
 //!
-//! [`LocalDb`] owns the shared state (schema, clock, migrations) and the outbox queue; a few
-//! narrow types borrow it, each with one job and its own file:
+//! [`LocalDb`] owns the shared state (schema, clock, migrations); a few narrow types borrow it,
+//! each with one job and its own file:
 //!
 //! | type | file | owns |
 //! |---|---|---|
 //! | [`Records`] (`db.records()`) | `records.rs` | records, secondary indexes, bases; the application's writes and reads |
-//! | outbox queue (on [`LocalDb`]) | `outbox_ops.rs`, `entry_state.rs`, `settled.rs` | queued entries, in-flight and backoff state, dead letters, entry states, settlements |
+//! | [`Outbox`] (`db.outbox()`) | `outbox_ops.rs`, `entry_state.rs`, `settled.rs` | the outbox queue: enqueue and coalescing, listings, ready heads, in-flight and backoff state, dead letters, entry states, settlements |
 //! | [`RemoteChanges`] (`db.remote()`) | `remote.rs` (+ `ack.rs`, `pull_apply.rs`, `echo.rs`, `remap.rs`, `resolution.rs`, `reconcile.rs`, `remote_decode.rs`) | what the server said: push acks, pulled pages and checkpoints, echoes, key remaps, conflict outcomes, hard deletes, decoding |
 //! | [`Parked`] (`db.parked()`) | `parked.rs`, `quarantine_ops.rs` | parked conflicts, quarantined pulled items |
 //! | [`Fence`] (`db.fence()`) | `fence.rs` | the leadership epoch (claim, take over, check) |
@@ -68,7 +68,7 @@ pub use entry_state::{EntryState, OutboxSummary};
 pub use fence::Fence;
 pub use layout_upgrade::{LAYOUT_VERSION, LayoutUpgrade};
 pub use migrate::{MigrationDone, MigrationFn, Migrations};
-pub use outbox_ops::{OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
+pub use outbox_ops::{Outbox, OutboxStats, ReadyScan, TAKEOVER_HOLD_NOTE};
 pub use parked::{Parked, ParkedConflict};
 pub use pulled::{AppliedPage, RemoteMeta};
 pub use quarantine_ops::Quarantined;
@@ -134,7 +134,9 @@ impl Schema {
     }
 }
 
-/// A local write requested by the application.
+/// One operation of an application's local write: a change to one record made through the
+/// table API, applied by [`Records::apply_local`] together with its outbox entry. (Not a row
+/// write, [`Records`]' storage of a record, nor a store transaction, [`WriteTxn`].)
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
     /// Insert or replace a record; a record without a key gets a UUIDv7 (string-key tables).
@@ -268,6 +270,12 @@ impl LocalDb {
     /// The records, indexes and bases, and the application's writes (see [`Records`]).
     pub fn records(&self) -> Records<'_> {
         Records { db: self }
+    }
+
+    /// The outbox queue: enqueue, listings, ready heads, in-flight and backoff state, dead
+    /// letters, entry states, settlements (see [`Outbox`]).
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox { db: self }
     }
 
     /// Reconciliation of what the server said: acks, pulled pages, echoes, remaps, conflict

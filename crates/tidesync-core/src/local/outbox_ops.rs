@@ -1,5 +1,24 @@
-//! Outbox operations on top of the store: enqueue with coalescing, per-record heads, and the
-//! state changes the pusher makes (in flight, retry later, acknowledged, dead-lettered).
+//! The outbox queue ([`Outbox`]): the application's changes waiting to reach the server, one
+//! entry per unsent change of a record, pushed in order.
+//!
+//! It owns the outbox keyspaces (entries, the per-record queue index, the in-flight, backoff
+//! and dead-letter indexes, the sequence floor and the settlements). This file holds enqueue
+//! with coalescing, the listings, the ready heads a pusher may send, and the state changes the
+//! pusher makes (in flight, retry later, acknowledged, dead-lettered); `entry_state.rs` says
+//! where each entry stands ([`Outbox::entry_state`], [`Outbox::summary`]); `settled.rs` keeps
+//! the trace of entries that left the queue ([`Outbox::change_state`]).
+//!
+//! The rules it guards: a record's entries are sent one at a time, in order (only a head is
+//! ever offered, and a sealed entry in flight is never folded into); a sequence number is never
+//! issued twice (receipts name entries by it); and every entry that leaves the queue records
+//! how it left, in the transaction that removes it.
+//!
+//! Dead letters are on this type, not on [`Parked`](super::Parked): a dead letter is an
+//! outbox entry that keeps its place in its record's queue (the record's later entries wait
+//! behind it), and retrying, editing or discarding it rewrites or removes that entry and its
+//! queue index rows, records its settlement and raises the sequence floor, all of which are
+//! this type's own invariants. [`Parked`](super::Parked) holds what never was an entry
+//! (conflicts, quarantined pulled items).
 
 use std::collections::HashSet;
 
@@ -13,8 +32,16 @@ use super::layout::{self, seq_bytes};
 use super::settled::Settlement;
 use super::{LocalDb, now_ms, read_u64};
 
+/// The outbox queue of a [`LocalDb`]: enqueue, listings, ready heads, in-flight and backoff
+/// state, dead letters, entry states and settlements. Borrowed from [`LocalDb::outbox`]; its
+/// methods act on the caller's transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'a> {
+    pub(super) db: &'a LocalDb,
+}
+
 /// The `last_error` of an entry a new leader holds back because the previous leader left it
-/// in flight (see [`LocalDb::reset_in_flight_held`]).
+/// in flight (see [`Outbox::reset_in_flight_held`]).
 pub const TAKEOVER_HOLD_NOTE: &str = "held after a leader change until the previous leader's \
                                       request for it can no longer reach the server";
 
@@ -27,7 +54,7 @@ pub struct OutboxStats {
     pub oldest_created_at_ms: Option<u64>,
 }
 
-impl LocalDb {
+impl Outbox<'_> {
     /// Queues `change` for the record, folding it into the record's unsent tail entry.
     /// Returns the sequence number of the entry that now carries the change (`None` when it
     /// cancelled the unsent tail: a create, then a delete).
@@ -44,8 +71,8 @@ impl LocalDb {
         // and the wall clock went back (the clock is not persisted by local writes).
         let hlc = match &tail {
             Some(tail) if tail.hlc >= hlc => {
-                self.clock.observe(crate::hlc::Stamp(tail.hlc));
-                self.clock.now().0
+                self.db.clock.observe(crate::hlc::Stamp(tail.hlc));
+                self.db.clock.now().0
             }
             _ => hlc,
         };
@@ -94,7 +121,7 @@ impl LocalDb {
     }
 
     /// The next sequence number: one past the last entry in the outbox, and never below the
-    /// floor that removals raise ([`LocalDb::raise_seq_floor`]), so a number is never issued
+    /// floor that removals raise ([`Outbox::raise_seq_floor`]), so a number is never issued
     /// twice. Read, not written: a local write keeps the counter off its commit (layout v2).
     fn next_seq(&self, txn: &dyn ReadTxn) -> Result<u64> {
         let after_last = match txn
@@ -182,7 +209,7 @@ impl LocalDb {
         self.raise_seq_floor(txn, entry.seq + 1)?;
         // Removals are the sync path's commits (and a create cancelled by its delete): the
         // clock's last stamp is kept here, off the local write's commit (layout v2).
-        self.persist_clock(txn)
+        self.db.persist_clock(txn)
     }
 
     /// The outbox entry with sequence number `seq`.
@@ -236,7 +263,7 @@ impl LocalDb {
     /// read from the per-record queue index: its keys start with the table, so this reads the
     /// table's index rows once, and no entry.
     pub fn table_seqs(&self, txn: &dyn ReadTxn, table: &str) -> Result<Vec<u64>> {
-        self.schema.table(table)?;
+        self.db.schema.table(table)?;
         let rows = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &layout::table_prefix(table), None)?;
         let mut seqs = rows
             .iter()
@@ -247,7 +274,7 @@ impl LocalDb {
     }
 
     /// Outbox entries in enqueue order, optionally of one table, at most `limit`.
-    pub fn outbox(
+    pub fn entries(
         &self,
         txn: &dyn ReadTxn,
         table: Option<&str>,
@@ -276,7 +303,7 @@ impl LocalDb {
 
     /// Entries of `table` after sequence number `after` (from its first when `None`), in
     /// enqueue order, at most `limit`: for walking a long queue page by page.
-    pub fn outbox_after(
+    pub fn entries_after(
         &self,
         txn: &dyn ReadTxn,
         table: &str,
@@ -294,7 +321,7 @@ impl LocalDb {
     /// Queue depth and oldest entry of `table`: one read of the table's queue index rows and
     /// of the dead-letter numbers (no counter is kept on the write path, layout v2), and one
     /// entry read.
-    pub fn outbox_stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
+    pub fn stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
         let seqs = self.table_seqs(txn, table)?;
         let dead: HashSet<u64> = txn
             .range(
@@ -335,7 +362,7 @@ impl LocalDb {
             .entries)
     }
 
-    /// Like [`LocalDb::ready_heads`], but only among entries after sequence number `after`, so
+    /// Like [`Outbox::ready_heads`], but only among entries after sequence number `after`, so
     /// a pusher draining a long backlog resumes where its last scan stopped instead of
     /// re-reading the head of the queue every time.
     pub fn scan_ready(
@@ -405,7 +432,7 @@ impl LocalDb {
         }
         // Only a record's first entry can be sent; later ones wait behind it.
         Ok(self.is_head(txn, entry)?
-            && !self.is_parked(txn, &entry.table, &entry.key)?
+            && !self.db.parked().is_parked(txn, &entry.table, &entry.key)?
             && !self.waits_for_reference(txn, entry)?)
     }
 
@@ -431,8 +458,8 @@ impl LocalDb {
         self.mark_read_entry_in_flight(txn, before)
     }
 
-    /// [`LocalDb::mark_in_flight`] for an entry just read in this same transaction (e.g. by
-    /// [`LocalDb::scan_ready`]), which saves reading and decoding it again.
+    /// [`Outbox::mark_in_flight`] for an entry just read in this same transaction (e.g. by
+    /// [`Outbox::scan_ready`]), which saves reading and decoding it again.
     pub fn mark_read_entry_in_flight(
         &self,
         txn: &mut dyn WriteTxn,
@@ -469,7 +496,7 @@ impl LocalDb {
         self.requeue(txn, seq, next_attempt_at_ms, error, false)
     }
 
-    /// [`LocalDb::retry_later`] after an answer of the server that refused the entry for now:
+    /// [`Outbox::retry_later`] after an answer of the server that refused the entry for now:
     /// the failure counts toward the entry's dead-letter budget ([`OutboxEntry::failures`]).
     pub fn retry_later_charged(
         &self,
@@ -616,7 +643,7 @@ impl LocalDb {
         }
         let mut entry = before.clone();
         if let Some(mut record) = edited {
-            let spec = self.schema.table(&entry.table)?;
+            let spec = self.db.schema.table(&entry.table)?;
             match spec.key_of(&record)? {
                 // Written without its key (as a server-id table's record is sent, or a
                 // record whose key the server assigns): it keeps the entry's.
@@ -660,7 +687,7 @@ impl LocalDb {
 
     /// Makes every waiting entry due now (e.g. when the network comes back, entries in backoff
     /// need not wait out their delay), except entries held after a leader change
-    /// ([`LocalDb::reset_in_flight_held`]). Returns how many changed. Reads only the entries in
+    /// ([`Outbox::reset_in_flight_held`]). Returns how many changed. Reads only the entries in
     /// backoff.
     pub fn make_due(&self, txn: &mut dyn WriteTxn, now_ms: u64) -> Result<usize> {
         let mut changed = 0;
@@ -708,12 +735,12 @@ impl LocalDb {
         self.reset_in_flight_held(txn, None)
     }
 
-    /// [`LocalDb::reset_in_flight`] for a new leader: with `Some(hold_until_ms)`, the entries
+    /// [`Outbox::reset_in_flight`] for a new leader: with `Some(hold_until_ms)`, the entries
     /// a previous leader left in flight are also not sent before `hold_until_ms` (their
     /// `last_error` says why: [`TAKEOVER_HOLD_NOTE`]), because the previous leader's request
     /// may still be inside the server and land after a newer edit of the same record. The
     /// record's later entries wait behind its head as always; other records are not held.
-    /// [`LocalDb::make_due`] leaves such a hold in place.
+    /// [`Outbox::make_due`] leaves such a hold in place.
     pub fn reset_in_flight_held(
         &self,
         txn: &mut dyn WriteTxn,
@@ -782,9 +809,31 @@ impl LocalDb {
             false,
         )
     }
+
+    /// Removes `entry`'s row from its record's queue index (the entry moves to another key).
+    pub(super) fn unindex_by_record(
+        &self,
+        txn: &mut dyn WriteTxn,
+        entry: &OutboxEntry,
+    ) -> Result<()> {
+        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
+        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
+        txn.delete(layout::OUTBOX_BY_RECORD, &by_record).map(|_| ())
+    }
+
+    /// Adds `entry`'s row to its record's queue index.
+    pub(super) fn index_by_record(
+        &self,
+        txn: &mut dyn WriteTxn,
+        entry: &OutboxEntry,
+    ) -> Result<()> {
+        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
+        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
+        txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
+    }
 }
 
-/// Where a scan for ready entries ([`LocalDb::scan_ready`]) stopped.
+/// Where a scan for ready entries ([`Outbox::scan_ready`]) stopped.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyScan {
     /// The ready entries found, in enqueue order.
@@ -846,7 +895,8 @@ mod tests {
     }
 
     fn ready_keys(db: &LocalDb, txn: &MapTxn, now: u64) -> Vec<(String, String)> {
-        db.ready_heads(txn, now, 100, &HashSet::new(), &HashSet::new())
+        db.outbox()
+            .ready_heads(txn, now, 100, &HashSet::new(), &HashSet::new())
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
             .map(|e| {
@@ -865,14 +915,18 @@ mod tests {
         let mut txn = MapTxn::default();
         put(&db, &mut txn, "a", "a1");
         let in_flight = |db: &LocalDb, txn: &mut MapTxn| {
-            let head = db.ready_heads(&*txn, u64::MAX, 1, &HashSet::new(), &HashSet::new());
+            let head =
+                db.outbox()
+                    .ready_heads(&*txn, u64::MAX, 1, &HashSet::new(), &HashSet::new());
             let seq = head.unwrap_or_else(|e| panic!("{e}"))[0].seq;
-            db.mark_in_flight(txn, seq)
+            db.outbox()
+                .mark_in_flight(txn, seq)
                 .unwrap_or_else(|e| panic!("{e}"));
             seq
         };
         let due = |db: &LocalDb, txn: &MapTxn, seq| {
-            db.entry(txn, seq)
+            db.outbox()
+                .entry(txn, seq)
                 .ok()
                 .flatten()
                 .map(|e| e.next_attempt_at_ms)
@@ -901,38 +955,48 @@ mod tests {
         put(&db, &mut txn, "a", "a1");
         put(&db, &mut txn, "b", "b1");
         // The previous leader sent a's head; a newer edit of a queues behind it.
-        let head = db.ready_heads(&txn, 1, 1, &HashSet::new(), &HashSet::new());
+        let head = db
+            .outbox()
+            .ready_heads(&txn, 1, 1, &HashSet::new(), &HashSet::new());
         let seq = head.unwrap_or_else(|e| panic!("{e}"))[0].seq;
-        db.mark_in_flight(&mut txn, seq)
+        db.outbox()
+            .mark_in_flight(&mut txn, seq)
             .unwrap_or_else(|e| panic!("{e}"));
         put(&db, &mut txn, "a", "a2");
 
         let now = 1_000;
-        let reset = db.reset_in_flight_held(&mut txn, Some(now + 30_000));
+        let reset = db
+            .outbox()
+            .reset_in_flight_held(&mut txn, Some(now + 30_000));
         assert_eq!(reset.ok(), Some(1));
         // b goes at once; a (head and the edit behind it) waits out the hold.
         assert_eq!(
             ready_keys(&db, &txn, now),
             vec![("b".into(), "\"b1\"".into())]
         );
-        let held = db.entry(&txn, seq).unwrap_or_else(|e| panic!("{e}"));
+        let held = db
+            .outbox()
+            .entry(&txn, seq)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(held.as_ref().map(|e| e.in_flight), Some(false));
         assert_eq!(
             held.as_ref().and_then(|e| e.last_error.as_deref()),
             Some(TAKEOVER_HOLD_NOTE)
         );
         // Coming back online does not shorten the hold.
-        assert_eq!(db.make_due(&mut txn, now).ok(), Some(0));
+        assert_eq!(db.outbox().make_due(&mut txn, now).ok(), Some(0));
         assert_eq!(ready_keys(&db, &txn, now).len(), 1);
         // Once it is over, a's head goes first (still sealed: same entry).
         let after = ready_keys(&db, &txn, now + 30_000);
         assert!(after.contains(&("a".into(), "\"a1\"".into())), "{after:?}");
         assert!(!after.iter().any(|(_, t)| t == "\"a2\""), "{after:?}");
         // A reset without a hold (a restart) leaves the retry time as it was.
-        db.mark_in_flight(&mut txn, seq)
+        db.outbox()
+            .mark_in_flight(&mut txn, seq)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(db.reset_in_flight(&mut txn).ok(), Some(1));
+        assert_eq!(db.outbox().reset_in_flight(&mut txn).ok(), Some(1));
         let due = db
+            .outbox()
             .entry(&txn, seq)
             .ok()
             .flatten()

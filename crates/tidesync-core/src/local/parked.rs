@@ -4,9 +4,10 @@
 //!
 //! It owns the parked-conflict and quarantine keyspaces. The rule it guards: a record with a
 //! parked conflict keeps its pending entries waiting (the outbox queue asks
-//! `LocalDb::is_parked` before it offers a head) until the conflict is settled through
+//! `Parked::is_parked` before it offers a head) until the conflict is settled through
 //! [`RemoteChanges::apply_resolutions`](super::RemoteChanges::apply_resolutions). Refused
-//! outbox entries (dead letters) belong to the outbox queue on [`LocalDb`].
+//! outbox entries (dead letters) belong to the outbox queue ([`Outbox`](super::Outbox)), where
+//! they keep their place in their record's queue.
 
 use serde::{Deserialize, Serialize};
 
@@ -98,9 +99,7 @@ impl Parked<'_> {
             })
             .transpose()
     }
-}
 
-impl LocalDb {
     /// Whether the record has a parked conflict (its pending entries then wait): the outbox
     /// queue asks this of every head it offers.
     pub(super) fn is_parked(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<bool> {

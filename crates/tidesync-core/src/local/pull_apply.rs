@@ -14,7 +14,7 @@ use crate::transport::PullPage;
 use super::echo::shows_write;
 use super::layout;
 use super::parked::{PARKED, parked_key};
-use super::record_write::{change_op, prepare_write};
+use super::record_write::{change_op, prepare_row};
 use super::{AppliedPage, Base, Change, Origin, RemoteChanges, RemoteMeta, Staged};
 
 impl RemoteChanges<'_> {
@@ -192,7 +192,7 @@ impl RemoteChanges<'_> {
             .transpose()?;
         let changed = local.as_ref() != remote.as_deref();
         if changed {
-            let prepared = match prepare_write(spec, key, local.as_ref(), remote.as_deref()) {
+            let prepared = match prepare_row(spec, key, local.as_ref(), remote.as_deref()) {
                 Ok(prepared) => prepared,
                 Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Decode) => {
                     return self.db.parked().quarantine(
@@ -302,7 +302,7 @@ impl RemoteChanges<'_> {
         let table = spec.name.as_str();
         let local = self.db.records().get(&*txn, table, key)?;
         let base = self.db.records().base(&*txn, table, key)?;
-        let pending = self.db.pending(&*txn, table, key)?;
+        let pending = self.db.outbox().pending(&*txn, table, key)?;
         let parked = txn.get(PARKED, &parked_key(table, key))?;
         if remote.is_some()
             && let Some(head) = pending.first()
@@ -312,14 +312,14 @@ impl RemoteChanges<'_> {
             // state now: the head's answer must not apply that older delete.
             let mut head = head.clone();
             head.deleted_remotely = false;
-            self.db.rewrite(txn, &head)?;
+            self.db.outbox().rewrite(txn, &head)?;
         }
         if pending.is_empty() && parked.is_none() {
             // Nothing local in the way: the remote version becomes the local one and the base.
             if local.as_ref() != remote {
                 self.db
                     .records()
-                    .write_record(txn, spec, key, local.as_ref(), remote)?;
+                    .write_row(txn, spec, key, local.as_ref(), remote)?;
                 applied.changes.push(Change {
                     table: table.into(),
                     key: key.clone(),
@@ -351,7 +351,7 @@ impl RemoteChanges<'_> {
             if !head.deleted_remotely {
                 let mut head = head.clone();
                 head.deleted_remotely = true;
-                self.db.rewrite(txn, &head)?;
+                self.db.outbox().rewrite(txn, &head)?;
             }
             applied.unchanged += 1;
             return Ok(());
@@ -363,7 +363,7 @@ impl RemoteChanges<'_> {
         if parked.is_none() && local.as_ref() == remote {
             // Both sides already agree: no conflict, nothing left to push.
             for entry in &pending {
-                self.db.remove(txn, entry.seq)?;
+                self.db.outbox().remove(txn, entry.seq)?;
             }
             let base = remote.map(|r| Base {
                 record: r.clone(),

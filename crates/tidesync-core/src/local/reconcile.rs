@@ -96,8 +96,8 @@ impl RemoteChanges<'_> {
                     continue;
                 }
                 let (key, _) = Key::decode(encoded).map_err(|e| e.table(table))?;
-                if !self.db.pending(&*txn, table, &key)?.is_empty()
-                    || self.db.is_parked(&*txn, table, &key)?
+                if !self.db.outbox().pending(&*txn, table, &key)?.is_empty()
+                    || self.db.parked().is_parked(&*txn, table, &key)?
                 {
                     out.kept.push(key);
                 } else {
@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(dry.deleted, vec![Key::from("b"), Key::from("d")]);
         assert!(db.records().get(&txn, "posts", &Key::from("b"))?.is_some());
 
-        let outbox_before = db.pending(&txn, "posts", &Key::from("c"))?.len();
+        let outbox_before = db.outbox().pending(&txn, "posts", &Key::from("c"))?.len();
         let done = db
             .remote()
             .reconcile_deletes(&mut txn, "posts", &listed, false)?;
@@ -184,9 +184,13 @@ mod tests {
         assert!(db.records().get(&txn, "posts", &Key::from("b"))?.is_none());
         assert!(db.records().get(&txn, "posts", &Key::from("c"))?.is_some());
         assert!(db.records().get(&txn, "posts", &Key::from("a"))?.is_some());
-        assert!(db.pending(&txn, "posts", &Key::from("b"))?.is_empty());
+        assert!(
+            db.outbox()
+                .pending(&txn, "posts", &Key::from("b"))?
+                .is_empty()
+        );
         assert_eq!(
-            db.pending(&txn, "posts", &Key::from("c"))?.len(),
+            db.outbox().pending(&txn, "posts", &Key::from("c"))?.len(),
             outbox_before
         );
         assert_eq!(

@@ -4,28 +4,26 @@
 use crate::error::Result;
 use crate::outbox::{Op, OutboxEntry};
 use crate::record::{Key, Record};
-use crate::store::WriteTxn;
 
-use super::LocalDb;
 use super::layout;
 
 /// `(keyspace, old entry, new entry)` of an index whose entry changes.
 pub(super) type IndexChange = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The writes of [`Records::write_record`], computed without writing.
-pub(super) struct PreparedWrite {
+/// The writes of [`Records::write_row`], computed without writing.
+pub(super) struct PreparedRow {
     pub(super) index: Vec<IndexChange>,
     /// The encoded new record (`None`: delete).
     pub(super) record: Option<Vec<u8>>,
 }
 
 /// Checks and encodes a record write (index entries, size limit) without touching the store.
-pub(super) fn prepare_write(
+pub(super) fn prepare_row(
     spec: &crate::TableSpec,
     key: &Key,
     old: Option<&Record>,
     new: Option<&Record>,
-) -> Result<PreparedWrite> {
+) -> Result<PreparedRow> {
     let mut index = Vec::new();
     for field in &spec.indexes {
         let old_entry = old
@@ -41,7 +39,7 @@ pub(super) fn prepare_write(
     let record = new
         .map(|r| super::encode_record(spec, key, r))
         .transpose()?;
-    Ok(PreparedWrite { index, record })
+    Ok(PreparedRow { index, record })
 }
 
 /// The operation a change of a record is: `before` and `after` say whether it exists.
@@ -78,19 +76,5 @@ pub(super) fn overlay_fields<'f>(
             Some(value) => onto.insert(field.clone(), value.clone()),
             None => onto.remove(field),
         };
-    }
-}
-
-impl LocalDb {
-    pub(super) fn unindex_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.delete(layout::OUTBOX_BY_RECORD, &by_record).map(|_| ())
-    }
-
-    pub(super) fn index_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
     }
 }

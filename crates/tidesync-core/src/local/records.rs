@@ -3,12 +3,12 @@
 //!
 //! It owns the records keyspace of every table, its secondary indexes and the bases (the last
 //! version both sides agreed on). It guards two rules. A record and its index entries always
-//! change together: [`Records::write_record`] writes both, and the other types write records
+//! change together: [`Records::write_row`] writes both, and the other types write records
 //! through it (only the quiet pull path computes the same rows with
-//! `record_write::prepare_write`; index builds at open belong to
+//! `record_write::prepare_row`; index builds at open belong to
 //! [`SchemaSync`](super::SchemaSync)). An application write commits with its outbox entry in
 //! the caller's transaction (DESIGN invariant 1: [`Records::apply_local`] queues through the
-//! outbox queue of [`LocalDb`]). Writes that come from the server go through
+//! [`Outbox`](super::Outbox)). Writes that come from the server go through
 //! [`RemoteChanges`](super::RemoteChanges), which never queues them.
 
 use std::ops::Bound;
@@ -166,7 +166,7 @@ impl Records<'_> {
             (Some(_), None) => (Op::Delete, Vec::new()),
             (None, None) => return Ok(None),
         };
-        self.write_record(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        self.write_row(txn, spec, &key, old.as_ref(), new.as_ref())?;
         let mut seq = None;
         let new = if spec.push {
             // Not persisted here: the clock's last stamp is kept by the sync path's commits
@@ -177,7 +177,10 @@ impl Records<'_> {
                 record: if op == Op::Delete { old } else { new },
                 changed,
             };
-            seq = self.db.enqueue(txn, spec, &key, &change, stamp.0)?;
+            seq = self
+                .db
+                .outbox()
+                .enqueue(txn, spec, &key, &change, stamp.0)?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
                 None
@@ -243,9 +246,10 @@ impl Records<'_> {
         Ok(())
     }
 
-    /// Writes (or deletes, when `new` is `None`) a record and keeps its indexes in step.
-    /// Creates no outbox entry.
-    pub(super) fn write_record(
+    /// A row write: writes (or deletes, when `new` is `None`) a record's row and keeps its
+    /// index rows in step. Creates no outbox entry: it is not a local write
+    /// ([`Records::apply_local`] queues one), only the storage of a record.
+    pub(super) fn write_row(
         &self,
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,

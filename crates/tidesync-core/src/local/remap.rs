@@ -48,8 +48,8 @@ impl RemoteChanges<'_> {
         // records are rebased onto it, so a route that sends whole records does not send the
         // create-time fields over newer ones.
         let mut rebased = copy;
-        for mut entry in self.db.pending(&*txn, table, old)? {
-            self.db.unindex_entry(txn, &entry)?;
+        for mut entry in self.db.outbox().pending(&*txn, table, old)? {
+            self.db.outbox().unindex_by_record(txn, &entry)?;
             entry.key = new.clone();
             if let Some(onto) = rebased.as_mut() {
                 rebase_entry(onto, &mut entry);
@@ -57,8 +57,8 @@ impl RemoteChanges<'_> {
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
             }
-            self.db.index_entry(txn, &entry)?;
-            self.db.rewrite(txn, &entry)?;
+            self.db.outbox().index_by_record(txn, &entry)?;
+            self.db.outbox().rewrite(txn, &entry)?;
         }
         // Declared references from other tables.
         let referencing: Vec<(crate::TableSpec, String)> = self
@@ -92,7 +92,7 @@ impl RemoteChanges<'_> {
                     };
                     let mut updated = record.clone();
                     updated.insert(field.clone(), key_json.clone());
-                    self.db.records().write_record(
+                    self.db.records().write_row(
                         txn,
                         &other,
                         &key,
@@ -109,7 +109,10 @@ impl RemoteChanges<'_> {
             // (the queue may be long).
             let mut after_seq: Option<u64> = None;
             loop {
-                let page = self.db.outbox_after(&*txn, &other.name, after_seq, 512)?;
+                let page = self
+                    .db
+                    .outbox()
+                    .entries_after(&*txn, &other.name, after_seq, 512)?;
                 let Some(last) = page.last() else { break };
                 after_seq = Some(last.seq);
                 for mut entry in page {
@@ -117,7 +120,7 @@ impl RemoteChanges<'_> {
                         && record.get(&field) == Some(&old_json)
                     {
                         record.insert(field.clone(), key_json.clone());
-                        self.db.rewrite(txn, &entry)?;
+                        self.db.outbox().rewrite(txn, &entry)?;
                     }
                 }
             }
@@ -141,10 +144,10 @@ impl RemoteChanges<'_> {
             record.insert(spec.key.clone(), key_json.clone());
             self.db
                 .records()
-                .write_record(txn, spec, old, Some(&before), None)?;
+                .write_row(txn, spec, old, Some(&before), None)?;
             self.db
                 .records()
-                .write_record(txn, spec, new, None, Some(&record))?;
+                .write_row(txn, spec, new, None, Some(&record))?;
             changes.push(remap_change(table, old, Op::Delete, None));
             changes.push(remap_change(table, new, Op::Create, Some(record)));
         }
@@ -170,7 +173,7 @@ impl RemoteChanges<'_> {
         copy: &Record,
     ) -> Result<Vec<Change>> {
         let table = spec.name.as_str();
-        let queued = self.db.pending(&*txn, table, old)?;
+        let queued = self.db.outbox().pending(&*txn, table, old)?;
         let local = self.db.records().get(&*txn, table, old)?;
         let merged = match &local {
             // Deleted locally after the create was sent: the delete is queued.
@@ -192,14 +195,14 @@ impl RemoteChanges<'_> {
         if local.is_some() {
             self.db
                 .records()
-                .write_record(txn, spec, old, local.as_ref(), None)?;
+                .write_row(txn, spec, old, local.as_ref(), None)?;
             changes.push(remap_change(table, old, Op::Delete, None));
         }
         self.db.records().set_base(txn, table, old, None)?;
         if merged.as_ref() != Some(copy) {
             self.db
                 .records()
-                .write_record(txn, spec, new, Some(copy), merged.as_ref())?;
+                .write_row(txn, spec, new, Some(copy), merged.as_ref())?;
             let op = if merged.is_some() {
                 Op::Update
             } else {

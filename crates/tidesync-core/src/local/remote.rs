@@ -20,8 +20,8 @@
 //! The rule it guards: a write that comes from the server never becomes an outbox entry
 //! (DESIGN invariant 2, no echo). The only entry it queues is a conflict outcome the strategy
 //! says must reach the server. Records are written through
-//! [`Records::write_record`](super::Records::write_record), the queue through the outbox
-//! methods of [`LocalDb`], parking and quarantine through [`Parked`](super::Parked).
+//! [`Records::write_row`](super::Records::write_row), the queue through
+//! [`Outbox`](super::Outbox), parking and quarantine through [`Parked`](super::Parked).
 
 use serde_json::Value;
 

@@ -76,9 +76,9 @@ impl RemoteChanges<'_> {
         } else {
             decided
         };
-        let settled = self.db.pending(&*txn, table, key)?;
+        let settled = self.db.outbox().pending(&*txn, table, key)?;
         for entry in &settled {
-            self.db.remove_raw(txn, entry.seq)?;
+            self.db.outbox().remove_raw(txn, entry.seq)?;
         }
         let base = conflict.remote.clone().map(|record| Base {
             record,
@@ -89,7 +89,7 @@ impl RemoteChanges<'_> {
         if current != outcome {
             self.db
                 .records()
-                .write_record(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
+                .write_row(txn, &spec, key, current.as_ref(), outcome.as_ref())?;
             changes.push(Change {
                 table: table.into(),
                 key: key.clone(),
@@ -125,7 +125,10 @@ impl RemoteChanges<'_> {
             };
             if let Some(change) = change {
                 let stamp = self.db.clock.now();
-                follow_up = self.db.enqueue(txn, &spec, key, &change, stamp.0)?;
+                follow_up = self
+                    .db
+                    .outbox()
+                    .enqueue(txn, &spec, key, &change, stamp.0)?;
             }
         }
         // The settled entries' receipts: resolved through this conflict (and followed by the
@@ -135,7 +138,7 @@ impl RemoteChanges<'_> {
                 resolution: resolution.as_str().to_owned(),
                 follow_up,
             };
-            self.db.record_settlement(txn, entry, settlement)?;
+            self.db.outbox().record_settlement(txn, entry, settlement)?;
         }
         Ok(changes)
     }

@@ -22,7 +22,8 @@ use crate::record::Key;
 use crate::store::{ReadTxn, WriteTxn};
 
 use super::layout::{self, seq_bytes};
-use super::{LocalDb, now_ms, read_u64};
+use super::outbox_ops::Outbox;
+use super::{now_ms, read_u64};
 
 /// How many settlements are kept (the most recent ones).
 pub const SETTLED_KEEP: u64 = 65_536;
@@ -90,7 +91,7 @@ pub enum ChangeState {
     },
 }
 
-impl LocalDb {
+impl Outbox<'_> {
     /// Records how `entry` left the outbox (in the transaction that removed it), pruning the
     /// oldest settlements beyond [`SETTLED_KEEP`].
     pub(super) fn record_settlement(
@@ -208,7 +209,7 @@ mod tests {
     use super::*;
     use crate::hlc::HybridClock;
     use crate::local::test_txn::MapTxn;
-    use crate::local::{Schema, WriteOp};
+    use crate::local::{LocalDb, Schema, WriteOp};
     use crate::spec::TableSpec;
     use serde_json::json;
     use std::sync::Arc;
@@ -242,11 +243,13 @@ mod tests {
         // A second write folds into the unsent entry: same number.
         assert_eq!(put(&db, &mut txn, "p1", "b"), Some(seq));
         assert!(matches!(
-            db.change_state(&txn, seq).unwrap(),
+            db.outbox().change_state(&txn, seq).unwrap(),
             ChangeState::Pending(_)
         ));
-        db.remove_as(&mut txn, seq, Settlement::Acked).unwrap();
-        match db.change_state(&txn, seq).unwrap() {
+        db.outbox()
+            .remove_as(&mut txn, seq, Settlement::Acked)
+            .unwrap();
+        match db.outbox().change_state(&txn, seq).unwrap() {
             ChangeState::Settled(row) => {
                 assert_eq!(row.settlement, Settlement::Acked);
                 assert_eq!(row.key, Key::from("p1"));
@@ -254,7 +257,7 @@ mod tests {
             other => panic!("expected settled, got {other:?}"),
         }
         assert_eq!(
-            db.change_state(&txn, seq + 1).unwrap(),
+            db.outbox().change_state(&txn, seq + 1).unwrap(),
             ChangeState::Unknown { issued: false }
         );
     }
@@ -276,7 +279,7 @@ mod tests {
             .unwrap();
         assert_eq!(deleted.seqs, vec![None]);
         assert_eq!(deleted.changes.len(), 1);
-        match db.change_state(&txn, seq).unwrap() {
+        match db.outbox().change_state(&txn, seq).unwrap() {
             ChangeState::Settled(row) => assert_eq!(row.settlement, Settlement::Superseded),
             other => panic!("expected superseded, got {other:?}"),
         }
@@ -289,18 +292,18 @@ mod tests {
         let mut seqs = Vec::new();
         for i in 0..6 {
             let seq = put(&db, &mut txn, &format!("p{i}"), "a").unwrap();
-            let entry = db.remove_raw(&mut txn, seq).unwrap();
+            let entry = db.outbox().remove_raw(&mut txn, seq).unwrap();
             record_within(&mut txn, &entry, Settlement::Acked, 3).unwrap();
             seqs.push(seq);
         }
         let kept: Vec<bool> = seqs
             .iter()
-            .map(|s| db.settlement(&txn, *s).unwrap().is_some())
+            .map(|s| db.outbox().settlement(&txn, *s).unwrap().is_some())
             .collect();
         assert_eq!(kept, vec![false, false, false, true, true, true]);
         assert_eq!(txn.len(layout::SETTLED_ORDER).unwrap(), 3);
         assert_eq!(
-            db.change_state(&txn, seqs[0]).unwrap(),
+            db.outbox().change_state(&txn, seqs[0]).unwrap(),
             ChangeState::Unknown { issued: true }
         );
     }

@@ -122,8 +122,13 @@ fn sent_head_with_an_edit_behind(db: &LocalDb) -> (MapTxn, u64) {
             .unwrap_or_else(|e| panic!("{e}"));
     };
     update(&mut txn, json!({"v": 2}));
-    let head = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
-    db.mark_in_flight(&mut txn, head)
+    let head = db
+        .outbox()
+        .entries(&txn, None, 10)
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .seq;
+    db.outbox()
+        .mark_in_flight(&mut txn, head)
         .unwrap_or_else(|e| panic!("{e}"));
     update(&mut txn, json!({"title": "x"}));
     (txn, head)
@@ -135,7 +140,8 @@ fn sent_head_with_an_edit_behind(db: &LocalDb) -> (MapTxn, u64) {
 fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
     let db = db();
     let (mut txn, head) = sent_head_with_an_edit_behind(&db);
-    db.retry_later(&mut txn, head, 0, "answer lost")
+    db.outbox()
+        .retry_later(&mut txn, head, 0, "answer lost")
         .unwrap_or_else(|e| panic!("{e}"));
     let page = |record: Value| PullPage {
         records: vec![rec(record)],
@@ -168,6 +174,7 @@ fn the_echo_of_a_sent_head_settles_it_and_a_different_version_conflicts() {
     let base = db.records().base(&txn, "posts", &key("a")).ok().flatten();
     assert_eq!(base.map(|b| b.record), Some(rec(echo)));
     let queued = db
+        .outbox()
         .pending(&txn, "posts", &key("a"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -200,7 +207,8 @@ fn the_echo_of_a_dead_lettered_head_the_server_applied_settles_it() {
             response_excerpt: None,
             at_ms: 0,
         };
-        db.dead_letter(&mut txn, head, info)
+        db.outbox()
+            .dead_letter(&mut txn, head, info)
             .unwrap_or_else(|e| panic!("{e}"));
         let applied = db
             .remote()
@@ -208,11 +216,13 @@ fn the_echo_of_a_dead_lettered_head_the_server_applied_settles_it() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(applied.conflicts.is_empty(), settles, "{kind} {status}");
         let dead = db
+            .outbox()
             .dead_letters(&txn, None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(dead.is_empty(), settles, "{kind} {status}: {dead:?}");
         if settles {
             let queued = db
+                .outbox()
                 .pending(&txn, "posts", &key("a"))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(queued.len(), 1);
@@ -230,7 +240,8 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
     let db = db();
     let mut txn = MapTxn::default();
     let waits = |txn: &MapTxn| {
-        db.has_unacknowledged_create(txn, "posts")
+        db.outbox()
+            .has_unacknowledged_create(txn, "posts")
             .unwrap_or_else(|e| panic!("{e}"))
     };
     db.records()
@@ -242,12 +253,18 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
             }],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    let seq = db
+        .outbox()
+        .entries(&txn, None, 10)
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .seq;
     assert!(!waits(&txn), "not sent yet");
-    db.mark_in_flight(&mut txn, seq)
+    db.outbox()
+        .mark_in_flight(&mut txn, seq)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(waits(&txn), "in flight");
-    db.retry_later(&mut txn, seq, 0, "timeout")
+    db.outbox()
+        .retry_later(&mut txn, seq, 0, "timeout")
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(waits(&txn), "waiting to retry");
     let dead = |kind: &str, status: Option<u16>| DeadLetterInfo {
@@ -265,7 +282,8 @@ fn a_sent_create_the_server_may_have_applied_holds_back_pulls() {
         (dead("decode", Some(400)), false),
     ] {
         let mut dead_txn = txn.clone();
-        db.dead_letter(&mut dead_txn, seq, info.clone())
+        db.outbox()
+            .dead_letter(&mut dead_txn, seq, info.clone())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(waits(&dead_txn), applied, "{info:?}");
     }
@@ -295,10 +313,16 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
             }],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
-    db.mark_in_flight(&mut txn, seq)
+    let seq = db
+        .outbox()
+        .entries(&txn, None, 10)
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .seq;
+    db.outbox()
+        .mark_in_flight(&mut txn, seq)
         .unwrap_or_else(|e| panic!("{e}"));
-    db.retry_later(&mut txn, seq, 0, "connection closed")
+    db.outbox()
+        .retry_later(&mut txn, seq, 0, "connection closed")
         .unwrap_or_else(|e| panic!("{e}"));
     let tombstone = PullPage {
         deleted: vec![key("a")],
@@ -309,7 +333,11 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
         .apply_pull_page(&mut txn, "posts", &tombstone, &meta)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(applied.changes.is_empty() && applied.conflicts.is_empty());
-    let entry = |txn: &MapTxn| db.entry(txn, seq).unwrap_or_else(|e| panic!("{e}"));
+    let entry = |txn: &MapTxn| {
+        db.outbox()
+            .entry(txn, seq)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
     assert!(
         entry(&txn).is_some_and(|e| e.deleted_remotely),
         "the head keeps the delete"
@@ -333,7 +361,8 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     // A later pull that shows the record live again (here: the create's echo, while its
     // retry is in flight) replaces the delete: the answer is installed as usual.
     let mut revived = txn.clone();
-    db.mark_in_flight(&mut revived, seq)
+    db.outbox()
+        .mark_in_flight(&mut revived, seq)
         .unwrap_or_else(|e| panic!("{e}"));
     let echo = PullPage {
         records: vec![rec(json!({"id": "a", "title": "local", "v": 1}))],
@@ -357,7 +386,8 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     assert_eq!(get(&alone), None);
     assert_eq!(base(&alone), None);
     assert!(
-        db.pending(&alone, "posts", &key("a"))
+        db.outbox()
+            .pending(&alone, "posts", &key("a"))
             .unwrap_or_default()
             .is_empty()
     );
@@ -389,7 +419,8 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     );
     assert_eq!(base(&edited).and_then(|b| b.version), Some("1".into()));
     assert_eq!(
-        db.pending(&edited, "posts", &key("a"))
+        db.outbox()
+            .pending(&edited, "posts", &key("a"))
             .unwrap_or_default()
             .len(),
         1
@@ -398,7 +429,8 @@ fn a_delete_pulled_while_a_sent_create_is_unanswered_is_applied_by_its_ack() {
     // Refused over the tombstone (409): the upsert forgets the delete and its ack keeps
     // the record.
     let mut refused = txn.clone();
-    db.create_as_upsert(&mut refused, seq)
+    db.outbox()
+        .create_as_upsert(&mut refused, seq)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(entry(&refused).is_some_and(|e| !e.deleted_remotely));
     db.remote()
@@ -435,7 +467,11 @@ fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
             .unwrap_or_else(|e| panic!("{e}"));
     };
     put(&mut txn, "tasks", json!({"id": "tmp", "title": "t"}));
-    let seq = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].seq;
+    let seq = db
+        .outbox()
+        .entries(&txn, None, 10)
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .seq;
     let answer = PushOutcome {
         record: Some(rec(json!({"id": 7, "title": "t"}))),
         server_key: Some(Key::Int(7)),
@@ -451,7 +487,10 @@ fn a_reference_to_a_remapped_key_written_later_follows_the_remap() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_default();
     assert_eq!(step["task"], json!("7"), "the record follows the remap");
-    let entries = db.pending(&txn, "steps", &key("s1")).unwrap_or_default();
+    let entries = db
+        .outbox()
+        .pending(&txn, "steps", &key("s1"))
+        .unwrap_or_default();
     assert_eq!(
         entries[0].record.as_ref().and_then(|r| r.get("task")),
         Some(&json!("7")),
@@ -487,8 +526,13 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
             record: json!({"id": "tmp", "cid": "c1", "v": 1, "title": "t"}),
         },
     );
-    let create = db.outbox(&txn, None, 10).unwrap_or_else(|e| panic!("{e}"))[0].clone();
-    db.mark_in_flight(&mut txn, create.seq)
+    let create = db
+        .outbox()
+        .entries(&txn, None, 10)
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .clone();
+    db.outbox()
+        .mark_in_flight(&mut txn, create.seq)
         .unwrap_or_else(|e| panic!("{e}"));
     put(
         &mut txn,
@@ -538,6 +582,7 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
     let base = db.records().base(&txn, "posts", &key("7")).ok().flatten();
     assert_eq!(base.and_then(|b| b.version), Some("2".into()));
     let queued = db
+        .outbox()
         .pending(&txn, "posts", &key("7"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(queued.len(), 1);
@@ -548,7 +593,8 @@ fn a_remap_onto_a_pulled_copy_keeps_the_copy_and_the_queued_edit() {
         "a whole-record PUT of the edit carries the server's newer fields"
     );
     assert!(
-        db.pending(&txn, "posts", &key("tmp"))
+        db.outbox()
+            .pending(&txn, "posts", &key("tmp"))
             .unwrap_or_default()
             .is_empty()
     );
@@ -621,7 +667,13 @@ fn a_quiet_page_writes_what_the_isolated_path_writes() {
         Some(json!("c1"))
     );
     // Pulls never enqueue.
-    assert_eq!(db.outbox(&quiet, None, 10).map(|o| o.len()).unwrap_or(9), 0);
+    assert_eq!(
+        db.outbox()
+            .entries(&quiet, None, 10)
+            .map(|o| o.len())
+            .unwrap_or(9),
+        0
+    );
 }
 
 #[test]
@@ -698,12 +750,14 @@ fn resolutions_apply_together_and_a_refused_one_alone_is_left_out() {
         Some(json!("remote"))
     );
     assert!(
-        db.pending(&txn, "posts", &key("extra"))
+        db.outbox()
+            .pending(&txn, "posts", &key("extra"))
             .unwrap_or_default()
             .is_empty()
     );
     assert_eq!(
-        db.pending(&txn, "posts", &key("c"))
+        db.outbox()
+            .pending(&txn, "posts", &key("c"))
             .map(|p| p.len())
             .unwrap_or(0),
         1

@@ -1,4 +1,6 @@
-//! The Outbox actor: the single writer of the store, with group commit.
+//! The store writer ([`StoreWriterActor`]): the single writer of the store, with group commit.
+//! It runs jobs over one transaction; the rules of what they write live in `tidesync-core`
+//! (the outbox queue's in [`tidesync_core::local::Outbox`]).
 //!
 //! Every write — the application's local writes, push acknowledgements, pulled pages, conflict
 //! outcomes, dead-letter operations — reaches the store through this actor. Writes that arrive
@@ -8,11 +10,11 @@
 //!
 //! Commits block on fsync, so they run on a dedicated writer thread, never on the actor's
 //! thread. The actor forwards jobs to it; the table API can also hand jobs to it directly
-//! through a [`Writer`] (see [`GetWriter`]), which saves two thread hand-offs per write.
+//! through a [`StoreWriter`] (see [`GetStoreWriter`]), which saves two thread hand-offs per write.
 //!
 //! A group runs straight on the store transaction when that is safe to undo: a single job (if it
 //! fails, the transaction is dropped uncommitted), or jobs that can all run again
-//! ([`WriteJob::rerunnable`], e.g. [`LocalWrite`]: if one fails, the transaction is dropped and
+//! ([`WriterJob::rerunnable`], e.g. [`LocalWrite`]: if one fails, the transaction is dropped and
 //! the others run again without it). Otherwise each job runs in a [`Staged`] sub-transaction.
 
 use std::panic::AssertUnwindSafe;
@@ -32,12 +34,12 @@ const MAX_GROUP: usize = 1024;
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A unit of work run inside a group-commit transaction.
-pub trait WriteJob: Send + 'static {
+pub trait WriterJob: Send + 'static {
     /// Does the work against the (possibly staged) transaction; returns the changes to announce.
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>>;
     /// Delivers the outcome once the transaction committed (or failed).
     fn finish(self: Box<Self>, outcome: Result<()>);
-    /// Whether [`WriteJob::run`] may be called again after the transaction it ran in was
+    /// Whether [`WriterJob::run`] may be called again after the transaction it ran in was
     /// dropped uncommitted (its work is plain data, not a one-shot closure). Such jobs skip the
     /// per-job [`Staged`] buffer.
     fn rerunnable(&self) -> bool {
@@ -46,7 +48,7 @@ pub trait WriteJob: Send + 'static {
 }
 
 #[cfg(feature = "test-support")]
-/// A [`WriteJob`] built from a closure that returns a typed value.
+/// A [`WriterJob`] built from a closure that returns a typed value.
 struct FnJob<T, F> {
     work: Option<F>,
     value: Option<T>,
@@ -54,7 +56,7 @@ struct FnJob<T, F> {
 }
 
 #[cfg(feature = "test-support")]
-impl<T, F> WriteJob for FnJob<T, F>
+impl<T, F> WriterJob for FnJob<T, F>
 where
     T: Send + 'static,
     F: FnOnce(&LocalDb, &mut dyn WriteTxn) -> Result<(T, Vec<Change>)> + Send + 'static,
@@ -87,7 +89,7 @@ struct LocalJob {
 }
 
 impl LocalJob {
-    fn boxed(ops: Vec<WriteOp>) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<LocalWritten>>) {
+    fn boxed(ops: Vec<WriteOp>) -> (Box<dyn WriterJob>, oneshot::Receiver<Result<LocalWritten>>) {
         let (reply, rx) = oneshot::channel();
         let job = LocalJob {
             ops,
@@ -98,7 +100,7 @@ impl LocalJob {
     }
 }
 
-impl WriteJob for LocalJob {
+impl WriterJob for LocalJob {
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
         let written = db.records().apply_local_tracked(txn, &self.ops)?;
         let changes = written.changes.clone();
@@ -125,20 +127,20 @@ impl WriteJob for LocalJob {
 /// write the engine makes can be read by name.
 #[derive(Message)]
 #[rtype(result = "Result<T>")]
-pub struct Write<T: Send + 'static> {
-    job: Box<dyn WriteJob>,
+pub struct StoreClosure<T: Send + 'static> {
+    job: Box<dyn WriterJob>,
     reply: oneshot::Receiver<Result<T>>,
 }
 
 #[cfg(feature = "test-support")]
-impl<T: Send + 'static> Write<T> {
+impl<T: Send + 'static> StoreClosure<T> {
     /// Wraps `work`, which returns a value for the caller and the changes to announce.
     pub fn new<F>(work: F) -> Self
     where
         F: FnOnce(&LocalDb, &mut dyn WriteTxn) -> Result<(T, Vec<Change>)> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        Write {
+        StoreClosure {
             job: Box::new(FnJob {
                 work: Some(work),
                 value: None,
@@ -195,7 +197,7 @@ impl<C: StoreCommand> CommandJob<C> {
     fn boxed(
         epoch: Option<u64>,
         command: C,
-    ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<C::Output>>) {
+    ) -> (Box<dyn WriterJob>, oneshot::Receiver<Result<C::Output>>) {
         let (reply, rx) = oneshot::channel();
         let job = CommandJob {
             epoch,
@@ -207,7 +209,7 @@ impl<C: StoreCommand> CommandJob<C> {
     }
 }
 
-impl<C: StoreCommand> WriteJob for CommandJob<C> {
+impl<C: StoreCommand> WriterJob for CommandJob<C> {
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>> {
         let command = self
             .command
@@ -241,13 +243,13 @@ pub struct LocalWrite(pub Vec<WriteOp>);
 #[rtype(result = "()")]
 pub struct OutboxChanged;
 
-/// Asks the actor for a [`Writer`], a direct line to its writer thread.
+/// Asks the actor for a [`StoreWriter`], a direct line to its writer thread.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<Writer>")]
-pub struct GetWriter;
+#[rtype(result = "Result<StoreWriter>")]
+pub struct GetStoreWriter;
 
 enum Msg {
-    Job(Box<dyn WriteJob>),
+    Job(Box<dyn WriterJob>),
     Stop,
 }
 
@@ -255,27 +257,27 @@ enum Msg {
 /// the same group commits) as the actor's, without passing through the actor's thread. Cheap
 /// to clone. Fails with [`ErrorKind::Closed`] once the actor stopped.
 #[derive(Clone)]
-pub struct Writer {
+pub struct StoreWriter {
     tx: mpsc::Sender<Msg>,
     closed: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Writer {
+impl std::fmt::Debug for StoreWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
+        f.debug_struct("StoreWriter")
             .field("closed", &self.closed.load(Ordering::Acquire))
             .finish()
     }
 }
 
-impl Writer {
+impl StoreWriter {
     /// Applies the application's writes, all or nothing with their outbox entries, once
     /// durable; returns the changes.
     pub async fn local_write(&self, ops: Vec<WriteOp>) -> Result<Vec<Change>> {
         Ok(self.local_write_tracked(ops).await?.changes)
     }
 
-    /// [`Writer::local_write`], also telling which outbox entry carries each op (what a
+    /// [`StoreWriter::local_write`], also telling which outbox entry carries each op (what a
     /// write receipt follows).
     pub async fn local_write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
         let (job, reply) = LocalJob::boxed(ops);
@@ -284,7 +286,7 @@ impl Writer {
     }
 
     /// Queues a job; if the writer is gone, the job is dropped and its caller sees `Closed`.
-    fn submit(&self, job: Box<dyn WriteJob>) {
+    fn submit(&self, job: Box<dyn WriterJob>) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -297,7 +299,7 @@ impl Writer {
 /// queued before are still committed, later ones fail with `Closed`. Waits for the thread, so
 /// that the store is released once the actor system is down (the file can be reopened).
 struct StopOnDrop {
-    writer: Writer,
+    writer: StoreWriter,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -313,8 +315,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The Outbox actor. See the module docs.
-pub struct OutboxActor {
+/// The store writer actor. See the module docs.
+pub struct StoreWriterActor {
     store: Arc<dyn Store>,
     db: LocalDb,
     changes: broadcast::Sender<Change>,
@@ -322,10 +324,10 @@ pub struct OutboxActor {
     writer: Option<StopOnDrop>,
 }
 
-impl OutboxActor {
+impl StoreWriterActor {
     /// A writer for `store`; committed changes are announced on `changes`.
     pub fn new(store: Arc<dyn Store>, db: LocalDb, changes: broadcast::Sender<Change>) -> Self {
-        OutboxActor {
+        StoreWriterActor {
             store,
             db,
             changes,
@@ -340,7 +342,7 @@ impl OutboxActor {
         self
     }
 
-    fn enqueue(&mut self, job: Box<dyn WriteJob>) {
+    fn enqueue(&mut self, job: Box<dyn WriterJob>) {
         match &self.writer {
             Some(stop) => stop.writer.submit(job),
             None => job.finish(Err(closed())),
@@ -359,7 +361,7 @@ impl OutboxActor {
             .name("tidesync-writer".into())
             .spawn(move || thread.run(rx))?;
         Ok(StopOnDrop {
-            writer: Writer {
+            writer: StoreWriter {
                 tx,
                 closed: Arc::new(AtomicBool::new(false)),
             },
@@ -439,7 +441,7 @@ impl WriterThread {
 fn commit_group(
     store: &dyn Store,
     db: &LocalDb,
-    mut group: Vec<Box<dyn WriteJob>>,
+    mut group: Vec<Box<dyn WriterJob>>,
     changes: &broadcast::Sender<Change>,
 ) -> usize {
     if group.len() == 1 || group.iter().all(|job| job.rerunnable()) {
@@ -472,7 +474,7 @@ enum Direct {
 }
 
 /// Runs every job straight on the transaction, stopping at the first failure.
-fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriteJob>]) -> Direct {
+fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriterJob>]) -> Direct {
     let mut txn = match store.write() {
         Ok(txn) => txn,
         Err(err) => return Direct::Broken(err),
@@ -494,7 +496,7 @@ fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriteJob>
 fn commit_staged(
     store: &dyn Store,
     db: &LocalDb,
-    mut group: Vec<Box<dyn WriteJob>>,
+    mut group: Vec<Box<dyn WriterJob>>,
     changes: &broadcast::Sender<Change>,
 ) -> usize {
     let mut txn = match store.write() {
@@ -529,7 +531,7 @@ fn commit_staged(
 
 /// Replies to every job of a committed group and announces its changes in commit order.
 fn finish_group(
-    group: Vec<Box<dyn WriteJob>>,
+    group: Vec<Box<dyn WriterJob>>,
     outcomes: Vec<Result<Vec<Change>>>,
     changes: &broadcast::Sender<Change>,
 ) -> usize {
@@ -552,14 +554,14 @@ fn finish_group(
     local
 }
 
-fn fail_all(group: Vec<Box<dyn WriteJob>>, err: &Error) {
+fn fail_all(group: Vec<Box<dyn WriterJob>>, err: &Error) {
     tracing::error!(error = %err, jobs = group.len(), "group commit failed");
     for job in group {
         job.finish(Err(Error::new(err.kind(), err.message().to_owned())));
     }
 }
 
-impl Actor for OutboxActor {
+impl Actor for StoreWriterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -580,7 +582,7 @@ async fn await_reply<T>(reply: oneshot::Receiver<Result<T>>) -> Result<T> {
     reply.await.unwrap_or_else(|_| Err(closed()))
 }
 
-impl<C: StoreCommand> Handler<Fenced<C>> for OutboxActor {
+impl<C: StoreCommand> Handler<Fenced<C>> for StoreWriterActor {
     type Result = ResponseFuture<Result<C::Output>>;
 
     fn handle(&mut self, msg: Fenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
@@ -590,7 +592,7 @@ impl<C: StoreCommand> Handler<Fenced<C>> for OutboxActor {
     }
 }
 
-impl<C: StoreCommand> Handler<Unfenced<C>> for OutboxActor {
+impl<C: StoreCommand> Handler<Unfenced<C>> for StoreWriterActor {
     type Result = ResponseFuture<Result<C::Output>>;
 
     fn handle(&mut self, msg: Unfenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
@@ -601,16 +603,16 @@ impl<C: StoreCommand> Handler<Unfenced<C>> for OutboxActor {
 }
 
 #[cfg(feature = "test-support")]
-impl<T: Send + 'static> Handler<Write<T>> for OutboxActor {
+impl<T: Send + 'static> Handler<StoreClosure<T>> for StoreWriterActor {
     type Result = ResponseFuture<Result<T>>;
 
-    fn handle(&mut self, msg: Write<T>, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StoreClosure<T>, _ctx: &mut Context<Self>) -> Self::Result {
         self.enqueue(msg.job);
         Box::pin(await_reply(msg.reply))
     }
 }
 
-impl Handler<LocalWrite> for OutboxActor {
+impl Handler<LocalWrite> for StoreWriterActor {
     type Result = ResponseFuture<Result<Vec<Change>>>;
 
     fn handle(&mut self, msg: LocalWrite, _ctx: &mut Context<Self>) -> Self::Result {
@@ -620,10 +622,10 @@ impl Handler<LocalWrite> for OutboxActor {
     }
 }
 
-impl Handler<GetWriter> for OutboxActor {
-    type Result = Result<Writer>;
+impl Handler<GetStoreWriter> for StoreWriterActor {
+    type Result = Result<StoreWriter>;
 
-    fn handle(&mut self, _msg: GetWriter, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _msg: GetStoreWriter, _ctx: &mut Context<Self>) -> Self::Result {
         self.writer
             .as_ref()
             .map(|stop| stop.writer.clone())
@@ -674,7 +676,10 @@ mod tests {
     }
 
     fn outbox_len(store: &MemoryStore, db: &LocalDb) -> usize {
-        db.outbox(&*store.read().unwrap(), None, 100).unwrap().len()
+        db.outbox()
+            .entries(&*store.read().unwrap(), None, 100)
+            .unwrap()
+            .len()
     }
 
     #[test]
@@ -717,7 +722,7 @@ mod tests {
     #[test]
     fn a_single_failing_job_writes_nothing_and_gets_its_error() {
         let (store, db, changes) = setup();
-        let write = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
+        let write = StoreClosure::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
             db.records().apply_local(txn, &put("a"))?;
             Err::<((), Vec<Change>), _>(Error::invalid("refused after writing").table("posts"))
         });
@@ -732,7 +737,7 @@ mod tests {
     #[test]
     fn a_mixed_group_stages_each_job() {
         let (store, db, changes) = setup();
-        let closure = Write::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
+        let closure = StoreClosure::new(|db: &LocalDb, txn: &mut dyn WriteTxn| {
             let changes = db.records().apply_local(txn, &put("a"))?;
             Ok(((), changes))
         });
@@ -754,8 +759,8 @@ mod tests {
         let (store, db, changes) = setup();
         let store: Arc<dyn Store> = Arc::new(store);
         let writer = system.block_on(async {
-            let addr = OutboxActor::new(store.clone(), db.clone(), changes).start();
-            let writer = addr.send(GetWriter).await.unwrap().unwrap();
+            let addr = StoreWriterActor::new(store.clone(), db.clone(), changes).start();
+            let writer = addr.send(GetStoreWriter).await.unwrap().unwrap();
             writer.local_write(put("a")).await.unwrap();
             addr.send(LocalWrite(put("b"))).await.unwrap().unwrap();
             writer
@@ -767,7 +772,10 @@ mod tests {
         let err = runtime.block_on(writer.local_write(put("c"))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed);
         assert_eq!(
-            db.outbox(&*store.read().unwrap(), None, 10).unwrap().len(),
+            db.outbox()
+                .entries(&*store.read().unwrap(), None, 10)
+                .unwrap()
+                .len(),
             2
         );
     }
