@@ -7,7 +7,7 @@
 //! JSON (layout v1's form, still read).
 //!
 //! The rule that keeps a marker true: nothing changes a record row while its base is a marker
-//! without first writing the old record as the base (`Records::write_record` does it, and it
+//! without first writing the old record as the base (`Records::write_row` does it, and it
 //! is the only door to the record rows besides the pull's fast path, which rewrites the base
 //! in the same step).
 //!

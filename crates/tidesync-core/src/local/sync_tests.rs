@@ -793,8 +793,8 @@ fn a_base_kept_as_the_record_row_reads_as_the_agreed_version_through_every_chang
     assert_eq!(raw_base(&txn).map(|r| r[0]), Some(b'{'));
     assert_eq!(base_of(&txn).map(|b| b.record), Some(pulled.clone()));
     // Its acknowledgement makes the server's answer the base and the record: a marker again.
-    let seq = db.outbox(&txn, None, 10).unwrap()[0].seq;
-    db.mark_in_flight(&mut txn, seq).unwrap();
+    let seq = db.outbox().entries(&txn, None, 10).unwrap()[0].seq;
+    db.outbox().mark_in_flight(&mut txn, seq).unwrap();
     let answer = rec(json!({"id": "b", "rank": 7, "v": 2}));
     db.remote()
         .ack_push(
