@@ -133,11 +133,11 @@ impl RedbOptions {
         self
     }
 
-    /// Whether [`open`](RedbOptions::open) compacts a file that is mostly free space (on by
+    /// Whether [`open`](RedbOptions::open) compacts a file with much free space (on by
     /// default). redb never gives a file's pages back on its own: after a burst of writes
     /// has been pushed and acknowledged, the file keeps the burst's size. At open, when the file
-    /// is at least [`compact_min_bytes`](RedbOptions::compact_min_bytes) and less than half of
-    /// it holds data, it is
+    /// is at least [`compact_min_bytes`](RedbOptions::compact_min_bytes) and a third of it or
+    /// more is free, it is
     /// compacted once (redb's `Database::compact`, crash-safe), which takes time in proportion
     /// to the data kept. Never in [`multi_process`](RedbOptions::multi_process) mode, where
     /// other processes may hold the file.
@@ -188,8 +188,8 @@ impl RedbOptions {
     }
 }
 
-/// Compacts the freshly opened `db` when its file is at least `min_bytes` and less than half
-/// of it is allocated; returns whether it did.
+/// Compacts the freshly opened `db` when its file is at least `min_bytes` and less than two
+/// thirds of it are allocated; returns whether it did.
 fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) -> Result<bool> {
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if file_bytes < min_bytes {
@@ -202,7 +202,8 @@ fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) -> Result<b
         txn.abort().map_err(storage)?;
         used
     };
-    if used_bytes * 2 >= file_bytes {
+    // Worth a pass when at least a third of the file would come back.
+    if used_bytes.saturating_mul(3) >= file_bytes.saturating_mul(2) {
         return Ok(false);
     }
     let started = std::time::Instant::now();

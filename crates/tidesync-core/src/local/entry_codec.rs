@@ -33,7 +33,18 @@ const HAS_LAST_ERROR: u8 = 1 << 3;
 const IS_DEAD: u8 = 1 << 4;
 
 /// Encodes `entry` in the binary form.
+#[cfg(test)]
 pub(super) fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>> {
+    encode_entry_with_record(entry, None)
+}
+
+/// [`encode_entry`], with the record's JSON already encoded (by the record row it was written
+/// to): a local write then serializes the record once, not twice. `record_json` must be
+/// `serde_json`'s encoding of `entry.record`.
+pub(super) fn encode_entry_with_record(
+    entry: &OutboxEntry,
+    record_json: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let cannot = |what: &str, e: &dyn std::fmt::Display| {
         Error::internal(format!("cannot encode the {what} of an outbox entry: {e}"))
             .table(entry.table.clone())
@@ -84,7 +95,17 @@ pub(super) fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>> {
         put_bytes(&mut out, &json);
     }
     if let Some(record) = &entry.record {
-        serde_json::to_writer(&mut out, record).map_err(|e| cannot("record", &e))?;
+        match record_json {
+            Some(json) => {
+                debug_assert_eq!(
+                    serde_json::to_vec(record).ok().as_deref(),
+                    Some(json),
+                    "the record bytes handed to the entry are the entry's record"
+                );
+                out.extend_from_slice(json);
+            }
+            None => serde_json::to_writer(&mut out, record).map_err(|e| cannot("record", &e))?,
+        }
     }
     Ok(out)
 }

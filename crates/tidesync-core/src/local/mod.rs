@@ -237,6 +237,9 @@ pub struct LocalDb {
     /// The migrations and decoders records from the server go through (see
     /// [`RemoteChanges`]).
     migrations: Arc<Migrations>,
+    /// The last outbox sequence number handed out here (0: none yet): where the next one's
+    /// read of the outbox starts (`Outbox::next_seq`). Shared by clones.
+    seq_hint: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalDb {
@@ -246,6 +249,7 @@ impl LocalDb {
             schema: Arc::new(schema),
             clock,
             migrations: Arc::default(),
+            seq_hint: Arc::default(),
         }
     }
 

@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::outbox::{Coalesced, DeadLetterInfo, LocalChange, OutboxEntry, coalesce};
+use crate::outbox::{Coalesced, DeadLetterInfo, LocalChange, Op, OutboxEntry, coalesce};
 use crate::record::{Key, Record};
 use crate::spec::TableSpec;
 use crate::store::{ReadTxn, WriteTxn};
@@ -65,7 +65,10 @@ impl Outbox<'_> {
         key: &Key,
         change: &LocalChange,
         hlc: u64,
+        record_json: Option<&[u8]>,
     ) -> Result<Option<u64>> {
+        // The bytes stand for the change's record, which the entry carries unless it deletes.
+        let record_json = record_json.filter(|_| change.op != Op::Delete);
         let tail = self.pending(&*txn, &spec.name, key)?.pop();
         // A record's stamps only grow, even if the stamp last persisted was lost to a crash
         // and the wall clock went back (the clock is not persisted by local writes).
@@ -78,9 +81,10 @@ impl Outbox<'_> {
         };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
+                let record_json = record_json.filter(|_| entry.op != Op::Delete);
                 match &tail {
-                    Some(tail) => self.update_entry(txn, tail, &entry)?,
-                    None => self.insert_entry(txn, &entry)?,
+                    Some(tail) => self.update_entry_with(txn, tail, &entry, record_json)?,
+                    None => self.insert_entry_with(txn, &entry, record_json)?,
                 }
                 Ok(Some(entry.seq))
             }
@@ -111,7 +115,7 @@ impl Outbox<'_> {
                     dead: None,
                     deleted_remotely: false,
                 };
-                self.insert_entry(txn, &entry)?;
+                self.insert_entry_with(txn, &entry, record_json)?;
                 let mut by_record = layout::record_prefix(&spec.name, key);
                 by_record.extend_from_slice(&seq_bytes(seq));
                 txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])?;
@@ -123,11 +127,20 @@ impl Outbox<'_> {
     /// The next sequence number: one past the last entry in the outbox, and never below the
     /// floor that removals raise ([`Outbox::raise_seq_floor`]), so a number is never issued
     /// twice. Read, not written: a local write keeps the counter off its commit (layout v2).
+    /// The last number this process handed out is remembered (`LocalDb::seq_hint`), so the
+    /// read looks only at entries from there on: normally none, and no entry is copied. Other
+    /// processes' entries (redb's multi-process mode) are past the hint, so the read still
+    /// sees them; a number whose transaction rolled back is found free and handed out again.
     fn next_seq(&self, txn: &dyn ReadTxn) -> Result<u64> {
+        let start = self
+            .db
+            .seq_hint
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
         let after_last = match txn
             .range(
                 layout::OUTBOX,
-                std::ops::Bound::Unbounded,
+                std::ops::Bound::Included(&seq_bytes(start)[..]),
                 std::ops::Bound::Unbounded,
                 Some(1),
                 true,
@@ -135,13 +148,19 @@ impl Outbox<'_> {
             .first()
         {
             Some((k, _)) => layout::seq_from_suffix(k)? + 1,
+            None if start > 1 => start,
+            // No hint yet: the outbox may hold anything below.
             None => 1,
         };
         let floor = match txn.get(layout::META, layout::META_NEXT_SEQ)? {
             Some(bytes) => read_u64(&bytes)?,
             None => 1,
         };
-        Ok(after_last.max(floor))
+        let next = after_last.max(floor);
+        self.db
+            .seq_hint
+            .fetch_max(next, std::sync::atomic::Ordering::Relaxed);
+        Ok(next)
     }
 
     /// Remembers that numbers below `next` were issued: a removal of the last entry must not
@@ -157,9 +176,16 @@ impl Outbox<'_> {
         Ok(())
     }
 
-    /// Writes a new entry (not in flight, not in backoff: no state index rows).
-    fn insert_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        let bytes = super::entry_codec::encode_entry(entry)?;
+    /// Writes an entry's row (a new one has no state index rows: not in flight, not in
+    /// backoff). `record_json`, when given, is the record's JSON already encoded for its row
+    /// (see `entry_codec::encode_entry_with_record`).
+    fn insert_entry_with(
+        &self,
+        txn: &mut dyn WriteTxn,
+        entry: &OutboxEntry,
+        record_json: Option<&[u8]>,
+    ) -> Result<()> {
+        let bytes = super::entry_codec::encode_entry_with_record(entry, record_json)?;
         txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)
     }
 
@@ -170,7 +196,18 @@ impl Outbox<'_> {
         before: &OutboxEntry,
         after: &OutboxEntry,
     ) -> Result<()> {
-        self.insert_entry(txn, after)?;
+        self.update_entry_with(txn, before, after, None)
+    }
+
+    /// [`Outbox::update_entry`] with the record's JSON already encoded.
+    fn update_entry_with(
+        &self,
+        txn: &mut dyn WriteTxn,
+        before: &OutboxEntry,
+        after: &OutboxEntry,
+        record_json: Option<&[u8]>,
+    ) -> Result<()> {
+        self.insert_entry_with(txn, after, record_json)?;
         let key = seq_bytes(after.seq);
         let (was, is) = (EntryState::of(before), EntryState::of(after));
         if was.in_flight != is.in_flight {
@@ -1002,5 +1039,44 @@ mod tests {
             .flatten()
             .map(|e| e.next_attempt_at_ms);
         assert_eq!(due, Some(now + 30_000));
+    }
+
+    fn seqs(db: &LocalDb, txn: &MapTxn) -> Vec<u64> {
+        db.outbox()
+            .entries(txn, None, 100)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    /// Sequence numbers are read from the store, not kept in a counter row: two writers on one
+    /// store (two processes in redb's multi-process mode) never hand out the same number, a
+    /// number whose transaction rolled back is handed out again, and one whose entry left the
+    /// outbox is never reused.
+    #[test]
+    fn sequence_numbers_stay_unique_across_writers_rollbacks_and_removals() {
+        let (one, two) = (db(), db());
+        let mut txn = MapTxn::default();
+        put(&one, &mut txn, "a", "1");
+        put(&two, &mut txn, "b", "1");
+        put(&one, &mut txn, "c", "1");
+        put(&two, &mut txn, "d", "1");
+        assert_eq!(seqs(&one, &txn), vec![1, 2, 3, 4]);
+
+        let before = txn.clone();
+        put(&one, &mut txn, "e", "1");
+        assert_eq!(seqs(&one, &txn), vec![1, 2, 3, 4, 5]);
+        let mut txn = before; // that transaction rolled back
+        put(&one, &mut txn, "f", "1");
+        assert_eq!(seqs(&one, &txn), vec![1, 2, 3, 4, 5], "5 was free again");
+
+        // The last entry leaves the outbox (acknowledged): its number is not issued again,
+        // by either writer.
+        one.outbox().mark_in_flight(&mut txn, 5).unwrap();
+        one.outbox().remove(&mut txn, 5).unwrap();
+        put(&two, &mut txn, "g", "1");
+        put(&one, &mut txn, "h", "1");
+        assert_eq!(seqs(&one, &txn), vec![1, 2, 3, 4, 6, 7]);
     }
 }

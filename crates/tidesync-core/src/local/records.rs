@@ -166,7 +166,7 @@ impl Records<'_> {
             (Some(_), None) => (Op::Delete, Vec::new()),
             (None, None) => return Ok(None),
         };
-        self.write_row(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        let record_json = self.write_row(txn, spec, &key, old.as_ref(), new.as_ref())?;
         let mut seq = None;
         let new = if spec.push {
             // Not persisted here: the clock's last stamp is kept by the sync path's commits
@@ -177,10 +177,14 @@ impl Records<'_> {
                 record: if op == Op::Delete { old } else { new },
                 changed,
             };
-            seq = self
-                .db
-                .outbox()
-                .enqueue(txn, spec, &key, &change, stamp.0)?;
+            seq = self.db.outbox().enqueue(
+                txn,
+                spec,
+                &key,
+                &change,
+                stamp.0,
+                record_json.as_deref(),
+            )?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
                 None
@@ -248,7 +252,8 @@ impl Records<'_> {
 
     /// A row write: writes (or deletes, when `new` is `None`) a record's row and keeps its
     /// index rows in step. Creates no outbox entry: it is not a local write
-    /// ([`Records::apply_local`] queues one), only the storage of a record.
+    /// ([`Records::apply_local`] queues one), only the storage of a record. Returns the new
+    /// row's bytes (the record's JSON), which a local write's entry reuses.
     pub(super) fn write_row(
         &self,
         txn: &mut dyn WriteTxn,
@@ -256,7 +261,7 @@ impl Records<'_> {
         key: &Key,
         old: Option<&Record>,
         new: Option<&Record>,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<u8>>> {
         let key_bytes = key.encode();
         for field in &spec.indexes {
             let keyspace = layout::index(&spec.name, field);
@@ -283,7 +288,7 @@ impl Records<'_> {
                 txn.delete(&keyspace, &key_bytes)?;
             }
         }
-        Ok(())
+        Ok(encoded)
     }
 
     /// Before a record row changes from `old` to `new_json`: a base stored as "the record row"
