@@ -71,6 +71,33 @@ pub(super) fn holds_record(row: &[u8], record_json: &[u8]) -> bool {
         .is_some_and(|rest| rest.starts_with(b",\"version\":"))
 }
 
+/// Whether the row is the marker form ("the record row").
+pub(super) fn is_marker(row: &[u8]) -> bool {
+    row.first() == Some(&TAG_AS_RECORD)
+}
+
+/// The version token of a base row of its own that [`holds_record`] `record_json`, read
+/// without decoding the record: the JSON after it.
+pub(super) fn version_after(
+    row: &[u8],
+    record_json: &[u8],
+    table: &str,
+    key: &Key,
+) -> Result<Option<String>> {
+    let rest = row
+        .strip_prefix(JSON_PREFIX)
+        .and_then(|rest| rest.strip_prefix(record_json))
+        .and_then(|rest| rest.strip_prefix(b",\"version\":".as_slice()))
+        .and_then(|rest| rest.strip_suffix(b"}".as_slice()));
+    let corrupt = || {
+        Error::internal("corrupt base in store: no version after the record")
+            .table(table)
+            .key(key)
+    };
+    let json = rest.ok_or_else(corrupt)?;
+    serde_json::from_slice::<Option<String>>(json).map_err(|_| corrupt())
+}
+
 /// Decodes a base row of `table`'s record `key`.
 pub(super) fn decode(bytes: &[u8], table: &str, key: &Key) -> Result<BaseRow> {
     let corrupt = |what: String| {
@@ -119,6 +146,11 @@ mod tests {
             );
             assert_eq!(decode(&row, "t", &key).unwrap(), BaseRow::Own(base));
             assert!(holds_record(&row, &json));
+            assert!(!is_marker(&row) && is_marker(&as_record(version)));
+            assert_eq!(
+                version_after(&row, &json, "t", &key).unwrap().as_deref(),
+                version
+            );
             assert!(!holds_record(&row, b"{\"id\":\"a\"}"));
         }
     }

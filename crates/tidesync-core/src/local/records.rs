@@ -308,15 +308,19 @@ impl Records<'_> {
             return Ok(());
         };
         let key = Key::decode(key_bytes)?.0;
-        match base_row::decode(&row, &spec.name, &key)? {
-            base_row::BaseRow::AsRecord(version) => match old {
+        if base_row::is_marker(&row) {
+            let base_row::BaseRow::AsRecord(version) = base_row::decode(&row, &spec.name, &key)?
+            else {
+                return Err(Error::internal("corrupt base marker")
+                    .table(spec.name.clone())
+                    .key(&key));
+            };
+            return match old {
                 Some(old) => {
-                    if new_json
-                        .is_some_and(|new| encode_record(spec, &key, old).is_ok_and(|o| o == new))
-                    {
+                    let old_json = encode_record(spec, &key, old)?;
+                    if new_json == Some(old_json.as_slice()) {
                         return Ok(()); // the row does not change
                     }
-                    let old_json = encode_record(spec, &key, old)?;
                     txn.put(
                         &bases,
                         key_bytes,
@@ -325,15 +329,16 @@ impl Records<'_> {
                 }
                 // No record to be the base: the marker pointed at nothing.
                 None => txn.delete(&bases, key_bytes).map(|_| ()),
-            },
-            base_row::BaseRow::Own(base) => match new_json {
-                Some(new) if base_row::holds_record(&row, new) => txn.put(
-                    &bases,
-                    key_bytes,
-                    &base_row::as_record(base.version.as_deref()),
-                ),
-                _ => Ok(()),
-            },
+            };
+        }
+        // A base of its own: it becomes the marker when it holds exactly the new record
+        // (compared as bytes; nothing is decoded otherwise).
+        match new_json {
+            Some(new) if base_row::holds_record(&row, new) => {
+                let version = base_row::version_after(&row, new, &spec.name, &key)?;
+                txn.put(&bases, key_bytes, &base_row::as_record(version.as_deref()))
+            }
+            _ => Ok(()),
         }
     }
 
