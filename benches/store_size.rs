@@ -20,8 +20,9 @@
 //! over the records the store holds, read back through the table API before the shutdown);
 //! the file's size (`std::fs::metadata().len()`) once the store is closed; the live bytes
 //! (redb's `stored_bytes`: keys and values in the leaves, every table) and where they are, per
-//! keyspace (one redb table each); and the file's size after `Database::compact()` on a copy,
-//! which shows how much of the file is free pages rather than data.
+//! keyspace (one redb table each); the file's size after `Database::compact()` on a copy,
+//! which shows how much of the file is free pages rather than data; and the file's size once
+//! the store has reopened it (`RedbStore::open` compacts a file with a third or more free).
 //!
 //! MB are 10^6 bytes. Env: `TIDESYNC_BENCH_SIZE_N` (default 20000; smoke mode 200). One run:
 //! sizes do not vary between runs the way times do.
@@ -79,6 +80,9 @@ struct Measure {
     file_bytes: u64,
     live_bytes: u64,
     compacted_bytes: u64,
+    /// The file's size after the store reopened it (`RedbStore::open`, which compacts a file
+    /// with a third or more free space).
+    reopened_bytes: u64,
     /// `(keyspace, live bytes, rows)`, largest first.
     keyspaces: Vec<(String, u64, u64)>,
     /// The bound for this scenario, if it has one.
@@ -192,6 +196,8 @@ fn finish(
     note: String,
 ) -> Measure {
     let (file_bytes, live_bytes, compacted_bytes, keyspaces) = measure_file(path);
+    drop(RedbStore::open(path).expect("reopen"));
+    let reopened_bytes = std::fs::metadata(path).expect("metadata").len();
     Measure {
         label,
         records,
@@ -199,6 +205,7 @@ fn finish(
         file_bytes,
         live_bytes,
         compacted_bytes,
+        reopened_bytes,
         keyspaces,
         target,
         note,
@@ -357,7 +364,7 @@ fn raw(path: &Path, n: usize, per_commit: usize, label: &'static str) -> Measure
 
 fn print_table(rows: &[Measure]) {
     println!(
-        "  {:<26} | {:>7} | {:>8} | {:>8} | {:>6} | {:>8} | {:>6} | {:>9} | {:>6} | {:>6}",
+        "  {:<26} | {:>7} | {:>8} | {:>8} | {:>6} | {:>8} | {:>6} | {:>9} | {:>6} | {:>9} | {:>6} | {:>6}",
         "scenario",
         "records",
         "JSON MB",
@@ -366,6 +373,8 @@ fn print_table(rows: &[Measure]) {
         "live MB",
         "ratio",
         "compacted",
+        "ratio",
+        "reopened",
         "ratio",
         "target"
     );
@@ -377,7 +386,7 @@ fn print_table(rows: &[Measure]) {
             None => "-".to_owned(),
         };
         println!(
-            "  {:<26} | {:>7} | {:>8.1} | {:>8.1} | {:>5.2}x | {:>8.1} | {:>5.2}x | {:>6.1} MB | {:>5.2}x | {verdict}",
+            "  {:<26} | {:>7} | {:>8.1} | {:>8.1} | {:>5.2}x | {:>8.1} | {:>5.2}x | {:>6.1} MB | {:>5.2}x | {:>6.1} MB | {:>5.2}x | {verdict}",
             m.label,
             thousands(m.records as f64),
             mb(m.json_bytes),
@@ -387,6 +396,8 @@ fn print_table(rows: &[Measure]) {
             ratio(m.live_bytes),
             mb(m.compacted_bytes),
             ratio(m.compacted_bytes),
+            mb(m.reopened_bytes),
+            ratio(m.reopened_bytes),
         );
     }
     println!();

@@ -75,8 +75,9 @@ pub struct EngineState {
     pub cycle_applied: AtomicU64,
     /// Wall-clock ms since which the server is unreachable (0 = online).
     pub offline_since_ms: AtomicU64,
-    /// Tables paused by the application.
-    pub paused_tables: Mutex<HashSet<String>>,
+    /// Tables paused by the application: written by the facade from any thread, read by the
+    /// pusher on every cycle (a concurrent set, no lock held across either).
+    pub paused_tables: dashmap::DashSet<String>,
     /// The last cycle error, if the last cycle failed.
     pub last_error: Mutex<Option<String>>,
     /// The live channel's state and counters.
@@ -93,22 +94,15 @@ impl EngineState {
 
     /// The paused tables (a copy).
     pub fn paused_tables(&self) -> HashSet<String> {
-        match self.paused_tables.lock() {
-            Ok(set) => set.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.paused_tables.iter().map(|t| t.key().clone()).collect()
     }
 
     /// Pauses or resumes one table; returns whether anything changed.
     pub fn set_table_paused(&self, table: &str, paused: bool) -> bool {
-        let mut set = match self.paused_tables.lock() {
-            Ok(set) => set,
-            Err(poisoned) => poisoned.into_inner(),
-        };
         if paused {
-            set.insert(table.to_owned())
+            self.paused_tables.insert(table.to_owned())
         } else {
-            set.remove(table)
+            self.paused_tables.remove(table).is_some()
         }
     }
 
