@@ -79,10 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The baseline: `n` durable redb commits of one row each, the same record bytes the table API
 /// writes (serialized the same way), into one table.
 fn raw_commits(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let table = redb::TableDefinition::<&[u8], &[u8]>::new("raw");
-    let db = redb::Database::builder()
-        .set_cache_size(tidesync_store_redb::DEFAULT_CACHE_SIZE)
-        .create(dir.join("raw.redb"))?;
+    let db = raw_db(dir)?;
     let body = "x".repeat(200);
     let run = std::process::id();
     for i in 0..n {
@@ -91,7 +88,7 @@ fn raw_commits(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error
         let bytes = serde_json::to_vec(&record)?;
         let txn = db.begin_write()?;
         {
-            let mut t = txn.open_table(table)?;
+            let mut t = txn.open_table(RAW)?;
             t.insert(id.as_bytes(), bytes.as_slice())?;
         }
         txn.commit()?;
@@ -130,16 +127,13 @@ fn bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
 
 /// The baseline of `bulk`: the same rows into one redb table, 1 000 per durable commit.
 fn raw_bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let table = redb::TableDefinition::<&[u8], &[u8]>::new("raw");
-    let db = redb::Database::builder()
-        .set_cache_size(tidesync_store_redb::DEFAULT_CACHE_SIZE)
-        .create(dir.join("raw.redb"))?;
+    let db = raw_db(dir)?;
     let body = "x".repeat(200);
     let run = std::process::id();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let txn = db.begin_write()?;
         {
-            let mut t = txn.open_table(table)?;
+            let mut t = txn.open_table(RAW)?;
             for &i in chunk {
                 let record = probe_record(run, i, &body);
                 let bytes = serde_json::to_vec(&record)?;
@@ -149,4 +143,14 @@ fn raw_bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         txn.commit()?;
     }
     Ok(())
+}
+
+/// The baselines' one table.
+const RAW: redb::TableDefinition<'static, &[u8], &[u8]> = redb::TableDefinition::new("raw");
+
+/// The baselines' redb file, with the store's cache size.
+fn raw_db(dir: &std::path::Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Database::builder()
+        .set_cache_size(tidesync_store_redb::DEFAULT_CACHE_SIZE)
+        .create(dir.join("raw.redb"))
 }

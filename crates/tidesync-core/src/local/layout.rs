@@ -105,6 +105,13 @@ pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
     out
 }
 
+/// `table ‖ key ‖ seq`: one entry's row in [`OUTBOX_BY_RECORD`].
+pub fn by_record_key(table: &str, key: &Key, seq: u64) -> Vec<u8> {
+    let mut out = record_prefix(table, key);
+    out.extend_from_slice(&seq_bytes(seq));
+    out
+}
+
 /// `table`: the prefix of one table's rows in [`OUTBOX_BY_RECORD`].
 pub fn table_prefix(table: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(table.len() + 2);

@@ -10,8 +10,6 @@
 //! |------|--------------|
 //! | v1 | The per-table queue index (`o/by_table`) and the per-table queue depths (`m/depth/…`) are dropped: layout v2 lists a table's queue from the per-record index, whose keys start with the table, and counts depths when asked instead of on every local write. The sequence counter and the clock stay as floors (v2 writes them on the sync path only). |
 
-use std::ops::Bound;
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Store;
 
@@ -20,9 +18,6 @@ use super::{LocalDb, read_u64};
 
 /// The storage layout this build writes.
 pub const LAYOUT_VERSION: u64 = 2;
-
-/// Rows removed per transaction by an upgrade step (bounds its memory and its commits).
-const BATCH: usize = 10_000;
 
 /// What opening a store did to its layout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,7 +58,8 @@ impl LocalDb {
             rows_removed: 0,
         };
         if from < 2 {
-            upgrade.rows_removed += drop_keyspace(store, layout::LEGACY_OUTBOX_BY_TABLE)?;
+            upgrade.rows_removed +=
+                super::schema_sync::clear_keyspace(store, layout::LEGACY_OUTBOX_BY_TABLE)?;
         }
         let mut txn = store.write()?;
         if from < 2 {
@@ -93,28 +89,5 @@ impl LocalDb {
             );
         }
         Ok(Some(upgrade))
-    }
-}
-
-/// Removes every row of `keyspace`, one batch per transaction; returns how many.
-fn drop_keyspace(store: &dyn Store, keyspace: &str) -> Result<u64> {
-    let mut removed = 0;
-    loop {
-        let mut txn = store.write()?;
-        let rows = txn.range(
-            keyspace,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            Some(BATCH),
-            false,
-        )?;
-        if rows.is_empty() {
-            return Ok(removed);
-        }
-        for (key, _) in &rows {
-            txn.delete(keyspace, key)?;
-        }
-        txn.commit()?;
-        removed += rows.len() as u64;
     }
 }

@@ -116,9 +116,8 @@ impl Outbox<'_> {
                     deleted_remotely: false,
                 };
                 self.insert_entry_with(txn, &entry, record_json)?;
-                let mut by_record = layout::record_prefix(&spec.name, key);
-                by_record.extend_from_slice(&seq_bytes(seq));
-                txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])?;
+                let row = layout::by_record_key(&spec.name, key, seq);
+                txn.put(layout::OUTBOX_BY_RECORD, &row, &[])?;
                 Ok(Some(seq))
             }
         }
@@ -237,9 +236,8 @@ impl Outbox<'_> {
         if state.backoff_until.is_some() {
             txn.delete(layout::BACKOFF, &seq_bytes(entry.seq))?;
         }
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&seq_bytes(entry.seq));
-        txn.delete(layout::OUTBOX_BY_RECORD, &by_record)?;
+        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
+        txn.delete(layout::OUTBOX_BY_RECORD, &row)?;
         if entry.dead.is_some() {
             txn.delete(layout::DEAD, &seq_bytes(entry.seq))?;
         }
@@ -853,9 +851,8 @@ impl Outbox<'_> {
         txn: &mut dyn WriteTxn,
         entry: &OutboxEntry,
     ) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.delete(layout::OUTBOX_BY_RECORD, &by_record).map(|_| ())
+        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
+        txn.delete(layout::OUTBOX_BY_RECORD, &row).map(|_| ())
     }
 
     /// Adds `entry`'s row to its record's queue index.
@@ -864,9 +861,8 @@ impl Outbox<'_> {
         txn: &mut dyn WriteTxn,
         entry: &OutboxEntry,
     ) -> Result<()> {
-        let mut by_record = layout::record_prefix(&entry.table, &entry.key);
-        by_record.extend_from_slice(&layout::seq_bytes(entry.seq));
-        txn.put(layout::OUTBOX_BY_RECORD, &by_record, &[])
+        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
+        txn.put(layout::OUTBOX_BY_RECORD, &row, &[])
     }
 }
 

@@ -78,23 +78,14 @@ impl RemoteChanges<'_> {
                 continue;
             };
             let key = match spec.remote_key_of(&remote) {
-                Ok(Some(key)) => key,
-                Ok(None) => {
-                    let err = Error::new(ErrorKind::Decode, "pulled record has no key")
-                        .table(table)
-                        .field(spec.key.clone());
-                    self.db.parked().quarantine(
-                        txn,
-                        table,
-                        None,
-                        Some(&remote),
-                        &err,
-                        &mut applied,
-                    )?;
-                    continue;
-                }
-                Err(err) => {
-                    let err = Error::new(ErrorKind::Decode, err.message().to_owned())
+                Ok(Some(key)) => Ok(key),
+                Ok(None) => Err("pulled record has no key".to_owned()),
+                Err(err) => Err(err.message().to_owned()),
+            };
+            let key = match key {
+                Ok(key) => key,
+                Err(why) => {
+                    let err = Error::new(ErrorKind::Decode, why)
                         .table(table)
                         .field(spec.key.clone());
                     self.db.parked().quarantine(

@@ -495,10 +495,14 @@ fn key_changed(spec: &TableSpec, before: &StoredTable) -> Error {
     .field("key")
 }
 
-/// Deletes every row of `keyspace`, a batch per transaction.
-fn clear_keyspace(store: &dyn Store, keyspace: &str) -> Result<()> {
+/// Deletes every row of `keyspace`, a batch per transaction (so a crash leaves fewer rows, never
+/// a half-applied batch); returns how many. Used when a dropped index is removed and when a
+/// storage layout upgrade drops a keyspace the new layout does not keep.
+pub(super) fn clear_keyspace(store: &dyn Store, keyspace: &str) -> Result<u64> {
+    let mut removed = 0;
     loop {
-        let rows = store.read()?.range(
+        let mut txn = store.write()?;
+        let rows = txn.range(
             keyspace,
             Bound::Unbounded,
             Bound::Unbounded,
@@ -506,12 +510,12 @@ fn clear_keyspace(store: &dyn Store, keyspace: &str) -> Result<()> {
             false,
         )?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(removed);
         }
-        let mut txn = store.write()?;
         for (key, _) in &rows {
             txn.delete(keyspace, key)?;
         }
         txn.commit()?;
+        removed += rows.len() as u64;
     }
 }
