@@ -37,24 +37,11 @@ use serde_json::{Value, json};
 use tidesync::{BulkMode, Engine, RedbStore};
 use tidesync_store_redb::DEFAULT_CACHE_SIZE;
 
-use common::{env_usize, median, runs, secs, section, section_end, thousands};
+use common::{env_usize, median, record_1k, runs, secs, section, section_end, thousands};
 
 const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
 const RAW_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raw_entries");
 const BATCH: usize = 1000;
-
-/// Record `i`: about 1 KB of JSON.
-fn record_1k(i: usize) -> Value {
-    json!({
-        "id": format!("rec-{i:08}"),
-        "title": format!("title {i}"),
-        "author": format!("author-{}", i % 97),
-        "published": i.is_multiple_of(3),
-        "score": i as f64 / 7.0,
-        "tags": ["alpha", "beta", format!("t{}", i % 13)],
-        "body": "lorem ipsum dolor sit amet ".repeat(34),
-    })
-}
 
 /// Raw redb: each record serialized and inserted under its key, `BATCH` per transaction.
 /// With `entry`, also what DESIGN invariant 1 needs at the least: an outbox row per record in

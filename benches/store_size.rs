@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tidesync::{Engine, Key, RedbStore, SyncSettings};
 use tidesync_testkit::server::ReferenceServer;
 
-use common::{secs, thousands};
+use common::{record_1k, secs, thousands};
 
 const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
 /// Records per commit of the raw paged baseline and per pull page of the initial sync.
@@ -50,19 +50,6 @@ const PAGE: usize = 1000;
 const STALL: Duration = Duration::from_secs(120);
 /// Keyspaces listed per scenario, largest first.
 const TOP: usize = 6;
-
-/// Record `i`: about 1 KB of JSON (the `import` and `schema` benches' record).
-fn record_1k(i: usize) -> Value {
-    json!({
-        "id": format!("rec-{i:08}"),
-        "title": format!("title {i}"),
-        "author": format!("author-{}", i % 97),
-        "published": i.is_multiple_of(3),
-        "score": i as f64 / 7.0,
-        "tags": ["alpha", "beta", format!("t{}", i % 13)],
-        "body": "lorem ipsum dolor sit amet ".repeat(34),
-    })
-}
 
 fn json_len(v: &Value) -> u64 {
     serde_json::to_vec(v).expect("json").len() as u64

@@ -138,6 +138,19 @@ pub fn record(i: usize) -> Value {
     json!({"id": format!("rec-{i:08}"), "title": format!("title {i}"), "body": "x".repeat(200), "n": i})
 }
 
+/// Record `i`: about 1 KB of JSON (the `import` and `store_size` benches' record).
+pub fn record_1k(i: usize) -> Value {
+    json!({
+        "id": format!("rec-{i:08}"),
+        "title": format!("title {i}"),
+        "author": format!("author-{}", i % 97),
+        "published": i.is_multiple_of(3),
+        "score": i as f64 / 7.0,
+        "tags": ["alpha", "beta", format!("t{}", i % 13)],
+        "body": "lorem ipsum dolor sit amet ".repeat(34),
+    })
+}
+
 /// A multi-thread tokio runtime for the bench's own async code.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
