@@ -22,7 +22,8 @@
 //! (redb's `stored_bytes`: keys and values in the leaves, every table) and where they are, per
 //! keyspace (one redb table each); the file's size after `Database::compact()` on a copy,
 //! which shows how much of the file is free pages rather than data; and the file's size once
-//! the store has reopened it (`RedbStore::open` compacts a file with a third or more free).
+//! the store has reopened it with `RedbOptions::compact_at_open(true)` (which compacts a file
+//! of 64 MiB or more with a third or more free).
 //!
 //! MB are 10^6 bytes. Env: `TIDESYNC_BENCH_SIZE_N` (default 20000; smoke mode 200). One run:
 //! sizes do not vary between runs the way times do.
@@ -67,8 +68,8 @@ struct Measure {
     file_bytes: u64,
     live_bytes: u64,
     compacted_bytes: u64,
-    /// The file's size after the store reopened it (`RedbStore::open`, which compacts a file
-    /// with a third or more free space).
+    /// The file's size after the store reopened it with `compact_at_open(true)` (which
+    /// compacts a file with a third or more free space).
     reopened_bytes: u64,
     /// `(keyspace, live bytes, rows)`, largest first.
     keyspaces: Vec<(String, u64, u64)>,
@@ -183,7 +184,12 @@ fn finish(
     note: String,
 ) -> Measure {
     let (file_bytes, live_bytes, compacted_bytes, keyspaces) = measure_file(path);
-    drop(RedbStore::open(path).expect("reopen"));
+    drop(
+        tidesync::store::redb::RedbOptions::new()
+            .compact_at_open(true)
+            .open(path)
+            .expect("reopen"),
+    );
     let reopened_bytes = std::fs::metadata(path).expect("metadata").len();
     Measure {
         label,

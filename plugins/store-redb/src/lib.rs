@@ -90,7 +90,7 @@ impl Default for RedbOptions {
             cache_size: DEFAULT_CACHE_SIZE,
             durability: Durability::Immediate,
             multi_process: false,
-            compact_at_open: true,
+            compact_at_open: false,
             compact_min_bytes: COMPACT_MIN_FILE_BYTES,
         }
     }
@@ -133,14 +133,15 @@ impl RedbOptions {
         self
     }
 
-    /// Whether [`open`](RedbOptions::open) compacts a file with much free space (on by
+    /// Whether [`open`](RedbOptions::open) compacts a file with much free space (off by
     /// default). redb never gives a file's pages back on its own: after a burst of writes
-    /// has been pushed and acknowledged, the file keeps the burst's size. At open, when the file
-    /// is at least [`compact_min_bytes`](RedbOptions::compact_min_bytes) and a third of it or
-    /// more is free, it is
-    /// compacted once (redb's `Database::compact`, crash-safe), which takes time in proportion
-    /// to the data kept. Never in [`multi_process`](RedbOptions::multi_process) mode, where
-    /// other processes may hold the file.
+    /// has been pushed and acknowledged, the file keeps the burst's size. With this on, when
+    /// the file is at least [`compact_min_bytes`](RedbOptions::compact_min_bytes), `open`
+    /// measures how much of it is allocated and, when a third of it or more is free, compacts
+    /// it once (redb's `Database::compact`, crash-safe). Both cost time in proportion to the
+    /// file: measuring walks every table's pages, so it is not done unless asked. Never in
+    /// [`multi_process`](RedbOptions::multi_process) mode, where other processes may hold the
+    /// file.
     pub fn compact_at_open(mut self, enabled: bool) -> Self {
         self.compact_at_open = enabled;
         self
