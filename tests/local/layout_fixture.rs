@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tidesync::RedbStore;
-use tidesync::core::local::{ChangeState, LocalDb, Schema};
+use tidesync::core::local::{ChangeState, LAYOUT_VERSION, LocalDb, Schema};
 use tidesync::core::{HybridClock, Key, ReadTxn, Store, TableSpec};
 
 /// Where the fixture files live.
@@ -161,11 +161,36 @@ fn a_store_written_by_layout_v1_is_upgraded_and_reads_exactly_as_v1_read_it() {
         .upgrade_layout(&store)
         .unwrap()
         .expect("a v1 store is upgraded");
-    assert_eq!((upgrade.from, upgrade.to), (1, 2));
+    assert_eq!((upgrade.from, upgrade.to), (1, LAYOUT_VERSION));
     assert_eq!(upgrade.rows_removed, 14);
     assert_eq!(legacy_rows(&store), (0, 0));
     assert_eq!(db.upgrade_layout(&store).unwrap(), None, "once is enough");
 
+    let read = store.read().unwrap();
+    assert_eq!(describe_store(&db, &*read), expected());
+}
+
+/// Layout v3 only adds an entry form (an entry pointing at its record row): a v2 store is
+/// raised to v3 with nothing rewritten, and reads as before.
+#[test]
+fn a_layout_v2_store_is_raised_with_nothing_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(fixture_copy(dir.path())).unwrap();
+    let db = fixture_db();
+    db.upgrade_layout(&store).unwrap().expect("a v1 store is upgraded");
+    let mut txn = store.write().unwrap();
+    txn.put(
+        tidesync::core::local::layout::META,
+        tidesync::core::local::layout::META_LAYOUT,
+        &2u64.to_be_bytes(),
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    let upgrade = db.upgrade_layout(&store).unwrap().expect("v2 is raised");
+    assert_eq!(
+        (upgrade.from, upgrade.to, upgrade.rows_removed),
+        (2, LAYOUT_VERSION, 0)
+    );
     let read = store.read().unwrap();
     assert_eq!(describe_store(&db, &*read), expected());
 }
@@ -241,7 +266,7 @@ fn a_store_written_by_a_newer_layout_is_refused_with_what_to_do() {
         txn.put(
             tidesync::core::local::layout::META,
             tidesync::core::local::layout::META_LAYOUT,
-            &3u64.to_be_bytes(),
+            &(LAYOUT_VERSION + 1).to_be_bytes(),
         )
         .unwrap();
         txn.commit().unwrap();
@@ -255,10 +280,11 @@ fn a_store_written_by_a_newer_layout_is_refused_with_what_to_do() {
     };
     let message = err.to_string();
     assert!(
-        message.contains("storage layout v3") && message.contains("up to v2"),
+        message.contains(&format!("storage layout v{}", LAYOUT_VERSION + 1))
+            && message.contains(&format!("up to v{LAYOUT_VERSION}")),
         "{message}"
     );
-    // Refused, not touched: the version is still 3.
+    // Refused, not touched: the version is still the newer one.
     let store = RedbStore::open(&path).unwrap();
     let version = store
         .read()
@@ -268,5 +294,5 @@ fn a_store_written_by_a_newer_layout_is_refused_with_what_to_do() {
             tidesync::core::local::layout::META_LAYOUT,
         )
         .unwrap();
-    assert_eq!(version, Some(3u64.to_be_bytes().to_vec()));
+    assert_eq!(version, Some((LAYOUT_VERSION + 1).to_be_bytes().to_vec()));
 }

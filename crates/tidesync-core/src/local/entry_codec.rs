@@ -11,14 +11,23 @@
 //! seq, hlc, created_at_ms, next_attempt_at_ms   u64 big-endian each
 //! attempts, failures         u32 big-endian each
 //! op                         u8: 0 create, 1 update, 2 delete
-//! flags                      u8: in flight, deleted remotely, has record, last error, dead
+//! flags                      u8: in flight, deleted remotely, has record, last error, dead,
+//!                            record is the record row
 //! table, idempotency key     u32 length ‖ UTF-8
 //! key                        `Key::encode` (self-delimiting)
 //! changed                    u32 count, then u32 length ‖ UTF-8 each
 //! last error                 u32 length ‖ UTF-8, if flagged
 //! dead-letter info           u32 length ‖ JSON, if flagged
-//! record                     JSON, to the end, if flagged
+//! record                     JSON, to the end, if flagged (and not in the record row)
 //! ```
+//!
+//! **Record in the row (layout v3).** A local write stores the record's row and queues an entry
+//! carrying the same record: the entry then says "the record is the record row, as it is"
+//! (a flag, no bytes), so the store keeps one copy while the entry waits. The rule that keeps
+//! it true is the one that keeps a base marker true (`base_row`): nothing changes a record row
+//! while an entry points at it without first writing the old record into the entry
+//! (`Records::write_row` does it through `Outbox::keep_entries_true`). Changes to an entry's
+//! state (in flight, retry, dead letter) rewrite its header and keep its body as it is.
 
 use crate::error::{Error, Result};
 use crate::outbox::{DeadLetterInfo, Op, OutboxEntry};
@@ -31,24 +40,61 @@ const DELETED_REMOTELY: u8 = 1 << 1;
 const HAS_RECORD: u8 = 1 << 2;
 const HAS_LAST_ERROR: u8 = 1 << 3;
 const IS_DEAD: u8 = 1 << 4;
+const RECORD_IN_ROW: u8 = 1 << 5;
 
-/// Encodes `entry` in the binary form.
-#[cfg(test)]
-pub(super) fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>> {
-    encode_entry_with_record(entry, None)
+/// Where the flags byte sits: after the tag, four u64, two u32 and the operation.
+const FLAGS_AT: usize = 1 + 4 * 8 + 2 * 4 + 1;
+
+/// What an encoded entry carries as its record.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum EntryBody<'a> {
+    /// Serialize `entry.record` into the entry.
+    Encode,
+    /// Nothing: `entry.record` is the record row as it is now (see the module doc).
+    InRow,
+    /// The body of these stored bytes of the same entry, whatever form it has: a rewrite of
+    /// the entry's state that leaves its record as it is.
+    KeepFrom(&'a [u8]),
 }
 
-/// [`encode_entry`], with the record's JSON already encoded (by the record row it was written
-/// to): a local write then serializes the record once, not twice. `record_json` must be
-/// `serde_json`'s encoding of `entry.record`.
-pub(super) fn encode_entry_with_record(
-    entry: &OutboxEntry,
-    record_json: Option<&[u8]>,
-) -> Result<Vec<u8>> {
+/// Where a decoded entry's record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecordAt<'a> {
+    /// In the decoded entry already (or it has none).
+    Decoded,
+    /// In these JSON bytes, not decoded yet.
+    Json(&'a [u8]),
+    /// In the record row of the entry's table and key.
+    InRow,
+}
+
+/// Encodes `entry` in the binary form, its record inline.
+#[cfg(test)]
+pub(super) fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>> {
+    encode_entry_body(entry, EntryBody::Encode)
+}
+
+/// Encodes `entry` in the binary form with `body` as its record (see [`EntryBody`]).
+pub(super) fn encode_entry_body(entry: &OutboxEntry, body: EntryBody<'_>) -> Result<Vec<u8>> {
     let cannot = |what: &str, e: &dyn std::fmt::Display| {
         Error::internal(format!("cannot encode the {what} of an outbox entry: {e}"))
             .table(entry.table.clone())
             .key(&entry.key)
+    };
+    // A stored body is kept as it is only from an entry of the binary form.
+    let kept = match body {
+        EntryBody::KeepFrom(stored) => stored_body(stored)?,
+        _ => None,
+    };
+    let body = match (body, kept) {
+        (EntryBody::KeepFrom(_), None) => EntryBody::Encode,
+        (body, _) => body,
+    };
+    let record_flags = match (&entry.record, body, kept) {
+        (_, EntryBody::KeepFrom(_), Some((flags, _))) => flags,
+        (None, _, _) => 0,
+        (Some(_), EntryBody::InRow, _) => HAS_RECORD | RECORD_IN_ROW,
+        (Some(_), _, _) => HAS_RECORD,
     };
     let mut out = Vec::with_capacity(128 + entry.table.len());
     out.push(TAG_BINARY);
@@ -67,11 +113,10 @@ pub(super) fn encode_entry_with_record(
         Op::Update => 1,
         Op::Delete => 2,
     });
-    let mut flags = 0;
+    let mut flags = record_flags;
     for (set, flag) in [
         (entry.in_flight, IN_FLIGHT),
         (entry.deleted_remotely, DELETED_REMOTELY),
-        (entry.record.is_some(), HAS_RECORD),
         (entry.last_error.is_some(), HAS_LAST_ERROR),
         (entry.dead.is_some(), IS_DEAD),
     ] {
@@ -94,32 +139,82 @@ pub(super) fn encode_entry_with_record(
         let json = serde_json::to_vec(dead).map_err(|e| cannot("dead-letter reason", &e))?;
         put_bytes(&mut out, &json);
     }
-    if let Some(record) = &entry.record {
-        match record_json {
-            Some(json) => {
-                debug_assert_eq!(
-                    serde_json::to_vec(record).ok().as_deref(),
-                    Some(json),
-                    "the record bytes handed to the entry are the entry's record"
-                );
-                out.extend_from_slice(json);
-            }
-            None => serde_json::to_writer(&mut out, record).map_err(|e| cannot("record", &e))?,
+    match (body, kept, &entry.record) {
+        (EntryBody::KeepFrom(_), Some((_, bytes)), _) => out.extend_from_slice(bytes),
+        (_, _, None) | (EntryBody::InRow, _, _) => {}
+        (_, _, Some(record)) => {
+            serde_json::to_writer(&mut out, record).map_err(|e| cannot("record", &e))?
         }
     }
     Ok(out)
 }
 
-/// Decodes an entry in either form (binary, or layout v1's JSON).
+/// The record flags and record bytes of a stored entry of the binary form (`None`: layout
+/// v1's JSON form, whose record cannot be kept apart from the rest).
+fn stored_body(stored: &[u8]) -> Result<Option<(u8, &[u8])>> {
+    if stored.first() != Some(&TAG_BINARY) {
+        return Ok(None);
+    }
+    let (entry, at) = decode_binary_parts(&stored[1..])?;
+    let flags = stored[FLAGS_AT] & (HAS_RECORD | RECORD_IN_ROW);
+    let bytes = match at {
+        RecordAt::Json(bytes) => bytes,
+        RecordAt::Decoded | RecordAt::InRow => &[],
+    };
+    debug_assert!(entry.record.is_none());
+    Ok(Some((flags, bytes)))
+}
+
+/// Whether stored entry bytes point at their record row instead of carrying the record.
+pub(super) fn record_in_row(stored: &[u8]) -> bool {
+    stored.first() == Some(&TAG_BINARY)
+        && stored
+            .get(FLAGS_AT)
+            .is_some_and(|flags| flags & RECORD_IN_ROW != 0)
+}
+
+/// Stored entry bytes that pointed at their record row, made to carry `record_json` (the
+/// row's bytes before it changes) instead.
+pub(super) fn with_record_inline(stored: &[u8], record_json: &[u8]) -> Vec<u8> {
+    debug_assert!(record_in_row(stored));
+    let mut out = Vec::with_capacity(stored.len() + record_json.len());
+    out.extend_from_slice(stored);
+    out[FLAGS_AT] &= !RECORD_IN_ROW;
+    // The record comes last, so it goes at the end.
+    out.extend_from_slice(record_json);
+    out
+}
+
+/// Decodes an entry that carries its record (tests, and entries known not to point at
+/// their row); an entry whose record is in its row is an error here.
+#[cfg(test)]
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
+    let (mut entry, at) = decode_parts(bytes)?;
+    match at {
+        RecordAt::Decoded => {}
+        RecordAt::Json(json) => entry.record = Some(decode_record_json(json)?),
+        RecordAt::InRow => return Err(corrupt("the record is in its row")),
+    }
+    Ok(entry)
+}
+
+/// Decodes an entry in either form (binary, or layout v1's JSON) without decoding its record:
+/// says where the record is instead.
+pub(super) fn decode_parts(bytes: &[u8]) -> Result<(OutboxEntry, RecordAt<'_>)> {
     match bytes.first() {
-        Some(&TAG_BINARY) => decode_binary(&bytes[1..]),
+        Some(&TAG_BINARY) => decode_binary_parts(&bytes[1..]),
         _ => serde_json::from_slice(bytes)
+            .map(|entry| (entry, RecordAt::Decoded))
             .map_err(|e| Error::internal(format!("corrupt outbox entry in store: {e}"))),
     }
 }
 
-fn decode_binary(bytes: &[u8]) -> Result<OutboxEntry> {
+/// Decodes an entry's inline record.
+pub(super) fn decode_record_json(json: &[u8]) -> Result<Record> {
+    serde_json::from_slice::<Record>(json).map_err(|e| corrupt(&format!("record: {e}")))
+}
+
+fn decode_binary_parts(bytes: &[u8]) -> Result<(OutboxEntry, RecordAt<'_>)> {
     let mut r = Reader(bytes);
     let seq = r.u64()?;
     let hlc = r.u64()?;
@@ -155,19 +250,21 @@ fn decode_binary(bytes: &[u8]) -> Result<OutboxEntry> {
     } else {
         None
     };
-    let record = if flags & HAS_RECORD != 0 {
-        Some(serde_json::from_slice::<Record>(r.0).map_err(|e| corrupt(&format!("record: {e}")))?)
-    } else if !r.0.is_empty() {
-        return Err(corrupt("bytes after the last field"));
-    } else {
-        None
+    let at = match (flags & HAS_RECORD != 0, flags & RECORD_IN_ROW != 0) {
+        (true, true) if r.0.is_empty() => RecordAt::InRow,
+        (true, false) if !r.0.is_empty() => RecordAt::Json(r.0),
+        (false, false) if r.0.is_empty() => RecordAt::Decoded,
+        (false, false) => return Err(corrupt("bytes after the last field")),
+        (false, true) => return Err(corrupt("a record in its row flagged without a record")),
+        (true, true) => return Err(corrupt("bytes after a record kept in its row")),
+        (true, false) => return Err(corrupt("record: no bytes")),
     };
-    Ok(OutboxEntry {
+    let entry = OutboxEntry {
         seq,
         table,
         key,
         op,
-        record,
+        record: None,
         changed,
         idempotency_key,
         hlc,
@@ -179,7 +276,8 @@ fn decode_binary(bytes: &[u8]) -> Result<OutboxEntry> {
         in_flight: flags & IN_FLIGHT != 0,
         dead,
         deleted_remotely: flags & DELETED_REMOTELY != 0,
-    })
+    };
+    Ok((entry, at))
 }
 
 fn corrupt(what: &str) -> Error {
@@ -318,5 +416,61 @@ mod tests {
         let mut garbled = bytes.clone();
         garbled[1 + 8 * 4 + 4 * 2] = 9; // the operation byte
         assert!(decode_entry(&garbled).is_err());
+    }
+
+    #[test]
+    fn an_entry_can_point_at_its_record_row_and_be_given_the_record_later() {
+        let full = entry();
+        let json = serde_json::to_vec(full.record.as_ref().unwrap()).unwrap();
+        let in_row = encode_entry_body(&full, EntryBody::InRow).unwrap();
+        assert!(record_in_row(&in_row));
+        let (header, at) = decode_parts(&in_row).unwrap();
+        assert_eq!(at, RecordAt::InRow);
+        assert_eq!(
+            header,
+            OutboxEntry {
+                record: None,
+                ..full.clone()
+            }
+        );
+        assert!(decode_entry(&in_row).is_err(), "needs the row");
+        let inline = with_record_inline(&in_row, &json);
+        assert!(!record_in_row(&inline));
+        assert_eq!(decode_entry(&inline).unwrap(), full);
+        assert_eq!(inline, encode_entry(&full).unwrap(), "the same bytes either way");
+    }
+
+    #[test]
+    fn a_state_change_keeps_the_stored_body_as_it_is() {
+        let full = entry();
+        let retried = OutboxEntry {
+            attempts: 9,
+            in_flight: false,
+            last_error: None,
+            dead: None,
+            ..full.clone()
+        };
+        let in_row = encode_entry_body(&full, EntryBody::InRow).unwrap();
+        let kept = encode_entry_body(&retried, EntryBody::KeepFrom(&in_row)).unwrap();
+        assert!(record_in_row(&kept));
+        assert_eq!(decode_parts(&kept).unwrap().0.attempts, 9);
+        let inline = encode_entry(&full).unwrap();
+        let kept = encode_entry_body(&retried, EntryBody::KeepFrom(&inline)).unwrap();
+        assert_eq!(decode_entry(&kept).unwrap(), retried);
+        // Layout v1's JSON form has no separate body: the record is encoded.
+        let v1 = serde_json::to_vec(&full).unwrap();
+        let kept = encode_entry_body(&retried, EntryBody::KeepFrom(&v1)).unwrap();
+        assert_eq!(decode_entry(&kept).unwrap(), retried);
+    }
+
+    #[test]
+    fn contradictory_record_flags_are_errors() {
+        let full = entry();
+        let mut in_row = encode_entry_body(&full, EntryBody::InRow).unwrap();
+        in_row.push(b'{');
+        assert!(decode_parts(&in_row).is_err(), "bytes after a record in its row");
+        let mut flagless = encode_entry_body(&full, EntryBody::InRow).unwrap();
+        flagless[FLAGS_AT] &= !HAS_RECORD;
+        assert!(decode_parts(&flagless).is_err());
     }
 }

@@ -13,7 +13,6 @@ use crate::store::ReadTxn;
 
 use super::layout;
 use super::outbox_ops::Outbox;
-use super::outbox_ops::decode_entry;
 
 /// Why a pending entry has not been acknowledged yet, as far as the store can tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -171,7 +170,7 @@ impl Outbox<'_> {
                     return Ok(summary);
                 }
                 read += 1;
-                let entry = decode_entry(bytes)?;
+                let entry = self.decode(txn, bytes)?;
                 let record = (entry.table.clone(), entry.key.clone());
                 let state = match heads.get(&record) {
                     Some(head) => self.state_given_head(txn, &entry, Some(head), now_ms)?,

@@ -20,13 +20,17 @@
 //!
 //! `‖` is concatenation of self-delimiting encodings, so prefix scans are exact.
 //!
-//! This is layout v2 (`layout_upgrade` upgrades older stores, see [`super::LocalDb::upgrade_layout`]). What a local write
+//! Layout v2 (`layout_upgrade` upgrades older stores, see [`super::LocalDb::upgrade_layout`]). What a local write
 //! commits: its record (and index rows), its outbox entry and, for a new entry, its
 //! `o/by_record` row; nothing else. The sequence counter is derived from the last entry (a
 //! floor in `m` is raised by removals), the clock's last stamp is kept by the sync path's
 //! commits, and queue depths are counted from `o/by_record` when asked. Layout v1 also kept
 //! `o/by_table` and a depth counter per table, and wrote the counter and the clock on every
 //! local write.
+//!
+//! Layout v3 (the current one) is v2 where a queued entry may point at its record row
+//! instead of carrying a copy of the record: a local write's entry does, until the row changes
+//! (`entry_codec`). While a burst of writes waits to be pushed, each record is stored once.
 
 use serde_json::Value;
 

@@ -9,6 +9,7 @@
 //! | from | what changes |
 //! |------|--------------|
 //! | v1 | The per-table queue index (`o/by_table`) and the per-table queue depths (`m/depth/…`) are dropped: layout v2 lists a table's queue from the per-record index, whose keys start with the table, and counts depths when asked instead of on every local write. The sequence counter and the clock stay as floors (v2 writes them on the sync path only). |
+//! | v2 | Nothing is rewritten. v3 lets a queued entry point at its record row instead of carrying a copy of the record (`entry_codec`); entries that carry their record are read as before. The version is raised so that an older build, which cannot read such an entry, refuses the store instead of reporting corrupt entries. |
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Store;
@@ -17,7 +18,7 @@ use super::layout;
 use super::{LocalDb, read_u64};
 
 /// The storage layout this build writes.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 
 /// What opening a store did to its layout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -81,10 +81,10 @@ impl Outbox<'_> {
         };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
-                let record_json = record_json.filter(|_| entry.op != Op::Delete);
+                let body = Self::body_in_row(txn, spec, key, &entry, record_json);
                 match &tail {
-                    Some(tail) => self.update_entry_with(txn, tail, &entry, record_json)?,
-                    None => self.insert_entry_with(txn, &entry, record_json)?,
+                    Some(tail) => self.update_entry_with(txn, tail, &entry, body)?,
+                    None => self.insert_entry_with(txn, &entry, body)?,
                 }
                 Ok(Some(entry.seq))
             }
@@ -115,7 +115,8 @@ impl Outbox<'_> {
                     dead: None,
                     deleted_remotely: false,
                 };
-                self.insert_entry_with(txn, &entry, record_json)?;
+                let body = Self::body_in_row(txn, spec, key, &entry, record_json);
+                self.insert_entry_with(txn, &entry, body)?;
                 let row = layout::by_record_key(&spec.name, key, seq);
                 txn.put(layout::OUTBOX_BY_RECORD, &row, &[])?;
                 Ok(Some(seq))
@@ -175,38 +176,75 @@ impl Outbox<'_> {
         Ok(())
     }
 
+    /// The body of an entry a local write queues: "the record row" when the entry carries the
+    /// record just written to its row as `record_json` (the store keeps one copy, see
+    /// `entry_codec`), else the record itself.
+    fn body_in_row<'j>(
+        txn: &dyn WriteTxn,
+        spec: &TableSpec,
+        key: &Key,
+        entry: &OutboxEntry,
+        record_json: Option<&'j [u8]>,
+    ) -> EntryBody<'j> {
+        match record_json {
+            Some(json) if entry.record.is_some() => {
+                debug_assert_eq!(
+                    entry.record.as_ref().and_then(|r| serde_json::to_vec(r).ok()).as_deref(),
+                    Some(json),
+                    "the record bytes handed to the entry are the entry's record"
+                );
+                debug_assert_eq!(
+                    txn.get(&layout::records(&spec.name), &key.encode())
+                        .ok()
+                        .flatten()
+                        .as_deref(),
+                    Some(json),
+                    "an entry points at its record row only while the row holds its record"
+                );
+                EntryBody::InRow
+            }
+            _ => EntryBody::Encode,
+        }
+    }
+
     /// Writes an entry's row (a new one has no state index rows: not in flight, not in
-    /// backoff). `record_json`, when given, is the record's JSON already encoded for its row
-    /// (see `entry_codec::encode_entry_with_record`).
+    /// backoff) with `body` as its record.
     fn insert_entry_with(
         &self,
         txn: &mut dyn WriteTxn,
         entry: &OutboxEntry,
-        record_json: Option<&[u8]>,
+        body: EntryBody<'_>,
     ) -> Result<()> {
-        let bytes = super::entry_codec::encode_entry_with_record(entry, record_json)?;
+        let bytes = encode_entry_body(entry, body)?;
         txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)
     }
 
     /// Rewrites an entry that was `before`, keeping the in-flight and backoff indexes in step.
+    /// When its record does not change, only its header is rewritten: the stored record (or
+    /// the pointer at the record row) stays as it is.
     fn update_entry(
         &self,
         txn: &mut dyn WriteTxn,
         before: &OutboxEntry,
         after: &OutboxEntry,
     ) -> Result<()> {
-        self.update_entry_with(txn, before, after, None)
+        if after.record.is_some() && after.record == before.record {
+            if let Some(stored) = txn.get(layout::OUTBOX, &seq_bytes(after.seq))? {
+                return self.update_entry_with(txn, before, after, EntryBody::KeepFrom(&stored));
+            }
+        }
+        self.update_entry_with(txn, before, after, EntryBody::Encode)
     }
 
-    /// [`Outbox::update_entry`] with the record's JSON already encoded.
+    /// [`Outbox::update_entry`] with the entry's body given.
     fn update_entry_with(
         &self,
         txn: &mut dyn WriteTxn,
         before: &OutboxEntry,
         after: &OutboxEntry,
-        record_json: Option<&[u8]>,
+        body: EntryBody<'_>,
     ) -> Result<()> {
-        self.insert_entry_with(txn, after, record_json)?;
+        self.insert_entry_with(txn, after, body)?;
         let key = seq_bytes(after.seq);
         let (was, is) = (EntryState::of(before), EntryState::of(after));
         if was.in_flight != is.in_flight {
@@ -250,8 +288,92 @@ impl Outbox<'_> {
     /// The outbox entry with sequence number `seq`.
     pub fn entry(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<OutboxEntry>> {
         txn.get(layout::OUTBOX, &seq_bytes(seq))?
-            .map(|bytes| decode_entry(&bytes))
+            .map(|bytes| self.decode(txn, &bytes))
             .transpose()
+    }
+
+    /// Decodes stored entry bytes with their record, read from the record row when the entry
+    /// points at it.
+    pub(super) fn decode(&self, txn: &dyn ReadTxn, bytes: &[u8]) -> Result<OutboxEntry> {
+        let (mut entry, at) = decode_parts(bytes)?;
+        self.resolve_record(txn, &mut entry, at)?;
+        Ok(entry)
+    }
+
+    /// Fills in the record of an entry decoded by `decode_parts`.
+    fn resolve_record(
+        &self,
+        txn: &dyn ReadTxn,
+        entry: &mut OutboxEntry,
+        at: RecordAt<'_>,
+    ) -> Result<()> {
+        match at {
+            RecordAt::Decoded => {}
+            RecordAt::Json(json) => {
+                entry.record = Some(
+                    decode_record_json(json)
+                        .map_err(|e| e.table(entry.table.clone()).key(&entry.key))?,
+                );
+            }
+            RecordAt::InRow => {
+                let row = txn.get(&layout::records(&entry.table), &entry.key.encode())?;
+                let Some(row) = row else {
+                    return Err(Error::internal(format!(
+                        "corrupt outbox entry #{}: it points at a record row that is missing",
+                        entry.seq
+                    ))
+                    .table(entry.table.clone())
+                    .key(&entry.key));
+                };
+                entry.record = Some(
+                    decode_record_json(&row)
+                        .map_err(|e| e.table(entry.table.clone()).key(&entry.key))?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Before `table`'s record row `key` (stored under `key_bytes`) changes to `new_json`
+    /// (`None`: deleted): every queued entry of the record that points at the row is given the
+    /// row's bytes as they are, so it stays what it was (see `entry_codec`).
+    /// `Records::write_row` calls it before it writes the row.
+    pub(super) fn keep_entries_true(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+        key_bytes: &[u8],
+        new_json: Option<&[u8]>,
+    ) -> Result<()> {
+        let prefix = layout::record_prefix(table, key);
+        let mut old_json: Option<Option<Vec<u8>>> = None;
+        for (row, _) in txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, None)? {
+            let seq_key = seq_bytes(layout::seq_from_suffix(&row)?);
+            let Some(stored) = txn.get(layout::OUTBOX, &seq_key)? else {
+                continue;
+            };
+            if !record_in_row(&stored) {
+                continue;
+            }
+            let old = match &old_json {
+                Some(old) => old,
+                None => old_json.insert(txn.get(&layout::records(table), key_bytes)?),
+            };
+            let Some(old) = old else {
+                return Err(Error::internal(format!(
+                    "corrupt outbox entry #{}: it points at a record row that is missing",
+                    layout::seq_from_suffix(&row)?
+                ))
+                .table(table)
+                .key(key));
+            };
+            if new_json == Some(old.as_slice()) {
+                return Ok(()); // the row does not change
+            }
+            txn.put(layout::OUTBOX, &seq_key, &with_record_inline(&stored, old))?;
+        }
+        Ok(())
     }
 
     fn entry_or_err(&self, txn: &dyn ReadTxn, seq: u64) -> Result<OutboxEntry> {
@@ -325,7 +447,7 @@ impl Outbox<'_> {
                     false,
                 )?
                 .iter()
-                .map(|(_, v)| decode_entry(v))
+                .map(|(_, v)| self.decode(txn, v))
                 .collect(),
             Some(table) => self
                 .table_seqs(txn, table)?
@@ -434,8 +556,13 @@ impl Outbox<'_> {
             let end_of_queue = rows.len() < page;
             for (k, v) in &rows {
                 scan.last_seq = Some(layout::seq_from_suffix(k)?);
-                let entry = decode_entry(v)?;
-                if self.is_ready(txn, &entry, now_ms, busy, paused_tables)? {
+                let (mut entry, at) = decode_parts(v)?;
+                if self.may_be_ready(txn, &entry, now_ms, busy, paused_tables)? {
+                    // The record is read only for an entry that may be sent.
+                    self.resolve_record(txn, &mut entry, at)?;
+                    if self.waits_for_reference(txn, &entry)? {
+                        continue;
+                    }
                     scan.entries.push(entry);
                     if scan.entries.len() >= limit {
                         return Ok(scan);
@@ -449,7 +576,9 @@ impl Outbox<'_> {
         }
     }
 
-    fn is_ready(
+    /// Whether `entry` is ready to send, but for its references (which need its record, see
+    /// [`Outbox::waits_for_reference`]).
+    fn may_be_ready(
         &self,
         txn: &dyn ReadTxn,
         entry: &OutboxEntry,
@@ -467,8 +596,7 @@ impl Outbox<'_> {
         }
         // Only a record's first entry can be sent; later ones wait behind it.
         Ok(self.is_head(txn, entry)?
-            && !self.db.parked().is_parked(txn, &entry.table, &entry.key)?
-            && !self.waits_for_reference(txn, entry)?)
+            && !self.db.parked().is_parked(txn, &entry.table, &entry.key)?)
     }
 
     /// Whether `entry` is the first queued entry of its record.
@@ -816,7 +944,7 @@ impl Outbox<'_> {
                 false,
             )?;
             for (k, v) in &rows {
-                let entry = decode_entry(v)?;
+                let (entry, _) = decode_parts(v)?;
                 let state = EntryState::of(&entry);
                 if state.in_flight {
                     txn.put(layout::IN_FLIGHT, k, &[])?;
@@ -895,7 +1023,10 @@ impl EntryState {
     }
 }
 
-pub(super) use super::entry_codec::decode_entry;
+use super::entry_codec::{
+    EntryBody, RecordAt, decode_parts, decode_record_json, encode_entry_body, record_in_row,
+    with_record_inline,
+};
 
 #[cfg(test)]
 mod tests {
@@ -1074,5 +1205,96 @@ mod tests {
         put(&two, &mut txn, "g", "1");
         put(&one, &mut txn, "h", "1");
         assert_eq!(seqs(&one, &txn), vec![1, 2, 3, 4, 6, 7]);
+    }
+
+    /// The stored bytes of entry `seq`.
+    fn stored(txn: &MapTxn, seq: u64) -> Vec<u8> {
+        txn.get(layout::OUTBOX, &seq_bytes(seq))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no entry #{seq}"))
+    }
+
+    fn title(entry: &OutboxEntry) -> &str {
+        entry
+            .record
+            .as_ref()
+            .and_then(|r| r.get("title"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_else(|| panic!("entry #{} has no title: {entry:?}", entry.seq))
+    }
+
+    #[test]
+    fn a_queued_entry_points_at_its_record_row_until_the_row_changes() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        let key = Key::Str("p1".into());
+        let pending = |txn: &MapTxn| {
+            db.outbox()
+                .pending(txn, "posts", &key)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        put(&db, &mut txn, "p1", "a");
+        let first = pending(&txn)[0].seq;
+        assert!(record_in_row(&stored(&txn, first)), "a local write's entry");
+        assert_eq!(title(&pending(&txn)[0]), "a");
+
+        // Folded into the unsent entry: it still points at the row, which now holds "b".
+        put(&db, &mut txn, "p1", "b");
+        assert_eq!(pending(&txn).len(), 1);
+        assert!(record_in_row(&stored(&txn, first)));
+        assert_eq!(title(&pending(&txn)[0]), "b");
+
+        // Sent: only the header changes.
+        let sent = db.outbox().mark_in_flight(&mut txn, first).unwrap();
+        assert!(sent.in_flight && title(&sent) == "b");
+        assert!(record_in_row(&stored(&txn, first)), "state changes keep the body");
+
+        // A later edit queues behind the sent entry, which keeps what was sent.
+        put(&db, &mut txn, "p1", "c");
+        let queue = pending(&txn);
+        assert_eq!(queue.len(), 2);
+        assert!(!record_in_row(&stored(&txn, first)), "given the old row");
+        assert_eq!((title(&queue[0]), title(&queue[1])), ("b", "c"));
+        assert!(record_in_row(&stored(&txn, queue[1].seq)));
+
+        // Retried later, dead-lettered: still the same records.
+        db.outbox()
+            .retry_later(&mut txn, first, 10, "503")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(title(&pending(&txn)[0]), "b");
+
+        // Deleted: nothing may point at the row that is gone.
+        db.records()
+            .apply_local(
+                &mut txn,
+                &[WriteOp::Delete {
+                    table: "posts".into(),
+                    key: key.clone(),
+                }],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let queue = pending(&txn);
+        assert_eq!(title(&queue[0]), "b");
+        for entry in &queue {
+            assert!(!record_in_row(&stored(&txn, entry.seq)), "{entry:?}");
+        }
+        assert!(queue.iter().any(|e| e.op == Op::Delete));
+    }
+
+    #[test]
+    fn an_entry_whose_record_row_is_missing_is_an_error_naming_the_record() {
+        let db = db();
+        let mut txn = MapTxn::default();
+        put(&db, &mut txn, "p1", "a");
+        let seq = seqs(&db, &txn)[0];
+        // What only a damaged store could hold: the row gone behind the entry's back.
+        txn.delete(&layout::records("posts"), &Key::Str("p1".into()).encode())
+            .unwrap();
+        let err = db.outbox().entry(&txn, seq).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("posts") && text.contains("p1") && text.contains("missing"),
+            "{text}"
+        );
     }
 }

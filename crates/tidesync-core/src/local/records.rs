@@ -282,6 +282,13 @@ impl Records<'_> {
             .map(|record| encode_record(spec, key, record))
             .transpose()?;
         self.keep_base_true(txn, spec, &key_bytes, old, encoded.as_deref())?;
+        self.db.outbox().keep_entries_true(
+            txn,
+            &spec.name,
+            key,
+            &key_bytes,
+            encoded.as_deref(),
+        )?;
         match &encoded {
             Some(bytes) => txn.put(&keyspace, &key_bytes, bytes)?,
             None => {
