@@ -177,7 +177,9 @@ fn a_layout_v2_store_is_raised_with_nothing_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(fixture_copy(dir.path())).unwrap();
     let db = fixture_db();
-    db.upgrade_layout(&store).unwrap().expect("a v1 store is upgraded");
+    db.upgrade_layout(&store)
+        .unwrap()
+        .expect("a v1 store is upgraded");
     let mut txn = store.write().unwrap();
     txn.put(
         tidesync::core::local::layout::META,

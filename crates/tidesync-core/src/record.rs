@@ -44,7 +44,10 @@ impl Key {
     /// An order-preserving, self-delimiting byte encoding (integers sort numerically before
     /// strings; strings sort bytewise). Used as the storage key.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(match self {
+            Key::Int(_) => 9,
+            Key::Str(s) => s.len() + 3,
+        });
         self.encode_into(&mut out);
         out
     }
@@ -119,6 +122,13 @@ impl From<i64> for Key {
 /// Writes `bytes` so that the result is prefix-free and keeps bytewise order:
 /// `0x00` becomes `0x00 0xFF`, and the end is marked by `0x00 0x00`.
 pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 2);
+    if !bytes.contains(&0) {
+        // The usual case (text keys and names): copied at once.
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(&[0, 0]);
+        return;
+    }
     for &b in bytes {
         out.push(b);
         if b == 0 {

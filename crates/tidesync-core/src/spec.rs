@@ -244,7 +244,12 @@ impl TableSpec {
                 .table(self.name.clone())
                 .field(self.key.clone()));
         }
-        let key = Key::Str(uuid::Uuid::now_v7().to_string());
+        let key = Key::Str(
+            uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned(),
+        );
         record.insert(self.key.clone(), key.to_json());
         Ok(key)
     }

@@ -6,7 +6,7 @@
 //! once: a buffered put shadows the row below, a buffered delete hides it, scans merge both
 //! in key order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
@@ -18,7 +18,8 @@ pub type BufferedRows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// Buffered writes, per keyspace.
 #[derive(Debug, Default)]
 pub struct WriteBuffer {
-    keyspaces: HashMap<String, BufferedRows>,
+    /// Per keyspace (a transaction touches a handful: a sorted map beats hashing the name).
+    keyspaces: BTreeMap<String, BufferedRows>,
     bytes: usize,
 }
 

@@ -437,7 +437,11 @@ mod tests {
         let inline = with_record_inline(&in_row, &json);
         assert!(!record_in_row(&inline));
         assert_eq!(decode_entry(&inline).unwrap(), full);
-        assert_eq!(inline, encode_entry(&full).unwrap(), "the same bytes either way");
+        assert_eq!(
+            inline,
+            encode_entry(&full).unwrap(),
+            "the same bytes either way"
+        );
     }
 
     #[test]
@@ -468,7 +472,10 @@ mod tests {
         let full = entry();
         let mut in_row = encode_entry_body(&full, EntryBody::InRow).unwrap();
         in_row.push(b'{');
-        assert!(decode_parts(&in_row).is_err(), "bytes after a record in its row");
+        assert!(
+            decode_parts(&in_row).is_err(),
+            "bytes after a record in its row"
+        );
         let mut flagless = encode_entry_body(&full, EntryBody::InRow).unwrap();
         flagless[FLAGS_AT] &= !HAS_RECORD;
         assert!(decode_parts(&flagless).is_err());

@@ -40,17 +40,27 @@ use crate::spec::describe;
 
 /// Keyspace of the records of `table`.
 pub fn records(table: &str) -> String {
-    format!("r/{table}")
+    keyspace_name(&["r/", table])
+}
+
+/// The concatenation of `parts` (keyspace names are built on every read and write: without
+/// the formatting machinery).
+fn keyspace_name(parts: &[&str]) -> String {
+    let mut name = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        name.push_str(part);
+    }
+    name
 }
 
 /// Keyspace of the secondary index on `field` of `table`.
 pub fn index(table: &str, field: &str) -> String {
-    format!("i/{table}/{field}")
+    keyspace_name(&["i/", table, "/", field])
 }
 
 /// Keyspace of the bases (last agreed versions) of `table`.
 pub fn bases(table: &str) -> String {
-    format!("b/{table}")
+    keyspace_name(&["b/", table])
 }
 
 /// Outbox entries by sequence number.
@@ -104,7 +114,8 @@ pub const LEGACY_META_DEPTH_PREFIX: &[u8] = b"depth/";
 
 /// `table ‖ key`: the prefix of one record's queue in [`OUTBOX_BY_RECORD`].
 pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
-    let mut out = table_prefix(table);
+    let mut out = Vec::with_capacity(table.len() + 2 + 24);
+    escape_into(table.as_bytes(), &mut out);
     key.encode_into(&mut out);
     out
 }

@@ -66,10 +66,19 @@ impl Outbox<'_> {
         change: &LocalChange,
         hlc: u64,
         record_json: Option<&[u8]>,
+        queue: Option<RecordQueue>,
     ) -> Result<Option<u64>> {
         // The bytes stand for the change's record, which the entry carries unless it deletes.
         let record_json = record_json.filter(|_| change.op != Op::Delete);
-        let tail = self.pending(&*txn, &spec.name, key)?.pop();
+        let queue = match queue {
+            Some(queue) => queue,
+            None => self.record_queue(&*txn, &spec.name, key)?,
+        };
+        let tail = queue
+            .rows
+            .last()
+            .map(|(_, bytes)| self.decode(&*txn, bytes))
+            .transpose()?;
         // A record's stamps only grow, even if the stamp last persisted was lost to a crash
         // and the wall clock went back (the clock is not persisted by local writes).
         let hlc = match &tail {
@@ -104,7 +113,10 @@ impl Outbox<'_> {
                     op: change.op,
                     record: change.record.clone(),
                     changed: change.changed.clone(),
-                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    idempotency_key: uuid::Uuid::now_v7()
+                        .hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer())
+                        .to_owned(),
                     hlc,
                     created_at_ms: now_ms(),
                     attempts: 0,
@@ -189,7 +201,11 @@ impl Outbox<'_> {
         match record_json {
             Some(json) if entry.record.is_some() => {
                 debug_assert_eq!(
-                    entry.record.as_ref().and_then(|r| serde_json::to_vec(r).ok()).as_deref(),
+                    entry
+                        .record
+                        .as_ref()
+                        .and_then(|r| serde_json::to_vec(r).ok())
+                        .as_deref(),
                     Some(json),
                     "the record bytes handed to the entry are the entry's record"
                 );
@@ -334,10 +350,35 @@ impl Outbox<'_> {
         Ok(())
     }
 
+    /// The stored entries of `table`'s record `key`, oldest first, not decoded.
+    pub(super) fn record_queue(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<RecordQueue> {
+        let prefix = layout::record_prefix(table, key);
+        let rows = txn
+            .scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, None)?
+            .iter()
+            .map(|(row, _)| {
+                let seq = layout::seq_from_suffix(row)?;
+                Ok(self.stored_entry(txn, seq)?.map(|bytes| (seq, bytes)))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordQueue { rows })
+    }
+
+    fn stored_entry(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<Vec<u8>>> {
+        txn.get(layout::OUTBOX, &seq_bytes(seq))
+    }
+
     /// Before `table`'s record row `key` (stored under `key_bytes`) changes to `new_json`
     /// (`None`: deleted): every queued entry of the record that points at the row is given the
     /// row's bytes as they are, so it stays what it was (see `entry_codec`).
-    /// `Records::write_row` calls it before it writes the row.
+    /// `Records::write_row` calls it before it writes the row; `queue`, when given, is the
+    /// record's queue read in this transaction, and is kept in step.
     pub(super) fn keep_entries_true(
         &self,
         txn: &mut dyn WriteTxn,
@@ -345,25 +386,29 @@ impl Outbox<'_> {
         key: &Key,
         key_bytes: &[u8],
         new_json: Option<&[u8]>,
+        queue: Option<&mut RecordQueue>,
     ) -> Result<()> {
-        let prefix = layout::record_prefix(table, key);
+        let mut read;
+        let queue = match queue {
+            Some(queue) => queue,
+            None => {
+                read = self.record_queue(&*txn, table, key)?;
+                &mut read
+            }
+        };
         let mut old_json: Option<Option<Vec<u8>>> = None;
-        for (row, _) in txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, None)? {
-            let seq_key = seq_bytes(layout::seq_from_suffix(&row)?);
-            let Some(stored) = txn.get(layout::OUTBOX, &seq_key)? else {
-                continue;
-            };
-            if !record_in_row(&stored) {
+        for (seq, stored) in &mut queue.rows {
+            if !record_in_row(stored) {
                 continue;
             }
+            let seq = *seq;
             let old = match &old_json {
                 Some(old) => old,
                 None => old_json.insert(txn.get(&layout::records(table), key_bytes)?),
             };
             let Some(old) = old else {
                 return Err(Error::internal(format!(
-                    "corrupt outbox entry #{}: it points at a record row that is missing",
-                    layout::seq_from_suffix(&row)?
+                    "corrupt outbox entry #{seq}: it points at a record row that is missing"
                 ))
                 .table(table)
                 .key(key));
@@ -371,7 +416,8 @@ impl Outbox<'_> {
             if new_json == Some(old.as_slice()) {
                 return Ok(()); // the row does not change
             }
-            txn.put(layout::OUTBOX, &seq_key, &with_record_inline(&stored, old))?;
+            *stored = with_record_inline(stored, old);
+            txn.put(layout::OUTBOX, &seq_bytes(seq), stored)?;
         }
         Ok(())
     }
@@ -994,6 +1040,13 @@ impl Outbox<'_> {
     }
 }
 
+/// A record's queued entries as stored (sequence number, bytes), oldest first: read once by a
+/// local write for both the row write and the enqueue.
+#[derive(Debug, Default)]
+pub(super) struct RecordQueue {
+    rows: Vec<(u64, Vec<u8>)>,
+}
+
 /// Where a scan for ready entries ([`Outbox::scan_ready`]) stopped.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyScan {
@@ -1247,7 +1300,10 @@ mod tests {
         // Sent: only the header changes.
         let sent = db.outbox().mark_in_flight(&mut txn, first).unwrap();
         assert!(sent.in_flight && title(&sent) == "b");
-        assert!(record_in_row(&stored(&txn, first)), "state changes keep the body");
+        assert!(
+            record_in_row(&stored(&txn, first)),
+            "state changes keep the body"
+        );
 
         // A later edit queues behind the sent entry, which keeps what was sent.
         put(&db, &mut txn, "p1", "c");

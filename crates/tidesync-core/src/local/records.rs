@@ -166,7 +166,16 @@ impl Records<'_> {
             (Some(_), None) => (Op::Delete, Vec::new()),
             (None, None) => return Ok(None),
         };
-        let record_json = self.write_row(txn, spec, &key, old.as_ref(), new.as_ref())?;
+        // The record's queue, read once for the row write and the enqueue.
+        let mut queue = self.db.outbox().record_queue(&*txn, &spec.name, &key)?;
+        let record_json = self.write_row_queued(
+            txn,
+            spec,
+            &key,
+            old.as_ref(),
+            new.as_ref(),
+            Some(&mut queue),
+        )?;
         let mut seq = None;
         let new = if spec.push {
             // Not persisted here: the clock's last stamp is kept by the sync path's commits
@@ -184,6 +193,7 @@ impl Records<'_> {
                 &change,
                 stamp.0,
                 record_json.as_deref(),
+                Some(queue),
             )?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {
@@ -262,6 +272,19 @@ impl Records<'_> {
         old: Option<&Record>,
         new: Option<&Record>,
     ) -> Result<Option<Vec<u8>>> {
+        self.write_row_queued(txn, spec, key, old, new, None)
+    }
+
+    /// [`Records::write_row`] with the record's queue already read in this transaction.
+    fn write_row_queued(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        key: &Key,
+        old: Option<&Record>,
+        new: Option<&Record>,
+        queue: Option<&mut super::outbox_ops::RecordQueue>,
+    ) -> Result<Option<Vec<u8>>> {
         let key_bytes = key.encode();
         for field in &spec.indexes {
             let keyspace = layout::index(&spec.name, field);
@@ -282,13 +305,22 @@ impl Records<'_> {
             .map(|record| encode_record(spec, key, record))
             .transpose()?;
         self.keep_base_true(txn, spec, &key_bytes, old, encoded.as_deref())?;
-        self.db.outbox().keep_entries_true(
-            txn,
-            &spec.name,
-            key,
-            &key_bytes,
-            encoded.as_deref(),
-        )?;
+        debug_assert!(
+            old.is_some() || txn.get(&keyspace, &key_bytes).ok().flatten().is_none(),
+            "write_row is told the old record of {}/{key}",
+            spec.name
+        );
+        if old.is_some() {
+            // Only an existing row can have entries pointing at it.
+            self.db.outbox().keep_entries_true(
+                txn,
+                &spec.name,
+                key,
+                &key_bytes,
+                encoded.as_deref(),
+                queue,
+            )?;
+        }
         match &encoded {
             Some(bytes) => txn.put(&keyspace, &key_bytes, bytes)?,
             None => {
