@@ -65,15 +65,14 @@ impl Outbox<'_> {
         key: &Key,
         change: &LocalChange,
         hlc: u64,
-        record_json: Option<&[u8]>,
-        queue: Option<RecordQueue>,
+        written: Option<WrittenRow<'_>>,
     ) -> Result<Option<u64>> {
+        let (record_json, queue) = match written {
+            Some(written) => (written.json, written.queue),
+            None => (None, self.record_queue(&*txn, &spec.name, key)?),
+        };
         // The bytes stand for the change's record, which the entry carries unless it deletes.
         let record_json = record_json.filter(|_| change.op != Op::Delete);
-        let queue = match queue {
-            Some(queue) => queue,
-            None => self.record_queue(&*txn, &spec.name, key)?,
-        };
         let tail = queue
             .rows
             .last()
@@ -244,10 +243,11 @@ impl Outbox<'_> {
         before: &OutboxEntry,
         after: &OutboxEntry,
     ) -> Result<()> {
-        if after.record.is_some() && after.record == before.record {
-            if let Some(stored) = txn.get(layout::OUTBOX, &seq_bytes(after.seq))? {
-                return self.update_entry_with(txn, before, after, EntryBody::KeepFrom(&stored));
-            }
+        if after.record.is_some()
+            && after.record == before.record
+            && let Some(stored) = txn.get(layout::OUTBOX, &seq_bytes(after.seq))?
+        {
+            return self.update_entry_with(txn, before, after, EntryBody::KeepFrom(&stored));
         }
         self.update_entry_with(txn, before, after, EntryBody::Encode)
     }
@@ -1045,6 +1045,13 @@ impl Outbox<'_> {
 #[derive(Debug, Default)]
 pub(super) struct RecordQueue {
     rows: Vec<(u64, Vec<u8>)>,
+}
+
+/// What a local write hands its enqueue: the bytes it just wrote to the record row (`None`:
+/// deleted) and the record's queue it read before.
+pub(super) struct WrittenRow<'a> {
+    pub(super) json: Option<&'a [u8]>,
+    pub(super) queue: RecordQueue,
 }
 
 /// Where a scan for ready entries ([`Outbox::scan_ready`]) stopped.

@@ -192,8 +192,10 @@ impl Records<'_> {
                 &key,
                 &change,
                 stamp.0,
-                record_json.as_deref(),
-                Some(queue),
+                Some(super::outbox_ops::WrittenRow {
+                    json: record_json.as_deref(),
+                    queue,
+                }),
             )?;
             // The outbox only borrowed the record: hand it on instead of copying it.
             if op == Op::Delete {

@@ -128,7 +128,7 @@ impl RemoteChanges<'_> {
                 follow_up = self
                     .db
                     .outbox()
-                    .enqueue(txn, &spec, key, &change, stamp.0, None, None)?;
+                    .enqueue(txn, &spec, key, &change, stamp.0, None)?;
             }
         }
         // The settled entries' receipts: resolved through this conflict (and followed by the
