@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -292,7 +292,7 @@ impl RedbStore {
             base: Some(Snapshot::new(base)),
             overlay: WriteBuffer::new(),
             spill_bytes,
-            spilled: HashSet::new(),
+            spilled: BTreeSet::new(),
         })
     }
 }
@@ -303,15 +303,16 @@ type ReadOnly = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// table tree and a few allocations, and a local write reads the same few keyspaces many times.
 struct Snapshot {
     txn: ReadTransaction,
-    // keyspace → its table, `None` if it does not exist in the snapshot.
-    tables: RefCell<HashMap<String, Option<ReadOnly>>>,
+    // keyspace → its table, `None` if it does not exist in the snapshot. A handful of
+    // keyspaces, read on every get: a sorted map beats hashing the name.
+    tables: RefCell<BTreeMap<String, Option<ReadOnly>>>,
 }
 
 impl Snapshot {
     fn new(txn: ReadTransaction) -> Self {
         Snapshot {
             txn,
-            tables: RefCell::new(HashMap::new()),
+            tables: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -321,15 +322,15 @@ impl Snapshot {
             .tables
             .try_borrow_mut()
             .map_err(|_| Error::internal("redb store: re-entrant read of a transaction"))?;
-        if !tables.contains_key(keyspace) {
-            let opened = match self.txn.open_table(table(keyspace)) {
-                Ok(t) => Some(t),
-                Err(TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(storage(e)),
-            };
-            tables.insert(keyspace.to_owned(), opened);
+        if let Some(opened) = tables.get(keyspace) {
+            return f(opened.as_ref());
         }
-        f(tables.get(keyspace).and_then(Option::as_ref))
+        let opened = match self.txn.open_table(table(keyspace)) {
+            Ok(t) => Some(t),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(storage(e)),
+        };
+        f(tables.entry(keyspace.to_owned()).or_insert(opened).as_ref())
     }
 
     fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -402,7 +403,7 @@ struct RedbWrite {
     spill_bytes: usize,
     // Keyspaces whose rows were already handed to redb (a large transaction): their reads go
     // to the transaction itself, below the buffer.
-    spilled: HashSet<String>,
+    spilled: BTreeSet<String>,
 }
 
 impl RedbWrite {
