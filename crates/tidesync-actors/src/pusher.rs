@@ -123,6 +123,10 @@ impl Handler<PushNow> for PusherActor {
 /// Fewest single-entry requests the push loop keeps prepared beyond those in flight.
 const PREPARE_AHEAD_MIN: usize = 32;
 
+/// Longest an answer waits for its turn while requests are still flowing (see
+/// `PushCycle::push_loop`: answers are recorded in batches, one commit for many).
+const SETTLE_WAIT_MAX: Duration = Duration::from_millis(20);
+
 /// One entry and the answer the server gave for it.
 type Answered = (OutboxEntry, Result<PushOutcome>);
 
@@ -133,6 +137,8 @@ type TurnFuture = Pin<Box<dyn Future<Output = Result<TurnDone>>>>;
 enum Woke {
     Turn(Result<TurnDone>),
     Answered(Option<std::result::Result<Vec<Answered>, tokio::task::JoinError>>),
+    /// The oldest answer waiting for a turn has waited long enough.
+    SettleDue,
 }
 
 /// What an answer asks for: a record in the next turn, or a conflict resolution now.
@@ -148,6 +154,8 @@ struct LoopState {
     prepared: VecDeque<Vec<(OutboxEntry, PushRequest)>>,
     /// Answers waiting for the next turn to record them.
     settle: Vec<Settle>,
+    /// Since when the oldest of them waits.
+    settle_since: Option<tokio::time::Instant>,
     /// Records whose push met a conflict: not pushed again in this cycle.
     held_out: HashSet<(String, Key)>,
     /// Where the next scan resumes.
@@ -279,7 +287,19 @@ impl PushCycle {
                     .saturating_sub(tasks.len() + st.prepared.len());
                 let queue_changed = st.dirty || !st.settle.is_empty();
                 let scan = can_push && room > 0 && (!st.exhausted || queue_changed);
-                if scan || !st.settle.is_empty() {
+                // One turn is one durable commit: while enough requests are prepared, answers
+                // wait and are recorded together when the pool runs low, nothing is in flight,
+                // or the oldest has waited `SETTLE_WAIT_MAX`. An answer not yet recorded is an
+                // entry still in flight, the state a crash during its request leaves too.
+                let worth_a_turn = tasks.is_empty()
+                    || !can_push
+                    || st.finishing
+                    || st.prepared.len() < (ahead / 2).max(1)
+                    || st
+                        .settle_since
+                        .is_some_and(|since| since.elapsed() >= SETTLE_WAIT_MAX);
+                if (scan || !st.settle.is_empty()) && worth_a_turn {
+                    st.settle_since = None;
                     let plan = TurnPlan {
                         epoch: Some(self.epoch),
                         settle: std::mem::take(&mut st.settle),
@@ -311,16 +331,26 @@ impl PushCycle {
                 }
                 continue;
             }
+            if st.settle.is_empty() {
+                st.settle_since = None;
+            } else if st.settle_since.is_none() {
+                st.settle_since = Some(tokio::time::Instant::now());
+            }
+            let settle_due = st
+                .settle_since
+                .filter(|_| turn.is_none())
+                .map(|since| since + SETTLE_WAIT_MAX);
             let woke = tokio::select! {
                 done = poll_turn(&mut turn) => Woke::Turn(done),
                 joined = tasks.join_next(), if !tasks.is_empty() => Woke::Answered(joined),
+                () = sleep_until_some(settle_due) => Woke::SettleDue,
             };
             match woke {
                 Woke::Turn(done) => {
                     turn = None;
                     self.turn_committed(done?, &mut st, report, unsettled);
                 }
-                Woke::Answered(None) => {}
+                Woke::Answered(None) | Woke::SettleDue => {}
                 Woke::Answered(Some(joined)) => {
                     let answered =
                         joined.map_err(|e| Error::internal(format!("push task failed: {e}")))?;
@@ -776,6 +806,14 @@ fn dead_letter_info(kind: &str, message: String, err: &Error) -> DeadLetterInfo 
         status: err.http_status(),
         response_excerpt: err.response_excerpt().map(str::to_owned),
         at_ms: wall_millis(),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none (for `select!`).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
