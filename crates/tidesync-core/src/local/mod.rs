@@ -24,6 +24,8 @@ mod ack;
 mod base_row;
 mod echo;
 mod entry_codec;
+#[cfg(test)]
+mod entry_in_row_props;
 mod entry_state;
 mod fence;
 pub mod layout;
@@ -240,6 +242,9 @@ pub struct LocalDb {
     /// The last outbox sequence number handed out here (0: none yet): where the next one's
     /// read of the outbox starts (`Outbox::next_seq`). Shared by clones.
     seq_hint: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a local write's entry points at its record row (layout v3) instead of carrying
+    /// a copy of the record. Always on; tests turn it off to compare both forms.
+    entries_point_at_rows: bool,
 }
 
 impl LocalDb {
@@ -250,7 +255,16 @@ impl LocalDb {
             clock,
             migrations: Arc::default(),
             seq_hint: Arc::default(),
+            entries_point_at_rows: true,
         }
+    }
+
+    /// This database with entries that always carry a copy of their record (what layout v2
+    /// wrote): the reference the pointer form is compared against in tests.
+    #[cfg(test)]
+    pub(crate) fn copying_records_into_entries(mut self) -> Self {
+        self.entries_point_at_rows = false;
+        self
     }
 
     /// Records from the server (pulled pages, push answers) go through `migrations`: the

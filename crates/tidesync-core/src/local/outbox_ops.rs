@@ -89,7 +89,7 @@ impl Outbox<'_> {
         };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
-                let body = Self::body_in_row(txn, spec, key, &entry, record_json);
+                let body = self.body_in_row(txn, spec, key, &entry, record_json);
                 match &tail {
                     Some(tail) => self.update_entry_with(txn, tail, &entry, body)?,
                     None => self.insert_entry_with(txn, &entry, body)?,
@@ -126,7 +126,7 @@ impl Outbox<'_> {
                     dead: None,
                     deleted_remotely: false,
                 };
-                let body = Self::body_in_row(txn, spec, key, &entry, record_json);
+                let body = self.body_in_row(txn, spec, key, &entry, record_json);
                 self.insert_entry_with(txn, &entry, body)?;
                 let row = layout::by_record_key(&spec.name, key, seq);
                 txn.put(layout::OUTBOX_BY_RECORD, &row, &[])?;
@@ -191,6 +191,7 @@ impl Outbox<'_> {
     /// record just written to its row as `record_json` (the store keeps one copy, see
     /// `entry_codec`), else the record itself.
     fn body_in_row<'j>(
+        &self,
         txn: &dyn WriteTxn,
         spec: &TableSpec,
         key: &Key,
@@ -198,7 +199,7 @@ impl Outbox<'_> {
         record_json: Option<&'j [u8]>,
     ) -> EntryBody<'j> {
         match record_json {
-            Some(json) if entry.record.is_some() => {
+            Some(json) if entry.record.is_some() && self.db.entries_point_at_rows => {
                 debug_assert_eq!(
                     entry
                         .record

@@ -1,0 +1,294 @@
+//! Entries that point at their record row (layout v3) against entries that carry a copy of
+//! their record (layout v2's form): the same random histories of local writes, sends,
+//! acknowledgements, retries, dead letters, pulls and remote deletes run on two databases, one
+//! of each form, and after every step both must hold the same records and the same queue,
+//! entry by entry, record by record. A pointer left on a row that changed would show here as
+//! an entry whose record differs from the copy's.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::test_txn::MapTxn;
+use super::{LocalDb, RemoteMeta, Schema, WriteOp, layout};
+use crate::outbox::{DeadLetterInfo, OutboxEntry};
+use crate::record::{Key, Record};
+use crate::store::ReadTxn;
+use crate::transport::{PullPage, PushOutcome};
+use crate::{HybridClock, TableSpec};
+
+const KEYS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(usize, u8),
+    Patch(usize, u8),
+    Delete(usize),
+    /// The record's first entry is handed to the transport.
+    Send(usize),
+    /// The server acknowledges the record's entry in flight, adding a field of its own.
+    Ack(usize, u8),
+    /// The entry in flight is to be retried later.
+    Retry(usize),
+    /// The entry in flight is dead-lettered.
+    DeadLetter(usize),
+    /// A dead letter goes back to the queue, edited or not.
+    RetryDead(usize, Option<u8>),
+    /// The server's version arrives in a pull.
+    Pull(usize, u8),
+    /// A pull says the server deleted the record.
+    PullDelete(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let k = 0..KEYS.len();
+    prop_oneof![
+        3 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Put(k, n)),
+        2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Patch(k, n)),
+        1 => k.clone().prop_map(Step::Delete),
+        3 => k.clone().prop_map(Step::Send),
+        2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Ack(k, n)),
+        1 => k.clone().prop_map(Step::Retry),
+        1 => k.clone().prop_map(Step::DeadLetter),
+        1 => (k.clone(), proptest::option::of(any::<u8>())).prop_map(|(k, n)| Step::RetryDead(k, n)),
+        2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Pull(k, n)),
+        1 => k.prop_map(Step::PullDelete),
+    ]
+}
+
+fn db(copying: bool) -> LocalDb {
+    let schema = Schema::new([TableSpec::new("posts")]).unwrap_or_else(|e| panic!("{e}"));
+    let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+    if copying {
+        db.copying_records_into_entries()
+    } else {
+        db
+    }
+}
+
+fn record(value: Value) -> Record {
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The record's first entry.
+fn head(db: &LocalDb, txn: &MapTxn, key: &Key) -> Option<OutboxEntry> {
+    db.outbox()
+        .pending(txn, "posts", key)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .next()
+}
+
+/// Runs `step` on one database (a step that does not apply, e.g. sending a record with no
+/// entry, does nothing).
+fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
+    let key_of = |k: usize| Key::Str(KEYS[k].to_owned());
+    let local = |txn: &mut MapTxn, op: WriteOp| {
+        db.records()
+            .apply_local(txn, &[op])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match step {
+        Step::Put(k, n) => local(
+            txn,
+            WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": KEYS[*k], "title": format!("local {n}"), "n": n}),
+            },
+        ),
+        Step::Patch(k, n) => local(
+            txn,
+            WriteOp::Update {
+                table: "posts".into(),
+                key: key_of(*k),
+                patch: json!({"title": format!("patched {n}")}),
+            },
+        ),
+        Step::Delete(k) => local(
+            txn,
+            WriteOp::Delete {
+                table: "posts".into(),
+                key: key_of(*k),
+            },
+        ),
+        Step::Send(k) => match head(db, txn, &key_of(*k)) {
+            Some(e) if !e.in_flight && e.dead.is_none() => db
+                .outbox()
+                .mark_in_flight(txn, e.seq)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        },
+        Step::Ack(k, n) => match head(db, txn, &key_of(*k)) {
+            Some(e) if e.in_flight => {
+                let record = e.record.clone().map(|mut r| {
+                    r.insert("server_field".into(), json!(n));
+                    r
+                });
+                let outcome = PushOutcome {
+                    record,
+                    version: Some(format!("v{n}")),
+                    server_key: None,
+                    server_time_ms: None,
+                };
+                db.remote()
+                    .ack_push(txn, e.seq, &outcome)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        },
+        Step::Retry(k) => match head(db, txn, &key_of(*k)) {
+            Some(e) if e.in_flight => db
+                .outbox()
+                .retry_later(txn, e.seq, 7, "503 Service Unavailable")
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        },
+        Step::DeadLetter(k) => match head(db, txn, &key_of(*k)) {
+            Some(e) if e.in_flight => db
+                .outbox()
+                .dead_letter(
+                    txn,
+                    e.seq,
+                    DeadLetterInfo {
+                        kind: "permanent".into(),
+                        error: "422".into(),
+                        status: Some(422),
+                        response_excerpt: None,
+                        at_ms: 1,
+                    },
+                )
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        },
+        Step::RetryDead(k, edit) => match head(db, txn, &key_of(*k)) {
+            Some(e) if e.dead.is_some() => {
+                let edited = match (edit, &e.record) {
+                    (Some(n), Some(r)) => {
+                        let mut r = r.clone();
+                        r.insert("title".into(), json!(format!("edited {n}")));
+                        Some(r)
+                    }
+                    _ => None,
+                };
+                db.outbox()
+                    .retry_dead_letter(txn, e.seq, edited)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        },
+        Step::Pull(k, n) => pull(
+            db,
+            txn,
+            vec![record(
+                json!({"id": KEYS[*k], "title": format!("remote {n}"), "n": n}),
+            )],
+            vec![],
+        ),
+        Step::PullDelete(k) => pull(db, txn, vec![], vec![key_of(*k)]),
+    }
+}
+
+fn pull(
+    db: &LocalDb,
+    txn: &mut MapTxn,
+    records: Vec<Record>,
+    deleted: Vec<Key>,
+) -> Result<(), String> {
+    let page = PullPage {
+        records,
+        deleted,
+        cursor: None,
+        has_more: false,
+        server_time_ms: None,
+        total: None,
+        warnings: vec![],
+    };
+    db.remote()
+        .apply_pull_page_owned(txn, "posts", page, &|_| RemoteMeta::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// What must be the same on both sides: each record and each entry (but for what the clock
+/// and the UUID generator give each side).
+fn state(db: &LocalDb, txn: &MapTxn) -> Vec<Value> {
+    let mut out = Vec::new();
+    for k in KEYS {
+        let key = Key::Str(k.to_owned());
+        let row = db
+            .records()
+            .get(txn, "posts", &key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.push(json!({"record": row}));
+        for e in db
+            .outbox()
+            .pending(txn, "posts", &key)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            out.push(json!({
+                "seq": e.seq, "key": k, "op": format!("{:?}", e.op), "record": e.record,
+                "changed": e.changed, "attempts": e.attempts, "failures": e.failures,
+                "in_flight": e.in_flight, "dead": e.dead.is_some(),
+                "deleted_remotely": e.deleted_remotely, "next_attempt_at_ms": e.next_attempt_at_ms,
+            }));
+        }
+    }
+    out
+}
+
+/// Entries of the pointer side that point at their row.
+fn pointing(txn: &MapTxn) -> usize {
+    txn.range(
+        layout::OUTBOX,
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Unbounded,
+        None,
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .iter()
+    .filter(|(_, v)| super::entry_codec::record_in_row(v))
+    .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn entries_pointing_at_their_rows_send_what_copies_would(steps in proptest::collection::vec(step(), 1..60)) {
+        let (pointers, copies) = (db(false), db(true));
+        let (mut p_txn, mut c_txn) = (MapTxn::default(), MapTxn::default());
+        for (i, step) in steps.iter().enumerate() {
+            let p = run(&pointers, &mut p_txn, step);
+            let c = run(&copies, &mut c_txn, step);
+            prop_assert_eq!(p.is_ok(), c.is_ok(), "step {} {:?}: {:?} / {:?}", i, step, p, c);
+            prop_assert_eq!(state(&pointers, &p_txn), state(&copies, &c_txn), "after step {} {:?}", i, step);
+            prop_assert_eq!(pointing(&c_txn), 0, "the copying side never points");
+        }
+    }
+}
+
+/// The property above is not vacuous: a plain history leaves entries pointing at their rows,
+/// and the form changes what is stored.
+#[test]
+fn the_two_sides_store_entries_differently() {
+    let (pointers, copies) = (db(false), db(true));
+    let (mut p_txn, mut c_txn) = (MapTxn::default(), MapTxn::default());
+    for step in [
+        Step::Put(0, 1),
+        Step::Put(1, 2),
+        Step::Send(0),
+        Step::Patch(1, 3),
+    ] {
+        run(&pointers, &mut p_txn, &step).unwrap_or_else(|e| panic!("{e}"));
+        run(&copies, &mut c_txn, &step).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(pointing(&p_txn), 2);
+    assert_eq!(pointing(&c_txn), 0);
+    assert_eq!(state(&pointers, &p_txn), state(&copies, &c_txn));
+}
