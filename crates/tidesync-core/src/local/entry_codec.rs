@@ -50,7 +50,8 @@ const FLAGS_AT: usize = 1 + 4 * 8 + 2 * 4 + 1;
 pub(super) enum EntryBody<'a> {
     /// Serialize `entry.record` into the entry.
     Encode,
-    /// Nothing: `entry.record` is the record row as it is now (see the module doc).
+    /// Nothing: the entry's record is the record row as it is now (see the module doc);
+    /// `entry.record` may then be `None`.
     InRow,
     /// The body of these stored bytes of the same entry, whatever form it has: a rewrite of
     /// the entry's state that leaves its record as it is.
@@ -92,8 +93,10 @@ pub(super) fn encode_entry_body(entry: &OutboxEntry, body: EntryBody<'_>) -> Res
     };
     let record_flags = match (&entry.record, body, kept) {
         (_, EntryBody::KeepFrom(_), Some((flags, _))) => flags,
+        // The caller says the record is in the row: whether `entry.record` holds a copy of it
+        // or not (a new entry is built without one).
+        (_, EntryBody::InRow, _) => HAS_RECORD | RECORD_IN_ROW,
         (None, _, _) => 0,
-        (Some(_), EntryBody::InRow, _) => HAS_RECORD | RECORD_IN_ROW,
         (Some(_), _, _) => HAS_RECORD,
     };
     let mut out = Vec::with_capacity(128 + entry.table.len());

@@ -89,7 +89,7 @@ impl Outbox<'_> {
         };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
-                let body = self.body_in_row(txn, spec, key, &entry, record_json);
+                let body = self.body_in_row(txn, spec, key, entry.record.as_ref(), record_json);
                 match &tail {
                     Some(tail) => self.update_entry_with(txn, tail, &entry, body)?,
                     None => self.insert_entry_with(txn, &entry, body)?,
@@ -105,12 +105,17 @@ impl Outbox<'_> {
             }
             Coalesced::Append => {
                 let seq = self.next_seq(&*txn)?;
+                let body = self.body_in_row(txn, spec, key, change.record.as_ref(), record_json);
                 let entry = OutboxEntry {
                     seq,
                     table: spec.name.clone(),
                     key: key.clone(),
                     op: change.op,
-                    record: change.record.clone(),
+                    // An entry pointing at its row is written without its record: no copy.
+                    record: match body {
+                        EntryBody::InRow => None,
+                        _ => change.record.clone(),
+                    },
                     changed: change.changed.clone(),
                     idempotency_key: uuid::Uuid::now_v7()
                         .hyphenated()
@@ -126,7 +131,6 @@ impl Outbox<'_> {
                     dead: None,
                     deleted_remotely: false,
                 };
-                let body = self.body_in_row(txn, spec, key, &entry, record_json);
                 self.insert_entry_with(txn, &entry, body)?;
                 let row = layout::by_record_key(&spec.name, key, seq);
                 txn.put(layout::OUTBOX_BY_RECORD, &row, &[])?;
@@ -195,17 +199,13 @@ impl Outbox<'_> {
         txn: &dyn WriteTxn,
         spec: &TableSpec,
         key: &Key,
-        entry: &OutboxEntry,
+        record: Option<&Record>,
         record_json: Option<&'j [u8]>,
     ) -> EntryBody<'j> {
         match record_json {
-            Some(json) if entry.record.is_some() && self.db.entries_point_at_rows => {
+            Some(json) if record.is_some() && self.db.entries_point_at_rows => {
                 debug_assert_eq!(
-                    entry
-                        .record
-                        .as_ref()
-                        .and_then(|r| serde_json::to_vec(r).ok())
-                        .as_deref(),
+                    record.and_then(|r| serde_json::to_vec(r).ok()).as_deref(),
                     Some(json),
                     "the record bytes handed to the entry are the entry's record"
                 );
