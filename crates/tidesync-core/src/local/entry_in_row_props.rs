@@ -1,6 +1,7 @@
 //! Entries that point at their record row (layout v3) against entries that carry a copy of
 //! their record (layout v2's form): the same random histories of local writes, sends,
-//! acknowledgements, retries, dead letters, pulls and remote deletes run on two databases, one
+//! acknowledgements (some under a key the server assigns), retries, dead letters, pulls and
+//! remote deletes run on two databases, one
 //! of each form, and after every step both must hold the same records and the same queue,
 //! entry by entry, record by record. A pointer left on a row that changed would show here as
 //! an entry whose record differs from the copy's.
@@ -29,6 +30,9 @@ enum Step {
     Send(usize),
     /// The server acknowledges the record's entry in flight, adding a field of its own.
     Ack(usize, u8),
+    /// The server acknowledges the record's create in flight under a key of its own choosing
+    /// (another of the keys, which may hold a pulled copy already): the record is remapped.
+    AckRemap(usize, usize),
     /// The entry in flight is to be retried later.
     Retry(usize),
     /// The entry in flight is dead-lettered.
@@ -49,6 +53,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => k.clone().prop_map(Step::Delete),
         3 => k.clone().prop_map(Step::Send),
         2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Ack(k, n)),
+        1 => (k.clone(), k.clone()).prop_map(|(k, to)| Step::AckRemap(k, to)),
         1 => k.clone().prop_map(Step::Retry),
         1 => k.clone().prop_map(Step::DeadLetter),
         1 => (k.clone(), proptest::option::of(any::<u8>())).prop_map(|(k, n)| Step::RetryDead(k, n)),
@@ -131,6 +136,25 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
                     record,
                     version: Some(format!("v{n}")),
                     server_key: None,
+                    server_time_ms: None,
+                };
+                db.remote()
+                    .ack_push(txn, e.seq, &outcome)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        },
+        Step::AckRemap(k, to) => match head(db, txn, &key_of(*k)) {
+            Some(e) if e.in_flight && e.op == crate::outbox::Op::Create && k != to => {
+                let record = e.record.clone().map(|mut r| {
+                    r.insert("id".into(), json!(KEYS[*to]));
+                    r
+                });
+                let outcome = PushOutcome {
+                    record,
+                    version: None,
+                    server_key: Some(key_of(*to)),
                     server_time_ms: None,
                 };
                 db.remote()
