@@ -248,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
     println!("   health: {:?}", health.status);
     for check in &health.checks {
         let mark = if check.ok { "ok " } else { "!! " };
-        println!("     {mark}{:<13}{}", check.name, check.detail);
+        println!("     {mark}{:<15} {}", check.name, check.detail);
     }
     ensure!(status.running && status.online && status.queue_depth == 0);
     ensure!(health.status == HealthStatus::Healthy, "{health:?}");
