@@ -452,7 +452,11 @@ impl Outbox<'_> {
     /// holds a long queue of which nothing was sent yet (it is then read whole).
     pub fn has_unacknowledged_create(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
         for seq in self.table_seqs(txn, table)? {
-            let e = self.entry_or_err(txn, seq)?;
+            // The header says it all: the record is not needed.
+            let Some(bytes) = self.stored_entry(txn, seq)? else {
+                continue;
+            };
+            let (e, _) = decode_parts(&bytes)?;
             if e.op == crate::Op::Create
                 && e.attempts > 0
                 && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
@@ -465,16 +469,57 @@ impl Outbox<'_> {
 
     /// The sequence numbers of `table`'s entries, in enqueue order (dead letters included),
     /// read from the per-record queue index: its keys start with the table, so this reads the
-    /// table's index rows once, and no entry.
+    /// table's index rows once, and no entry. 8 bytes per entry are kept, not the rows.
     pub fn table_seqs(&self, txn: &dyn ReadTxn, table: &str) -> Result<Vec<u64>> {
-        self.db.schema.table(table)?;
-        let rows = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &layout::table_prefix(table), None)?;
-        let mut seqs = rows
-            .iter()
-            .map(|(k, _)| layout::seq_from_suffix(k))
-            .collect::<Result<Vec<u64>>>()?;
+        let mut seqs = Vec::new();
+        self.for_each_table_seq(txn, table, |seq| {
+            seqs.push(seq);
+            Ok(())
+        })?;
         seqs.sort_unstable();
         Ok(seqs)
+    }
+
+    /// Calls `f` with the sequence number of each of `table`'s entries (dead letters
+    /// included), in the per-record index's order (by record, not by enqueue), reading the
+    /// index a page at a time: memory stays flat however long the queue (a status poll or a
+    /// metrics refresh must not hold a copy of a 100 000-row index).
+    fn for_each_table_seq(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        mut f: impl FnMut(u64) -> Result<()>,
+    ) -> Result<()> {
+        const PAGE: usize = 1024;
+        self.db.schema.table(table)?;
+        let prefix = layout::table_prefix(table);
+        let end = crate::store::prefix_end(&prefix);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = txn.range(
+                layout::OUTBOX_BY_RECORD,
+                match &after {
+                    Some(last) => std::ops::Bound::Excluded(last.as_slice()),
+                    None => std::ops::Bound::Included(prefix.as_slice()),
+                },
+                match &end {
+                    Some(end) => std::ops::Bound::Excluded(end.as_slice()),
+                    None => std::ops::Bound::Unbounded,
+                },
+                Some(PAGE),
+                false,
+            )?;
+            for (key, _) in &rows {
+                f(layout::seq_from_suffix(key)?)?;
+            }
+            if rows.len() < PAGE {
+                return Ok(());
+            }
+            match rows.into_iter().last() {
+                Some((last, _)) if after.as_ref() != Some(&last) => after = Some(last),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Outbox entries in enqueue order, optionally of one table, at most `limit`.
@@ -526,7 +571,6 @@ impl Outbox<'_> {
     /// of the dead-letter numbers (no counter is kept on the write path, layout v2), and one
     /// entry read.
     pub fn stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
-        let seqs = self.table_seqs(txn, table)?;
         let dead: HashSet<u64> = txn
             .range(
                 layout::DEAD,
@@ -538,9 +582,23 @@ impl Outbox<'_> {
             .iter()
             .map(|(k, _)| layout::seq_from_suffix(k))
             .collect::<Result<_>>()?;
-        let depth = seqs.iter().filter(|seq| !dead.contains(seq)).count() as u64;
-        let oldest_created_at_ms = match seqs.first() {
-            Some(&seq) => Some(self.entry_or_err(txn, seq)?.created_at_ms),
+        let (mut depth, mut oldest) = (0u64, None::<u64>);
+        self.for_each_table_seq(txn, table, |seq| {
+            depth += u64::from(!dead.contains(&seq));
+            oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
+            Ok(())
+        })?;
+        let oldest_created_at_ms = match oldest {
+            Some(seq) => {
+                let bytes = self.stored_entry(txn, seq)?;
+                let bytes = bytes.ok_or_else(|| {
+                    Error::new(
+                        crate::ErrorKind::NotFound,
+                        format!("no outbox entry #{seq}"),
+                    )
+                })?;
+                Some(decode_parts(&bytes)?.0.created_at_ms)
+            }
             None => None,
         };
         Ok(OutboxStats {
@@ -1360,5 +1418,62 @@ mod tests {
             text.contains("posts") && text.contains("p1") && text.contains("missing"),
             "{text}"
         );
+    }
+
+    /// The table's queue is read a page at a time (1 024 rows): a queue over several pages is
+    /// counted and listed whole, dead letters left out of the depth, and a table whose name
+    /// extends this one's is not mixed in.
+    #[test]
+    fn queue_figures_read_the_index_page_by_page() {
+        let schema = Schema::new([
+            crate::TableSpec::new("posts"),
+            crate::TableSpec::new("posts2"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+        let mut txn = MapTxn::default();
+        let ops: Vec<WriteOp> = (0..2_500)
+            .map(|i| WriteOp::Put {
+                table: "posts".into(),
+                record: json!({"id": format!("p{i:05}"), "title": "t"}),
+            })
+            .chain((0..7).map(|i| WriteOp::Put {
+                table: "posts2".into(),
+                record: json!({"id": format!("q{i}"), "title": "t"}),
+            }))
+            .collect();
+        db.records()
+            .apply_local(&mut txn, &ops)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seqs = db.outbox().table_seqs(&txn, "posts").unwrap();
+        assert_eq!(seqs.len(), 2_500);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "enqueue order");
+        let first = seqs[0];
+        db.outbox().mark_in_flight(&mut txn, first).unwrap();
+        db.outbox()
+            .dead_letter(
+                &mut txn,
+                first,
+                DeadLetterInfo {
+                    kind: "permanent".into(),
+                    error: "422".into(),
+                    status: Some(422),
+                    response_excerpt: None,
+                    at_ms: 1,
+                },
+            )
+            .unwrap();
+        let stats = db.outbox().stats(&txn, "posts").unwrap();
+        assert_eq!(stats.depth, 2_499, "the dead letter is not queued");
+        let oldest = db.outbox().entry(&txn, first).unwrap().unwrap();
+        assert_eq!(stats.oldest_created_at_ms, Some(oldest.created_at_ms));
+        assert_eq!(db.outbox().stats(&txn, "posts2").unwrap().depth, 7);
+        assert_eq!(db.outbox().table_seqs(&txn, "posts2").unwrap().len(), 7);
+        let after = db
+            .outbox()
+            .entries_after(&txn, "posts", Some(seqs[1_999]), 1_000)
+            .unwrap();
+        assert_eq!(after.len(), 500);
+        assert_eq!(after[0].seq, seqs[2_000]);
     }
 }
