@@ -293,6 +293,10 @@ proptest! {
             prop_assert_eq!(p.is_ok(), c.is_ok(), "step {} {:?}: {:?} / {:?}", i, step, p, c);
             prop_assert_eq!(state(&pointers, &p_txn), state(&copies, &c_txn), "after step {} {:?}", i, step);
             prop_assert_eq!(pointing(&c_txn), 0, "the copying side never points");
+            // The totals read in a few point reads agree with the table's count.
+            let totals = pointers.outbox().totals(&p_txn).unwrap_or_else(|e| panic!("{e}"));
+            let stats = pointers.outbox().stats(&p_txn, "posts").unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(totals, stats, "after step {} {:?}", i, step);
         }
     }
 }

@@ -607,6 +607,29 @@ impl Outbox<'_> {
         })
     }
 
+    /// Queue depth and oldest entry over every table, in a few point reads whatever the
+    /// queue's length: the entries' and the dead letters' counts (redb keeps a table's length
+    /// in its header) and the first entry. [`Outbox::stats`] counts one table's queue instead.
+    pub fn totals(&self, txn: &dyn ReadTxn) -> Result<OutboxStats> {
+        let entries = txn.len(layout::OUTBOX)?;
+        let dead = txn.len(layout::DEAD)?;
+        let first = txn.range(
+            layout::OUTBOX,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+            Some(1),
+            false,
+        )?;
+        let oldest_created_at_ms = match first.first() {
+            Some((_, bytes)) => Some(decode_parts(bytes)?.0.created_at_ms),
+            None => None,
+        };
+        Ok(OutboxStats {
+            depth: entries.saturating_sub(dead),
+            oldest_created_at_ms,
+        })
+    }
+
     /// The entries that may be sent now: for each record, its head entry, if that head is not
     /// in flight, not dead, due at `now_ms`, its table not in `paused_tables`, the record has
     /// no parked conflict, and every record it references has no pending create. At most
