@@ -1,7 +1,8 @@
 //! Entries that point at their record row (layout v3) against entries that carry a copy of
 //! their record (layout v2's form): the same random histories of local writes, sends,
-//! acknowledgements (some under a key the server assigns), retries, dead letters, pulls and
-//! remote deletes run on two databases, one
+//! acknowledgements (some under a key the server assigns, which rewrites the comments that
+//! reference the record), retries, dead letters, pulls and remote deletes run on two
+//! databases, one
 //! of each form, and after every step both must hold the same records and the same queue,
 //! entry by entry, record by record. A pointer left on a row that changed would show here as
 //! an entry whose record differs from the copy's.
@@ -20,6 +21,7 @@ use crate::transport::{PullPage, PushOutcome};
 use crate::{HybridClock, TableSpec};
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
+const TABLES: [&str; 2] = ["posts", "comments"];
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -43,6 +45,9 @@ enum Step {
     Pull(usize, u8),
     /// A pull says the server deleted the record.
     PullDelete(usize),
+    /// A comment (its own table, pushed too) is written that references a post: a remap of
+    /// that post rewrites the comment's row and its queued entries.
+    Comment(usize, usize, u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -58,12 +63,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => k.clone().prop_map(Step::DeadLetter),
         1 => (k.clone(), proptest::option::of(any::<u8>())).prop_map(|(k, n)| Step::RetryDead(k, n)),
         2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Pull(k, n)),
-        1 => k.prop_map(Step::PullDelete),
+        1 => k.clone().prop_map(Step::PullDelete),
+        2 => (k.clone(), k, any::<u8>()).prop_map(|(c, post, n)| Step::Comment(c, post, n)),
     ]
 }
 
 fn db(copying: bool) -> LocalDb {
-    let schema = Schema::new([TableSpec::new("posts")]).unwrap_or_else(|e| panic!("{e}"));
+    let schema = Schema::new([
+        TableSpec::new("posts"),
+        TableSpec::new("comments").references("post", "posts"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
     let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
     if copying {
         db.copying_records_into_entries()
@@ -214,6 +224,13 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
             vec![],
         ),
         Step::PullDelete(k) => pull(db, txn, vec![], vec![key_of(*k)]),
+        Step::Comment(c, post, n) => local(
+            txn,
+            WriteOp::Put {
+                table: "comments".into(),
+                record: json!({"id": KEYS[*c], "post": KEYS[*post], "text": format!("c {n}")}),
+            },
+        ),
     }
 }
 
@@ -242,20 +259,23 @@ fn pull(
 /// and the UUID generator give each side).
 fn state(db: &LocalDb, txn: &MapTxn) -> Vec<Value> {
     let mut out = Vec::new();
-    for k in KEYS {
+    for (table, k) in TABLES
+        .iter()
+        .flat_map(|t| KEYS.iter().map(move |k| (*t, *k)))
+    {
         let key = Key::Str(k.to_owned());
         let row = db
             .records()
-            .get(txn, "posts", &key)
+            .get(txn, table, &key)
             .unwrap_or_else(|e| panic!("{e}"));
-        out.push(json!({"record": row}));
+        out.push(json!({"table": table, "record": row}));
         for e in db
             .outbox()
-            .pending(txn, "posts", &key)
+            .pending(txn, table, &key)
             .unwrap_or_else(|e| panic!("{e}"))
         {
             out.push(json!({
-                "seq": e.seq, "key": k, "op": format!("{:?}", e.op), "record": e.record,
+                "seq": e.seq, "table": table, "key": k, "op": format!("{:?}", e.op), "record": e.record,
                 "changed": e.changed, "attempts": e.attempts, "failures": e.failures,
                 "in_flight": e.in_flight, "dead": e.dead.is_some(),
                 "deleted_remotely": e.deleted_remotely, "next_attempt_at_ms": e.next_attempt_at_ms,
@@ -295,8 +315,16 @@ proptest! {
             prop_assert_eq!(pointing(&c_txn), 0, "the copying side never points");
             // The totals read in a few point reads agree with the table's count.
             let totals = pointers.outbox().totals(&p_txn).unwrap_or_else(|e| panic!("{e}"));
-            let stats = pointers.outbox().stats(&p_txn, "posts").unwrap_or_else(|e| panic!("{e}"));
-            prop_assert_eq!(totals, stats, "after step {} {:?}", i, step);
+            let (mut depth, mut oldest) = (0, None::<u64>);
+            for table in TABLES {
+                let stats = pointers.outbox().stats(&p_txn, table).unwrap_or_else(|e| panic!("{e}"));
+                depth += stats.depth;
+                oldest = match (oldest, stats.oldest_created_at_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            prop_assert_eq!((totals.depth, totals.oldest_created_at_ms), (depth, oldest), "after step {} {:?}", i, step);
         }
     }
 }
