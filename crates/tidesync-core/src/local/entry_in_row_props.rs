@@ -142,16 +142,7 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
                     r.insert("server_field".into(), json!(n));
                     r
                 });
-                let outcome = PushOutcome {
-                    record,
-                    version: Some(format!("v{n}")),
-                    server_key: None,
-                    server_time_ms: None,
-                };
-                db.remote()
-                    .ack_push(txn, e.seq, &outcome)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                ack(db, txn, e.seq, record, Some(format!("v{n}")), None)
             }
             _ => Ok(()),
         },
@@ -161,16 +152,7 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
                     r.insert("id".into(), json!(KEYS[*to]));
                     r
                 });
-                let outcome = PushOutcome {
-                    record,
-                    version: None,
-                    server_key: Some(key_of(*to)),
-                    server_time_ms: None,
-                };
-                db.remote()
-                    .ack_push(txn, e.seq, &outcome)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                ack(db, txn, e.seq, record, None, Some(key_of(*to)))
             }
             _ => Ok(()),
         },
@@ -232,6 +214,28 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
             },
         ),
     }
+}
+
+/// The server's answer to entry `seq`: its version of the record, a version token, and the key
+/// it assigned (a remap) if any.
+fn ack(
+    db: &LocalDb,
+    txn: &mut MapTxn,
+    seq: u64,
+    record: Option<Record>,
+    version: Option<String>,
+    server_key: Option<Key>,
+) -> Result<(), String> {
+    let outcome = PushOutcome {
+        record,
+        version,
+        server_key,
+        server_time_ms: None,
+    };
+    db.remote()
+        .ack_push(txn, seq, &outcome)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn pull(
