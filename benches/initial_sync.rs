@@ -23,7 +23,8 @@
 //!
 //! Env: `TIDESYNC_BENCH_RUNS` (default 3, medians), `TIDESYNC_BENCH_SYNC_RECORDS` (default
 //! 100000; replaces the size list), `TIDESYNC_BENCH_BIG=1` (adds 1 000 000),
-//! `TIDESYNC_BENCH_PAGE` (default 1000, the server's largest page), `TIDESYNC_BENCH_DEFAULTS=1`
+//! `TIDESYNC_BENCH_PAGE` (default 1000, the server's largest page), `TIDESYNC_BENCH_CACHE_MB`
+//! (redb's page cache on both sides, default the store's 64 MiB), `TIDESYNC_BENCH_DEFAULTS=1`
 //! (the engine keeps the default `SyncSettings` paging: `page_size` 200, `max_pages` 1000, no
 //! `initial_max_pages`, and must get every record in ONE `pull`: a first sync is never cut;
 //! the raw side uses the same page size).
@@ -39,8 +40,8 @@ use std::time::Instant;
 
 use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
 use serde_json::Value;
-use tidesync::{Engine, RedbStore, SyncSettings};
-use tidesync_store_redb::DEFAULT_CACHE_SIZE;
+use tidesync::{Engine, SyncSettings};
+use tidesync_store_redb::{DEFAULT_CACHE_SIZE, RedbOptions};
 use tidesync_testkit::server::ReferenceServer;
 
 use common::{median, record, secs, thousands};
@@ -88,6 +89,15 @@ fn hwm() -> u64 {
     common::proc_status_kb("VmHWM").unwrap_or(0)
 }
 
+/// redb's page cache on both sides: the store's default, or `TIDESYNC_BENCH_CACHE_MB` MiB (a
+/// small cache shows the pull's own memory, which the default cache's growth hides).
+fn cache_size() -> usize {
+    std::env::var("TIDESYNC_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .map_or(DEFAULT_CACHE_SIZE, |mb| mb * 1024 * 1024)
+}
+
 /// Child: the engine pulls everything.
 fn child_engine(url: &str, n: usize, page: usize) -> ChildResult {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -103,7 +113,12 @@ fn child_engine(url: &str, n: usize, page: usize) -> ChildResult {
         }
     };
     let engine = Engine::builder()
-        .store(RedbStore::open(dir.path().join("engine.redb")).expect("open"))
+        .store(
+            RedbOptions::new()
+                .cache_size(cache_size())
+                .open(dir.path().join("engine.redb"))
+                .expect("open"),
+        )
         .table(common::posts())
         .transport(common::transport(url, false))
         .settings(settings)
@@ -147,7 +162,7 @@ fn child_raw(url: &str, n: usize, page: usize, store: bool) -> ChildResult {
     let client = common::http_client();
     let db = store.then(|| {
         Database::builder()
-            .set_cache_size(DEFAULT_CACHE_SIZE)
+            .set_cache_size(cache_size())
             .create(dir.path().join("raw.redb"))
             .expect("create")
     });

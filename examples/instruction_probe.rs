@@ -13,7 +13,9 @@
 //! with `raw` as the second argument, of the baseline: one raw redb durable commit of one row
 //! with the same record bytes. `bulk` writes the N records through `Table::bulk_write` in
 //! batches of 1 000 (upsert, a pushed table), `raw-bulk` the same rows into redb, 1 000 per
-//! commit: the cost of one imported record and of its baseline.
+//! commit: the cost of one imported record and of its baseline. `concurrent` writes the N
+//! records from 16 concurrent writers (group commit; for `perf record`, since callgrind runs
+//! one thread at a time and changes how groups form).
 //! BENCHMARKS.md ("Instruction counts") has the figures.
 
 use serde_json::json;
@@ -35,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if url.as_deref() == Some("bulk") {
         return bulk(n, dir.path());
+    }
+    if url.as_deref() == Some("concurrent") {
+        return concurrent(n, dir.path());
     }
     let mut builder = Engine::builder()
         .store(RedbStore::open(dir.path().join("probe.redb"))?)
@@ -121,6 +126,42 @@ fn bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
     if report.written() != n {
         return Err(format!("wrote {} of {n}", report.written()).into());
     }
+    engine.shutdown();
+    Ok(())
+}
+
+/// `n` durable writes from 16 concurrent writers (16 tasks on a two-worker runtime): the
+/// group-commit path, where commits carry up to 16 writes.
+fn concurrent(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    const WRITERS: usize = 16;
+    let engine = Engine::builder()
+        .store(RedbStore::open(dir.join("concurrent.redb"))?)
+        .table(TableSpec::new("posts"))
+        .start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let posts = engine.table::<serde_json::Value>("posts")?;
+    let run = std::process::id();
+    runtime.block_on(async {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let posts = posts.clone();
+                tokio::spawn(async move {
+                    let body = "x".repeat(200);
+                    for i in (w..n).step_by(WRITERS) {
+                        posts.put(&probe_record(run, i, &body)).await?;
+                    }
+                    Ok::<_, tidesync::Error>(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await??;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
     engine.shutdown();
     Ok(())
 }

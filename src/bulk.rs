@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use tidesync_actors::StoreCommand;
-use tidesync_core::local::{Change, LocalDb, Staged, WriteOp, layout};
+use tidesync_core::local::{Change, LocalBatch, LocalDb, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, TableSpec};
 use tidesync_core::{ReadTxn, WriteTxn};
@@ -208,23 +208,30 @@ impl StoreCommand for BatchJob {
             .ok_or_else(|| Error::internal("bulk write ran twice"))?;
         let mut changes: Vec<Change> = Vec::with_capacity(ops.len());
         let mut refused = Vec::new();
+        // One proof for the batch that its new keys have nothing stored, instead of three
+        // reads per record that would find nothing (an import of new records).
+        let mut batch = db.records().prove_new(
+            &*txn,
+            &spec.name,
+            ops.iter().filter_map(|op| given_key(&spec, op)),
+        )?;
         if isolate {
             for (i, op) in ops.iter().enumerate() {
                 let mut staged = Staged::new(&mut *txn);
                 match db
                     .records()
-                    .apply_local(&mut staged, std::slice::from_ref(op))
+                    .apply_local_in(&mut staged, std::slice::from_ref(op), &mut batch)
                 {
                     Ok(done) => {
                         staged.apply()?;
-                        changes.extend(done);
+                        changes.extend(done.changes);
                     }
                     Err(err) if is_record_error(&err) => refused.push((i, err)),
                     Err(err) => return Err(err),
                 }
             }
         } else {
-            refused = precheck(&spec, mode, &*txn, &ops)?;
+            refused = precheck(&spec, mode, &*txn, &ops, &batch)?;
             let mut skip = refused.iter().map(|(i, _)| *i).peekable();
             for (i, op) in ops.iter().enumerate() {
                 if skip.peek() == Some(&i) {
@@ -233,9 +240,9 @@ impl StoreCommand for BatchJob {
                 }
                 match db
                     .records()
-                    .apply_local(&mut *txn, std::slice::from_ref(op))
+                    .apply_local_in(&mut *txn, std::slice::from_ref(op), &mut batch)
                 {
-                    Ok(done) => changes.extend(done),
+                    Ok(done) => changes.extend(done.changes),
                     Err(err) => {
                         if is_record_error(&err)
                             && let Ok(mut back) = slot.lock()
@@ -255,12 +262,24 @@ impl StoreCommand for BatchJob {
     }
 }
 
+/// The key a put or insert names (not one the write will generate).
+fn given_key(spec: &TableSpec, op: &WriteOp) -> Option<Key> {
+    match op {
+        WriteOp::Put { record, .. } | WriteOp::Insert { record, .. } => record
+            .as_object()
+            .and_then(|r| spec.key_of(r).ok().flatten()),
+        WriteOp::Update { .. } | WriteOp::Delete { .. } => None,
+    }
+}
+
 /// The refusals of a batch that reads can tell before anything is written, in op order.
+/// A key `batch` proved new has no record, so it is not read.
 fn precheck(
     spec: &TableSpec,
     mode: BulkMode,
     txn: &dyn ReadTxn,
     ops: &[WriteOp],
+    batch: &LocalBatch,
 ) -> tidesync_core::Result<Vec<(usize, Error)>> {
     let records = layout::records(&spec.name);
     let mut inserted: HashSet<Vec<u8>> = HashSet::new();
@@ -290,18 +309,19 @@ fn precheck(
             })
         });
         let encoded = key.encode();
+        let stored = |encoded: &[u8]| -> tidesync_core::Result<bool> {
+            Ok(!batch.contains(&spec.name, &key) && txn.get(&records, encoded)?.is_some())
+        };
         let refusal = match (unstorable, mode) {
             (Some(err), _) => Some(err),
-            (None, BulkMode::Insert)
-                if !inserted.insert(encoded.clone()) || txn.get(&records, &encoded)?.is_some() =>
-            {
+            (None, BulkMode::Insert) if !inserted.insert(encoded.clone()) || stored(&encoded)? => {
                 Some(
                     Error::new(ErrorKind::AlreadyExists, "record already exists")
                         .table(spec.name.clone())
                         .key(&key),
                 )
             }
-            (None, BulkMode::Merge) if txn.get(&records, &encoded)?.is_none() => Some(
+            (None, BulkMode::Merge) if !stored(&encoded)? => Some(
                 Error::new(ErrorKind::NotFound, "no such record")
                     .table(spec.name.clone())
                     .key(&key),

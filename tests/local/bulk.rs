@@ -160,3 +160,87 @@ async fn a_refusal_only_the_write_itself_finds_still_leaves_the_rest_of_the_batc
     assert_eq!(posts.count().await.unwrap(), 2);
     assert_eq!(engine.outbox_stats("posts").unwrap().depth, 2);
 }
+
+/// A batch of new keys skips the reads that would find nothing (one proof over the batch's
+/// span); a batch whose span holds queued work reads per record. Either way each record ends
+/// with one queued entry that says what the server must learn, numbered in write order.
+#[tokio::test]
+async fn bulk_writes_queue_the_same_entries_whether_their_keys_are_new_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = redb_engine(dir.path());
+    let posts = engine.table::<Value>("posts").unwrap();
+    let post = |id: &str, n: u32| json!({"id": id, "title": format!("t{n}"), "author": "ann"});
+
+    let write = |records: Vec<Value>, mode: BulkMode| {
+        let posts = posts.clone();
+        async move { posts.bulk_write(records, mode, 10).await.unwrap() }
+    };
+
+    // "b" has an unsent create: a batch over a..c must fold into it, not queue a second one.
+    posts.put(&post("b", 0)).await.unwrap();
+    let report = write(
+        vec![post("a", 1), post("b", 1), post("c", 1)],
+        BulkMode::Upsert,
+    )
+    .await;
+    assert_eq!(report.written(), 3);
+    // All new (x, y lie past every stored key), one of them twice in the batch.
+    let report = write(
+        vec![post("x", 2), post("y", 2), post("x", 3)],
+        BulkMode::Upsert,
+    )
+    .await;
+    assert_eq!(report.written(), 3);
+    // Insert mode refuses a key repeated in the batch, and one already stored.
+    let report = write(
+        vec![post("z", 4), post("z", 5), post("a", 5)],
+        BulkMode::Insert,
+    )
+    .await;
+    let refused: Vec<(usize, ErrorKind)> = report
+        .rejected()
+        .map(|r| (r.index, r.error.kind()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(1, ErrorKind::AlreadyExists), (2, ErrorKind::AlreadyExists)]
+    );
+
+    let queue: Vec<(String, String, Option<Value>)> = engine
+        .outbox(Some("posts"), 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let title = e.record.as_ref().and_then(|r| r.get("title")).cloned();
+            (e.key.to_string(), format!("{:?}", e.op), title)
+        })
+        .collect();
+    let expect = |k: &str, n: u32| {
+        (
+            k.to_owned(),
+            "Create".to_owned(),
+            Some(json!(format!("t{n}"))),
+        )
+    };
+    assert_eq!(
+        queue,
+        vec![
+            expect("b", 1),
+            expect("a", 1),
+            expect("c", 1),
+            expect("x", 3),
+            expect("y", 2),
+            expect("z", 4)
+        ]
+    );
+    let seqs: Vec<u64> = engine
+        .outbox(Some("posts"), 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(posts.count().await.unwrap(), 6);
+    // The index rows were written for the new records too.
+    assert_eq!(posts.query_eq("author", "ann", 10).await.unwrap().len(), 6);
+}

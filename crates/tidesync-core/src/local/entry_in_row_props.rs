@@ -48,6 +48,27 @@ enum Step {
     /// A comment (its own table, pushed too) is written that references a post: a remap of
     /// that post rewrites the comment's row and its queued entries.
     Comment(usize, usize, u8),
+    /// Several local writes of posts in one call. The pointer side runs them as a batch
+    /// (`Records::prove_new`, then `Records::apply_local_in`: writes of keys proved new skip
+    /// their reads, sequence numbers follow the batch's last); the copying side runs them one
+    /// call each, reading everything.
+    Batch(Vec<BatchOp>),
+}
+
+#[derive(Debug, Clone)]
+enum BatchOp {
+    Put(usize, u8),
+    Patch(usize, u8),
+    Delete(usize),
+}
+
+fn batch_op() -> impl Strategy<Value = BatchOp> {
+    let k = 0..KEYS.len();
+    prop_oneof![
+        3 => (k.clone(), any::<u8>()).prop_map(|(k, n)| BatchOp::Put(k, n)),
+        1 => (k.clone(), any::<u8>()).prop_map(|(k, n)| BatchOp::Patch(k, n)),
+        1 => k.prop_map(BatchOp::Delete),
+    ]
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -65,6 +86,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (k.clone(), any::<u8>()).prop_map(|(k, n)| Step::Pull(k, n)),
         1 => k.clone().prop_map(Step::PullDelete),
         2 => (k.clone(), k, any::<u8>()).prop_map(|(c, post, n)| Step::Comment(c, post, n)),
+        2 => proptest::collection::vec(batch_op(), 1..6).prop_map(Step::Batch),
     ]
 }
 
@@ -96,8 +118,8 @@ fn head(db: &LocalDb, txn: &MapTxn, key: &Key) -> Option<OutboxEntry> {
 }
 
 /// Runs `step` on one database (a step that does not apply, e.g. sending a record with no
-/// entry, does nothing).
-fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
+/// entry, does nothing). `batched`: a [`Step::Batch`] runs as one batch, else op by op.
+fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(), String> {
     let key_of = |k: usize| Key::Str(KEYS[k].to_owned());
     let local = |txn: &mut MapTxn, op: WriteOp| {
         db.records()
@@ -213,6 +235,41 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step) -> Result<(), String> {
                 record: json!({"id": KEYS[*c], "post": KEYS[*post], "text": format!("c {n}")}),
             },
         ),
+        Step::Batch(ops) => {
+            let ops: Vec<WriteOp> = ops
+                .iter()
+                .map(|op| match op {
+                    BatchOp::Put(k, n) => WriteOp::Put {
+                        table: "posts".into(),
+                        record: json!({"id": KEYS[*k], "title": format!("batch {n}"), "n": n}),
+                    },
+                    BatchOp::Patch(k, n) => WriteOp::Update {
+                        table: "posts".into(),
+                        key: key_of(*k),
+                        patch: json!({"title": format!("batch patch {n}")}),
+                    },
+                    BatchOp::Delete(k) => WriteOp::Delete {
+                        table: "posts".into(),
+                        key: key_of(*k),
+                    },
+                })
+                .collect();
+            if !batched {
+                return ops.into_iter().try_for_each(|op| local(txn, op));
+            }
+            let puts = ops.iter().filter_map(|op| match op {
+                WriteOp::Put { record, .. } => record.get("id").and_then(Key::from_json),
+                _ => None,
+            });
+            let mut batch = db
+                .records()
+                .prove_new(txn, "posts", puts)
+                .map_err(|e| e.to_string())?;
+            db.records()
+                .apply_local_in(txn, &ops, &mut batch)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -312,8 +369,8 @@ proptest! {
         let (pointers, copies) = (db(false), db(true));
         let (mut p_txn, mut c_txn) = (MapTxn::default(), MapTxn::default());
         for (i, step) in steps.iter().enumerate() {
-            let p = run(&pointers, &mut p_txn, step);
-            let c = run(&copies, &mut c_txn, step);
+            let p = run(&pointers, &mut p_txn, step, true);
+            let c = run(&copies, &mut c_txn, step, false);
             prop_assert_eq!(p.is_ok(), c.is_ok(), "step {} {:?}: {:?} / {:?}", i, step, p, c);
             prop_assert_eq!(state(&pointers, &p_txn), state(&copies, &c_txn), "after step {} {:?}", i, step);
             prop_assert_eq!(pointing(&c_txn), 0, "the copying side never points");
@@ -345,8 +402,8 @@ fn the_two_sides_store_entries_differently() {
         Step::Send(0),
         Step::Patch(1, 3),
     ] {
-        run(&pointers, &mut p_txn, &step).unwrap_or_else(|e| panic!("{e}"));
-        run(&copies, &mut c_txn, &step).unwrap_or_else(|e| panic!("{e}"));
+        run(&pointers, &mut p_txn, &step, true).unwrap_or_else(|e| panic!("{e}"));
+        run(&copies, &mut c_txn, &step, false).unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(pointing(&p_txn), 2);
     assert_eq!(pointing(&c_txn), 0);

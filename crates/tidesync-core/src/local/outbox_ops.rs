@@ -67,9 +67,9 @@ impl Outbox<'_> {
         hlc: u64,
         written: Option<WrittenRow<'_>>,
     ) -> Result<Option<u64>> {
-        let (record_json, queue) = match written {
-            Some(written) => (written.json, written.queue),
-            None => (None, self.record_queue(&*txn, &spec.name, key)?),
+        let (record_json, queue, mut batch) = match written {
+            Some(written) => (written.json, written.queue, Some(written.batch)),
+            None => (None, self.record_queue(&*txn, &spec.name, key)?, None),
         };
         // The bytes stand for the change's record, which the entry carries unless it deletes.
         let record_json = record_json.filter(|_| change.op != Op::Delete);
@@ -104,7 +104,13 @@ impl Outbox<'_> {
                 Ok(None)
             }
             Coalesced::Append => {
-                let seq = self.next_seq(&*txn)?;
+                let seq = match batch.as_ref().and_then(|batch| batch.next_seq()) {
+                    Some(seq) => seq,
+                    None => self.next_seq(&*txn)?,
+                };
+                if let Some(batch) = batch.as_mut() {
+                    batch.issued(seq);
+                }
                 let body = self.body_in_row(txn, spec, key, change.record.as_ref(), record_json);
                 let entry = OutboxEntry {
                     seq,
@@ -1129,11 +1135,20 @@ pub(super) struct RecordQueue {
     rows: Vec<(u64, Vec<u8>)>,
 }
 
+impl RecordQueue {
+    /// Whether the record has no queued entry.
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
 /// What a local write hands its enqueue: the bytes it just wrote to the record row (`None`:
-/// deleted) and the record's queue it read before.
+/// deleted), the record's queue it read before, and the batch it is part of (which knows the
+/// next sequence number once it has handed one out).
 pub(super) struct WrittenRow<'a> {
     pub(super) json: Option<&'a [u8]>,
     pub(super) queue: RecordQueue,
+    pub(super) batch: &'a mut super::LocalBatch,
 }
 
 /// Where a scan for ready entries ([`Outbox::scan_ready`]) stopped.
