@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::outbox::{Op, OutboxEntry};
-use crate::record::Key;
+use crate::record::{Key, Record};
 use crate::store::WriteTxn;
 use crate::transport::PushOutcome;
 
@@ -31,7 +31,9 @@ impl RemoteChanges<'_> {
         seq: u64,
         outcome: &PushOutcome,
     ) -> Result<Acked> {
-        let entry = self.db.outbox().remove(txn, seq)?;
+        // An entry that points at its record row sent the row as it is: the local record is
+        // then what was sent, not read a second time.
+        let (mut entry, sent_is_row) = self.db.outbox().remove_acked(txn, seq)?;
         let spec = self.db.schema.table(&entry.table)?.clone();
         let mut changes = Vec::new();
         if entry.op == Op::Delete {
@@ -85,7 +87,9 @@ impl RemoteChanges<'_> {
                 remapped: None,
             });
         }
-        let sent = entry.record.clone().unwrap_or_default();
+        let sent_record = entry.record.take();
+        let empty = Record::new();
+        let sent = sent_record.as_ref().unwrap_or(&empty);
         let server = self.decode_answer(txn, &spec, &entry.key, outcome.record.as_ref())?;
         let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
         // The base's key field reads like the local key (a server's integer id becomes "7" in a
@@ -99,8 +103,14 @@ impl RemoteChanges<'_> {
             .records()
             .set_base(txn, &entry.table, &entry.key, Some(&base))?;
 
+        let local = match &server {
+            None => None,
+            // The row has not changed since the entry pointed at it: it is what was sent.
+            Some(_) if sent_is_row => sent_record.clone(),
+            Some(_) => self.db.records().get(&*txn, &entry.table, &entry.key)?,
+        };
         if let Some(server) = &server
-            && let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)?
+            && let Some(local) = local
         {
             {
                 let mut merged = local.clone();
@@ -132,6 +142,7 @@ impl RemoteChanges<'_> {
             }
         }
 
+        entry.record = sent_record;
         let mut remapped = None;
         if let Some(new_key) = outcome.server_key.clone().filter(|k| k != &entry.key) {
             let new_key = spec

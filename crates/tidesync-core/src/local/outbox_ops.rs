@@ -430,12 +430,7 @@ impl Outbox<'_> {
     }
 
     fn entry_or_err(&self, txn: &dyn ReadTxn, seq: u64) -> Result<OutboxEntry> {
-        self.entry(txn, seq)?.ok_or_else(|| {
-            Error::new(
-                crate::ErrorKind::NotFound,
-                format!("no outbox entry #{seq}"),
-            )
-        })
+        self.entry(txn, seq)?.ok_or_else(|| no_entry(seq))
     }
 
     /// The record's queued entries, oldest first.
@@ -826,10 +821,25 @@ impl Outbox<'_> {
 
     /// Removes an acknowledged entry (and records it as acknowledged, for its receipt).
     pub fn remove(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
-        let entry = self.entry_or_err(&*txn, seq)?;
+        Ok(self.remove_acked(txn, seq)?.0)
+    }
+
+    /// [`Outbox::remove`], also telling whether the entry pointed at its record row: then
+    /// its record is the row as it is, which the acknowledgement need not read again.
+    pub(super) fn remove_acked(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+    ) -> Result<(OutboxEntry, bool)> {
+        let bytes = self
+            .stored_entry(&*txn, seq)?
+            .ok_or_else(|| no_entry(seq))?;
+        let (mut entry, at) = decode_parts(&bytes)?;
+        let sent_is_row = matches!(at, RecordAt::InRow);
+        self.resolve_record(&*txn, &mut entry, at)?;
         self.remove_entry(txn, &entry)?;
         self.record_settlement(txn, &entry, Settlement::Acked)?;
-        Ok(entry)
+        Ok((entry, sent_is_row))
     }
 
     /// Removes entry `seq` and records how it left the outbox.
@@ -1126,6 +1136,14 @@ impl Outbox<'_> {
         let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
         txn.put(layout::OUTBOX_BY_RECORD, &row, &[])
     }
+}
+
+/// The error for an entry that is not in the outbox.
+fn no_entry(seq: u64) -> Error {
+    Error::new(
+        crate::ErrorKind::NotFound,
+        format!("no outbox entry #{seq}"),
+    )
 }
 
 /// A record's queued entries as stored (sequence number, bytes), oldest first: read once by a
