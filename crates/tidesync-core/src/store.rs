@@ -87,6 +87,12 @@ pub trait WriteTxn: ReadTxn {
     fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<(), Error>;
     /// Removes `key`; returns whether it existed.
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool, Error>;
+    /// Removes `key` if it exists, without telling whether it did. The engine's own deletes
+    /// use this: a backend that buffers writes can then skip the read that
+    /// [`WriteTxn::delete`] needs for its answer. The default calls `delete`.
+    fn discard(&mut self, keyspace: &str, key: &[u8]) -> Result<(), Error> {
+        self.delete(keyspace, key).map(|_| ())
+    }
     /// Makes every write of this transaction visible and durable, atomically.
     fn commit(self: Box<Self>) -> Result<(), Error>;
 }

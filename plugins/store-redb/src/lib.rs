@@ -514,9 +514,14 @@ impl WriteTxn for RedbWrite {
 
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {
         let existed = self.get(keyspace, key)?.is_some();
-        self.overlay.delete(keyspace, key);
-        self.spill_if_large()?;
+        self.discard(keyspace, key)?;
         Ok(existed)
+    }
+
+    fn discard(&mut self, keyspace: &str, key: &[u8]) -> Result<()> {
+        // Removing a key that is not there is a no-op at commit.
+        self.overlay.delete(keyspace, key);
+        self.spill_if_large()
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

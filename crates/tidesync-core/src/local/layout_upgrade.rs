@@ -66,7 +66,7 @@ impl LocalDb {
         if from < 2 {
             let depths = txn.scan_prefix(layout::META, layout::LEGACY_META_DEPTH_PREFIX, None)?;
             for (key, _) in &depths {
-                txn.delete(layout::META, key)?;
+                txn.discard(layout::META, key)?;
             }
             upgrade.rows_removed += depths.len() as u64;
             // A v1 database that never queued an entry has no counter yet; v2 keeps its

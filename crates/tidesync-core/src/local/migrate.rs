@@ -258,7 +258,7 @@ impl SchemaSync<'_> {
                         Phase::Records => Phase::Outbox,
                         Phase::Outbox => Phase::Bases,
                         Phase::Bases => {
-                            txn.delete(layout::META, &key)?;
+                            txn.discard(layout::META, &key)?;
                             self.record_table_version(&mut *txn, &spec.name, to_version)?;
                             txn.commit()?;
                             return Ok(progress.done);

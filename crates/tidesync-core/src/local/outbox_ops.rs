@@ -274,14 +274,14 @@ impl Outbox<'_> {
             if is.in_flight {
                 txn.put(layout::IN_FLIGHT, &key, &[])?;
             } else {
-                txn.delete(layout::IN_FLIGHT, &key)?;
+                txn.discard(layout::IN_FLIGHT, &key)?;
             }
         }
         if was.backoff_until != is.backoff_until {
             match is.backoff_until {
                 Some(at) => txn.put(layout::BACKOFF, &key, &at.to_be_bytes())?,
                 None => {
-                    txn.delete(layout::BACKOFF, &key)?;
+                    txn.discard(layout::BACKOFF, &key)?;
                 }
             }
         }
@@ -289,18 +289,18 @@ impl Outbox<'_> {
     }
 
     fn remove_entry(&self, txn: &mut dyn WriteTxn, entry: &OutboxEntry) -> Result<()> {
-        txn.delete(layout::OUTBOX, &seq_bytes(entry.seq))?;
+        txn.discard(layout::OUTBOX, &seq_bytes(entry.seq))?;
         let state = EntryState::of(entry);
         if state.in_flight {
-            txn.delete(layout::IN_FLIGHT, &seq_bytes(entry.seq))?;
+            txn.discard(layout::IN_FLIGHT, &seq_bytes(entry.seq))?;
         }
         if state.backoff_until.is_some() {
-            txn.delete(layout::BACKOFF, &seq_bytes(entry.seq))?;
+            txn.discard(layout::BACKOFF, &seq_bytes(entry.seq))?;
         }
         let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
-        txn.delete(layout::OUTBOX_BY_RECORD, &row)?;
+        txn.discard(layout::OUTBOX_BY_RECORD, &row)?;
         if entry.dead.is_some() {
-            txn.delete(layout::DEAD, &seq_bytes(entry.seq))?;
+            txn.discard(layout::DEAD, &seq_bytes(entry.seq))?;
         }
         self.raise_seq_floor(txn, entry.seq + 1)?;
         // Removals are the sync path's commits (and a create cancelled by its delete): the
@@ -970,7 +970,7 @@ impl Outbox<'_> {
         entry.dead = None;
         entry.next_attempt_at_ms = 0;
         entry.failures = 0; // a fresh budget: the user decided to try again
-        txn.delete(layout::DEAD, &seq_bytes(seq))?;
+        txn.discard(layout::DEAD, &seq_bytes(seq))?;
         self.update_entry(txn, &before, &entry)?;
         Ok(entry)
     }
@@ -1124,7 +1124,7 @@ impl Outbox<'_> {
         entry: &OutboxEntry,
     ) -> Result<()> {
         let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
-        txn.delete(layout::OUTBOX_BY_RECORD, &row).map(|_| ())
+        txn.discard(layout::OUTBOX_BY_RECORD, &row)
     }
 
     /// Adds `entry`'s row to its record's queue index.

@@ -199,7 +199,7 @@ impl RemoteChanges<'_> {
             };
             for (keyspace, old, new) in &prepared.index {
                 if let Some(old) = old {
-                    txn.delete(keyspace, old)?;
+                    txn.discard(keyspace, old)?;
                 }
                 if let Some(new) = new {
                     txn.put(keyspace, new, &key_bytes)?;
@@ -208,7 +208,7 @@ impl RemoteChanges<'_> {
             match &prepared.record {
                 Some(bytes) => txn.put(records, &key_bytes, bytes)?,
                 None => {
-                    txn.delete(records, &key_bytes)?;
+                    txn.discard(records, &key_bytes)?;
                 }
             }
         }
@@ -223,7 +223,7 @@ impl RemoteChanges<'_> {
                 )?;
             }
             None => {
-                txn.delete(bases, &key_bytes)?;
+                txn.discard(bases, &key_bytes)?;
             }
         }
         if changed {

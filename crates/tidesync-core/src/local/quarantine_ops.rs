@@ -78,7 +78,7 @@ impl Parked<'_> {
         let item = self
             .quarantined_item(&*txn, seq)?
             .ok_or_else(|| not_found(seq))?;
-        txn.delete(QUARANTINE, &seq.to_be_bytes())?;
+        txn.discard(QUARANTINE, &seq.to_be_bytes())?;
         Ok(item)
     }
 

@@ -354,7 +354,7 @@ impl Records<'_> {
                 continue;
             }
             if let Some(entry) = old_entry {
-                txn.delete(&keyspace, &entry)?;
+                txn.discard(&keyspace, &entry)?;
             }
             if let Some(entry) = new_entry {
                 txn.put(&keyspace, &entry, &key_bytes)?;
@@ -394,7 +394,7 @@ impl Records<'_> {
         match &encoded {
             Some(bytes) => txn.put(&keyspace, &key_bytes, bytes)?,
             None => {
-                txn.delete(&keyspace, &key_bytes)?;
+                txn.discard(&keyspace, &key_bytes)?;
             }
         }
         Ok(encoded)
@@ -437,7 +437,7 @@ impl Records<'_> {
                     )
                 }
                 // No record to be the base: the marker pointed at nothing.
-                None => txn.delete(&bases, key_bytes).map(|_| ()),
+                None => txn.discard(&bases, key_bytes),
             };
         }
         // A base of its own: it becomes the marker when it holds exactly the new record
@@ -605,7 +605,7 @@ impl Records<'_> {
                 };
                 txn.put(&keyspace, &key_bytes, &row)
             }
-            None => txn.delete(&keyspace, &key_bytes).map(|_| ()),
+            None => txn.discard(&keyspace, &key_bytes),
         }
     }
 }

@@ -55,7 +55,7 @@ impl RemoteChanges<'_> {
             self.db.parked().park(txn, conflict, remote_version)?;
             return Ok(Vec::new());
         }
-        txn.delete(PARKED, &parked_key(table, key))?;
+        txn.discard(PARKED, &parked_key(table, key))?;
         let current = self.db.records().get(&*txn, table, key)?;
         let decided: Option<Record> = match resolution {
             Resolution::TakeRemote => conflict.remote.clone(),

@@ -513,7 +513,7 @@ pub(super) fn clear_keyspace(store: &dyn Store, keyspace: &str) -> Result<u64> {
             return Ok(removed);
         }
         for (key, _) in &rows {
-            txn.delete(keyspace, key)?;
+            txn.discard(keyspace, key)?;
         }
         txn.commit()?;
         removed += rows.len() as u64;

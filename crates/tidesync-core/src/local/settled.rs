@@ -183,7 +183,7 @@ fn record_within(
         false,
     )?;
     for (order_key, seq) in old {
-        txn.delete(layout::SETTLED_ORDER, &order_key)?;
+        txn.discard(layout::SETTLED_ORDER, &order_key)?;
         let pruned = layout::seq_from_suffix(&order_key)?;
         // An entry that settled twice (a dead letter put back, then acknowledged) keeps the
         // row of its latest settlement until that one's turn comes.
@@ -193,7 +193,7 @@ fn record_within(
             .transpose()?
             .is_some_and(|row| row.ordinal != pruned);
         if !latest {
-            txn.delete(layout::SETTLED, &seq)?;
+            txn.discard(layout::SETTLED, &seq)?;
         }
     }
     Ok(())

@@ -29,9 +29,7 @@ impl<'a> Staged<'a> {
             for (key, value) in rows {
                 match value {
                     Some(value) => self.inner.put(&keyspace, &key, &value)?,
-                    None => {
-                        self.inner.delete(&keyspace, &key)?;
-                    }
+                    None => self.inner.discard(&keyspace, &key)?,
                 }
             }
         }
@@ -77,6 +75,11 @@ impl WriteTxn for Staged<'_> {
         let existed = self.get(keyspace, key)?.is_some();
         self.buffer.delete(keyspace, key);
         Ok(existed)
+    }
+
+    fn discard(&mut self, keyspace: &str, key: &[u8]) -> Result<()> {
+        self.buffer.delete(keyspace, key);
+        Ok(())
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
