@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use tidesync_actors::StoreCommand;
-use tidesync_core::local::{Change, LocalBatch, LocalDb, Staged, WriteOp, layout};
+use tidesync_core::local::{Change, LocalBatch, LocalDb, PreparedPut, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, TableSpec};
 use tidesync_core::{ReadTxn, WriteTxn};
@@ -103,15 +103,47 @@ impl BulkReport {
     }
 }
 
+/// One record of a bulk write, ready for its transaction: a put checked and encoded ahead
+/// ([`PreparedPut`], done on the caller's thread while the batch before is written), or a
+/// merge patch (which needs the stored record, so it is checked at write time).
+#[derive(Debug)]
+pub(crate) enum BulkOp {
+    Put(PreparedPut),
+    Merge(WriteOp),
+}
+
+impl BulkOp {
+    /// The put's record or the merge's patch: the fields the write sets.
+    fn fields(&self) -> Option<&serde_json::Map<String, Value>> {
+        match self {
+            BulkOp::Put(put) => Some(put.record()),
+            BulkOp::Merge(WriteOp::Update { patch, .. }) => patch.as_object(),
+            BulkOp::Merge(_) => None,
+        }
+    }
+
+    fn key(&self) -> Option<&Key> {
+        match self {
+            BulkOp::Put(put) => Some(put.key()),
+            BulkOp::Merge(WriteOp::Update { key, .. }) => Some(key),
+            BulkOp::Merge(_) => None,
+        }
+    }
+}
+
 /// Turns one JSON record into its write, or the reason it cannot be written. Keys are
 /// generated here (UUIDv7 for string-key tables) so every rejection can name one.
 pub(crate) fn prepare(
     spec: &TableSpec,
     mode: BulkMode,
-    mut json: Value,
-) -> std::result::Result<(Key, WriteOp), (Option<Key>, Error)> {
+    json: Value,
+) -> std::result::Result<(Key, BulkOp), (Option<Key>, Error)> {
     let table = spec.name.as_str();
-    let Value::Object(record) = &mut json else {
+    if mode != BulkMode::Merge {
+        let put = PreparedPut::new(spec, json, mode == BulkMode::Insert)?;
+        return Ok((put.key().clone(), BulkOp::Put(put)));
+    }
+    let Value::Object(record) = &json else {
         return Err((
             None,
             Error::invalid(format!(
@@ -121,44 +153,39 @@ pub(crate) fn prepare(
             .table(table),
         ));
     };
-    if mode == BulkMode::Merge && matches!(spec.key_of(record), Ok(None)) {
-        return Err((
-            None,
-            Error::invalid("a merge patch needs the record's key")
-                .table(table)
-                .field(spec.key.clone()),
-        ));
-    }
-    let key = spec.key_or_new(record).map_err(|err| (None, err))?;
-    let table = table.to_owned();
-    let op = match mode {
-        BulkMode::Insert => WriteOp::Insert {
-            table,
-            record: json,
-        },
-        BulkMode::Upsert => WriteOp::Put {
-            table,
-            record: json,
-        },
-        BulkMode::Merge => WriteOp::Update {
-            table,
-            key: key.clone(),
-            patch: json,
-        },
+    let key = match spec.key_of(record) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return Err((
+                None,
+                Error::invalid("a merge patch needs the record's key")
+                    .table(table)
+                    .field(spec.key.clone()),
+            ));
+        }
+        Err(err) => return Err((None, err)),
     };
-    Ok((key, op))
+    let op = WriteOp::Update {
+        table: table.to_owned(),
+        key: key.clone(),
+        patch: json,
+    };
+    Ok((key, BulkOp::Merge(op)))
 }
 
-/// What a batch job sends back: per accepted op whether it changed something, and the
-/// rejected ops (by their position among the ops).
+/// What a batch job sends back: per accepted op whether it changed something, the rejected
+/// ops (by their position among the ops), and the ops themselves, so that the caller's thread
+/// frees them rather than the writer's.
+#[derive(Debug)]
 pub(crate) struct Applied {
     pub(crate) changed: usize,
     pub(crate) refused: Vec<(usize, Error)>,
+    pub(crate) spent: Vec<BulkOp>,
 }
 
 /// The ops of one batch, shared with its write job so that they come back if the fast path
 /// has to give up (see [`job`]).
-pub(crate) type Slot = Arc<Mutex<Option<Vec<WriteOp>>>>;
+pub(crate) type Slot = Arc<Mutex<Option<Vec<BulkOp>>>>;
 
 /// The write job of one batch.
 ///
@@ -201,7 +228,7 @@ impl StoreCommand for BatchJob {
             isolate,
         } = self;
 
-        let ops = slot
+        let mut ops = slot
             .lock()
             .map_err(|_| Error::internal("bulk write slot poisoned"))?
             .take()
@@ -213,18 +240,18 @@ impl StoreCommand for BatchJob {
         let mut batch = db.records().prove_new(
             &*txn,
             &spec.name,
-            ops.iter().filter_map(|op| given_key(&spec, op)),
+            ops.iter().filter_map(|op| match op {
+                BulkOp::Put(put) => Some(put.key().clone()),
+                BulkOp::Merge(_) => None,
+            }),
         )?;
         if isolate {
-            for (i, op) in ops.iter().enumerate() {
+            for (i, op) in ops.iter_mut().enumerate() {
                 let mut staged = Staged::new(&mut *txn);
-                match db
-                    .records()
-                    .apply_local_in(&mut staged, std::slice::from_ref(op), &mut batch)
-                {
-                    Ok(done) => {
+                match write(db, &mut staged, op, &mut batch) {
+                    Ok(change) => {
                         staged.apply()?;
-                        changes.extend(done.changes);
+                        changes.extend(change);
                     }
                     Err(err) if is_record_error(&err) => refused.push((i, err)),
                     Err(err) => return Err(err),
@@ -233,16 +260,13 @@ impl StoreCommand for BatchJob {
         } else {
             refused = precheck(&spec, mode, &*txn, &ops, &batch)?;
             let mut skip = refused.iter().map(|(i, _)| *i).peekable();
-            for (i, op) in ops.iter().enumerate() {
+            for i in 0..ops.len() {
                 if skip.peek() == Some(&i) {
                     skip.next();
                     continue;
                 }
-                match db
-                    .records()
-                    .apply_local_in(&mut *txn, std::slice::from_ref(op), &mut batch)
-                {
-                    Ok(done) => changes.extend(done.changes),
+                match write(db, &mut *txn, &mut ops[i], &mut batch) {
+                    Ok(change) => changes.extend(change),
                     Err(err) => {
                         if is_record_error(&err)
                             && let Ok(mut back) = slot.lock()
@@ -257,74 +281,75 @@ impl StoreCommand for BatchJob {
         let applied = Applied {
             changed: changes.len(),
             refused,
+            spent: ops,
         };
         Ok((applied, changes))
     }
 }
 
-/// The key a put or insert names (not one the write will generate).
-fn given_key(spec: &TableSpec, op: &WriteOp) -> Option<Key> {
+/// Writes one op of a batch; the change it made, if any.
+fn write(
+    db: &LocalDb,
+    txn: &mut dyn WriteTxn,
+    op: &mut BulkOp,
+    batch: &mut LocalBatch,
+) -> tidesync_core::Result<Option<Change>> {
     match op {
-        WriteOp::Put { record, .. } | WriteOp::Insert { record, .. } => record
-            .as_object()
-            .and_then(|r| spec.key_of(r).ok().flatten()),
-        WriteOp::Update { .. } | WriteOp::Delete { .. } => None,
+        BulkOp::Put(put) => db.records().apply_prepared_in(txn, put, batch),
+        BulkOp::Merge(op) => Ok(db
+            .records()
+            .apply_local_in(txn, std::slice::from_ref(op), batch)?
+            .changes
+            .pop()),
     }
 }
 
 /// The refusals of a batch that reads can tell before anything is written, in op order.
-/// A key `batch` proved new has no record, so it is not read.
+/// A key `batch` proved new has no record, so it is not read. (A put's values were checked
+/// when it was prepared.)
 fn precheck(
     spec: &TableSpec,
     mode: BulkMode,
     txn: &dyn ReadTxn,
-    ops: &[WriteOp],
+    ops: &[BulkOp],
     batch: &LocalBatch,
 ) -> tidesync_core::Result<Vec<(usize, Error)>> {
     let records = layout::records(&spec.name);
-    let mut inserted: HashSet<Vec<u8>> = HashSet::new();
+    let mut inserted: HashSet<&Key> = HashSet::new();
     let mut refused = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let (key, fields) = match op {
-            WriteOp::Put { record, .. } | WriteOp::Insert { record, .. } => {
-                let key = record
-                    .as_object()
-                    .and_then(|r| spec.key_of(r).ok().flatten());
-                (key, record)
-            }
-            WriteOp::Update { key, patch, .. } => (Some(key.clone()), patch),
-            WriteOp::Delete { .. } => continue,
+        let (Some(key), Some(fields)) = (op.key(), op.fields()) else {
+            continue;
         };
-        let Some(key) = key else { continue };
         // A merge patch only changes the indexed fields it names (null removes: fine).
-        let unstorable = spec.indexes.iter().find_map(|field| {
-            let value = fields.get(field)?;
-            layout::index_value(value).err().map(|got| {
-                Error::invalid(format!(
-                    "an indexed field must be null, a boolean, a number or a string, got {got}"
-                ))
-                .table(spec.name.clone())
-                .key(&key)
-                .field(field.clone())
-            })
-        });
-        let encoded = key.encode();
-        let stored = |encoded: &[u8]| -> tidesync_core::Result<bool> {
-            Ok(!batch.contains(&spec.name, &key) && txn.get(&records, encoded)?.is_some())
+        let unstorable = match op {
+            BulkOp::Put(_) => None,
+            BulkOp::Merge(_) => spec.indexes.iter().find_map(|field| {
+                let value = fields.get(field)?;
+                layout::index_value(value).err().map(|got| {
+                    Error::invalid(format!(
+                        "an indexed field must be null, a boolean, a number or a string, got {got}"
+                    ))
+                    .table(spec.name.clone())
+                    .key(key)
+                    .field(field.clone())
+                })
+            }),
+        };
+        let stored = || -> tidesync_core::Result<bool> {
+            Ok(!batch.contains(&spec.name, key) && txn.get(&records, &key.encode())?.is_some())
         };
         let refusal = match (unstorable, mode) {
             (Some(err), _) => Some(err),
-            (None, BulkMode::Insert) if !inserted.insert(encoded.clone()) || stored(&encoded)? => {
-                Some(
-                    Error::new(ErrorKind::AlreadyExists, "record already exists")
-                        .table(spec.name.clone())
-                        .key(&key),
-                )
-            }
-            (None, BulkMode::Merge) if !stored(&encoded)? => Some(
+            (None, BulkMode::Insert) if !inserted.insert(key) || stored()? => Some(
+                Error::new(ErrorKind::AlreadyExists, "record already exists")
+                    .table(spec.name.clone())
+                    .key(key),
+            ),
+            (None, BulkMode::Merge) if !stored()? => Some(
                 Error::new(ErrorKind::NotFound, "no such record")
                     .table(spec.name.clone())
-                    .key(&key),
+                    .key(key),
             ),
             (None, _) => None,
         };

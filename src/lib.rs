@@ -50,6 +50,7 @@
 
 mod batch;
 mod bulk;
+mod bulk_writer;
 mod engine;
 pub mod receipt;
 mod status;
@@ -58,6 +59,7 @@ mod watch;
 
 pub use batch::{Batch, BatchWritten};
 pub use bulk::{BatchResult, BulkMode, BulkReport, DEFAULT_BULK_BATCH, Rejected};
+pub use bulk_writer::BulkWriter;
 pub use engine::{Engine, EngineBuilder, SyncedThrough};
 pub use receipt::{ChangeId, PushError, Pushed, Receipt, ReceiptState, Written};
 pub use status::{Health, HealthCheck, HealthStatus, LiveStatus, PendingEntry, Status};

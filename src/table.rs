@@ -14,9 +14,10 @@ use serde_json::Value;
 use tidesync_actors::store_writer::StoreWriter;
 use tidesync_core::local::{IndexRange, LocalWritten, WriteOp};
 use tidesync_core::spec::describe;
-use tidesync_core::{Error, ErrorKind, Key, Record, Result};
+use tidesync_core::{Error, ErrorKind, Key, Record, Result, TableSpec};
 
-use crate::bulk::{self, BatchResult, BulkMode, BulkReport, Rejected};
+use crate::bulk::{BatchResult, BulkMode, BulkReport};
+use crate::bulk_writer::BulkWriter;
 use crate::engine::Engine;
 use crate::receipt::{ChangeId, Receipt, Written};
 use crate::watch::Watch;
@@ -49,7 +50,7 @@ impl<T> std::fmt::Debug for Table<T> {
 }
 
 /// A record as JSON; a `serde_json::Value` is taken as it is (no copy).
-fn into_json<T: Serialize + 'static>(table: &str, value: T) -> Result<Value> {
+pub(crate) fn into_json<T: Serialize + 'static>(table: &str, value: T) -> Result<Value> {
     let boxed: Box<dyn std::any::Any> = Box::new(value);
     match boxed.downcast::<Value>() {
         Ok(json) => Ok(*json),
@@ -78,11 +79,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Applies `ops` through the store writer, once durable; tells which outbox entry
     /// carries each.
     async fn local_write_tracked(&self, ops: Vec<WriteOp>) -> Result<LocalWritten> {
-        let writer = self
-            .store_writer
-            .get_or_try_init(|| async { self.engine.actors().store_writer().await })
-            .await?;
-        writer.local_write_tracked(ops).await
+        self.writer().await?.local_write_tracked(ops).await
     }
 
     /// The receipt of the single op of a write.
@@ -230,12 +227,18 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     where
         T: 'static,
     {
-        self.write_batch_at(0, records, mode).await
+        let mut writer = self.bulk_writer(mode);
+        writer.write(records).await?;
+        writer
+            .finish()
+            .await?
+            .ok_or_else(|| Error::internal("a queued batch has no outcome").table(self.name()))
     }
 
     /// Writes `records` in batches of `batch_size` (one transaction each, see
-    /// [`Table::write_batch`]), in order. Stops at the first batch the store fails to commit
-    /// and returns its error; the batches before it stay committed.
+    /// [`Table::write_batch`]), in order, preparing each batch while the one before commits
+    /// ([`BulkWriter`]). Stops at the first batch the store fails to commit and returns its
+    /// error; the batches before it stay committed.
     pub async fn bulk_write(
         &self,
         records: impl IntoIterator<Item = T>,
@@ -248,77 +251,34 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         let batch_size = batch_size.max(1);
         let mut report = BulkReport::default();
         let mut records = records.into_iter().peekable();
-        let mut first = 0;
+        let mut writer = self.bulk_writer(mode);
         while records.peek().is_some() {
             let chunk: Vec<T> = records.by_ref().take(batch_size).collect();
-            let len = chunk.len();
-            report
-                .batches
-                .push(self.write_batch_at(first, chunk, mode).await?);
-            first += len;
+            report.batches.extend(writer.write(chunk).await?);
         }
+        report.batches.extend(writer.finish().await?);
         Ok(report)
     }
 
-    async fn write_batch_at(
-        &self,
-        first: usize,
-        records: impl IntoIterator<Item = T>,
-        mode: BulkMode,
-    ) -> Result<BatchResult>
+    /// A writer of batches into this table that prepares each batch while the one before
+    /// commits: for imports that produce their batches as they go (see [`BulkWriter`]).
+    pub fn bulk_writer(&self, mode: BulkMode) -> BulkWriter<T>
     where
         T: 'static,
     {
-        let spec = self.engine.db().schema().table(&self.name)?;
-        let mut result = BatchResult {
-            first,
-            ..BatchResult::default()
-        };
-        // Positions (in the input) of the ops sent, and their keys.
-        let mut sent: Vec<(usize, Key)> = Vec::new();
-        let mut ops = Vec::new();
-        for (i, value) in records.into_iter().enumerate() {
-            result.records += 1;
-            let index = first + i;
-            let prepared = into_json(&self.name, value)
-                .map_err(|err| (None, err))
-                .and_then(|json| bulk::prepare(spec, mode, json));
-            match prepared {
-                Ok((key, op)) => {
-                    sent.push((index, key));
-                    ops.push(op);
-                }
-                Err((key, error)) => result.rejected.push(Rejected { index, key, error }),
-            }
-        }
-        if !ops.is_empty() {
-            let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
-            let send = |isolate: bool| {
-                self.engine
-                    .actors()
-                    .command(bulk::job(spec.clone(), mode, slot.clone(), isolate))
-            };
-            let applied = match send(false).await {
-                Ok(applied) => applied,
-                // The fast path met a refusal its checks did not foresee and wrote nothing:
-                // again, each record in its own sub-transaction.
-                Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => send(true).await?,
-                Err(err) => return Err(err),
-            };
-            result.written = sent.len() - applied.refused.len();
-            result.changed = applied.changed;
-            for (i, error) in applied.refused {
-                if let Some((index, key)) = sent.get(i) {
-                    result.rejected.push(Rejected {
-                        index: *index,
-                        key: Some(key.clone()),
-                        error,
-                    });
-                }
-            }
-            result.rejected.sort_by_key(|r| r.index);
-        }
-        Ok(result)
+        BulkWriter::new(self.clone(), mode)
+    }
+
+    /// This table's declaration.
+    pub(crate) fn spec(&self) -> Result<TableSpec> {
+        Ok(self.engine.db().schema().table(&self.name)?.clone())
+    }
+
+    /// The direct line to the store writer (fetched once, shared by clones).
+    pub(crate) async fn writer(&self) -> Result<&StoreWriter> {
+        self.store_writer
+            .get_or_try_init(|| async { self.engine.actors().store_writer().await })
+            .await
     }
 
     /// Deletes a record; returns whether it existed.

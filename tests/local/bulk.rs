@@ -159,6 +159,137 @@ async fn a_refusal_only_the_write_itself_finds_still_leaves_the_rest_of_the_batc
     );
     assert_eq!(posts.count().await.unwrap(), 2);
     assert_eq!(engine.outbox_stats("posts").unwrap().depth, 2);
+
+    // A merge patch that makes a stored record too big is found only by the write itself:
+    // the batch runs again record by record and commits the others.
+    let result = posts
+        .write_batch(
+            vec![
+                json!({"id": "a", "n": 1}),
+                json!({"id": "b", "body": "x".repeat(tidesync::core::local::MAX_RECORD_BYTES)}),
+                json!({"id": "b", "n": 2}),
+            ],
+            BulkMode::Merge,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.written, 2);
+    let rejected: Vec<(usize, ErrorKind)> = result
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.error.kind()))
+        .collect();
+    assert_eq!(rejected, vec![(1, ErrorKind::InvalidInput)]);
+    assert!(
+        result.rejected[0]
+            .error
+            .to_string()
+            .contains("byte limit (table `posts`, key `b`)"),
+        "{}",
+        result.rejected[0].error
+    );
+    assert_eq!(
+        posts.get("a").await.unwrap(),
+        Some(json!({"id": "a", "n": 1}))
+    );
+    assert_eq!(
+        posts.get("b").await.unwrap(),
+        Some(json!({"id": "b", "n": 2}))
+    );
+}
+
+/// A bulk writer prepares each batch while the one before commits: `write` answers for the
+/// batch before the one it is given, `finish` for the last, with positions over the whole
+/// input; a batch is checked against what the batches before it wrote.
+#[tokio::test]
+async fn a_bulk_writer_answers_for_each_batch_when_the_next_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = redb_engine(dir.path());
+    let posts = engine.table::<Value>("posts").unwrap();
+    let mut writer = posts.bulk_writer(BulkMode::Insert);
+    let nothing_before = writer
+        .write(vec![json!({"id": "a"}), json!({"id": "b"})])
+        .await
+        .unwrap();
+    assert!(nothing_before.is_none());
+    let first = writer
+        .write(vec![json!({"id": "c"}), json!({"id": "a"}), json!(7)])
+        .await
+        .unwrap()
+        .expect("the first batch's outcome");
+    assert_eq!((first.first, first.records, first.written), (0, 2, 2));
+    assert!(first.rejected.is_empty());
+    // "c" again: the batch before (still being written when this one is prepared) wrote it.
+    let second = writer
+        .write(vec![json!({"id": "c"})])
+        .await
+        .unwrap()
+        .expect("the second batch's outcome");
+    assert_eq!((second.first, second.records, second.written), (2, 3, 1));
+    let refused = |result: &tidesync::BatchResult| -> Vec<(usize, Option<Key>, ErrorKind)> {
+        result
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.key.clone(), r.error.kind()))
+            .collect()
+    };
+    assert_eq!(
+        refused(&second),
+        vec![
+            (3, Some(Key::from("a")), ErrorKind::AlreadyExists),
+            (4, None, ErrorKind::InvalidInput),
+        ]
+    );
+    let last = writer
+        .finish()
+        .await
+        .unwrap()
+        .expect("the last batch's outcome");
+    assert_eq!((last.first, last.records, last.written), (5, 1, 0));
+    assert_eq!(
+        refused(&last),
+        vec![(5, Some(Key::from("c")), ErrorKind::AlreadyExists)]
+    );
+    assert_eq!(posts.count().await.unwrap(), 3);
+    assert_eq!(engine.outbox_stats("posts").unwrap().depth, 3);
+    // Nothing queued: nothing to answer for.
+    assert!(
+        posts
+            .bulk_writer(BulkMode::Upsert)
+            .finish()
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A batch that fails stops the writer: its error is returned once, and later batches are
+/// refused instead of being written after a gap.
+#[tokio::test]
+async fn a_bulk_writer_stops_at_the_first_failed_batch() {
+    let engine = memory_engine();
+    let posts = engine.table::<Value>("posts").unwrap();
+    let mut writer = posts.bulk_writer(BulkMode::Upsert);
+    writer.write(vec![json!({"id": "a"})]).await.unwrap();
+    engine.shutdown();
+    let mut failed = None;
+    for n in 0..5 {
+        if let Err(err) = writer.write(vec![json!({"id": format!("b{n}")})]).await {
+            failed = Some(err);
+            break;
+        }
+    }
+    let failed = failed.expect("a write after shutdown fails");
+    assert_eq!(failed.kind(), ErrorKind::Closed, "{failed}");
+    let after = writer
+        .write(vec![json!({"id": "late"})])
+        .await
+        .expect_err("a stopped writer writes nothing more");
+    assert_eq!(after.kind(), ErrorKind::InvalidInput);
+    assert!(
+        after.to_string().contains("stopped at a failed batch"),
+        "{after}"
+    );
 }
 
 /// A batch of new keys skips the reads that would find nothing (one proof over the batch's

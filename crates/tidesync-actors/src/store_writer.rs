@@ -285,6 +285,16 @@ impl StoreWriter {
         await_reply(reply).await
     }
 
+    /// Queues `command` now, not when the answer is awaited, and returns what waits for it:
+    /// the caller can prepare its next command while the writer thread commits this one (a
+    /// bulk import overlaps preparing a batch with writing the one before). Unfenced, like
+    /// [`crate::wiring::EngineActors::command`].
+    pub fn submit_command<C: StoreCommand>(&self, command: C) -> PendingReply<C::Output> {
+        let (job, reply) = CommandJob::boxed(None, command);
+        self.submit(job);
+        PendingReply(reply)
+    }
+
     /// Queues a job; if the writer is gone, the job is dropped and its caller sees `Closed`.
     fn submit(&self, job: Box<dyn WriterJob>) {
         if self.closed.load(Ordering::Acquire) {
@@ -292,6 +302,18 @@ impl StoreWriter {
         }
         // A send error means the thread exited: dropping the job closes its reply channel.
         let _ = self.tx.send(Msg::Job(job));
+    }
+}
+
+/// The answer to a command queued with [`StoreWriter::submit_command`].
+#[derive(Debug)]
+pub struct PendingReply<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> PendingReply<T> {
+    /// The command's result, once its transaction committed (or failed); `Closed` if the
+    /// writer stopped first.
+    pub async fn result(self) -> Result<T> {
+        await_reply(self.0).await
     }
 }
 

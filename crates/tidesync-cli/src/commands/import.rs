@@ -164,6 +164,9 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
         error: None,
         elapsed_ms: 0,
     };
+    let mut writer = handle.bulk_writer(mode);
+    // Where the records of the batch being written came from.
+    let mut in_flight: Option<Vec<Position>> = None;
     let mut batch: Vec<Value> = Vec::with_capacity(args.batch_size);
     let mut positions: Vec<Position> = Vec::with_capacity(args.batch_size);
     let mut done = false;
@@ -191,30 +194,16 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
         if batch.len() >= args.batch_size || (done && !batch.is_empty()) {
             let records = std::mem::take(&mut batch);
             let at = std::mem::take(&mut positions);
-            match handle.write_batch(records, mode).await {
-                Ok(result) => {
-                    report.batches += 1;
-                    report.written += result.written;
-                    report.changed += result.changed;
-                    for rejected in result.rejected {
-                        if let Some(position) = at.get(rejected.index) {
-                            report.rejected.push(RejectedLine {
-                                at: *position,
-                                key: rejected.key.map(|k| k.to_string()),
-                                reason: rejected.error.to_string(),
-                            });
-                        }
-                    }
-                }
+            // The answer is for the batch queued before this one (`answered`), which
+            // committed while this one was prepared; this one is queued unless it failed.
+            let outcome = writer.write(records).await;
+            let answered = in_flight.replace(at);
+            match outcome {
+                Ok(Some(result)) => count_batch(&mut report, result, &answered.unwrap_or_default()),
+                Ok(None) => {}
                 Err(err) => {
-                    let span = match (at.first(), at.last()) {
-                        (Some(first), Some(last)) => format!(" ({first} to {last})"),
-                        _ => String::new(),
-                    };
-                    report.error = Some(format!(
-                        "batch {}{span} was not written: {err}",
-                        report.batches + 1
-                    ));
+                    let current = in_flight.take();
+                    batch_failed(&mut report, &err, &answered.or(current).unwrap_or_default());
                     done = true;
                 }
             }
@@ -224,6 +213,13 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
                     bar.set_message(format!("{} rejected", report.rejected.len()));
                 }
             }
+        }
+    }
+    if let Some(at) = in_flight.take() {
+        match writer.finish().await {
+            Ok(Some(result)) => count_batch(&mut report, result, &at),
+            Ok(None) => {}
+            Err(err) => batch_failed(&mut report, &err, &at),
         }
     }
     // Stop the parser if we stopped early (it sees the channel closed), then wait for it.
@@ -254,6 +250,35 @@ pub async fn run(ctx: &Ctx, args: ImportArgs) -> Result<(), CliError> {
     }
     Err(CliError::msg(Exit::Failed, message)
         .hint("fix the rejected records and import them again (the others are written)"))
+}
+
+/// Counts a written batch into the report; `at`: where its records came from.
+fn count_batch(report: &mut ImportReport, result: tidesync::BatchResult, at: &[Position]) {
+    report.batches += 1;
+    report.written += result.written;
+    report.changed += result.changed;
+    for rejected in result.rejected {
+        // Positions within the batch: the writer counts over the whole input.
+        if let Some(position) = at.get(rejected.index - result.first) {
+            report.rejected.push(RejectedLine {
+                at: *position,
+                key: rejected.key.map(|k| k.to_string()),
+                reason: rejected.error.to_string(),
+            });
+        }
+    }
+}
+
+/// Records why a batch was not written (the import stops there).
+fn batch_failed(report: &mut ImportReport, err: &tidesync::Error, at: &[Position]) {
+    let span = match (at.first(), at.last()) {
+        (Some(first), Some(last)) => format!(" ({first} to {last})"),
+        _ => String::new(),
+    };
+    report.error = Some(format!(
+        "batch {}{span} was not written: {err}",
+        report.batches + 1
+    ));
 }
 
 fn print(ctx: &Ctx, report: &ImportReport) -> Result<(), CliError> {

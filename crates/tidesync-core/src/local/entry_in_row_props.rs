@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::test_txn::MapTxn;
-use super::{LocalDb, RemoteMeta, Schema, WriteOp, layout};
+use super::{LocalDb, PreparedPut, RemoteMeta, Schema, WriteOp, layout};
 use crate::outbox::{DeadLetterInfo, OutboxEntry};
 use crate::record::{Key, Record};
 use crate::store::ReadTxn;
@@ -48,10 +48,12 @@ enum Step {
     /// A comment (its own table, pushed too) is written that references a post: a remap of
     /// that post rewrites the comment's row and its queued entries.
     Comment(usize, usize, u8),
-    /// Several local writes of posts in one call. The pointer side runs them as a batch
-    /// (`Records::prove_new`, then `Records::apply_local_in`: writes of keys proved new skip
-    /// their reads, sequence numbers follow the batch's last); the copying side runs them one
-    /// call each, reading everything.
+    /// Several local writes (posts, and comments that may follow a remap) in one call. The
+    /// pointer side runs them as a bulk import does: one batch (`Records::prove_new`; writes
+    /// of keys proved new skip their reads, sequence numbers follow the batch's last), puts
+    /// checked and encoded ahead (`PreparedPut`, `Records::apply_prepared_in`), the rest
+    /// through `Records::apply_local_in`; the copying side runs them one call each, reading
+    /// everything.
     Batch(Vec<BatchOp>),
 }
 
@@ -60,6 +62,8 @@ enum BatchOp {
     Put(usize, u8),
     Patch(usize, u8),
     Delete(usize),
+    /// A comment (a reference to a post, followed if the post's key was remapped).
+    Comment(usize, usize, u8),
 }
 
 fn batch_op() -> impl Strategy<Value = BatchOp> {
@@ -67,7 +71,8 @@ fn batch_op() -> impl Strategy<Value = BatchOp> {
     prop_oneof![
         3 => (k.clone(), any::<u8>()).prop_map(|(k, n)| BatchOp::Put(k, n)),
         1 => (k.clone(), any::<u8>()).prop_map(|(k, n)| BatchOp::Patch(k, n)),
-        1 => k.prop_map(BatchOp::Delete),
+        1 => k.clone().prop_map(BatchOp::Delete),
+        1 => (k.clone(), k, any::<u8>()).prop_map(|(c, post, n)| BatchOp::Comment(c, post, n)),
     ]
 }
 
@@ -252,6 +257,10 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(),
                         table: "posts".into(),
                         key: key_of(*k),
                     },
+                    BatchOp::Comment(c, post, n) => WriteOp::Put {
+                        table: "comments".into(),
+                        record: json!({"id": KEYS[*c], "post": KEYS[*post], "text": format!("bc {n}")}),
+                    },
                 })
                 .collect();
             if !batched {
@@ -265,10 +274,25 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(),
                 .records()
                 .prove_new(txn, "posts", puts)
                 .map_err(|e| e.to_string())?;
-            db.records()
-                .apply_local_in(txn, &ops, &mut batch)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            // Puts go the bulk import's way: checked and encoded ahead (`PreparedPut`).
+            for op in ops {
+                let written = match op {
+                    WriteOp::Put { table, record } => {
+                        let spec = db.schema.table(&table).map_err(|e| e.to_string())?;
+                        let mut put = PreparedPut::new(spec, record, false)
+                            .map_err(|(_, e)| e.to_string())?;
+                        db.records()
+                            .apply_prepared_in(txn, &mut put, &mut batch)
+                            .map(|_| ())
+                    }
+                    op => db
+                        .records()
+                        .apply_local_in(txn, &[op], &mut batch)
+                        .map(|_| ()),
+                };
+                written.map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
     }
 }

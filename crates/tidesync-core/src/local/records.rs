@@ -22,8 +22,8 @@ use crate::spec::{TableSpec, describe};
 use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 use super::{
-    Base, Change, IndexRange, LocalBatch, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin, WriteOp,
-    base_row, layout,
+    Base, Change, IndexRange, LocalBatch, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin,
+    PreparedPut, WriteOp, base_row, layout,
 };
 
 /// The records, indexes and bases of a [`LocalDb`], and the application's writes. Borrowed
@@ -114,20 +114,71 @@ impl Records<'_> {
         let mut record = as_object(spec, record, None)?;
         let key = spec.key_or_new(&mut record)?;
         check_record(spec, &key, &record)?;
-        let known_new = batch.knows_new_keys() && batch.take(table, &key.encode());
+        let key_bytes = key.encode();
+        let put = CheckedPut {
+            key,
+            key_bytes: &key_bytes,
+            record,
+            row: None,
+            must_be_new,
+        };
+        self.put_checked(txn, spec, put, batch)
+    }
+
+    /// Writes a put that [`PreparedPut::new`] checked and encoded, as part of `batch` (see
+    /// [`Records::apply_local_in`]); returns the change it made, if any. The put can be
+    /// written again if the transaction was dropped.
+    pub fn apply_prepared_in(
+        &self,
+        txn: &mut dyn WriteTxn,
+        put: &mut PreparedPut,
+        batch: &mut LocalBatch,
+    ) -> Result<Option<Change>> {
+        let spec = self.db.schema.table(put.table())?;
+        let (record, row) = put.take_for_write();
+        let checked = CheckedPut {
+            key: put.key().clone(),
+            key_bytes: put.key_bytes(),
+            record,
+            row,
+            must_be_new: put.must_be_new(),
+        };
+        Ok(self
+            .put_checked(txn, spec, checked, batch)?
+            .map(|(change, _)| change))
+    }
+
+    /// A put of a checked record: reads what is stored (unless `batch` proved the key new)
+    /// and writes.
+    fn put_checked(
+        &self,
+        txn: &mut dyn WriteTxn,
+        spec: &TableSpec,
+        put: CheckedPut<'_>,
+        batch: &mut LocalBatch,
+    ) -> Result<Option<(Change, Option<u64>)>> {
+        let CheckedPut {
+            key,
+            key_bytes,
+            record,
+            row,
+            must_be_new,
+        } = put;
+        let known_new = batch.knows_new_keys() && batch.take(&spec.name, key_bytes);
         let old = if known_new {
             None
         } else {
-            self.get(&*txn, table, &key)?
+            self.get(&*txn, &spec.name, &key)?
         };
         if must_be_new && old.is_some() {
             return Err(
                 Error::new(ErrorKind::AlreadyExists, "record already exists")
-                    .table(table)
+                    .table(spec.name.clone())
                     .key(&key),
             );
         }
-        self.write_local(txn, spec, key, old, Some(record), known_new, batch)
+        let new = NewRecord { record, row };
+        self.write_local(txn, spec, key, old, Some(new), known_new, batch)
     }
 
     fn update(
@@ -157,6 +208,10 @@ impl Records<'_> {
         let mut new = old.clone();
         merge_patch(&mut new, &patch);
         check_record(spec, key, &new)?;
+        let new = NewRecord {
+            record: new,
+            row: None,
+        };
         self.write_local(txn, spec, key.clone(), Some(old), Some(new), false, batch)
     }
 
@@ -186,13 +241,22 @@ impl Records<'_> {
         spec: &TableSpec,
         key: Key,
         old: Option<Record>,
-        mut new: Option<Record>,
+        new: Option<NewRecord>,
         known_new: bool,
         batch: &mut LocalBatch,
     ) -> Result<Option<(Change, Option<u64>)>> {
-        if let Some(record) = new.as_mut() {
-            self.follow_remaps(&*txn, spec, record)?;
-        }
+        let (new, row) = match new {
+            Some(NewRecord {
+                mut record,
+                mut row,
+            }) => {
+                if self.follow_remaps(&*txn, spec, &mut record)? {
+                    row = None; // the bytes were of the record before the remap
+                }
+                (Some(record), row)
+            }
+            None => (None, None),
+        };
         let (op, changed) = match (&old, &new) {
             (None, Some(_)) => (Op::Create, Vec::new()),
             (Some(old), Some(new)) => {
@@ -227,6 +291,7 @@ impl Records<'_> {
             &key,
             old.as_ref(),
             new.as_ref(),
+            row,
             Some(&mut queue),
             known_new,
         )?;
@@ -281,7 +346,8 @@ impl Records<'_> {
         txn: &dyn ReadTxn,
         spec: &TableSpec,
         record: &mut Record,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut rewritten = false;
         for reference in &spec.references {
             let Some(target) = record.get(&reference.field).and_then(Key::from_json) else {
                 continue;
@@ -313,8 +379,9 @@ impl Records<'_> {
                 "a reference to a remapped key follows the remap"
             );
             record.insert(reference.field.clone(), new_key.to_json());
+            rewritten = true;
         }
-        Ok(())
+        Ok(rewritten)
     }
 
     /// A row write: writes (or deletes, when `new` is `None`) a record's row and keeps its
@@ -329,11 +396,12 @@ impl Records<'_> {
         old: Option<&Record>,
         new: Option<&Record>,
     ) -> Result<Option<Vec<u8>>> {
-        self.write_row_queued(txn, spec, key, old, new, None, false)
+        self.write_row_queued(txn, spec, key, old, new, None, None, false)
     }
 
     /// [`Records::write_row`] with the record's queue already read in this transaction;
-    /// `known_new`: the key was proved to have no base ([`LocalBatch`]), which is then not read.
+    /// `row`: `new` already encoded, if it is; `known_new`: the key was proved to have no base
+    /// ([`LocalBatch`]), which is then not read.
     #[allow(clippy::too_many_arguments)]
     fn write_row_queued(
         &self,
@@ -342,6 +410,7 @@ impl Records<'_> {
         key: &Key,
         old: Option<&Record>,
         new: Option<&Record>,
+        row: Option<Vec<u8>>,
         queue: Option<&mut super::outbox_ops::RecordQueue>,
         known_new: bool,
     ) -> Result<Option<Vec<u8>>> {
@@ -361,9 +430,17 @@ impl Records<'_> {
             }
         }
         let keyspace = layout::records(&spec.name);
-        let encoded = new
-            .map(|record| encode_record(spec, key, record))
-            .transpose()?;
+        let encoded = match (new, row) {
+            (Some(_), Some(row)) => Some(row),
+            (Some(record), None) => Some(encode_record(spec, key, record)?),
+            (None, _) => None,
+        };
+        debug_assert_eq!(
+            encoded,
+            new.map(|record| serde_json::to_vec(record).expect("a record encodes")),
+            "the row bytes given for {}/{key} are its record's",
+            spec.name
+        );
         debug_assert!(
             !known_new
                 || txn
@@ -618,6 +695,22 @@ fn as_slice_bound(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// A put whose record passed the checks: its key (encoded too), the record and, when it was
+/// encoded ahead ([`PreparedPut`]), its row bytes.
+struct CheckedPut<'k> {
+    key: Key,
+    key_bytes: &'k [u8],
+    record: Record,
+    row: Option<Vec<u8>>,
+    must_be_new: bool,
+}
+
+/// The record a local write stores, and its row bytes when they were encoded ahead.
+struct NewRecord {
+    record: Record,
+    row: Option<Vec<u8>>,
+}
+
 fn as_object(spec: &TableSpec, value: &Value, key: Option<&Key>) -> Result<Record> {
     match value {
         Value::Object(map) => Ok(map.clone()),
@@ -635,7 +728,7 @@ fn as_object(spec: &TableSpec, value: &Value, key: Option<&Key>) -> Result<Recor
     }
 }
 
-fn check_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<()> {
+pub(super) fn check_record(spec: &TableSpec, key: &Key, record: &Record) -> Result<()> {
     for field in &spec.indexes {
         index_entry(spec, key, record, field)?;
     }
