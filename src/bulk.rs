@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use tidesync_actors::StoreCommand;
+use tidesync_core::batched_puts::BatchedPuts;
 use tidesync_core::local::{Change, LocalBatch, LocalDb, PreparedPut, Staged, WriteOp, layout};
 use tidesync_core::spec::describe;
 use tidesync_core::{Error, ErrorKind, Key, TableSpec};
@@ -260,12 +261,14 @@ impl StoreCommand for BatchJob {
         } else {
             refused = precheck(&spec, mode, &*txn, &ops, &batch)?;
             let mut skip = refused.iter().map(|(i, _)| *i).peekable();
+            // The batch's rows reach the store a keyspace at a time, not one put at a time.
+            let mut puts = BatchedPuts::new(&mut *txn);
             for i in 0..ops.len() {
                 if skip.peek() == Some(&i) {
                     skip.next();
                     continue;
                 }
-                match write(db, &mut *txn, &mut ops[i], &mut batch) {
+                match write(db, &mut puts, &mut ops[i], &mut batch) {
                     Ok(change) => changes.extend(change),
                     Err(err) => {
                         if is_record_error(&err)
@@ -277,6 +280,7 @@ impl StoreCommand for BatchJob {
                     }
                 }
             }
+            puts.finish()?;
         }
         let applied = Applied {
             changed: changes.len(),

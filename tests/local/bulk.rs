@@ -375,3 +375,72 @@ async fn bulk_writes_queue_the_same_entries_whether_their_keys_are_new_or_not() 
     // The index rows were written for the new records too.
     assert_eq!(posts.query_eq("author", "ann", 10).await.unwrap().len(), 6);
 }
+
+/// Batches big enough that their rows go into redb a keyspace at a time (`put_rows`), over
+/// stored records, queued entries and a key repeated in the batch, leave the same records,
+/// index rows and outbox as the same writes made one `put` at a time.
+#[tokio::test]
+async fn big_batches_store_what_single_puts_store() {
+    let bulk_dir = tempfile::tempdir().unwrap();
+    let single_dir = tempfile::tempdir().unwrap();
+    let bulk_engine = redb_engine(bulk_dir.path());
+    let single_engine = redb_engine(single_dir.path());
+    let post = |i: u32, n: u32| json!({"id": format!("p{i:04}"), "title": format!("t{n}"), "author": format!("a{}", i % 7)});
+    // Stored before, each with an unsent create queued: every tenth key.
+    let before: Vec<Value> = (0..300).step_by(10).map(|i| post(i, 0)).collect();
+    // A batch of new keys (proved new: no reads, rows inserted a keyspace at a time), then
+    // one interleaved with the stored keys (read per record), with p0005 (new) twice.
+    let fresh: Vec<Value> = (1000..1200).map(|i| post(i, 1)).collect();
+    let mut mixed: Vec<Value> = (0..300).step_by(3).map(|i| post(i, 1)).collect();
+    mixed.push(post(5, 2));
+    for engine in [&bulk_engine, &single_engine] {
+        let posts = engine.table::<Value>("posts").unwrap();
+        for record in &before {
+            posts.put(record).await.unwrap();
+        }
+    }
+    let bulk_posts = bulk_engine.table::<Value>("posts").unwrap();
+    let single_posts = single_engine.table::<Value>("posts").unwrap();
+    for batch in [&fresh, &mixed] {
+        let report = bulk_posts
+            .bulk_write(batch.clone(), BulkMode::Upsert, 1000)
+            .await
+            .unwrap();
+        assert_eq!(report.written(), batch.len());
+        for record in batch {
+            single_posts.put(record).await.unwrap();
+        }
+    }
+
+    let records = |posts: &tidesync::Table<Value>| {
+        let posts = posts.clone();
+        async move { posts.scan(None, 10_000).await.unwrap() }
+    };
+    assert_eq!(records(&bulk_posts).await, records(&single_posts).await);
+    assert_eq!(bulk_posts.count().await.unwrap(), 321);
+    for author in 0..7 {
+        let a = format!("a{author}");
+        assert_eq!(
+            bulk_posts
+                .query_eq("author", a.clone(), 1000)
+                .await
+                .unwrap(),
+            single_posts.query_eq("author", a, 1000).await.unwrap()
+        );
+    }
+    let queue = |engine: &tidesync::Engine| -> Vec<(String, String, Option<tidesync::Record>, Vec<String>)> {
+        engine
+            .outbox(Some("posts"), 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let mut changed: Vec<String> = e.changed.to_vec();
+                changed.sort();
+                (e.key.to_string(), format!("{:?}", e.op), e.record, changed)
+            })
+            .collect()
+    };
+    let bulk_queue = queue(&bulk_engine);
+    assert_eq!(bulk_queue, queue(&single_engine));
+    assert_eq!(bulk_queue.len(), 321);
+}

@@ -9,6 +9,7 @@
 //! Architecture rule: this crate does no IO of its own and starts no runtime. It describes and
 //! decides; plugins and actors act.
 
+pub mod batched_puts;
 pub mod conflict;
 pub mod duration;
 pub mod error;

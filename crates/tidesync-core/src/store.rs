@@ -93,6 +93,16 @@ pub trait WriteTxn: ReadTxn {
     fn discard(&mut self, keyspace: &str, key: &[u8]) -> Result<(), Error> {
         self.delete(keyspace, key).map(|_| ())
     }
+    /// Stores many rows of one keyspace, as [`WriteTxn::put`] of each in order would (a later
+    /// row of the same key wins). A backend may hand them to its storage in one go, skipping
+    /// the buffering single puts get; the default puts them one by one. For writes that put
+    /// many rows at once (a bulk import through [`BatchedPuts`](crate::batched_puts::BatchedPuts)).
+    fn put_rows(&mut self, keyspace: &str, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Error> {
+        for (key, value) in rows {
+            self.put(keyspace, &key, &value)?;
+        }
+        Ok(())
+    }
     /// Makes every write of this transaction visible and durable, atomically.
     fn commit(self: Box<Self>) -> Result<(), Error>;
 }

@@ -137,6 +137,17 @@ impl WriteBuffer {
         self.keyspaces.is_empty()
     }
 
+    /// Takes the buffered rows of one keyspace out (`None` if it has none).
+    pub fn take(&mut self, keyspace: &str) -> Option<BufferedRows> {
+        let rows = self.keyspaces.remove(keyspace)?;
+        let bytes: usize = rows
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        self.bytes = self.bytes.saturating_sub(bytes);
+        Some(rows)
+    }
+
     /// Takes every buffered row out, per keyspace, leaving the buffer empty.
     pub fn drain(&mut self) -> impl Iterator<Item = (String, BufferedRows)> + use<> {
         self.bytes = 0;

@@ -128,6 +128,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         "write_txn_reads_its_own_writes",
         write_txn_reads_its_own_writes,
     ),
+    ("put_rows_is_puts_in_order", put_rows_is_puts_in_order),
     ("range_scans", range_scans),
     ("prefix_scans", prefix_scans),
     ("len_counts_keys", len_counts_keys),
@@ -487,6 +488,79 @@ pub fn snapshot_isolation(factory: &dyn StoreFactory) {
         "reader opened after the second commit",
     );
     c.eq(c.ok(r.len(&a), "len"), 4, "len after the second commit");
+}
+
+/// `put_rows` stores what a `put` of each row in order would: many rows (which a backend may
+/// insert directly) and a few (which it may buffer), after and before buffered puts and
+/// deletes of the same keys, a later row of a key winning; reads inside the transaction and
+/// after its commit agree with a model.
+pub fn put_rows_is_puts_in_order(factory: &dyn StoreFactory) {
+    let c = Check::open(factory, "put_rows_is_puts_in_order");
+    let ks = c.ks("rows");
+    let other = c.ks("other");
+    let mut model = model_of(&sample_keys());
+    c.fill(&ks, &model.clone().into_iter().collect::<Vec<_>>());
+    let mut w = c.write();
+    // Buffered first: a put, a delete of a committed key, a put later overwritten by a row.
+    for (key, value) in [
+        (&b"aa"[..], Some(&b"buffered"[..])),
+        (b"ab", None),
+        (b"zz", Some(b"old")),
+    ] {
+        match value {
+            Some(value) => {
+                c.ok(w.put(&ks, key, value), "put");
+                model.insert(key.to_vec(), value.to_vec());
+            }
+            None => {
+                c.ok(w.discard(&ks, key), "discard");
+                model.remove(key);
+            }
+        }
+    }
+    c.ok(w.put(&other, b"x", b"untouched"), "put");
+    // Many rows, out of key order, one key twice (the later wins), one overwriting "zz".
+    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = (0..150u32)
+        .rev()
+        .map(|i| {
+            (
+                format!("row{i:03}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    rows.push((b"row007".to_vec(), b"later".to_vec()));
+    rows.push((b"zz".to_vec(), b"from rows".to_vec()));
+    for (key, value) in &rows {
+        model.insert(key.clone(), value.clone());
+    }
+    c.ok(w.put_rows(&ks, rows), "put_rows (many)");
+    let probes: Vec<Vec<u8>> = probe_keys()
+        .into_iter()
+        .chain([b"row007".to_vec(), b"zz".to_vec(), b"ab".to_vec()])
+        .collect();
+    c.reads_like(&*w, &ks, &model, &probes, "after many rows");
+    // Then single writes of the same keyspace, and a few rows.
+    c.ok(w.put(&ks, b"row001", b"single after"), "put");
+    model.insert(b"row001".to_vec(), b"single after".to_vec());
+    c.ok(w.discard(&ks, b"row002"), "discard");
+    model.remove(&b"row002"[..]);
+    let few = vec![
+        (b"ab".to_vec(), b"back".to_vec()),
+        (b"row003".to_vec(), b"few".to_vec()),
+    ];
+    for (key, value) in &few {
+        model.insert(key.clone(), value.clone());
+    }
+    c.ok(w.put_rows(&ks, few), "put_rows (few)");
+    c.reads_like(&*w, &ks, &model, &probes, "after a few rows");
+    c.commit(w);
+    c.reads_like(&*c.read(), &ks, &model, &probes, "after the commit");
+    c.eq(
+        c.get(&*c.read(), &other, b"x"),
+        Some(b"untouched".to_vec()),
+        "the other keyspace",
+    );
 }
 
 /// A write transaction sees its own puts, overwrites and deletes through `get`, `range` (every

@@ -37,6 +37,7 @@ checks!(
     error_midway_leaves_nothing,
     snapshot_isolation,
     write_txn_reads_its_own_writes,
+    put_rows_is_puts_in_order,
     range_scans,
     prefix_scans,
     len_counts_keys,

@@ -388,6 +388,28 @@ impl ReadTxn for RedbRead {
     }
 }
 
+/// Writes buffered rows (a `None` value removes the key) into an open table.
+fn write_buffered(
+    t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    rows: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<()> {
+    for (key, value) in rows {
+        match value {
+            Some(value) => {
+                t.insert(key.as_slice(), value.as_slice())
+                    .map_err(storage)?;
+            }
+            None => {
+                t.remove(key.as_slice()).map_err(storage)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows of one `put_rows` call from which they go straight into the table.
+const DIRECT_ROWS: usize = 64;
+
 /// Buffered rows beyond which a write transaction hands them to redb (bounds its memory).
 const SPILL_BYTES: usize = 32 * 1024 * 1024;
 
@@ -458,20 +480,7 @@ impl RedbWrite {
     /// Hands every buffered row to redb, one table opening per keyspace.
     fn flush(&mut self) -> Result<()> {
         for (keyspace, rows) in self.overlay.drain() {
-            {
-                let mut t = self.open(&keyspace)?;
-                for (key, value) in rows {
-                    match value {
-                        Some(value) => {
-                            t.insert(key.as_slice(), value.as_slice())
-                                .map_err(storage)?;
-                        }
-                        None => {
-                            t.remove(key.as_slice()).map_err(storage)?;
-                        }
-                    }
-                }
-            }
+            write_buffered(&mut self.open(&keyspace)?, rows)?;
             self.spilled.insert(keyspace);
         }
         Ok(())
@@ -510,6 +519,31 @@ impl WriteTxn for RedbWrite {
     fn put(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.overlay.put(keyspace, key, value);
         self.spill_if_large()
+    }
+
+    /// Many rows go straight into the table (after the keyspace's buffered rows, which came
+    /// first), skipping the buffer; reads of the keyspace then go to the transaction, as after
+    /// a spill. A few rows are buffered like single puts: opening the table costs more.
+    fn put_rows(&mut self, keyspace: &str, mut rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        if rows.len() < DIRECT_ROWS {
+            for (key, value) in rows {
+                self.overlay.put(keyspace, &key, &value);
+            }
+            return self.spill_if_large();
+        }
+        let buffered = self.overlay.take(keyspace);
+        // Key order inserts faster; the sort is stable, so a later row of a key still wins.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        {
+            let mut t = self.open(keyspace)?;
+            write_buffered(&mut t, buffered.into_iter().flatten())?;
+            for (key, value) in &rows {
+                t.insert(key.as_slice(), value.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        self.spilled.insert(keyspace.to_owned());
+        Ok(())
     }
 
     fn delete(&mut self, keyspace: &str, key: &[u8]) -> Result<bool> {

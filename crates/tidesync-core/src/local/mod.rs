@@ -51,7 +51,7 @@ mod staged;
 #[cfg(test)]
 mod sync_tests;
 #[cfg(test)]
-mod test_txn;
+pub(crate) mod test_txn;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
