@@ -77,15 +77,15 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
         }
         let spec = self.table.spec()?;
         let (result, sent, ops) = self.prepare(&spec, records);
-        let before = match self.in_flight.take() {
+        let (before, spent) = match self.in_flight.take() {
             Some(in_flight) => match self.settle(in_flight).await {
-                Ok(result) => Some(result),
+                Ok((result, spent)) => (Some(result), spent),
                 Err(err) => {
                     self.stopped = true;
                     return Err(err);
                 }
             },
-            None => None,
+            None => (None, Vec::new()),
         };
         let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
         let reply = if sent.is_empty() {
@@ -101,13 +101,15 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             slot,
             reply,
         });
+        // Freed here, on the caller's thread, once the writer has its next batch.
+        drop(spent);
         Ok(before)
     }
 
     /// Waits for the last batch queued; its outcome (`None` if no batch was queued).
     pub async fn finish(mut self) -> Result<Option<BatchResult>> {
         match self.in_flight.take() {
-            Some(in_flight) => Ok(Some(self.settle(in_flight).await?)),
+            Some(in_flight) => Ok(Some(self.settle(in_flight).await?.0)),
             None => Ok(None),
         }
     }
@@ -144,10 +146,11 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
         (result, sent, ops)
     }
 
-    /// Waits for a queued batch and completes its report. A fast path that met a refusal its
+    /// Waits for a queued batch and completes its report; also returns the batch's spent ops,
+    /// for the caller to free once the next batch is queued. A fast path that met a refusal its
     /// checks did not foresee wrote nothing and gave the ops back: they are written again,
     /// each record in its own sub-transaction.
-    async fn settle(&self, in_flight: InFlight) -> Result<BatchResult> {
+    async fn settle(&self, in_flight: InFlight) -> Result<(BatchResult, Vec<bulk::BulkOp>)> {
         let InFlight {
             spec,
             mut result,
@@ -156,7 +159,7 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             reply,
         } = in_flight;
         let Some(reply) = reply else {
-            return Ok(result);
+            return Ok((result, Vec::new()));
         };
         let applied = match reply.result().await {
             Ok(applied) => applied,
@@ -176,8 +179,6 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             refused,
             spent,
         } = applied;
-        // Freed here, on the caller's thread, rather than on the writer's.
-        drop(spent);
         result.written = sent.len() - refused.len();
         result.changed = changed;
         for (i, error) in refused {
@@ -190,6 +191,6 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             }
         }
         result.rejected.sort_by_key(|r| r.index);
-        Ok(result)
+        Ok((result, spent))
     }
 }

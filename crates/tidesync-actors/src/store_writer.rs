@@ -558,6 +558,9 @@ fn finish_group(
     changes: &broadcast::Sender<Change>,
 ) -> usize {
     let mut local = 0;
+    // Changes nobody received, freed once every job has its answer: a bulk batch's thousand
+    // records are not freed while its caller waits (nor while the next batch could start).
+    let mut unsent = Vec::new();
     for (job, outcome) in group.into_iter().zip(outcomes) {
         match outcome {
             Ok(job_changes) => {
@@ -566,13 +569,16 @@ fn finish_group(
                         local += 1;
                     }
                     // No receivers is fine: nobody is watching.
-                    let _ = changes.send(change);
+                    if let Err(broadcast::error::SendError(change)) = changes.send(change) {
+                        unsent.push(change);
+                    }
                 }
                 job.finish(Ok(()));
             }
             Err(err) => job.finish(Err(err)),
         }
     }
+    drop(unsent);
     local
 }
 
