@@ -36,6 +36,16 @@ pub struct BulkWriter<T> {
     stopped: bool,
 }
 
+/// What a written batch leaves to free: its ops and the changes nobody watched (a thousand
+/// records each), freed once the next batch is queued, so that neither the writer thread nor
+/// the gap between two batches pays for it.
+#[derive(Debug, Default)]
+#[expect(dead_code, reason = "held only to be freed at the right moment")]
+struct Spent {
+    ops: Vec<bulk::BulkOp>,
+    unwatched: Vec<tidesync_core::local::Change>,
+}
+
 /// A batch queued on the writer thread, and what its report needs.
 #[derive(Debug)]
 struct InFlight {
@@ -85,7 +95,7 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
                     return Err(err);
                 }
             },
-            None => (None, Vec::new()),
+            None => (None, Spent::default()),
         };
         let slot: bulk::Slot = Arc::new(std::sync::Mutex::new(Some(ops)));
         let reply = if sent.is_empty() {
@@ -146,11 +156,11 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
         (result, sent, ops)
     }
 
-    /// Waits for a queued batch and completes its report; also returns the batch's spent ops,
-    /// for the caller to free once the next batch is queued. A fast path that met a refusal its
+    /// Waits for a queued batch and completes its report; also returns what the batch is done
+    /// with, for the caller to free once the next batch is queued. A fast path that met a refusal its
     /// checks did not foresee wrote nothing and gave the ops back: they are written again,
     /// each record in its own sub-transaction.
-    async fn settle(&self, in_flight: InFlight) -> Result<(BatchResult, Vec<bulk::BulkOp>)> {
+    async fn settle(&self, in_flight: InFlight) -> Result<(BatchResult, Spent)> {
         let InFlight {
             spec,
             mut result,
@@ -159,17 +169,17 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             reply,
         } = in_flight;
         let Some(reply) = reply else {
-            return Ok((result, Vec::new()));
+            return Ok((result, Spent::default()));
         };
-        let applied = match reply.result().await {
-            Ok(applied) => applied,
+        let (applied, unwatched) = match reply.result_and_unwatched().await {
+            Ok(answer) => answer,
             Err(_) if slot.lock().is_ok_and(|s| s.is_some()) => {
                 let job = bulk::job(spec, self.mode, slot, true);
                 self.table
                     .writer()
                     .await?
                     .submit_command(job)
-                    .result()
+                    .result_and_unwatched()
                     .await?
             }
             Err(err) => return Err(err),
@@ -191,6 +201,6 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             }
         }
         result.rejected.sort_by_key(|r| r.index);
-        Ok((result, spent))
+        Ok((result, Spent { ops: spent, unwatched }))
     }
 }

@@ -39,6 +39,12 @@ pub trait WriterJob: Send + 'static {
     fn run(&mut self, db: &LocalDb, txn: &mut dyn WriteTxn) -> Result<Vec<Change>>;
     /// Delivers the outcome once the transaction committed (or failed).
     fn finish(self: Box<Self>, outcome: Result<()>);
+    /// Takes this job's changes that nobody was watching, before [`WriterJob::finish`], so
+    /// that they are freed where the caller is rather than on the writer thread (a bulk
+    /// batch's thousand records). The default frees them here.
+    fn keep_unwatched(&mut self, unwatched: Vec<Change>) {
+        drop(unwatched);
+    }
     /// Whether [`WriterJob::run`] may be called again after the transaction it ran in was
     /// dropped uncommitted (its work is plain data, not a one-shot closure). Such jobs skip the
     /// per-job [`Staged`] buffer.
@@ -190,19 +196,24 @@ struct CommandJob<C: StoreCommand> {
     epoch: Option<u64>,
     command: Option<C>,
     value: Option<C::Output>,
-    reply: oneshot::Sender<Result<C::Output>>,
+    unwatched: Vec<Change>,
+    reply: oneshot::Sender<CommandReply<C::Output>>,
 }
+
+/// A command's result, and its changes nobody watched (freed by whoever receives the reply).
+type CommandReply<T> = (Result<T>, Vec<Change>);
 
 impl<C: StoreCommand> CommandJob<C> {
     fn boxed(
         epoch: Option<u64>,
         command: C,
-    ) -> (Box<dyn WriterJob>, oneshot::Receiver<Result<C::Output>>) {
+    ) -> (Box<dyn WriterJob>, oneshot::Receiver<CommandReply<C::Output>>) {
         let (reply, rx) = oneshot::channel();
         let job = CommandJob {
             epoch,
             command: Some(command),
             value: None,
+            unwatched: Vec::new(),
             reply,
         };
         (Box::new(job), rx)
@@ -224,12 +235,21 @@ impl<C: StoreCommand> WriterJob for CommandJob<C> {
     }
 
     fn finish(self: Box<Self>, outcome: Result<()>) {
-        let CommandJob { value, reply, .. } = *self;
+        let CommandJob {
+            value,
+            unwatched,
+            reply,
+            ..
+        } = *self;
         let result = outcome.and_then(|()| {
             value.ok_or_else(|| Error::internal("store command finished without a value"))
         });
         // The caller may have given up waiting; nothing to do then.
-        let _ = reply.send(result);
+        let _ = reply.send((result, unwatched));
+    }
+
+    fn keep_unwatched(&mut self, unwatched: Vec<Change>) {
+        self.unwatched = unwatched;
     }
 }
 
@@ -307,13 +327,22 @@ impl StoreWriter {
 
 /// The answer to a command queued with [`StoreWriter::submit_command`].
 #[derive(Debug)]
-pub struct PendingReply<T>(oneshot::Receiver<Result<T>>);
+pub struct PendingReply<T>(oneshot::Receiver<CommandReply<T>>);
 
 impl<T> PendingReply<T> {
     /// The command's result, once its transaction committed (or failed); `Closed` if the
     /// writer stopped first.
     pub async fn result(self) -> Result<T> {
-        await_reply(self.0).await
+        await_command(self.0).await
+    }
+
+    /// [`PendingReply::result`], with the command's changes nobody watched, for the caller
+    /// to free when it suits it (a bulk writer frees them once its next batch is queued).
+    pub async fn result_and_unwatched(self) -> Result<(T, Vec<Change>)> {
+        match self.0.await {
+            Ok((result, unwatched)) => result.map(|value| (value, unwatched)),
+            Err(_) => Err(closed()),
+        }
     }
 }
 
@@ -558,27 +587,25 @@ fn finish_group(
     changes: &broadcast::Sender<Change>,
 ) -> usize {
     let mut local = 0;
-    // Changes nobody received, freed once every job has its answer: a bulk batch's thousand
-    // records are not freed while its caller waits (nor while the next batch could start).
-    let mut unsent = Vec::new();
-    for (job, outcome) in group.into_iter().zip(outcomes) {
+    for (mut job, outcome) in group.into_iter().zip(outcomes) {
         match outcome {
             Ok(job_changes) => {
+                let mut unwatched = Vec::new();
                 for change in job_changes {
                     if change.origin == Origin::Local {
                         local += 1;
                     }
                     // No receivers is fine: nobody is watching.
                     if let Err(broadcast::error::SendError(change)) = changes.send(change) {
-                        unsent.push(change);
+                        unwatched.push(change);
                     }
                 }
+                job.keep_unwatched(unwatched);
                 job.finish(Ok(()));
             }
             Err(err) => job.finish(Err(err)),
         }
     }
-    drop(unsent);
     local
 }
 
@@ -606,6 +633,17 @@ impl Actor for StoreWriterActor {
     }
 }
 
+/// A command's result; its unwatched changes are freed here, on the receiving side.
+async fn await_command<T>(reply: oneshot::Receiver<CommandReply<T>>) -> Result<T> {
+    match reply.await {
+        Ok((result, unwatched)) => {
+            drop(unwatched);
+            result
+        }
+        Err(_) => Err(closed()),
+    }
+}
+
 async fn await_reply<T>(reply: oneshot::Receiver<Result<T>>) -> Result<T> {
     reply.await.unwrap_or_else(|_| Err(closed()))
 }
@@ -616,7 +654,7 @@ impl<C: StoreCommand> Handler<Fenced<C>> for StoreWriterActor {
     fn handle(&mut self, msg: Fenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
         let (job, reply) = CommandJob::boxed(Some(msg.epoch), msg.command);
         self.enqueue(job);
-        Box::pin(await_reply(reply))
+        Box::pin(await_command(reply))
     }
 }
 
@@ -626,7 +664,7 @@ impl<C: StoreCommand> Handler<Unfenced<C>> for StoreWriterActor {
     fn handle(&mut self, msg: Unfenced<C>, _ctx: &mut Context<Self>) -> Self::Result {
         let (job, reply) = CommandJob::boxed(None, msg.0);
         self.enqueue(job);
-        Box::pin(await_reply(reply))
+        Box::pin(await_command(reply))
     }
 }
 
