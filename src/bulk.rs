@@ -114,12 +114,11 @@ pub(crate) enum BulkOp {
 }
 
 impl BulkOp {
-    /// The put's record or the merge's patch: the fields the write sets.
-    fn fields(&self) -> Option<&serde_json::Map<String, Value>> {
+    /// The merge's patch (a put's values were checked when it was prepared).
+    fn patch(&self) -> Option<&serde_json::Map<String, Value>> {
         match self {
-            BulkOp::Put(put) => Some(put.record()),
             BulkOp::Merge(WriteOp::Update { patch, .. }) => patch.as_object(),
-            BulkOp::Merge(_) => None,
+            _ => None,
         }
     }
 
@@ -322,14 +321,13 @@ fn precheck(
     let mut inserted: HashSet<&Key> = HashSet::new();
     let mut refused = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let (Some(key), Some(fields)) = (op.key(), op.fields()) else {
+        let Some(key) = op.key() else {
             continue;
         };
         // A merge patch only changes the indexed fields it names (null removes: fine).
-        let unstorable = match op {
-            BulkOp::Put(_) => None,
-            BulkOp::Merge(_) => spec.indexes.iter().find_map(|field| {
-                let value = fields.get(field)?;
+        let unstorable = op.patch().and_then(|patch| {
+            spec.indexes.iter().find_map(|field| {
+                let value = patch.get(field)?;
                 layout::index_value(value).err().map(|got| {
                     Error::invalid(format!(
                         "an indexed field must be null, a boolean, a number or a string, got {got}"
@@ -338,8 +336,8 @@ fn precheck(
                     .key(key)
                     .field(field.clone())
                 })
-            }),
-        };
+            })
+        });
         let stored = || -> tidesync_core::Result<bool> {
             Ok(!batch.contains(&spec.name, key) && txn.get(&records, &key.encode())?.is_some())
         };

@@ -201,6 +201,12 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             }
         }
         result.rejected.sort_by_key(|r| r.index);
-        Ok((result, Spent { ops: spent, unwatched }))
+        Ok((
+            result,
+            Spent {
+                ops: spent,
+                unwatched,
+            },
+        ))
     }
 }

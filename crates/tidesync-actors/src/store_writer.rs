@@ -207,7 +207,10 @@ impl<C: StoreCommand> CommandJob<C> {
     fn boxed(
         epoch: Option<u64>,
         command: C,
-    ) -> (Box<dyn WriterJob>, oneshot::Receiver<CommandReply<C::Output>>) {
+    ) -> (
+        Box<dyn WriterJob>,
+        oneshot::Receiver<CommandReply<C::Output>>,
+    ) {
         let (reply, rx) = oneshot::channel();
         let job = CommandJob {
             epoch,

@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::record::{Key, Record};
 use crate::spec::{TableSpec, describe};
 
@@ -25,13 +25,12 @@ pub struct PreparedPut {
     table: String,
     key: Key,
     key_bytes: Vec<u8>,
-    record: Record,
+    /// The record, until the first write takes it (it becomes the announced change); a write
+    /// again decodes it from `row`, which is its exact encoding.
+    record: Option<Record>,
     must_be_new: bool,
-    /// The record's row bytes, taken by the first write (a write again encodes anew).
-    row: Option<Vec<u8>>,
-    /// A copy of the record for the write to keep (it becomes the announced change), made
-    /// here rather than on the writer's thread; taken by the first write.
-    spare: Option<Record>,
+    /// The record's row bytes.
+    row: Vec<u8>,
 }
 
 impl PreparedPut {
@@ -62,10 +61,9 @@ impl PreparedPut {
             table: spec.name.clone(),
             key_bytes: key.encode(),
             key,
-            spare: Some(record.clone()),
-            record,
+            record: Some(record),
             must_be_new,
-            row: Some(row),
+            row,
         })
     }
 
@@ -79,9 +77,15 @@ impl PreparedPut {
         &self.key
     }
 
-    /// The record as it will be written.
-    pub fn record(&self) -> &Record {
-        &self.record
+    /// The record as it will be written, until a write has taken it (the stored bytes are
+    /// the same record: [`PreparedPut::row`]).
+    pub fn record(&self) -> Option<&Record> {
+        self.record.as_ref()
+    }
+
+    /// The record's row bytes (its JSON).
+    pub fn row(&self) -> &[u8] {
+        &self.row
     }
 
     /// Whether the write fails when the key exists (an insert).
@@ -89,16 +93,18 @@ impl PreparedPut {
         self.must_be_new
     }
 
-    /// The key's stored encoding.
-    pub(super) fn key_bytes(&self) -> &[u8] {
-        &self.key_bytes
-    }
-
-    /// What one write needs to own: the record (the prepared copy, else a new one) and its
-    /// row bytes when still at hand.
-    pub(super) fn take_for_write(&mut self) -> (Record, Option<Vec<u8>>) {
-        let record = self.spare.take().unwrap_or_else(|| self.record.clone());
-        (record, self.row.take())
+    /// What one write needs: the record to own (taken, or decoded from the row by a write
+    /// again), the row bytes and the key's encoding.
+    pub(super) fn take_for_write(&mut self) -> Result<(Record, &[u8], &[u8])> {
+        let record = match self.record.take() {
+            Some(record) => record,
+            None => serde_json::from_slice(&self.row).map_err(|e| {
+                Error::internal(format!("a prepared record does not decode: {e}"))
+                    .table(self.table.clone())
+                    .key(&self.key)
+            })?,
+        };
+        Ok((record, &self.row, &self.key_bytes))
     }
 }
 
@@ -114,21 +120,23 @@ mod tests {
 
     #[test]
     fn a_prepared_put_is_the_record_encoded_with_its_key() {
-        let mut put = PreparedPut::new(&spec(), json!({"id": "a", "author": "x"}), true)
-            .expect("a valid record");
+        // Floats whose shortest text is long: the row must decode to exactly this record.
+        let given =
+            json!({"id": "a", "author": "x", "score": 0.1 + 0.2, "tiny": 5e-324, "n": [1.5e300]});
+        let mut put = PreparedPut::new(&spec(), given.clone(), true).expect("a valid record");
         assert_eq!(put.key(), &Key::Str("a".into()));
         assert_eq!(put.table(), "posts");
         assert!(put.must_be_new());
-        let (record, row) = put.take_for_write();
-        assert_eq!(
-            Value::Object(record.clone()),
-            json!({"id": "a", "author": "x"})
-        );
-        assert_eq!(row, Some(serde_json::to_vec(&record).unwrap()));
-        // A second write owns a copy of its own and encodes anew.
-        let (again, row) = put.take_for_write();
+        let encoded = put.row().to_vec();
+        let (record, row, key_bytes) = put.take_for_write().expect("the first write");
+        assert_eq!(Value::Object(record.clone()), given);
+        assert_eq!(row, serde_json::to_vec(&record).unwrap().as_slice());
+        assert_eq!(key_bytes, Key::Str("a".into()).encode().as_slice());
+        assert!(put.record().is_none(), "the first write took the record");
+        // A write again (its transaction was dropped) gets the same record, from the row.
+        let (again, row, _) = put.take_for_write().expect("a write again");
         assert_eq!(again, record);
-        assert_eq!(row, None);
+        assert_eq!(row, encoded.as_slice());
     }
 
     #[test]
@@ -137,7 +145,7 @@ mod tests {
         let Key::Str(key) = put.key() else {
             panic!("a string key");
         };
-        assert_eq!(put.record()["id"], json!(key));
+        assert_eq!(put.record().expect("not written yet")["id"], json!(key));
     }
 
     #[test]

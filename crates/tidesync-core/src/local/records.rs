@@ -11,6 +11,7 @@
 //! [`Outbox`](super::Outbox)). Writes that come from the server go through
 //! [`RemoteChanges`](super::RemoteChanges), which never queues them.
 
+use std::borrow::Cow;
 use std::ops::Bound;
 
 use serde_json::Value;
@@ -135,13 +136,15 @@ impl Records<'_> {
         batch: &mut LocalBatch,
     ) -> Result<Option<Change>> {
         let spec = self.db.schema.table(put.table())?;
-        let (record, row) = put.take_for_write();
+        let key = put.key().clone();
+        let must_be_new = put.must_be_new();
+        let (record, row, key_bytes) = put.take_for_write()?;
         let checked = CheckedPut {
-            key: put.key().clone(),
-            key_bytes: put.key_bytes(),
+            key,
+            key_bytes,
             record,
-            row,
-            must_be_new: put.must_be_new(),
+            row: Some(row),
+            must_be_new,
         };
         Ok(self
             .put_checked(txn, spec, checked, batch)?
@@ -241,7 +244,7 @@ impl Records<'_> {
         spec: &TableSpec,
         key: Key,
         old: Option<Record>,
-        new: Option<NewRecord>,
+        new: Option<NewRecord<'_>>,
         known_new: bool,
         batch: &mut LocalBatch,
     ) -> Result<Option<(Change, Option<u64>)>> {
@@ -396,24 +399,25 @@ impl Records<'_> {
         old: Option<&Record>,
         new: Option<&Record>,
     ) -> Result<Option<Vec<u8>>> {
-        self.write_row_queued(txn, spec, key, old, new, None, None, false)
+        let encoded = self.write_row_queued(txn, spec, key, old, new, None, None, false)?;
+        Ok(encoded.map(Cow::into_owned))
     }
 
     /// [`Records::write_row`] with the record's queue already read in this transaction;
     /// `row`: `new` already encoded, if it is; `known_new`: the key was proved to have no base
     /// ([`LocalBatch`]), which is then not read.
     #[allow(clippy::too_many_arguments)]
-    fn write_row_queued(
+    fn write_row_queued<'r>(
         &self,
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,
         key: &Key,
         old: Option<&Record>,
         new: Option<&Record>,
-        row: Option<Vec<u8>>,
+        row: Option<&'r [u8]>,
         queue: Option<&mut super::outbox_ops::RecordQueue>,
         known_new: bool,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Cow<'r, [u8]>>> {
         let key_bytes = key.encode();
         for field in &spec.indexes {
             let keyspace = layout::index(&spec.name, field);
@@ -431,13 +435,14 @@ impl Records<'_> {
         }
         let keyspace = layout::records(&spec.name);
         let encoded = match (new, row) {
-            (Some(_), Some(row)) => Some(row),
-            (Some(record), None) => Some(encode_record(spec, key, record)?),
+            (Some(_), Some(row)) => Some(Cow::Borrowed(row)),
+            (Some(record), None) => Some(Cow::Owned(encode_record(spec, key, record)?)),
             (None, _) => None,
         };
         debug_assert_eq!(
-            encoded,
-            new.map(|record| serde_json::to_vec(record).expect("a record encodes")),
+            encoded.as_deref(),
+            new.map(|record| serde_json::to_vec(record).expect("a record encodes"))
+                .as_deref(),
             "the row bytes given for {}/{key} are its record's",
             spec.name
         );
@@ -701,14 +706,14 @@ struct CheckedPut<'k> {
     key: Key,
     key_bytes: &'k [u8],
     record: Record,
-    row: Option<Vec<u8>>,
+    row: Option<&'k [u8]>,
     must_be_new: bool,
 }
 
 /// The record a local write stores, and its row bytes when they were encoded ahead.
-struct NewRecord {
+struct NewRecord<'r> {
     record: Record,
-    row: Option<Vec<u8>>,
+    row: Option<&'r [u8]>,
 }
 
 fn as_object(spec: &TableSpec, value: &Value, key: Option<&Key>) -> Result<Record> {
