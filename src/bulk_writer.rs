@@ -86,6 +86,9 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             .table(self.table.name()));
         }
         let spec = self.table.spec()?;
+        // Fetched first: if the engine is gone, nothing of the batch before is lost here
+        // (`finish` still answers for it).
+        let writer = self.table.writer().await?.clone();
         let (result, sent, ops) = self.prepare(&spec, records);
         let (before, spent) = match self.in_flight.take() {
             Some(in_flight) => match self.settle(in_flight).await {
@@ -102,7 +105,7 @@ impl<T: Serialize + DeserializeOwned + 'static> BulkWriter<T> {
             None
         } else {
             let job = bulk::job(spec.clone(), self.mode, slot.clone(), false);
-            Some(self.table.writer().await?.submit_command(job))
+            Some(writer.submit_command(job))
         };
         self.in_flight = Some(InFlight {
             spec,
