@@ -38,14 +38,9 @@ impl<'t> BatchedPuts<'t> {
 
     /// Hands every collected put down to the transaction below.
     pub fn finish(self) -> Result<()> {
-        let keyspaces: Vec<String> = self
-            .pending
-            .borrow()
-            .iter()
-            .map(|(keyspace, _)| keyspace.clone())
-            .collect();
-        for keyspace in keyspaces {
-            self.hand_down(&keyspace)?;
+        let inner = self.inner.into_inner();
+        for (keyspace, rows) in self.pending.into_inner() {
+            inner.put_rows(&keyspace, rows)?;
         }
         Ok(())
     }

@@ -259,7 +259,8 @@ fn count_batch(report: &mut ImportReport, result: tidesync::BatchResult, at: &[P
     report.changed += result.changed;
     for rejected in result.rejected {
         // Positions within the batch: the writer counts over the whole input.
-        if let Some(position) = at.get(rejected.index - result.first) {
+        let in_batch = rejected.index.checked_sub(result.first);
+        if let Some(position) = in_batch.and_then(|i| at.get(i)) {
             report.rejected.push(RejectedLine {
                 at: *position,
                 key: rejected.key.map(|k| k.to_string()),
@@ -276,7 +277,7 @@ fn batch_failed(report: &mut ImportReport, err: &tidesync::Error, at: &[Position
         _ => String::new(),
     };
     report.error = Some(format!(
-        "batch {}{span} was not written: {err}",
+        "batch {}{span} was not written, nor anything after it: {err}",
         report.batches + 1
     ));
 }
