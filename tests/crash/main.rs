@@ -15,6 +15,7 @@
 //!
 //! `TIDESYNC_CRASH_ROUNDS` sets the number of kills (default 50).
 
+mod layout_upgrade;
 mod migration;
 
 use std::collections::HashMap;

@@ -35,7 +35,7 @@ pub fn fixture_specs() -> Vec<TableSpec> {
     ]
 }
 
-fn fixture_db() -> LocalDb {
+pub fn fixture_db() -> LocalDb {
     LocalDb::new(
         Schema::new(fixture_specs()).expect("fixture schema"),
         Arc::new(HybridClock::new()),
@@ -145,6 +145,15 @@ fn legacy_rows(store: &RedbStore) -> (u64, usize) {
     (by_table, depths)
 }
 
+/// Rows left in layout v3's per-record queue index.
+pub fn queue_index_rows(store: &RedbStore) -> u64 {
+    store
+        .read()
+        .unwrap()
+        .len(tidesync::core::local::layout::LEGACY_OUTBOX_BY_RECORD)
+        .unwrap()
+}
+
 #[test]
 fn a_store_written_by_layout_v1_is_upgraded_and_reads_exactly_as_v1_read_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,8 +171,11 @@ fn a_store_written_by_layout_v1_is_upgraded_and_reads_exactly_as_v1_read_it() {
         .unwrap()
         .expect("a v1 store is upgraded");
     assert_eq!((upgrade.from, upgrade.to), (1, LAYOUT_VERSION));
-    assert_eq!(upgrade.rows_removed, 14);
+    // v1's 11 per-table rows and 3 depth counters, and its 11 per-record queue rows (which
+    // layout v4 moves into the record rows' headers).
+    assert_eq!(upgrade.rows_removed, 25);
     assert_eq!(legacy_rows(&store), (0, 0));
+    assert_eq!(queue_index_rows(&store), 0);
     assert_eq!(db.upgrade_layout(&store).unwrap(), None, "once is enough");
 
     let read = store.read().unwrap();
@@ -235,7 +247,7 @@ fn an_upgrade_cut_short_is_finished_by_the_next_open() {
     }
     let db = fixture_db();
     let upgrade = db.upgrade_layout(&store).unwrap().expect("still v1");
-    assert_eq!(upgrade.rows_removed, 9);
+    assert_eq!(upgrade.rows_removed, 9 + 11);
     assert_eq!(legacy_rows(&store), (0, 0));
     assert_eq!(describe_store(&db, &*store.read().unwrap()), expected());
 }

@@ -4,6 +4,7 @@ mod api;
 mod bad_input;
 mod bulk;
 mod layout_fixture;
+mod layout_v3_fixture;
 mod outbox;
 mod schema;
 

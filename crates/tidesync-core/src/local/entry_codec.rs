@@ -201,6 +201,20 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
     Ok(entry)
 }
 
+/// Whether stored entry bytes are an entry of `table`, read without decoding the rest (a
+/// table's queue is listed from the outbox in sequence order, layout v4).
+pub(super) fn entry_is_of_table(bytes: &[u8], table: &str) -> Result<bool> {
+    if bytes.first() != Some(&TAG_BINARY) {
+        return Ok(decode_parts(bytes)?.0.table == table);
+    }
+    let mut r = Reader(
+        bytes
+            .get(FLAGS_AT + 1..)
+            .ok_or_else(|| corrupt("truncated"))?,
+    );
+    Ok(r.bytes()? == table.as_bytes())
+}
+
 /// Decodes an entry in either form (binary, or layout v1's JSON) without decoding its record:
 /// says where the record is instead.
 pub(super) fn decode_parts(bytes: &[u8]) -> Result<(OutboxEntry, RecordAt<'_>)> {

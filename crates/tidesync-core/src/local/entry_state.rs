@@ -191,10 +191,8 @@ impl Outbox<'_> {
         table: &str,
         key: &Key,
     ) -> Result<Option<OutboxEntry>> {
-        let prefix = layout::record_prefix(table, key);
-        let first = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, Some(1))?;
-        match first.first() {
-            Some((k, _)) => self.entry(txn, layout::seq_from_suffix(k)?),
+        match self.queued_seqs(txn, table, key)?.first() {
+            Some(seq) => self.entry(txn, *seq),
             None => Ok(None),
         }
     }

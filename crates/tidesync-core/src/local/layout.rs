@@ -2,11 +2,11 @@
 //!
 //! | keyspace            | key                              | value               |
 //! |---------------------|----------------------------------|---------------------|
-//! | `r/<table>`         | key                              | record JSON         |
+//! | `r/<table>`         | key                              | queue header ‖ record JSON (`record_row`) |
+//! | `d/<table>`         | key                              | queue header of a record deleted locally whose entries are still queued |
 //! | `i/<table>/<field>` | index value ‖ key                | key                 |
 //! | `b/<table>`         | key                              | base (`base_row`)   |
 //! | `o/entries`         | seq (u64 BE)                     | entry (`entry_codec`) |
-//! | `o/by_record`       | table ‖ key ‖ seq                | empty               |
 //! | `o/dead`            | seq                              | empty               |
 //! | `o/in_flight`       | seq                              | empty               |
 //! | `o/backoff`         | seq                              | next attempt (ms)   |
@@ -28,9 +28,15 @@
 //! `o/by_table` and a depth counter per table, and wrote the counter and the clock on every
 //! local write.
 //!
-//! Layout v3 (the current one) is v2 where a queued entry may point at its record row
-//! instead of carrying a copy of the record: a local write's entry does, until the row changes
-//! (`entry_codec`). While a burst of writes waits to be pushed, each record is stored once.
+//! Layout v3 is v2 where a queued entry may point at its record row instead of carrying a
+//! copy of the record: a local write's entry does, until the row changes (`entry_codec`).
+//! While a burst of writes waits to be pushed, each record is stored once.
+//!
+//! Layout v4 (the current one) drops v3's per-record queue index (`o/by_record`, rows
+//! `table ‖ key ‖ seq`): a record's queued entries are listed in a header of its record row
+//! (`record_row`), or of its `d/<table>` row once the record is deleted locally, so a local
+//! write commits its record row and its entry, and an acknowledgement leaves the record row
+//! alone. A table's queue is read from `o/entries` (entries name their table).
 
 use serde_json::Value;
 
@@ -58,6 +64,12 @@ pub fn index(table: &str, field: &str) -> String {
     keyspace_name(&["i/", table, "/", field])
 }
 
+/// Keyspace of the queue headers of `table`'s records that were deleted locally while
+/// entries of theirs were still queued (see `record_row`).
+pub fn deleted(table: &str) -> String {
+    keyspace_name(&["d/", table])
+}
+
 /// Keyspace of the bases (last agreed versions) of `table`.
 pub fn bases(table: &str) -> String {
     keyspace_name(&["b/", table])
@@ -65,8 +77,9 @@ pub fn bases(table: &str) -> String {
 
 /// Outbox entries by sequence number.
 pub const OUTBOX: &str = "o/entries";
-/// Per-record queues: table ‖ key ‖ seq.
-pub const OUTBOX_BY_RECORD: &str = "o/by_record";
+/// Layout v3's per-record queues (table ‖ key ‖ seq); layout v4 moves them into the record
+/// rows' headers when it opens such a store.
+pub const LEGACY_OUTBOX_BY_RECORD: &str = "o/by_record";
 /// Layout v1's per-table order (table ‖ seq); layout v2 drops it when it opens such a store.
 pub const LEGACY_OUTBOX_BY_TABLE: &str = "o/by_table";
 /// Dead-lettered entries by sequence number.
@@ -112,7 +125,8 @@ pub const META_SETTLED_ORDINAL: &[u8] = b"settled_ordinal";
 /// Prefix of layout v1's per-table queue depth counters (dropped by layout v2).
 pub const LEGACY_META_DEPTH_PREFIX: &[u8] = b"depth/";
 
-/// `table ‖ key`: the prefix of one record's queue in [`OUTBOX_BY_RECORD`].
+/// `table ‖ key`: a record's name in keyspaces of several tables ([`REMAPPED`], parked
+/// conflicts, layout v3's [`LEGACY_OUTBOX_BY_RECORD`]).
 pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
     let mut out = Vec::with_capacity(table.len() + 2 + 24);
     escape_into(table.as_bytes(), &mut out);
@@ -120,14 +134,7 @@ pub fn record_prefix(table: &str, key: &Key) -> Vec<u8> {
     out
 }
 
-/// `table ‖ key ‖ seq`: one entry's row in [`OUTBOX_BY_RECORD`].
-pub fn by_record_key(table: &str, key: &Key, seq: u64) -> Vec<u8> {
-    let mut out = record_prefix(table, key);
-    out.extend_from_slice(&seq_bytes(seq));
-    out
-}
-
-/// `table`: the prefix of one table's rows in [`OUTBOX_BY_RECORD`].
+/// `table`: the prefix of one table's rows in keyspaces keyed by [`record_prefix`].
 pub fn table_prefix(table: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(table.len() + 2);
     escape_into(table.as_bytes(), &mut out);

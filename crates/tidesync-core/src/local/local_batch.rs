@@ -5,7 +5,7 @@
 //! entries. For a bulk import of new records all three find nothing, and each is a B-tree
 //! descent. [`Records::prove_new`](super::Records::prove_new) replaces them with three range
 //! reads over the span of the batch's keys: when the span holds no record row, no base and no
-//! queue row, no key in it has any. The proof is made in the batch's own transaction, and each
+//! `d/` row (the queue header of a record deleted locally), no key in it has any. The proof is made in the batch's own transaction, and each
 //! key is used once: after its first write the key exists, and a second write of it in the
 //! same batch reads as usual.
 //!
@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use crate::error::Result;
 use crate::record::Key;
-use crate::store::{ReadTxn, prefix_end};
+use crate::store::ReadTxn;
 
 use super::layout;
 
@@ -57,24 +57,16 @@ impl LocalBatch {
             txn.range(keyspace, Bound::Included(start), end, Some(1), false)
                 .map(|rows| !rows.is_empty())
         };
-        if span_holds_anything(&layout::records(table), first, Bound::Included(last))?
-            || span_holds_anything(&layout::bases(table), first, Bound::Included(last))?
-        {
-            return Ok(Self::new());
-        }
-        // Queue rows are `table ‖ key ‖ seq`: every row of a key in the span starts with a
-        // prefix between the first key's and the end of the last key's.
-        let mut queue_start = layout::table_prefix(table);
-        let mut queue_last = queue_start.clone();
-        queue_start.extend_from_slice(first);
-        queue_last.extend_from_slice(last);
-        let queue_end = prefix_end(&queue_last);
-        let end = match &queue_end {
-            Some(end) => Bound::Excluded(end.as_slice()),
-            None => Bound::Unbounded,
-        };
-        if span_holds_anything(layout::OUTBOX_BY_RECORD, &queue_start, end)? {
-            return Ok(Self::new());
+        // A key with queued entries has a record row or, deleted locally, a `d/` row that
+        // lists them (layout v4): the three spans cover it.
+        for keyspace in [
+            layout::records(table),
+            layout::bases(table),
+            layout::deleted(table),
+        ] {
+            if span_holds_anything(&keyspace, first, Bound::Included(last))? {
+                return Ok(Self::new());
+            }
         }
         Ok(Self {
             table: table.to_owned(),

@@ -28,7 +28,7 @@ use crate::spec::TableSpec;
 use crate::store::{Store, WriteTxn};
 
 use super::schema_sync::{LOG_EVERY, SchemaProgress, SchemaProgressFn};
-use super::{AppliedPage, Base, SchemaSync, decode_record, layout, now_ms};
+use super::{AppliedPage, Base, SchemaSync, decode_row, layout, now_ms};
 
 /// One migration step: the record in the previous shape in, the record in the new shape out
 /// (or why it cannot be migrated).
@@ -141,6 +141,20 @@ pub(super) fn progress_key(table: &str) -> Vec<u8> {
     format!("migration/{table}").into_bytes()
 }
 
+/// The table whose record migration a crash cut short in its outbox phase, if any: that phase
+/// walked layout v3's per-record queue index, whose order layout v4 cannot resume from.
+pub(super) fn outbox_phase_cut_short(read: &dyn crate::store::ReadTxn) -> Result<Option<String>> {
+    for (key, value) in read.scan_prefix(layout::META, b"migration/", None)? {
+        let progress: Progress = serde_json::from_slice(&value)
+            .map_err(|e| Error::internal(format!("corrupt migration progress: {e}")))?;
+        if progress.phase == Phase::Outbox && progress.after.is_some() {
+            let table = String::from_utf8_lossy(&key["migration/".len()..]).into_owned();
+            return Ok(Some(table));
+        }
+    }
+    Ok(None)
+}
+
 impl SchemaSync<'_> {
     /// Runs the steps of `spec` from `from_version` to its declared version (see the module
     /// docs). Fails, changing nothing more, when a step has no registered migration.
@@ -205,7 +219,7 @@ impl SchemaSync<'_> {
         loop {
             let keyspace = match progress.phase {
                 Phase::Records => layout::records(&spec.name),
-                Phase::Outbox => layout::OUTBOX_BY_RECORD.to_owned(),
+                Phase::Outbox => layout::OUTBOX.to_owned(),
                 Phase::Bases => layout::bases(&spec.name),
             };
             let total = match counted {
@@ -216,7 +230,7 @@ impl SchemaSync<'_> {
                     total
                 }
             };
-            let rows = self.batch_rows(store, spec, &keyspace, progress.phase, &progress.after)?;
+            let rows = self.batch_rows(store, &keyspace, &progress.after)?;
             let mut txn = store.write()?;
             for (row_key, value) in &rows {
                 match progress.phase {
@@ -228,9 +242,12 @@ impl SchemaSync<'_> {
                         step,
                         &mut progress.done,
                     )?,
+                    // The outbox in sequence order, this table's entries only.
                     Phase::Outbox => {
-                        let seq = layout::seq_from_suffix(row_key)?;
-                        self.migrate_entry(&mut *txn, spec, seq, step, &mut progress.done)?
+                        if super::entry_codec::entry_is_of_table(value, &spec.name)? {
+                            let seq = layout::seq_from_suffix(row_key)?;
+                            self.migrate_entry(&mut *txn, spec, seq, step, &mut progress.done)?
+                        }
                     }
                     Phase::Bases => self.migrate_base(
                         &mut *txn,
@@ -301,34 +318,15 @@ impl SchemaSync<'_> {
         }
     }
 
-    /// The next batch of a phase's keyspace after `after` (the outbox phase reads only this
-    /// table's part of the per-record queue index, whose keys start with the table).
+    /// The next batch of a phase's keyspace after `after` (the outbox phase reads the whole
+    /// outbox, in sequence order, and skips other tables' entries).
     fn batch_rows(
         &self,
         store: &dyn Store,
-        spec: &TableSpec,
         keyspace: &str,
-        phase: Phase,
         after: &Option<Vec<u8>>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let read = store.read()?;
-        if phase == Phase::Outbox {
-            let prefix = layout::table_prefix(&spec.name);
-            let end = crate::store::prefix_end(&prefix);
-            return read.range(
-                keyspace,
-                match after {
-                    Some(key) => Bound::Excluded(key.as_slice()),
-                    None => Bound::Included(prefix.as_slice()),
-                },
-                match &end {
-                    Some(key) => Bound::Excluded(key.as_slice()),
-                    None => Bound::Unbounded,
-                },
-                Some(BATCH),
-                false,
-            );
-        }
         read.range(
             keyspace,
             match after {
@@ -351,7 +349,7 @@ impl SchemaSync<'_> {
         done: &mut MigrationDone,
     ) -> Result<()> {
         let (key, _) = Key::decode(key_bytes)?;
-        let old = decode_record(spec, &key, value)?;
+        let old = decode_row(spec, &key, value)?;
         match run_step(spec, &key, step, &old) {
             Ok(new) => {
                 self.db

@@ -39,6 +39,8 @@ mod pull_apply;
 mod pulled;
 mod quarantine_ops;
 mod reconcile;
+mod record_queue;
+mod record_row;
 mod record_write;
 mod records;
 mod remap;
@@ -80,7 +82,7 @@ pub use pulled::{AppliedPage, RemoteMeta};
 pub use quarantine_ops::Quarantined;
 pub use reconcile::Reconciled;
 pub use records::Records;
-use records::{decode_record, encode_record, index_entry};
+use records::{decode_row, encode_record, index_entry};
 pub use remote::RemoteChanges;
 pub use schema_sync::{
     SchemaChanges, SchemaProgress, SchemaProgressFn, SchemaSync, TableSchemaStatus,

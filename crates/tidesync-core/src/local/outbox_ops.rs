@@ -29,6 +29,8 @@ use crate::spec::TableSpec;
 use crate::store::{ReadTxn, WriteTxn};
 
 use super::layout::{self, seq_bytes};
+pub(super) use super::record_queue::RecordQueue;
+use super::record_row;
 use super::settled::Settlement;
 use super::{LocalDb, now_ms, read_u64};
 
@@ -67,10 +69,17 @@ impl Outbox<'_> {
         hlc: u64,
         written: Option<WrittenRow<'_>>,
     ) -> Result<Option<u64>> {
+        let mut read;
         let (record_json, queue, mut batch) = match written {
             Some(written) => (written.json, written.queue, Some(written.batch)),
-            None => (None, self.record_queue(&*txn, &spec.name, key)?, None),
+            None => {
+                read = self.record_queue(&*txn, &spec.name, key)?;
+                (None, &mut read, None)
+            }
         };
+        // A local write lists a new entry in the record row it writes after this; any other
+        // caller lists it here (layout v4, `record_queue`).
+        let lists_itself = batch.is_none();
         // The bytes stand for the change's record, which the entry carries unless it deletes.
         let record_json = record_json.filter(|_| change.op != Op::Delete);
         let tail = queue
@@ -89,10 +98,18 @@ impl Outbox<'_> {
         };
         match coalesce(tail.as_ref(), change, hlc) {
             Coalesced::Replace(entry) => {
-                let body = self.body_in_row(txn, spec, key, entry.record.as_ref(), record_json);
+                let body = self.body_in_row(entry.record.as_ref(), record_json);
                 match &tail {
-                    Some(tail) => self.update_entry_with(txn, tail, &entry, body)?,
-                    None => self.insert_entry_with(txn, &entry, body)?,
+                    Some(tail) => {
+                        self.update_entry_with(txn, tail, &entry, body)?;
+                    }
+                    None => {
+                        let stored = self.insert_entry_with(txn, &entry, body)?;
+                        queue.push(entry.seq, stored);
+                        if lists_itself {
+                            self.list_in_queue(txn, &spec.name, key, entry.seq)?;
+                        }
+                    }
                 }
                 Ok(Some(entry.seq))
             }
@@ -100,6 +117,7 @@ impl Outbox<'_> {
                 if let Some(tail) = tail {
                     self.remove_entry(txn, &tail)?;
                     self.record_settlement(txn, &tail, Settlement::Superseded)?;
+                    queue.remove(tail.seq);
                 }
                 Ok(None)
             }
@@ -111,7 +129,7 @@ impl Outbox<'_> {
                 if let Some(batch) = batch.as_mut() {
                     batch.issued(seq);
                 }
-                let body = self.body_in_row(txn, spec, key, change.record.as_ref(), record_json);
+                let body = self.body_in_row(change.record.as_ref(), record_json);
                 let entry = OutboxEntry {
                     seq,
                     table: spec.name.clone(),
@@ -137,9 +155,11 @@ impl Outbox<'_> {
                     dead: None,
                     deleted_remotely: false,
                 };
-                self.insert_entry_with(txn, &entry, body)?;
-                let row = layout::by_record_key(&spec.name, key, seq);
-                txn.put(layout::OUTBOX_BY_RECORD, &row, &[])?;
+                let stored = self.insert_entry_with(txn, &entry, body)?;
+                queue.push(seq, stored);
+                if lists_itself {
+                    self.list_in_queue(txn, &spec.name, key, seq)?;
+                }
                 Ok(Some(seq))
             }
         }
@@ -200,11 +220,10 @@ impl Outbox<'_> {
     /// The body of an entry a local write queues: "the record row" when the entry carries the
     /// record just written to its row as `record_json` (the store keeps one copy, see
     /// `entry_codec`), else the record itself.
+    /// The local write puts `record_json` in the record row after the enqueue, in the same
+    /// transaction (`Records::write_local`).
     fn body_in_row<'j>(
         &self,
-        txn: &dyn WriteTxn,
-        spec: &TableSpec,
-        key: &Key,
         record: Option<&Record>,
         record_json: Option<&'j [u8]>,
     ) -> EntryBody<'j> {
@@ -215,14 +234,6 @@ impl Outbox<'_> {
                     Some(json),
                     "the record bytes handed to the entry are the entry's record"
                 );
-                debug_assert_eq!(
-                    txn.get(&layout::records(&spec.name), &key.encode())
-                        .ok()
-                        .flatten()
-                        .as_deref(),
-                    Some(json),
-                    "an entry points at its record row only while the row holds its record"
-                );
                 EntryBody::InRow
             }
             _ => EntryBody::Encode,
@@ -230,15 +241,16 @@ impl Outbox<'_> {
     }
 
     /// Writes an entry's row (a new one has no state index rows: not in flight, not in
-    /// backoff) with `body` as its record.
+    /// backoff) with `body` as its record; returns the bytes stored.
     fn insert_entry_with(
         &self,
         txn: &mut dyn WriteTxn,
         entry: &OutboxEntry,
         body: EntryBody<'_>,
-    ) -> Result<()> {
+    ) -> Result<Vec<u8>> {
         let bytes = encode_entry_body(entry, body)?;
-        txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)
+        txn.put(layout::OUTBOX, &seq_bytes(entry.seq), &bytes)?;
+        Ok(bytes)
     }
 
     /// Rewrites an entry that was `before`, keeping the in-flight and backoff indexes in step.
@@ -297,8 +309,14 @@ impl Outbox<'_> {
         if state.backoff_until.is_some() {
             txn.discard(layout::BACKOFF, &seq_bytes(entry.seq))?;
         }
-        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
-        txn.discard(layout::OUTBOX_BY_RECORD, &row)?;
+        // The record row's header keeps listing the entry until the row is written again
+        // (`record_row`); only a `d/` row of a deleted record goes with its last entry.
+        if txn
+            .get(&layout::deleted(&entry.table), &entry.key.encode())?
+            .is_some()
+        {
+            self.forget_deleted_queue(txn, &entry.table, &entry.key)?;
+        }
         if entry.dead.is_some() {
             txn.discard(layout::DEAD, &seq_bytes(entry.seq))?;
         }
@@ -349,32 +367,13 @@ impl Outbox<'_> {
                     .key(&entry.key));
                 };
                 entry.record = Some(
-                    decode_record_json(&row)
+                    record_row::json(&row)
+                        .and_then(decode_record_json)
                         .map_err(|e| e.table(entry.table.clone()).key(&entry.key))?,
                 );
             }
         }
         Ok(())
-    }
-
-    /// The stored entries of `table`'s record `key`, oldest first, not decoded.
-    pub(super) fn record_queue(
-        &self,
-        txn: &dyn ReadTxn,
-        table: &str,
-        key: &Key,
-    ) -> Result<RecordQueue> {
-        let prefix = layout::record_prefix(table, key);
-        let rows = txn
-            .scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, None)?
-            .iter()
-            .map(|(row, _)| {
-                let seq = layout::seq_from_suffix(row)?;
-                Ok(self.stored_entry(txn, seq)?.map(|bytes| (seq, bytes)))
-            })
-            .filter_map(Result::transpose)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordQueue { rows })
     }
 
     fn stored_entry(&self, txn: &dyn ReadTxn, seq: u64) -> Result<Option<Vec<u8>>> {
@@ -403,15 +402,15 @@ impl Outbox<'_> {
                 &mut read
             }
         };
-        let mut old_json: Option<Option<Vec<u8>>> = None;
+        let mut old_row: Option<Option<Vec<u8>>> = None;
         for (seq, stored) in &mut queue.rows {
             if !record_in_row(stored) {
                 continue;
             }
             let seq = *seq;
-            let old = match &old_json {
+            let old = match &old_row {
                 Some(old) => old,
-                None => old_json.insert(txn.get(&layout::records(table), key_bytes)?),
+                None => old_row.insert(txn.get(&layout::records(table), key_bytes)?),
             };
             let Some(old) = old else {
                 return Err(Error::internal(format!(
@@ -420,8 +419,9 @@ impl Outbox<'_> {
                 .table(table)
                 .key(key));
             };
-            if new_json == Some(old.as_slice()) {
-                return Ok(()); // the row does not change
+            let old = record_row::json(old)?;
+            if new_json == Some(old) {
+                return Ok(()); // the record does not change
             }
             *stored = with_record_inline(stored, old);
             txn.put(layout::OUTBOX, &seq_bytes(seq), stored)?;
@@ -435,13 +435,9 @@ impl Outbox<'_> {
 
     /// The record's queued entries, oldest first.
     pub fn pending(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<Vec<OutboxEntry>> {
-        let prefix = layout::record_prefix(table, key);
-        let rows = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, None)?;
-        rows.iter()
-            .map(|(k, _)| {
-                let seq = layout::seq_from_suffix(k)?;
-                self.entry_or_err(txn, seq)
-            })
+        self.queued_seqs(txn, table, key)?
+            .into_iter()
+            .map(|seq| self.entry_or_err(txn, seq))
             .collect()
     }
 
@@ -452,75 +448,28 @@ impl Outbox<'_> {
     /// until it finds one: sent entries sit near its head, so this is short unless the table
     /// holds a long queue of which nothing was sent yet (it is then read whole).
     pub fn has_unacknowledged_create(&self, txn: &dyn ReadTxn, table: &str) -> Result<bool> {
-        for seq in self.table_seqs(txn, table)? {
+        let mut found = false;
+        self.for_each_table_entry(txn, table, |_, bytes| {
             // The header says it all: the record is not needed.
-            let Some(bytes) = self.stored_entry(txn, seq)? else {
-                continue;
-            };
-            let (e, _) = decode_parts(&bytes)?;
-            if e.op == crate::Op::Create
+            let (e, _) = decode_parts(bytes)?;
+            found = e.op == crate::Op::Create
                 && e.attempts > 0
-                && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied())
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+                && e.dead.as_ref().is_none_or(|d| d.may_have_been_applied());
+            Ok(!found)
+        })?;
+        Ok(found)
     }
 
     /// The sequence numbers of `table`'s entries, in enqueue order (dead letters included),
-    /// read from the per-record queue index: its keys start with the table, so this reads the
-    /// table's index rows once, and no entry. 8 bytes per entry are kept, not the rows.
+    /// read from the outbox a page at a time (entries name their table). 8 bytes per entry
+    /// are kept, not the entries.
     pub fn table_seqs(&self, txn: &dyn ReadTxn, table: &str) -> Result<Vec<u64>> {
         let mut seqs = Vec::new();
-        self.for_each_table_seq(txn, table, |seq| {
+        self.for_each_table_entry(txn, table, |seq, _| {
             seqs.push(seq);
-            Ok(())
+            Ok(true)
         })?;
-        seqs.sort_unstable();
         Ok(seqs)
-    }
-
-    /// Calls `f` with the sequence number of each of `table`'s entries (dead letters
-    /// included), in the per-record index's order (by record, not by enqueue), reading the
-    /// index a page at a time: memory stays flat however long the queue (a status poll or a
-    /// metrics refresh must not hold a copy of a 100 000-row index).
-    fn for_each_table_seq(
-        &self,
-        txn: &dyn ReadTxn,
-        table: &str,
-        mut f: impl FnMut(u64) -> Result<()>,
-    ) -> Result<()> {
-        const PAGE: usize = 1024;
-        self.db.schema.table(table)?;
-        let prefix = layout::table_prefix(table);
-        let end = crate::store::prefix_end(&prefix);
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let rows = txn.range(
-                layout::OUTBOX_BY_RECORD,
-                match &after {
-                    Some(last) => std::ops::Bound::Excluded(last.as_slice()),
-                    None => std::ops::Bound::Included(prefix.as_slice()),
-                },
-                match &end {
-                    Some(end) => std::ops::Bound::Excluded(end.as_slice()),
-                    None => std::ops::Bound::Unbounded,
-                },
-                Some(PAGE),
-                false,
-            )?;
-            for (key, _) in &rows {
-                f(layout::seq_from_suffix(key)?)?;
-            }
-            if rows.len() < PAGE {
-                return Ok(());
-            }
-            match rows.into_iter().last() {
-                Some((last, _)) if after.as_ref() != Some(&last) => after = Some(last),
-                _ => return Ok(()),
-            }
-        }
     }
 
     /// Outbox entries in enqueue order, optionally of one table, at most `limit`.
@@ -584,10 +533,10 @@ impl Outbox<'_> {
             .map(|(k, _)| layout::seq_from_suffix(k))
             .collect::<Result<_>>()?;
         let (mut depth, mut oldest) = (0u64, None::<u64>);
-        self.for_each_table_seq(txn, table, |seq| {
+        self.for_each_table_entry(txn, table, |seq, _| {
             depth += u64::from(!dead.contains(&seq));
             oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
-            Ok(())
+            Ok(true)
         })?;
         let oldest_created_at_ms = match oldest {
             Some(seq) => {
@@ -730,12 +679,7 @@ impl Outbox<'_> {
 
     /// Whether `entry` is the first queued entry of its record.
     fn is_head(&self, txn: &dyn ReadTxn, entry: &OutboxEntry) -> Result<bool> {
-        let prefix = layout::record_prefix(&entry.table, &entry.key);
-        let first = txn.scan_prefix(layout::OUTBOX_BY_RECORD, &prefix, Some(1))?;
-        match first.first() {
-            Some((k, _)) => Ok(layout::seq_from_suffix(k)? == entry.seq),
-            None => Ok(false),
-        }
+        self.is_first_queued(txn, &entry.table, &entry.key, entry.seq)
     }
 
     /// Whether `entry` references a record whose create has not reached the server yet.
@@ -1116,26 +1060,6 @@ impl Outbox<'_> {
             false,
         )
     }
-
-    /// Removes `entry`'s row from its record's queue index (the entry moves to another key).
-    pub(super) fn unindex_by_record(
-        &self,
-        txn: &mut dyn WriteTxn,
-        entry: &OutboxEntry,
-    ) -> Result<()> {
-        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
-        txn.discard(layout::OUTBOX_BY_RECORD, &row)
-    }
-
-    /// Adds `entry`'s row to its record's queue index.
-    pub(super) fn index_by_record(
-        &self,
-        txn: &mut dyn WriteTxn,
-        entry: &OutboxEntry,
-    ) -> Result<()> {
-        let row = layout::by_record_key(&entry.table, &entry.key, entry.seq);
-        txn.put(layout::OUTBOX_BY_RECORD, &row, &[])
-    }
 }
 
 /// The error for an entry that is not in the outbox.
@@ -1146,26 +1070,12 @@ fn no_entry(seq: u64) -> Error {
     )
 }
 
-/// A record's queued entries as stored (sequence number, bytes), oldest first: read once by a
-/// local write for both the row write and the enqueue.
-#[derive(Debug, Default)]
-pub(super) struct RecordQueue {
-    rows: Vec<(u64, Vec<u8>)>,
-}
-
-impl RecordQueue {
-    /// Whether the record has no queued entry.
-    pub(super) fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-}
-
 /// What a local write hands its enqueue: the bytes it just wrote to the record row (`None`:
 /// deleted), the record's queue it read before, and the batch it is part of (which knows the
 /// next sequence number once it has handed one out).
 pub(super) struct WrittenRow<'a> {
     pub(super) json: Option<&'a [u8]>,
-    pub(super) queue: RecordQueue,
+    pub(super) queue: &'a mut RecordQueue,
     pub(super) batch: &'a mut super::LocalBatch,
 }
 

@@ -24,7 +24,7 @@ use crate::store::{ReadTxn, WriteTxn, prefix_end};
 
 use super::{
     Base, Change, IndexRange, LocalBatch, LocalDb, LocalWritten, MAX_RECORD_BYTES, Origin,
-    PreparedPut, WriteOp, base_row, layout,
+    PreparedPut, WriteOp, base_row, layout, record_row,
 };
 
 /// The records, indexes and bases of a [`LocalDb`], and the application's writes. Borrowed
@@ -288,14 +288,16 @@ impl Records<'_> {
             "{}/{key} was proved new but has queued entries",
             spec.name
         );
+        let key_bytes = key.encode();
         let record_json = self.write_row_queued(
             txn,
             spec,
             &key,
+            &key_bytes,
             old.as_ref(),
             new.as_ref(),
             row,
-            Some(&mut queue),
+            &mut queue,
             known_new,
         )?;
         let mut seq = None;
@@ -316,7 +318,7 @@ impl Records<'_> {
                 stamp.0,
                 Some(super::outbox_ops::WrittenRow {
                     json: record_json.as_deref(),
-                    queue,
+                    queue: &mut queue,
                     batch,
                 }),
             )?;
@@ -329,6 +331,15 @@ impl Records<'_> {
         } else {
             new
         };
+        // The row goes in after the enqueue: its header lists the record's queue as the
+        // enqueue left it (layout v4, `record_row`).
+        self.db.outbox().put_record_row(
+            txn,
+            &spec.name,
+            &key_bytes,
+            record_json.as_deref(),
+            &queue,
+        )?;
         let change = Change {
             table: spec.name.clone(),
             key,
@@ -389,8 +400,8 @@ impl Records<'_> {
 
     /// A row write: writes (or deletes, when `new` is `None`) a record's row and keeps its
     /// index rows in step. Creates no outbox entry: it is not a local write
-    /// ([`Records::apply_local`] queues one), only the storage of a record. Returns the new
-    /// row's bytes (the record's JSON), which a local write's entry reuses.
+    /// ([`Records::apply_local`] queues one), only the storage of a record; the record's
+    /// queue header goes along (`record_row`). Returns the new record's JSON.
     pub(super) fn write_row(
         &self,
         txn: &mut dyn WriteTxn,
@@ -399,26 +410,35 @@ impl Records<'_> {
         old: Option<&Record>,
         new: Option<&Record>,
     ) -> Result<Option<Vec<u8>>> {
-        let encoded = self.write_row_queued(txn, spec, key, old, new, None, None, false)?;
+        let key_bytes = key.encode();
+        let mut queue = self.db.outbox().record_queue(&*txn, &spec.name, key)?;
+        let encoded = self.write_row_queued(
+            txn, spec, key, &key_bytes, old, new, None, &mut queue, false,
+        )?;
+        self.db
+            .outbox()
+            .put_record_row(txn, &spec.name, &key_bytes, encoded.as_deref(), &queue)?;
         Ok(encoded.map(Cow::into_owned))
     }
 
-    /// [`Records::write_row`] with the record's queue already read in this transaction;
-    /// `row`: `new` already encoded, if it is; `known_new`: the key was proved to have no base
-    /// ([`LocalBatch`]), which is then not read.
+    /// What [`Records::write_row`] writes but the record row itself, with the record's queue
+    /// already read in this transaction; returns the new record's JSON, for the caller to put
+    /// ([`super::Outbox::put_record_row`]). `row`: `new` already encoded, if it is;
+    /// `known_new`: the key was proved to have no base ([`LocalBatch`]), which is then not
+    /// read.
     #[allow(clippy::too_many_arguments)]
     fn write_row_queued<'r>(
         &self,
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,
         key: &Key,
+        key_bytes: &[u8],
         old: Option<&Record>,
         new: Option<&Record>,
         row: Option<&'r [u8]>,
-        queue: Option<&mut super::outbox_ops::RecordQueue>,
+        queue: &mut super::outbox_ops::RecordQueue,
         known_new: bool,
     ) -> Result<Option<Cow<'r, [u8]>>> {
-        let key_bytes = key.encode();
         for field in &spec.indexes {
             let keyspace = layout::index(&spec.name, field);
             let old_entry = old.map(|r| index_entry(spec, key, r, field)).transpose()?;
@@ -430,10 +450,9 @@ impl Records<'_> {
                 txn.discard(&keyspace, &entry)?;
             }
             if let Some(entry) = new_entry {
-                txn.put(&keyspace, &entry, &key_bytes)?;
+                txn.put(&keyspace, &entry, key_bytes)?;
             }
         }
-        let keyspace = layout::records(&spec.name);
         let encoded = match (new, row) {
             (Some(_), Some(row)) => Some(Cow::Borrowed(row)),
             (Some(record), None) => Some(Cow::Owned(encode_record(spec, key, record)?)),
@@ -455,10 +474,15 @@ impl Records<'_> {
             spec.name
         );
         if !known_new {
-            self.keep_base_true(txn, spec, &key_bytes, old, encoded.as_deref())?;
+            self.keep_base_true(txn, spec, key_bytes, old, encoded.as_deref())?;
         }
         debug_assert!(
-            old.is_some() || txn.get(&keyspace, &key_bytes).ok().flatten().is_none(),
+            old.is_some()
+                || txn
+                    .get(&layout::records(&spec.name), key_bytes)
+                    .ok()
+                    .flatten()
+                    .is_none(),
             "write_row is told the old record of {}/{key}",
             spec.name
         );
@@ -468,16 +492,10 @@ impl Records<'_> {
                 txn,
                 &spec.name,
                 key,
-                &key_bytes,
+                key_bytes,
                 encoded.as_deref(),
-                queue,
+                Some(queue),
             )?;
-        }
-        match &encoded {
-            Some(bytes) => txn.put(&keyspace, &key_bytes, bytes)?,
-            None => {
-                txn.discard(&keyspace, &key_bytes)?;
-            }
         }
         Ok(encoded)
     }
@@ -539,7 +557,7 @@ impl Records<'_> {
     pub fn get(&self, txn: &dyn ReadTxn, table: &str, key: &Key) -> Result<Option<Record>> {
         let spec = self.db.schema.table(table)?;
         txn.get(&layout::records(table), &key.encode())?
-            .map(|bytes| decode_record(spec, key, &bytes))
+            .map(|row| decode_row(spec, key, &row))
             .transpose()
     }
 
@@ -566,7 +584,7 @@ impl Records<'_> {
         rows.into_iter()
             .map(|(k, v)| {
                 let (key, _) = Key::decode(&k)?;
-                decode_record(spec, &key, &v)
+                decode_row(spec, &key, &v)
             })
             .collect()
     }
@@ -632,7 +650,7 @@ impl Records<'_> {
         for (_, key_bytes) in hits {
             let (key, _) = Key::decode(&key_bytes)?;
             match txn.get(&records_keyspace, &key_bytes)? {
-                Some(bytes) => out.push(decode_record(spec, &key, &bytes)?),
+                Some(row) => out.push(decode_row(spec, &key, &row)?),
                 None => {
                     return Err(Error::internal("index entry without its record")
                         .table(table)
@@ -679,8 +697,10 @@ impl Records<'_> {
             Some(base) => {
                 let record_json = encode_record(spec, key, &base.record)?;
                 // The same as the record row: stored once (see `base_row`).
-                let row = match txn.get(&layout::records(table), &key_bytes)? {
-                    Some(current) if current == record_json => {
+                let current = txn.get(&layout::records(table), &key_bytes)?;
+                let current = current.as_deref().map(record_row::json).transpose()?;
+                let row = match current {
+                    Some(current) if current == record_json.as_slice() => {
                         base_row::as_record(base.version.as_deref())
                     }
                     _ => base_row::own(&record_json, base.version.as_deref()),
@@ -786,6 +806,13 @@ pub(super) fn encode_record(spec: &TableSpec, key: &Key, record: &Record) -> Res
     Ok(bytes)
 }
 
+/// Decodes a record row (its JSON after the queue header, see `record_row`).
+pub(super) fn decode_row(spec: &TableSpec, key: &Key, row: &[u8]) -> Result<Record> {
+    let json = record_row::json(row).map_err(|e| e.table(spec.name.clone()).key(key))?;
+    decode_record(spec, key, json)
+}
+
+/// Decodes a record's JSON.
 pub(super) fn decode_record(spec: &TableSpec, key: &Key, bytes: &[u8]) -> Result<Record> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::internal(format!("corrupt record in store: {e}"))

@@ -48,8 +48,9 @@ impl RemoteChanges<'_> {
         // records are rebased onto it, so a route that sends whole records does not send the
         // create-time fields over newer ones.
         let mut rebased = copy;
+        let mut moved = Vec::new();
         for mut entry in self.db.outbox().pending(&*txn, table, old)? {
-            self.db.outbox().unindex_by_record(txn, &entry)?;
+            moved.push(entry.seq);
             entry.key = new.clone();
             if let Some(onto) = rebased.as_mut() {
                 rebase_entry(onto, &mut entry);
@@ -57,8 +58,17 @@ impl RemoteChanges<'_> {
             if let Some(record) = entry.record.as_mut() {
                 record.insert(spec.key.clone(), key_json.clone());
             }
-            self.db.outbox().index_by_record(txn, &entry)?;
             self.db.outbox().rewrite(txn, &entry)?;
+        }
+        // The queue header moves with the entries (layout v4): `new` lists them after its
+        // own, and nothing under `old` lists them any more.
+        if !moved.is_empty() {
+            let mut listed = self.db.outbox().queued_seqs(&*txn, table, new)?;
+            listed.extend(moved);
+            listed.sort_unstable();
+            listed.dedup();
+            self.db.outbox().set_listed(txn, table, new, &listed)?;
+            self.db.outbox().set_listed(txn, table, old, &[])?;
         }
         // Declared references from other tables.
         let referencing: Vec<(crate::TableSpec, String)> = self

@@ -25,7 +25,7 @@ use crate::record::Key;
 use crate::spec::{KeyKind, TableSpec};
 use crate::store::Store;
 
-use super::{LocalDb, decode_record, index_entry, layout};
+use super::{LocalDb, decode_row, index_entry, layout};
 
 /// Where the schema is recorded (in the meta keyspace).
 const META_SCHEMA: &[u8] = b"schema";
@@ -329,7 +329,7 @@ impl SchemaSync<'_> {
             let mut txn = store.write()?;
             for (key_bytes, value) in &rows {
                 let (key, _) = Key::decode(key_bytes)?;
-                let record = decode_record(spec, &key, value)?;
+                let record = decode_row(spec, &key, value)?;
                 let entry = index_entry(spec, &key, &record, field).map_err(|err| {
                     Error::config(format!(
                         "cannot build the new index: {}; fix or delete the record, or remove the \
