@@ -468,7 +468,7 @@ impl Records<'_> {
         debug_assert!(
             !known_new
                 || txn
-                    .get(&layout::bases(&spec.name), &key_bytes)
+                    .get(&layout::bases(&spec.name), key_bytes)
                     .is_ok_and(|b| b.is_none()),
             "{}/{key} was proved new but has a base",
             spec.name
