@@ -46,8 +46,17 @@ impl MetricsActor {
                 return;
             }
         };
+        // One pass over the outbox for every table's figures.
+        let stats_by_table = match sh.db.outbox().stats_by_table(&*read) {
+            Ok(stats) => Some(stats),
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics: cannot read the outbox");
+                None
+            }
+        };
         for spec in sh.db.schema().tables() {
-            if let Ok(stats) = sh.db.outbox().stats(&*read, &spec.name) {
+            if let Some(by_table) = &stats_by_table {
+                let stats = by_table.get(&spec.name).copied().unwrap_or_default();
                 gauge!(telemetry::OUTBOX_DEPTH, "table" => spec.name.clone())
                     .set(stats.depth as f64);
                 let age = stats

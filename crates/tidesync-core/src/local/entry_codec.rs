@@ -204,15 +204,18 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry> {
 /// Whether stored entry bytes are an entry of `table`, read without decoding the rest (a
 /// table's queue is listed from the outbox in sequence order, layout v4).
 pub(super) fn entry_is_of_table(bytes: &[u8], table: &str) -> Result<bool> {
+    Ok(*entry_table(bytes)? == *table.as_bytes())
+}
+
+/// The table of stored entry bytes (UTF-8), read without decoding the rest.
+pub(super) fn entry_table(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     if bytes.first() != Some(&TAG_BINARY) {
-        return Ok(decode_parts(bytes)?.0.table == table);
+        return Ok(decode_parts(bytes)?.0.table.into_bytes().into());
     }
-    let mut r = Reader(
-        bytes
-            .get(FLAGS_AT + 1..)
-            .ok_or_else(|| corrupt("truncated"))?,
-    );
-    Ok(r.bytes()? == table.as_bytes())
+    let rest = bytes
+        .get(FLAGS_AT + 1..)
+        .ok_or_else(|| corrupt("truncated"))?;
+    Ok(Reader(rest).bytes()?.into())
 }
 
 /// Decodes an entry in either form (binary, or layout v1's JSON) without decoding its record:
