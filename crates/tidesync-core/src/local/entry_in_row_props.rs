@@ -370,6 +370,46 @@ fn state(db: &LocalDb, txn: &MapTxn) -> Vec<Value> {
     out
 }
 
+/// Every record's queue as its row's header lists it (layout v4) is exactly the outbox's
+/// entries of that record, in order: the outbox is read whole, independently of the headers.
+fn queues_match_outbox(db: &LocalDb, txn: &MapTxn) -> Result<(), String> {
+    let mut by_record: std::collections::BTreeMap<(String, Key), Vec<u64>> = Default::default();
+    for entry in db
+        .outbox()
+        .entries(txn, None, usize::MAX)
+        .map_err(|e| e.to_string())?
+    {
+        by_record
+            .entry((entry.table.clone(), entry.key.clone()))
+            .or_default()
+            .push(entry.seq);
+    }
+    for table in TABLES {
+        for k in KEYS {
+            let key = Key::Str(k.to_owned());
+            let listed: Vec<u64> = db
+                .outbox()
+                .pending(txn, table, &key)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            let queued = by_record
+                .remove(&(table.to_owned(), key.clone()))
+                .unwrap_or_default();
+            if listed != queued {
+                return Err(format!(
+                    "{table}/{k}: the record lists {listed:?}, the outbox holds {queued:?}"
+                ));
+            }
+        }
+    }
+    match by_record.into_keys().next() {
+        Some((table, key)) => Err(format!("entries of {table}/{key} outside the keys")),
+        None => Ok(()),
+    }
+}
+
 /// Entries of the pointer side that point at their row.
 fn pointing(txn: &MapTxn) -> usize {
     txn.range(
@@ -398,6 +438,8 @@ proptest! {
             prop_assert_eq!(p.is_ok(), c.is_ok(), "step {} {:?}: {:?} / {:?}", i, step, p, c);
             prop_assert_eq!(state(&pointers, &p_txn), state(&copies, &c_txn), "after step {} {:?}", i, step);
             prop_assert_eq!(pointing(&c_txn), 0, "the copying side never points");
+            prop_assert_eq!(queues_match_outbox(&pointers, &p_txn), Ok(()), "after step {} {:?}", i, step);
+            prop_assert_eq!(queues_match_outbox(&copies, &c_txn), Ok(()), "after step {} {:?}", i, step);
             // The totals read in a few point reads agree with the table's count.
             let totals = pointers.outbox().totals(&p_txn).unwrap_or_else(|e| panic!("{e}"));
             let (mut depth, mut oldest) = (0, None::<u64>);
