@@ -563,7 +563,6 @@ impl Outbox<'_> {
         &self,
         txn: &dyn ReadTxn,
     ) -> Result<std::collections::BTreeMap<String, OutboxStats>> {
-        const PAGE: usize = 1024;
         let dead: HashSet<Vec<u8>> = txn
             .range(
                 layout::DEAD,
@@ -576,41 +575,25 @@ impl Outbox<'_> {
             .map(|(k, _)| k)
             .collect();
         let mut by_table: std::collections::HashMap<Vec<u8>, OutboxStats> = Default::default();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let rows = txn.range(
-                layout::OUTBOX,
-                match &after {
-                    Some(last) => std::ops::Bound::Excluded(last.as_slice()),
-                    None => std::ops::Bound::Unbounded,
-                },
-                std::ops::Bound::Unbounded,
-                Some(PAGE),
-                false,
-            )?;
-            for (key, stored) in &rows {
-                let table = super::entry_codec::entry_table(stored)?;
-                let live = u64::from(!dead.contains(key));
-                match by_table.get_mut(table.as_ref()) {
-                    Some(stats) => stats.depth += live,
-                    None => {
-                        // The outbox is in enqueue order: a table's first entry is its oldest.
-                        let oldest = decode_parts(stored)?.0.created_at_ms;
-                        by_table.insert(
-                            table.into_owned(),
-                            OutboxStats {
-                                depth: live,
-                                oldest_created_at_ms: Some(oldest),
-                            },
-                        );
-                    }
+        self.for_each_outbox_row(txn, |key, stored| {
+            let table = super::entry_codec::entry_table(stored)?;
+            let live = u64::from(!dead.contains(key));
+            match by_table.get_mut(table.as_ref()) {
+                Some(stats) => stats.depth += live,
+                None => {
+                    // The outbox is in enqueue order: a table's first entry is its oldest.
+                    let oldest = decode_parts(stored)?.0.created_at_ms;
+                    by_table.insert(
+                        table.into_owned(),
+                        OutboxStats {
+                            depth: live,
+                            oldest_created_at_ms: Some(oldest),
+                        },
+                    );
                 }
             }
-            if rows.len() < PAGE {
-                break;
-            }
-            after = rows.into_iter().last().map(|(k, _)| k);
-        }
+            Ok(true)
+        })?;
         by_table
             .into_iter()
             .map(|(table, stats)| {

@@ -251,73 +251,31 @@ impl Outbox<'_> {
     }
 
     /// Calls `f` with each of `table`'s entries (dead letters included) in enqueue order,
-    /// sequence number and stored bytes, reading the outbox a page at a time (memory stays
-    /// flat however long the queue); `f` returns `false` to stop.
+    /// sequence number and stored bytes (memory stays flat however long the queue); `f`
+    /// returns `false` to stop.
     pub(super) fn for_each_table_entry(
         &self,
         txn: &dyn ReadTxn,
         table: &str,
         mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        const PAGE: usize = 1024;
         self.db.schema.table(table)?;
-        let mut after: Option<[u8; 8]> = None;
-        loop {
-            let rows = txn.range(
-                layout::OUTBOX,
-                match &after {
-                    Some(last) => std::ops::Bound::Excluded(last.as_slice()),
-                    None => std::ops::Bound::Unbounded,
-                },
-                std::ops::Bound::Unbounded,
-                Some(PAGE),
-                false,
-            )?;
-            for (key, stored) in &rows {
-                if super::entry_codec::entry_is_of_table(stored, table)?
-                    && !f(layout::seq_from_suffix(key)?, stored)?
-                {
-                    return Ok(());
-                }
+        self.for_each_outbox_row(txn, |key, stored| {
+            if !super::entry_codec::entry_is_of_table(stored, table)? {
+                return Ok(true);
             }
-            match rows.last() {
-                Some((last, _)) if rows.len() == PAGE => {
-                    after = Some(seq_bytes(layout::seq_from_suffix(last)?));
-                }
-                _ => return Ok(()),
-            }
-        }
+            f(layout::seq_from_suffix(key)?, stored)
+        })
     }
 
-    /// Whether `table` has any queued entry (dead letters included). Looks at the outbox's
-    /// first entries only: past `limit` entries of other tables it answers `true`, which only
-    /// costs a caller its fast path.
-    pub(super) fn table_may_have_entries(
+    /// Calls `f` with each outbox row (key, stored entry) in sequence order, reading a page
+    /// at a time; `f` returns `false` to stop.
+    pub(super) fn for_each_outbox_row(
         &self,
         txn: &dyn ReadTxn,
-        table: &str,
-        limit: usize,
-    ) -> Result<bool> {
-        if txn.len(layout::OUTBOX)? == 0 {
-            return Ok(false);
-        }
-        let (mut found, mut looked) = (false, 0usize);
-        self.for_each_table_entry_or_other(txn, table, |of_table| {
-            looked += 1;
-            found = of_table || looked >= limit;
-            Ok(!found)
-        })?;
-        Ok(found)
-    }
-
-    /// [`Outbox::for_each_table_entry`] telling `f` for every entry whether it is `table`'s.
-    fn for_each_table_entry_or_other(
-        &self,
-        txn: &dyn ReadTxn,
-        table: &str,
-        mut f: impl FnMut(bool) -> Result<bool>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        const PAGE: usize = 256;
+        const PAGE: usize = 1024;
         let mut after: Option<Vec<u8>> = None;
         loop {
             let rows = txn.range(
@@ -330,16 +288,34 @@ impl Outbox<'_> {
                 Some(PAGE),
                 false,
             )?;
-            for (_, stored) in &rows {
-                if !f(super::entry_codec::entry_is_of_table(stored, table)?)? {
+            for (key, stored) in &rows {
+                if !f(key, stored)? {
                     return Ok(());
                 }
             }
-            match rows.into_iter().last() {
-                Some((last, _)) => after = Some(last),
-                None => return Ok(()),
+            if rows.len() < PAGE {
+                return Ok(());
             }
+            after = rows.into_iter().last().map(|(key, _)| key);
         }
+    }
+
+    /// Whether `table` has any queued entry (dead letters included). Looks at the outbox's
+    /// first entries only: past `limit` entries of other tables it answers `true`, which only
+    /// costs a caller its fast path.
+    pub(super) fn table_may_have_entries(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        limit: usize,
+    ) -> Result<bool> {
+        let (mut found, mut looked) = (false, 0usize);
+        self.for_each_outbox_row(txn, |_, stored| {
+            looked += 1;
+            found = looked > limit || super::entry_codec::entry_is_of_table(stored, table)?;
+            Ok(!found)
+        })?;
+        Ok(found)
     }
 }
 
