@@ -491,12 +491,7 @@ impl Outbox<'_> {
                 .iter()
                 .map(|(_, v)| self.decode(txn, v))
                 .collect(),
-            Some(table) => self
-                .table_seqs(txn, table)?
-                .into_iter()
-                .take(limit)
-                .map(|seq| self.entry_or_err(txn, seq))
-                .collect(),
+            Some(table) => self.entries_after(txn, table, None, limit),
         }
     }
 
@@ -509,12 +504,16 @@ impl Outbox<'_> {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>> {
-        self.table_seqs(txn, table)?
-            .into_iter()
-            .filter(|seq| after.is_none_or(|after| *seq > after))
-            .take(limit)
-            .map(|seq| self.entry_or_err(txn, seq))
-            .collect()
+        // The outbox is in enqueue order: the walk starts right after `after`.
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.for_each_table_entry_after(txn, table, after, |_, stored| {
+            out.push(self.decode(txn, stored)?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 
     /// Queue depth and oldest entry of `table`: one read of the table's queue index rows and

@@ -257,10 +257,21 @@ impl Outbox<'_> {
         &self,
         txn: &dyn ReadTxn,
         table: &str,
+        f: impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.for_each_table_entry_after(txn, table, None, f)
+    }
+
+    /// [`Outbox::for_each_table_entry`] from the entry after sequence number `after` on.
+    pub(super) fn for_each_table_entry_after(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        after: Option<u64>,
         mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
     ) -> Result<()> {
         self.db.schema.table(table)?;
-        self.for_each_outbox_row(txn, |key, stored| {
+        self.for_each_outbox_row_after(txn, after, |key, stored| {
             if !super::entry_codec::entry_is_of_table(stored, table)? {
                 return Ok(true);
             }
@@ -273,10 +284,20 @@ impl Outbox<'_> {
     pub(super) fn for_each_outbox_row(
         &self,
         txn: &dyn ReadTxn,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.for_each_outbox_row_after(txn, None, f)
+    }
+
+    /// [`Outbox::for_each_outbox_row`] from the row after sequence number `after` on.
+    fn for_each_outbox_row_after(
+        &self,
+        txn: &dyn ReadTxn,
+        after: Option<u64>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         const PAGE: usize = 1024;
-        let mut after: Option<Vec<u8>> = None;
+        let mut after: Option<Vec<u8>> = after.map(|seq| seq_bytes(seq).to_vec());
         loop {
             let rows = txn.range(
                 layout::OUTBOX,
