@@ -232,7 +232,10 @@ impl SchemaSync<'_> {
             };
             let rows = self.batch_rows(store, &keyspace, &progress.after)?;
             let mut txn = store.write()?;
+            // Rows of this table's phase (the outbox holds every table's entries).
+            let mut of_table = 0u64;
             for (row_key, value) in &rows {
+                of_table += 1;
                 match progress.phase {
                     Phase::Records => self.migrate_record(
                         &mut *txn,
@@ -247,6 +250,8 @@ impl SchemaSync<'_> {
                         if super::entry_codec::entry_is_of_table(value, &spec.name)? {
                             let seq = layout::seq_from_suffix(row_key)?;
                             self.migrate_entry(&mut *txn, spec, seq, step, &mut progress.done)?
+                        } else {
+                            of_table -= 1;
                         }
                     }
                     Phase::Bases => self.migrate_base(
@@ -263,7 +268,7 @@ impl SchemaSync<'_> {
                 Some((last, _)) => {
                     progress.after = Some(last.clone());
                     let before = progress.visited;
-                    progress.visited += rows.len() as u64;
+                    progress.visited += of_table;
                     if before / LOG_EVERY != progress.visited / LOG_EVERY {
                         tracing::info!(table = %spec.name, to_version, phase = progress.phase.name(), done = progress.visited, total, "migrating");
                     }
@@ -313,7 +318,8 @@ impl SchemaSync<'_> {
     ) -> Result<u64> {
         let read = store.read()?;
         match phase {
-            Phase::Outbox => Ok(self.db.outbox().stats(&*read, &spec.name)?.depth),
+            // Every entry of the table is visited, dead letters too.
+            Phase::Outbox => Ok(self.db.outbox().table_seqs(&*read, &spec.name)?.len() as u64),
             Phase::Records | Phase::Bases => read.len(keyspace),
         }
     }
