@@ -7,7 +7,7 @@
 //! | type | file | owns |
 //! |---|---|---|
 //! | [`Records`] (`db.records()`) | `records.rs` | records, secondary indexes, bases; the application's writes and reads |
-//! | [`Outbox`] (`db.outbox()`) | `outbox_ops.rs`, `entry_state.rs`, `settled.rs` | the outbox queue: enqueue and coalescing, listings, ready heads, in-flight and backoff state, dead letters, entry states, settlements |
+//! | [`Outbox`] (`db.outbox()`) | `outbox_ops.rs`, `record_queue.rs` (+ `record_row.rs`), `entry_state.rs`, `settled.rs` | the outbox queue: enqueue and coalescing, each record's queue (listed in its record row), listings, ready heads, in-flight and backoff state, dead letters, entry states, settlements |
 //! | [`RemoteChanges`] (`db.remote()`) | `remote.rs` (+ `ack.rs`, `pull_apply.rs`, `echo.rs`, `remap.rs`, `resolution.rs`, `reconcile.rs`, `remote_decode.rs`) | what the server said: push acks, pulled pages and checkpoints, echoes, key remaps, conflict outcomes, hard deletes, decoding |
 //! | [`Parked`] (`db.parked()`) | `parked.rs`, `quarantine_ops.rs` | parked conflicts, quarantined pulled items |
 //! | [`Fence`] (`db.fence()`) | `fence.rs` | the leadership epoch (claim, take over, check) |
