@@ -15,7 +15,8 @@
 //! batches of 1 000 (upsert, a pushed table), `raw-bulk` the same rows into redb, 1 000 per
 //! commit: the cost of one imported record and of its baseline. `concurrent` writes the N
 //! records from 16 concurrent writers (group commit; for `perf record`, since callgrind runs
-//! one thread at a time and changes how groups form).
+//! one thread at a time and changes how groups form). `bulk-push URL` bulk-writes the N records
+//! and pushes them, printing the push's rate: for `perf record` of the push alone.
 //! BENCHMARKS.md ("Instruction counts") has the figures.
 
 use serde_json::json;
@@ -40,6 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if url.as_deref() == Some("concurrent") {
         return concurrent(n, dir.path());
+    }
+    if url.as_deref() == Some("bulk-push") {
+        let server = std::env::args()
+            .nth(3)
+            .ok_or("bulk-push needs a server URL")?;
+        return bulk_then_push(n, dir.path(), &server);
     }
     let mut builder = Engine::builder()
         .store(RedbStore::open(dir.path().join("probe.redb"))?)
@@ -126,6 +133,55 @@ fn bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
     if report.written() != n {
         return Err(format!("wrote {} of {n}", report.written()).into());
     }
+    engine.shutdown();
+    Ok(())
+}
+
+/// `n` records written through the bulk API, then pushed to the server at `url` (single
+/// requests, the default concurrency): for `perf record` of the push alone, since the writes
+/// take a fraction of the push's time.
+fn bulk_then_push(
+    n: usize,
+    dir: &std::path::Path,
+    url: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let transport = RestTransport::builder(url)
+        .table("posts", TableRoutes::reference_server("posts"))
+        .build()?;
+    let engine = Engine::builder()
+        .store(RedbStore::open(dir.join("bulk-push.redb"))?)
+        .table(TableSpec::new("posts"))
+        .transport(transport)
+        .settings(SyncSettings {
+            interval: None,
+            sync_on_start: false,
+            debounce: std::time::Duration::from_secs(3600),
+            ..SyncSettings::default()
+        })
+        .start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = "x".repeat(200);
+    let run = std::process::id();
+    let records: Vec<serde_json::Value> = (0..n).map(|i| probe_record(run, i, &body)).collect();
+    runtime.block_on(async {
+        let posts = engine.table::<serde_json::Value>("posts")?;
+        posts
+            .bulk_write(records, tidesync::BulkMode::Upsert, 1_000)
+            .await?;
+        let started = std::time::Instant::now();
+        let report = engine.push().await?;
+        if report.pushed as usize != n {
+            return Err(format!("pushed {} of {n}: {report:?}", report.pushed).into());
+        }
+        eprintln!(
+            "pushed {n} in {:.2} s ({:.0} entries/s)",
+            started.elapsed().as_secs_f64(),
+            n as f64 / started.elapsed().as_secs_f64()
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
     engine.shutdown();
     Ok(())
 }
