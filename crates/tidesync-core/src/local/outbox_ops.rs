@@ -219,9 +219,8 @@ impl Outbox<'_> {
 
     /// The body of an entry a local write queues: "the record row" when the entry carries the
     /// record just written to its row as `record_json` (the store keeps one copy, see
-    /// `entry_codec`), else the record itself.
-    /// The local write puts `record_json` in the record row after the enqueue, in the same
-    /// transaction (`Records::write_local`).
+    /// `entry_codec`), else the record itself. The local write puts `record_json` in the
+    /// record row after the enqueue, in the same transaction (`Records::write_local`).
     fn body_in_row<'j>(
         &self,
         record: Option<&Record>,
@@ -311,12 +310,7 @@ impl Outbox<'_> {
         }
         // The record row's header keeps listing the entry until the row is written again
         // (`record_row`); only a `d/` row of a deleted record goes with its last entry.
-        if txn
-            .get(&layout::deleted(&entry.table), &entry.key.encode())?
-            .is_some()
-        {
-            self.forget_deleted_queue(txn, &entry.table, &entry.key)?;
-        }
+        self.forget_deleted_queue(txn, &entry.table, &entry.key)?;
         if entry.dead.is_some() {
             txn.discard(layout::DEAD, &seq_bytes(entry.seq))?;
         }
