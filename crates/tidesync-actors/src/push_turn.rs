@@ -173,10 +173,7 @@ pub(crate) fn run_turn(
             for head in group {
                 // Read by the scan in this transaction: current, no need to read it again.
                 let entry = db.outbox().mark_read_entry_in_flight(txn, head)?;
-                let base_version = db
-                    .records()
-                    .base(&*txn, &entry.table, &entry.key)?
-                    .and_then(|b| b.version);
+                let base_version = db.records().base_version(&*txn, &entry.table, &entry.key)?;
                 let request = PushRequest {
                     table: entry.table.clone(),
                     key: entry.key.clone(),

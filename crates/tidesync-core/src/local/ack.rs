@@ -99,9 +99,6 @@ impl RemoteChanges<'_> {
             record: base_record,
             version: outcome.version.clone(),
         };
-        self.db
-            .records()
-            .set_base(txn, &entry.table, &entry.key, Some(&base))?;
 
         let local = match &server {
             None => None,
@@ -109,37 +106,39 @@ impl RemoteChanges<'_> {
             Some(_) if sent_is_row => sent_record.clone(),
             Some(_) => self.db.records().get(&*txn, &entry.table, &entry.key)?,
         };
-        if let Some(server) = &server
-            && let Some(local) = local
-        {
-            {
-                let mut merged = local.clone();
-                for (field, value) in server {
-                    if field == &spec.key {
-                        continue; // keys change only through a remap
-                    }
-                    // A field edited locally since the send keeps the local edit.
-                    if local.get(field) == sent.get(field) {
-                        merged.insert(field.clone(), value.clone());
-                    }
-                }
-                if merged != local {
-                    self.db.records().write_row(
+        // The local record with the server's fields merged in, when that changes it.
+        let update = match (&server, local) {
+            (Some(server), Some(local)) => merge_server_fields(&spec.key, local, sent, server),
+            _ => None,
+        };
+        let records = self.db.records();
+        match update {
+            Some((local, merged)) => {
+                if merged == base.record {
+                    // The usual answer: the new row is the server's version, so the base is
+                    // stored as "the record row" at once (no copy encoded and written, then
+                    // folded into the marker by the row write).
+                    records.set_base_as_row(
                         txn,
-                        &spec,
+                        &entry.table,
                         &entry.key,
                         Some(&local),
-                        Some(&merged),
+                        &merged,
+                        base.version.as_deref(),
                     )?;
-                    changes.push(Change {
-                        table: entry.table.clone(),
-                        key: entry.key.clone(),
-                        op: Op::Update,
-                        record: Some(merged),
-                        origin: Origin::PushAck,
-                    });
+                } else {
+                    records.set_base(txn, &entry.table, &entry.key, Some(&base))?;
+                    records.write_row(txn, &spec, &entry.key, Some(&local), Some(&merged))?;
                 }
+                changes.push(Change {
+                    table: entry.table.clone(),
+                    key: entry.key.clone(),
+                    op: Op::Update,
+                    record: Some(merged),
+                    origin: Origin::PushAck,
+                });
             }
+            None => records.set_base(txn, &entry.table, &entry.key, Some(&base))?,
         }
 
         entry.record = sent_record;
@@ -164,4 +163,22 @@ impl RemoteChanges<'_> {
             remapped,
         })
     }
+}
+
+/// `local` with the server's fields of `server` merged in, or `None` when that changes
+/// nothing. The key field is left alone (keys change only through a remap), and a field
+/// edited locally since `sent` was sent keeps the local edit.
+fn merge_server_fields(
+    key_field: &str,
+    local: Record,
+    sent: &Record,
+    server: &Record,
+) -> Option<(Record, Record)> {
+    let mut merged = local.clone();
+    for (field, value) in server {
+        if field != key_field && local.get(field) == sent.get(field) {
+            merged.insert(field.clone(), value.clone());
+        }
+    }
+    (merged != local).then_some((local, merged))
 }

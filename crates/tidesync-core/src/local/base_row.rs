@@ -98,21 +98,56 @@ pub(super) fn version_after(
     serde_json::from_slice::<Option<String>>(json).map_err(|_| corrupt())
 }
 
+/// The version token of a base row of `table`'s record `key`, read without building the
+/// record (a request needs only the version it was based on).
+pub(super) fn decode_version(bytes: &[u8], table: &str, key: &Key) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        #[allow(dead_code)]
+        record: serde::de::IgnoredAny,
+        version: Option<String>,
+    }
+    match decode_marker(bytes, table, key)? {
+        Some(BaseRow::AsRecord(version)) => Ok(version),
+        _ => serde_json::from_slice::<VersionOnly>(bytes)
+            .map(|row| row.version)
+            .map_err(|e| {
+                Error::internal(format!("corrupt base in store: {e}"))
+                    .table(table)
+                    .key(key)
+            }),
+    }
+}
+
 /// Decodes a base row of `table`'s record `key`.
 pub(super) fn decode(bytes: &[u8], table: &str, key: &Key) -> Result<BaseRow> {
-    let corrupt = |what: String| {
-        Error::internal(format!("corrupt base in store: {what}"))
-            .table(table)
-            .key(key)
-    };
-    match bytes {
-        [TAG_AS_RECORD, 0] => Ok(BaseRow::AsRecord(None)),
-        [TAG_AS_RECORD, 1, version @ ..] => String::from_utf8(version.to_vec())
-            .map(|v| BaseRow::AsRecord(Some(v)))
-            .map_err(|_| corrupt("a version token that is not UTF-8".into())),
-        _ => serde_json::from_slice(bytes)
+    match decode_marker(bytes, table, key)? {
+        Some(marker) => Ok(marker),
+        None => serde_json::from_slice(bytes)
             .map(BaseRow::Own)
-            .map_err(|e| corrupt(e.to_string())),
+            .map_err(|e| {
+                Error::internal(format!("corrupt base in store: {e}"))
+                    .table(table)
+                    .key(key)
+            }),
+    }
+}
+
+/// The marker form of a base row, or `None` for a base of its own (JSON).
+fn decode_marker(bytes: &[u8], table: &str, key: &Key) -> Result<Option<BaseRow>> {
+    match bytes {
+        [TAG_AS_RECORD, 0] => Ok(Some(BaseRow::AsRecord(None))),
+        [TAG_AS_RECORD, 1, version @ ..] => String::from_utf8(version.to_vec())
+            .map(|v| Some(BaseRow::AsRecord(Some(v))))
+            .map_err(|_| {
+                Error::internal("corrupt base in store: a version token that is not UTF-8")
+                    .table(table)
+                    .key(key)
+            }),
+        [TAG_AS_RECORD, ..] => Err(Error::internal("corrupt base in store: a bad marker")
+            .table(table)
+            .key(key)),
+        _ => Ok(None),
     }
 }
 
@@ -145,6 +180,9 @@ mod tests {
                 "same bytes as serde"
             );
             assert_eq!(decode(&row, "t", &key).unwrap(), BaseRow::Own(base));
+            for form in [&row, &as_record(version)] {
+                assert_eq!(decode_version(form, "t", &key).unwrap().as_deref(), version);
+            }
             assert!(holds_record(&row, &json));
             assert!(!is_marker(&row) && is_marker(&as_record(version)));
             assert_eq!(
@@ -160,5 +198,10 @@ mod tests {
         let err = decode(b"\x01\x01\xff", "posts", &Key::Str("k".into())).unwrap_err();
         assert!(err.to_string().contains("posts"), "{err}");
         assert!(decode(b"\x07", "posts", &Key::Int(1)).is_err());
+        assert!(decode(b"\x01\x02", "posts", &Key::Int(1)).is_err());
+        for garbage in [&b"\x01\x01\xff"[..], b"\x07", b"{\"version\": 1}"] {
+            let err = decode_version(garbage, "posts", &Key::Int(1)).unwrap_err();
+            assert!(err.to_string().contains("posts"), "{err}");
+        }
     }
 }

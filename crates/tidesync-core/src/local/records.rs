@@ -682,6 +682,42 @@ impl Records<'_> {
         })
     }
 
+    /// The version token of a record's base (what a push is based on), without reading the
+    /// base's record.
+    pub fn base_version(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        key: &Key,
+    ) -> Result<Option<String>> {
+        self.db.schema.table(table)?;
+        match txn.get(&layout::bases(table), &key.encode())? {
+            Some(row) => base_row::decode_version(&row, table, key),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `table`'s record `key` from `old` to `new` and makes `new` its base, with
+    /// `version`: the base is stored as "the record row" (see [`base_row`]), never as a copy.
+    pub(super) fn set_base_as_row(
+        &self,
+        txn: &mut dyn WriteTxn,
+        table: &str,
+        key: &Key,
+        old: Option<&Record>,
+        new: &Record,
+        version: Option<&str>,
+    ) -> Result<()> {
+        let spec = self.db.schema.table(table)?;
+        let bases = layout::bases(table);
+        let key_bytes = key.encode();
+        // The old base is being replaced: cleared first, so the row write does not write it
+        // out to keep it true.
+        txn.discard(&bases, &key_bytes)?;
+        self.write_row(txn, spec, key, old, Some(new))?;
+        txn.put(&bases, &key_bytes, &base_row::as_record(version))
+    }
+
     /// Stores (or clears) the base of a record.
     pub fn set_base(
         &self,

@@ -831,3 +831,64 @@ fn a_base_kept_as_the_record_row_reads_as_the_agreed_version_through_every_chang
     assert_eq!(db.records().get(&txn, "posts", &key("b")).unwrap(), None);
     assert_eq!(base_of(&txn).map(|b| b.record), Some(answer));
 }
+
+/// An acknowledgement whose merged record differs from the server's answer (a field edited
+/// again while the write was in flight keeps the local edit) stores the answer as a base of
+/// its own; one whose merged record is the answer stores the marker (checked above).
+#[test]
+fn an_ack_over_an_edit_made_in_flight_keeps_the_edit_and_the_answer_as_its_own_base() {
+    let db = db();
+    let mut txn = seeded(&db, false);
+    let edit = |txn: &mut MapTxn, rank: i64| {
+        db.records()
+            .apply_local(
+                txn,
+                &[WriteOp::Update {
+                    table: "posts".into(),
+                    key: key("b"),
+                    patch: json!({"rank": rank}),
+                }],
+            )
+            .unwrap();
+    };
+    edit(&mut txn, 7);
+    let seq = db.outbox().entries(&txn, None, 10).unwrap()[0].seq;
+    db.outbox().mark_in_flight(&mut txn, seq).unwrap();
+    edit(&mut txn, 9);
+    let answer = rec(json!({"id": "b", "rank": 7, "v": 2}));
+    let acked = db
+        .remote()
+        .ack_push(
+            &mut txn,
+            seq,
+            &PushOutcome {
+                record: Some(answer.clone()),
+                version: Some("2".into()),
+                server_key: None,
+                server_time_ms: None,
+            },
+        )
+        .unwrap();
+    let local = rec(json!({"id": "b", "rank": 9, "v": 2}));
+    assert_eq!(
+        db.records().get(&txn, "posts", &key("b")).unwrap(),
+        Some(local.clone())
+    );
+    assert_eq!(acked.changes.len(), 1);
+    assert_eq!(acked.changes[0].record, Some(local));
+    let raw_base = txn
+        .get(&layout::bases("posts"), &key("b").encode())
+        .unwrap();
+    assert_eq!(raw_base.map(|r| r[0]), Some(b'{'), "a base of its own");
+    let base = db
+        .records()
+        .base(&txn, "posts", &key("b"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((base.record, base.version), (answer, Some("2".into())));
+    // The edit made in flight is still queued, on top of the new base.
+    assert_eq!(
+        db.outbox().pending(&txn, "posts", &key("b")).unwrap().len(),
+        1
+    );
+}
