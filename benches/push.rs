@@ -16,7 +16,12 @@
 //! state change is an fsync'd commit) and on the memory store (the same pipeline without
 //! fsync), so the cost of the store can be told from the cost of the pipeline; a third row
 //! calls the REST transport alone (`Transport::push`, no engine, no store), so the cost of the
-//! transport can be told from the engine's. A last section
+//! transport can be told from the engine's; a fourth, the *durable floor*, is raw reqwest plus
+//! the least durable bookkeeping an acknowledgement needs, so the target can be told from what
+//! any durable engine could reach; a fifth, the *protocol floor*, adds the rows this engine's
+//! guarantees write (an in-flight mark before the send, a base, a receipt), so what the
+//! protocol costs can be told from what the engine's implementation adds (`push_floor`). A
+//! last section
 //! does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries per request)
 //! against raw bulk requests of the same 50 operations.
 //!
@@ -24,10 +29,15 @@
 //! single-threaded runtime), fresh for every measurement. Env: `TIDESYNC_BENCH_RUNS` (default
 //! 3, medians), `TIDESYNC_BENCH_PUSH_RECORDS` (default 5000),
 //! `TIDESYNC_BENCH_PUSH_CONCURRENCY` (comma list, default `4,8,16`),
-//! `TIDESYNC_BENCH_PUSH_BULK=0` skips the bulk section.
+//! `TIDESYNC_BENCH_PUSH_BULK=0` skips the bulk section, `TIDESYNC_BENCH_PUSH_ROWS` (comma list
+//! of `redb`, `memory`, `transport`, `floor`, `protocol`; default all) picks the rows,
+//! `TIDESYNC_BENCH_FLOOR_GATHER_US` (default 2000) is how long the durable floor's writer waits
+//! for more acknowledgements before each commit (of 0, 1000, 2000 and 5000 µs, 2000 gave the
+//! floor its best figures here).
 
 #[allow(dead_code)]
 mod common;
+mod push_floor;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,7 +50,7 @@ use tidesync_testkit::server::ReferenceServer;
 use common::{median, record, secs, thousands};
 
 /// Entries per bulk request (the engine's `batch_size`).
-const BULK_BATCH: usize = 50;
+pub(crate) const BULK_BATCH: usize = 50;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum StoreKind {
@@ -49,14 +59,35 @@ enum StoreKind {
     /// No engine at all: the REST transport's `push` called directly, `concurrency` calls at a
     /// time, to tell the transport's cost from the engine pipeline's.
     Transport,
+    /// No engine either: raw reqwest plus the least durable bookkeeping any engine must do
+    /// for an acknowledged entry (`push_floor::durable_floor_push`): the floor under any engine.
+    DurableFloor,
+    /// The durable floor plus the rows the engine's guarantees write (in-flight mark, base,
+    /// receipt; `push_floor::protocol_floor_push`): the floor under this engine's protocol.
+    /// Single requests only.
+    ProtocolFloor,
 }
 
 /// What one measured push did.
-struct Pushed {
+pub(crate) struct Pushed {
     per_sec: f64,
     write_requests: usize,
     /// CPU of the whole process (client side and the in-process server) per entry, in µs.
     cpu_us: f64,
+}
+
+impl StoreKind {
+    /// The row's name in `TIDESYNC_BENCH_PUSH_ROWS`.
+    fn name(self) -> String {
+        match self {
+            StoreKind::Redb => "redb",
+            StoreKind::Memory => "memory",
+            StoreKind::Transport => "transport",
+            StoreKind::DurableFloor => "floor",
+            StoreKind::ProtocolFloor => "protocol",
+        }
+        .to_owned()
+    }
 }
 
 fn engine_push(
@@ -68,6 +99,12 @@ fn engine_push(
 ) -> Pushed {
     if store == StoreKind::Transport {
         return transport_push(rt, n, concurrency, bulk);
+    }
+    if store == StoreKind::DurableFloor {
+        return push_floor::durable_floor_push(rt, n, concurrency, bulk);
+    }
+    if store == StoreKind::ProtocolFloor {
+        return push_floor::protocol_floor_push(rt, n, concurrency);
     }
     let server = ReferenceServer::start_background();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -84,7 +121,10 @@ fn engine_push(
         StoreKind::Redb => {
             builder.store(RedbStore::open(dir.path().join("engine.redb")).expect("open"))
         }
-        StoreKind::Memory | StoreKind::Transport => builder.store(MemoryStore::new()),
+        StoreKind::Memory
+        | StoreKind::Transport
+        | StoreKind::DurableFloor
+        | StoreKind::ProtocolFloor => builder.store(MemoryStore::new()),
     };
     let engine = builder.start().expect("engine");
     rt.block_on(async {
@@ -247,7 +287,7 @@ fn transport_push(
 }
 
 /// What a baseline measurement did, once its `n` records all reached `server`.
-fn pushed(
+pub(crate) fn pushed(
     server: &tidesync_testkit::server::ServerHandle,
     n: usize,
     start: Instant,
@@ -358,6 +398,8 @@ fn print_row(row: &Row, concurrency: usize, store: StoreKind) {
             StoreKind::Redb => "engine, redb",
             StoreKind::Memory => "engine, memory",
             StoreKind::Transport => "transport alone",
+            StoreKind::DurableFloor => "durable floor",
+            StoreKind::ProtocolFloor => "protocol floor",
         },
         thousands(median(&row.engine)),
         row.engine_requests,
@@ -384,6 +426,9 @@ fn main() {
             }
         });
     let bulk = std::env::var("TIDESYNC_BENCH_PUSH_BULK").map_or(true, |v| v != "0");
+    let only: Option<Vec<String>> = std::env::var("TIDESYNC_BENCH_PUSH_ROWS")
+        .ok()
+        .map(|s| s.split(',').map(|r| r.trim().to_owned()).collect());
     common::install_crypto();
     let rt = common::runtime();
     println!(
@@ -399,7 +444,18 @@ fn main() {
 
     common::section("single requests (POST /api/posts), engine vs raw reqwest");
     for &concurrency in &concurrencies {
-        for store in [StoreKind::Redb, StoreKind::Memory, StoreKind::Transport] {
+        for store in [
+            StoreKind::Redb,
+            StoreKind::Memory,
+            StoreKind::Transport,
+            StoreKind::DurableFloor,
+            StoreKind::ProtocolFloor,
+        ]
+        .into_iter()
+        .filter(|store| {
+            only.as_ref()
+                .is_none_or(|only| only.contains(&store.name()))
+        }) {
             let row = measure(&rt, n, concurrency, store, false, runs);
             print_row(&row, concurrency, store);
         }
@@ -411,7 +467,17 @@ fn main() {
             "bulk endpoint (POST /api/posts/bulk, {BULK_BATCH} ops per request), engine vs raw reqwest"
         ));
         for &concurrency in &concurrencies {
-            for store in [StoreKind::Redb, StoreKind::Memory, StoreKind::Transport] {
+            for store in [
+                StoreKind::Redb,
+                StoreKind::Memory,
+                StoreKind::Transport,
+                StoreKind::DurableFloor,
+            ]
+            .into_iter()
+            .filter(|store| {
+                only.as_ref()
+                    .is_none_or(|only| only.contains(&store.name()))
+            }) {
                 let row = measure(&rt, n, concurrency, store, true, runs);
                 print_row(&row, concurrency, store);
             }
