@@ -16,12 +16,14 @@
 //! commit: the cost of one imported record and of its baseline. `concurrent` writes the N
 //! records from 16 concurrent writers (group commit; for `perf record`, since callgrind runs
 //! one thread at a time and changes how groups form). `bulk-push URL` bulk-writes the N records
-//! and pushes them, printing the push's rate: for `perf record` of the push alone.
+//! and pushes them, printing the push's rate: for `perf record` of the push alone;
+//! `bulk-push-batch URL` does the same through the bulk endpoint (50 entries per request), where
+//! the engine's work per entry is most of the cost.
 //! BENCHMARKS.md ("Instruction counts") has the figures.
 
 use serde_json::json;
 use tidesync::{Engine, RedbStore, SyncSettings, TableSpec};
-use tidesync_transport_rest::{RestTransport, TableRoutes};
+use tidesync_transport_rest::{BulkRoute, RestTransport, TableRoutes};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args()
@@ -42,11 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if url.as_deref() == Some("concurrent") {
         return concurrent(n, dir.path());
     }
-    if url.as_deref() == Some("bulk-push") {
+    if let Some(mode @ ("bulk-push" | "bulk-push-batch")) = url.as_deref() {
         let server = std::env::args()
             .nth(3)
             .ok_or("bulk-push needs a server URL")?;
-        return bulk_then_push(n, dir.path(), &server);
+        return bulk_then_push(n, dir.path(), &server, mode == "bulk-push-batch");
     }
     let mut builder = Engine::builder()
         .store(RedbStore::open(dir.path().join("probe.redb"))?)
@@ -144,10 +146,13 @@ fn bulk_then_push(
     n: usize,
     dir: &std::path::Path,
     url: &str,
+    batch: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let transport = RestTransport::builder(url)
-        .table("posts", TableRoutes::reference_server("posts"))
-        .build()?;
+    let mut routes = TableRoutes::reference_server("posts");
+    if batch {
+        routes = routes.bulk(BulkRoute::post("/api/posts/bulk"));
+    }
+    let transport = RestTransport::builder(url).table("posts", routes).build()?;
     let engine = Engine::builder()
         .store(RedbStore::open(dir.join("bulk-push.redb"))?)
         .table(TableSpec::new("posts"))

@@ -102,7 +102,11 @@ pub(crate) fn run_turn(
             Settle::Ack { entry, outcome } => {
                 // Staged, so that an answer that cannot be applied leaves nothing behind.
                 let mut staged = Staged::new(&mut *txn);
-                match db.remote().ack_push(&mut staged, entry.seq, &outcome) {
+                let sent = entry.record.as_ref();
+                match db
+                    .remote()
+                    .ack_push_as_sent(&mut staged, entry.seq, sent, outcome)
+                {
                     Ok(acked) => {
                         staged.apply()?;
                         changes.extend(acked.changes.iter().cloned());
@@ -299,5 +303,132 @@ mod tests {
         let grouped = group_heads(heads, &bulk, 2, 3);
         assert_eq!(seqs(&grouped), vec![vec![1, 3], vec![2], vec![4, 6]]);
         assert_eq!(grouped.first_left_out, Some(5));
+    }
+
+    /// A turn that settles two answers, one of which cannot be applied (the server sends an
+    /// object for an indexed field: the record row write fails after the entry was removed
+    /// and its receipt written): that one is reported `AckFailed` and leaves no trace, the
+    /// other is acknowledged, in the same commit.
+    fn an_answer_that_cannot_be_applied_fails_alone(store: &dyn tidesync_core::Store) {
+        use serde_json::json;
+        use std::sync::Arc;
+        use tidesync_core::local::{ChangeState, Schema, WriteOp};
+        use tidesync_core::{HybridClock, Record, TableSpec};
+
+        let schema = Schema::new([TableSpec::new("posts").index("rank")]).unwrap();
+        let db = LocalDb::new(schema, Arc::new(HybridClock::new()));
+        let mut txn = store.write().unwrap();
+        for id in ["good", "bad"] {
+            db.records()
+                .apply_local(
+                    &mut *txn,
+                    &[WriteOp::Put {
+                        table: "posts".into(),
+                        record: json!({"id": id, "rank": 1}),
+                    }],
+                )
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let plan = |settle: Vec<Settle>, want_requests: usize| TurnPlan {
+            epoch: Some(1),
+            settle,
+            want_requests,
+            scan_after: None,
+            held_out: HashSet::new(),
+            paused_tables: HashSet::new(),
+            bulk_tables: HashSet::new(),
+            batch_size: 50,
+            now_ms: u64::MAX,
+        };
+        let mut txn = store.write().unwrap();
+        let (sent, _) = run_turn(&db, &mut *txn, plan(Vec::new(), 2)).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(sent.requests.len(), 2);
+        let answer = |entry: &OutboxEntry, rank: serde_json::Value| {
+            let mut record: Record = entry.record.clone().unwrap();
+            record.insert("rank".into(), rank);
+            record.insert("version".into(), json!(2));
+            Settle::Ack {
+                entry: entry.clone(),
+                outcome: PushOutcome {
+                    record: Some(record),
+                    version: Some("2".into()),
+                    server_key: None,
+                    server_time_ms: None,
+                },
+            }
+        };
+        let settle: Vec<Settle> = sent
+            .requests
+            .iter()
+            .map(|group| {
+                let entry = &group[0].0;
+                match entry.key.to_string().as_str() {
+                    "bad" => answer(entry, json!({"not": "indexable"})),
+                    _ => answer(entry, json!(2)),
+                }
+            })
+            .collect();
+        let mut txn = store.write().unwrap();
+        let (done, _) = run_turn(&db, &mut *txn, plan(settle, 0)).unwrap();
+        txn.commit().unwrap();
+        let read = store.read().unwrap();
+        let kinds: Vec<&str> = done
+            .settled
+            .iter()
+            .map(|settled| match settled {
+                Settled::Acked(_) => "acked",
+                Settled::AckFailed(..) => "failed",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds.len(), 2);
+        assert!(
+            kinds.contains(&"acked") && kinds.contains(&"failed"),
+            "{kinds:?}"
+        );
+        for settled in done.settled {
+            match settled {
+                Settled::Acked(acked) => {
+                    assert_eq!(acked.entry.key, Key::from("good"));
+                    let record = db.records().get(&*read, "posts", &acked.entry.key).unwrap();
+                    assert_eq!(record.unwrap()["rank"], json!(2));
+                    assert!(matches!(
+                        db.outbox().change_state(&*read, acked.entry.seq).unwrap(),
+                        ChangeState::Settled(_)
+                    ));
+                }
+                Settled::AckFailed(entry, err) => {
+                    assert_eq!(entry.key, Key::from("bad"));
+                    assert!(err.to_string().contains("rank"), "{err}");
+                    // Nothing of the failed acknowledgement was written: the entry is still
+                    // queued and in flight, the record and its base as they were.
+                    match db.outbox().change_state(&*read, entry.seq).unwrap() {
+                        ChangeState::Pending(pending) => assert!(pending.in_flight),
+                        other => panic!("expected the entry still pending, got {other:?}"),
+                    }
+                    let record = db.records().get(&*read, "posts", &entry.key).unwrap();
+                    assert_eq!(record.unwrap()["rank"], json!(1));
+                    assert_eq!(
+                        db.records().base(&*read, "posts", &entry.key).unwrap(),
+                        None
+                    );
+                }
+                other => panic!("unexpected settlement {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_applied_fails_alone_on_the_memory_store() {
+        an_answer_that_cannot_be_applied_fails_alone(&tidesync_store_memory::MemoryStore::new());
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_applied_fails_alone_on_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tidesync_store_redb::RedbStore::open(dir.path().join("turn.redb")).unwrap();
+        an_answer_that_cannot_be_applied_fails_alone(&store);
     }
 }

@@ -31,10 +31,24 @@ impl RemoteChanges<'_> {
         seq: u64,
         outcome: &PushOutcome,
     ) -> Result<Acked> {
+        self.ack_push_as_sent(txn, seq, None, outcome.clone())
+    }
+
+    /// [`RemoteChanges::ack_push`] for a caller that kept the record the request carried
+    /// (`sent`, the entry's record as it was handed out in flight; the pusher keeps it): it is
+    /// not read from the store and decoded again. `None` reads it from the store. The answer is
+    /// taken by value: its record becomes the base without being copied.
+    pub fn ack_push_as_sent(
+        &self,
+        txn: &mut dyn WriteTxn,
+        seq: u64,
+        sent: Option<&Record>,
+        outcome: PushOutcome,
+    ) -> Result<Acked> {
         // An entry that points at its record row sent the row as it is: the local record is
         // then what was sent, not read a second time.
-        let (mut entry, sent_is_row) = self.db.outbox().remove_acked(txn, seq)?;
-        let spec = self.db.schema.table(&entry.table)?.clone();
+        let (mut entry, sent_is_row) = self.db.outbox().remove_acked(txn, seq, sent)?;
+        let spec = self.db.schema.table(&entry.table)?;
         let mut changes = Vec::new();
         if entry.op == Op::Delete {
             self.db
@@ -72,7 +86,7 @@ impl RemoteChanges<'_> {
             if let Some(local) = self.db.records().get(&*txn, &entry.table, &entry.key)? {
                 self.db
                     .records()
-                    .write_row(txn, &spec, &entry.key, Some(&local), None)?;
+                    .write_row(txn, spec, &entry.key, Some(&local), None)?;
                 changes.push(Change {
                     table: entry.table.clone(),
                     key: entry.key.clone(),
@@ -90,30 +104,34 @@ impl RemoteChanges<'_> {
         let sent_record = entry.record.take();
         let empty = Record::new();
         let sent = sent_record.as_ref().unwrap_or(&empty);
-        let server = self.decode_answer(txn, &spec, &entry.key, outcome.record.as_ref())?;
-        let mut base_record = server.clone().unwrap_or_else(|| sent.clone());
+        let server = self.decode_answer(txn, spec, &entry.key, outcome.record)?;
+
+        let read_local;
+        let local = match &server {
+            None => None,
+            // The row has not changed since the entry pointed at it: it is what was sent.
+            Some(_) if sent_is_row => sent_record.as_ref(),
+            Some(_) => {
+                read_local = self.db.records().get(&*txn, &entry.table, &entry.key)?;
+                read_local.as_ref()
+            }
+        };
+        // The local record with the server's fields merged in, when that changes it.
+        let merged = match (&server, local) {
+            (Some(server), Some(local)) => merge_server_fields(&spec.key, local, sent, server),
+            _ => None,
+        };
+        let mut base_record = server.unwrap_or_else(|| sent.clone());
         // The base's key field reads like the local key (a server's integer id becomes "7" in a
         // string-key table), so pulled copies compare equal to it.
         base_record.insert(spec.key.clone(), entry.key.to_json());
         let base = Base {
             record: base_record,
-            version: outcome.version.clone(),
-        };
-
-        let local = match &server {
-            None => None,
-            // The row has not changed since the entry pointed at it: it is what was sent.
-            Some(_) if sent_is_row => sent_record.clone(),
-            Some(_) => self.db.records().get(&*txn, &entry.table, &entry.key)?,
-        };
-        // The local record with the server's fields merged in, when that changes it.
-        let update = match (&server, local) {
-            (Some(server), Some(local)) => merge_server_fields(&spec.key, local, sent, server),
-            _ => None,
+            version: outcome.version,
         };
         let records = self.db.records();
-        match update {
-            Some((local, merged)) => {
+        match (merged, local) {
+            (Some(merged), Some(local)) => {
                 if merged == base.record {
                     // The usual answer: the new row is the server's version, so the base is
                     // stored as "the record row" at once (no copy encoded and written, then
@@ -122,13 +140,13 @@ impl RemoteChanges<'_> {
                         txn,
                         &entry.table,
                         &entry.key,
-                        Some(&local),
+                        Some(local),
                         &merged,
                         base.version.as_deref(),
                     )?;
                 } else {
                     records.set_base(txn, &entry.table, &entry.key, Some(&base))?;
-                    records.write_row(txn, &spec, &entry.key, Some(&local), Some(&merged))?;
+                    records.write_row(txn, spec, &entry.key, Some(local), Some(&merged))?;
                 }
                 changes.push(Change {
                     table: entry.table.clone(),
@@ -138,7 +156,7 @@ impl RemoteChanges<'_> {
                     origin: Origin::PushAck,
                 });
             }
-            None => records.set_base(txn, &entry.table, &entry.key, Some(&base))?,
+            _ => records.set_base(txn, &entry.table, &entry.key, Some(&base))?,
         }
 
         entry.record = sent_record;
@@ -170,15 +188,21 @@ impl RemoteChanges<'_> {
 /// edited locally since `sent` was sent keeps the local edit.
 fn merge_server_fields(
     key_field: &str,
-    local: Record,
+    local: &Record,
     sent: &Record,
     server: &Record,
-) -> Option<(Record, Record)> {
-    let mut merged = local.clone();
-    for (field, value) in server {
-        if field != key_field && local.get(field) == sent.get(field) {
-            merged.insert(field.clone(), value.clone());
-        }
+) -> Option<Record> {
+    let takes = |(field, value): &(&String, &serde_json::Value)| {
+        field.as_str() != key_field
+            && local.get(field.as_str()) == sent.get(field.as_str())
+            && local.get(field.as_str()) != Some(*value)
+    };
+    if !server.iter().any(|pair| takes(&pair)) {
+        return None;
     }
-    (merged != local).then_some((local, merged))
+    let mut merged = local.clone();
+    for (field, value) in server.iter().filter(|pair| takes(pair)) {
+        merged.insert(field.clone(), value.clone());
+    }
+    Some(merged)
 }

@@ -123,7 +123,8 @@ fn head(db: &LocalDb, txn: &MapTxn, key: &Key) -> Option<OutboxEntry> {
 }
 
 /// Runs `step` on one database (a step that does not apply, e.g. sending a record with no
-/// entry, does nothing). `batched`: a [`Step::Batch`] runs as one batch, else op by op.
+/// entry, does nothing). `batched`: a [`Step::Batch`] runs as one batch, else op by op; and an
+/// acknowledgement is given the record that was sent (as the pusher does), else reads it.
 fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(), String> {
     let key_of = |k: usize| Key::Str(KEYS[k].to_owned());
     let local = |txn: &mut MapTxn, op: WriteOp| {
@@ -169,7 +170,8 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(),
                     r.insert("server_field".into(), json!(n));
                     r
                 });
-                ack(db, txn, e.seq, record, Some(format!("v{n}")), None)
+                let sent = e.record.as_ref().filter(|_| batched);
+                ack(db, txn, e.seq, sent, record, Some(format!("v{n}")), None)
             }
             _ => Ok(()),
         },
@@ -179,7 +181,8 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(),
                     r.insert("id".into(), json!(KEYS[*to]));
                     r
                 });
-                ack(db, txn, e.seq, record, None, Some(key_of(*to)))
+                let sent = e.record.as_ref().filter(|_| batched);
+                ack(db, txn, e.seq, sent, record, None, Some(key_of(*to)))
             }
             _ => Ok(()),
         },
@@ -299,10 +302,13 @@ fn run(db: &LocalDb, txn: &mut MapTxn, step: &Step, batched: bool) -> Result<(),
 
 /// The server's answer to entry `seq`: its version of the record, a version token, and the key
 /// it assigned (a remap) if any.
+/// `sent`: the record the request carried, when the caller kept it (the pusher does); `None`
+/// has the acknowledgement read it from the store.
 fn ack(
     db: &LocalDb,
     txn: &mut MapTxn,
     seq: u64,
+    sent: Option<&Record>,
     record: Option<Record>,
     version: Option<String>,
     server_key: Option<Key>,
@@ -314,7 +320,7 @@ fn ack(
         server_time_ms: None,
     };
     db.remote()
-        .ack_push(txn, seq, &outcome)
+        .ack_push_as_sent(txn, seq, sent, outcome)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

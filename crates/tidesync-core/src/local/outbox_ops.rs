@@ -278,9 +278,20 @@ impl Outbox<'_> {
         after: &OutboxEntry,
         body: EntryBody<'_>,
     ) -> Result<()> {
+        self.update_state_with(txn, EntryState::of(before), after, body)
+    }
+
+    /// [`Outbox::update_entry_with`] for an entry whose state was `was`.
+    fn update_state_with(
+        &self,
+        txn: &mut dyn WriteTxn,
+        was: EntryState,
+        after: &OutboxEntry,
+        body: EntryBody<'_>,
+    ) -> Result<()> {
         self.insert_entry_with(txn, after, body)?;
         let key = seq_bytes(after.seq);
-        let (was, is) = (EntryState::of(before), EntryState::of(after));
+        let is = EntryState::of(after);
         if was.in_flight != is.in_flight {
             if is.in_flight {
                 txn.put(layout::IN_FLIGHT, &key, &[])?;
@@ -342,6 +353,20 @@ impl Outbox<'_> {
         entry: &mut OutboxEntry,
         at: RecordAt<'_>,
     ) -> Result<()> {
+        let row = match at {
+            RecordAt::InRow => txn.get(&layout::records(&entry.table), &entry.key.encode())?,
+            RecordAt::Decoded | RecordAt::Json(_) => None,
+        };
+        self.resolve_record_with_row(entry, at, row.as_deref())
+    }
+
+    /// [`Outbox::resolve_record`] with the record row already read (`None`: there is none).
+    fn resolve_record_with_row(
+        &self,
+        entry: &mut OutboxEntry,
+        at: RecordAt<'_>,
+        record_row: Option<&[u8]>,
+    ) -> Result<()> {
         match at {
             RecordAt::Decoded => {}
             RecordAt::Json(json) => {
@@ -351,8 +376,7 @@ impl Outbox<'_> {
                 );
             }
             RecordAt::InRow => {
-                let row = txn.get(&layout::records(&entry.table), &entry.key.encode())?;
-                let Some(row) = row else {
+                let Some(row) = record_row else {
                     return Err(Error::internal(format!(
                         "corrupt outbox entry #{}: it points at a record row that is missing",
                         entry.seq
@@ -361,7 +385,7 @@ impl Outbox<'_> {
                     .key(&entry.key));
                 };
                 entry.record = Some(
-                    record_row::json(&row)
+                    record_row::json(row)
                         .and_then(decode_record_json)
                         .map_err(|e| e.table(entry.table.clone()).key(&entry.key))?,
                 );
@@ -675,16 +699,29 @@ impl Outbox<'_> {
             for (k, v) in &rows {
                 scan.last_seq = Some(layout::seq_from_suffix(k)?);
                 let (mut entry, at) = decode_parts(v)?;
-                if self.may_be_ready(txn, &entry, now_ms, busy, paused_tables)? {
-                    // The record is read only for an entry that may be sent.
-                    self.resolve_record(txn, &mut entry, at)?;
-                    if self.waits_for_reference(txn, &entry)? {
-                        continue;
-                    }
-                    scan.entries.push(entry);
-                    if scan.entries.len() >= limit {
-                        return Ok(scan);
-                    }
+                if !may_be_due(&entry, now_ms, busy, paused_tables) {
+                    continue;
+                }
+                // The record row is read once, for the head check and for the record.
+                let key_bytes = entry.key.encode();
+                let row = txn.get(&layout::records(&entry.table), &key_bytes)?;
+                if !self.is_first_queued_with_row(
+                    txn,
+                    &entry.table,
+                    &key_bytes,
+                    row.as_deref(),
+                    entry.seq,
+                )? || self.db.parked().is_parked(txn, &entry.table, &entry.key)?
+                {
+                    continue;
+                }
+                self.resolve_record_with_row(&mut entry, at, row.as_deref())?;
+                if self.waits_for_reference(txn, &entry)? {
+                    continue;
+                }
+                scan.entries.push(entry);
+                if scan.entries.len() >= limit {
+                    return Ok(scan);
                 }
             }
             if end_of_queue {
@@ -692,34 +729,6 @@ impl Outbox<'_> {
                 return Ok(scan);
             }
         }
-    }
-
-    /// Whether `entry` is ready to send, but for its references (which need its record, see
-    /// [`Outbox::waits_for_reference`]).
-    fn may_be_ready(
-        &self,
-        txn: &dyn ReadTxn,
-        entry: &OutboxEntry,
-        now_ms: u64,
-        busy: &HashSet<(String, Key)>,
-        paused_tables: &HashSet<String>,
-    ) -> Result<bool> {
-        if entry.in_flight
-            || entry.dead.is_some()
-            || entry.next_attempt_at_ms > now_ms
-            || paused_tables.contains(&entry.table)
-            || busy.contains(&(entry.table.clone(), entry.key.clone()))
-        {
-            return Ok(false);
-        }
-        // Only a record's first entry can be sent; later ones wait behind it.
-        Ok(self.is_head(txn, entry)?
-            && !self.db.parked().is_parked(txn, &entry.table, &entry.key)?)
-    }
-
-    /// Whether `entry` is the first queued entry of its record.
-    fn is_head(&self, txn: &dyn ReadTxn, entry: &OutboxEntry) -> Result<bool> {
-        self.is_first_queued(txn, &entry.table, &entry.key, entry.seq)
     }
 
     /// Whether `entry` references a record whose create has not reached the server yet.
@@ -739,12 +748,17 @@ impl Outbox<'_> {
     pub fn mark_read_entry_in_flight(
         &self,
         txn: &mut dyn WriteTxn,
-        before: OutboxEntry,
+        mut entry: OutboxEntry,
     ) -> Result<OutboxEntry> {
-        let mut entry = before.clone();
+        // Only the header changes: the stored body (a copy of the record, or the pointer at
+        // the record row) is kept as it is, so the record is neither copied nor compared.
+        let was = EntryState::of(&entry);
         entry.in_flight = true;
         entry.attempts += 1;
-        self.update_entry(txn, &before, &entry)?;
+        let stored = self
+            .stored_entry(&*txn, entry.seq)?
+            .ok_or_else(|| no_entry(entry.seq))?;
+        self.update_state_with(txn, was, &entry, EntryBody::KeepFrom(&stored))?;
         Ok(entry)
     }
 
@@ -805,7 +819,7 @@ impl Outbox<'_> {
 
     /// Removes an acknowledged entry (and records it as acknowledged, for its receipt).
     pub fn remove(&self, txn: &mut dyn WriteTxn, seq: u64) -> Result<OutboxEntry> {
-        Ok(self.remove_acked(txn, seq)?.0)
+        Ok(self.remove_acked(txn, seq, None)?.0)
     }
 
     /// [`Outbox::remove`], also telling whether the entry pointed at its record row: then
@@ -814,13 +828,18 @@ impl Outbox<'_> {
         &self,
         txn: &mut dyn WriteTxn,
         seq: u64,
+        sent: Option<&Record>,
     ) -> Result<(OutboxEntry, bool)> {
         let bytes = self
             .stored_entry(&*txn, seq)?
             .ok_or_else(|| no_entry(seq))?;
         let (mut entry, at) = decode_parts(&bytes)?;
         let sent_is_row = matches!(at, RecordAt::InRow);
-        self.resolve_record(&*txn, &mut entry, at)?;
+        match sent {
+            // The caller kept the record it sent: not read and decoded a second time.
+            Some(sent) if entry.op != Op::Delete => entry.record = Some(sent.clone()),
+            _ => self.resolve_record(&*txn, &mut entry, at)?,
+        }
         self.remove_entry(txn, &entry)?;
         self.record_settlement(txn, &entry, Settlement::Acked)?;
         Ok((entry, sent_is_row))
@@ -1128,6 +1147,22 @@ pub struct ReadyScan {
     pub last_seq: Option<u64>,
     /// The scan reached the end of the queue.
     pub exhausted: bool,
+}
+
+/// Whether `entry`'s own state lets it be sent now: not in flight, not dead, due, its table not
+/// paused and its record not held out. (Being its record's head, not parked and its references
+/// created are checked by [`Outbox::scan_ready`] with the store.)
+fn may_be_due(
+    entry: &OutboxEntry,
+    now_ms: u64,
+    busy: &HashSet<(String, Key)>,
+    paused_tables: &HashSet<String>,
+) -> bool {
+    !(entry.in_flight
+        || entry.dead.is_some()
+        || entry.next_attempt_at_ms > now_ms
+        || paused_tables.contains(&entry.table)
+        || busy.contains(&(entry.table.clone(), entry.key.clone())))
 }
 
 /// The parts of an entry's state that the in-flight and backoff indexes mirror.

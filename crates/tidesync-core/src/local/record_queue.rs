@@ -57,9 +57,21 @@ impl Outbox<'_> {
     /// The numbers listed for `table`'s record stored under `key_bytes`: its record row's
     /// header, or its `d/` row's when it has no record row.
     fn listed(&self, txn: &dyn ReadTxn, table: &str, key_bytes: &[u8]) -> Result<Listed> {
-        if let Some(row) = txn.get(&layout::records(table), key_bytes)? {
+        let row = txn.get(&layout::records(table), key_bytes)?;
+        self.listed_with_row(txn, table, key_bytes, row.as_deref())
+    }
+
+    /// [`Outbox::listed`] with the record row already read (`None`: there is none).
+    fn listed_with_row(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        key_bytes: &[u8],
+        record_row: Option<&[u8]>,
+    ) -> Result<Listed> {
+        if let Some(row) = record_row {
             return Ok(Listed {
-                seqs: record_row::seqs(&row)?,
+                seqs: record_row::seqs(row)?,
                 in_deleted_row: false,
             });
         }
@@ -115,6 +127,7 @@ impl Outbox<'_> {
     /// Whether `seq` is the first entry queued for `table`'s record `key` (only a head is
     /// ever sent). Reads the record's header and, for each number listed before `seq`, whether
     /// its entry is still there (usually none is listed before it).
+    #[cfg(test)]
     pub(super) fn is_first_queued(
         &self,
         txn: &dyn ReadTxn,
@@ -122,7 +135,21 @@ impl Outbox<'_> {
         key: &Key,
         seq: u64,
     ) -> Result<bool> {
-        let listed = self.listed(txn, table, &key.encode())?;
+        let key_bytes = key.encode();
+        let row = txn.get(&layout::records(table), &key_bytes)?;
+        self.is_first_queued_with_row(txn, table, &key_bytes, row.as_deref(), seq)
+    }
+
+    /// [`Outbox::is_first_queued`] with the record row already read (`None`: there is none).
+    pub(super) fn is_first_queued_with_row(
+        &self,
+        txn: &dyn ReadTxn,
+        table: &str,
+        key_bytes: &[u8],
+        record_row: Option<&[u8]>,
+        seq: u64,
+    ) -> Result<bool> {
+        let listed = self.listed_with_row(txn, table, key_bytes, record_row)?;
         let mut found = false;
         for listed_seq in listed.seqs {
             if listed_seq == seq {

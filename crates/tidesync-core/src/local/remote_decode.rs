@@ -176,13 +176,13 @@ impl RemoteChanges<'_> {
         txn: &mut dyn WriteTxn,
         spec: &TableSpec,
         key: &Key,
-        record: Option<&Record>,
+        record: Option<Record>,
     ) -> Result<Option<Record>> {
         let Some(record) = record else {
             return Ok(None);
         };
-        match self.decode_remote(spec, record) {
-            Ok(None) => Ok(Some(record.clone())),
+        match self.decode_remote(spec, &record) {
+            Ok(None) => Ok(Some(record)),
             Ok(Some(decoded)) => Ok(Some(decoded)),
             Err(err) => {
                 let mut sink = AppliedPage::default();
@@ -190,7 +190,7 @@ impl RemoteChanges<'_> {
                     txn,
                     &spec.name,
                     Some(key),
-                    Some(record),
+                    Some(&record),
                     &err,
                     &mut sink,
                 )?;
