@@ -99,23 +99,14 @@ pub(crate) fn run_turn(
     let mut settled = Vec::with_capacity(plan.settle.len());
     for op in plan.settle {
         match op {
-            Settle::Ack { entry, outcome } => {
-                // Staged, so that an answer that cannot be applied leaves nothing behind.
-                let mut staged = Staged::new(&mut *txn);
-                let sent = entry.record.as_ref();
-                match db
-                    .remote()
-                    .ack_push_as_sent(&mut staged, entry.seq, sent, outcome)
-                {
-                    Ok(acked) => {
-                        staged.apply()?;
-                        changes.extend(acked.changes.iter().cloned());
-                        settled.push(Settled::Acked(acked));
-                    }
-                    Err(err) if ends_cycle(&err) => return Err(err),
-                    Err(err) => settled.push(Settled::AckFailed(entry, err)),
+            Settle::Ack { entry, outcome } => match acknowledge(db, txn, &entry, outcome) {
+                Ok(acked) => {
+                    changes.extend(acked.changes.iter().cloned());
+                    settled.push(Settled::Acked(acked));
                 }
-            }
+                Err(err) if ends_cycle(&err) => return Err(err),
+                Err(err) => settled.push(Settled::AckFailed(entry, err)),
+            },
             Settle::Retry {
                 entry,
                 at_ms,
@@ -201,6 +192,33 @@ pub(crate) fn run_turn(
         },
         changes,
     ))
+}
+
+/// Records one acknowledgement so that an answer that cannot be applied leaves nothing
+/// behind: as a part of the turn's transaction that is undone on failure, or, where the store
+/// cannot undo a part, staged over it and applied on success.
+fn acknowledge(
+    db: &LocalDb,
+    txn: &mut dyn WriteTxn,
+    entry: &OutboxEntry,
+    outcome: PushOutcome,
+) -> tidesync_core::Result<Acked> {
+    let sent = entry.record.as_ref();
+    if txn.begin_part() {
+        return match db.remote().ack_push_as_sent(txn, entry.seq, sent, outcome) {
+            Ok(acked) => txn.keep_part().map(|()| acked),
+            Err(err) => {
+                txn.undo_part()?;
+                Err(err)
+            }
+        };
+    }
+    let mut staged = Staged::new(txn);
+    let acked = db
+        .remote()
+        .ack_push_as_sent(&mut staged, entry.seq, sent, outcome)?;
+    staged.apply()?;
+    Ok(acked)
 }
 
 /// Failures that end a push cycle (as opposed to failures of one entry).

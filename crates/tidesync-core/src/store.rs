@@ -103,6 +103,24 @@ pub trait WriteTxn: ReadTxn {
         }
         Ok(())
     }
+    /// Opens a part of this transaction that can be undone alone, e.g. one acknowledgement
+    /// among the many a push turn commits together: the writes from now on are kept
+    /// ([`WriteTxn::keep_part`]) or undone ([`WriteTxn::undo_part`]) as one. Returns `false`
+    /// when the backend cannot (the default): the caller then buffers the part itself
+    /// ([`Staged`](crate::local::Staged)). Parts do not nest.
+    fn begin_part(&mut self) -> bool {
+        false
+    }
+    /// Keeps the writes of the open part and closes it.
+    fn keep_part(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Undoes every write made since [`WriteTxn::begin_part`] and closes the part.
+    fn undo_part(&mut self) -> Result<(), Error> {
+        Err(Error::internal(
+            "this transaction cannot undo a part of itself",
+        ))
+    }
     /// Makes every write of this transaction visible and durable, atomically.
     fn commit(self: Box<Self>) -> Result<(), Error>;
 }

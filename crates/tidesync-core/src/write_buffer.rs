@@ -21,7 +21,22 @@ pub struct WriteBuffer {
     /// Per keyspace (a transaction touches a handful: a sorted map beats hashing the name).
     keyspaces: BTreeMap<String, BufferedRows>,
     bytes: usize,
+    /// While a part is open ([`WriteBuffer::begin_part`]): how to undo it.
+    part: Option<UndoLog>,
 }
+
+/// What the writes of an open part replaced, so that it can be undone.
+#[derive(Debug)]
+struct UndoLog {
+    /// The buffer's byte count when the part began.
+    bytes: usize,
+    /// One per write, oldest first.
+    replaced: Vec<Replaced>,
+}
+
+/// What one write replaced: its keyspace, its key, and what the buffer held for that key
+/// before it (`None`: nothing; `Some(None)`: a buffered delete).
+type Replaced = (String, Vec<u8>, Option<Option<Vec<u8>>>);
 
 impl WriteBuffer {
     /// An empty buffer.
@@ -41,17 +56,67 @@ impl WriteBuffer {
 
     fn record(&mut self, keyspace: &str, key: &[u8], value: Option<Vec<u8>>) {
         self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        match self.keyspaces.get_mut(keyspace) {
-            Some(rows) => {
-                rows.insert(key.to_vec(), value);
-            }
+        let replaced = match self.keyspaces.get_mut(keyspace) {
+            Some(rows) => rows.insert(key.to_vec(), value),
             None => {
                 self.keyspaces.insert(
                     keyspace.to_owned(),
                     BufferedRows::from([(key.to_vec(), value)]),
                 );
+                None
+            }
+        };
+        if let Some(part) = &mut self.part {
+            part.replaced
+                .push((keyspace.to_owned(), key.to_vec(), replaced));
+        }
+    }
+
+    /// Opens a part: the writes from now on can be undone together ([`WriteBuffer::undo_part`])
+    /// or kept ([`WriteBuffer::keep_part`]). Opening a part while one is open keeps the open
+    /// one's writes and starts anew. Taking rows out of the buffer ([`WriteBuffer::take`],
+    /// [`WriteBuffer::drain`]) ends the part: what left the buffer cannot be undone here.
+    pub fn begin_part(&mut self) {
+        self.part = Some(UndoLog {
+            bytes: self.bytes,
+            replaced: Vec::new(),
+        });
+    }
+
+    /// Whether a part is open.
+    pub fn part_open(&self) -> bool {
+        self.part.is_some()
+    }
+
+    /// Keeps the open part's writes (they stay buffered) and closes it.
+    pub fn keep_part(&mut self) {
+        self.part = None;
+    }
+
+    /// Undoes every write of the open part and closes it: the buffer holds what it held when
+    /// the part began. `false` when no part was open (nothing is changed).
+    pub fn undo_part(&mut self) -> bool {
+        let Some(part) = self.part.take() else {
+            return false;
+        };
+        for (keyspace, key, before) in part.replaced.into_iter().rev() {
+            let Some(rows) = self.keyspaces.get_mut(&keyspace) else {
+                continue;
+            };
+            match before {
+                Some(value) => {
+                    rows.insert(key, value);
+                }
+                None => {
+                    rows.remove(&key);
+                    if rows.is_empty() {
+                        self.keyspaces.remove(&keyspace);
+                    }
+                }
             }
         }
+        self.bytes = part.bytes;
+        true
     }
 
     /// What the buffer says about `key`: `None` if it holds nothing for it, `Some(None)` for a
@@ -139,6 +204,7 @@ impl WriteBuffer {
 
     /// Takes the buffered rows of one keyspace out (`None` if it has none).
     pub fn take(&mut self, keyspace: &str) -> Option<BufferedRows> {
+        self.part = None;
         let rows = self.keyspaces.remove(keyspace)?;
         let bytes: usize = rows
             .iter()
@@ -150,6 +216,7 @@ impl WriteBuffer {
 
     /// Takes every buffered row out, per keyspace, leaving the buffer empty.
     pub fn drain(&mut self) -> impl Iterator<Item = (String, BufferedRows)> + use<> {
+        self.part = None;
         self.bytes = 0;
         std::mem::take(&mut self.keyspaces).into_iter()
     }
@@ -335,5 +402,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One write to a buffer: a put of `Some(value)` or a delete, in one of three keyspaces,
+    /// of one of four keys.
+    type Write = (u8, u8, Option<u8>);
+
+    fn apply(buffer: &mut WriteBuffer, writes: &[Write]) {
+        for &(keyspace, key, value) in writes {
+            let keyspace = format!("k{}", keyspace % 3);
+            let key = [key % 4];
+            match value {
+                Some(v) => buffer.put(&keyspace, &key, &[v]),
+                None => buffer.delete(&keyspace, &key),
+            }
+        }
+    }
+
+    /// Everything the buffer holds, as `drain` would hand it over, and its byte count.
+    fn contents(buffer: &WriteBuffer) -> (Vec<(String, BufferedRows)>, usize) {
+        let rows = buffer
+            .keyspaces
+            .iter()
+            .map(|(k, rows)| (k.clone(), rows.clone()))
+            .collect();
+        (rows, buffer.bytes())
+    }
+
+    proptest::proptest! {
+        /// Undoing a part leaves the buffer exactly as it was when the part began (what a
+        /// commit would hand over, and the byte count); keeping it leaves what the writes made.
+        #[test]
+        fn an_undone_part_leaves_the_buffer_as_it_was(
+            before in proptest::collection::vec(proptest::prelude::any::<Write>(), 0..12),
+            during in proptest::collection::vec(proptest::prelude::any::<Write>(), 0..12),
+        ) {
+            let mut buffer = WriteBuffer::new();
+            apply(&mut buffer, &before);
+            let at_begin = contents(&buffer);
+            buffer.begin_part();
+            apply(&mut buffer, &during);
+            let mut kept = WriteBuffer::new();
+            apply(&mut kept, &before);
+            apply(&mut kept, &during);
+            proptest::prop_assert_eq!(&contents(&buffer).0, &contents(&kept).0);
+            proptest::prop_assert!(buffer.undo_part());
+            proptest::prop_assert_eq!(contents(&buffer), at_begin);
+            proptest::prop_assert!(!buffer.part_open() && !buffer.undo_part());
+
+            buffer.begin_part();
+            apply(&mut buffer, &during);
+            buffer.keep_part();
+            proptest::prop_assert!(!buffer.undo_part(), "a kept part cannot be undone");
+            proptest::prop_assert_eq!(contents(&buffer).0, contents(&kept).0);
+        }
+    }
+
+    #[test]
+    fn taking_rows_out_ends_the_part() {
+        let mut buffer = WriteBuffer::new();
+        buffer.begin_part();
+        buffer.put("t", b"a", b"1");
+        let _ = buffer.take("t");
+        assert!(!buffer.part_open() && !buffer.undo_part());
+        buffer.begin_part();
+        buffer.put("t", b"a", b"1");
+        let _ = buffer.drain().count();
+        assert!(!buffer.part_open() && !buffer.undo_part());
     }
 }

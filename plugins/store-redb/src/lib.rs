@@ -469,9 +469,10 @@ impl RedbWrite {
         }
     }
 
-    /// Hands the buffer to redb once it holds more than `spill_bytes` (bounds its memory).
+    /// Hands the buffer to redb once it holds more than `spill_bytes` (bounds its memory);
+    /// never while a part is open: what reached redb could not be undone.
     fn spill_if_large(&mut self) -> Result<()> {
-        if self.overlay.bytes() > self.spill_bytes {
+        if self.overlay.bytes() > self.spill_bytes && !self.overlay.part_open() {
             self.flush()?;
         }
         Ok(())
@@ -525,7 +526,7 @@ impl WriteTxn for RedbWrite {
     /// first), skipping the buffer; reads of the keyspace then go to the transaction, as after
     /// a spill. A few rows are buffered like single puts: opening the table costs more.
     fn put_rows(&mut self, keyspace: &str, mut rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        if rows.len() < DIRECT_ROWS {
+        if rows.len() < DIRECT_ROWS || self.overlay.part_open() {
             for (key, value) in rows {
                 self.overlay.put(keyspace, &key, &value);
             }
@@ -556,6 +557,28 @@ impl WriteTxn for RedbWrite {
         // Removing a key that is not there is a no-op at commit.
         self.overlay.delete(keyspace, key);
         self.spill_if_large()
+    }
+
+    /// A part is undone in the buffer: its writes stay there until it ends (no spill).
+    fn begin_part(&mut self) -> bool {
+        self.overlay.begin_part();
+        true
+    }
+
+    fn keep_part(&mut self) -> Result<()> {
+        self.overlay.keep_part();
+        // What the part could not spill goes now if the buffer grew large.
+        self.spill_if_large()
+    }
+
+    fn undo_part(&mut self) -> Result<()> {
+        if self.overlay.undo_part() {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "redb store: no part of the transaction to undo",
+            ))
+        }
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
@@ -669,7 +692,8 @@ mod tests {
     }
 
     /// Buffered writes over committed rows read exactly like a model map, with and without
-    /// spilling the buffer into redb mid-transaction.
+    /// spilling the buffer into redb mid-transaction, with parts of transactions kept or
+    /// undone along the way (no spill while a part is open).
     fn reads_match_the_model(spill_bytes: usize) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path().join("t.redb")).unwrap();
@@ -679,7 +703,24 @@ mod tests {
         for _round in 0..12 {
             let mut txn = store.begin(spill_bytes).unwrap();
             let mut shadow = model.clone();
+            // The shadow as it was when the open part began (see `WriteTxn::begin_part`).
+            let mut part: Option<Model> = None;
             for _op in 0..40 {
+                match (&part, rng.next(6)) {
+                    (None, 0) => {
+                        assert!(txn.begin_part());
+                        part = Some(shadow.clone());
+                    }
+                    (Some(_), 0) => {
+                        txn.undo_part().unwrap();
+                        shadow = part.take().unwrap();
+                    }
+                    (Some(_), 1) => {
+                        txn.keep_part().unwrap();
+                        part = None;
+                    }
+                    _ => {}
+                }
                 let ks = keyspaces[rng.next(3) as usize];
                 let key = vec![b'k', rng.next(20) as u8];
                 match rng.next(4) {
@@ -712,6 +753,9 @@ mod tests {
                     txn.get(ks, &lo).unwrap(),
                     shadow.get(&(ks.to_owned(), lo.clone())).cloned()
                 );
+            }
+            if part.take().is_some() {
+                txn.keep_part().unwrap();
             }
             if rng.next(3) == 0 {
                 drop(txn); // rolled back
