@@ -129,6 +129,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         write_txn_reads_its_own_writes,
     ),
     ("put_rows_is_puts_in_order", put_rows_is_puts_in_order),
+    ("parts_are_undone_alone", parts_are_undone_alone),
     ("range_scans", range_scans),
     ("prefix_scans", prefix_scans),
     ("len_counts_keys", len_counts_keys),
@@ -560,6 +561,62 @@ pub fn put_rows_is_puts_in_order(factory: &dyn StoreFactory) {
         c.get(&*c.read(), &other, b"x"),
         Some(b"untouched".to_vec()),
         "the other keyspace",
+    );
+}
+
+/// A store that offers parts of a transaction (`WriteTxn::begin_part` returns `true`) undoes
+/// one alone: its puts, overwrites and deletes, in two keyspaces, leave reads as they were
+/// before it, writes before and after it stay, a kept part stays, and the commit holds exactly
+/// that. A store that does not offer them passes (the engine stages such parts itself).
+pub fn parts_are_undone_alone(factory: &dyn StoreFactory) {
+    let c = Check::open(factory, "parts_are_undone_alone");
+    let ks = c.ks("parts");
+    let other = c.ks("parts_other");
+    let mut model = model_of(&sample_keys());
+    c.fill(&ks, &model.clone().into_iter().collect::<Vec<_>>());
+    let probes: Vec<Vec<u8>> = probe_keys()
+        .into_iter()
+        .chain([b"new".to_vec(), b"ab".to_vec()])
+        .collect();
+    let mut w = c.write();
+    c.ok(w.put(&ks, b"before", b"kept"), "put before the part");
+    model.insert(b"before".to_vec(), b"kept".to_vec());
+    if !w.begin_part() {
+        return;
+    }
+    c.ok(w.put(&ks, b"new", b"undone"), "put in the part");
+    c.ok(
+        w.put(&ks, b"before", b"overwritten, undone"),
+        "overwrite in the part",
+    );
+    c.ok(
+        w.put(&ks, b"ab", b"overwritten, undone"),
+        "overwrite in the part",
+    );
+    c.ok(w.discard(&ks, b"aa"), "discard in the part");
+    c.ok(w.put(&other, b"x", b"undone"), "put in another keyspace");
+    c.ok(w.undo_part(), "undo_part");
+    c.reads_like(&*w, &ks, &model, &probes, "after the part was undone");
+    c.eq(
+        c.get(&*w, &other, b"x"),
+        None,
+        "the other keyspace after the undo",
+    );
+    if !w.begin_part() {
+        c.fail("begin_part said yes, then no");
+    }
+    c.ok(w.put(&ks, b"new", b"kept part"), "put in a kept part");
+    model.insert(b"new".to_vec(), b"kept part".to_vec());
+    c.ok(w.keep_part(), "keep_part");
+    c.ok(w.put(&ks, b"after", b"kept"), "put after the part");
+    model.insert(b"after".to_vec(), b"kept".to_vec());
+    c.reads_like(&*w, &ks, &model, &probes, "after the kept part");
+    c.commit(w);
+    c.reads_like(&*c.read(), &ks, &model, &probes, "after the commit");
+    c.eq(
+        c.get(&*c.read(), &other, b"x"),
+        None,
+        "the other keyspace after the commit",
     );
 }
 

@@ -60,6 +60,7 @@ checks!(
     snapshot_isolation,
     write_txn_reads_its_own_writes,
     put_rows_is_puts_in_order,
+    parts_are_undone_alone,
     range_scans,
     prefix_scans,
     len_counts_keys,
