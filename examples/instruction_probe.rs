@@ -110,6 +110,13 @@ fn raw_commits(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+/// The `n` records a bulk mode writes (the same as the sequential modes write one by one).
+fn probe_records(n: usize) -> Vec<serde_json::Value> {
+    let body = "x".repeat(200);
+    let run = std::process::id();
+    (0..n).map(|i| probe_record(run, i, &body)).collect()
+}
+
 fn probe_record(run: u32, i: usize, body: &str) -> serde_json::Value {
     json!({"id": format!("k{run}-{i:08}"), "title": "probe", "body": body, "n": i})
 }
@@ -123,9 +130,7 @@ fn bulk(n: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body = "x".repeat(200);
-    let run = std::process::id();
-    let records: Vec<serde_json::Value> = (0..n).map(|i| probe_record(run, i, &body)).collect();
+    let records = probe_records(n);
     let report = runtime.block_on(async {
         engine
             .table::<serde_json::Value>("posts")?
@@ -167,9 +172,7 @@ fn bulk_then_push(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body = "x".repeat(200);
-    let run = std::process::id();
-    let records: Vec<serde_json::Value> = (0..n).map(|i| probe_record(run, i, &body)).collect();
+    let records = probe_records(n);
     runtime.block_on(async {
         let posts = engine.table::<serde_json::Value>("posts")?;
         posts

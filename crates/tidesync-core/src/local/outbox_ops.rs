@@ -534,24 +534,14 @@ impl Outbox<'_> {
         Ok(out)
     }
 
-    /// Queue depth and oldest entry of `table`: one read of the table's queue index rows and
-    /// of the dead-letter numbers (no counter is kept on the write path, layout v2), and one
-    /// entry read.
+    /// Queue depth and oldest entry of `table`: one walk over the outbox for the table's
+    /// entries and one read of the dead-letter numbers (no counter is kept on the write path,
+    /// layout v2), and one entry read.
     pub fn stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
-        let dead: HashSet<u64> = txn
-            .range(
-                layout::DEAD,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                None,
-                false,
-            )?
-            .iter()
-            .map(|(k, _)| layout::seq_from_suffix(k))
-            .collect::<Result<_>>()?;
+        let dead = dead_keys(txn)?;
         let (mut depth, mut oldest) = (0u64, None::<u64>);
         self.for_each_table_entry(txn, table, |seq, _| {
-            depth += u64::from(!dead.contains(&seq));
+            depth += u64::from(!dead.contains(seq_bytes(seq).as_slice()));
             oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
             Ok(true)
         })?;
@@ -580,17 +570,7 @@ impl Outbox<'_> {
         &self,
         txn: &dyn ReadTxn,
     ) -> Result<std::collections::BTreeMap<String, OutboxStats>> {
-        let dead: HashSet<Vec<u8>> = txn
-            .range(
-                layout::DEAD,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                None,
-                false,
-            )?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let dead = dead_keys(txn)?;
         let mut by_table: std::collections::HashMap<Vec<u8>, OutboxStats> = Default::default();
         self.for_each_outbox_row(txn, |key, stored| {
             let table = super::entry_codec::entry_table(stored)?;
@@ -1147,6 +1127,18 @@ pub struct ReadyScan {
     pub last_seq: Option<u64>,
     /// The scan reached the end of the queue.
     pub exhausted: bool,
+}
+
+/// The outbox keys (sequence numbers, as stored) of every dead-lettered entry.
+fn dead_keys(txn: &dyn ReadTxn) -> Result<HashSet<Vec<u8>>> {
+    let rows = txn.range(
+        layout::DEAD,
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Unbounded,
+        None,
+        false,
+    )?;
+    Ok(rows.into_iter().map(|(key, _)| key).collect())
 }
 
 /// Whether `entry`'s own state lets it be sent now: not in flight, not dead, due, its table not
