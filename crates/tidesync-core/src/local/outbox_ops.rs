@@ -538,7 +538,7 @@ impl Outbox<'_> {
     /// entries and one read of the dead-letter numbers (no counter is kept on the write path,
     /// layout v2), and one entry read.
     pub fn stats(&self, txn: &dyn ReadTxn, table: &str) -> Result<OutboxStats> {
-        let dead = dead_keys(txn)?;
+        let dead: HashSet<Vec<u8>> = dead_keys(txn)?.into_iter().collect();
         let (mut depth, mut oldest) = (0u64, None::<u64>);
         self.for_each_table_entry(txn, table, |seq, _| {
             depth += u64::from(!dead.contains(seq_bytes(seq).as_slice()));
@@ -570,7 +570,7 @@ impl Outbox<'_> {
         &self,
         txn: &dyn ReadTxn,
     ) -> Result<std::collections::BTreeMap<String, OutboxStats>> {
-        let dead = dead_keys(txn)?;
+        let dead: HashSet<Vec<u8>> = dead_keys(txn)?.into_iter().collect();
         let mut by_table: std::collections::HashMap<Vec<u8>, OutboxStats> = Default::default();
         self.for_each_outbox_row(txn, |key, stored| {
             let table = super::entry_codec::entry_table(stored)?;
@@ -893,16 +893,9 @@ impl Outbox<'_> {
 
     /// Dead-lettered entries, oldest first, optionally of one table.
     pub fn dead_letters(&self, txn: &dyn ReadTxn, table: Option<&str>) -> Result<Vec<OutboxEntry>> {
-        let rows = txn.range(
-            layout::DEAD,
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            None,
-            false,
-        )?;
         let mut out = Vec::new();
-        for (k, _) in rows {
-            let entry = self.entry_or_err(txn, layout::seq_from_suffix(&k)?)?;
+        for key in dead_keys(txn)? {
+            let entry = self.entry_or_err(txn, layout::seq_from_suffix(&key)?)?;
             if table.is_none_or(|t| t == entry.table) {
                 out.push(entry);
             }
@@ -1129,8 +1122,8 @@ pub struct ReadyScan {
     pub exhausted: bool,
 }
 
-/// The outbox keys (sequence numbers, as stored) of every dead-lettered entry.
-fn dead_keys(txn: &dyn ReadTxn) -> Result<HashSet<Vec<u8>>> {
+/// The outbox keys (sequence numbers, as stored) of every dead-lettered entry, oldest first.
+fn dead_keys(txn: &dyn ReadTxn) -> Result<Vec<Vec<u8>>> {
     let rows = txn.range(
         layout::DEAD,
         std::ops::Bound::Unbounded,
