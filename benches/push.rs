@@ -21,9 +21,8 @@
 //! any durable engine could reach; a fifth, the *protocol floor*, adds the rows this engine's
 //! guarantees write (an in-flight mark before the send, a base, a receipt), so what the
 //! protocol costs can be told from what the engine's implementation adds (`push_floor`). A
-//! last section
-//! does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries per request)
-//! against raw bulk requests of the same 50 operations.
+//! last section does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries
+//! per request) against raw bulk requests of the same 50 operations.
 //!
 //! The server is the testkit's reference server on 127.0.0.1 (in process, its own thread and
 //! single-threaded runtime), fresh for every measurement. Env: `TIDESYNC_BENCH_RUNS` (default
@@ -64,7 +63,6 @@ enum StoreKind {
     DurableFloor,
     /// The durable floor plus the rows the engine's guarantees write (in-flight mark, base,
     /// receipt; `push_floor::protocol_floor_push`): the floor under this engine's protocol.
-    /// Single requests only.
     ProtocolFloor,
 }
 
@@ -104,7 +102,7 @@ fn engine_push(
         return push_floor::durable_floor_push(rt, n, concurrency, bulk);
     }
     if store == StoreKind::ProtocolFloor {
-        return push_floor::protocol_floor_push(rt, n, concurrency);
+        return push_floor::protocol_floor_push(rt, n, concurrency, bulk);
     }
     let server = ReferenceServer::start_background();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -472,6 +470,7 @@ fn main() {
                 StoreKind::Memory,
                 StoreKind::Transport,
                 StoreKind::DurableFloor,
+                StoreKind::ProtocolFloor,
             ]
             .into_iter()
             .filter(|store| {

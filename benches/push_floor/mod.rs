@@ -73,6 +73,42 @@ fn finished(
     pushed
 }
 
+/// A bulk request's body: the create ops of entries `indices`, built around the stored record
+/// bytes, as an engine would build them.
+fn bulk_body(
+    indices: impl Iterator<Item = usize>,
+    ids: &[String],
+    keys: &[String],
+    queued: &[(u64, Vec<u8>)],
+) -> Vec<u8> {
+    let mut body = b"{\"ops\":[".to_vec();
+    for (n, i) in indices.enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        let op = format!(
+            "{{\"op\":\"create\",\"id\":\"{}\",\"idempotencyKey\":\"{}\",\"record\":",
+            ids[i], keys[i]
+        );
+        body.extend_from_slice(op.as_bytes());
+        body.extend_from_slice(&queued[i].1);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// The server's versions in an answer: the record of a single request, or each result's
+/// record of a bulk one.
+fn answered_versions(answer: &Value, bulk: bool) -> Vec<&Value> {
+    if bulk {
+        let results = answer["results"].as_array().expect("results");
+        results.iter().map(|r| &r["record"]).collect()
+    } else {
+        vec![answer]
+    }
+}
+
 /// Outbox rows of the durable floor: sequence number → the record's JSON.
 const FLOOR_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Record rows of the durable floor: id → the record's JSON.
@@ -180,22 +216,7 @@ pub(crate) fn durable_floor_push(
                         .header("content-type", "application/json")
                         .header("x-tidesync-epoch", "1");
                     let request = if bulk {
-                        // The ops around the stored record bytes, as an engine would build them.
-                        let mut body = b"{\"ops\":[".to_vec();
-                        for i in range.clone() {
-                            if i > range.start {
-                                body.push(b',');
-                            }
-                            let op = format!(
-                                "{{\"op\":\"create\",\"id\":\"{}\",\"idempotencyKey\":\"{}\",\"record\":",
-                                ids[i], keys[i]
-                            );
-                            body.extend_from_slice(op.as_bytes());
-                            body.extend_from_slice(&queued[i].1);
-                            body.push(b'}');
-                        }
-                        body.extend_from_slice(b"]}");
-                        request.body(body)
+                        request.body(bulk_body(range.clone(), &ids, &keys, &queued))
                     } else {
                         let i = range.start;
                         request
@@ -206,12 +227,7 @@ pub(crate) fn durable_floor_push(
                     assert_eq!(response.status().as_u16(), if bulk { 200 } else { 201 });
                     let answer = response.bytes().await.expect("body");
                     let answer: Value = serde_json::from_slice(&answer).expect("json");
-                    let versions: Vec<&Value> = if bulk {
-                        let results = answer["results"].as_array().expect("results");
-                        results.iter().map(|r| &r["record"]).collect()
-                    } else {
-                        vec![&answer]
-                    };
+                    let versions = answered_versions(&answer, bulk);
                     assert_eq!(versions.len(), range.len());
                     for (i, version) in range.clone().zip(versions) {
                         let id = version["id"].as_str().expect("id").to_owned();
@@ -237,31 +253,44 @@ const FLOOR_SETTLED_ORDER: TableDefinition<u64, u64> = TableDefinition::new("set
 /// The next receipt ordinal.
 const FLOOR_META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// What the protocol floor's writer hands a sender: an entry marked in flight.
-type Ready = (usize, u64);
+/// What the protocol floor's writer hands a sender: an entry marked in flight (its index in
+/// the queue).
+type Ready = usize;
 
 /// The durable floor plus the rows the engine's guarantees write, still with no engine: an
-/// entry is marked in flight in a durable commit before it is sent (so a crash cannot let a
-/// later write fold into what the server may already hold), and its acknowledgement also
-/// stores the base (a marker row with the version: DESIGN invariant 7) and a receipt (two
-/// rows: the settlement and its place in the bounded trace). One writer thread runs turns as
-/// the engine's store writer does: each commit records the acknowledgements that arrived and
-/// marks the next entries, keeping `max(2 × concurrency, 32)` marked ahead of the senders,
-/// which take them from a queue. Single requests only. What is left between this and the
-/// engine is the engine's own cost: decoding and encoding entries and records, actors,
+/// entry is marked in flight in a durable commit before it is sent (DESIGN invariant 4: an
+/// entry that may be on the server is never rewritten, and a crash must not forget that), and
+/// its acknowledgement also stores the base (a marker row with the version: invariant 7) and a
+/// receipt (two rows: the settlement and its place in the bounded trace). One writer thread
+/// runs turns as the engine's store writer does: each commit records the acknowledgements that
+/// arrived and marks the next entries, keeping as many marked ahead of the answers as the
+/// engine prepares (single requests: `max(2 × concurrency, 32)`; bulk: `concurrency` requests
+/// in flight and as many prepared, `BULK_BATCH` entries each); senders take them from a queue,
+/// one entry per request or up to `BULK_BATCH` per bulk request. What is left between this and
+/// the engine is the engine's own cost: decoding and encoding entries and records, actors,
 /// events, checks.
 pub(crate) fn protocol_floor_push(
     rt: &tokio::runtime::Runtime,
     n: usize,
     concurrency: usize,
+    bulk: bool,
 ) -> Pushed {
     let server = ReferenceServer::start_background();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, _) = queued_store(dir.path(), n);
+    let (db, ids) = queued_store(dir.path(), n);
     let keys: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let url = Arc::new(format!("{}/api/posts", server.url()));
+    let url = Arc::new(if bulk {
+        format!("{}/api/posts/bulk", server.url())
+    } else {
+        format!("{}/api/posts", server.url())
+    });
     let client = common::http_client();
-    let ahead = (2 * concurrency).max(32);
+    let per_request = if bulk { BULK_BATCH } else { 1 };
+    let ahead = if bulk {
+        2 * concurrency * BULK_BATCH
+    } else {
+        (2 * concurrency).max(32)
+    };
     let cpu = common::process_cpu();
     let start = Instant::now();
     let queued = Arc::new(read_queue(&db));
@@ -272,6 +301,8 @@ pub(crate) fn protocol_floor_push(
     let writer = {
         let (db, queued) = (db.clone(), queued.clone());
         std::thread::spawn(move || {
+            // Dropped once every entry is marked: the senders then stop when the queue is empty.
+            let mut ready_tx = Some(ready_tx);
             let (mut marked, mut recorded, mut ordinal) = (0usize, 0usize, 0u64);
             while recorded < n {
                 // Wait for an acknowledgement only when nothing more can be marked.
@@ -320,49 +351,73 @@ pub(crate) fn protocol_floor_push(
                     }
                 }
                 txn.commit().expect("commit");
-                for i in marked..marked + mark {
-                    ready_tx.send((i, queued[i].0)).expect("senders");
+                if let Some(ready) = &ready_tx {
+                    for i in marked..marked + mark {
+                        ready.send(i).expect("senders");
+                    }
                 }
                 marked += mark;
+                if marked == n {
+                    ready_tx = None;
+                }
                 recorded += group.len();
             }
         })
     };
-    let keys = Arc::new(keys);
+    let (keys, ids) = (Arc::new(keys), Arc::new(ids));
     rt.block_on(async {
-        let sent = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
-            let (client, queued, keys, url, ready, acks, sent) = (
+            let (client, queued, keys, ids, url, ready, acks) = (
                 client.clone(),
                 queued.clone(),
                 keys.clone(),
+                ids.clone(),
                 url.clone(),
                 ready_rx.clone(),
                 acks.clone(),
-                sent.clone(),
             );
             tasks.spawn(async move {
-                while sent.fetch_add(1, Ordering::Relaxed) < n {
-                    let Some((i, seq)) = ready.lock().await.recv().await else {
-                        break;
+                loop {
+                    // One request: the next marked entry, and for a bulk request as many more
+                    // as are marked, up to `BULK_BATCH`.
+                    let taken: Vec<usize> = {
+                        let mut ready = ready.lock().await;
+                        let Some(first) = ready.recv().await else {
+                            break;
+                        };
+                        let mut taken = vec![first];
+                        while taken.len() < per_request {
+                            match ready.try_recv() {
+                                Ok(i) => taken.push(i),
+                                Err(_) => break,
+                            }
+                        }
+                        taken
                     };
-                    let response = client
+                    let request = client
                         .post(url.as_str())
                         .header("content-type", "application/json")
-                        .header("x-tidesync-epoch", "1")
-                        .header("idempotency-key", keys[i].as_str())
-                        .body(queued[i].1.clone())
-                        .send()
-                        .await
-                        .expect("send");
-                    assert_eq!(response.status().as_u16(), 201);
+                        .header("x-tidesync-epoch", "1");
+                    let request = if bulk {
+                        request.body(bulk_body(taken.iter().copied(), &ids, &keys, &queued))
+                    } else {
+                        request
+                            .header("idempotency-key", keys[taken[0]].as_str())
+                            .body(queued[taken[0]].1.clone())
+                    };
+                    let response = request.send().await.expect("send");
+                    assert_eq!(response.status().as_u16(), if bulk { 200 } else { 201 });
                     let answer = response.bytes().await.expect("body");
-                    let version: Value = serde_json::from_slice(&answer).expect("json");
-                    let id = version["id"].as_str().expect("id").to_owned();
-                    let token = version["version"].to_string();
-                    acks.send((seq, id, token, answer.to_vec()))
-                        .expect("writer");
+                    let answer: Value = serde_json::from_slice(&answer).expect("json");
+                    let versions = answered_versions(&answer, bulk);
+                    assert_eq!(versions.len(), taken.len());
+                    for (i, version) in taken.into_iter().zip(versions) {
+                        let id = version["id"].as_str().expect("id").to_owned();
+                        let token = version["version"].to_string();
+                        let bytes = serde_json::to_vec(version).expect("encode");
+                        acks.send((queued[i].0, id, token, bytes)).expect("writer");
+                    }
                 }
             });
         }
