@@ -40,6 +40,7 @@ pub(crate) enum Settle {
 /// What a [`Settle`] became once committed.
 #[derive(Debug)]
 pub(crate) enum Settled {
+    /// Its changes were moved to the turn's (the writer announces them), so `changes` is empty.
     Acked(Acked),
     /// The server took it, but its answer could not be applied here (e.g. a key the table
     /// cannot hold). Nothing of that ack was written; the entry is still in flight.
@@ -99,9 +100,10 @@ pub(crate) fn run_turn(
     let mut settled = Vec::with_capacity(plan.settle.len());
     for op in plan.settle {
         match op {
-            Settle::Ack { entry, outcome } => match acknowledge(db, txn, &entry, outcome) {
-                Ok(acked) => {
-                    changes.extend(acked.changes.iter().cloned());
+            Settle::Ack { mut entry, outcome } => match acknowledge(db, txn, &mut entry, outcome) {
+                Ok(mut acked) => {
+                    // Announced by the writer once the turn commits; nobody reads them here.
+                    changes.append(&mut acked.changes);
                     settled.push(Settled::Acked(acked));
                 }
                 Err(err) if ends_cycle(&err) => return Err(err),
@@ -196,14 +198,16 @@ pub(crate) fn run_turn(
 
 /// Records one acknowledgement so that an answer that cannot be applied leaves nothing
 /// behind: as a part of the turn's transaction that is undone on failure, or, where the store
-/// cannot undo a part, staged over it and applied on success.
+/// cannot undo a part, staged over it and applied on success. The record the request carried
+/// moves from `entry` into the acknowledgement (a failed one is dead-lettered by its
+/// sequence number, from the stored entry).
 fn acknowledge(
     db: &LocalDb,
     txn: &mut dyn WriteTxn,
-    entry: &OutboxEntry,
+    entry: &mut OutboxEntry,
     outcome: PushOutcome,
 ) -> tidesync_core::Result<Acked> {
-    let sent = entry.record.as_ref();
+    let sent = entry.record.take();
     if txn.begin_part() {
         return match db.remote().ack_push_as_sent(txn, entry.seq, sent, outcome) {
             Ok(acked) => txn.keep_part().map(|()| acked),

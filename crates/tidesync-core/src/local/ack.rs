@@ -36,13 +36,13 @@ impl RemoteChanges<'_> {
 
     /// [`RemoteChanges::ack_push`] for a caller that kept the record the request carried
     /// (`sent`, the entry's record as it was handed out in flight; the pusher keeps it): it is
-    /// not read from the store and decoded again. `None` reads it from the store. The answer is
-    /// taken by value: its record becomes the base without being copied.
+    /// not read from the store and decoded again, nor copied. `None` reads it from the store.
+    /// The answer is taken by value: its record becomes the base without being copied.
     pub fn ack_push_as_sent(
         &self,
         txn: &mut dyn WriteTxn,
         seq: u64,
-        sent: Option<&Record>,
+        sent: Option<Record>,
         outcome: PushOutcome,
     ) -> Result<Acked> {
         // An entry that points at its record row sent the row as it is: the local record is
@@ -192,10 +192,14 @@ fn merge_server_fields(
     sent: &Record,
     server: &Record,
 ) -> Option<Record> {
+    // The usual acknowledgement: the local record is the very record sent (the row did not
+    // change in flight), so no field was edited since and none need comparing with `sent`.
+    let unedited = std::ptr::eq(local, sent);
     let takes = |(field, value): &(&String, &serde_json::Value)| {
+        let here = local.get(field.as_str());
         field.as_str() != key_field
-            && local.get(field.as_str()) == sent.get(field.as_str())
-            && local.get(field.as_str()) != Some(*value)
+            && (unedited || here == sent.get(field.as_str()))
+            && here != Some(*value)
     };
     if !server.iter().any(|pair| takes(&pair)) {
         return None;

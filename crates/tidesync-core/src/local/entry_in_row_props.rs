@@ -320,7 +320,7 @@ fn ack(
         server_time_ms: None,
     };
     db.remote()
-        .ack_push_as_sent(txn, seq, sent, outcome)
+        .ack_push_as_sent(txn, seq, sent.cloned(), outcome)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

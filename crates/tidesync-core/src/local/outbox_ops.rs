@@ -808,7 +808,7 @@ impl Outbox<'_> {
         &self,
         txn: &mut dyn WriteTxn,
         seq: u64,
-        sent: Option<&Record>,
+        sent: Option<Record>,
     ) -> Result<(OutboxEntry, bool)> {
         let bytes = self
             .stored_entry(&*txn, seq)?
@@ -817,7 +817,7 @@ impl Outbox<'_> {
         let sent_is_row = matches!(at, RecordAt::InRow);
         match sent {
             // The caller kept the record it sent: not read and decoded a second time.
-            Some(sent) if entry.op != Op::Delete => entry.record = Some(sent.clone()),
+            Some(sent) if entry.op != Op::Delete => entry.record = Some(sent),
             _ => self.resolve_record(&*txn, &mut entry, at)?,
         }
         self.remove_entry(txn, &entry)?;
