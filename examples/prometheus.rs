@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         "tidesync_records_applied_total{",
         "tidesync_request_duration_seconds_count{",
         "tidesync_sync_cycle_duration_seconds_count{",
+        "tidesync_store_commit_duration_seconds_count{",
         "tidesync_leader{",
     ];
     for line in text.lines() {
@@ -102,6 +103,18 @@ async fn main() -> anyhow::Result<()> {
         "three acknowledged pushes should be counted"
     );
     ensure!(text.contains("tidesync_request_duration_seconds_bucket{"));
+    // Every write reached the store through the writer's group commits: the three puts each
+    // committed alone (each awaited before the next), then the sync's own commits.
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tidesync_store_commit_duration_seconds_count{"))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        commits >= 4,
+        "store commits should be counted: three writes and the sync, got {commits}"
+    );
 
     engine.shutdown();
     metrics.shutdown();

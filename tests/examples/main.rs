@@ -252,6 +252,20 @@ fn prometheus() {
                 && l.ends_with(" 3")),
         "no acked push counter in the scrape:\n{run}"
     );
+    let commits: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix("tidesync_store_commit_duration_seconds_count{")
+        })
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        commits >= 4,
+        "the three writes and the sync commit through the store writer:\n{run}"
+    );
 }
 
 /// Kills the child when the test ends, whatever happens.

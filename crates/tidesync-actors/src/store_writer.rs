@@ -20,12 +20,15 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 
 use tidesync_core::local::{Change, LocalDb, LocalWritten, Origin, Staged, WriteOp};
 use tidesync_core::{Error, ErrorKind, Result, Store, WriteTxn};
+
+use crate::telemetry;
 
 /// Most write jobs committed in one transaction.
 const MAX_GROUP: usize = 1024;
@@ -272,7 +275,8 @@ pub struct OutboxChanged;
 pub struct GetStoreWriter;
 
 enum Msg {
-    Job(Box<dyn WriterJob>),
+    /// A job, and when it was submitted (for [`telemetry::STORE_QUEUE_WAIT`]).
+    Job(Box<dyn WriterJob>, Instant),
     Stop,
 }
 
@@ -324,7 +328,7 @@ impl StoreWriter {
             return;
         }
         // A send error means the thread exited: dropping the job closes its reply channel.
-        let _ = self.tx.send(Msg::Job(job));
+        let _ = self.tx.send(Msg::Job(job, Instant::now()));
     }
 }
 
@@ -445,10 +449,14 @@ impl WriterThread {
         while !stopping {
             let Ok(first) = rx.recv() else { return };
             let mut group = Vec::new();
+            let mut oldest: Option<Instant> = None;
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
-                    Msg::Job(job) => group.push(job),
+                    Msg::Job(job, submitted) => {
+                        oldest.get_or_insert(submitted);
+                        group.push(job);
+                    }
                     Msg::Stop => {
                         stopping = true;
                         break;
@@ -470,9 +478,15 @@ impl WriterThread {
             }
             expected = group.len();
             let (store, db, changes) = (&*self.store, &self.db, &self.changes);
+            let mut times = GroupTimes {
+                queue_wait: oldest.map_or(Duration::ZERO, |at| at.elapsed()),
+                ..GroupTimes::default()
+            };
             let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                commit_group(store, db, group, changes)
+                commit_group(store, db, group, changes, &mut times)
             }));
+            // A group that failed is measured too (a committed one was, before its replies).
+            times.record();
             match committed {
                 Ok(local) if local > 0 => {
                     if let Some(recipient) = &self.on_local_change {
@@ -490,6 +504,29 @@ impl WriterThread {
     }
 }
 
+/// Where a group's time went on the writer thread (see [`telemetry::store_group`]).
+#[derive(Debug, Default)]
+struct GroupTimes {
+    /// How long its oldest job waited for the writer.
+    queue_wait: Duration,
+    /// Running the jobs in the transaction (every attempt).
+    work: Duration,
+    /// The store's commit (every attempt).
+    commit: Duration,
+    /// Recorded already.
+    recorded: bool,
+}
+
+impl GroupTimes {
+    /// Records the group's times once. A committed group is recorded before its callers get
+    /// their replies, so a caller that reads the metrics next sees its own commit counted.
+    fn record(&mut self) {
+        if !std::mem::replace(&mut self.recorded, true) {
+            telemetry::store_group(self.queue_wait, self.work, self.commit);
+        }
+    }
+}
+
 /// Runs one group in one transaction; replies to every job; announces changes in commit
 /// order. Returns how many local (application) changes were committed.
 fn commit_group(
@@ -497,10 +534,14 @@ fn commit_group(
     db: &LocalDb,
     mut group: Vec<Box<dyn WriterJob>>,
     changes: &broadcast::Sender<Change>,
+    times: &mut GroupTimes,
 ) -> usize {
     if group.len() == 1 || group.iter().all(|job| job.rerunnable()) {
-        match commit_direct(store, db, &mut group) {
-            Direct::Done(outcomes) => return finish_group(group, outcomes, changes),
+        match commit_direct(store, db, &mut group, times) {
+            Direct::Done(outcomes) => {
+                times.record();
+                return finish_group(group, outcomes, changes);
+            }
             Direct::Failed(index, err) => {
                 // The transaction was dropped: nothing of the group was written. The failed job
                 // gets its error; the others run again, each in its own sub-transaction.
@@ -515,7 +556,7 @@ fn commit_group(
             }
         }
     }
-    commit_staged(store, db, group, changes)
+    commit_staged(store, db, group, changes, times)
 }
 
 enum Direct {
@@ -528,7 +569,13 @@ enum Direct {
 }
 
 /// Runs every job straight on the transaction, stopping at the first failure.
-fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriterJob>]) -> Direct {
+fn commit_direct(
+    store: &dyn Store,
+    db: &LocalDb,
+    group: &mut [Box<dyn WriterJob>],
+    times: &mut GroupTimes,
+) -> Direct {
+    let started = Instant::now();
     let mut txn = match store.write() {
         Ok(txn) => txn,
         Err(err) => return Direct::Broken(err),
@@ -537,10 +584,17 @@ fn commit_direct(store: &dyn Store, db: &LocalDb, group: &mut [Box<dyn WriterJob
     for (index, job) in group.iter_mut().enumerate() {
         match job.run(db, &mut *txn) {
             Ok(job_changes) => outcomes.push(Ok(job_changes)),
-            Err(err) => return Direct::Failed(index, err),
+            Err(err) => {
+                times.work += started.elapsed();
+                return Direct::Failed(index, err);
+            }
         }
     }
-    match txn.commit() {
+    let committing = Instant::now();
+    times.work += committing - started;
+    let committed = txn.commit();
+    times.commit += committing.elapsed();
+    match committed {
         Ok(()) => Direct::Done(outcomes),
         Err(err) => Direct::Broken(err),
     }
@@ -552,7 +606,9 @@ fn commit_staged(
     db: &LocalDb,
     mut group: Vec<Box<dyn WriterJob>>,
     changes: &broadcast::Sender<Change>,
+    times: &mut GroupTimes,
 ) -> usize {
+    let started = Instant::now();
     let mut txn = match store.write() {
         Ok(txn) => txn,
         Err(err) => {
@@ -576,10 +632,15 @@ fn commit_staged(
             Err(err) => outcomes.push(Err(err)),
         }
     }
-    if let Err(err) = txn.commit() {
+    let committing = Instant::now();
+    times.work += committing - started;
+    let committed = txn.commit();
+    times.commit += committing.elapsed();
+    if let Err(err) = committed {
         fail_all(group, &err);
         return 0;
     }
+    times.record();
     finish_group(group, outcomes, changes)
 }
 
@@ -761,7 +822,15 @@ mod tests {
             group.push(job);
             replies.push(reply);
         }
-        assert_eq!(commit_group(&store, &db, group, &changes), 2);
+        let mut times = GroupTimes::default();
+        assert_eq!(commit_group(&store, &db, group, &changes, &mut times), 2);
+        // Measured, both attempts' work (the direct run, then each job staged) and the commit,
+        // and recorded before the replies went out.
+        assert!(times.recorded, "{times:?}");
+        assert!(
+            times.work > Duration::ZERO && times.commit > Duration::ZERO,
+            "{times:?}"
+        );
         let outcomes: Vec<_> = replies
             .into_iter()
             .map(|mut r| r.try_recv().unwrap())
@@ -781,7 +850,16 @@ mod tests {
         let (store, db, changes) = setup();
         let (first, mut first_reply) = LocalJob::boxed(insert("a"));
         let (second, mut second_reply) = LocalJob::boxed(insert("a"));
-        assert_eq!(commit_group(&store, &db, vec![first, second], &changes), 1);
+        assert_eq!(
+            commit_group(
+                &store,
+                &db,
+                vec![first, second],
+                &changes,
+                &mut GroupTimes::default()
+            ),
+            1
+        );
         assert!(first_reply.try_recv().unwrap().is_ok());
         let err = second_reply.try_recv().unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
@@ -796,7 +874,16 @@ mod tests {
             Err::<((), Vec<Change>), _>(Error::invalid("refused after writing").table("posts"))
         });
         let mut reply = write.reply;
-        assert_eq!(commit_group(&store, &db, vec![write.job], &changes), 0);
+        assert_eq!(
+            commit_group(
+                &store,
+                &db,
+                vec![write.job],
+                &changes,
+                &mut GroupTimes::default()
+            ),
+            0
+        );
         let err = reply.try_recv().unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(!stored(&store, &db, "a"));
@@ -813,7 +900,13 @@ mod tests {
         let mut closure_reply = closure.reply;
         let (failing, mut failing_reply) = LocalJob::boxed(update_missing("b"));
         let (ok, mut ok_reply) = LocalJob::boxed(put("c"));
-        let local = commit_group(&store, &db, vec![closure.job, failing, ok], &changes);
+        let local = commit_group(
+            &store,
+            &db,
+            vec![closure.job, failing, ok],
+            &changes,
+            &mut GroupTimes::default(),
+        );
         assert_eq!(local, 2);
         assert!(closure_reply.try_recv().unwrap().is_ok());
         assert!(failing_reply.try_recv().unwrap().is_err());

@@ -64,6 +64,14 @@ pub const LIVE_CONNECTED: &str = "tidesync_live_connected";
 pub const LIVE_RECONNECTS_TOTAL: &str = "tidesync_live_reconnects_total";
 /// Live-channel events received (hints and changes).
 pub const LIVE_EVENTS_TOTAL: &str = "tidesync_live_events_total";
+/// How long a group of store writes waited for the writer thread (its oldest write, from
+/// submission to the start of its group).
+pub const STORE_QUEUE_WAIT: &str = "tidesync_store_queue_wait_seconds";
+/// The writer thread's work on one group before its commit (the engine's logic in the
+/// transaction).
+pub const STORE_WORK_SECONDS: &str = "tidesync_store_work_duration_seconds";
+/// One group's commit by the store (rows written and made durable).
+pub const STORE_COMMIT_SECONDS: &str = "tidesync_store_commit_duration_seconds";
 
 /// Registers descriptions and units of every metric (call once, after installing a recorder).
 pub fn describe_all() {
@@ -134,6 +142,29 @@ pub fn describe_all() {
         LIVE_EVENTS_TOTAL,
         "Live-channel events received (hints and changes)"
     );
+    describe_histogram!(
+        STORE_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time a group of store writes waited for the writer thread (its oldest write)"
+    );
+    describe_histogram!(
+        STORE_WORK_SECONDS,
+        Unit::Seconds,
+        "Writer thread's work on a group of store writes before its commit"
+    );
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Store commit of a group of writes (rows written and made durable)"
+    );
+}
+
+/// Records where one group commit of the store writer spent its time: waiting for the writer,
+/// the jobs' work in the transaction, the store's commit.
+pub fn store_group(queue_wait: Duration, work: Duration, commit: Duration) {
+    histogram!(STORE_QUEUE_WAIT).record(queue_wait.as_secs_f64());
+    histogram!(STORE_WORK_SECONDS).record(work.as_secs_f64());
+    histogram!(STORE_COMMIT_SECONDS).record(commit.as_secs_f64());
 }
 
 /// Sets the outbox-by-state gauges.

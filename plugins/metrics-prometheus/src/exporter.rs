@@ -27,6 +27,16 @@ pub const DEFAULT_SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// Upper bounds (seconds) of the buckets of the store writer's histograms (names starting with
+/// [`STORE_METRICS_PREFIX`]): a commit takes from a tenth of a millisecond (no fsync) to about
+/// a second (a slow disk), far below the sync metrics' 5 ms first bucket.
+pub const STORE_SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The name prefix of the store writer's histograms, which get [`STORE_SECONDS_BUCKETS`].
+pub const STORE_METRICS_PREFIX: &str = "tidesync_store_";
+
 const THREAD_NAME: &str = "tidesync-metrics";
 
 /// Configures the Prometheus recorder and its `/metrics` endpoint.
@@ -82,7 +92,10 @@ impl PrometheusMetricsBuilder {
     }
 
     /// Bucket upper bounds for every histogram whose name ends in `_seconds` (default
-    /// [`DEFAULT_SECONDS_BUCKETS`]). Must be finite and strictly increasing; `+Inf` is implied.
+    /// [`DEFAULT_SECONDS_BUCKETS`]), except the store writer's, which start at 0.1 ms
+    /// ([`STORE_SECONDS_BUCKETS`]; change them with [`buckets_for`](Self::buckets_for) and
+    /// `Matcher::Prefix(STORE_METRICS_PREFIX)`). Must be finite and strictly increasing; `+Inf`
+    /// is implied.
     pub fn buckets(mut self, bounds: &[f64]) -> Self {
         self.seconds_buckets = bounds.to_vec();
         self
@@ -143,7 +156,13 @@ impl PrometheusMetricsBuilder {
     pub fn build_recorder(&self) -> Result<(PrometheusRecorder, PrometheusHandle), Error> {
         let mut builder = PrometheusBuilder::new();
         let seconds = Matcher::Suffix("_seconds".to_owned());
-        let overrides = std::iter::once((&seconds, &self.seconds_buckets))
+        let store = (
+            Matcher::Prefix(STORE_METRICS_PREFIX.to_owned()),
+            STORE_SECONDS_BUCKETS.to_vec(),
+        );
+        // Later entries replace earlier ones for the same matcher: the host's come last.
+        let overrides = [(&seconds, &self.seconds_buckets), (&store.0, &store.1)]
+            .into_iter()
             .chain(self.bucket_overrides.iter().map(|(m, b)| (m, b)));
         for (matcher, bounds) in overrides {
             check_buckets(matcher, bounds)?;

@@ -7,7 +7,7 @@ mod server;
 pub use error::Error;
 pub use exporter::{
     DEFAULT_LISTEN_ADDR, DEFAULT_SECONDS_BUCKETS, DEFAULT_UPKEEP_EVERY, PrometheusMetrics,
-    PrometheusMetricsBuilder,
+    PrometheusMetricsBuilder, STORE_METRICS_PREFIX, STORE_SECONDS_BUCKETS,
 };
 pub use server::{CONTENT_TYPE_TEXT, METRICS_PATH};
 

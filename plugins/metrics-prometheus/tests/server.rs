@@ -234,3 +234,33 @@ fn buckets_and_global_labels() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
 }
+
+/// The store writer's histograms keep their sub-millisecond buckets when the host changes the
+/// `_seconds` default, and take the host's own when it names them.
+#[test]
+fn store_histograms_have_their_own_buckets() {
+    // A 700 µs commit, rendered by a recorder from `builder`.
+    let render = |builder: PrometheusMetricsBuilder| {
+        let (recorder, handle) = builder.build_recorder().expect("a recorder");
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!(tidesync_actors::telemetry::STORE_COMMIT_SECONDS).record(0.0007);
+        });
+        handle.render()
+    };
+    let text = render(PrometheusMetrics::builder().buckets(&[0.1, 1.0]));
+    assert!(
+        text.contains("tidesync_store_commit_duration_seconds_bucket{le=\"0.001\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("tidesync_store_commit_duration_seconds_bucket{le=\"0.1\"} 0\n"));
+
+    let text = render(PrometheusMetrics::builder().buckets_for(
+        Matcher::Prefix(tidesync_metrics_prometheus::STORE_METRICS_PREFIX.into()),
+        &[0.01, 1.0],
+    ));
+    assert!(
+        text.contains("tidesync_store_commit_duration_seconds_bucket{le=\"0.01\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("le=\"0.001\""), "{text}");
+}

@@ -92,6 +92,11 @@ fn seconds_histograms_are_real_histograms() {
         "tidesync_request_duration_seconds_bucket{table=\"todos\",kind=\"push\",le=\"+Inf\"} 1\n"
     ));
     assert!(text.contains("tidesync_sync_cycle_duration_seconds_count{outcome=\"failed\"} 1\n"));
+    // The store writer's histograms have sub-millisecond buckets: a 700 µs commit lands in
+    // 0.001, not in 0.0005 (nor in the sync metrics' first bucket, 0.005).
+    assert!(text.contains("tidesync_store_commit_duration_seconds_bucket{le=\"0.0005\"} 0\n"));
+    assert!(text.contains("tidesync_store_commit_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+    assert!(text.contains("tidesync_store_queue_wait_seconds_bucket{le=\"0.0001\"} 1\n"));
 }
 
 #[test]

@@ -219,6 +219,12 @@ pub fn record_every_metric() {
     metrics::gauge!(telemetry::LIVE_CONNECTED).set(1.0);
     metrics::counter!(telemetry::LIVE_RECONNECTS_TOTAL).increment(2);
     metrics::counter!(telemetry::LIVE_EVENTS_TOTAL).increment(5);
+    // As in store_writer.rs (one group commit of the writer thread).
+    telemetry::store_group(
+        Duration::from_micros(40),
+        Duration::from_micros(300),
+        Duration::from_micros(700),
+    );
 }
 
 /// Normalises exposition text for the snapshot: sample values become `<v>`, families are
