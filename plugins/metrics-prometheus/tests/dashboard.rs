@@ -305,6 +305,7 @@ fn alert_rules_name_only_defined_metrics() {
         "tidesync_online",
         "tidesync_sync_cycle_duration_seconds_count{outcome=\"failed\"}",
         "tidesync_clock_skew_seconds",
+        "tidesync_store_commit_duration_seconds_bucket",
     ] {
         assert!(rules.contains(needle), "no alert uses {needle}");
     }
