@@ -518,6 +518,16 @@ struct GroupTimes {
 }
 
 impl GroupTimes {
+    /// Commits `txn`, counting the time since `started` (the transaction's opening) as work
+    /// and the commit's own as commit.
+    fn commit_timed(&mut self, txn: Box<dyn WriteTxn>, started: Instant) -> Result<()> {
+        let committing = Instant::now();
+        self.work += committing - started;
+        let committed = txn.commit();
+        self.commit += committing.elapsed();
+        committed
+    }
+
     /// Records the group's times once. A committed group is recorded before its callers get
     /// their replies, so a caller that reads the metrics next sees its own commit counted.
     fn record(&mut self) {
@@ -590,11 +600,7 @@ fn commit_direct(
             }
         }
     }
-    let committing = Instant::now();
-    times.work += committing - started;
-    let committed = txn.commit();
-    times.commit += committing.elapsed();
-    match committed {
+    match times.commit_timed(txn, started) {
         Ok(()) => Direct::Done(outcomes),
         Err(err) => Direct::Broken(err),
     }
@@ -632,11 +638,7 @@ fn commit_staged(
             Err(err) => outcomes.push(Err(err)),
         }
     }
-    let committing = Instant::now();
-    times.work += committing - started;
-    let committed = txn.commit();
-    times.commit += committing.elapsed();
-    if let Err(err) = committed {
+    if let Err(err) = times.commit_timed(txn, started) {
         fail_all(group, &err);
         return 0;
     }
