@@ -12,7 +12,12 @@
 //!    one raw redb commit (the floor: the fsync);
 //! 4. the CPU time per write of each side (`/proc/self/stat`, the whole process), which bounds
 //!    group commit once fsyncs are shared;
-//! 5. what the rows alone cost: raw redb committing, per write, (a) one row, (b) the record
+//! 5. where the table API's time goes on the store writer (its `tidesync_store_*` metrics,
+//!    read from a Prometheus recorder the bench installs): per write, the wait for the writer
+//!    thread, the writer's work in the transaction and the store's commit; the rest of a
+//!    sequential write's time is the reply's hand-off and the caller; with 16 writers, how
+//!    many writes share a commit;
+//! 6. what the rows alone cost: raw redb committing, per write, (a) one row, (b) the record
 //!    plus one outbox row (the least DESIGN invariant 1 allows), in the same table and in a
 //!    second one, (c) the rows the table API writes (record, outbox entry, its two index rows,
 //!    three meta rows, in five tables). (b)/(a) bounds the sequential ratio of any engine that
@@ -38,11 +43,12 @@ use redb::{Database, Durability, TableDefinition};
 use tidesync::{Engine, RedbStore};
 use tidesync_store_redb::DEFAULT_CACHE_SIZE;
 
+use common::store_times::StoreTimes;
 use common::{median, percentile, record, secs, thousands};
 
 const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
 
-/// The rows one raw commit writes, for section 5.
+/// The rows one raw commit writes, for what the rows alone cost (item 6 of the list above).
 #[derive(Clone, Copy)]
 enum RawRows {
     /// The record alone.
@@ -267,6 +273,7 @@ fn main() {
     let runs = common::runs();
     let n = common::env_usize("TIDESYNC_BENCH_WRITES", 500, 40);
     let rt = common::runtime();
+    let metrics = common::store_times::install();
     println!(
         "local_writes: records of {} bytes, Durability::Immediate, median of {runs} runs{}",
         record(0).to_string().len(),
@@ -281,7 +288,9 @@ fn main() {
     let (mut api, mut raw, mut ratio) = (vec![], vec![], vec![]);
     let (mut p50, mut p99, mut raw_p50, mut raw_p99) = (vec![], vec![], vec![], vec![]);
     let (mut api_cpu, mut raw_cpu) = (vec![], vec![]);
+    let mut writer = Vec::new();
     for run in 0..runs {
+        let before = StoreTimes::read(&metrics);
         let ((a, mut lat, a_cpu), (r, mut raw_lat, r_cpu)) = if run % 2 == 0 {
             let a = api_sequential(n, &rt);
             (a, raw_sequential(n))
@@ -289,6 +298,7 @@ fn main() {
             let r = raw_sequential(n);
             (api_sequential(n, &rt), r)
         };
+        writer.push(StoreTimes::read(&metrics).since(before));
         lat.sort();
         raw_lat.sort();
         api.push(a);
@@ -325,6 +335,22 @@ fn main() {
         median(&p99),
         median(&raw_p99)
     );
+    let per_write: Vec<[f64; 3]> = writer.iter().map(|t| t.us_per(n)).collect();
+    let part = |i: usize| median(&per_write.iter().map(|p| p[i]).collect::<Vec<_>>());
+    let whole = 1e6 / median(&api);
+    println!(
+        "  per write        {whole:>6.0} µs: on the writer thread, waiting {:.0} µs, work {:.0} µs, store commit {:.0} µs ({:.2} commits per write); the rest (thread hand-offs, the caller) {:.0} µs",
+        part(0),
+        part(1),
+        part(2),
+        median(
+            &writer
+                .iter()
+                .map(|t| t.commits / n as f64)
+                .collect::<Vec<_>>()
+        ),
+        whole - part(0) - part(1) - part(2)
+    );
     common::section_end();
 
     let writers = 16;
@@ -335,7 +361,9 @@ fn main() {
     ));
     let (mut api, mut raw, mut ratio) = (vec![], vec![], vec![]);
     let (mut api_cpu, mut raw_cpu) = (vec![], vec![]);
+    let mut writer = Vec::new();
     for run in 0..runs {
+        let before = StoreTimes::read(&metrics);
         let ((a, a_cpu), (r, r_cpu)) = if run % 2 == 0 {
             let a = api_concurrent(writers, per_writer, &rt);
             (a, raw_concurrent(writers, per_writer))
@@ -343,6 +371,7 @@ fn main() {
             let r = raw_concurrent(writers, per_writer);
             (api_concurrent(writers, per_writer, &rt), r)
         };
+        writer.push(StoreTimes::read(&metrics).since(before));
         api.push(a);
         raw.push(r);
         ratio.push(a / r);
@@ -362,6 +391,24 @@ fn main() {
     println!(
         "  ratio                       {:>9.1}x  (target >= 10x)",
         median(&ratio)
+    );
+    let total = writers * per_writer;
+    let per_commit: Vec<[f64; 3]> = writer
+        .iter()
+        .map(|t| t.us_per(t.commits.max(1.0) as usize))
+        .collect();
+    let part = |i: usize| median(&per_commit.iter().map(|p| p[i]).collect::<Vec<_>>());
+    println!(
+        "  store writer: {:.1} writes per commit; per commit, waiting {:.0} µs, work {:.0} µs, store commit {:.0} µs",
+        median(
+            &writer
+                .iter()
+                .map(|t| total as f64 / t.commits.max(1.0))
+                .collect::<Vec<_>>()
+        ),
+        part(0),
+        part(1),
+        part(2)
     );
     // What bounds any group commit of these writes: the same rows, each commit holding every
     // writer's next write, with no engine at all; and what fewer rows per write would allow.

@@ -9,6 +9,8 @@
 //! - Every section prints the 1-minute load average and how many `rustc` processes run, so
 //!   figures taken on a busy machine can be told apart.
 
+pub mod store_times;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
