@@ -46,6 +46,7 @@ use serde_json::{Value, json};
 use tidesync::{Engine, MemoryStore, RedbStore, SyncSettings};
 use tidesync_testkit::server::ReferenceServer;
 
+use common::store_times::StoreTimes;
 use common::{median, record, secs, thousands};
 
 /// Entries per bulk request (the engine's `batch_size`).
@@ -72,6 +73,8 @@ pub(crate) struct Pushed {
     write_requests: usize,
     /// CPU of the whole process (client side and the in-process server) per entry, in µs.
     cpu_us: f64,
+    /// The engine's store writer during the push (engine rows only).
+    writer: Option<StoreTimes>,
 }
 
 impl StoreKind {
@@ -137,10 +140,12 @@ fn engine_push(
     });
     assert_eq!(engine.outbox_stats("posts").expect("stats").depth, n as u64);
     let cpu = common::process_cpu();
+    let writer_before = StoreTimes::read();
     let start = Instant::now();
     let report = rt.block_on(engine.push()).expect("push");
     let elapsed = secs(start);
     let cpu_us = common::cpu_us_per(cpu, common::process_cpu(), n);
+    let writer = StoreTimes::read().since(writer_before);
     assert_eq!(
         report.pushed, n as u64,
         "every entry acknowledged: {report:?}"
@@ -152,6 +157,7 @@ fn engine_push(
         per_sec: n as f64 / elapsed,
         write_requests,
         cpu_us,
+        writer: Some(writer),
     }
 }
 
@@ -299,6 +305,7 @@ pub(crate) fn pushed(
         per_sec: n as f64 / elapsed,
         write_requests,
         cpu_us,
+        writer: None,
     }
 }
 
@@ -343,6 +350,8 @@ fn show_engine_request(rt: &tokio::runtime::Runtime) {
 }
 
 struct Row {
+    /// Entries pushed per measurement.
+    entries: usize,
     engine: Vec<f64>,
     raw: Vec<f64>,
     ratio: Vec<f64>,
@@ -350,6 +359,8 @@ struct Row {
     raw_requests: usize,
     engine_cpu_us: Vec<f64>,
     raw_cpu_us: Vec<f64>,
+    /// The engine's store writer in each run (engine rows only).
+    writer: Vec<StoreTimes>,
 }
 
 fn measure(
@@ -361,6 +372,7 @@ fn measure(
     runs: usize,
 ) -> Row {
     let mut row = Row {
+        entries: n,
         engine: vec![],
         raw: vec![],
         ratio: vec![],
@@ -368,6 +380,7 @@ fn measure(
         raw_requests: 0,
         engine_cpu_us: vec![],
         raw_cpu_us: vec![],
+        writer: vec![],
     };
     for run in 0..runs {
         // Alternate which side goes first, so drift in the machine's load hits both.
@@ -385,6 +398,7 @@ fn measure(
         row.raw_requests = r.write_requests;
         row.engine_cpu_us.push(e.cpu_us);
         row.raw_cpu_us.push(r.cpu_us);
+        row.writer.extend(e.writer);
     }
     row
 }
@@ -408,6 +422,23 @@ fn print_row(row: &Row, concurrency: usize, store: StoreKind) {
         median(&row.ratio),
         common::machine_note(),
     );
+    if !row.writer.is_empty() {
+        let n = row.entries;
+        let per_entry: Vec<[f64; 3]> = row.writer.iter().map(|t| t.us_per(n)).collect();
+        let part = |i: usize| median(&per_entry.iter().map(|p| p[i]).collect::<Vec<_>>());
+        let entries_per_commit: Vec<f64> = row
+            .writer
+            .iter()
+            .map(|t| n as f64 / t.commits.max(1.0))
+            .collect();
+        println!(
+            "        store writer per entry: work {:.1} µs, commit {:.1} µs, waiting {:.1} µs ({:.0} entries per commit)",
+            part(1),
+            part(2),
+            part(0),
+            median(&entries_per_commit)
+        );
+    }
 }
 
 fn main() {
@@ -428,6 +459,8 @@ fn main() {
         .ok()
         .map(|s| s.split(',').map(|r| r.trim().to_owned()).collect());
     common::install_crypto();
+    // The store writer's metrics, installed before any engine starts.
+    StoreTimes::read();
     let rt = common::runtime();
     println!(
         "push: {n} records of {} bytes, median of {runs} runs{}",

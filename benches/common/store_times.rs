@@ -5,18 +5,21 @@
 
 use tidesync_metrics_prometheus::{PrometheusHandle, PrometheusMetrics};
 
-/// Installs the process-wide recorder (once per process; its endpoint listens on a free
-/// loopback port and is not used) and returns a handle to read it.
-pub fn install() -> PrometheusHandle {
-    let metrics = PrometheusMetrics::builder()
-        .listen("127.0.0.1:0".parse().expect("an address"))
-        .dedicated_thread(true)
-        .install()
-        .expect("the bench's metrics recorder");
-    let handle = metrics.handle().clone();
-    // Serves until the process exits.
-    std::mem::forget(metrics);
-    handle
+/// The process-wide recorder's handle, installed on first use (its endpoint listens on a
+/// free loopback port and is not used).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let metrics = PrometheusMetrics::builder()
+            .listen("127.0.0.1:0".parse().expect("an address"))
+            .dedicated_thread(true)
+            .install()
+            .expect("the bench's metrics recorder");
+        let handle = metrics.handle().clone();
+        // Serves until the process exits.
+        std::mem::forget(metrics);
+        handle
+    })
 }
 
 /// Totals of the writer's histograms at one moment.
@@ -34,8 +37,8 @@ pub struct StoreTimes {
 
 impl StoreTimes {
     /// The totals now.
-    pub fn read(handle: &PrometheusHandle) -> Self {
-        let text = handle.render();
+    pub fn read() -> Self {
+        let text = handle().render();
         let value = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
