@@ -22,7 +22,10 @@
 //! guarantees write (an in-flight mark before the send, a base, a receipt), so what the
 //! protocol costs can be told from what the engine's implementation adds (`push_floor`). A
 //! last section does the same through the bulk endpoint (`POST /api/posts/bulk`, 50 entries
-//! per request) against raw bulk requests of the same 50 operations.
+//! per request) against raw bulk requests of the same 50 operations. Under each engine row, the
+//! store writer's share per pushed entry, from its `tidesync_store_*` metrics (a Prometheus
+//! recorder installed for the run): the push turns' work, their commits, the time turns waited
+//! for the writer, and pushed entries per commit (each is marked in one turn, settled in another).
 //!
 //! The server is the testkit's reference server on 127.0.0.1 (in process, its own thread and
 //! single-threaded runtime), fresh for every measurement. Env: `TIDESYNC_BENCH_RUNS` (default
