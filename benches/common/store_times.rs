@@ -8,18 +8,17 @@ use tidesync_metrics_prometheus::{PrometheusHandle, PrometheusMetrics};
 /// The process-wide recorder's handle, installed on first use (its endpoint listens on a
 /// free loopback port and is not used).
 pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let metrics = PrometheusMetrics::builder()
-            .listen("127.0.0.1:0".parse().expect("an address"))
-            .dedicated_thread(true)
-            .install()
-            .expect("the bench's metrics recorder");
-        let handle = metrics.handle().clone();
-        // Serves until the process exits.
-        std::mem::forget(metrics);
-        handle
-    })
+    // Kept (and serving) until the process exits.
+    static METRICS: std::sync::OnceLock<PrometheusMetrics> = std::sync::OnceLock::new();
+    METRICS
+        .get_or_init(|| {
+            PrometheusMetrics::builder()
+                .listen("127.0.0.1:0".parse().expect("an address"))
+                .dedicated_thread(true)
+                .install()
+                .expect("the bench's metrics recorder")
+        })
+        .handle()
 }
 
 /// Totals of the writer's histograms at one moment.
